@@ -1,0 +1,63 @@
+/**
+ * A closed set of errors with stable codes (undici's habit): callers switch on
+ * `code`, never on message text. Messages say what happened and what to do.
+ */
+
+export const ErrorCode = {
+  // FastCGI wire protocol (codec and state machines)
+  FCGI_BAD_VERSION: 'GH_FCGI_BAD_VERSION',
+  FCGI_BAD_RECORD: 'GH_FCGI_BAD_RECORD',
+  FCGI_BAD_NAME_VALUE: 'GH_FCGI_BAD_NAME_VALUE',
+  FCGI_PARAMS_TOO_LARGE: 'GH_FCGI_PARAMS_TOO_LARGE',
+  FCGI_PAIR_TOO_LARGE: 'GH_FCGI_PAIR_TOO_LARGE',
+  FCGI_UNEXPECTED_RECORD: 'GH_FCGI_UNEXPECTED_RECORD',
+  FCGI_TOO_MANY_REQUESTS: 'GH_FCGI_TOO_MANY_REQUESTS',
+  FCGI_TRUNCATED: 'GH_FCGI_TRUNCATED',
+  // FastCGI client, talking to an upstream application
+  UPSTREAM_REFUSED: 'GH_UPSTREAM_REFUSED',
+  UPSTREAM_CONNECT_TIMEOUT: 'GH_UPSTREAM_CONNECT_TIMEOUT',
+  UPSTREAM_TIMEOUT: 'GH_UPSTREAM_TIMEOUT',
+  UPSTREAM_RESET: 'GH_UPSTREAM_RESET',
+  UPSTREAM_PROTOCOL: 'GH_UPSTREAM_PROTOCOL',
+  UPSTREAM_OVERLOADED: 'GH_UPSTREAM_OVERLOADED',
+  UPSTREAM_CANT_MPX: 'GH_UPSTREAM_CANT_MPX',
+  UPSTREAM_UNKNOWN_ROLE: 'GH_UPSTREAM_UNKNOWN_ROLE',
+  UPSTREAM_QUEUE_FULL: 'GH_UPSTREAM_QUEUE_FULL',
+  REQUEST_ABORTED: 'GH_REQUEST_ABORTED',
+  CLIENT_CLOSED: 'GH_CLIENT_CLOSED',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export class GatehouseError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = 'GatehouseError';
+  }
+}
+
+/** Malformed FastCGI input. The caller closes the connection (or answers with an error); it never throws out of an event handler. */
+export class FastCGIProtocolError extends GatehouseError {
+  constructor(code: ErrorCode, message: string) {
+    super(code, message);
+    this.name = 'FastCGIProtocolError';
+  }
+}
+
+/**
+ * A FastCGI client failure, naming the upstream. `code` tells the HTTP front
+ * which status to answer: refused/queue-full/overloaded -> 503, timeout -> 504,
+ * reset/protocol -> 502.
+ */
+export class UpstreamError extends GatehouseError {
+  readonly upstream: string;
+  /** True when nothing of the request had reached the application, so a retry elsewhere is safe. */
+  readonly retryable: boolean;
+  constructor(code: ErrorCode, upstream: string, message: string, options?: { cause?: unknown; retryable?: boolean }) {
+    super(code, `${upstream}: ${message}`, options);
+    this.name = 'UpstreamError';
+    this.upstream = upstream;
+    this.retryable = options?.retryable ?? false;
+  }
+}

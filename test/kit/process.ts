@@ -1,0 +1,130 @@
+/**
+ * The test kit: start real peers (nginx, Apache httpd, php-fpm, spawn-fcgi,
+ * cgi-fcgi, ...) on loopback with private config files in a temp dir, wait
+ * until they answer, and always stop them (registered with the test's
+ * `after` hook so a failing test cannot leave a server behind).
+ */
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { mkdtempSync, rmSync, existsSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/** The subset of node:test's TestContext / SuiteContext the kit needs. */
+export interface Cleanup {
+  after(fn: () => unknown): void;
+}
+
+export function tempDir(t: Cleanup, prefix = 'gatehouse-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A free TCP port on 127.0.0.1 (bound and released; races are rare on loopback). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export type Address = { path: string } | { host: string; port: number };
+
+/** Resolves once something accepts connections at `address`, or rejects after `timeoutMs`. */
+export async function waitForListener(address: Address, timeoutMs = 10_000, isAlive: () => boolean = () => true): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    if (!isAlive()) throw new Error(`process exited before listening on ${describeAddress(address)}`);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const socket = net.connect(address as net.NetConnectOpts);
+        socket.once('connect', () => {
+          socket.destroy();
+          resolve();
+        });
+        socket.once('error', reject);
+      });
+      return;
+    } catch (error) {
+      lastError = error;
+      await sleep(25);
+    }
+  }
+  throw new Error(`nothing listened on ${describeAddress(address)} within ${timeoutMs} ms: ${String(lastError)}`);
+}
+
+export function describeAddress(address: Address): string {
+  return 'path' in address ? `unix:${address.path}` : `${address.host}:${address.port}`;
+}
+
+export interface RunningProcess {
+  child: ChildProcess;
+  /** stdout+stderr collected so far (bounded), for failure messages. */
+  output(): string;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+const OUTPUT_LIMIT = 64 * 1024;
+
+/** Starts a process whose lifetime is tied to the test: stopped (SIGTERM, then SIGKILL) in `after`. */
+export function startProcess(t: Cleanup, command: string, args: readonly string[], options: SpawnOptions = {}): RunningProcess {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+  let output = '';
+  const collect = (chunk: Buffer) => {
+    if (output.length < OUTPUT_LIMIT) output += chunk.toString('utf8');
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve({ code: child.exitCode, signal: child.signalCode });
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+    child.once('error', (error) => {
+      output += `\nspawn error: ${error.message}`;
+      resolve({ code: -1, signal: null });
+    });
+  });
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill(signal);
+    const killed = await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]);
+    if (!killed) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  };
+  t.after(() => stop());
+  return { child, output: () => output, stop, exited };
+}
+
+export function isRunning(child: ChildProcess): boolean {
+  return child.exitCode === null && child.signalCode === null;
+}
+
+/** Reads a pid file written by a daemonising peer (nginx, apache, php-fpm). */
+export function readPidFile(path: string): number | null {
+  if (!existsSync(path)) return null;
+  const pid = Number.parseInt(readFileSync(path, 'utf8').trim(), 10);
+  return Number.isFinite(pid) && pid > 0 ? pid : null;
+}
+
+/** Resident set size of a process in bytes, from /proc (Linux only). */
+export function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const match = /VmRSS:\s+(\d+) kB/.exec(status);
+  return match ? Number(match[1]) * 1024 : 0;
+}
+
+/** Which of these programs exist; tests of a peer that is missing fail with this message rather than pass silently. */
+export function requireProgram(path: string): string {
+  if (!existsSync(path)) throw new Error(`${path} is not installed; .ci/run installs it (apt-get), run that or install the Debian package by hand`);
+  return path;
+}
