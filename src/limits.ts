@@ -51,3 +51,92 @@ export const CLIENT_MAX_QUEUED_REQUESTS = 1024;
 export const CLIENT_KEEPALIVE_IDLE_MS = 30_000;
 /** Largest single STDERR chunk the client keeps before handing it on. */
 export const CLIENT_STDERR_LINE_MAX = 8192;
+/**
+ * After the client sends ABORT_REQUEST, how long the application has to end
+ * the request with END_REQUEST before the client destroys the connection
+ * (php-fpm, for one, ignores ABORT_REQUEST until the script finishes).
+ */
+export const CLIENT_ABORT_GRACE_MS = 2000;
+/**
+ * Requests the client puts on one connection when the application says
+ * FCGI_MPXS_CONNS=1 but gives no FCGI_MAX_REQS (and the cap above any it gives).
+ */
+export const CLIENT_MAX_REQUESTS_PER_CONNECTION = 64;
+/** High-water mark of a client response (STDOUT) stream before the socket is paused. */
+export const CLIENT_RESPONSE_HIGH_WATER_MARK = 64 * 1024;
+/** fetchAll(): largest STDOUT (and, separately, STDERR) it buffers before failing. */
+export const CLIENT_FETCH_ALL_MAX_BYTES = 16 * 1024 * 1024;
+
+/* ---- CGI (src/cgi) ---- */
+
+/** Largest header block a CGI script may print before its blank line (Apache reads lines of at most 8 KiB). */
+export const CGI_HEAD_MAX_BYTES = 64 * 1024;
+/** Longest single header line from a script, terminator included (Apache's MAX_STRING_LEN). */
+export const CGI_HEAD_MAX_LINE_BYTES = 8192;
+/** Most header lines a script may print (a flood of lines would grow the response head unbounded). */
+export const CGI_HEAD_MAX_LINES = 256;
+/** mod_cgid's CGIDScriptTimeout default: a script that writes no output for this long is killed. */
+export const CGI_SCRIPT_TIMEOUT_MS = 60_000;
+/** After SIGTERM (client gone, server stopping), how long the script's group has before SIGKILL (APR's kill-after-timeout uses 3 s). */
+export const CGI_KILL_GRACE_MS = 3000;
+/** After a script closed its stdout, how long it may keep running before its group is terminated (Apache kills it at request end). */
+export const CGI_EXIT_WAIT_MS = 3000;
+/** Longest stderr line handed to the error log; longer lines are cut into pieces of this size. */
+export const CGI_STDERR_LINE_MAX = 8192;
+/** Scripts running at once; more wait in the queue. */
+export const CGI_MAX_CONCURRENT_SCRIPTS = 128;
+/** Requests waiting for a script slot; past this the answer is 503. */
+export const CGI_MAX_QUEUED_SCRIPTS = 1024;
+/** Apache's APACHE_ARG_MAX: a query without '=' splits into at most this many argv words, else none. */
+export const CGI_MAX_ARGV_WORDS = 512;
+/** Apache's LimitInternalRecursion: local redirects (Location: /path) followed for one request. */
+export const CGI_MAX_LOCAL_REDIRECTS = 10;
+/** A chunked request body is kept in memory up to this size, then spooled to a temp file. */
+export const CGI_BODY_MEMORY_SPOOL_BYTES = 1024 * 1024;
+/** Largest request body a script is given (Apache's LimitRequestBody default since 2.4.54: 1 GiB); 413 above. */
+export const CGI_MAX_REQUEST_BODY_BYTES = 1024 * 1024 * 1024;
+/** High-water mark of the stream carrying a script's output to the consumer; above it the script's stdout is paused. */
+export const CGI_OUTPUT_HIGH_WATER_MARK = 64 * 1024;
+/** mod_cgi's ScriptLogLength default: the script log is not written once it is this large. */
+export const CGI_SCRIPT_LOG_LENGTH = 10_385_760;
+/** mod_cgi's ScriptLogBuffer default: request body bytes written to the script log per entry. */
+export const CGI_SCRIPT_LOG_BUFFER = 1024;
+/** Script output (after the header block) and stderr kept for one script log entry. */
+export const CGI_SCRIPT_LOG_CAPTURE_BYTES = 64 * 1024;
+/** Script log entries waiting to be written; more are dropped (and counted) so logging never holds memory unbounded. */
+export const CGI_SCRIPT_LOG_QUEUE = 256;
+
+/* ---- kfcgi process manager (src/kfcgi) ---- */
+
+/** kfcgi(8)'s defaults: socket, jail, pool size, idle release of extra workers in a variable pool. */
+export const KFCGI_DEFAULT_SOCKET_PATH = '/var/www/run/httpd.sock';
+export const KFCGI_DEFAULT_JAIL = '/var/www';
+export const KFCGI_DEFAULT_WORKERS = 3;
+export const KFCGI_DEFAULT_IDLE_SECONDS = 300;
+/** Mode of the listening socket (and the status socket) from bind on. */
+export const KFCGI_SOCKET_MODE = 0o660;
+/** Where Linux tells the largest listen backlog; gatehouse's default backlog (kfcgi's 2 x pool makes nginx answer 502 under load). */
+export const KFCGI_SOMAXCONN_PATH = '/proc/sys/net/core/somaxconn';
+/** Backlog used when somaxconn cannot be read (Linux's default since 5.4). */
+export const KFCGI_FALLBACK_BACKLOG = 4096;
+/** Largest -n / -N accepted (each worker is a process; this is a typo guard, not a tuning knob). */
+export const KFCGI_MAX_WORKERS = 4096;
+/** After SIGTERM to a worker (stop, release, restart), how long it has to exit before SIGKILL. */
+export const KFCGI_KILL_GRACE_MS = 5000;
+/** Respawn back-off: first delay after a worker exits early, doubling per quick exit up to the maximum. */
+export const KFCGI_RESPAWN_MIN_DELAY_MS = 100;
+export const KFCGI_RESPAWN_MAX_DELAY_MS = 10_000;
+/** A worker that ran this long before exiting is considered healthy: the back-off starts over. */
+export const KFCGI_RESPAWN_HEALTHY_MS = 10_000;
+/** SIGHUP restart: how long to wait for a worker to be idle (between requests) before stopping it anyway. */
+export const KFCGI_RESTART_IDLE_WAIT_MS = 10_000;
+/** SIGHUP restart: pause between idleness checks of a busy worker. */
+export const KFCGI_RESTART_POLL_MS = 10;
+/** How often a variable pool looks for workers idle longer than -w. */
+export const KFCGI_IDLE_SWEEP_MS = 1000;
+/** Variable pool: accepted connections waiting for a free worker; past this new ones are closed (and counted). */
+export const KFCGI_MAX_QUEUED_CONNECTIONS = 4096;
+/** Longest line of a worker's stdout/stderr logged as one message; longer lines are cut. */
+export const KFCGI_LOG_LINE_MAX = 4096;
+/** Daemon start: how long the parent waits for the daemon to report that its workers started. */
+export const KFCGI_DAEMON_READY_TIMEOUT_MS = 30_000;

@@ -1,0 +1,235 @@
+/**
+ * The one CGI environment builder. It makes a script's environment (CGI/1.1,
+ * RFC 3875, with the extras Apache httpd 2.4's mod_cgi adds) and, unchanged,
+ * the PARAMS a FastCGI upstream receives, so CGI and FastCGI can never
+ * disagree on what a variable means. Pure: no sockets, no processes, no
+ * reading of process.env except through the `inheritedEnvironment` the caller
+ * passes in.
+ */
+
+/** One request as the builder sees it: plain data, so cgid and FastCGI can describe a request without node:http. */
+export interface CgiRequestDescription {
+  method: string;
+  /** The request target exactly as the client sent it (path and query, still percent-encoded). */
+  target: string;
+  /** "1.1", "1.0". */
+  httpVersion: string;
+  /** Header name/value pairs in arrival order, names as sent (node:http's rawHeaders, paired). */
+  headers: ReadonlyArray<readonly [name: string, value: string]>;
+  remoteAddress: string;
+  remotePort: number;
+  localAddress: string;
+  localPort: number;
+  /** The connection is TLS: REQUEST_SCHEME=https and HTTPS=on. */
+  tls: boolean;
+  /** Decoded URL path of the script (empty or starting with '/'). */
+  scriptName: string;
+  /** The script's file on disk; never contains PATH_INFO. */
+  scriptFilename: string;
+  /** Decoded extra path after the script (empty or starting with '/'). */
+  pathInfo: string;
+  documentRoot: string;
+  /** Apache's CONTEXT_PREFIX: the URL prefix of the alias that mapped the script ("" for the document root). */
+  contextPrefix?: string;
+  /** Apache's CONTEXT_DOCUMENT_ROOT: the directory that prefix maps to (the document root by default). */
+  contextDocumentRoot?: string;
+  /**
+   * Bytes the script will read on stdin. When given it is CONTENT_LENGTH and
+   * overrides the Content-Length header (a dechunked, spooled body); when
+   * absent CONTENT_LENGTH comes from the Content-Length header, as Apache does.
+   */
+  contentLength?: number;
+  remoteUser?: string;
+  authType?: string;
+  /** Set only when the server resolved the client's name (Apache: HostnameLookups On). */
+  remoteHost?: string;
+  /**
+   * For a local redirect (RFC 3875 6.2.2): the environment of the request that
+   * redirected. Each of its variables reappears as REDIRECT_NAME, as Apache's
+   * internal redirect does, with REDIRECT_STATUS and REDIRECT_URL.
+   */
+  redirectedFrom?: { environment: CgiEnvironment; url: string; status: number };
+}
+
+/** How the server is configured; one object per site, shared by every request. */
+export interface EnvironmentPolicy {
+  /** The configured ServerName; used when the request has no usable Host header, or always with `useCanonicalName`. */
+  serverName: string;
+  /** Apache's UseCanonicalName On: SERVER_NAME/SERVER_PORT from the configuration, not the Host header. */
+  useCanonicalName?: boolean;
+  /** The port announced with `useCanonicalName` (default: the local port). */
+  serverPort?: number;
+  serverSoftware?: string;
+  /** Apache's default when ServerAdmin is not set. */
+  serverAdmin?: string;
+  /** Apache's ServerSignature text; Apache's default (Off) makes it the empty string. */
+  serverSignature?: string;
+  /** Apache's CGIPassAuth: pass Authorization (and Proxy-Authorization) to the script as HTTP_*. */
+  passAuthorization?: boolean;
+  /** SetEnv: variables set by the operator, applied after the request's own (the operator wins). */
+  setEnv?: Readonly<Record<string, string>>;
+  /** PassEnv: names copied from `inheritedEnvironment` when present there. */
+  passEnv?: readonly string[];
+  /** The server's own environment, read only for PATH and the PassEnv names (default: none). */
+  inheritedEnvironment?: Readonly<Record<string, string | undefined>>;
+}
+
+/** Ordered, unique names. An array so FastCGI PARAMS keep a stable order; `environmentRecord` makes a spawn env. */
+export type CgiEnvironment = Array<[name: string, value: string]>;
+
+export const GATEWAY_INTERFACE = 'CGI/1.1';
+export const DEFAULT_SERVER_SOFTWARE = 'gatehouse';
+/** What Apache announces when ServerAdmin is not configured. */
+export const DEFAULT_SERVER_ADMIN = '[no address given]';
+/** Apache's DEFAULT_PATH on Unix, used when the server's environment has no PATH. */
+export const DEFAULT_SCRIPT_PATH = '/usr/local/bin:/usr/bin:/bin';
+
+/** Letters, digits and hyphens: the only header names Apache 2.4 turns into HTTP_* (anything else is dropped, so `X_Forwarded_For` cannot forge `HTTP_X_FORWARDED_FOR`). */
+const CGI_HEADER_NAME = /^[A-Za-z0-9-]+$/;
+/** Environment variable names the operator may set (POSIX portable names). */
+const OPERATOR_VARIABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** Builds the environment of one request. Never throws on odd input: unusable headers and values are left out. */
+export function buildEnvironment(request: CgiRequestDescription, policy: EnvironmentPolicy): CgiEnvironment {
+  const env = new Map<string, string>();
+  const set = (name: string, value: string | undefined): void => {
+    // A NUL cannot be passed through execve (and would truncate the value in C); such a variable is left out.
+    if (value === undefined || value.includes('\0')) return;
+    env.set(name, value);
+  };
+
+  const redirect = request.redirectedFrom;
+  if (redirect) {
+    for (const [name, value] of redirect.environment) set(`REDIRECT_${name}`, value);
+    set('REDIRECT_URL', redirect.url);
+    set('REDIRECT_STATUS', String(redirect.status));
+  }
+
+  const headers = mergeHeaders(request.headers);
+  let host: string | undefined;
+  let headerContentLength: string | undefined;
+  for (const [lowerName, { name, value }] of headers) {
+    if (lowerName === 'content-type') {
+      set('CONTENT_TYPE', value);
+      continue;
+    }
+    if (lowerName === 'content-length') {
+      headerContentLength = value;
+      continue;
+    }
+    if (lowerName === 'host') host = value;
+    // httpoxy (CVE-2016-5385): HTTP_PROXY is read by many HTTP clients as their proxy setting.
+    if (lowerName === 'proxy') continue;
+    if ((lowerName === 'authorization' || lowerName === 'proxy-authorization') && !policy.passAuthorization) continue;
+    // A dechunked body is announced by CONTENT_LENGTH; the script must not see a framing it will not get.
+    if (lowerName === 'transfer-encoding' && request.contentLength !== undefined) continue;
+    if (!CGI_HEADER_NAME.test(name)) continue;
+    set(`HTTP_${lowerName.toUpperCase().replaceAll('-', '_')}`, value);
+  }
+
+  const inherited = policy.inheritedEnvironment ?? {};
+  set('PATH', inherited.PATH || DEFAULT_SCRIPT_PATH);
+  set('SERVER_SIGNATURE', policy.serverSignature ?? '');
+  set('SERVER_SOFTWARE', policy.serverSoftware ?? DEFAULT_SERVER_SOFTWARE);
+  const { serverName, serverPort } = serverIdentity(request, policy, host);
+  set('SERVER_NAME', serverName);
+  set('SERVER_ADDR', request.localAddress);
+  set('SERVER_PORT', String(serverPort));
+  set('REMOTE_ADDR', request.remoteAddress);
+  set('REMOTE_HOST', request.remoteHost);
+  set('DOCUMENT_ROOT', request.documentRoot);
+  set('REQUEST_SCHEME', request.tls ? 'https' : 'http');
+  set('CONTEXT_PREFIX', request.contextPrefix ?? '');
+  set('CONTEXT_DOCUMENT_ROOT', request.contextDocumentRoot ?? request.documentRoot);
+  set('SERVER_ADMIN', policy.serverAdmin ?? DEFAULT_SERVER_ADMIN);
+  set('SCRIPT_FILENAME', request.scriptFilename);
+  set('REMOTE_PORT', String(request.remotePort));
+  set('REMOTE_USER', request.remoteUser);
+  set('AUTH_TYPE', request.authType);
+  if (request.tls) set('HTTPS', 'on');
+  set('GATEWAY_INTERFACE', GATEWAY_INTERFACE);
+  set('SERVER_PROTOCOL', `HTTP/${request.httpVersion}`);
+  set('REQUEST_METHOD', request.method);
+  const queryStart = request.target.indexOf('?');
+  set('QUERY_STRING', queryStart === -1 ? '' : request.target.slice(queryStart + 1));
+  // After a local redirect REQUEST_URI stays the client's original target (Apache takes it from the request line).
+  set('REQUEST_URI', redirect ? (redirect.environment.find(([name]) => name === 'REQUEST_URI')?.[1] ?? request.target) : request.target);
+  set('SCRIPT_NAME', request.scriptName);
+  if (request.pathInfo !== '') {
+    set('PATH_INFO', request.pathInfo);
+    set('PATH_TRANSLATED', joinPath(request.documentRoot, request.pathInfo));
+  }
+  if (request.contentLength !== undefined) set('CONTENT_LENGTH', String(request.contentLength));
+  else if (headerContentLength !== undefined) set('CONTENT_LENGTH', headerContentLength);
+
+  for (const name of policy.passEnv ?? []) {
+    if (OPERATOR_VARIABLE_NAME.test(name)) set(name, inherited[name]);
+  }
+  for (const [name, value] of Object.entries(policy.setEnv ?? {})) {
+    if (OPERATOR_VARIABLE_NAME.test(name)) set(name, value);
+  }
+  return [...env];
+}
+
+/** The environment as the object child_process.spawn wants. */
+export function environmentRecord(env: CgiEnvironment): Record<string, string> {
+  const record: Record<string, string> = Object.create(null);
+  for (const [name, value] of env) record[name] = value;
+  return record;
+}
+
+/** One value of an environment (undefined when absent). */
+export function environmentValue(env: CgiEnvironment, name: string): string | undefined {
+  for (const [entryName, value] of env) if (entryName === name) return value;
+  return undefined;
+}
+
+/**
+ * Case-insensitive merge of repeated headers, keeping the first spelling of the
+ * name. Apache merges repeated request headers with ", " (RFC 9110 5.3); a
+ * Cookie header is a "; "-separated list (RFC 6265 5.4), so cookies are joined
+ * that way or the script would read the first cookie of the second header as
+ * part of the last cookie value of the first.
+ */
+function mergeHeaders(pairs: CgiRequestDescription['headers']): Map<string, { name: string; value: string }> {
+  const merged = new Map<string, { name: string; value: string }>();
+  for (const [name, value] of pairs) {
+    const lowerName = name.toLowerCase();
+    const existing = merged.get(lowerName);
+    if (!existing) merged.set(lowerName, { name, value });
+    else existing.value += (lowerName === 'cookie' ? '; ' : ', ') + value;
+  }
+  return merged;
+}
+
+/**
+ * SERVER_NAME and SERVER_PORT as Apache's UseCanonicalName Off computes them:
+ * the Host header's name (lower-cased) and its port, else the local port.
+ */
+function serverIdentity(
+  request: CgiRequestDescription,
+  policy: EnvironmentPolicy,
+  host: string | undefined,
+): { serverName: string; serverPort: number } {
+  if (policy.useCanonicalName || host === undefined) {
+    return { serverName: policy.serverName, serverPort: policy.serverPort ?? request.localPort };
+  }
+  const parsed = parseHostHeader(host);
+  if (!parsed) return { serverName: policy.serverName, serverPort: request.localPort };
+  return { serverName: parsed.name, serverPort: parsed.port ?? request.localPort };
+}
+
+/** `name`, `name:port`, `[v6]`, `[v6]:port`; null when it is none of those. */
+export function parseHostHeader(host: string): { name: string; port?: number } | null {
+  const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::(\d{0,5}))?$/.exec(host);
+  if (!match) return null;
+  const name = match[1]!.toLowerCase();
+  if (match[2] === undefined || match[2] === '') return { name };
+  const port = Number(match[2]);
+  if (port > 65535) return null;
+  return { name, port };
+}
+
+function joinPath(root: string, pathInfo: string): string {
+  return root.endsWith('/') ? root + pathInfo.slice(1) : root + pathInfo;
+}
