@@ -1,0 +1,207 @@
+/**
+ * Where a script is: from a URL path to a file on disk, split into
+ * SCRIPT_NAME and PATH_INFO (RFC 3875 4.1.5, 4.1.13) by walking the decoded
+ * path segments through the filesystem, as Apache's directory walk does.
+ *
+ * Two kinds of route, as in Apache httpd:
+ * - a ScriptAlias: URL prefix -> directory, every regular file there is a script;
+ * - a handler by extension inside a document root (AddHandler cgi-script .cgi):
+ *   files with those extensions are scripts, other files are static.
+ *
+ * Refused, never executed and never leaking a file from outside the root:
+ * a bad percent escape, an encoded slash (%2F, Apache's AllowEncodedSlashes Off),
+ * a NUL, a backslash, `..` (decoded too: %2e%2e) climbing above the URL root, and
+ * a symlink whose target leaves the configured root (realpath check).
+ */
+import { promises as fs, constants as fsConstants } from 'node:fs';
+import path from 'node:path';
+import { ErrorCode } from '../errors.js';
+
+export interface ScriptAliasRoute {
+  kind: 'script-alias';
+  /** URL prefix, e.g. "/cgi-bin/" (a trailing slash means only paths below it match). */
+  urlPrefix: string;
+  /** Absolute directory the prefix maps to. */
+  directory: string;
+}
+
+export interface ExtensionRoute {
+  kind: 'extensions';
+  /** URL prefix the document root serves ("/" for a whole site). */
+  urlPrefix?: string;
+  documentRoot: string;
+  /** File name endings run as scripts, with the dot: [".cgi", ".pl"]. */
+  extensions: readonly string[];
+}
+
+export type ScriptRoute = ScriptAliasRoute | ExtensionRoute;
+
+export interface ResolvedScript {
+  kind: 'script';
+  /** Decoded URL path of the script: "" or starting with '/'. */
+  scriptName: string;
+  /** The script file under the configured directory (its real path checked to be inside the root); never contains PATH_INFO. */
+  scriptFilename: string;
+  /** Decoded rest of the path after the script: "" or starting with '/'. */
+  pathInfo: string;
+  /** Apache's CONTEXT_PREFIX and CONTEXT_DOCUMENT_ROOT for this route. */
+  contextPrefix: string;
+  contextDocumentRoot: string;
+  /** The script name starts with "nph-": its output goes to the client raw. */
+  nph: boolean;
+}
+
+export interface ResolvedStatic {
+  kind: 'static';
+  /** A regular file or directory inside the document root, for the static handler. */
+  filename: string;
+  directory: boolean;
+}
+
+export interface RefusedPath {
+  kind: 'refused';
+  status: 400 | 403 | 404;
+  code: ErrorCode;
+  /** For the error log: what was wrong and with which path. */
+  reason: string;
+}
+
+export type Resolution = ResolvedScript | ResolvedStatic | RefusedPath | { kind: 'no-match' };
+
+/** The URL path decoded and normalised: segments without '.', '..' or empties, and whether it ended with '/'. */
+export interface NormalisedPath {
+  segments: string[];
+  trailingSlash: boolean;
+}
+
+/** Decodes and normalises a raw URL path (no query). Returns a refusal instead of throwing. */
+export function normaliseUrlPath(rawPath: string): NormalisedPath | RefusedPath {
+  if (!rawPath.startsWith('/')) return refuse(400, ErrorCode.CGI_PATH_BAD_REQUEST, `the path ${JSON.stringify(rawPath)} does not start with '/'`);
+  const segments: string[] = [];
+  const rawSegments = rawPath.split('/');
+  for (let index = 1; index < rawSegments.length; index++) {
+    const raw = rawSegments[index]!;
+    // An encoded slash would let one segment carry a path: Apache (AllowEncodedSlashes Off) answers 404.
+    if (/%2f/i.test(raw)) return refuse(404, ErrorCode.CGI_PATH_NOT_FOUND, `encoded slash in ${JSON.stringify(rawPath)}`);
+    let segment: string;
+    try {
+      segment = decodeURIComponent(raw);
+    } catch {
+      return refuse(400, ErrorCode.CGI_PATH_BAD_REQUEST, `bad percent escape in ${JSON.stringify(rawPath)}`);
+    }
+    if (segment.includes('\0')) return refuse(404, ErrorCode.CGI_PATH_NOT_FOUND, `NUL byte in ${JSON.stringify(rawPath)}`);
+    if (segment.includes('\\')) return refuse(400, ErrorCode.CGI_PATH_BAD_REQUEST, `backslash in ${JSON.stringify(rawPath)}`);
+    if (segment === '' || segment === '.') continue;
+    if (segment === '..') {
+      if (segments.length === 0) return refuse(400, ErrorCode.CGI_PATH_BAD_REQUEST, `'..' climbs above the root in ${JSON.stringify(rawPath)}`);
+      segments.pop();
+      continue;
+    }
+    segments.push(segment);
+  }
+  const last = rawSegments[rawSegments.length - 1]!;
+  const trailingSlash = rawSegments.length > 1 && (last === '' || last === '.' || last === '..' || /^(%2e|\.){1,2}$/i.test(last));
+  return { segments, trailingSlash };
+}
+
+/** Resolves a raw URL path against one route. */
+export async function resolveScript(rawPath: string, route: ScriptRoute): Promise<Resolution> {
+  const normalised = normaliseUrlPath(rawPath);
+  if ('kind' in normalised) return normalised;
+  const prefixSegments = (route.urlPrefix ?? '/').split('/').filter((segment) => segment !== '');
+  const { segments } = normalised;
+  for (let index = 0; index < prefixSegments.length; index++) if (segments[index] !== prefixSegments[index]) return { kind: 'no-match' };
+  // "/cgi-bin" itself (no trailing part) is the directory: a ScriptAlias never runs a directory (Apache: 403).
+  const rootDirectory = route.kind === 'script-alias' ? route.directory : route.documentRoot;
+  const prefix = prefixSegments.length === 0 ? '' : `/${prefixSegments.join('/')}`;
+  const contextPrefix = route.urlPrefix ?? '/';
+  let realRoot: string;
+  try {
+    realRoot = await fs.realpath(rootDirectory);
+  } catch (error) {
+    return refuse(404, ErrorCode.CGI_PATH_NOT_FOUND, `the route's directory ${rootDirectory} cannot be read: ${(error as Error).message}`);
+  }
+
+  // Names as configured (SCRIPT_FILENAME shows the configured directory, as Apache's does); containment is checked on real paths.
+  let current = path.resolve(rootDirectory);
+  let scriptName = prefix;
+  for (let index = prefixSegments.length; index < segments.length; index++) {
+    const segment = segments[index]!;
+    const candidate = path.join(current, segment);
+    let stat;
+    try {
+      stat = await fs.stat(candidate);
+    } catch {
+      return refuse(404, ErrorCode.CGI_PATH_NOT_FOUND, `${candidate} does not exist (for ${JSON.stringify(rawPath)})`);
+    }
+    scriptName += `/${segment}`;
+    if (stat.isDirectory()) {
+      current = candidate;
+      continue;
+    }
+    if (!stat.isFile()) return refuse(403, ErrorCode.CGI_PATH_FORBIDDEN, `${candidate} is not a regular file`);
+    const real = await realpathInside(candidate, realRoot);
+    if (!real) return refuse(404, ErrorCode.CGI_PATH_NOT_FOUND, `${candidate} leads outside ${realRoot} (symlink)`);
+    const rest = segments.slice(index + 1);
+    const pathInfo = rest.length === 0 ? (normalised.trailingSlash ? '/' : '') : `/${rest.join('/')}${normalised.trailingSlash ? '/' : ''}`;
+    const isScript = route.kind === 'script-alias' || route.extensions.some((extension) => segment.endsWith(extension));
+    if (!isScript) {
+      // A static file with trailing path is not found (Apache's AcceptPathInfo default for files).
+      if (pathInfo !== '') return refuse(404, ErrorCode.CGI_PATH_NOT_FOUND, `${candidate} is not a script and takes no path info`);
+      return { kind: 'static', filename: real, directory: false };
+    }
+    if (!(stat.mode & 0o111) || !(await isExecutable(real))) {
+      return refuse(403, ErrorCode.CGI_PATH_FORBIDDEN, `${candidate} is not executable (chmod +x it to run it as a CGI script)`);
+    }
+    return {
+      kind: 'script',
+      scriptName,
+      scriptFilename: candidate,
+      pathInfo,
+      contextPrefix: route.kind === 'script-alias' ? contextPrefix : '',
+      contextDocumentRoot: route.kind === 'script-alias' ? withTrailingSlash(route.directory) : route.documentRoot,
+      nph: segment.startsWith('nph-'),
+    };
+  }
+  if (route.kind === 'script-alias') return refuse(403, ErrorCode.CGI_PATH_FORBIDDEN, `${current} is a directory, not a script`);
+  const real = await realpathInside(current, realRoot);
+  if (!real) return refuse(404, ErrorCode.CGI_PATH_NOT_FOUND, `${current} leads outside ${realRoot} (symlink)`);
+  return { kind: 'static', filename: real, directory: true };
+}
+
+/** Tries each route in order; the first that matches decides. */
+export async function resolveInRoutes(rawPath: string, routes: readonly ScriptRoute[]): Promise<Resolution> {
+  for (const route of routes) {
+    const resolution = await resolveScript(rawPath, route);
+    if (resolution.kind !== 'no-match') return resolution;
+  }
+  return { kind: 'no-match' };
+}
+
+async function realpathInside(file: string, realRoot: string): Promise<string | null> {
+  let real: string;
+  try {
+    real = await fs.realpath(file);
+  } catch {
+    return null;
+  }
+  const rootWithSlash = realRoot.endsWith('/') ? realRoot : `${realRoot}/`;
+  return real === realRoot || real.startsWith(rootWithSlash) ? real : null;
+}
+
+async function isExecutable(file: string): Promise<boolean> {
+  try {
+    await fs.access(file, fsConstants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function withTrailingSlash(directory: string): string {
+  return directory.endsWith('/') ? directory : `${directory}/`;
+}
+
+function refuse(status: RefusedPath['status'], code: ErrorCode, reason: string): RefusedPath {
+  return { kind: 'refused', status, code, reason };
+}
