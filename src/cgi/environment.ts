@@ -233,3 +233,28 @@ export function parseHostHeader(host: string): { name: string; port?: number } |
 function joinPath(root: string, pathInfo: string): string {
   return root.endsWith('/') ? root + pathInfo.slice(1) : root + pathInfo;
 }
+
+/**
+ * The script's argv words from the query (RFC 3875 4.4, as Apache's mod_cgi):
+ * only a query without an unencoded '=' is a search string; its '+'-separated
+ * words are percent-decoded. A word that cannot be decoded or holds a NUL, or
+ * more words than `maxWords`, means no words at all (the script still reads
+ * QUERY_STRING). No shell ever sees these: they are execve arguments.
+ */
+export function searchWords(queryString: string, maxWords: number): string[] {
+  if (queryString === '' || queryString.includes('=')) return [];
+  const words = queryString.split('+');
+  if (words.length > maxWords) return [];
+  const decoded: string[] = [];
+  for (const word of words) {
+    let text: string;
+    try {
+      text = decodeURIComponent(word);
+    } catch {
+      return [];
+    }
+    if (text.includes('\0')) return [];
+    decoded.push(text);
+  }
+  return decoded;
+}
