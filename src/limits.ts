@@ -140,3 +140,5 @@ export const KFCGI_MAX_QUEUED_CONNECTIONS = 4096;
 export const KFCGI_LOG_LINE_MAX = 4096;
 /** Daemon start: how long the parent waits for the daemon to report that its workers started. */
 export const KFCGI_DAEMON_READY_TIMEOUT_MS = 30_000;
+/** Start-up check: if every first worker exits within this time, kfcgi gives up instead of respawning forever. */
+export const KFCGI_STARTUP_CHECK_MS = 1000;

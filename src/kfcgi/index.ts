@@ -1,0 +1,152 @@
+/**
+ * gatehouse kfcgi: a FastCGI process manager compatible with kfcgi(8).
+ *
+ * runKfcgi() reads as a straight line, in kfcgi's order: open the log, create
+ * the socket (mode 0660 from bind, owned by -u), resolve what the jail will
+ * hide (groups, /proc), enter the jail, drop privileges, start the pool, then
+ * wait for signals. Signal handlers only queue an action; one loop performs
+ * them in order, so a SIGHUP never races a SIGTERM.
+ */
+import { KFCGI_SOCKET_MODE } from '../limits.js';
+import { FixedPool } from './fixed-pool.js';
+import { openListener, systemMaxBacklog, type Listener } from './listener.js';
+import { createLogger, type Logger } from './log.js';
+import type { KfcgiConfig } from './options.js';
+import { dropPrivileges, enterJail, resolveCredentials, type Credentials } from './privileges.js';
+import { openStatusSocket, type StatusServer } from './status.js';
+import { workerEnvironment, type Pool } from './supervisor.js';
+import { VariablePool } from './variable-pool.js';
+import { ProcView } from './worker-process.js';
+
+export { OPTIONS, parseCommandLine, validateOptions, helpText, usageLine, UsageError, type KfcgiConfig } from './options.js';
+export { readStatus, formatStatus } from './status.js';
+export type { PoolStatus } from './supervisor.js';
+
+export interface RunHooks {
+  /** Called once the workers are running (the daemon tells its parent), or with the error that stopped the start. */
+  onReady?(error: Error | null): void;
+}
+
+type Action = 'stop' | 'restart';
+
+export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promise<number> {
+  const log = createLogger({ stderr: config.foreground, syslog: true, verbose: config.verbose });
+  for (const warning of config.warnings) log.warning(warning);
+
+  let listener: Listener | null = null;
+  let statusServer: StatusServer | null = null;
+  let pool: Pool | null = null;
+  try {
+    // 1. The socket: stale ones removed, live ones refused; mode 0660 from bind on; owned by -u.
+    const backlog = config.backlog ?? systemMaxBacklog();
+    const notes: string[] = [];
+    listener = openListener(config.listen, backlog, config.socketUser, notes);
+    if (config.statusPath) statusServer = openStatusSocket(config.statusPath, config.socketUser, notes);
+    for (const note of notes) log.notice(note);
+    log.info(`listening on ${listener.describe()}${config.listen.kind === 'unix' ? ` (mode ${KFCGI_SOCKET_MODE.toString(8)}${config.socketUser ? `, owner ${config.socketUser.name}` : ''})` : ''}, backlog ${backlog}`);
+
+    // 2. What the jail will hide: the user's groups, /proc (to see whether a worker is idle).
+    const credentials: Credentials | null = config.processUser ? resolveCredentials(config.processUser) : null;
+    const proc = new ProcView();
+
+    // 3. The jail, then the privilege drop.
+    enterJail(config.jail);
+    if (config.jail !== '/') log.info(`entered the jail ${config.jail}`);
+    if (credentials) {
+      dropPrivileges(credentials);
+      log.info(`running as ${credentials.user.name} (uid ${credentials.user.uid}, gid ${credentials.user.gid}, groups ${credentials.groups.join(',')})`);
+    }
+
+    // 4. The pool.
+    const env = workerEnvironment(process.env, config.listen.kind === 'tcp' ? config.webServerAddrs : null);
+    pool = config.variable
+      ? new VariablePool(
+          {
+            workers: config.workers,
+            maxWorkers: config.maxWorkers,
+            idleSeconds: config.idleSeconds,
+            maxRequests: config.maxRequests,
+            program: config.program,
+            args: config.args,
+            env,
+            allowedPeers: allowedPeers(config),
+          },
+          listener,
+          log,
+        )
+      : new FixedPool({ workers: config.workers, program: config.program, args: config.args, env }, listener, log, proc);
+    await pool.start();
+    const running = pool;
+    statusServer?.serve(() => running.status());
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    log.error(`cannot start: ${message}`);
+    await pool?.stop();
+    cleanup(log, listener, statusServer);
+    hooks.onReady?.(error instanceof Error ? error : new Error(message));
+    return 1;
+  }
+  hooks.onReady?.(null);
+  return serveSignals(pool, log, listener, statusServer);
+}
+
+function allowedPeers(config: KfcgiConfig): Set<string> | null {
+  if (config.listen.kind !== 'tcp' || config.webServerAddrs === null) return null;
+  const addresses = config.webServerAddrs.split(',').map((item) => item.trim()).filter(Boolean);
+  // An IPv4 peer shows as ::ffff:a.b.c.d on a dual-stack socket.
+  return new Set(addresses.flatMap((address) => (address.includes(':') ? [address] : [address, `::ffff:${address}`])));
+}
+
+/** Waits for SIGTERM/SIGINT (stop) and SIGHUP (restart); performs them one at a time. */
+async function serveSignals(pool: Pool, log: Logger, listener: Listener, statusServer: StatusServer | null): Promise<number> {
+  const actions: Action[] = [];
+  let wake: (() => void) | null = null;
+  const queue = (action: Action) => () => {
+    actions.push(action);
+    wake?.();
+  };
+  const onStop = queue('stop');
+  const onRestart = queue('restart');
+  process.on('SIGTERM', onStop);
+  process.on('SIGINT', onStop);
+  process.on('SIGHUP', onRestart);
+  // Restarts run one after another; a stop does not wait for them (the pool abandons a restart once stopping).
+  let restarts: Promise<void> = Promise.resolve();
+  for (;;) {
+    if (actions.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+    wake = null;
+    const action = actions.shift()!;
+    if (action === 'restart') {
+      if (actions.includes('stop')) continue;
+      restarts = restarts.then(
+        () => pool.restart(),
+        () => undefined,
+      );
+      continue;
+    }
+    log.notice('stopping: removing the socket, then stopping the workers');
+    // First the path, so that new connections fail at once instead of queueing for workers about to go.
+    const removed = listener.owned?.remove();
+    if (removed) log.info(removed);
+    await pool.stop();
+    cleanup(log, listener, statusServer);
+    process.off('SIGTERM', onStop);
+    process.off('SIGINT', onStop);
+    process.off('SIGHUP', onRestart);
+    log.notice('stopped');
+    return 0;
+  }
+}
+
+function cleanup(log: Logger, listener: Listener | null, statusServer: StatusServer | null): void {
+  if (listener) {
+    const removed = listener.owned?.remove();
+    if (removed) log.info(removed);
+    listener.close();
+  }
+  if (statusServer) {
+    statusServer.close();
+    const removed = statusServer.owned.remove();
+    if (removed) log.info(removed);
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * The listening socket: created before the jail, with its mode set at bind
+ * (no window with a wider mode), given to -u, and removed at exit only if the
+ * path still names the socket we made. Its directory stays open so that the
+ * socket can be removed from inside the jail (unlinkat on a descriptor opened
+ * before chroot).
+ */
+import { chownSync, closeSync, lstatSync, openSync, constants as fsConstants, readFileSync, rmSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import { ErrorCode, GatehouseError } from '../errors.js';
+import { KFCGI_FALLBACK_BACKLOG, KFCGI_SOCKET_MODE, KFCGI_SOMAXCONN_PATH } from '../limits.js';
+import {
+  closeDescriptor,
+  createListener,
+  describeListenAddress,
+  identityAt,
+  unixSocketIsLive,
+  unlinkAt,
+  type FileIdentity,
+  type ListenAddress,
+  type UserEntry,
+} from '../sys/index.js';
+
+/** A socket file we created, removable later (also from inside a chroot) only while it is still ours. */
+export class OwnedSocketPath {
+  readonly path: string;
+  readonly #directoryFd: number;
+  readonly #name: string;
+  readonly #identity: FileIdentity | null;
+  #removed = false;
+
+  constructor(path: string) {
+    this.path = path;
+    this.#name = basename(path);
+    this.#directoryFd = openSync(dirname(path), fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
+    this.#identity = identityAt(this.#directoryFd, this.#name);
+  }
+
+  /**
+   * Removes the socket file if it is still the one we created (another
+   * instance may have replaced it since). Returns what happened, for the log.
+   */
+  remove(): string | null {
+    if (this.#removed) return null;
+    this.#removed = true;
+    try {
+      const now = identityAt(this.#directoryFd, this.#name);
+      if (now === null) return `${this.path}: already gone`;
+      if (this.#identity === null || now.ino !== this.#identity.ino || now.dev !== this.#identity.dev) {
+        return `${this.path}: left in place, it is no longer our socket (another server replaced it)`;
+      }
+      unlinkAt(this.#directoryFd, this.#name);
+      return `${this.path}: removed`;
+    } catch (error) {
+      return `${this.path}: could not remove it (${(error as Error).message}); the directory must be writable by the user kfcgi runs as (-U). The next start detects the stale socket and replaces it`;
+    } finally {
+      closeSync(this.#directoryFd);
+    }
+  }
+}
+
+export interface Listener {
+  fd: number;
+  address: ListenAddress;
+  backlog: number;
+  /** The socket file, for unix sockets. */
+  owned: OwnedSocketPath | null;
+  describe(): string;
+  /** Hands the descriptor to libuv (a net.Server listening on it), which closes it from then on. */
+  adopt(): void;
+  /** Closes the descriptor unless libuv owns it. */
+  close(): void;
+}
+
+/** The system's largest listen backlog (gatehouse's default, see the manual). */
+export function systemMaxBacklog(): number {
+  try {
+    const value = Number.parseInt(readFileSync(KFCGI_SOMAXCONN_PATH, 'utf8').trim(), 10);
+    return Number.isInteger(value) && value > 0 ? value : KFCGI_FALLBACK_BACKLOG;
+  } catch {
+    return KFCGI_FALLBACK_BACKLOG;
+  }
+}
+
+/**
+ * Makes room for a unix socket at `path`: nothing there is fine; a socket no
+ * one answers on (left by a crash) is removed; a live server or a file that
+ * is not a socket is an error that says what to do.
+ */
+export function clearStaleSocket(path: string, what: string): string | null {
+  let stat;
+  try {
+    stat = lstatSync(path);
+  } catch {
+    return null;
+  }
+  if (!stat.isSocket()) {
+    throw new GatehouseError(ErrorCode.KFCGI_SETUP, `${what} ${path} exists and is not a socket; kfcgi will not remove it: move it away or choose another path`);
+  }
+  if (unixSocketIsLive(path)) {
+    throw new GatehouseError(ErrorCode.KFCGI_SETUP, `another server is accepting connections on ${path}: stop it first, or choose another path`);
+  }
+  rmSync(path, { force: true });
+  return `removed stale socket ${path} (nothing was accepting on it)`;
+}
+
+/** Creates a unix socket (mode 0660 from bind on, owned by `owner`) or a TCP listener. */
+export function openListener(address: ListenAddress, backlog: number, owner: UserEntry | null, notes: string[]): Listener {
+  let owned: OwnedSocketPath | null = null;
+  if (address.kind === 'unix') {
+    const note = clearStaleSocket(address.path, 'the socket path');
+    if (note) notes.push(note);
+  }
+  const fd = createListener(address, { backlog, mode: KFCGI_SOCKET_MODE });
+  try {
+    if (address.kind === 'unix') {
+      if (owner) chownSync(address.path, owner.uid, owner.gid);
+      owned = new OwnedSocketPath(address.path);
+    }
+  } catch (error) {
+    closeDescriptor(fd);
+    if (address.kind === 'unix') rmSync(address.path, { force: true });
+    throw error;
+  }
+  let open = true;
+  return {
+    fd,
+    address,
+    backlog,
+    owned,
+    describe: () => describeListenAddress(address),
+    adopt: () => {
+      open = false;
+    },
+    close: () => {
+      if (open) closeDescriptor(fd);
+      open = false;
+    },
+  };
+}

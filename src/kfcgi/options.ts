@@ -1,0 +1,337 @@
+/**
+ * kfcgi's command line: ONE typed table of options. The same table parses
+ * argv, prints --help, and is checked against man/gatehouse-kfcgi.8 by a unit
+ * test, so the manual and the code cannot drift apart (as kfcgi's did: its
+ * manual says 3 workers, its code started 5).
+ *
+ * Parsing is getopt-style: options end at the first non-option word (`prog`)
+ * or at `--`, so `prog`'s own arguments are never taken for ours. Flags may be
+ * bundled (`-dv`), values attached (`-n4`) or separate (`-n 4`); every short
+ * option also has a long name (`--workers 4`, `--workers=4`).
+ *
+ * parseCommandLine() is pure. validateOptions() looks at the system (users,
+ * the jail, the program) and returns every problem with what to change.
+ */
+import { existsSync, statSync, accessSync, constants as fsConstants } from 'node:fs';
+import { isAbsolute, join, resolve, dirname, basename } from 'node:path';
+import net from 'node:net';
+import {
+  KFCGI_DEFAULT_IDLE_SECONDS,
+  KFCGI_DEFAULT_JAIL,
+  KFCGI_DEFAULT_SOCKET_PATH,
+  KFCGI_DEFAULT_WORKERS,
+  KFCGI_MAX_WORKERS,
+} from '../limits.js';
+import { isRoot, lookupUser, type ListenAddress, type UserEntry } from '../sys/index.js';
+
+type OptionKind = 'flag' | 'integer' | 'string';
+
+export interface OptionSpec {
+  short: string;
+  long: string;
+  kind: OptionKind;
+  /** The value's name in usage and in the manual (`Ar backlog`). */
+  metavar?: string;
+  /** One line for --help. */
+  help: string;
+  /** The default, as --help shows it. */
+  defaultText?: string;
+  /** Inclusive range for integers. */
+  min?: number;
+  max?: number;
+  /** Not in kfcgi(8): a gatehouse addition (the manual says so). */
+  gatehouse?: boolean;
+}
+
+/** The options, in kfcgi(8)'s order, then gatehouse's additions. */
+export const OPTIONS = [
+  { short: 'd', long: 'foreground', kind: 'flag', help: 'stay in the foreground and also log to standard error' },
+  { short: 'r', long: 'variable', kind: 'flag', help: 'variable-sized pool (workers must implement the FastCGI Extensions for Management Control)' },
+  { short: 'v', long: 'verbose', kind: 'flag', help: 'log more (every connection handed over, every worker state change)' },
+  { short: 'l', long: 'backlog', kind: 'integer', metavar: 'backlog', min: 1, max: 2 ** 31 - 1, help: 'listen backlog', defaultText: 'net.core.somaxconn' },
+  { short: 'n', long: 'workers', kind: 'integer', metavar: 'workers', min: 1, max: KFCGI_MAX_WORKERS, help: 'workers started (the minimum of a variable pool)', defaultText: String(KFCGI_DEFAULT_WORKERS) },
+  { short: 'N', long: 'max-workers', kind: 'integer', metavar: 'maxworkers', min: 1, max: KFCGI_MAX_WORKERS, help: 'largest size of a variable pool', defaultText: '2 x workers' },
+  { short: 'p', long: 'jail', kind: 'string', metavar: 'chroot', help: 'file-system jail (chroot); -p / for none', defaultText: KFCGI_DEFAULT_JAIL },
+  { short: 's', long: 'socket', kind: 'string', metavar: 'sockpath', help: 'unix socket path, or host:port for TCP', defaultText: KFCGI_DEFAULT_SOCKET_PATH },
+  { short: 'u', long: 'socket-user', kind: 'string', metavar: 'sockuser', help: 'owner (user and group) of the socket', defaultText: 'the current user' },
+  { short: 'U', long: 'user', kind: 'string', metavar: 'procuser', help: 'user the manager and its workers run as', defaultText: 'the current user' },
+  { short: 'w', long: 'wait', kind: 'integer', metavar: 'waittime', min: 0, max: 2 ** 31 - 1, help: 'seconds a worker above -n may stay idle before it is released', defaultText: String(KFCGI_DEFAULT_IDLE_SECONDS) },
+  { short: 'R', long: 'max-requests', kind: 'integer', metavar: 'maxrequests', min: 0, max: 2 ** 31 - 1, help: 'variable pool: replace a worker after this many connections (0: never)', defaultText: '0', gatehouse: true },
+  { short: 'S', long: 'status-socket', kind: 'string', metavar: 'statuspath', help: 'unix socket answering pool status (read with: gatehouse kfcgi status statuspath)', defaultText: 'none', gatehouse: true },
+  { short: 'a', long: 'web-server-addrs', kind: 'string', metavar: 'addrs', help: 'comma-separated web server addresses allowed to connect over TCP (FCGI_WEB_SERVER_ADDRS)', defaultText: 'the environment\'s FCGI_WEB_SERVER_ADDRS', gatehouse: true },
+  { short: 'h', long: 'help', kind: 'flag', help: 'print this help and exit', gatehouse: true },
+] as const satisfies readonly OptionSpec[];
+
+type Spec = (typeof OPTIONS)[number];
+type ValueOf<S extends Spec> = S['kind'] extends 'flag' ? boolean : S['kind'] extends 'integer' ? number : string;
+/** What the command line said, keyed by long name; absent means not given. */
+export type RawOptions = { -readonly [S in Spec as S['long']]?: ValueOf<S> };
+
+export interface CommandLine {
+  options: RawOptions;
+  /** prog and its arguments (everything from the first non-option word). */
+  program: string[];
+}
+
+/** A command-line or configuration mistake: the message says what to change. Exit status 1. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+const byShort = new Map<string, OptionSpec>(OPTIONS.map((spec) => [spec.short, spec]));
+const byLong = new Map<string, OptionSpec>(OPTIONS.map((spec) => [spec.long, spec]));
+
+function describe(spec: OptionSpec): string {
+  return `-${spec.short}`;
+}
+
+function convert(spec: OptionSpec, value: string): number | string {
+  if (spec.kind === 'string') {
+    if (value === '') throw new UsageError(`${describe(spec)} needs a non-empty ${spec.metavar}`);
+    return value;
+  }
+  const { min, max } = spec as { min: number; max: number };
+  if (!/^\d+$/.test(value)) throw new UsageError(`${describe(spec)} ${spec.metavar} must be a whole number from ${min} to ${max}, not "${value}"`);
+  const number = Number(value);
+  if (number < min || number > max) throw new UsageError(`${describe(spec)} ${value}: ${spec.metavar} must be from ${min} to ${max}`);
+  return number;
+}
+
+/** Splits argv into our options and `prog [arg ...]` (getopt-style: options stop at the first non-option). */
+export function parseCommandLine(argv: readonly string[]): CommandLine {
+  const options: Record<string, boolean | number | string> = {};
+  const set = (spec: OptionSpec, value: boolean | number | string) => {
+    options[spec.long] = value;
+  };
+  let index = 0;
+  while (index < argv.length) {
+    const word = argv[index]!;
+    if (word === '--') {
+      index += 1;
+      break;
+    }
+    if (!word.startsWith('-') || word === '-') break;
+    index += 1;
+    if (word.startsWith('--')) {
+      const equals = word.indexOf('=');
+      const name = word.slice(2, equals === -1 ? undefined : equals);
+      const spec = byLong.get(name);
+      if (!spec) throw new UsageError(`unknown option --${name}; see gatehouse kfcgi --help`);
+      if (spec.kind === 'flag') {
+        if (equals !== -1) throw new UsageError(`--${name} takes no value`);
+        set(spec, true);
+        continue;
+      }
+      let value: string | undefined = equals === -1 ? argv[index++] : word.slice(equals + 1);
+      if (value === undefined) throw new UsageError(`--${name} needs a value (${spec.metavar})`);
+      set(spec, convert(spec, value));
+      continue;
+    }
+    for (let position = 1; position < word.length; position += 1) {
+      const letter = word[position]!;
+      const spec = byShort.get(letter);
+      if (!spec) throw new UsageError(`unknown option -${letter}; see gatehouse kfcgi --help`);
+      if (spec.kind === 'flag') {
+        set(spec, true);
+        continue;
+      }
+      const attached = word.slice(position + 1);
+      const value = attached !== '' ? attached : argv[index++];
+      if (value === undefined) throw new UsageError(`-${letter} needs a value (${spec.metavar})`);
+      set(spec, convert(spec, value));
+      break;
+    }
+  }
+  return { options: options as RawOptions, program: argv.slice(index) };
+}
+
+export function usageLine(): string {
+  const flags = OPTIONS.filter((spec) => spec.kind === 'flag' && !('gatehouse' in spec)).map((spec) => spec.short).join('');
+  const valued = OPTIONS.filter((spec) => spec.kind !== 'flag').map((spec) => `[-${spec.short} ${spec.metavar}]`);
+  return `usage: gatehouse kfcgi [-${flags}] ${valued.join(' ')} prog [arg ...]\n       gatehouse kfcgi status statuspath`;
+}
+
+export function helpText(): string {
+  const rows = OPTIONS.map((spec) => {
+    const left = `  -${spec.short}${'metavar' in spec ? ` ${spec.metavar}` : ''}, --${spec.long}${'metavar' in spec ? ` ${spec.metavar}` : ''}`;
+    const right = `${spec.help}${'defaultText' in spec ? ` (default: ${spec.defaultText})` : ''}`;
+    return { left, right };
+  });
+  const width = Math.max(...rows.map((row) => row.left.length));
+  return [
+    usageLine(),
+    '',
+    'A FastCGI process manager (kfcgi(8)): binds the socket, enters the jail, drops',
+    'privileges and keeps a pool of prog workers running. SIGTERM stops it (and',
+    'removes the socket), SIGHUP restarts the workers one at a time.',
+    '',
+    ...rows.map((row) => `${row.left.padEnd(width)}  ${row.right}`),
+    '',
+    'See man/gatehouse-kfcgi.8.',
+  ].join('\n');
+}
+
+/** Everything kfcgi needs to start, validated. */
+export interface KfcgiConfig {
+  foreground: boolean;
+  verbose: boolean;
+  variable: boolean;
+  /** null: the system's maximum (net.core.somaxconn), read at start. */
+  backlog: number | null;
+  workers: number;
+  maxWorkers: number;
+  idleSeconds: number;
+  maxRequests: number;
+  /** Absolute path of the jail; '/' means no chroot. */
+  jail: string;
+  listen: ListenAddress;
+  statusPath: string | null;
+  socketUser: UserEntry | null;
+  processUser: UserEntry | null;
+  webServerAddrs: string | null;
+  /** prog as the workers see it (inside the jail), and where it is now. */
+  program: string;
+  programOutsideJail: string;
+  args: string[];
+  /** Non-fatal remarks (options that do not apply), logged at start. */
+  warnings: string[];
+}
+
+/** Parses `host:port` / `[v6]:port`, or returns null for a path. */
+export function parseListenAddress(value: string): ListenAddress {
+  const bracketed = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(value);
+  const plain = /^([0-9.]+|localhost|\*):(\d+)$/.exec(value);
+  const match = bracketed ?? plain;
+  if (match) {
+    const host = match[1] === 'localhost' ? '127.0.0.1' : match[1] === '*' ? '0.0.0.0' : match[1]!;
+    const port = Number(match[2]);
+    if (port < 1 || port > 65535) throw new UsageError(`-s ${value}: the port must be from 1 to 65535`);
+    if (!net.isIP(host)) throw new UsageError(`-s ${value}: "${host}" is not a numeric IP address; write e.g. 127.0.0.1:9000 or [::1]:9000`);
+    return { kind: 'tcp', host, port };
+  }
+  return { kind: 'unix', path: resolve(value) };
+}
+
+function findUser(name: string, flag: string): UserEntry {
+  const user = /^\d+$/.test(name) ? null : lookupUser(name);
+  if (!user) throw new UsageError(`${flag} ${name}: no such user; create it or name an existing user (see /etc/passwd)`);
+  return user;
+}
+
+/**
+ * Turns parsed options into a config, checking everything that can be
+ * checked before touching the system. Throws UsageError with every problem
+ * found (one per line) so a user fixes them in one go.
+ */
+export function validateOptions(commandLine: CommandLine, environment: NodeJS.ProcessEnv = process.env): KfcgiConfig {
+  const { options, program } = commandLine;
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  const attempt = <T>(check: () => T): T | null => {
+    try {
+      return check();
+    } catch (error) {
+      if (error instanceof UsageError) {
+        problems.push(error.message);
+        return null;
+      }
+      throw error;
+    }
+  };
+
+  const variable = options.variable === true;
+  const workers = options.workers ?? KFCGI_DEFAULT_WORKERS;
+  const maxWorkers = options['max-workers'] ?? workers * 2;
+  if (options['max-workers'] !== undefined && maxWorkers < workers) {
+    problems.push(`-N ${maxWorkers} is below -n ${workers}: a variable pool grows from -n up to -N; raise -N to at least ${workers} or lower -n`);
+  }
+  if (!variable) {
+    if (options['max-workers'] !== undefined) warnings.push(`-N ${maxWorkers} applies only to variable pools (-r); the fixed pool keeps ${workers} workers`);
+    if (options.wait !== undefined) warnings.push('-w applies only to variable pools (-r); ignored');
+    if (options['max-requests']) problems.push('-R counts connections the manager hands to workers, which happens only in a variable pool: add -r (with a worker that implements the extension) or drop -R');
+  }
+
+  if (program.length === 0) problems.push('no prog given: name the FastCGI program to run, e.g. gatehouse kfcgi -d -p / -s /run/app.sock /usr/bin/php-cgi');
+
+  const jail = resolve(options.jail ?? KFCGI_DEFAULT_JAIL);
+  if (!existsSync(jail)) problems.push(`the jail ${jail} does not exist: create it, or pass -p DIR (-p / to run without a jail)`);
+  else if (!statSync(jail).isDirectory()) problems.push(`the jail ${jail} is not a directory: pass -p DIR`);
+  else if (jail !== '/' && !isRoot()) problems.push(`entering the jail ${jail} needs root (chroot(2)): run as root, or pass -p / to run without a jail`);
+
+  const listen = attempt(() => parseListenAddress(options.socket ?? KFCGI_DEFAULT_SOCKET_PATH));
+  if (listen?.kind === 'unix') {
+    const directory = dirname(listen.path);
+    if (!existsSync(directory)) problems.push(`the socket's directory ${directory} does not exist: create it or choose another -s path`);
+    if (Buffer.byteLength(listen.path) >= 108) problems.push(`-s ${listen.path}: unix socket paths must be shorter than 108 bytes`);
+  }
+  const statusPath = options['status-socket'] !== undefined ? resolve(options['status-socket']) : null;
+  if (statusPath !== null && !existsSync(dirname(statusPath))) problems.push(`the status socket's directory ${dirname(statusPath)} does not exist: create it or choose another -S path`);
+  if (statusPath !== null && listen?.kind === 'unix' && statusPath === listen.path) problems.push('-S must differ from -s');
+
+  const currentUid = process.getuid?.() ?? 0;
+  const socketUser = options['socket-user'] !== undefined ? attempt(() => findUser(options['socket-user']!, '-u')) : null;
+  const processUser = options.user !== undefined ? attempt(() => findUser(options.user!, '-U')) : null;
+  if (socketUser && socketUser.uid !== currentUid && !isRoot()) problems.push(`-u ${socketUser.name}: giving the socket to another user needs root (chown(2)): run as root or drop -u`);
+  if (processUser && processUser.uid !== currentUid && !isRoot()) problems.push(`-U ${processUser.name}: switching to another user needs root (setuid(2)): run as root or drop -U`);
+  if (socketUser && listen?.kind === 'tcp') warnings.push('-u sets the owner of a unix socket; with a TCP address it has no effect');
+
+  let webServerAddrs = options['web-server-addrs'] ?? environment.FCGI_WEB_SERVER_ADDRS ?? null;
+  if (webServerAddrs !== null) {
+    const bad = webServerAddrs.split(',').map((item) => item.trim()).filter((item) => item !== '' && !net.isIP(item));
+    if (bad.length > 0) problems.push(`-a: ${bad.join(', ')} ${bad.length === 1 ? 'is not an IP address' : 'are not IP addresses'}; list numeric addresses separated by commas`);
+    if (listen?.kind === 'unix') {
+      if (options['web-server-addrs'] !== undefined) warnings.push('-a (FCGI_WEB_SERVER_ADDRS) applies to TCP listeners only; ignored for a unix socket');
+      webServerAddrs = null;
+    }
+  }
+
+  let programInside = '';
+  let programOutside = '';
+  if (program.length > 0) {
+    programInside = isAbsolute(program[0]!) ? program[0]! : `/${program[0]!}`;
+    programOutside = jail === '/' ? programInside : join(jail, programInside);
+    if (!existsSync(programOutside)) {
+      problems.push(
+        jail === '/'
+          ? `prog ${programInside} does not exist`
+          : `prog ${programInside} was not found inside the jail ${jail} (looked for ${programOutside}): prog is run relative to the jail's root; copy it (and its libraries) there, or pass -p`,
+      );
+    } else {
+      try {
+        if (!statSync(programOutside).isFile()) throw new Error('not a file');
+        accessSync(programOutside, fsConstants.X_OK);
+      } catch {
+        problems.push(`prog ${programOutside} is not an executable file: chmod +x it or name the program itself`);
+      }
+      const name = basename(programInside);
+      if (variable && /^(php-cgi[\d.]*|fcgiwrap|spawn-fcgi)$/.test(name)) {
+        problems.push(`-r: ${name} does not implement the FastCGI Extensions for Management Control (FCGI_LISTENSOCK_DESCRIPTORS), so it cannot serve a variable pool: drop -r to run it in a fixed pool`);
+      }
+    }
+  }
+
+  if (problems.length > 0) throw new UsageError(problems.join('\n'));
+  return {
+    foreground: options.foreground === true,
+    verbose: options.verbose === true,
+    variable,
+    backlog: options.backlog ?? null,
+    workers,
+    maxWorkers: variable ? maxWorkers : workers,
+    idleSeconds: options.wait ?? KFCGI_DEFAULT_IDLE_SECONDS,
+    maxRequests: options['max-requests'] ?? 0,
+    jail,
+    listen: listen!,
+    statusPath,
+    socketUser,
+    processUser,
+    webServerAddrs,
+    program: programInside,
+    programOutsideJail: programOutside,
+    args: program.slice(1),
+    warnings,
+  };
+}

@@ -1,0 +1,69 @@
+/**
+ * What both pools share: the workers' environment, the respawn back-off, the
+ * start-up check, and the status record.
+ */
+import { KFCGI_RESPAWN_HEALTHY_MS, KFCGI_RESPAWN_MAX_DELAY_MS, KFCGI_RESPAWN_MIN_DELAY_MS } from '../limits.js';
+import type { WorkerExit } from './worker-process.js';
+
+/** Variables of the manager's own that workers must not inherit. */
+const MANAGER_ONLY_VARIABLES = ['GATEHOUSE_KFCGI_DAEMON_FD', 'FCGI_LISTENSOCK_DESCRIPTORS', 'FCGI_WEB_SERVER_ADDRS'];
+
+/** The workers' environment: the manager's, minus its own variables, plus FCGI_WEB_SERVER_ADDRS when set. */
+export function workerEnvironment(base: NodeJS.ProcessEnv, webServerAddrs: string | null): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...base };
+  for (const name of MANAGER_ONLY_VARIABLES) delete env[name];
+  if (webServerAddrs !== null) env.FCGI_WEB_SERVER_ADDRS = webServerAddrs;
+  return env;
+}
+
+/**
+ * Respawn back-off: a worker that ran for a while is restarted almost at
+ * once; one that keeps dying quickly waits twice as long each time, up to a
+ * ceiling, so that a broken program cannot spin the machine.
+ */
+export class Backoff {
+  #delay = 0;
+  next(exit: WorkerExit): number {
+    if (exit.ranMs >= KFCGI_RESPAWN_HEALTHY_MS) this.#delay = KFCGI_RESPAWN_MIN_DELAY_MS;
+    else this.#delay = this.#delay === 0 ? KFCGI_RESPAWN_MIN_DELAY_MS : Math.min(this.#delay * 2, KFCGI_RESPAWN_MAX_DELAY_MS);
+    return this.#delay;
+  }
+}
+
+/** Pool status, as the status socket and `gatehouse kfcgi status` report it. */
+export interface PoolStatus {
+  pid: number;
+  mode: 'fixed' | 'variable';
+  listen: string;
+  startedAt: string;
+  workers: number;
+  minWorkers: number;
+  maxWorkers: number;
+  /** Workers serving a connection; null when unknown (fixed pool without /proc). */
+  busy: number | null;
+  idle: number | null;
+  pids: number[];
+  /** Connections the manager accepted (variable pool); null in fixed pools, where workers accept. */
+  accepted: number | null;
+  /** Connections that found every worker busy at -N (variable pool). */
+  poolFull: number | null;
+  /** Accepted connections waiting for a free worker (variable pool). */
+  queued: number | null;
+  /** Workers started again after an unexpected exit. */
+  respawns: number;
+  /** SIGHUP restarts done. */
+  restarts: number;
+  /** Workers replaced after -R connections. */
+  recycled: number;
+  backlog: { configured: number; queued: number | null; limit: number | null };
+}
+
+export interface Pool {
+  /** Starts the first workers; rejects when all of them exit at once (the start-up check). */
+  start(): Promise<void>;
+  /** SIGHUP: replace every worker without refusing a connection. */
+  restart(): Promise<void>;
+  /** SIGTERM: stop every worker (SIGTERM, then SIGKILL after a grace period). */
+  stop(): Promise<void>;
+  status(): PoolStatus;
+}
