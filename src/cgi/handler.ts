@@ -1,0 +1,553 @@
+/**
+ * `cgi(options)`: a `(req, res, next?)` handler for node:http, Express and
+ * Fastify (raw req/res) that runs CGI scripts as Apache httpd's mod_cgi does.
+ * It ties together the pure pieces (resolve -> environment -> run -> head)
+ * and owns only the HTTP side: statuses, redirects, nph passthrough, request
+ * bodies (streamed, or spooled when chunked), Expect: 100-continue, HEAD, the
+ * error log and the script log.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import { PassThrough, pipeline, Transform, type Readable } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import { ErrorCode } from '../errors.js';
+import { CGI_MAX_ARGV_WORDS, CGI_MAX_LOCAL_REDIRECTS, CGI_MAX_REQUEST_BODY_BYTES, CGI_BODY_MEMORY_SPOOL_BYTES } from '../limits.js';
+import { spoolBody } from './body-spool.js';
+import { buildEnvironment, environmentRecord, searchWords, type CgiEnvironment, type CgiRequestDescription, type EnvironmentPolicy } from './environment.js';
+import { ScriptLimiter } from './limiter.js';
+import { resolveInRoutes, type ResolvedScript, type ScriptRoute } from './resolve.js';
+import type { CgiResponseHead } from './response-head.js';
+import { parseScriptTimeout, runScript, type ScriptRun } from './run-script.js';
+import { ScriptLog } from './script-log.js';
+import type { ScriptSpawner } from './spawner.js';
+
+export interface CgiOptions {
+  /** DOCUMENT_ROOT, the base of PATH_TRANSLATED, and where `extensions` run scripts. */
+  documentRoot: string;
+  /** ScriptAlias mappings: every file under `directory` is a script, at `urlPrefix` ("/cgi-bin/"). */
+  scriptAliases?: ReadonlyArray<{ urlPrefix: string; directory: string }>;
+  /** File endings executed inside the document root (AddHandler cgi-script .cgi); none by default. */
+  extensions?: readonly string[];
+  serverName?: string;
+  useCanonicalName?: boolean;
+  serverAdmin?: string;
+  serverSignature?: string;
+  serverSoftware?: string;
+  /** CGIPassAuth: give scripts the Authorization header. */
+  passAuthorization?: boolean;
+  setEnv?: Readonly<Record<string, string>>;
+  passEnv?: readonly string[];
+  /** CGIDScriptTimeout: "60", "60s", "500ms" or seconds as a number. */
+  scriptTimeout?: string | number;
+  killGraceMs?: number;
+  exitWaitMs?: number;
+  maxConcurrentScripts?: number;
+  maxQueuedScripts?: number;
+  /** Largest request body (LimitRequestBody); 413 above. */
+  maxRequestBody?: number;
+  /** A chunked body is kept in memory up to this size, then spooled to a temp file. */
+  bodyMemorySpool?: number;
+  spoolDirectory?: string;
+  /** ScriptLog file (or a shared ScriptLog); ScriptLogLength and ScriptLogBuffer. */
+  scriptLog?: string | ScriptLog;
+  scriptLogLength?: number;
+  scriptLogBuffer?: number;
+  /** Where error-log lines go (one line per call, no newline); default stderr. */
+  errorLog?: (line: string) => void;
+  /** How scripts are started (default child_process.spawn; cgid and posix_spawn plug in here). */
+  spawner?: ScriptSpawner;
+  /** LimitInternalRecursion for local redirects. */
+  maxLocalRedirects?: number;
+}
+
+export type NextFunction = (error?: unknown) => void;
+export type CgiHandler = ((req: IncomingMessage, res: ServerResponse, next?: NextFunction) => void) & { readonly limiter: ScriptLimiter };
+
+/** Response headers a script may not set: they describe the connection, which the server owns. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te', 'trailer']);
+
+interface Dispatch {
+  req: IncomingMessage;
+  res: ServerResponse;
+  next: NextFunction | undefined;
+  /** The target this dispatch runs (changes on a local redirect). */
+  target: string;
+  method: string;
+  depth: number;
+  redirectedFrom?: { environment: CgiEnvironment; url: string; status: number };
+}
+
+export function cgi(options: CgiOptions): CgiHandler {
+  const settings = validate(options);
+  const handler = ((req: IncomingMessage, res: ServerResponse, next?: NextFunction) => {
+    dispatch(settings, { req, res, next, target: req.url ?? '/', method: req.method ?? 'GET', depth: 0 }).catch((error: unknown) => {
+      settings.errorLog(`cgi: internal error handling ${req.method} ${req.url}: ${(error as Error)?.stack ?? String(error)}`);
+      sendError(res, 500);
+    });
+  }) as CgiHandler;
+  Object.defineProperty(handler, 'limiter', { value: settings.limiter });
+  return handler;
+}
+
+interface Settings {
+  routes: ScriptRoute[];
+  documentRoot: string;
+  policy: EnvironmentPolicy;
+  timeoutMs: number;
+  killGraceMs: number | undefined;
+  exitWaitMs: number | undefined;
+  limiter: ScriptLimiter;
+  maxRequestBody: number;
+  bodyMemorySpool: number;
+  spoolDirectory: string | undefined;
+  scriptLog: ScriptLog | undefined;
+  errorLog: (line: string) => void;
+  spawner: ScriptSpawner | undefined;
+  maxLocalRedirects: number;
+}
+
+/** Every option checked once, with a message that says what to write instead. */
+function validate(options: CgiOptions): Settings {
+  if (!options.documentRoot || !path.isAbsolute(options.documentRoot)) {
+    throw new TypeError(`cgi(): documentRoot must be an absolute directory path, got ${JSON.stringify(options.documentRoot)}`);
+  }
+  const routes: ScriptRoute[] = [];
+  for (const alias of options.scriptAliases ?? []) {
+    if (!alias.urlPrefix.startsWith('/')) throw new TypeError(`cgi(): scriptAliases urlPrefix must start with '/', got ${JSON.stringify(alias.urlPrefix)}`);
+    if (!path.isAbsolute(alias.directory)) throw new TypeError(`cgi(): scriptAliases directory must be absolute, got ${JSON.stringify(alias.directory)}`);
+    routes.push({ kind: 'script-alias', urlPrefix: alias.urlPrefix, directory: alias.directory });
+  }
+  const extensions = options.extensions ?? [];
+  for (const extension of extensions) {
+    if (!/^\.[A-Za-z0-9_-]+$/.test(extension)) throw new TypeError(`cgi(): extensions are written with their dot, like ".cgi"; got ${JSON.stringify(extension)}`);
+  }
+  if (extensions.length > 0) routes.push({ kind: 'extensions', urlPrefix: '/', documentRoot: options.documentRoot, extensions });
+  if (routes.length === 0) throw new TypeError('cgi(): nothing to run: give scriptAliases (e.g. [{ urlPrefix: "/cgi-bin/", directory: "/srv/cgi-bin" }]) or extensions (e.g. [".cgi"])');
+  const timeoutMs = parseScriptTimeout(options.scriptTimeout ?? '60s');
+  if (timeoutMs === null) throw new TypeError(`cgi(): scriptTimeout must look like "20", "20s" or "500ms", got ${JSON.stringify(options.scriptTimeout)}`);
+  const errorLog = options.errorLog ?? ((line: string) => process.stderr.write(`[${new Date().toISOString()}] [cgi:error] ${line}\n`));
+  let scriptLog: ScriptLog | undefined;
+  if (typeof options.scriptLog === 'string') {
+    scriptLog = new ScriptLog({
+      path: options.scriptLog,
+      ...(options.scriptLogLength !== undefined ? { maxLength: options.scriptLogLength } : {}),
+      ...(options.scriptLogBuffer !== undefined ? { bodyBytes: options.scriptLogBuffer } : {}),
+      onError: (error) => errorLog(`cgi: cannot write the script log ${options.scriptLog}: ${error.message}`),
+    });
+  } else scriptLog = options.scriptLog;
+  return {
+    routes,
+    documentRoot: options.documentRoot,
+    policy: {
+      serverName: options.serverName ?? hostname(),
+      ...(options.useCanonicalName !== undefined ? { useCanonicalName: options.useCanonicalName } : {}),
+      ...(options.serverAdmin !== undefined ? { serverAdmin: options.serverAdmin } : {}),
+      ...(options.serverSignature !== undefined ? { serverSignature: options.serverSignature } : {}),
+      ...(options.serverSoftware !== undefined ? { serverSoftware: options.serverSoftware } : {}),
+      passAuthorization: options.passAuthorization ?? false,
+      setEnv: options.setEnv ?? {},
+      passEnv: options.passEnv ?? [],
+      inheritedEnvironment: process.env,
+    },
+    timeoutMs,
+    killGraceMs: options.killGraceMs,
+    exitWaitMs: options.exitWaitMs,
+    limiter: new ScriptLimiter(options.maxConcurrentScripts, options.maxQueuedScripts),
+    maxRequestBody: options.maxRequestBody ?? CGI_MAX_REQUEST_BODY_BYTES,
+    bodyMemorySpool: options.bodyMemorySpool ?? CGI_BODY_MEMORY_SPOOL_BYTES,
+    spoolDirectory: options.spoolDirectory,
+    scriptLog,
+    errorLog,
+    spawner: options.spawner,
+    maxLocalRedirects: options.maxLocalRedirects ?? CGI_MAX_LOCAL_REDIRECTS,
+  };
+}
+
+async function dispatch(settings: Settings, dispatch: Dispatch): Promise<void> {
+  const { req, res } = dispatch;
+  const { pathname, query } = splitTarget(dispatch.target);
+  const resolution = await resolveInRoutes(pathname, settings.routes);
+  if (resolution.kind === 'refused') {
+    settings.errorLog(`cgi: refused ${dispatch.method} ${dispatch.target} from ${req.socket.remoteAddress}: ${resolution.reason}`);
+    sendError(res, resolution.status);
+    return;
+  }
+  if (resolution.kind !== 'script') {
+    // Not ours (a static file, or no route): the next handler serves it, as a GET if this is a local redirect.
+    if (dispatch.next) {
+      if (dispatch.depth > 0) {
+        req.url = dispatch.target;
+        req.method = 'GET';
+      }
+      dispatch.next();
+    } else sendError(res, 404);
+    return;
+  }
+  await runResolved(settings, dispatch, resolution, query);
+}
+
+async function runResolved(settings: Settings, dispatch: Dispatch, script: ResolvedScript, query: string): Promise<void> {
+  const { req, res } = dispatch;
+  const withBody = dispatch.depth === 0;
+  const headers = pairHeaders(req.rawHeaders).filter(
+    ([name]) => withBody || !/^(content-length|transfer-encoding)$/i.test(name),
+  );
+
+  // The body: a known length is streamed to stdin; a chunked one is spooled so CONTENT_LENGTH can be exact.
+  let stdin: Readable | Buffer | null = null;
+  let contentLength: number | undefined;
+  let bodyHead: () => Buffer = () => Buffer.alloc(0);
+  let disposeBody: () => Promise<void> = async () => {};
+  if (withBody) {
+    const declared = req.headers['content-length'];
+    const chunked = req.headers['transfer-encoding'] !== undefined;
+    if (!chunked && declared !== undefined && Number(declared) > settings.maxRequestBody) {
+      settings.errorLog(`cgi: request body of ${declared} bytes for ${script.scriptFilename} is over the limit of ${settings.maxRequestBody}`);
+      sendError(res, 413, true);
+      return;
+    }
+    if (chunked || (declared !== undefined && Number(declared) > 0)) {
+      answerContinue(req, res);
+      if (chunked) {
+        const outcome = await spoolBody(req, {
+          memoryBytes: settings.bodyMemorySpool,
+          maxBytes: settings.maxRequestBody,
+          ...(settings.spoolDirectory ? { directory: settings.spoolDirectory } : {}),
+          keepHeadBytes: settings.scriptLog?.bodyBytes ?? 0,
+        });
+        if (outcome.kind === 'too-large') {
+          settings.errorLog(`cgi: chunked request body for ${script.scriptFilename} is over the limit of ${outcome.limit} bytes`);
+          sendError(res, 413, true);
+          return;
+        }
+        if (outcome.kind === 'failed') {
+          settings.errorLog(`cgi: reading the request body for ${script.scriptFilename} failed: ${outcome.error.message}`);
+          sendError(res, 400, true);
+          return;
+        }
+        contentLength = outcome.body.length;
+        stdin = outcome.body.stream();
+        bodyHead = () => outcome.body.head;
+        disposeBody = () => outcome.body.dispose();
+      } else if (settings.scriptLog) {
+        const tap = new BodyTap(settings.scriptLog.bodyBytes);
+        req.pipe(tap);
+        stdin = tap;
+        bodyHead = () => tap.head;
+      } else stdin = req;
+    }
+  }
+
+  // A slot among the concurrent scripts, or 503 when the queue is full too.
+  const gone = new AbortController();
+  const onEarlyClose = () => gone.abort();
+  res.once('close', onEarlyClose);
+  const release = await settings.limiter.acquire(gone.signal);
+  if (!release) {
+    res.off('close', onEarlyClose);
+    await disposeBody();
+    if (gone.signal.aborted) return;
+    settings.errorLog(`cgi: ${settings.limiter.maxRunning} scripts running and ${settings.limiter.maxQueued} waiting: refused ${script.scriptFilename} with 503`);
+    res.setHeader('Retry-After', '1');
+    sendError(res, 503);
+    return;
+  }
+  res.off('close', onEarlyClose);
+
+  const description: CgiRequestDescription = {
+    method: dispatch.method,
+    target: dispatch.target,
+    httpVersion: req.httpVersion,
+    headers,
+    remoteAddress: req.socket.remoteAddress ?? '',
+    remotePort: req.socket.remotePort ?? 0,
+    localAddress: req.socket.localAddress ?? '',
+    localPort: req.socket.localPort ?? 0,
+    tls: (req.socket as TLSSocket).encrypted === true,
+    scriptName: script.scriptName,
+    scriptFilename: script.scriptFilename,
+    pathInfo: script.pathInfo,
+    documentRoot: settings.documentRoot,
+    contextPrefix: script.contextPrefix,
+    contextDocumentRoot: script.contextDocumentRoot,
+    ...(contentLength !== undefined ? { contentLength } : {}),
+    ...(dispatch.redirectedFrom ? { redirectedFrom: dispatch.redirectedFrom } : {}),
+  };
+  const environment = buildEnvironment(description, settings.policy);
+  const file = script.scriptFilename;
+  const run = runScript({
+    file,
+    argv: [file, ...searchWords(query, CGI_MAX_ARGV_WORDS)],
+    cwd: path.dirname(file),
+    env: environmentRecord(environment),
+    stdin,
+    timeoutMs: settings.timeoutMs,
+    ...(settings.killGraceMs !== undefined ? { killGraceMs: settings.killGraceMs } : {}),
+    ...(settings.exitWaitMs !== undefined ? { exitWaitMs: settings.exitWaitMs } : {}),
+    nph: script.nph,
+    onStderrLine: (line) => settings.errorLog(`cgi: ${file}: ${line}`),
+    ...(settings.spawner ? { spawner: settings.spawner } : {}),
+  });
+  void run.finished.then(() => {
+    release();
+    void disposeBody();
+  });
+
+  let completed = false;
+  res.once('close', () => {
+    if (!completed) run.abort();
+  });
+  const logFailure = (status: number, error: string, responseHeaders: ReadonlyArray<readonly [string, string]> = []) => {
+    const log = settings.scriptLog;
+    if (!log) return;
+    // Waiting for the script to end puts its whole stderr in the entry; the request is not held up by it.
+    void run.finished.then(() =>
+      log.record({
+        method: req.method ?? dispatch.method,
+        target: req.url ?? dispatch.target,
+        protocol: `HTTP/${req.httpVersion}`,
+        status,
+        scriptPath: file,
+        requestHeaders: pairHeaders(req.rawHeaders),
+        requestBody: bodyHead(),
+        responseHeaders,
+        error,
+        stdout: run.capturedStdout,
+        stderr: run.capturedStderr,
+      }),
+    );
+  };
+
+  const outcome = await run.head;
+  switch (outcome.kind) {
+    case 'aborted':
+      return;
+    case 'spawn-failed': {
+      const status = outcome.error.errno === 'EACCES' ? 403 : outcome.error.errno === 'ENOENT' ? 404 : 500;
+      settings.errorLog(`cgi: ${outcome.error.message}`);
+      logFailure(status, outcome.error.message);
+      completed = true;
+      sendError(res, status);
+      return;
+    }
+    case 'timeout':
+      settings.errorLog(`cgi: ${file}: no output for ${settings.timeoutMs} ms before the headers: script killed, answering 504`);
+      logFailure(504, `timeout: no output for ${settings.timeoutMs} ms`);
+      completed = true;
+      sendError(res, 504);
+      return;
+    case 'malformed': {
+      const where = outcome.error.line !== undefined ? `: Bad header: ${outcome.error.line}` : '';
+      settings.errorLog(`cgi: malformed header from script ${file}: ${outcome.error.message}${where}`);
+      logFailure(500, `malformed header from script${where} (${outcome.error.message})`);
+      completed = true;
+      sendError(res, 500);
+      return;
+    }
+    case 'raw':
+      sendRaw(run, req, res, () => (completed = true));
+      return;
+    case 'head':
+      break;
+  }
+
+  const head = outcome.head;
+  if (head.kind === 'local-redirect') {
+    completed = true;
+    if (dispatch.depth + 1 > settings.maxLocalRedirects) {
+      settings.errorLog(`cgi: ${file}: more than ${settings.maxLocalRedirects} local redirects (last to ${head.location}); answering 500`);
+      sendError(res, 500);
+      return;
+    }
+    run.body.resume();
+    const location = head.location!;
+    await dispatchRedirect(settings, dispatch, location, environment);
+    return;
+  }
+  if (head.status >= 500) logFailure(head.status, `the script answered ${head.status}`, head.headers);
+  writeHead(res, head);
+  if (head.kind === 'client-redirect') {
+    // As Apache does: the script's body is replaced by a short page pointing at the new location.
+    run.body.resume();
+    completed = true;
+    res.removeHeader('content-length');
+    res.setHeader('Content-Type', 'text/html; charset=iso-8859-1');
+    res.end(dispatch.method === 'HEAD' ? undefined : redirectPage(head.location!));
+    return;
+  }
+  if (dispatch.method === 'HEAD') {
+    // HEAD runs the script (its side effects are the script's business) and sends no body.
+    run.body.resume();
+    completed = true;
+    res.end();
+    return;
+  }
+  sendBody(run, res, head, file, settings.errorLog, () => (completed = true));
+}
+
+async function dispatchRedirect(settings: Settings, previous: Dispatch, location: string, environment: CgiEnvironment): Promise<void> {
+  const { pathname } = splitTarget(previous.target);
+  let url = pathname;
+  try {
+    url = decodeURIComponent(pathname);
+  } catch {
+    /* REDIRECT_URL keeps the raw path when it cannot be decoded */
+  }
+  await dispatch(settings, {
+    req: previous.req,
+    res: previous.res,
+    next: previous.next,
+    target: location,
+    method: 'GET',
+    depth: previous.depth + 1,
+    redirectedFrom: { environment, url, status: 200 },
+  });
+}
+
+function writeHead(res: ServerResponse, head: CgiResponseHead): void {
+  res.statusCode = head.status;
+  if (head.reason) res.statusMessage = head.reason;
+  const grouped = new Map<string, { name: string; values: string[] }>();
+  for (const [name, value] of head.headers) {
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) continue;
+    const entry = grouped.get(lower);
+    if (entry) entry.values.push(value);
+    else grouped.set(lower, { name, values: [value] });
+  }
+  for (const { name, values } of grouped.values()) res.setHeader(name, values.length === 1 ? values[0]! : values);
+}
+
+/**
+ * Streams the script's body to the client with backpressure. A script's
+ * Content-Length is held to: extra bytes are not sent (they would be read as
+ * the next response on a kept-alive connection) and a short body closes the
+ * connection instead of leaving the client waiting.
+ */
+function sendBody(run: ScriptRun, res: ServerResponse, head: CgiResponseHead, file: string, errorLog: (line: string) => void, done: () => void): void {
+  const expected = head.contentLength;
+  let sent = 0;
+  const finish = (error: NodeJS.ErrnoException | null) => {
+    if (!error) {
+      done();
+      return;
+    }
+    const code = (error as { code?: string }).code;
+    if (code === ErrorCode.REQUEST_ABORTED || code === 'ERR_STREAM_PREMATURE_CLOSE') return;
+    if (code === ErrorCode.CGI_SCRIPT_TIMEOUT) errorLog(`cgi: ${file}: no output for the script timeout after the body started: script killed, response cut short`);
+    else errorLog(`cgi: ${error.message}`);
+    res.destroy();
+  };
+  if (expected === undefined) {
+    pipeline(run.body, res, finish);
+    return;
+  }
+  pipeline(
+    run.body,
+      new Transform({
+        transform(chunk: Buffer, _encoding, callback) {
+          const room = expected - sent;
+          if (room <= 0) return callback();
+          const kept = chunk.length <= room ? chunk : chunk.subarray(0, room);
+          sent += kept.length;
+          callback(null, kept);
+        },
+        flush(callback) {
+          if (sent < expected) callback(new Error(`script ${file} announced Content-Length ${expected} but wrote ${sent} bytes`));
+          else callback();
+        },
+      }),
+    res,
+    finish,
+  );
+}
+
+/** nph-: the script's output is the response, status line and all; the connection closes after it. */
+function sendRaw(run: ScriptRun, req: IncomingMessage, res: ServerResponse, done: () => void): void {
+  const socket = req.socket;
+  res.shouldKeepAlive = false;
+  pipeline(run.body, socket, (error) => {
+    if (!error) done();
+    socket.destroySoon();
+  });
+}
+
+/** Answers Expect: 100-continue before the body is read, unless node:http already did (no 'checkContinue' listener). */
+function answerContinue(req: IncomingMessage, res: ServerResponse): void {
+  const expect = req.headers.expect;
+  if (expect === undefined || !/100-continue/i.test(expect)) return;
+  if ((res as unknown as { _sent100?: boolean })._sent100) return;
+  res.writeContinue();
+}
+
+function pairHeaders(raw: readonly string[]): Array<[string, string]> {
+  const pairs: Array<[string, string]> = [];
+  for (let index = 0; index + 1 < raw.length; index += 2) pairs.push([raw[index]!, raw[index + 1]!]);
+  return pairs;
+}
+
+/** Path and query of a request target; an absolute-form target (http://host/path) gives its path. */
+function splitTarget(target: string): { pathname: string; query: string } {
+  let rest = target;
+  const absolute = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(rest);
+  if (absolute) rest = rest.slice(absolute[0].length) || '/';
+  const hash = rest.indexOf('#');
+  if (hash !== -1) rest = rest.slice(0, hash);
+  const question = rest.indexOf('?');
+  return question === -1 ? { pathname: rest, query: '' } : { pathname: rest.slice(0, question), query: rest.slice(question + 1) };
+}
+
+const REASONS: Record<number, string> = {
+  400: 'Bad Request',
+  403: 'Forbidden',
+  404: 'Not Found',
+  413: 'Request Entity Too Large',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+/** A short error page like Apache's; if the head already went out, the connection is closed instead. */
+function sendError(res: ServerResponse, status: number, closeConnection = false): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  if (res.writableEnded) return;
+  for (const name of res.getHeaderNames()) if (name !== 'retry-after') res.removeHeader(name);
+  const reason = REASONS[status] ?? 'Error';
+  const body = `<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n<title>${status} ${reason}</title>\n</head><body>\n<h1>${reason}</h1>\n</body></html>\n`;
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'text/html; charset=iso-8859-1');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  if (closeConnection) res.setHeader('Connection', 'close');
+  res.end(res.req?.method === 'HEAD' ? undefined : body);
+}
+
+function redirectPage(location: string): string {
+  const escaped = location.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+  return `<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n<title>302 Found</title>\n</head><body>\n<h1>Found</h1>\n<p>The document has moved <a href="${escaped}">here</a>.</p>\n</body></html>\n`;
+}
+
+/** Passes the request body through while keeping its first bytes for the script log. */
+class BodyTap extends PassThrough {
+  readonly #limit: number;
+  #parts: Buffer[] = [];
+  #kept = 0;
+  constructor(limit: number) {
+    super();
+    this.#limit = limit;
+  }
+  get head(): Buffer {
+    return Buffer.concat(this.#parts);
+  }
+  override _transform(chunk: Buffer, encoding: BufferEncoding, callback: (error?: Error | null, data?: unknown) => void): void {
+    if (this.#kept < this.#limit) {
+      const kept = chunk.subarray(0, this.#limit - this.#kept);
+      this.#parts.push(Buffer.from(kept));
+      this.#kept += kept.length;
+    }
+    super._transform(chunk, encoding, callback);
+  }
+}
