@@ -28,7 +28,7 @@ const BENCHMARKS = {
 const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: {
-    duration: { type: 'string', default: '8' },
+    duration: { type: 'string', default: '6' },
     'no-write': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -69,7 +69,7 @@ try {
     for (const verdict of result.verdicts ?? []) console.log(`- ${verdict}`);
     for (const note of result.notes ?? []) console.log(`- ${note}`);
     if (!values['no-write']) {
-      const command = `npm run bench -- ${name}${values.duration === '8' ? '' : ` --duration ${values.duration}`}`;
+      const command = `npm run bench -- ${name}${values.duration === '6' ? '' : ` --duration ${values.duration}`}`;
       writeSection(join(here, 'README.md'), name, renderSection(name, result, command));
       console.log(`\n(bench/README.md updated: section ${name})`);
     }

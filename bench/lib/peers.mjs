@@ -166,7 +166,7 @@ http {
     server_name localhost;
     location / {
       include /etc/nginx/fastcgi_params;
-      fastcgi_param SCRIPT_FILENAME ${scriptFilename};
+      ${scriptFilename ? `fastcgi_param SCRIPT_FILENAME ${scriptFilename};` : ''}
       fastcgi_pass ${fastcgiPass};
       ${extraLocation}
     }

@@ -1,0 +1,97 @@
+/**
+ * The gatehouse FastCGI client vs npm fastcgi-client against the same
+ * php-fpm pool (pm = static, 4 workers, hello.php), 16 requests in flight.
+ * Each client runs in its own process (bench/client-driver.mjs); they take
+ * turns, twice each.
+ */
+import { existsSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startProcess, startPhpFpm } from './lib/peers.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const GATEHOUSE_CLIENT = join(here, '../dist/src/fastcgi/client/index.js');
+const DRIVER = join(here, 'client-driver.mjs');
+
+async function drive(implementation, fpm, inFlight, seconds) {
+  const run = startProcess(process.execPath, [DRIVER, implementation, fpm.socketPath, fpm.script, String(inFlight), String(seconds)]);
+  const watchdog = setTimeout(() => run.stop(), (seconds + 30) * 1000);
+  const { code } = await run.exited;
+  clearTimeout(watchdog);
+  const line = run.output().trim().split('\n').at(-1);
+  if (code !== 0) throw new Error(`client driver ${implementation} exited ${code}: ${run.output()}`);
+  return JSON.parse(line);
+}
+
+const fmt = (value, digits = 0) => (Number.isFinite(value) ? value.toFixed(digits) : '-');
+
+export async function runClientBench({ duration = 6, repeats = 2, inFlight = 16 } = {}) {
+  const implementations = ['fastcgi-client', 'fastcgi-client-16'];
+  const notes = [];
+  if (existsSync(GATEHOUSE_CLIENT)) implementations.unshift('gatehouse');
+  else notes.push(`gatehouse client not built (${GATEHOUSE_CLIENT} missing): only fastcgi-client measured`);
+  const fpm = await startPhpFpm({ workers: 4 });
+  const runs = Object.fromEntries(implementations.map((name) => [name, []]));
+  for (let repeat = 0; repeat < repeats; repeat++) {
+    const order = repeat % 2 ? [...implementations].reverse() : implementations;
+    for (const name of order) {
+      process.stdout.write(`  ${name}, ${inFlight} in flight, run ${repeat + 1}... `);
+      try {
+        const result = await drive(name, fpm, inFlight, duration);
+        runs[name].push(result);
+        console.log(`${fmt(result.requestsPerSecond)} req/s, p99 ${fmt(result.p99, 2)} ms, ${result.errors} errors${result.firstError ? ` (${result.firstError})` : ''}`);
+      } catch (error) {
+        if (name !== 'gatehouse') throw error;
+        console.log(`failed: ${error.message}`);
+        notes.push(`gatehouse client run ${repeat + 1} failed: ${String(error.message).split('\n').slice(0, 3).join(' ')}`);
+      }
+    }
+  }
+  const mean = (list, key) => list.reduce((sum, result) => sum + result[key], 0) / list.length;
+  const summary = Object.fromEntries(
+    Object.entries(runs).map(([name, list]) => [
+      name,
+      list.length === 0
+        ? null
+        : {
+            requestsPerSecond: mean(list, 'requestsPerSecond'),
+            p50: mean(list, 'p50'),
+            p99: mean(list, 'p99'),
+            errors: list.reduce((sum, result) => sum + result.errors, 0),
+            firstError: list.map((result) => result.firstError).find(Boolean) ?? '',
+            runs: list.map((result) => result.requestsPerSecond.toFixed(0)).join(' / '),
+            clientConcurrency: list[0].clientConcurrency,
+          },
+    ]),
+  );
+  const descriptions = {
+    gatehouse: 'gatehouse FastCGIClient (defaults: keep-alive, probe, FCGI_MAX_CONNS honoured)',
+    'fastcgi-client': 'npm fastcgi-client 0.2 (defaults: probe; its FCGI_MAX_CONNS cap, excess queued by the driver)',
+    'fastcgi-client-16': 'npm fastcgi-client 0.2 (no probe, maxConns 16: one connection per request in flight)',
+  };
+  const best = Math.max(...['fastcgi-client', 'fastcgi-client-16'].map((name) => summary[name]?.requestsPerSecond ?? 0));
+  const rows = implementations.map((name) => {
+    const result = summary[name];
+    return {
+      client: descriptions[name],
+      'req/s (mean)': fmt(result?.requestsPerSecond),
+      runs: result?.runs ?? '-',
+      'p50 ms': fmt(result?.p50, 2),
+      'p99 ms': fmt(result?.p99, 2),
+      'x best fastcgi-client': result ? `${(result.requestsPerSecond / best).toFixed(2)}x` : '-',
+      errors: result ? `${result.errors}${result.firstError ? ` (${result.firstError.slice(0, 80)})` : ''}` : '-',
+    };
+  });
+  const verdicts = [];
+  if (summary.gatehouse) {
+    const ratio = summary.gatehouse.requestsPerSecond / best;
+    verdicts.push(`gatehouse client / the better fastcgi-client setting = ${ratio.toFixed(2)}x (target >= 1.5x): ${ratio >= 1.5 ? 'MET' : 'MISSED'}`);
+    if (summary.gatehouse.errors > 0) verdicts.push(`gatehouse client had ${summary.gatehouse.errors} failed requests: ${summary.gatehouse.firstError}`);
+  } else {
+    verdicts.push('gatehouse client: not measured');
+  }
+  notes.push(
+    `php-fpm 8.2 -n (no php.ini), pm = static, 4 workers, hello.php echoing "hello\\n"; ${inFlight} requests in flight from one Node process per client, ${duration} s per run after 1 s of warm-up, ${repeats} runs each taking turns; every body checked; latency measured per request in the driver.`,
+  );
+  return { title: `FastCGI client vs npm fastcgi-client against php-fpm (${inFlight} in flight)`, rows, verdicts, notes };
+}
