@@ -32,6 +32,8 @@ type Action = 'stop' | 'restart';
 export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promise<number> {
   const log = createLogger({ stderr: config.foreground, syslog: true, verbose: config.verbose });
   for (const warning of config.warnings) log.warning(warning);
+  // Installed first: a SIGTERM during the start is acted on once the pool runs, instead of killing the manager.
+  const signals = new SignalQueue();
 
   let listener: Listener | null = null;
   let statusServer: StatusServer | null = null;
@@ -84,10 +86,11 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
     await pool?.stop();
     cleanup(log, listener, statusServer);
     hooks.onReady?.(error instanceof Error ? error : new Error(message));
+    signals.close();
     return 1;
   }
   hooks.onReady?.(null);
-  return serveSignals(pool, log, listener, statusServer);
+  return serveSignals(signals, pool, log, listener, statusServer);
 }
 
 function allowedPeers(config: KfcgiConfig): Set<string> | null {
@@ -97,27 +100,49 @@ function allowedPeers(config: KfcgiConfig): Set<string> | null {
   return new Set(addresses.flatMap((address) => (address.includes(':') ? [address] : [address, `::ffff:${address}`])));
 }
 
-/** Waits for SIGTERM/SIGINT (stop) and SIGHUP (restart); performs them one at a time. */
-async function serveSignals(pool: Pool, log: Logger, listener: Listener, statusServer: StatusServer | null): Promise<number> {
-  const actions: Action[] = [];
-  let wake: (() => void) | null = null;
-  const queue = (action: Action) => () => {
-    actions.push(action);
-    wake?.();
-  };
-  const onStop = queue('stop');
-  const onRestart = queue('restart');
-  process.on('SIGTERM', onStop);
-  process.on('SIGINT', onStop);
-  process.on('SIGHUP', onRestart);
+/** Signal handlers only queue an action; serveSignals() performs them in order. */
+class SignalQueue {
+  readonly #actions: Action[] = [];
+  #wake: (() => void) | null = null;
+  readonly #onStop = () => this.#push('stop');
+  readonly #onRestart = () => this.#push('restart');
+
+  constructor() {
+    process.on('SIGTERM', this.#onStop);
+    process.on('SIGINT', this.#onStop);
+    process.on('SIGHUP', this.#onRestart);
+  }
+
+  #push(action: Action): void {
+    this.#actions.push(action);
+    this.#wake?.();
+  }
+
+  async next(): Promise<Action> {
+    while (this.#actions.length === 0) await new Promise<void>((resolve) => (this.#wake = resolve));
+    this.#wake = null;
+    return this.#actions.shift()!;
+  }
+
+  get stopPending(): boolean {
+    return this.#actions.includes('stop');
+  }
+
+  close(): void {
+    process.off('SIGTERM', this.#onStop);
+    process.off('SIGINT', this.#onStop);
+    process.off('SIGHUP', this.#onRestart);
+  }
+}
+
+/** Performs SIGTERM/SIGINT (stop) and SIGHUP (restart). */
+async function serveSignals(signals: SignalQueue, pool: Pool, log: Logger, listener: Listener, statusServer: StatusServer | null): Promise<number> {
   // Restarts run one after another; a stop does not wait for them (the pool abandons a restart once stopping).
   let restarts: Promise<void> = Promise.resolve();
   for (;;) {
-    if (actions.length === 0) await new Promise<void>((resolve) => (wake = resolve));
-    wake = null;
-    const action = actions.shift()!;
+    const action = await signals.next();
     if (action === 'restart') {
-      if (actions.includes('stop')) continue;
+      if (signals.stopPending) continue;
       restarts = restarts.then(
         () => pool.restart(),
         () => undefined,
@@ -130,9 +155,7 @@ async function serveSignals(pool: Pool, log: Logger, listener: Listener, statusS
     if (removed) log.info(removed);
     await pool.stop();
     cleanup(log, listener, statusServer);
-    process.off('SIGTERM', onStop);
-    process.off('SIGINT', onStop);
-    process.off('SIGHUP', onRestart);
+    signals.close();
     log.notice('stopped');
     return 0;
   }
