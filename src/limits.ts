@@ -105,6 +105,8 @@ export const CGI_SCRIPT_LOG_BUFFER = 1024;
 export const CGI_SCRIPT_LOG_CAPTURE_BYTES = 64 * 1024;
 /** Script log entries waiting to be written; more are dropped (and counted) so logging never holds memory unbounded. */
 export const CGI_SCRIPT_LOG_QUEUE = 256;
+/** How long the real path of a CGI route's root directory is reused before it is resolved again. */
+export const CGI_ROOT_REALPATH_CACHE_MS = 1000;
 
 /* ---- kfcgi process manager (src/kfcgi) ---- */
 

@@ -240,20 +240,24 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
   }
 
   // A slot among the concurrent scripts, or 503 when the queue is full too.
-  const gone = new AbortController();
-  const onEarlyClose = () => gone.abort();
-  res.once('close', onEarlyClose);
-  const release = await settings.limiter.acquire(gone.signal);
+  let release = settings.limiter.tryAcquire();
   if (!release) {
+    // Waiting: a client that leaves gives its place in the queue back.
+    const gone = new AbortController();
+    const onEarlyClose = () => gone.abort();
+    res.once('close', onEarlyClose);
+    release = await settings.limiter.acquire(gone.signal);
     res.off('close', onEarlyClose);
-    await disposeBody();
-    if (gone.signal.aborted) return;
-    settings.errorLog(`cgi: ${settings.limiter.maxRunning} scripts running and ${settings.limiter.maxQueued} waiting: refused ${script.scriptFilename} with 503`);
-    res.setHeader('Retry-After', '1');
-    sendError(res, 503);
-    return;
+    if (!release) {
+      await disposeBody();
+      if (gone.signal.aborted) return;
+      settings.errorLog(`cgi: ${settings.limiter.maxRunning} scripts running and ${settings.limiter.maxQueued} waiting: refused ${script.scriptFilename} with 503`);
+      res.setHeader('Retry-After', '1');
+      sendError(res, 503);
+      return;
+    }
   }
-  res.off('close', onEarlyClose);
+  const releaseSlot = release;
 
   const description: CgiRequestDescription = {
     method: dispatch.method,
@@ -290,7 +294,7 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
     ...(settings.spawner ? { spawner: settings.spawner } : {}),
   });
   void run.finished.then(() => {
-    release();
+    releaseSlot();
     void disposeBody();
   });
 

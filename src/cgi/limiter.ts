@@ -30,6 +30,11 @@ export class ScriptLimiter {
     return this.#queue.length;
   }
 
+  /** A slot now, or null when all are taken (no allocation: the fast path of every request). */
+  tryAcquire(): Release | null {
+    return this.#running < this.maxRunning && this.#queue.length === 0 ? this.#grant() : null;
+  }
+
   /**
    * A slot: at once when one is free, else after waiting in the queue.
    * Resolves null when the queue is full, or when `signal` aborts while waiting.

@@ -13,9 +13,10 @@
  * a NUL, a backslash, `..` (decoded too: %2e%2e) climbing above the URL root, and
  * a symlink whose target leaves the configured root (realpath check).
  */
-import { promises as fs, constants as fsConstants } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode } from '../errors.js';
+import { CGI_ROOT_REALPATH_CACHE_MS } from '../limits.js';
 
 export interface ScriptAliasRoute {
   kind: 'script-alias';
@@ -117,7 +118,7 @@ export async function resolveScript(rawPath: string, route: ScriptRoute): Promis
   const contextPrefix = route.urlPrefix ?? '/';
   let realRoot: string;
   try {
-    realRoot = await fs.realpath(rootDirectory);
+    realRoot = await realRootOf(rootDirectory);
   } catch (error) {
     return refuse(404, ErrorCode.CGI_PATH_NOT_FOUND, `the route's directory ${rootDirectory} cannot be read: ${(error as Error).message}`);
   }
@@ -150,7 +151,7 @@ export async function resolveScript(rawPath: string, route: ScriptRoute): Promis
       if (pathInfo !== '') return refuse(404, ErrorCode.CGI_PATH_NOT_FOUND, `${candidate} is not a script and takes no path info`);
       return { kind: 'static', filename: real, directory: false };
     }
-    if (!(stat.mode & 0o111) || !(await isExecutable(real))) {
+    if (!isExecutable(stat)) {
       return refuse(403, ErrorCode.CGI_PATH_FORBIDDEN, `${candidate} is not executable (chmod +x it to run it as a CGI script)`);
     }
     return {
@@ -178,6 +179,19 @@ export async function resolveInRoutes(rawPath: string, routes: readonly ScriptRo
   return { kind: 'no-match' };
 }
 
+const realRoots = new Map<string, { real: string; until: number }>();
+
+/** The real path of a route's root, remembered briefly: it is the same for every request, and the script's own path is still checked each time. */
+async function realRootOf(directory: string): Promise<string> {
+  const now = Date.now();
+  const cached = realRoots.get(directory);
+  if (cached && cached.until > now) return cached.real;
+  const real = await fs.realpath(directory);
+  if (realRoots.size > 1000) realRoots.clear();
+  realRoots.set(directory, { real, until: now + CGI_ROOT_REALPATH_CACHE_MS });
+  return real;
+}
+
 async function realpathInside(file: string, realRoot: string): Promise<string | null> {
   let real: string;
   try {
@@ -189,13 +203,15 @@ async function realpathInside(file: string, realRoot: string): Promise<string | 
   return real === realRoot || real.startsWith(rootWithSlash) ? real : null;
 }
 
-async function isExecutable(file: string): Promise<boolean> {
-  try {
-    await fs.access(file, fsConstants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
+/** execute permission for this process, from the stat already made (access(2) would cost another system call per request). */
+function isExecutable(stat: { mode: number; uid: number; gid: number }): boolean {
+  const uid = process.getuid?.() ?? -1;
+  // root may execute a file when any execute bit is set.
+  if (uid === 0) return (stat.mode & 0o111) !== 0;
+  if (stat.uid === uid) return (stat.mode & 0o100) !== 0;
+  const groups = process.getgroups?.() ?? [];
+  if (stat.gid === process.getgid?.() || groups.includes(stat.gid)) return (stat.mode & 0o010) !== 0;
+  return (stat.mode & 0o001) !== 0;
 }
 
 function withTrailingSlash(directory: string): string {
