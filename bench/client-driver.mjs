@@ -2,7 +2,7 @@
  * One side of the client benchmark, run in its own process so the two
  * clients never share an event loop or a heap:
  *
- *   node bench/client-driver.mjs <gatehouse|fastcgi-client|fastcgi-client-16> <socket> <script> <in-flight> <seconds>
+ *   node bench/client-driver.mjs <gatehouse|gatehouse-close|fastcgi-client|fastcgi-client-16> <socket> <script> <in-flight> <seconds>
  *
  * Keeps <in-flight> hello.php requests outstanding for <seconds>, checks every
  * body, and prints one JSON line: requests, errors, requests/s, p50 and p99 ms.
@@ -35,9 +35,9 @@ const params = {
 };
 
 /** Each client as `send() -> Promise<Buffer>` (the whole STDOUT), plus close(). */
-async function gatehouseClient() {
+async function gatehouseClient(options) {
   const { FastCGIClient } = await import('../dist/src/fastcgi/client/index.js');
-  const client = new FastCGIClient({ address: `unix:${socketPath}` });
+  const client = new FastCGIClient({ address: `unix:${socketPath}`, ...options });
   return {
     async send() {
       const response = client.request({ params });
@@ -101,10 +101,17 @@ async function npmFastcgiClient(sixteen) {
   };
 }
 
+// php-fpm answers FCGI_GET_VALUES with FCGI_MPXS_CONNS only (no FCGI_MAX_CONNS), and each of its
+// workers stays with a kept-alive connection until it closes: a keep-alive pool larger than
+// pm.max_children leaves the extra connections waiting in the listen queue for ever. So the
+// keep-alive client is given the pool size, as nginx's `keepalive` must be.
+const poolSize = Number(process.env['BENCH_FPM_WORKERS'] ?? 4);
 const client =
   implementation === 'gatehouse'
-    ? await gatehouseClient()
-    : implementation === 'fastcgi-client'
+    ? await gatehouseClient({ maxConnections: poolSize })
+    : implementation === 'gatehouse-close'
+      ? await gatehouseClient({ keepAlive: false })
+      : implementation === 'fastcgi-client'
       ? await npmFastcgiClient(false)
       : implementation === 'fastcgi-client-16'
         ? await npmFastcgiClient(true)

@@ -213,7 +213,7 @@ catch_workers_output = yes
   await waitForListener({ path: socketPath }, 10_000, running.alive, `php-fpm unix:${socketPath}`).catch((error) => {
     throw new Error(`php-fpm did not start: ${error.message}\n${running.output()}`);
   });
-  return { ...running, socketPath, script, dir };
+  return { ...running, socketPath, script, dir, workers };
 }
 
 /** GET `url` once and check the body, so a benchmark never measures error pages. */
