@@ -1,0 +1,251 @@
+/**
+ * The connections to one upstream (undici's pool layer): keep-alive reuse, a
+ * cap on connections, a bounded queue of requests waiting for one, and the
+ * capability probe whose answer decides whether requests may share a
+ * connection. It hands out connections; what runs on them is the request
+ * layer's business.
+ */
+import { ErrorCode, UpstreamError } from '../../errors.js';
+import type { ResolvedAddress } from './address.js';
+import { Connection } from './connection.js';
+import { probeCapabilities, type UpstreamCapabilities } from './probe.js';
+
+export interface PoolOptions {
+  maxConnections: number;
+  maxQueued: number;
+  connectTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  probe: boolean;
+  probeTimeoutMs: number;
+  maxRequestsPerConnection: number;
+}
+
+export interface AcquireOptions {
+  /** Only a connection opened for this request will do (a retry after a reused one died). */
+  fresh?: boolean;
+  signal?: AbortSignal;
+}
+
+/** Counters for tests and status pages. */
+export interface PoolStats {
+  /** Connections open now. */
+  connections: number;
+  /** Open connections with no request on them. */
+  idle: number;
+  /** Requests waiting for a connection. */
+  queued: number;
+  /** Connections opened since the pool started. */
+  opened: number;
+}
+
+interface Waiter {
+  fresh: boolean;
+  settled: boolean;
+  resolve(connection: Connection): void;
+  reject(error: UpstreamError): void;
+}
+
+export class Pool {
+  readonly #address: ResolvedAddress;
+  readonly #options: PoolOptions;
+  readonly #connections = new Set<Connection>();
+  readonly #waiters: Waiter[] = [];
+  #connecting = 0;
+  #opened = 0;
+  #capabilities: UpstreamCapabilities | null = null;
+  #probe: Promise<UpstreamCapabilities | null> | null = null;
+  #closed = false;
+  #closeWaiters: Array<() => void> = [];
+
+  constructor(address: ResolvedAddress, options: PoolOptions) {
+    this.#address = address;
+    this.#options = options;
+  }
+
+  get upstream(): string {
+    return this.#address.label;
+  }
+
+  get stats(): PoolStats {
+    let idle = 0;
+    for (const connection of this.#connections) if (connection.load === 0) idle++;
+    return { connections: this.#connections.size, idle, queued: this.#waiters.length, opened: this.#opened };
+  }
+
+  /** What the application said about itself; starts the probe if it has not run. Null: no answer (treated as no multiplexing). */
+  capabilities(): Promise<UpstreamCapabilities | null> {
+    return this.#startProbe();
+  }
+
+  /** The application answered CANT_MPX_CONN: stop sharing connections, whatever GET_VALUES said. */
+  disableMultiplexing(): void {
+    this.#capabilities = { ...(this.#capabilities ?? {}), multiplexes: false };
+  }
+
+  /**
+   * A connection with a slot reserved for the caller, who must either begin a
+   * request on it or give the slot back with unreserve().
+   */
+  acquire(options: AcquireOptions = {}): Promise<Connection> {
+    if (this.#closed) return Promise.reject(new UpstreamError(ErrorCode.CLIENT_CLOSED, this.upstream, 'the FastCGI client was closed', { retryable: true }));
+    if (this.#options.probe) void this.#startProbe();
+    return new Promise((resolve, reject) => {
+      const signal = options.signal;
+      const onAbort = () => {
+        if (waiter.settled) return;
+        const index = this.#waiters.indexOf(waiter);
+        if (index >= 0) this.#waiters.splice(index, 1);
+        waiter.settled = true;
+        reject(new UpstreamError(ErrorCode.REQUEST_ABORTED, this.upstream, 'request aborted while waiting for a connection', { cause: signal?.reason, retryable: true }));
+      };
+      const waiter: Waiter = {
+        fresh: options.fresh ?? false,
+        settled: false,
+        resolve: (connection) => {
+          waiter.settled = true;
+          signal?.removeEventListener('abort', onAbort);
+          resolve(connection);
+        },
+        reject: (error) => {
+          waiter.settled = true;
+          signal?.removeEventListener('abort', onAbort);
+          reject(error);
+        },
+      };
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#waiters.push(waiter);
+      this.#dispatch();
+      if (!waiter.settled && this.#waiters.length > this.#options.maxQueued) {
+        this.#waiters.pop();
+        waiter.reject(
+          new UpstreamError(
+            ErrorCode.UPSTREAM_QUEUE_FULL,
+            this.upstream,
+            `${this.#options.maxQueued} requests already wait for one of ${this.#connectionCap()} connections; the application is too slow for the load (raise maxConnections or add capacity)`,
+            { retryable: true },
+          ),
+        );
+      }
+    });
+  }
+
+  /** Stops taking requests, fails the queued ones, closes idle connections and the others once their requests end. */
+  close(): Promise<void> {
+    this.#closed = true;
+    for (const waiter of this.#waiters.splice(0)) {
+      waiter.reject(new UpstreamError(ErrorCode.CLIENT_CLOSED, this.upstream, 'the FastCGI client was closed before a connection was free', { retryable: true }));
+    }
+    for (const connection of this.#connections) connection.retire();
+    if (this.#connections.size === 0 && this.#connecting === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#closeWaiters.push(resolve));
+  }
+
+  #startProbe(): Promise<UpstreamCapabilities | null> {
+    this.#probe ??= probeCapabilities(this.#address, this.#options.probeTimeoutMs).then((answer) => {
+      // A CANT_MPX_CONN seen meanwhile wins over what GET_VALUES said.
+      const multiplexes = (answer?.multiplexes ?? false) && this.#capabilities?.multiplexes !== false;
+      this.#capabilities = answer ? { ...answer, multiplexes } : { multiplexes: false };
+      this.#dispatch();
+      return answer;
+    });
+    return this.#probe;
+  }
+
+  #connectionCap(): number {
+    return Math.min(this.#options.maxConnections, this.#capabilities?.maxConns ?? Infinity);
+  }
+
+  #perConnectionCap(): number {
+    if (!this.#capabilities?.multiplexes) return 1;
+    return Math.max(1, Math.min(this.#options.maxRequestsPerConnection, this.#capabilities.maxReqs ?? Infinity));
+  }
+
+  #totalLoad(): number {
+    let load = 0;
+    for (const connection of this.#connections) load += connection.load;
+    return load + this.#connecting;
+  }
+
+  #dispatch(): void {
+    while (this.#waiters.length > 0 && !this.#closed) {
+      const waiter = this.#waiters[0]!;
+      if (this.#totalLoad() >= (this.#capabilities?.maxReqs ?? Infinity)) return;
+      const existing = waiter.fresh ? null : this.#pickConnection();
+      if (existing) {
+        this.#waiters.shift();
+        existing.reserve();
+        waiter.resolve(existing);
+        continue;
+      }
+      if (this.#connections.size + this.#connecting >= this.#connectionCap()) {
+        // A retry needs a new connection: make room by closing an idle one, if any.
+        const idle = waiter.fresh ? [...this.#connections].find((connection) => connection.load === 0) : undefined;
+        if (!idle) return;
+        this.#connections.delete(idle);
+        idle.destroy();
+      }
+      this.#waiters.shift();
+      this.#open(waiter);
+    }
+  }
+
+  #pickConnection(): Connection | null {
+    const cap = this.#perConnectionCap();
+    let best: Connection | null = null;
+    for (const connection of this.#connections) {
+      if (!connection.reusable || connection.load >= cap) continue;
+      // Fill the busiest connection that has room, so idle ones can time out.
+      if (!best || connection.load > best.load) best = connection;
+    }
+    return best;
+  }
+
+  #open(waiter: Waiter): void {
+    this.#connecting++;
+    this.#opened++;
+    Connection.open(this.#address, this.#options.connectTimeoutMs).then(
+      (connection) => {
+        this.#connecting--;
+        connection.attach({ onSlotFree: (c) => this.#onSlotFree(c), onClose: (c) => this.#onClose(c) });
+        this.#connections.add(connection);
+        if (this.#closed) {
+          connection.retire();
+        } else if (waiter.settled) {
+          // Its request went away while connecting: keep the connection for the next one.
+          connection.startIdleTimer(this.#options.keepAliveTimeoutMs);
+        } else {
+          connection.reserve();
+          waiter.resolve(connection);
+        }
+        this.#dispatch();
+      },
+      (error: UpstreamError) => {
+        this.#connecting--;
+        if (!waiter.settled) waiter.reject(error);
+        this.#dispatch();
+        this.#checkClosed();
+      },
+    );
+  }
+
+  #onSlotFree(connection: Connection): void {
+    if (connection.load === 0) {
+      if (!connection.reusable || this.#closed) connection.destroy();
+      else connection.startIdleTimer(this.#options.keepAliveTimeoutMs);
+    }
+    this.#dispatch();
+  }
+
+  #onClose(connection: Connection): void {
+    this.#connections.delete(connection);
+    this.#dispatch();
+    this.#checkClosed();
+  }
+
+  #checkClosed(): void {
+    if (this.#closed && this.#connections.size === 0 && this.#connecting === 0) {
+      for (const resolve of this.#closeWaiters.splice(0)) resolve();
+    }
+  }
+}

@@ -1,0 +1,298 @@
+/**
+ * The FastCGI client against Debian's php-fpm 8.2: the application that sends
+ * no empty STDOUT before END_REQUEST, fills END_REQUEST's reserved bytes, and
+ * answers GET_VALUES with FCGI_MPXS_CONNS=0 only.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { FastCGIClient, UpstreamError, ErrorCode } from '../../src/fastcgi/client/index.js';
+import { startPhpFpm } from '../kit/php-fpm.js';
+import { tempDir, type Cleanup } from '../kit/process.js';
+
+const SCRIPTS = {
+  'hello.php': '<?php header("Content-Type: text/plain"); echo "hello from php-fpm";',
+  'echo.php': `<?php
+header('Content-Type: application/octet-stream');
+$in = fopen('php://input', 'rb');
+$total = 0;
+while (!feof($in)) { $chunk = fread($in, 65536); $total += strlen($chunk); echo $chunk; }
+error_log("echoed $total bytes");`,
+  'big.php': `<?php
+header('Content-Type: application/octet-stream');
+$chunk = str_repeat('0123456789abcdef', 4096);
+$count = intval($_GET['chunks'] ?? 320);
+for ($i = 0; $i < $count; $i++) { echo $chunk; flush(); }`,
+  'stderr.php': `<?php
+error_log('via error_log');
+$raw = fopen('php://stderr', 'w'); fwrite($raw, "via php://stderr\\n"); fclose($raw);
+echo 'done';`,
+  'slow.php': `<?php
+echo "first part\\n"; flush();
+usleep(intval($_GET['ms'] ?? 5000) * 1000);
+echo "second part\\n";`,
+  'pid.php': '<?php echo getmypid();',
+};
+
+function cgiParams(scriptFilename: string, options: { method?: string; query?: string; contentLength?: number } = {}): Record<string, string> {
+  const name = '/' + scriptFilename.split('/').pop();
+  return {
+    GATEWAY_INTERFACE: 'CGI/1.1',
+    SERVER_PROTOCOL: 'HTTP/1.1',
+    SERVER_SOFTWARE: 'gatehouse-test',
+    SERVER_NAME: 'localhost',
+    SERVER_PORT: '80',
+    REMOTE_ADDR: '127.0.0.1',
+    REQUEST_METHOD: options.method ?? 'GET',
+    SCRIPT_FILENAME: scriptFilename,
+    SCRIPT_NAME: name,
+    REQUEST_URI: name + (options.query ? `?${options.query}` : ''),
+    QUERY_STRING: options.query ?? '',
+    CONTENT_LENGTH: options.contentLength === undefined ? '' : String(options.contentLength),
+    CONTENT_TYPE: options.contentLength === undefined ? '' : 'application/octet-stream',
+  };
+}
+
+/** Splits a CGI response into its head lines and body. */
+function splitCgi(stdout: Buffer): { head: string; body: Buffer } {
+  const end = stdout.indexOf('\r\n\r\n');
+  assert.ok(end >= 0, `no CGI head in ${JSON.stringify(stdout.subarray(0, 200).toString())}`);
+  return { head: stdout.subarray(0, end).toString('latin1'), body: stdout.subarray(end + 4) };
+}
+
+function newClient(t: Cleanup, address: string, options: Partial<ConstructorParameters<typeof FastCGIClient>[0]> = {}): FastCGIClient {
+  const client = new FastCGIClient({ address, ...options });
+  t.after(() => client.close());
+  return client;
+}
+
+test('php-fpm: hello, over a unix socket and over TCP', async (t) => {
+  for (const port of [undefined, 0]) {
+    const fpm = await startPhpFpm(t, { scripts: SCRIPTS, ...(port === 0 ? { port: await (await import('../kit/process.js')).freePort() } : {}) });
+    const client = newClient(t, fpm.addressString);
+    const result = await client.fetchAll({ params: cgiParams(fpm.script('hello.php')) });
+    const { head, body } = splitCgi(result.stdout);
+    assert.match(head, /Content-type: text\/plain/i);
+    assert.equal(body.toString(), 'hello from php-fpm');
+    assert.equal(result.appStatus, 0);
+    assert.equal(result.protocolStatus, 0);
+  }
+});
+
+test('php-fpm: a POST body is echoed byte for byte, small and 5 MB streamed', async (t) => {
+  const fpm = await startPhpFpm(t, { scripts: SCRIPTS });
+  const client = newClient(t, fpm.addressString);
+  const small = Buffer.from('name=value&x=1');
+  const smallResult = await client.fetchAll({ params: cgiParams(fpm.script('echo.php'), { method: 'POST', contentLength: small.length }), body: small });
+  assert.deepEqual(splitCgi(smallResult.stdout).body, small);
+
+  const size = 5 * 1024 * 1024;
+  const big = Buffer.alloc(size);
+  for (let i = 0; i < size; i++) big[i] = (i * 7919) & 0xff;
+  async function* slices() {
+    // Uneven chunk sizes, so records are cut at every kind of boundary.
+    for (let offset = 0; offset < size; ) {
+      const length = Math.min(1000 + ((offset / 1000) % 70_000), size - offset);
+      yield big.subarray(offset, offset + length);
+      offset += length;
+    }
+  }
+  const stderr: string[] = [];
+  const response = client.request({ params: cgiParams(fpm.script('echo.php'), { method: 'POST', contentLength: size }), body: slices() });
+  response.on('stderr', (chunk: Buffer) => stderr.push(chunk.toString()));
+  const chunks: Buffer[] = [];
+  for await (const chunk of response) chunks.push(chunk as Buffer);
+  await response.completion;
+  assert.ok(splitCgi(Buffer.concat(chunks)).body.equals(big), 'the echoed body differs from the one sent');
+  assert.match(stderr.join(''), new RegExp(`echoed ${size} bytes`));
+});
+
+test('php-fpm: a 20 MB response read slowly keeps the client buffer bounded', async (t) => {
+  const fpm = await startPhpFpm(t, { scripts: SCRIPTS });
+  const client = newClient(t, fpm.addressString);
+  const chunkSize = 64 * 1024;
+  const chunks = 320; // 20 MiB
+  const response = client.request({ params: cgiParams(fpm.script('big.php'), { query: `chunks=${chunks}` }) });
+  let received = 0;
+  let maxBuffered = 0;
+  let reads = 0;
+  for await (const chunk of response) {
+    received += (chunk as Buffer).length;
+    // A reader that stalls: php-fpm writes 20 MB in well under these pauses, so without backpressure it would all pile
+    // up in the stream's buffer.
+    if (reads++ % 64 === 0) await sleep(150);
+    maxBuffered = Math.max(maxBuffered, response.readableLength);
+  }
+  const end = await response.completion;
+  assert.equal(end.appStatus, 0);
+  const headLength = received - chunks * chunkSize;
+  assert.ok(headLength > 0 && headLength < 200, `expected 20 MiB plus a short head, got ${received} bytes`);
+  // High-water mark (64 KiB) plus at most one socket read of records delivered after the pause.
+  assert.ok(maxBuffered <= 512 * 1024, `response buffered ${maxBuffered} bytes at once; backpressure did not hold`);
+});
+
+test('php-fpm: error_log() output arrives as FCGI_STDERR, php://stderr goes to the php-fpm log', async (t) => {
+  const fpm = await startPhpFpm(t, { scripts: SCRIPTS });
+  const client = newClient(t, fpm.addressString);
+  const result = await client.fetchAll({ params: cgiParams(fpm.script('stderr.php')) });
+  assert.equal(splitCgi(result.stdout).body.toString(), 'done');
+  assert.match(result.stderr.toString(), /via error_log/);
+  // The worker's own stderr is a pipe to the master (catch_workers_output), not the FastCGI connection.
+  assert.doesNotMatch(result.stderr.toString(), /via php:\/\/stderr/);
+  for (let i = 0; i < 50 && !readFileSync(fpm.errorLog, 'utf8').includes('via php://stderr'); i++) await sleep(20);
+  assert.match(readFileSync(fpm.errorLog, 'utf8'), /via php:\/\/stderr/);
+});
+
+test('php-fpm: keep-alive reuses one connection for sequential requests (accepts counted on a proxy)', async (t) => {
+  const fpm = await startPhpFpm(t, { scripts: SCRIPTS, children: 2 });
+  const { path: proxyPath, accepted } = await countingProxy(t, (fpm.address as { path: string }).path);
+  const client = newClient(t, `unix:${proxyPath}`, { probe: false });
+  for (let i = 0; i < 10; i++) {
+    const result = await client.fetchAll({ params: cgiParams(fpm.script('hello.php')) });
+    assert.equal(splitCgi(result.stdout).body.toString(), 'hello from php-fpm');
+  }
+  assert.equal(accepted(), 1, 'ten sequential requests should share one kept-alive connection');
+  assert.equal(client.stats.opened, 1);
+
+  const noKeepAlive = newClient(t, `unix:${proxyPath}`, { probe: false, keepAlive: false });
+  for (let i = 0; i < 3; i++) await noKeepAlive.fetchAll({ params: cgiParams(fpm.script('hello.php')) });
+  assert.equal(accepted(), 4, 'without keep-alive each request has its own connection');
+});
+
+test('php-fpm: the probe learns FCGI_MPXS_CONNS=0 and requests never share a connection', async (t) => {
+  const fpm = await startPhpFpm(t, { scripts: SCRIPTS, children: 3 });
+  const client = newClient(t, fpm.addressString, { maxConnections: 3 });
+  const capabilities = await client.capabilities();
+  assert.deepEqual(capabilities, { multiplexes: false });
+  const results = await Promise.all(Array.from({ length: 6 }, () => client.fetchAll({ params: cgiParams(fpm.script('slow.php'), { query: 'ms=100' }) })));
+  for (const result of results) assert.match(result.stdout.toString(), /first part\nsecond part/);
+  assert.equal(client.stats.opened, 3, 'six concurrent requests over a cap of three connections');
+});
+
+test('php-fpm: the wait queue is bounded: past it UPSTREAM_QUEUE_FULL', async (t) => {
+  const fpm = await startPhpFpm(t, { scripts: SCRIPTS, children: 1 });
+  const client = newClient(t, fpm.addressString, { maxConnections: 1, maxQueued: 2, probe: false });
+  const params = cgiParams(fpm.script('slow.php'), { query: 'ms=300' });
+  const running = [client.fetchAll({ params }), client.fetchAll({ params }), client.fetchAll({ params })];
+  await assert.rejects(client.fetchAll({ params }), (error: UpstreamError) => {
+    assert.equal(error.code, ErrorCode.UPSTREAM_QUEUE_FULL);
+    assert.match(error.message, /unix:.*php-fpm\.sock/);
+    return true;
+  });
+  for (const result of await Promise.all(running)) assert.match(result.stdout.toString(), /second part/);
+});
+
+test('php-fpm: no data within idleTimeoutMs is UPSTREAM_TIMEOUT, and the next request still works', async (t) => {
+  const fpm = await startPhpFpm(t, { scripts: SCRIPTS, children: 2 });
+  const client = newClient(t, fpm.addressString, { idleTimeoutMs: 300, abortGraceMs: 200 });
+  await assert.rejects(client.fetchAll({ params: cgiParams(fpm.script('slow.php'), { query: 'ms=3000' }) }), (error: UpstreamError) => {
+    assert.equal(error.code, ErrorCode.UPSTREAM_TIMEOUT);
+    assert.match(error.message, /no data from the application for 300 ms/);
+    return true;
+  });
+  const result = await client.fetchAll({ params: cgiParams(fpm.script('hello.php')) });
+  assert.equal(splitCgi(result.stdout).body.toString(), 'hello from php-fpm');
+});
+
+test('php-fpm: aborting mid-response rejects with REQUEST_ABORTED and frees the connection', async (t) => {
+  const fpm = await startPhpFpm(t, { scripts: SCRIPTS, children: 1 });
+  const client = newClient(t, fpm.addressString, { maxConnections: 1, abortGraceMs: 200, probe: false });
+  const controller = new AbortController();
+  const response = client.request({ params: cgiParams(fpm.script('slow.php'), { query: 'ms=2000' }), signal: controller.signal });
+  response.on('error', () => {});
+  const first = await new Promise<Buffer>((resolve) => response.once('data', resolve));
+  assert.match(first.toString(), /first part/);
+  controller.abort();
+  await assert.rejects(response.completion, (error: UpstreamError) => error.code === ErrorCode.REQUEST_ABORTED);
+  // php-fpm finishes the script before it reads ABORT_REQUEST, so the grace runs out and the connection is dropped; the
+  // single php-fpm child then serves the next request.
+  const result = await client.fetchAll({ params: cgiParams(fpm.script('hello.php')) });
+  assert.equal(splitCgi(result.stdout).body.toString(), 'hello from php-fpm');
+});
+
+test('php-fpm killed mid-response: UPSTREAM_RESET naming the upstream', async (t) => {
+  const fpm = await startPhpFpm(t, { scripts: SCRIPTS, children: 1 });
+  const client = newClient(t, fpm.addressString, { probe: false });
+  const response = client.request({ params: cgiParams(fpm.script('slow.php'), { query: 'ms=5000' }) });
+  response.on('error', () => {});
+  await new Promise((resolve) => response.once('data', resolve));
+  // Kill the worker serving the request (found before the master, whose children it is), then the master.
+  await killPhpFpmWorkers(fpm.child.pid!);
+  fpm.child.kill('SIGKILL');
+  await assert.rejects(response.completion, (error: UpstreamError) => {
+    assert.equal(error.code, ErrorCode.UPSTREAM_RESET);
+    assert.ok(error.message.startsWith(fpm.addressString), error.message);
+    return true;
+  });
+});
+
+test('refused connection: UPSTREAM_REFUSED naming the socket', async (t) => {
+  const dir = tempDir(t);
+  const client = newClient(t, `unix:${join(dir, 'nobody-listens.sock')}`);
+  await assert.rejects(client.fetchAll({ params: { REQUEST_METHOD: 'GET' } }), (error: UpstreamError) => {
+    assert.equal(error.code, ErrorCode.UPSTREAM_REFUSED);
+    assert.match(error.message, /nobody-listens\.sock: cannot connect \(ENOENT\)/);
+    return true;
+  });
+  const port = await (await import('../kit/process.js')).freePort();
+  const tcp = newClient(t, `127.0.0.1:${port}`);
+  await assert.rejects(tcp.fetchAll({ params: { REQUEST_METHOD: 'GET' } }), (error: UpstreamError) => {
+    assert.equal(error.code, ErrorCode.UPSTREAM_REFUSED);
+    assert.match(error.message, /ECONNREFUSED/);
+    return true;
+  });
+});
+
+test('a pair too large for one record is FCGI_PAIR_TOO_LARGE, thrown before anything is sent', async (t) => {
+  const client = newClient(t, 'unix:/nonexistent.sock');
+  assert.throws(
+    () => client.request({ params: { HTTP_COOKIE: 'x'.repeat(70_000) } }),
+    (error: UpstreamError) => error.code === ErrorCode.FCGI_PAIR_TOO_LARGE && /HTTP_COOKIE/.test(error.message),
+  );
+  assert.equal(client.stats.opened, 0);
+});
+
+/** A unix-socket proxy in front of `target` that counts the connections it accepts. */
+async function countingProxy(t: Cleanup, target: string): Promise<{ path: string; accepted: () => number }> {
+  const path = join(tempDir(t), 'proxy.sock');
+  let accepted = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((downstream) => {
+    accepted++;
+    const upstream = net.connect(target);
+    sockets.add(downstream).add(upstream);
+    downstream.pipe(upstream).pipe(downstream);
+    const close = () => {
+      downstream.destroy();
+      upstream.destroy();
+    };
+    downstream.on('error', close).on('close', close);
+    upstream.on('error', close).on('close', close);
+  });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  t.after(() => {
+    for (const socket of sockets) socket.destroy();
+    server.close();
+  });
+  return { path, accepted: () => accepted };
+}
+
+async function killPhpFpmWorkers(masterPid: number): Promise<void> {
+  const { execFileSync } = await import('node:child_process');
+  let pids: string[] = [];
+  try {
+    pids = execFileSync('pgrep', ['-P', String(masterPid)], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  } catch {
+    // no children left
+  }
+  for (const pid of pids) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+}

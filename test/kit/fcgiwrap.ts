@@ -1,0 +1,23 @@
+/**
+ * fcgiwrap (runs CGI scripts named by SCRIPT_FILENAME) on a private unix
+ * socket; stopped after the test. fcgiwrap takes the socket as `-s unix:PATH`
+ * and serves in the foreground.
+ */
+import { join } from 'node:path';
+import { requireProgram, startProcess, tempDir, waitForListener, type Cleanup, type RunningProcess } from './process.js';
+
+export interface RunningFcgiwrap extends RunningProcess {
+  path: string;
+  addressString: string;
+}
+
+export async function startFcgiwrap(t: Cleanup, options: { children?: number } = {}): Promise<RunningFcgiwrap> {
+  const binary = requireProgram('/usr/sbin/fcgiwrap');
+  const dir = tempDir(t, 'gatehouse-fcgiwrap-');
+  const path = join(dir, 'fcgiwrap.sock');
+  const running = startProcess(t, binary, ['-s', `unix:${path}`, '-c', String(options.children ?? 1)]);
+  await waitForListener({ path }, 10_000, () => running.child.exitCode === null).catch((error: Error) => {
+    throw new Error(`fcgiwrap did not start: ${error.message}\n${running.output()}`);
+  });
+  return { ...running, path, addressString: `unix:${path}` };
+}
