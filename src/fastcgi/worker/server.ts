@@ -1,0 +1,254 @@
+/**
+ * The worker library's server: accepts web-server connections (a unix path, a
+ * TCP port, the inherited FCGI_LISTENSOCK_FILENO, or connections handed over
+ * by a kfcgi variable pool) and runs a node:http-style handler per request.
+ */
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { fstatSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
+import { FCGI_LISTENSOCK_FILENO } from '../protocol.js';
+import { ErrorCode, GatehouseError } from '../../errors.js';
+import {
+  DEFAULT_MAX_PARAMS_BYTES,
+  DEFAULT_MAX_REQUEST_ID,
+  DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+  DEFAULT_WORKER_MAX_CONNS,
+  WORKER_SHUTDOWN_TIMEOUT_MS,
+} from '../../limits.js';
+import { WorkerConnection, type ConnectionHost, type ConnectionLimits } from './connection.js';
+import type { FastCGIRequest } from './request.js';
+import type { FastCGIResponse } from './response.js';
+
+export type RequestHandler = (req: FastCGIRequest, res: FastCGIResponse) => void | Promise<void>;
+
+export interface WorkerServerOptions {
+  /** Largest PARAMS block per request, in bytes; larger requests get a 431. */
+  maxParamsBytes?: number;
+  /** Requests one connection may multiplex; more get FCGI_OVERLOADED. */
+  maxRequestsPerConnection?: number;
+  /** Connections at once (also what FCGI_GET_VALUES reports as FCGI_MAX_CONNS). */
+  maxConnections?: number;
+  /**
+   * Stop gracefully on SIGTERM and SIGUSR1 (as libfcgi does): stop accepting,
+   * finish requests in flight, exit 0; a second signal or shutdownTimeoutMs
+   * ends the process at once. Default true. Set false when the application
+   * handles signals itself and calls server.close().
+   */
+  handleSignals?: boolean;
+  shutdownTimeoutMs?: number;
+  /**
+   * On TCP: addresses allowed to connect (FCGI_WEB_SERVER_ADDRS' meaning).
+   * Defaults to the FCGI_WEB_SERVER_ADDRS environment variable, comma-separated; unset means anyone.
+   */
+  webServerAddrs?: string[];
+}
+
+export class FastCGIServer extends EventEmitter implements ConnectionHost {
+  readonly limits: ConnectionLimits;
+  readonly #server: net.Server;
+  readonly #connections = new Set<WorkerConnection>();
+  readonly #options: WorkerServerOptions;
+  readonly #allowedAddrs: Set<string> | null;
+  #stopping = false;
+  #signalHandler: ((signal: NodeJS.Signals) => void) | null = null;
+
+  constructor(handler?: RequestHandler, options: WorkerServerOptions = {}) {
+    super();
+    this.#options = options;
+    this.limits = {
+      maxParamsBytes: options.maxParamsBytes ?? DEFAULT_MAX_PARAMS_BYTES,
+      maxRequestsPerConnection: options.maxRequestsPerConnection ?? DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+      maxRequestId: DEFAULT_MAX_REQUEST_ID,
+      maxConns: options.maxConnections ?? DEFAULT_WORKER_MAX_CONNS,
+    };
+    const addrs = options.webServerAddrs ?? parseWebServerAddrs(process.env.FCGI_WEB_SERVER_ADDRS);
+    this.#allowedAddrs = addrs && addrs.length > 0 ? new Set(addrs.flatMap(expandAddress)) : null;
+    if (handler) this.on('request', handler);
+    this.#server = net.createServer({ noDelay: true }, (socket) => this.#accept(socket));
+    this.#server.maxConnections = this.limits.maxConns;
+    this.#server.on('error', (error) => this.emit('error', error));
+    this.#server.on('listening', () => this.emit('listening'));
+  }
+
+  /**
+   * Listens like net.Server.listen (a unix path, a port and host, options).
+   * With no address: on FCGI_LISTENSOCK_FILENO (fd 0) when it is a socket, as
+   * spawn-fcgi, nginx's helpers and `gatehouse kfcgi` start applications; or,
+   * when FCGI_LISTENSOCK_DESCRIPTORS is set, on connections a kfcgi variable
+   * pool hands over.
+   */
+  listen(...args: unknown[]): this {
+    const callback = typeof args[args.length - 1] === 'function' ? (args.pop() as () => void) : undefined;
+    if (callback) this.once('listening', callback);
+    if (this.#options.handleSignals !== false) this.#installSignalHandlers();
+    if (args.length === 0) {
+      if (process.env.FCGI_LISTENSOCK_DESCRIPTORS) {
+        void this.#listenOnDescriptors(process.env.FCGI_LISTENSOCK_DESCRIPTORS);
+        return this;
+      }
+      if (!isSocket(FCGI_LISTENSOCK_FILENO)) {
+        throw new GatehouseError(
+          ErrorCode.FCGI_BAD_RECORD,
+          'listen() with no address needs a listening socket on fd 0 (FCGI_LISTENSOCK_FILENO), as spawn-fcgi or gatehouse kfcgi provide; pass a path or port to listen on one yourself',
+        );
+      }
+      this.#server.listen({ fd: FCGI_LISTENSOCK_FILENO });
+      return this;
+    }
+    (this.#server.listen as (...a: unknown[]) => void)(...args);
+    return this;
+  }
+
+  async #listenOnDescriptors(value: string): Promise<void> {
+    try {
+      // Loaded only in that mode, so plain workers never touch the system-call binding it needs.
+      const modulePath = './kcgi-descriptors.js';
+      const { listenOnKcgiDescriptors } = (await import(modulePath)) as {
+        listenOnKcgiDescriptors(server: FastCGIServer, fd: number): Promise<void>;
+      };
+      await listenOnKcgiDescriptors(this, Number.parseInt(value, 10));
+    } catch (error) {
+      this.emit('error', error);
+    }
+  }
+
+  address(): ReturnType<net.Server['address']> {
+    return this.#server.address();
+  }
+
+  get listening(): boolean {
+    return this.#server.listening;
+  }
+
+  /** Serves one already-accepted connection (used by kfcgi's descriptor passing); resolves once it closed. */
+  handleConnection(socket: Duplex): Promise<void> {
+    const connection = new WorkerConnection(socket, this);
+    this.#connections.add(connection);
+    if (this.#stopping) connection.closeWhenIdle();
+    return connection.closed.then(() => {
+      this.#connections.delete(connection);
+      if (this.#stopping && this.#connections.size === 0) this.emit('drained');
+    });
+  }
+
+  /** Stops accepting; connections close once their requests are done. */
+  close(callback?: (error?: Error) => void): this {
+    this.#stopping = true;
+    if (this.#server.listening) this.#server.close(callback);
+    else if (callback) process.nextTick(callback);
+    for (const connection of this.#connections) connection.closeWhenIdle();
+    this.#removeSignalHandlers();
+    return this;
+  }
+
+  /** Destroys every connection now, requests in flight included (like node:http's closeAllConnections). */
+  closeAllConnections(): void {
+    for (const connection of this.#connections) connection.destroy();
+  }
+
+  /** Requests in flight over all connections. */
+  get activeRequests(): number {
+    let total = 0;
+    for (const connection of this.#connections) total += connection.activeRequests;
+    return total;
+  }
+
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  #accept(socket: net.Socket): void {
+    if (this.#allowedAddrs && socket.remoteAddress !== undefined && !this.#allowedAddrs.has(socket.remoteAddress)) {
+      this.reportError(new GatehouseError(ErrorCode.CLIENT_CLOSED, `refused FastCGI connection from ${socket.remoteAddress}: not in FCGI_WEB_SERVER_ADDRS`));
+      socket.destroy();
+      return;
+    }
+    void this.handleConnection(socket);
+  }
+
+  dispatch(req: FastCGIRequest, res: FastCGIResponse): void {
+    let result: void | Promise<void> = undefined;
+    try {
+      const listeners = this.listeners('request') as RequestHandler[];
+      if (listeners.length === 1) result = listeners[0]!(req, res);
+      else this.emit('request', req, res);
+    } catch (error) {
+      this.#handlerFailed(res, error);
+      return;
+    }
+    if (result && typeof (result as Promise<void>).then === 'function') {
+      (result as Promise<void>).then(undefined, (error: unknown) => this.#handlerFailed(res, error));
+    }
+  }
+
+  /** Fail closed, as node:http does: a 500 if nothing was sent, else the response ends where it is. */
+  #handlerFailed(res: FastCGIResponse, error: unknown): void {
+    const message = error instanceof Error ? error.stack ?? error.message : String(error);
+    this.emit('handlerError', error, res);
+    if (res.destroyed || res.writableEnded) return;
+    res.writeStderr(`gatehouse worker: request handler failed: ${message}\n`);
+    res.appStatus = 1;
+    if (!res.headersSent) {
+      for (const name of res.getHeaderNames()) res.removeHeader(name);
+      res.statusCode = 500;
+      res.setHeader('Content-Type', 'text/plain');
+      res.end('internal server error\n');
+    } else res.end();
+  }
+
+  reportError(error: GatehouseError): void {
+    if (this.listenerCount('connectionError') > 0) this.emit('connectionError', error);
+    else process.stderr.write(`gatehouse worker: ${error.message}\n`);
+  }
+
+  #installSignalHandlers(): void {
+    if (this.#signalHandler) return;
+    let signals = 0;
+    this.#signalHandler = (signal) => {
+      if (++signals > 1) process.exit(0);
+      process.stderr.write(`gatehouse worker ${process.pid}: ${signal}: finishing ${this.activeRequests} request(s) in flight, then exiting\n`);
+      const timer = setTimeout(() => process.exit(0), this.#options.shutdownTimeoutMs ?? WORKER_SHUTDOWN_TIMEOUT_MS);
+      timer.unref();
+      this.close();
+      const exitWhenDrained = () => process.exit(0);
+      if (this.#connections.size === 0) setImmediate(exitWhenDrained);
+      else this.once('drained', exitWhenDrained);
+    };
+    process.on('SIGTERM', this.#signalHandler);
+    process.on('SIGUSR1', this.#signalHandler);
+  }
+
+  #removeSignalHandlers(): void {
+    // Kept installed while stopping so that a second signal still ends the process at once.
+    if (!this.#signalHandler || this.#stopping) return;
+    process.off('SIGTERM', this.#signalHandler);
+    process.off('SIGUSR1', this.#signalHandler);
+    this.#signalHandler = null;
+  }
+}
+
+function isSocket(fd: number): boolean {
+  try {
+    return fstatSync(fd).isSocket();
+  } catch {
+    return false;
+  }
+}
+
+export function parseWebServerAddrs(value: string | undefined): string[] | null {
+  if (!value) return null;
+  return value
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean);
+}
+
+/** An IPv4 address also arrives as ::ffff:a.b.c.d on a dual-stack socket. */
+function expandAddress(address: string): string[] {
+  return net.isIPv4(address) ? [address, `::ffff:${address}`] : [address];
+}
+
+export function createServer(handler?: RequestHandler, options?: WorkerServerOptions): FastCGIServer {
+  return new FastCGIServer(handler, options);
+}
