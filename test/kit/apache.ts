@@ -18,7 +18,7 @@ export interface RunningApache extends RunningProcess {
   errorLog: string;
 }
 
-const BASE_MODULES = ['authz_core', 'mime', 'dir', 'alias', 'env', 'setenvif', 'headers', 'unixd', 'log_config'];
+const BASE_MODULES = ['authz_core', 'mime', 'dir', 'alias', 'env', 'setenvif', 'headers'];
 
 export async function startApache(t: Cleanup, options: ApacheOptions): Promise<RunningApache> {
   const binary = requireProgram('/usr/sbin/apache2');
