@@ -10,11 +10,11 @@
 /** One request as the builder sees it: plain data, so cgid and FastCGI can describe a request without node:http. */
 export interface CgiRequestDescription {
   method: string;
-  /** The request target exactly as the client sent it (path and query, still percent-encoded). */
+  /** The request target exactly as the client sent it (path and query, still percent-encoded), one character per byte as node:http gives it. */
   target: string;
   /** "1.1", "1.0". */
   httpVersion: string;
-  /** Header name/value pairs in arrival order, names as sent (node:http's rawHeaders, paired). */
+  /** Header name/value pairs in arrival order, names as sent (node:http's rawHeaders, paired): one character per byte (Latin-1), like `target`. */
   headers: ReadonlyArray<readonly [name: string, value: string]>;
   remoteAddress: string;
   remotePort: number;
@@ -97,6 +97,8 @@ export function buildEnvironment(request: CgiRequestDescription, policy: Environ
     if (value === undefined || value.includes('\0')) return;
     env.set(name, value);
   };
+  /** A value that came off the wire (node:http decodes those bytes as Latin-1). */
+  const setWire = (name: string, value: string | undefined): void => set(name, value === undefined ? undefined : wireText(value));
 
   const redirect = request.redirectedFrom;
   if (redirect) {
@@ -110,7 +112,7 @@ export function buildEnvironment(request: CgiRequestDescription, policy: Environ
   let headerContentLength: string | undefined;
   for (const [lowerName, { name, value }] of headers) {
     if (lowerName === 'content-type') {
-      set('CONTENT_TYPE', value);
+      setWire('CONTENT_TYPE', value);
       continue;
     }
     if (lowerName === 'content-length') {
@@ -124,7 +126,7 @@ export function buildEnvironment(request: CgiRequestDescription, policy: Environ
     // A dechunked body is announced by CONTENT_LENGTH; the script must not see a framing it will not get.
     if (lowerName === 'transfer-encoding' && request.contentLength !== undefined) continue;
     if (!CGI_HEADER_NAME.test(name)) continue;
-    set(`HTTP_${lowerName.toUpperCase().replaceAll('-', '_')}`, value);
+    setWire(`HTTP_${lowerName.toUpperCase().replaceAll('-', '_')}`, value);
   }
 
   const inherited = policy.inheritedEnvironment ?? {};
@@ -151,9 +153,11 @@ export function buildEnvironment(request: CgiRequestDescription, policy: Environ
   set('SERVER_PROTOCOL', `HTTP/${request.httpVersion}`);
   set('REQUEST_METHOD', request.method);
   const queryStart = request.target.indexOf('?');
-  set('QUERY_STRING', queryStart === -1 ? '' : request.target.slice(queryStart + 1));
+  setWire('QUERY_STRING', queryStart === -1 ? '' : request.target.slice(queryStart + 1));
   // After a local redirect REQUEST_URI stays the client's original target (Apache takes it from the request line).
-  set('REQUEST_URI', redirect ? (redirect.environment.find(([name]) => name === 'REQUEST_URI')?.[1] ?? request.target) : request.target);
+  const originalUri = redirect?.environment.find(([name]) => name === 'REQUEST_URI')?.[1];
+  if (originalUri !== undefined) set('REQUEST_URI', originalUri);
+  else setWire('REQUEST_URI', request.target);
   set('SCRIPT_NAME', request.scriptName);
   if (request.pathInfo !== '') {
     set('PATH_INFO', request.pathInfo);
@@ -169,6 +173,25 @@ export function buildEnvironment(request: CgiRequestDescription, policy: Environ
     if (OPERATOR_VARIABLE_NAME.test(name)) set(name, value);
   }
   return [...env];
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * node:http hands header values and the target over as Latin-1 strings (one
+ * character per byte), while a spawned environment and FastCGI PARAMS encode
+ * strings as UTF-8. Bytes that are valid UTF-8 are decoded so they reach the
+ * script unchanged, as Apache passes them; other bytes (raw Latin-1) cannot
+ * be expressed in a UTF-8 environment and arrive as their UTF-8 form.
+ */
+export function wireText(value: string): string {
+  // eslint-disable-next-line no-control-regex
+  if (/^[\x00-\x7f]*$/.test(value)) return value;
+  try {
+    return utf8.decode(Buffer.from(value, 'latin1'));
+  } catch {
+    return value;
+  }
 }
 
 /** The environment as the object child_process.spawn wants. */

@@ -84,12 +84,8 @@ export function normaliseUrlPath(rawPath: string): NormalisedPath | RefusedPath 
     const raw = rawSegments[index]!;
     // An encoded slash would let one segment carry a path: Apache (AllowEncodedSlashes Off) answers 404.
     if (/%2f/i.test(raw)) return refuse(404, ErrorCode.CGI_PATH_NOT_FOUND, `encoded slash in ${JSON.stringify(rawPath)}`);
-    let segment: string;
-    try {
-      segment = decodeURIComponent(raw);
-    } catch {
-      return refuse(400, ErrorCode.CGI_PATH_BAD_REQUEST, `bad percent escape in ${JSON.stringify(rawPath)}`);
-    }
+    const segment = percentDecode(raw);
+    if (segment === null) return refuse(400, ErrorCode.CGI_PATH_BAD_REQUEST, `bad percent escape in ${JSON.stringify(rawPath)}`);
     if (segment.includes('\0')) return refuse(404, ErrorCode.CGI_PATH_NOT_FOUND, `NUL byte in ${JSON.stringify(rawPath)}`);
     if (segment.includes('\\')) return refuse(400, ErrorCode.CGI_PATH_BAD_REQUEST, `backslash in ${JSON.stringify(rawPath)}`);
     if (segment === '' || segment === '.') continue;
@@ -103,6 +99,35 @@ export function normaliseUrlPath(rawPath: string): NormalisedPath | RefusedPath 
   const last = rawSegments[rawSegments.length - 1]!;
   const trailingSlash = rawSegments.length > 1 && (last === '' || last === '.' || last === '..' || /^(%2e|\.){1,2}$/i.test(last));
   return { segments, trailingSlash };
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Percent-decodes one segment (null for a '%' without two hex digits, which
+ * Apache answers with 400). The decoded bytes are read as UTF-8 when they are
+ * valid UTF-8, else one character per byte (Latin-1), as Apache accepts any
+ * byte: such a path is then simply not found, instead of refused.
+ */
+function percentDecode(raw: string): string | null {
+  if (!raw.includes('%')) return wireTextOf(raw);
+  if (/%(?![0-9A-Fa-f]{2})/.test(raw)) return null;
+  const bytes = Buffer.from(raw.replace(/%([0-9A-Fa-f]{2})/g, (_match, hex: string) => String.fromCharCode(Number.parseInt(hex, 16))), 'latin1');
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return bytes.toString('latin1');
+  }
+}
+
+/** A raw segment as node:http gives it (one character per byte). */
+function wireTextOf(raw: string): string {
+  if (/^[\x00-\x7f]*$/.test(raw)) return raw;
+  try {
+    return utf8.decode(Buffer.from(raw, 'latin1'));
+  } catch {
+    return raw;
+  }
 }
 
 /** Resolves a raw URL path against one route. */

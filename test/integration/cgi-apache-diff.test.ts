@@ -28,7 +28,7 @@ async function raw(port: number, request: string): Promise<string> {
     socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
     socket.on('error', reject);
     socket.setTimeout(10_000, () => socket.destroy());
-    socket.write(request.replaceAll('PORT', String(port)));
+    socket.write(Buffer.from(request.replaceAll('PORT', String(port)), 'latin1'));
   });
 }
 
@@ -128,6 +128,8 @@ const envRequests: Array<[string, string]> = [
   ['two Cookie headers', 'GET /cgi-bin/env.pl HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nCookie: a=1\r\nCookie: b=2\r\nConnection: close\r\n\r\n'],
   ['merged slashes and a trailing slash in PATH_INFO', 'GET /cgi-bin//env.pl/x//y/ HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n'],
   ['Host with upper case and no port', 'GET /cgi-bin/env.pl HTTP/1.1\r\nHost: LocalHost\r\nConnection: close\r\n\r\n'],
+  ['raw UTF-8 and Latin-1 bytes in header values', 'GET /cgi-bin/env.pl HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nX-Utf8: caf\u00c3\u00a9\r\nX-Latin1: caf\u00e9\r\nConnection: close\r\n\r\n'],
+  ['Latin-1 byte in PATH_INFO', 'GET /cgi-bin/env.pl/caf%E9 HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n'],
   ['HTTP/1.0 without Host', 'GET /cgi-bin/env.pl HTTP/1.0\r\n\r\n'],
   ['local redirect', 'GET /cgi-bin/redirect.sh?orig=1 HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n'],
 ];
@@ -139,9 +141,16 @@ test('the script environment matches Apache mod_cgid for the same requests', asy
     const [fromApache, fromUs] = await Promise.all([raw(apache, request), raw(ours, request)]);
     const a = parseResponse(fromApache);
     const b = parseResponse(fromUs);
-    assert.equal(b.status.split(' ')[0], a.status.split(' ')[0], `${label}: status`);
-    const envA = JSON.parse(a.body) as { env: Record<string, string>; argv: string[] };
-    const envB = JSON.parse(b.body) as { env: Record<string, string>; argv: string[] };
+    const context = `${label}\n--- apache:\n${fromApache.slice(0, 2000)}\n--- gatehouse:\n${fromUs.slice(0, 2000)}`;
+    assert.equal(b.status.split(' ')[0], a.status.split(' ')[0], `status: ${context}`);
+    let envA: { env: Record<string, string>; argv: string[] };
+    let envB: { env: Record<string, string>; argv: string[] };
+    try {
+      envA = JSON.parse(a.body);
+      envB = JSON.parse(b.body);
+    } catch {
+      assert.fail(`a body is not the env dump: ${context}`);
+    }
     assert.deepEqual(envB.argv, envA.argv, `${label}: argv`);
     if (process.env.CGI_DIFF_DEBUG) console.log(label, JSON.stringify(envA), JSON.stringify(envB));
     for (const name of new Set([...Object.keys(envA.env), ...Object.keys(envB.env)])) {
@@ -150,6 +159,12 @@ test('the script environment matches Apache mod_cgid for the same requests', asy
       if (label === 'two Cookie headers' && name === 'HTTP_COOKIE') {
         assert.equal(envA.env[name], 'a=1, b=2');
         assert.equal(envB.env[name], 'a=1; b=2');
+        continue;
+      }
+      // Known limit: a spawned environment is UTF-8, so a lone Latin-1 byte (0xE9) arrives as its UTF-8 form (C3 A9). Valid UTF-8 passes unchanged.
+      if ((label.startsWith('raw UTF-8') && name === 'HTTP_X_LATIN1') || (label.startsWith('Latin-1 byte') && (name === 'PATH_INFO' || name === 'PATH_TRANSLATED'))) {
+        assert.ok(envA.env[name]!.endsWith('caf\u00e9'));
+        assert.ok(envB.env[name]!.endsWith('caf\u00c3\u00a9'));
         continue;
       }
       if (envA.env[name] !== envB.env[name]) mismatches.push(`${label}: ${name}: apache=${JSON.stringify(envA.env[name])} gatehouse=${JSON.stringify(envB.env[name])}`);

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
+  wireText,
   buildEnvironment,
   environmentRecord,
   environmentValue,
@@ -10,6 +11,7 @@ import {
   type EnvironmentPolicy,
 } from '../../src/cgi/environment.js';
 import { requestFromEnvironment } from '../../src/cgi/request-from-env.js';
+import { encodeNameValuePairs, decodeNameValuePairs } from '../../src/fastcgi/name-value.js';
 
 function describe(overrides: Partial<CgiRequestDescription> = {}): CgiRequestDescription {
   return {
@@ -226,4 +228,21 @@ test('property: names are unique, HTTP_* only from letter/digit/hyphen names, ne
       assert.equal(back.url, '/cgi-bin/env.cgi/a%20b?x=1&y=%41');
     }),
   );
+});
+
+test('the same environment is a FastCGI PARAMS block: encoded and decoded back unchanged, in order', () => {
+  const env = buildEnvironment(describe({ headers: [['Host', 'h'], ['X-Caf\u00e9', 'no'], ['X-Utf8', 'caf\u00e9']] }), policy);
+  const decoded = decodeNameValuePairs(encodeNameValuePairs(env));
+  assert.ok(Array.isArray(decoded));
+  assert.deepEqual(
+    decoded.map(([name, value]) => [name.toString('utf8'), value.toString('utf8')]),
+    env,
+  );
+});
+
+test('wire bytes: valid UTF-8 in header values reaches the script as the same bytes; Latin-1 as its UTF-8 form', () => {
+  const env = environmentRecord(buildEnvironment(describe({ headers: [['X-Utf8', 'caf\u00c3\u00a9'], ['X-Latin1', 'caf\u00e9']] }), policy));
+  assert.equal(Buffer.from(env.HTTP_X_UTF8!, 'utf8').toString('hex'), Buffer.from('caf\u00c3\u00a9', 'latin1').toString('hex'));
+  assert.equal(env.HTTP_X_LATIN1, 'caf\u00e9');
+  assert.equal(wireText('plain'), 'plain');
 });
