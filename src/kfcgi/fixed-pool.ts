@@ -13,7 +13,7 @@ import { KFCGI_RESTART_IDLE_WAIT_MS, KFCGI_RESTART_POLL_MS, KFCGI_STARTUP_CHECK_
 import { tcpListenQueue } from '../sys/index.js';
 import type { Listener } from './listener.js';
 import type { Logger } from './log.js';
-import { Backoff, type Pool, type PoolStatus } from './supervisor.js';
+import { Backoff, failedExit, type Pool, type PoolStatus } from './supervisor.js';
 import { ProcView, WorkerProcess, describeExit } from './worker-process.js';
 
 export interface FixedPoolOptions {
@@ -55,8 +55,9 @@ export class FixedPool implements Pool {
     this.#log.info(`fixed pool: starting ${this.#options.workers} worker(s) of ${this.#options.program} on ${this.#listener.describe()} (backlog ${this.#listener.backlog})`);
     const first = this.#slots.map((slot) => this.#spawn(slot));
     const exits = first.map((worker) => worker.exited);
-    const allExited = Promise.all(exits).then(() => true);
-    const settled = await Promise.race([allExited, sleep(KFCGI_STARTUP_CHECK_MS).then(() => false)]);
+    // Only failures count: a worker may also leave cleanly after serving its share (php-cgi's PHP_FCGI_MAX_REQUESTS).
+    const allFailed = Promise.all(exits).then((all) => all.every(failedExit));
+    const settled = await Promise.race([allFailed, sleep(KFCGI_STARTUP_CHECK_MS).then(() => false)]);
     if (settled) {
       const how = describeExit(await exits[0]!);
       throw new Error(`every worker exited within ${KFCGI_STARTUP_CHECK_MS} ms of starting (first: ${how}); check that ${this.#options.program} is a FastCGI program that accepts on fd 0, and its output in the log`);

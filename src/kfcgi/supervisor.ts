@@ -9,6 +9,11 @@ import type { WorkerExit } from './worker-process.js';
 const MANAGER_ONLY_VARIABLES = ['GATEHOUSE_KFCGI_DAEMON_FD', 'FCGI_LISTENSOCK_DESCRIPTORS', 'FCGI_WEB_SERVER_ADDRS'];
 
 /** The workers' environment: the manager's, minus its own variables, plus FCGI_WEB_SERVER_ADDRS when set. */
+/** A start-up failure: the worker exited on its own with an error, a signal, or could not be started. */
+export function failedExit(exit: WorkerExit): boolean {
+  return exit.error !== undefined || exit.signal !== null || exit.code !== 0;
+}
+
 export function workerEnvironment(base: NodeJS.ProcessEnv, webServerAddrs: string | null): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...base };
   for (const name of MANAGER_ONLY_VARIABLES) delete env[name];
@@ -24,7 +29,9 @@ export function workerEnvironment(base: NodeJS.ProcessEnv, webServerAddrs: strin
 export class Backoff {
   #delay = 0;
   next(exit: WorkerExit): number {
-    if (exit.ranMs >= KFCGI_RESPAWN_HEALTHY_MS) this.#delay = KFCGI_RESPAWN_MIN_DELAY_MS;
+    // A clean exit after some work (php-cgi leaves after PHP_FCGI_MAX_REQUESTS) is no failure: replace it at once.
+    const clean = exit.code === 0 && exit.ranMs >= KFCGI_RESPAWN_MIN_DELAY_MS;
+    if (clean || exit.ranMs >= KFCGI_RESPAWN_HEALTHY_MS) this.#delay = KFCGI_RESPAWN_MIN_DELAY_MS;
     else this.#delay = this.#delay === 0 ? KFCGI_RESPAWN_MIN_DELAY_MS : Math.min(this.#delay * 2, KFCGI_RESPAWN_MAX_DELAY_MS);
     return this.#delay;
   }

@@ -84,7 +84,6 @@ export class VariablePool implements Pool {
   #respawns = 0;
   #restarts = 0;
   #recycled = 0;
-  #everServed = false;
 
   constructor(options: VariablePoolOptions, listener: Listener, log: Logger) {
     this.#options = options;
@@ -99,9 +98,11 @@ export class VariablePool implements Pool {
     );
     const first = Array.from({ length: workers }, () => this.#spawn());
     const exits = first.map((worker) => worker.process.exited);
-    const allExited = Promise.all(exits).then(() => true);
-    const failed = await Promise.race([allExited, sleep(KFCGI_STARTUP_CHECK_MS).then(() => false)]);
-    if (failed && !this.#everServed) {
+    // A worker of the extension waits for connections; one that leaves on its own before any (and before the
+    // manager accepts: nothing is handed over yet) does not implement it.
+    const allLeft = Promise.all(exits).then(() => first.every((worker) => worker.process.stopReason === null));
+    const failed = await Promise.race([allLeft, sleep(KFCGI_STARTUP_CHECK_MS).then(() => false)]);
+    if (failed) {
       const how = describeExit(await exits[0]!);
       throw new Error(
         `every worker exited within ${KFCGI_STARTUP_CHECK_MS} ms of starting (first: ${how}): ${this.#options.program} does not seem to implement the FastCGI Extensions for Management Control (FCGI_LISTENSOCK_DESCRIPTORS); run it without -r`,
@@ -265,7 +266,6 @@ export class VariablePool implements Pool {
       }
       worker.cookie = null;
       worker.served += 1;
-      this.#everServed = true;
       this.#log.debug(`worker ${worker.process.pid}: connection done (${worker.served} served)`);
       if (this.#options.maxRequests > 0 && worker.served >= this.#options.maxRequests) {
         this.#recycled += 1;

@@ -90,35 +90,42 @@ test('a worker killed with SIGKILL is started again and the next requests are se
   assert.match(kfcgi.output(), new RegExp(`worker ${before[0]}: killed by SIGKILL`));
 });
 
-test('SIGHUP under steady load: every worker is replaced and no request fails', async (t) => {
-  const fixtures = buildFixtures(t);
-  const socket = join(tempDir(t), 'app.sock');
-  const kfcgi = await startKfcgi(t, ['-p', '/', '-n', '3', '-s', socket, fixtures.hello], { socket, expectWorkers: 3 });
-  const nginx = await startNginx(t, nginxFor(socket));
-  const before = kfcgi.workers();
-  let running = true;
-  let ok = 0;
-  const failures: string[] = [];
-  const client = async () => {
-    for (let i = 0; running && i < 5000; i += 1) {
-      const response = await httpRequest(`${nginx.url}/?sleep=${i % 3}`).catch((error: Error) => ({ status: 0, body: Buffer.from(error.message) }));
-      if (response.status === 200) ok += 1;
-      else failures.push(`${response.status} ${response.body.toString().slice(0, 100)}`);
-    }
-  };
-  const clients = Array.from({ length: 6 }, () => client());
-  await sleep(300);
-  process.kill(kfcgi.pid, 'SIGHUP');
-  await waitFor(() => /SIGHUP: restart done/.test(kfcgi.output()), 'the restart to finish', kfcgi.output, 60_000);
-  await sleep(300);
-  running = false;
-  await Promise.all(clients);
-  const after = kfcgi.workers();
-  assert.equal(after.length, 3);
-  for (const pid of after) assert.ok(!before.includes(pid), `worker ${pid} was not replaced`);
-  assert.deepEqual(failures, [], `${failures.length} of ${ok + failures.length} requests failed`);
-  assert.ok(ok > 50, `only ${ok} requests were made`);
-});
+for (const subject of [
+  { name: 'a program that SIGTERM ends even mid-request', kind: 'abrupt' },
+  { name: 'php-cgi', kind: 'php' },
+  { name: 'a Perl FCGI script', kind: 'perl' },
+] as const) {
+  test(`SIGHUP under steady load (${subject.name}): every worker is replaced and no request fails`, async (t) => {
+    const fixtures = buildFixtures(t);
+    const socket = join(tempDir(t), 'app.sock');
+    const program = { perl: ['/usr/bin/perl', fixtures.perl], php: [requireProgram('/usr/bin/php-cgi')], abrupt: [fixtures.hello, '--die-on-sigterm'] }[subject.kind];
+    const kfcgi = await startKfcgi(t, ['-p', '/', '-n', '3', '-s', socket, ...program], { socket, expectWorkers: 3, env: { PHP_FCGI_CHILDREN: '0' } });
+    const nginx = await startNginx(t, nginxFor(socket, subject.kind === 'php' ? fixtures.phpScript : '/x'));
+    const before = kfcgi.workers();
+    let running = true;
+    let ok = 0;
+    const failures: string[] = [];
+    const client = async () => {
+      for (let i = 0; running && i < 5000; i += 1) {
+        const response = await httpRequest(`${nginx.url}/?sleep=${i % 5}`).catch((error: Error) => ({ status: 0, body: Buffer.from(error.message) }));
+        if (response.status === 200) ok += 1;
+        else failures.push(`${response.status} ${response.body.toString().slice(0, 100)}`);
+      }
+    };
+    const clients = Array.from({ length: 6 }, () => client());
+    await sleep(300);
+    process.kill(kfcgi.pid, 'SIGHUP');
+    await waitFor(() => /SIGHUP: restart done/.test(kfcgi.output()), 'the restart to finish', kfcgi.output, 60_000);
+    await sleep(300);
+    running = false;
+    await Promise.all(clients);
+    const after = kfcgi.workers();
+    assert.equal(after.length, 3);
+    for (const pid of after) assert.ok(!before.includes(pid), `worker ${pid} was not replaced`);
+    assert.deepEqual(failures, [], `${failures.length} of ${ok + failures.length} requests failed`);
+    assert.ok(ok > 50, `only ${ok} requests were made`);
+  });
+}
 
 test('SIGTERM stops the workers, removes the socket and exits 0 with no process left', async (t) => {
   const fixtures = buildFixtures(t);
