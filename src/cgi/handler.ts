@@ -71,8 +71,14 @@ interface Dispatch {
   req: IncomingMessage;
   res: ServerResponse;
   next: NextFunction | undefined;
-  /** The target this dispatch runs (changes on a local redirect). */
+  /** The target this dispatch resolves, relative to the mount point (changes on a local redirect). */
   target: string;
+  /**
+   * Where a framework mounted the handler, as it stripped it from req.url
+   * (Express's app.use('/cgi', ...): req.url "/x.cgi", req.originalUrl
+   * "/cgi/x.cgi"). Raw (still percent-encoded); "" when not mounted.
+   */
+  mount: string;
   method: string;
   depth: number;
   redirectedFrom?: { environment: CgiEnvironment; url: string; status: number };
@@ -81,7 +87,8 @@ interface Dispatch {
 export function cgi(options: CgiOptions): CgiHandler {
   const settings = validate(options);
   const handler = ((req: IncomingMessage, res: ServerResponse, next?: NextFunction) => {
-    dispatch(settings, { req, res, next, target: req.url ?? '/', method: req.method ?? 'GET', depth: 0 }).catch((error: unknown) => {
+    const target = req.url ?? '/';
+    dispatch(settings, { req, res, next, target, mount: mountPoint(req, target), method: req.method ?? 'GET', depth: 0 }).catch((error: unknown) => {
       settings.errorLog(`cgi: internal error handling ${req.method} ${req.url}: ${(error as Error)?.stack ?? String(error)}`);
       sendError(res, 500);
     });
@@ -169,7 +176,7 @@ async function dispatch(settings: Settings, dispatch: Dispatch): Promise<void> {
   const { pathname, query } = splitTarget(dispatch.target);
   const resolution = await resolveInRoutes(pathname, settings.routes);
   if (resolution.kind === 'refused') {
-    settings.errorLog(`cgi: refused ${dispatch.method} ${dispatch.target} from ${req.socket.remoteAddress}: ${resolution.reason}`);
+    settings.errorLog(`cgi: refused ${dispatch.method} ${dispatch.mount}${dispatch.target} from ${req.socket.remoteAddress}: ${resolution.reason}`);
     sendError(res, resolution.status);
     return;
   }
@@ -258,10 +265,16 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
     }
   }
   const releaseSlot = release;
+  if (res.destroyed || req.socket.destroyed) {
+    // The client left while the body was spooled or the request queued: nothing to run for.
+    releaseSlot();
+    await disposeBody();
+    return;
+  }
 
   const description: CgiRequestDescription = {
     method: dispatch.method,
-    target: dispatch.target,
+    target: dispatch.mount + dispatch.target,
     httpVersion: req.httpVersion,
     headers,
     remoteAddress: req.socket.remoteAddress ?? '',
@@ -269,11 +282,11 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
     localAddress: req.socket.localAddress ?? '',
     localPort: req.socket.localPort ?? 0,
     tls: (req.socket as TLSSocket).encrypted === true,
-    scriptName: script.scriptName,
+    scriptName: decodeMount(dispatch.mount) + script.scriptName,
     scriptFilename: script.scriptFilename,
     pathInfo: script.pathInfo,
     documentRoot: settings.documentRoot,
-    contextPrefix: script.contextPrefix,
+    contextPrefix: script.contextPrefix === '' ? '' : decodeMount(dispatch.mount) + script.contextPrefix,
     contextDocumentRoot: script.contextDocumentRoot,
     ...(contentLength !== undefined ? { contentLength } : {}),
     ...(dispatch.redirectedFrom ? { redirectedFrom: dispatch.redirectedFrom } : {}),
@@ -309,7 +322,7 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
     void run.finished.then(() =>
       log.record({
         method: req.method ?? dispatch.method,
-        target: req.url ?? dispatch.target,
+        target: dispatch.mount + (req.url ?? dispatch.target),
         protocol: `HTTP/${req.httpVersion}`,
         status,
         scriptPath: file,
@@ -391,18 +404,30 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
 }
 
 async function dispatchRedirect(settings: Settings, previous: Dispatch, location: string, environment: CgiEnvironment): Promise<void> {
-  const { pathname } = splitTarget(previous.target);
+  const { pathname } = splitTarget(previous.mount + previous.target);
   let url = pathname;
   try {
     url = decodeURIComponent(pathname);
   } catch {
     /* REDIRECT_URL keeps the raw path when it cannot be decoded */
   }
+  // The Location is a path of the whole site; under a mount point only paths below it are this handler's.
+  const mounted = previous.mount === '' || location.startsWith(`${previous.mount}/`);
+  if (!mounted) {
+    settings.errorLog(`cgi: local redirect to ${location} is outside the mount point ${previous.mount}: passed to the next handler`);
+    if (previous.next) {
+      previous.req.url = location;
+      previous.req.method = 'GET';
+      previous.next();
+    } else sendError(previous.res, 404);
+    return;
+  }
   await dispatch(settings, {
     req: previous.req,
     res: previous.res,
     next: previous.next,
-    target: location,
+    mount: previous.mount,
+    target: location.slice(previous.mount.length),
     method: 'GET',
     depth: previous.depth + 1,
     redirectedFrom: { environment, url, status: 200 },
@@ -483,6 +508,25 @@ function answerContinue(req: IncomingMessage, res: ServerResponse): void {
   if (expect === undefined || !/100-continue/i.test(expect)) return;
   if ((res as unknown as { _sent100?: boolean })._sent100) return;
   res.writeContinue();
+}
+
+/** The prefix a framework stripped from req.url (Express's req.originalUrl keeps it), or "". */
+function mountPoint(req: IncomingMessage, target: string): string {
+  const original = (req as { originalUrl?: unknown }).originalUrl;
+  if (typeof original !== 'string' || original === target) return '';
+  const originalPath = splitTarget(original).pathname;
+  const path = splitTarget(target).pathname;
+  if (path === '/' && !originalPath.endsWith('/')) return originalPath;
+  return originalPath.endsWith(path) ? originalPath.slice(0, originalPath.length - path.length) : '';
+}
+
+function decodeMount(mount: string): string {
+  if (mount === '') return '';
+  try {
+    return decodeURIComponent(mount);
+  } catch {
+    return mount;
+  }
 }
 
 function pairHeaders(raw: readonly string[]): Array<[string, string]> {

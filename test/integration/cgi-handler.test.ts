@@ -449,3 +449,28 @@ test('a 50 MB response streams with bounded memory, even through a slow reader',
   assert.equal(received, 50 * 1024 * 1024);
   assert.ok(peak - before < 40 * 1024 * 1024, `memory grew by ${Math.round((peak - before) / 1048576)} MB while streaming 50 MB`);
 });
+
+test('mounted under a prefix (Express app.use): SCRIPT_NAME and REQUEST_URI keep the prefix, PATH_INFO does not', async (t) => {
+  const docroot = tempDir(t);
+  const handler = cgi({ documentRoot: docroot, scriptAliases: [{ urlPrefix: '/cgi-bin/', directory: fixtures }], serverName: 'x', errorLog: () => {} });
+  // What Express does for app.use('/mounted', handler): strip the prefix from req.url, keep it in req.originalUrl.
+  const server = http.createServer((req, res) => {
+    const original = req.url ?? '/';
+    if (!original.startsWith('/mounted/')) return void res.writeHead(404).end();
+    Object.assign(req, { originalUrl: original });
+    req.url = original.slice('/mounted'.length);
+    handler(req, res, () => res.writeHead(418).end());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const base = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+  const response = await httpRequest(`${base}/mounted/cgi-bin/env.pl/x%20y?q=1`);
+  const { env } = JSON.parse(response.body.toString());
+  assert.equal(env.SCRIPT_NAME, '/mounted/cgi-bin/env.pl');
+  assert.equal(env.PATH_INFO, '/x y');
+  assert.equal(env.REQUEST_URI, '/mounted/cgi-bin/env.pl/x%20y?q=1');
+  assert.equal(env.CONTEXT_PREFIX, '/mounted/cgi-bin/');
+  // A local redirect outside the mount point goes to the next handler.
+  const outside = await httpRequest(`${base}/mounted/cgi-bin/redirect.sh`);
+  assert.equal(outside.status, 418);
+});
