@@ -1,0 +1,158 @@
+/**
+ * gatehouse kfcgi -r: variable pools with kcgi's FastCGI Extensions for
+ * Management Control, proved across languages with a C worker written from
+ * the extension's description and with the gatehouse worker library (Node).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startNginx, NGINX_FASTCGI_PARAMS } from '../kit/nginx.js';
+import { httpRequest } from '../kit/http.js';
+import { tempDir } from '../kit/process.js';
+import { readStatus } from '../../src/kfcgi/status.js';
+import {
+  buildFixtures,
+  cgiFcgi,
+  nodeWorker,
+  processExists,
+  runKfcgiCommand,
+  socketsOf,
+  startKfcgi,
+  waitFor,
+} from '../fixtures/kfcgi/harness.js';
+
+const workerKinds = [
+  { name: 'the C extension worker', program: (f: ReturnType<typeof buildFixtures>) => [f.kcgiExt], expect: /hello from kcgi-ext pid (\d+)/ },
+  { name: 'the gatehouse worker library', program: () => [process.execPath, nodeWorker], expect: /hello from node pid (\d+)/ },
+];
+
+for (const kind of workerKinds) {
+  test(`variable pool with ${kind.name}: grows to -N under concurrent load, then shrinks to -n after -w`, async (t) => {
+    const fixtures = buildFixtures(t);
+    const dir = tempDir(t);
+    const socket = join(dir, 'app.sock');
+    const status = join(dir, 'status.sock');
+    const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '1', '-N', '4', '-w', '1', '-s', socket, '-S', status, ...kind.program(fixtures)], { socket, expectWorkers: 1 });
+    const nginx = await startNginx(t, { serverBlock: `location / { ${NGINX_FASTCGI_PARAMS} fastcgi_pass unix:${socket}; }` });
+    let most = 0;
+    const watch = setInterval(() => (most = Math.max(most, kfcgi.workers().length)), 20);
+    t.after(() => clearInterval(watch));
+    const responses = await Promise.all(Array.from({ length: 8 }, () => httpRequest(`${nginx.url}/?sleep=400`)));
+    clearInterval(watch);
+    const pids = new Set<string>();
+    for (const response of responses) {
+      assert.equal(response.status, 200, response.body.toString());
+      const match = kind.expect.exec(response.body.toString());
+      assert.ok(match, response.body.toString());
+      pids.add(match[1]!);
+    }
+    assert.equal(pids.size, 4, `answered by ${[...pids].join(', ')}`);
+    assert.ok(most <= 4, `the pool grew past -N: ${most} workers`);
+    const during = await readStatus(status);
+    assert.equal(during.mode, 'variable');
+    assert.ok(during.poolFull! >= 1, 'some connections found the pool full');
+    assert.ok(during.accepted! >= 8);
+    await waitFor(() => kfcgi.workers().length === 1, 'the pool to shrink back to -n 1', kfcgi.output, 15_000);
+    const after = await readStatus(status);
+    assert.equal(after.workers, 1);
+    assert.match(kfcgi.output(), /releasing \(idle for more than 1 s\)/);
+    // Still serving after the shrink.
+    assert.match((await httpRequest(`${nginx.url}/`)).body.toString(), kind.expect);
+  });
+}
+
+test('variable pool: the manager closes its copy of each connection it hands over', async (t) => {
+  const fixtures = buildFixtures(t);
+  const socket = join(tempDir(t), 'app.sock');
+  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '2', '-N', '2', '-s', socket, fixtures.kcgiExt], { socket, expectWorkers: 2 });
+  await cgiFcgi(socket);
+  const baseline = socketsOf(kfcgi.pid).length;
+  const pending = [cgiFcgi(socket, { QUERY_STRING: 'sleep=800' }), cgiFcgi(socket, { QUERY_STRING: 'sleep=800' })];
+  await sleep(300);
+  assert.equal(socketsOf(kfcgi.pid).length, baseline, 'the manager holds no accepted connection while workers serve them');
+  for (const response of await Promise.all(pending)) assert.match(response, /hello from kcgi-ext/);
+});
+
+test('variable pool: -R replaces a worker after that many connections', async (t) => {
+  const fixtures = buildFixtures(t);
+  const dir = tempDir(t);
+  const socket = join(dir, 'app.sock');
+  const status = join(dir, 'status.sock');
+  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '1', '-N', '1', '-R', '3', '-s', socket, '-S', status, fixtures.kcgiExt], { socket, expectWorkers: 1 });
+  const pids: string[] = [];
+  for (let i = 0; i < 9; i += 1) pids.push(/pid (\d+)/.exec(await cgiFcgi(socket))![1]!);
+  // startKfcgi's readiness probe was the first worker's first connection, so its run is one shorter.
+  const runs = pids.reduce<{ pid: string; count: number }[]>((acc, pid) => {
+    if (acc.at(-1)?.pid === pid) acc.at(-1)!.count += 1;
+    else acc.push({ pid, count: 1 });
+    return acc;
+  }, []);
+  assert.deepEqual(runs.map((run) => run.count), [2, 3, 3, 1], `pids: ${pids.join(' ')}`);
+  assert.equal(new Set(pids).size, 4, 'each run is a new worker');
+  assert.ok((await readStatus(status)).recycled >= 2);
+  await waitFor(() => kfcgi.workers().length === 1, 'one worker');
+});
+
+test('variable pool: a worker killed with SIGKILL is replaced and requests go on', async (t) => {
+  const fixtures = buildFixtures(t);
+  const socket = join(tempDir(t), 'app.sock');
+  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '2', '-s', socket, fixtures.kcgiExt], { socket, expectWorkers: 2 });
+  const [victim] = kfcgi.workers();
+  process.kill(victim!, 'SIGKILL');
+  await waitFor(() => kfcgi.workers().length === 2 && !kfcgi.workers().includes(victim!), 'a replacement', kfcgi.output);
+  for (let i = 0; i < 6; i += 1) assert.match(await cgiFcgi(socket), /hello from kcgi-ext/);
+});
+
+test('variable pool: SIGHUP under steady load replaces every worker and no request fails', async (t) => {
+  const fixtures = buildFixtures(t);
+  const socket = join(tempDir(t), 'app.sock');
+  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '3', '-N', '6', '-s', socket, fixtures.kcgiExt], { socket, expectWorkers: 3 });
+  const nginx = await startNginx(t, { serverBlock: `location / { ${NGINX_FASTCGI_PARAMS} fastcgi_pass unix:${socket}; }` });
+  const before = kfcgi.workers();
+  let running = true;
+  let ok = 0;
+  const failures: string[] = [];
+  const client = async () => {
+    for (let i = 0; running && i < 5000; i += 1) {
+      const response = await httpRequest(`${nginx.url}/?sleep=${i % 5}`).catch((error: Error) => ({ status: 0, body: Buffer.from(error.message) }));
+      if (response.status === 200) ok += 1;
+      else failures.push(`${response.status} ${response.body.toString().slice(0, 100)}`);
+    }
+  };
+  const clients = Array.from({ length: 4 }, () => client());
+  await sleep(300);
+  process.kill(kfcgi.pid, 'SIGHUP');
+  await waitFor(() => kfcgi.workers().every((pid) => !before.includes(pid)), 'every old worker to go', kfcgi.output);
+  await sleep(300);
+  running = false;
+  await Promise.all(clients);
+  assert.deepEqual(failures, [], `${failures.length} of ${ok + failures.length} requests failed`);
+  assert.ok(ok > 50, `only ${ok} requests`);
+});
+
+test('variable pool: SIGTERM removes the socket and leaves no worker', async (t) => {
+  const fixtures = buildFixtures(t);
+  const socket = join(tempDir(t), 'app.sock');
+  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '3', '-s', socket, process.execPath, nodeWorker], { socket, expectWorkers: 3 });
+  await cgiFcgi(socket);
+  const workers = kfcgi.workers();
+  process.kill(kfcgi.pid, 'SIGTERM');
+  assert.deepEqual(await kfcgi.exited, { code: 0, signal: null }, kfcgi.output());
+  assert.equal(existsSync(socket), false);
+  for (const pid of workers) assert.equal(processExists(pid), false, `worker ${pid} is still running`);
+  void fixtures;
+});
+
+test('-r with a worker that does not implement the extension fails at start with what to do', async (t) => {
+  const fixtures = buildFixtures(t);
+  const socket = join(tempDir(t), 'app.sock');
+  const plain = await runKfcgiCommand(['-d', '-r', '-p', '/', '-s', socket, fixtures.hello]);
+  assert.equal(plain.status, 1, plain.output);
+  assert.match(plain.output, /does not seem to implement the FastCGI Extensions for Management Control .*run it without -r/);
+  assert.equal(existsSync(socket), false, 'no socket left behind');
+  const php = await runKfcgiCommand(['-d', '-r', '-p', '/', '-s', socket, '/usr/bin/php-cgi']);
+  assert.equal(php.status, 1);
+  assert.match(php.output, /php-cgi does not implement the FastCGI Extensions for Management Control/);
+});
