@@ -102,6 +102,7 @@ export class ScriptRun {
   #lingered = false;
   #exited = false;
   #stdoutEnded = false;
+  #stderrClosed = false;
   /** After a malformed head, output is drained into the capture and not delivered. */
   #discarding = false;
   #paused = false;
@@ -187,6 +188,9 @@ export class ScriptRun {
     const exit = await script.exited;
     this.#exited = true;
     clearTimeout(this.#lingerTimer);
+    this.#lingerTimer = undefined;
+    // Something the script started may still hold stderr (a background job that was not redirected).
+    if (this.#stdoutEnded && !this.#stderrClosed) this.#startLinger();
     await Promise.all([stdoutClosed, stderrClosed]);
     this.#disarmIdle();
     clearTimeout(this.#killTimer);
@@ -245,14 +249,22 @@ export class ScriptRun {
       this.body.destroy(new GatehouseError(error.code, error.message));
     }
     if (!this.body.destroyed && !this.#discarding) this.body.push(null);
-    // Apache terminates a script still running at the end of its request; give it a moment to exit by itself first.
-    if (!this.#exited) {
-      this.#lingerTimer = setTimeout(() => {
-        this.#lingered = true;
-        this.#terminate();
-      }, this.#options.exitWaitMs ?? CGI_EXIT_WAIT_MS);
-      this.#lingerTimer.unref();
-    }
+    if (!this.#exited || !this.#stderrClosed) this.#startLinger();
+  }
+
+  /**
+   * Apache terminates a script still running at the end of its request. The
+   * script gets exitWaitMs to exit (and whatever it started, to let go of
+   * stderr) by itself, then its group is terminated.
+   */
+  #startLinger(): void {
+    if (this.#lingerTimer || this.#killTimer) return;
+    this.#lingerTimer = setTimeout(() => {
+      if (this.#exited && this.#stderrClosed) return;
+      this.#lingered = true;
+      this.#terminate();
+    }, this.#options.exitWaitMs ?? CGI_EXIT_WAIT_MS);
+    this.#lingerTimer.unref();
   }
 
   #feedStdin(stdin: Writable): void {
@@ -303,6 +315,7 @@ export class ScriptRun {
     script.stderr.on('error', () => {});
     return new Promise((resolve) => {
       script.stderr.once('close', () => {
+        this.#stderrClosed = true;
         if (partial !== '') emit(partial);
         resolve();
       });
@@ -361,18 +374,35 @@ export class ScriptRun {
     if (!this.body.destroyed) {
       this.body.destroy(new GatehouseError(ErrorCode.CGI_SCRIPT_TIMEOUT, `script ${this.#options.file} wrote no output for ${this.#timeoutMs} ms and was killed`));
     }
-    this.#script?.signalGroup('SIGKILL');
+    this.#kill();
   }
 
   /** SIGTERM now, SIGKILL after the grace period unless the script is reaped and its output closed by then. */
   #terminate(): void {
     const script = this.#script;
     if (!script || this.#killTimer) return;
-    if (this.#exited && this.#stdoutEnded) return;
+    if (this.#exited && this.#stdoutEnded && this.#stderrClosed) return;
     script.signalGroup('SIGTERM');
     // SIGTERM can be ignored; a stopped process never sees it until continued.
     script.signalGroup('SIGCONT');
-    this.#killTimer = setTimeout(() => script.signalGroup('SIGKILL'), this.#options.killGraceMs ?? CGI_KILL_GRACE_MS);
+    this.#killTimer = setTimeout(() => this.#kill(), this.#options.killGraceMs ?? CGI_KILL_GRACE_MS);
+  }
+
+  /**
+   * SIGKILL to the group. A process that left the group (setsid) may still
+   * hold the pipes; after the grace period they are closed on our side, so
+   * the run always finishes and its slot is always given back.
+   */
+  #kill(): void {
+    const script = this.#script;
+    if (!script) return;
+    script.signalGroup('SIGKILL');
+    const closePipes = setTimeout(() => {
+      script.stdout.destroy();
+      script.stderr.destroy();
+    }, this.#options.killGraceMs ?? CGI_KILL_GRACE_MS);
+    closePipes.unref();
+    void this.finished.then(() => clearTimeout(closePipes));
   }
 }
 

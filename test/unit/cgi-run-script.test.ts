@@ -194,6 +194,37 @@ test('a script that closes stdout and lingers is terminated after the exit wait'
   assert.equal(result.signal, 'SIGTERM');
 });
 
+test('a background job still holding stderr after the script exited is terminated; the run finishes', async () => {
+  let holder = 0;
+  const run = runScript(options('stderr-holder.sh', { exitWaitMs: 200, killGraceMs: 200, onStderrLine: (line) => (holder = Number(/holder (\d+)/.exec(line)?.[1] ?? holder)) }));
+  assert.equal((await collect(run.body)).toString(), 'done\n');
+  const result = await run.finished;
+  assert.equal(result.code, 0);
+  assert.equal(result.lingered, true);
+  assert.ok(holder > 0);
+  for (let i = 0; i < 50 && liveGroupMembers(run.pid!).length > 0; i++) await sleep(20);
+  assert.deepEqual(liveGroupMembers(run.pid!), []);
+});
+
+test('a process that left the group and holds stdout: the run still finishes after the timeout and grace', async (t) => {
+  let escaped = 0;
+  const run = runScript(options('escape.sh', { timeoutMs: 300, killGraceMs: 200, onStderrLine: (line) => (escaped = Number(/escaped (\d+)/.exec(line)?.[1] ?? escaped)) }));
+  t.after(() => {
+    if (escaped > 0) {
+      try {
+        process.kill(escaped, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  });
+  assert.equal((await run.head).kind, 'head');
+  await assert.rejects(collect(run.body));
+  const result = await run.finished;
+  assert.equal(result.timedOut, true);
+  assert.ok(escaped > 0 && processState(escaped) !== null, 'the escaped process is outside our reach, as expected');
+});
+
 test('script timeout values as CGIDScriptTimeout writes them', () => {
   assert.equal(parseScriptTimeout('20'), 20_000);
   assert.equal(parseScriptTimeout('20s'), 20_000);
