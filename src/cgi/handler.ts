@@ -62,7 +62,17 @@ export interface CgiOptions {
 }
 
 export type NextFunction = (error?: unknown) => void;
-export type CgiHandler = ((req: IncomingMessage, res: ServerResponse, next?: NextFunction) => void) & { readonly limiter: ScriptLimiter };
+export type CgiHandler = ((req: IncomingMessage, res: ServerResponse, next?: NextFunction) => void) & {
+  readonly limiter: ScriptLimiter;
+  /** Scripts running now. */
+  readonly running: () => number;
+  /**
+   * Graceful stop: new requests get 503; running scripts get until `graceMs`
+   * to finish, then their groups get SIGTERM (SIGKILL after the kill grace).
+   * Resolves when every script has been reaped.
+   */
+  readonly shutdown: (graceMs?: number) => Promise<void>;
+};
 
 /** Response headers a script may not set: they describe the connection, which the server owns. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te', 'trailer']);
@@ -94,6 +104,20 @@ export function cgi(options: CgiOptions): CgiHandler {
     });
   }) as CgiHandler;
   Object.defineProperty(handler, 'limiter', { value: settings.limiter });
+  Object.defineProperty(handler, 'running', { value: () => settings.runs.size });
+  Object.defineProperty(handler, 'shutdown', {
+    value: async (graceMs = 0) => {
+      settings.stopping = true;
+      const all = () => Promise.all([...settings.runs].map((run) => run.finished));
+      if (graceMs > 0 && settings.runs.size > 0) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([all(), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+        clearTimeout(timer);
+      }
+      for (const run of settings.runs) run.abort();
+      await all();
+    },
+  });
   return handler;
 }
 
@@ -105,6 +129,9 @@ interface Settings {
   killGraceMs: number | undefined;
   exitWaitMs: number | undefined;
   limiter: ScriptLimiter;
+  /** Every script running, for shutdown. */
+  runs: Set<ScriptRun>;
+  stopping: boolean;
   maxRequestBody: number;
   bodyMemorySpool: number;
   spoolDirectory: string | undefined;
@@ -161,6 +188,8 @@ function validate(options: CgiOptions): Settings {
     killGraceMs: options.killGraceMs,
     exitWaitMs: options.exitWaitMs,
     limiter: new ScriptLimiter(options.maxConcurrentScripts, options.maxQueuedScripts),
+    runs: new Set(),
+    stopping: false,
     maxRequestBody: options.maxRequestBody ?? CGI_MAX_REQUEST_BODY_BYTES,
     bodyMemorySpool: options.bodyMemorySpool ?? CGI_BODY_MEMORY_SPOOL_BYTES,
     spoolDirectory: options.spoolDirectory,
@@ -196,6 +225,11 @@ async function dispatch(settings: Settings, dispatch: Dispatch): Promise<void> {
 
 async function runResolved(settings: Settings, dispatch: Dispatch, script: ResolvedScript, query: string): Promise<void> {
   const { req, res } = dispatch;
+  if (settings.stopping) {
+    settings.errorLog(`cgi: stopping: refused ${script.scriptFilename} with 503`);
+    sendError(res, 503, true);
+    return;
+  }
   const withBody = dispatch.depth === 0;
   const headers = pairHeaders(req.rawHeaders).filter(
     ([name]) => withBody || !/^(content-length|transfer-encoding)$/i.test(name),
@@ -277,9 +311,9 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
     target: dispatch.mount + dispatch.target,
     httpVersion: req.httpVersion,
     headers,
-    remoteAddress: req.socket.remoteAddress ?? '',
+    remoteAddress: plainAddress(req.socket.remoteAddress),
     remotePort: req.socket.remotePort ?? 0,
-    localAddress: req.socket.localAddress ?? '',
+    localAddress: plainAddress(req.socket.localAddress),
     localPort: req.socket.localPort ?? 0,
     tls: (req.socket as TLSSocket).encrypted === true,
     scriptName: decodeMount(dispatch.mount) + script.scriptName,
@@ -306,7 +340,9 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
     onStderrLine: (line) => settings.errorLog(`cgi: ${file}: ${line}`),
     ...(settings.spawner ? { spawner: settings.spawner } : {}),
   });
+  settings.runs.add(run);
   void run.finished.then(() => {
+    settings.runs.delete(run);
     releaseSlot();
     void disposeBody();
   });
@@ -511,6 +547,12 @@ function answerContinue(req: IncomingMessage, res: ServerResponse): void {
 }
 
 /** The prefix a framework stripped from req.url (Express's req.originalUrl keeps it), or "". */
+/** An IPv4 client on a dual-stack socket appears as ::ffff:a.b.c.d; scripts (and Apache) see a.b.c.d. */
+function plainAddress(address: string | undefined): string {
+  if (!address) return '';
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
 function mountPoint(req: IncomingMessage, target: string): string {
   const original = (req as { originalUrl?: unknown }).originalUrl;
   if (typeof original !== 'string' || original === target) return '';

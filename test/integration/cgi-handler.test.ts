@@ -474,3 +474,30 @@ test('mounted under a prefix (Express app.use): SCRIPT_NAME and REQUEST_URI keep
   const outside = await httpRequest(`${base}/mounted/cgi-bin/redirect.sh`);
   assert.equal(outside.status, 418);
 });
+
+test('shutdown: running scripts get the grace period, then their groups are stopped; new requests get 503', async (t) => {
+  let handler: ReturnType<typeof cgi> | undefined;
+  const site = await startSite(t, { killGraceMs: 200 }, (_server, created) => (handler = created));
+  const pending = httpRequest(`${site.base}/cgi-bin/hang-after-head.sh`).catch((error: Error) => error);
+  assert.ok(await waitFor(() => handler!.running() === 1));
+  const stopped = handler!.shutdown(200);
+  const refused = await httpRequest(`${site.base}/cgi-bin/env.sh`);
+  assert.equal(refused.status, 503);
+  await stopped;
+  assert.equal(handler!.running(), 0);
+  assert.ok((await pending) instanceof Error, 'the response in progress was cut');
+  const pid = Number(/pid (\d+)/.exec(site.errors.join('\n'))?.[1]);
+  assert.deepEqual(liveGroupMembers(pid), []);
+});
+
+test('an IPv4 client on a dual-stack listener is REMOTE_ADDR a.b.c.d, not ::ffff:a.b.c.d', async (t) => {
+  const docroot = tempDir(t);
+  const handler = cgi({ documentRoot: docroot, scriptAliases: [{ urlPrefix: '/cgi-bin/', directory: fixtures }], serverName: 'x', errorLog: () => {} });
+  const server = http.createServer((req, res) => handler(req, res));
+  await new Promise<void>((resolve) => server.listen(0, '::', resolve));
+  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const response = await httpRequest(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}/cgi-bin/env.pl`);
+  const { env } = JSON.parse(response.body.toString());
+  assert.equal(env.REMOTE_ADDR, '127.0.0.1');
+  assert.equal(env.SERVER_ADDR, '127.0.0.1');
+});
