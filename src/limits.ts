@@ -83,6 +83,8 @@ export const CGI_KILL_GRACE_MS = 3000;
 export const CGI_EXIT_WAIT_MS = 3000;
 /** Longest stderr line handed to the error log; longer lines are cut into pieces of this size. */
 export const CGI_STDERR_LINE_MAX = 8192;
+/** stderr bytes of one script run sent to the error log; a runaway script cannot fill the disk through it (the rest is drained). */
+export const CGI_STDERR_LOG_MAX_BYTES = 4 * 1024 * 1024;
 /** Scripts running at once; more wait in the queue. */
 export const CGI_MAX_CONCURRENT_SCRIPTS = 128;
 /** Requests waiting for a script slot; past this the answer is 503. */
@@ -144,3 +146,15 @@ export const KFCGI_LOG_LINE_MAX = 4096;
 export const KFCGI_DAEMON_READY_TIMEOUT_MS = 30_000;
 /** Start-up check: if every first worker exits within this time, kfcgi gives up instead of respawning forever. */
 export const KFCGI_STARTUP_CHECK_MS = 1000;
+
+/** The HTTP front (`gatehouse serve`): defaults that defend against slow and oversized clients. */
+export const HTTP_HEADERS_TIMEOUT_MS = 20_000;
+export const HTTP_REQUEST_TIMEOUT_MS = 300_000;
+export const HTTP_KEEPALIVE_TIMEOUT_MS = 5_000;
+/** Apache's LimitRequestFieldSize x a few fields; node's default is 16 KiB. */
+export const HTTP_MAX_HEADER_BYTES = 16 * 1024;
+/** Apache's LimitRequestLine default. */
+export const HTTP_MAX_URL_BYTES = 8190;
+export const HTTP_SHUTDOWN_GRACE_MS = 10_000;
+/** Requests one keep-alive connection may serve before it is closed (0: no limit). */
+export const HTTP_MAX_REQUESTS_PER_SOCKET = 0;

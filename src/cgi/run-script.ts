@@ -19,6 +19,7 @@ import {
   CGI_SCRIPT_LOG_CAPTURE_BYTES,
   CGI_SCRIPT_TIMEOUT_MS,
   CGI_STDERR_LINE_MAX,
+  CGI_STDERR_LOG_MAX_BYTES,
 } from '../limits.js';
 import { ResponseHeadParser, type CgiHeadError, type CgiResponseHead, type HeadLimits } from './response-head.js';
 import { ChildProcessSpawner, SpawnError, type ScriptExit, type ScriptSpawner, type SpawnedScript } from './spawner.js';
@@ -45,6 +46,8 @@ export interface RunScriptOptions {
   spawner?: ScriptSpawner;
   /** Bytes of stdout (head and discarded output) and of stderr kept for a script log entry. */
   captureBytes?: number;
+  /** stderr bytes handed to onStderrLine per run; past it one notice, then stderr is only drained. */
+  maxStderrLogBytes?: number;
 }
 
 export type HeadOutcome =
@@ -287,11 +290,19 @@ export class ScriptRun {
   #readStderr(script: SpawnedScript): Promise<void> {
     const maxLine = CGI_STDERR_LINE_MAX;
     let partial = '';
+    const maxLogged = this.#options.maxStderrLogBytes ?? CGI_STDERR_LOG_MAX_BYTES;
+    let logged = 0;
     const emit = (line: string) => {
       if (this.#stderrCaptured < this.#captureBytes) {
         const kept = line.slice(0, this.#captureBytes - this.#stderrCaptured);
         this.#stderrCapture.push(`${kept}\n`);
         this.#stderrCaptured += kept.length + 1;
+      }
+      if (logged > maxLogged) return;
+      logged += line.length + 1;
+      if (logged > maxLogged) {
+        this.#options.onStderrLine?.(`(more than ${maxLogged} bytes of stderr: the rest of this run's stderr is not logged)`);
+        return;
       }
       this.#options.onStderrLine?.(line);
     };

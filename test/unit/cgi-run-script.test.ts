@@ -95,6 +95,15 @@ test('a stderr flood while stdout is written: both drained, every stderr line lo
   assert.ok(run.capturedStderr.length <= 64 * 1024 + 1024);
 });
 
+test('stderr logged per run is capped: one notice, the rest drained', async () => {
+  const lines: string[] = [];
+  const run = runScript(options('stderr-flood.pl', { maxStderrLogBytes: 10 * 1024, onStderrLine: (line) => lines.push(line) }));
+  assert.equal((await collect(run.body)).length, 1024 * 1024);
+  await run.finished;
+  assert.equal(lines.length, 11);
+  assert.match(lines[10]!, /more than 10240 bytes of stderr/);
+});
+
 test('no output for the script timeout: 504-style outcome, the whole process group killed and reaped', async () => {
   let grandchild = 0;
   const run = runScript(options('hang.sh', { timeoutMs: 300, onStderrLine: (line) => (grandchild = Number(/grandchild (\d+)/.exec(line)?.[1] ?? grandchild)) }));
