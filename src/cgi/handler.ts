@@ -53,6 +53,8 @@ export interface CgiOptions {
   scriptLog?: string | ScriptLog;
   scriptLogLength?: number;
   scriptLogBuffer?: number;
+  /** Write Authorization, Cookie and Set-Cookie values to the script log (redacted by default). */
+  scriptLogSecrets?: boolean;
   /** Where error-log lines go (one line per call, no newline); default stderr. */
   errorLog?: (line: string) => void;
   /** How scripts are started (default child_process.spawn; cgid and posix_spawn plug in here). */
@@ -167,6 +169,7 @@ function validate(options: CgiOptions): Settings {
       path: options.scriptLog,
       ...(options.scriptLogLength !== undefined ? { maxLength: options.scriptLogLength } : {}),
       ...(options.scriptLogBuffer !== undefined ? { bodyBytes: options.scriptLogBuffer } : {}),
+      ...(options.scriptLogSecrets ? { redactHeaders: [] } : {}),
       onError: (error) => errorLog(`cgi: cannot write the script log ${options.scriptLog}: ${error.message}`),
     });
   } else scriptLog = options.scriptLog;
