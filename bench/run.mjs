@@ -2,7 +2,7 @@
 /**
  * Side-by-side benchmarks of gatehouse against its peers (issue 3).
  *
- *   npm run bench -- <name> [--duration SECONDS] [--no-write]
+ *   npm run bench -- <name> [--duration SECONDS] [--repeats N] [--no-write]
  *   node bench/run.mjs <name> ...        (after `npx tsc -p .`)
  *
  * Names: codec, worker, client, context, all. Each prints a table with the
@@ -19,7 +19,7 @@ import { stopAll } from './lib/peers.mjs';
 const here = dirname(fileURLToPath(import.meta.url));
 
 const BENCHMARKS = {
-  codec: async () => (await import('./codec.mjs')).runCodecBench(),
+  codec: async (options) => (await import('./codec.mjs')).runCodecBench(options.repeats ? { repeats: options.repeats } : {}),
   worker: async (options) => (await import('./worker.mjs')).runWorkerBench(options),
   client: async (options) => (await import('./client.mjs')).runClientBench(options),
   context: async (options) => (await import('./context.mjs')).runContextBench(options),
@@ -29,13 +29,14 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: {
     duration: { type: 'string', default: '6' },
+    repeats: { type: 'string' },
     'no-write': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 
 if (values.help || positionals.length === 0) {
-  console.log(`usage: npm run bench -- <${Object.keys(BENCHMARKS).join('|')}|all> [--duration SECONDS] [--no-write]`);
+  console.log(`usage: npm run bench -- <${Object.keys(BENCHMARKS).join('|')}|all> [--duration SECONDS] [--repeats N] [--no-write]`);
   process.exit(values.help ? 0 : 2);
 }
 
@@ -52,6 +53,12 @@ if (!Number.isFinite(duration) || duration < 1 || duration > 60) {
   process.exit(2);
 }
 
+const repeats = values.repeats === undefined ? undefined : Number(values.repeats);
+if (repeats !== undefined && (!Number.isInteger(repeats) || repeats < 1 || repeats > 20)) {
+  console.error(`--repeats ${values.repeats}: give how many runs per point, 1 to 20`);
+  process.exit(2);
+}
+
 // Peers are stopped on every way out, including Ctrl-C.
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.once(signal, () => {
@@ -63,13 +70,13 @@ let failed = false;
 try {
   for (const name of names) {
     console.log(`\n== ${name} ==`);
-    const result = await BENCHMARKS[name]({ duration });
+    const result = await BENCHMARKS[name](repeats === undefined ? { duration } : { duration, repeats });
     console.log(`\n${result.title}\n`);
     console.log(markdownTable(result.rows));
     for (const verdict of result.verdicts ?? []) console.log(`- ${verdict}`);
     for (const note of result.notes ?? []) console.log(`- ${note}`);
     if (!values['no-write']) {
-      const command = `npm run bench -- ${name}${values.duration === '6' ? '' : ` --duration ${values.duration}`}`;
+      const command = `npm run bench -- ${name}${values.duration === '6' ? '' : ` --duration ${values.duration}`}${repeats === undefined ? '' : ` --repeats ${repeats}`}`;
       writeSection(join(here, 'README.md'), name, renderSection(name, result, command));
       console.log(`\n(bench/README.md updated: section ${name})`);
     }
