@@ -2,7 +2,7 @@
  * One side of the client benchmark, run in its own process so the two
  * clients never share an event loop or a heap:
  *
- *   node bench/client-driver.mjs <gatehouse|gatehouse-close|fastcgi-client|fastcgi-client-16> <socket> <script> <in-flight> <seconds>
+ *   node bench/client-driver.mjs <gatehouse|gatehouse-defaults|gatehouse-close|fastcgi-client|fastcgi-client-16> <socket> <script> <in-flight> <seconds>
  *
  * Keeps <in-flight> hello.php requests outstanding for <seconds>, checks every
  * body, and prints one JSON line: requests, errors, requests/s, p50 and p99 ms.
@@ -109,6 +109,8 @@ const poolSize = Number(process.env['BENCH_FPM_WORKERS'] ?? 4);
 const client =
   implementation === 'gatehouse'
     ? await gatehouseClient({ maxConnections: poolSize })
+    : implementation === 'gatehouse-defaults'
+      ? await gatehouseClient({})
     : implementation === 'gatehouse-close'
       ? await gatehouseClient({ keepAlive: false })
       : implementation === 'fastcgi-client'
@@ -123,10 +125,12 @@ const latencies = [];
 let errors = 0;
 let firstError = '';
 let badBodies = 0;
+let pending = 0;
 
 async function loop(deadline) {
   while (performance.now() < deadline) {
     const start = performance.now();
+    pending++;
     try {
       const body = await client.send();
       if (!body.toString('latin1').endsWith('\r\n\r\nhello\n')) {
@@ -136,20 +140,30 @@ async function loop(deadline) {
     } catch (error) {
       errors++;
       firstError ||= String(error?.message ?? error);
+    } finally {
+      pending--;
     }
   }
 }
 
+/** Runs the loops until `deadline`; requests still unanswered 5 s later are reported as stalled, not waited for. */
+async function phase(deadline) {
+  const loops = Promise.all(Array.from({ length: inFlight }, () => loop(deadline)));
+  const grace = new Promise((resolve) => setTimeout(resolve, deadline - performance.now() + 5000).unref());
+  await Promise.race([loops, grace]);
+  return pending;
+}
+
 // Warm-up: one second, not counted.
-await Promise.all(Array.from({ length: inFlight }, () => loop(performance.now() + 1000)));
+let stalled = await phase(performance.now() + 1000);
 latencies.length = 0;
 errors = 0;
 badBodies = 0;
 
 const start = performance.now();
-await Promise.all(Array.from({ length: inFlight }, () => loop(start + seconds * 1000)));
-const elapsed = (performance.now() - start) / 1000;
-await client.close();
+if (stalled === 0) stalled = await phase(start + seconds * 1000);
+const elapsed = Math.min((performance.now() - start) / 1000, seconds);
+if (stalled === 0) await client.close();
 
 latencies.sort((a, b) => a - b);
 const percentile = (p) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? NaN;
@@ -157,8 +171,9 @@ process.stdout.write(
   `${JSON.stringify({
     implementation,
     requests: latencies.length,
-    errors: errors + badBodies,
-    firstError,
+    errors: errors + badBodies + stalled,
+    firstError: stalled > 0 ? `${stalled} of ${inFlight} requests in flight got no answer within 5 s after the end of the run${firstError ? `; ${firstError}` : ''}` : firstError,
+    stalled,
     requestsPerSecond: latencies.length / elapsed,
     p50: percentile(50),
     p99: percentile(99),

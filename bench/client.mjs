@@ -30,7 +30,7 @@ const fmt = (value, digits = 0) => (Number.isFinite(value) ? value.toFixed(digit
 export async function runClientBench({ duration = 6, repeats = 2, inFlight = 16 } = {}) {
   const implementations = ['fastcgi-client'];
   const notes = [];
-  if (existsSync(GATEHOUSE_CLIENT)) implementations.unshift('gatehouse', 'gatehouse-close');
+  if (existsSync(GATEHOUSE_CLIENT)) implementations.unshift('gatehouse', 'gatehouse-defaults', 'gatehouse-close');
   else notes.push(`gatehouse client not built (${GATEHOUSE_CLIENT} missing): only fastcgi-client measured`);
   const fpm = await startPhpFpm({ workers: 4 });
   const runs = Object.fromEntries(implementations.map((name) => [name, []]));
@@ -68,6 +68,7 @@ export async function runClientBench({ duration = 6, repeats = 2, inFlight = 16 
   );
   const descriptions = {
     gatehouse: 'gatehouse FastCGIClient (keep-alive, maxConnections 4 = pm.max_children)',
+    'gatehouse-defaults': 'gatehouse FastCGIClient (defaults: keep-alive, maxConnections 64)',
     'gatehouse-close': 'gatehouse FastCGIClient (keepAlive: false: one connection per request)',
     'fastcgi-client': 'npm fastcgi-client 0.2 (defaults; php-fpm states no FCGI_MAX_CONNS, so one connection per request)',
   };
@@ -85,7 +86,7 @@ export async function runClientBench({ duration = 6, repeats = 2, inFlight = 16 
     };
   });
   const verdicts = [];
-  for (const name of ['gatehouse', 'gatehouse-close']) {
+  for (const name of ['gatehouse', 'gatehouse-defaults', 'gatehouse-close']) {
     if (!implementations.includes(name)) continue;
     const result = summary[name];
     if (!result) {
