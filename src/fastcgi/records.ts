@@ -165,3 +165,19 @@ export function decodeEndRequestBody(content: Buffer): EndRequestBody | FastCGIP
   }
   return { appStatus: content.readInt32BE(0), protocolStatus: content[4]! };
 }
+
+/**
+ * Rewrites the request id of every record in `records` (consecutive, whole
+ * records as encodeParamsRecords makes them), in place. Lets a caller encode
+ * a request's PARAMS once, before it knows which id the connection gives it.
+ */
+export function setRecordsRequestId(records: Buffer, requestId: number): Buffer {
+  let offset = 0;
+  while (offset + FCGI_HEADER_LEN <= records.length) {
+    records[offset + 2] = (requestId >> 8) & 0xff;
+    records[offset + 3] = requestId & 0xff;
+    const contentLength = (records[offset + 4]! << 8) | records[offset + 5]!;
+    offset += FCGI_HEADER_LEN + contentLength + records[offset + 6]!;
+  }
+  return records;
+}

@@ -10,7 +10,7 @@ import net from 'node:net';
 import { ErrorCode, UpstreamError } from '../../errors.js';
 import { RecordDecoder, type FastCGIRecord } from '../decoder.js';
 import { RecordType, RECORD_TYPE_NAMES, type Role } from '../protocol.js';
-import { decodeEndRequestBody, encodeAbortRequest, encodeBeginRequest, encodeRecord, frameStream } from '../records.js';
+import { decodeEndRequestBody, encodeAbortRequest, encodeBeginRequest, encodeRecord, frameStream, setRecordsRequestId } from '../records.js';
 import type { ResolvedAddress } from './address.js';
 
 /** What a request gets told about its records. Called from the socket's data handler: none may throw. */
@@ -203,7 +203,8 @@ export class Connection {
     this.#exchanges.set(id, state);
     this.#requestsStarted++;
     if (!options.keepConn) this.#reusable = false;
-    this.#writeAll([encodeBeginRequest(id, options.role, options.keepConn), options.params, encodeRecord(RecordType.PARAMS, id)]);
+    // The params were encoded before this id was known: stamp it on each record.
+    this.#writeAll([encodeBeginRequest(id, options.role, options.keepConn), setRecordsRequestId(options.params, id), encodeRecord(RecordType.PARAMS, id)]);
     const connection = this;
     return {
       id,

@@ -1,0 +1,111 @@
+/**
+ * Turning a CGI response (RFC 3875 section 6: a parsed head, then a body
+ * stream) into an HTTP response. Shared by everything that answers with a
+ * CGI-style response: CGI scripts, FastCGI upstreams (whose STDOUT is a CGI
+ * response too) and the cgid daemon's client, so they cannot disagree on
+ * which headers pass, how Content-Length is held to, or what an error page is.
+ */
+import { STATUS_CODES, type ServerResponse } from 'node:http';
+import { pipeline, Transform, type Readable } from 'node:stream';
+import type { CgiResponseHead } from './response-head.js';
+
+/** Response headers an application may not set: they describe the connection, which the server owns. */
+export const HOP_BY_HOP_HEADERS: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te', 'trailer', 'transfer-encoding']);
+
+/** Status and headers from a parsed head onto `res` (not sent yet); repeated names become one multi-valued header. */
+export function writeCgiHead(res: ServerResponse, head: CgiResponseHead): void {
+  res.statusCode = head.status;
+  if (head.reason) res.statusMessage = head.reason;
+  const grouped = new Map<string, { name: string; values: string[] }>();
+  for (const [name, value] of head.headers) {
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP_HEADERS.has(lower)) continue;
+    const entry = grouped.get(lower);
+    if (entry) entry.values.push(value);
+    else grouped.set(lower, { name, values: [value] });
+  }
+  for (const { name, values } of grouped.values()) res.setHeader(name, values.length === 1 ? values[0]! : values);
+}
+
+/**
+ * Streams a CGI body to the client with backpressure. An announced
+ * Content-Length is held to: extra bytes are not sent (they would be read as
+ * the next response on a kept-alive connection) and a short body ends in an
+ * error, so the caller closes the connection instead of leaving the client
+ * waiting. `done(error)` is called once.
+ */
+export function pipeCgiBody(body: Readable, res: ServerResponse, head: CgiResponseHead, done: (error: NodeJS.ErrnoException | null) => void, source = 'the application'): void {
+  const expected = head.contentLength;
+  if (expected === undefined) {
+    pipeline(body, res, done);
+    return;
+  }
+  let sent = 0;
+  pipeline(
+    body,
+    new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        const room = expected - sent;
+        if (room <= 0) return callback();
+        const kept = chunk.length <= room ? chunk : chunk.subarray(0, room);
+        sent += kept.length;
+        callback(null, kept);
+      },
+      flush(callback) {
+        if (sent < expected) callback(new Error(`${source} announced Content-Length ${expected} but wrote ${sent} bytes`));
+        else callback();
+      },
+    }),
+    res,
+    done,
+  );
+}
+
+/** A short HTML error page, Apache-like; if the head already went out, the connection is closed instead. */
+export function sendErrorPage(res: ServerResponse, status: number, closeConnection = false): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  if (res.writableEnded) return;
+  for (const name of res.getHeaderNames()) if (name !== 'allow' && name !== 'retry-after') res.removeHeader(name);
+  const reason = STATUS_CODES[status] ?? 'Error';
+  const body = `<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n<title>${status} ${reason}</title>\n</head><body>\n<h1>${reason}</h1>\n</body></html>\n`;
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'text/html; charset=iso-8859-1');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  if (closeConnection) res.setHeader('Connection', 'close');
+  res.end(res.req?.method === 'HEAD' ? undefined : body);
+}
+
+/** The body Apache sends with a 302 to the client. */
+export function redirectPage(location: string): string {
+  const escaped = location.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+  return `<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n<title>302 Found</title>\n</head><body>\n<h1>Found</h1>\n<p>The document has moved <a href="${escaped}">here</a>.</p>\n</body></html>\n`;
+}
+
+/** Request header pairs from node:http's rawHeaders (names as sent, in order). */
+export function pairRawHeaders(raw: readonly string[]): Array<[string, string]> {
+  const pairs: Array<[string, string]> = [];
+  for (let index = 0; index + 1 < raw.length; index += 2) pairs.push([raw[index]!, raw[index + 1]!]);
+  return pairs;
+}
+
+/** Path and query of a request target; an absolute-form target (http://host/path) gives its path. */
+export function splitTarget(target: string): { pathname: string; query: string } {
+  let rest = target;
+  const absolute = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(rest);
+  if (absolute) rest = rest.slice(absolute[0].length) || '/';
+  const hash = rest.indexOf('#');
+  if (hash !== -1) rest = rest.slice(0, hash);
+  const question = rest.indexOf('?');
+  return question === -1 ? { pathname: rest, query: '' } : { pathname: rest.slice(0, question), query: rest.slice(question + 1) };
+}
+
+/** Answers Expect: 100-continue before the body is read, unless node:http already did. */
+export function answerContinue(req: { headers: Record<string, string | string[] | undefined> }, res: ServerResponse): void {
+  const expect = req.headers.expect;
+  if (typeof expect !== 'string' || !/100-continue/i.test(expect)) return;
+  if ((res as unknown as { _sent100?: boolean })._sent100) return;
+  res.writeContinue();
+}

@@ -1,0 +1,99 @@
+/**
+ * `gatehouse example`: serves the built-in example on 127.0.0.1 — a static
+ * page, CGI scripts in shell and Perl, and a Node FastCGI application (the
+ * worker library) reached through gatehouse's FastCGI client — so a fresh
+ * checkout shows every part working with one command.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { loadServeConfig } from '../config/load.js';
+import { GatehouseFront } from '../http/server.js';
+import { formatListenAddress } from '../config/listen.js';
+
+const EXAMPLES = fileURLToPath(new URL('../../../examples/', import.meta.url));
+
+const USAGE = `usage: gatehouse example [--listen HOST:PORT]
+
+Serves the built-in example (examples/site and examples/fastcgi-app.mjs):
+  /                   a static page linking the rest
+  /cgi-bin/env.sh     a shell CGI script printing its environment
+  /cgi-bin/form.pl    a Perl CGI form that POSTs to itself
+  /cgi-bin/stream.sh  a script whose output streams
+  /app/               a Node FastCGI application on a private unix socket
+options:
+  --listen HOST:PORT  where to listen (default 127.0.0.1:8080)
+  --help              print this help`;
+
+async function waitForSocket(socketPath: string, isAlive: () => boolean): Promise<void> {
+  for (let waited = 0; waited < 10_000; waited += 50) {
+    if (!isAlive()) throw new Error('the example FastCGI application exited before it listened');
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = net.connect(socketPath, () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await sleep(50);
+  }
+  throw new Error(`the example FastCGI application did not listen on ${socketPath}`);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { listen: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  const runtime = mkdtempSync(path.join(tmpdir(), 'gatehouse-example-'));
+  const socketPath = path.join(runtime, 'app.sock');
+  const app = spawn(process.execPath, [path.join(EXAMPLES, 'fastcgi-app.mjs'), socketPath], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const cleanup = () => {
+    app.kill('SIGTERM');
+    rmSync(runtime, { recursive: true, force: true });
+  };
+  try {
+    await waitForSocket(socketPath, () => app.exitCode === null && app.signalCode === null);
+    const config = loadServeConfig({
+      flags: {
+        listen: [values.listen ?? '127.0.0.1:8080'],
+        docroot: path.join(EXAMPLES, 'site/public'),
+        'cgi-bin': path.join(EXAMPLES, 'site/cgi-bin'),
+        'server-name': 'localhost',
+        'script-timeout': '10s',
+        fastcgi: [{ url: '/app/', upstreams: [`unix:${socketPath}`], 'script-filename': path.join(EXAMPLES, 'fastcgi-app.mjs') }],
+      },
+    });
+    const front = new GatehouseFront({ config });
+    const addresses = await front.listen();
+    const url = addresses.map((address) => ('path' in address ? formatListenAddress(address) : `http://${formatListenAddress(address)}/`)).join(' ');
+    process.stderr.write(`gatehouse example: serving ${url}  (Ctrl-C to stop)\n  try: curl ${url}cgi-bin/env.sh/extra?x=1   curl ${url}app/hello\n`);
+    return await new Promise<number>((resolve) => {
+      const stop = () => {
+        front.stop(2000).finally(() => {
+          cleanup();
+          resolve(0);
+        });
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      app.once('exit', (code, signal) => {
+        front.logError(`the example FastCGI application exited (${signal ?? code}); stopping`);
+        front.stop(2000).finally(() => {
+          cleanup();
+          resolve(1);
+        });
+      });
+    });
+  } catch (error) {
+    cleanup();
+    throw error;
+  }
+}

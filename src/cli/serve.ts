@@ -1,0 +1,111 @@
+/**
+ * `gatehouse serve`: the HTTP front. Flags and config keys come from one
+ * table (src/config/schema.ts); flags win over the file.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { SERVE_KEYS } from '../config/schema.js';
+import { ConfigError, loadServeConfig } from '../config/load.js';
+import { GatehouseFront } from '../http/server.js';
+import { formatListenAddress } from '../config/listen.js';
+
+const COMMAND_OPTIONS = [
+  { flag: 'config', argument: 'FILE', summary: 'read the configuration from this TOML file (see gatehouse-serve(8)); flags override it' },
+  { flag: 'check', summary: 'validate the configuration, print what would be served, and exit (0 when valid)' },
+  { flag: 'help', summary: 'print this help' },
+];
+
+export function serveUsage(): string {
+  const rows: Array<[string, string]> = [];
+  for (const option of COMMAND_OPTIONS) rows.push([`--${option.flag}${option.argument ? ` ${option.argument}` : ''}`, option.summary]);
+  for (const key of SERVE_KEYS) {
+    if (!key.flag) continue;
+    const argument = key.kind === 'boolean' ? '' : ` ${key.argument ?? 'VALUE'}`;
+    rows.push([`--${key.name}${argument}`, `${key.summary}${key.defaultText ? ` (default: ${key.defaultText})` : ''}`]);
+  }
+  const width = Math.max(...rows.map(([left]) => left.length));
+  return [
+    'usage: gatehouse serve [--config FILE] [options]',
+    '',
+    'Serves static files, CGI scripts and FastCGI applications over HTTP.',
+    'Example: gatehouse serve --listen 127.0.0.1:8080 --docroot ./public --cgi-bin ./cgi-bin --cgi-ext .cgi --script-timeout 5s',
+    '',
+    'options:',
+    ...rows.map(([left, right]) => `  ${left.padEnd(width)}  ${right}`),
+    '',
+    'Config-file-only keys: [[fastcgi]] routes, [[script-alias]] routes, [set-env]. See man/gatehouse-serve.8.',
+  ].join('\n');
+}
+
+function parseFlags(argv: string[]) {
+  const options: NonNullable<ParseArgsConfig['options']> = {
+    config: { type: 'string' },
+    check: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  };
+  for (const key of SERVE_KEYS) {
+    if (!key.flag) continue;
+    options[key.name] = key.kind === 'boolean' ? { type: 'boolean' } : { type: 'string', multiple: key.kind === 'strings' || key.kind === 'listen' };
+  }
+  return parseArgs({ args: argv, options, strict: true, allowPositionals: false });
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let parsed: ReturnType<typeof parseFlags>;
+  try {
+    parsed = parseFlags(argv);
+  } catch (error) {
+    process.stderr.write(`gatehouse serve: ${(error as Error).message}\nRun 'gatehouse serve --help' for the options.\n`);
+    return 2;
+  }
+  const { config: file, check, help, ...flags } = parsed.values as Record<string, unknown>;
+  if (help) {
+    process.stdout.write(serveUsage() + '\n');
+    return 0;
+  }
+  let config;
+  try {
+    config = loadServeConfig({ ...(typeof file === 'string' ? { file } : {}), flags });
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`gatehouse serve: invalid configuration: ${error.message}\n`);
+      return 1;
+    }
+    throw error;
+  }
+  if (check) {
+    const lines = [
+      `configuration OK${typeof file === 'string' ? ` (${file})` : ''}`,
+      `listen: ${config.listen.join(', ')}`,
+      ...(config.docroot ? [`docroot: ${config.docroot}${config.cgiExt.length ? ` (CGI: ${config.cgiExt.join(' ')})` : ''}`] : []),
+      ...(config.cgiBin ? [`/cgi-bin/ -> ${config.cgiBin}`] : []),
+      ...config.scriptAlias.map((alias) => `${alias.url} -> ${alias.dir} (CGI)`),
+      ...config.fastcgi.map((route) => `${route.url} -> FastCGI ${route.upstreams.join(', ')}`),
+      `script-timeout: ${config.scriptTimeoutMs} ms`,
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+    return 0;
+  }
+  const front = new GatehouseFront({ config });
+  const addresses = await front.listen();
+  front.logError(`gatehouse serve ${process.pid}: listening on ${addresses.map(formatListenAddress).join(', ')}`);
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        front.logError(`${signal} again: exiting now`);
+        process.exit(1);
+      }
+      stopping = true;
+      front.logError(`${signal}: finishing requests in flight (up to ${config.shutdownGraceMs} ms), then exiting`);
+      front.stop().then(
+        () => resolve(0),
+        (error: unknown) => {
+          front.logError(`stop failed: ${(error as Error).message}`);
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+}

@@ -1,0 +1,157 @@
+/**
+ * The `gatehouse serve` configuration: one table of keys, each with its type,
+ * default, documentation and validation. The same table reads the TOML file
+ * and the command-line flags (a flag and a key share a name: --script-timeout
+ * and `script-timeout`), prints `--help`, and is checked against the manual
+ * by a test. Apache directive names are accepted as aliases where the issue
+ * asks for them (CGIDScriptTimeout, ScriptLog, ScriptLogLength, ScriptLogBuffer).
+ */
+import { parseDuration } from './duration.js';
+import {
+  CGI_MAX_CONCURRENT_SCRIPTS,
+  CGI_MAX_QUEUED_SCRIPTS,
+  CGI_MAX_REQUEST_BODY_BYTES,
+  CGI_SCRIPT_LOG_BUFFER,
+  CGI_SCRIPT_LOG_LENGTH,
+  CGI_SCRIPT_TIMEOUT_MS,
+  HTTP_HEADERS_TIMEOUT_MS,
+  HTTP_KEEPALIVE_TIMEOUT_MS,
+  HTTP_MAX_HEADER_BYTES,
+  HTTP_MAX_URL_BYTES,
+  HTTP_REQUEST_TIMEOUT_MS,
+  HTTP_SHUTDOWN_GRACE_MS,
+} from '../limits.js';
+
+export type ValueKind = 'string' | 'strings' | 'integer' | 'boolean' | 'duration' | 'listen' | 'table' | 'routes';
+
+export interface KeyDefinition {
+  name: string;
+  kind: ValueKind;
+  summary: string;
+  /** Shown in --help and the manual. */
+  defaultText?: string;
+  /** A command-line flag exists for this key (same name). */
+  flag?: boolean;
+  /** Other names accepted in the config file (Apache's directive names). */
+  aliases?: string[];
+  /** Argument name shown in --help. */
+  argument?: string;
+}
+
+export const SERVE_KEYS: readonly KeyDefinition[] = [
+  { name: 'listen', kind: 'listen', flag: true, argument: 'ADDR', summary: 'where to accept HTTP: HOST:PORT, [::1]:PORT, or unix:/path (repeatable)', defaultText: '127.0.0.1:8080' },
+  { name: 'docroot', kind: 'string', flag: true, argument: 'DIR', summary: 'document root: static files, and scripts with a --cgi-ext ending (DOCUMENT_ROOT)' },
+  { name: 'cgi-bin', kind: 'string', flag: true, argument: 'DIR', summary: 'a directory of CGI scripts mapped at /cgi-bin/ (every file there is a script, like ScriptAlias)' },
+  { name: 'cgi-ext', kind: 'strings', flag: true, argument: 'EXT', summary: 'file endings run as CGI inside the docroot, e.g. .cgi (repeatable)' },
+  { name: 'script-alias', kind: 'routes', summary: 'more ScriptAlias mappings: [[script-alias]] tables with url = "/prefix/" and dir = "DIR"' },
+  { name: 'fastcgi', kind: 'routes', summary: 'FastCGI routes: [[fastcgi]] tables with url, upstreams, root, split-path, index (see gatehouse-serve(8))' },
+  { name: 'server-name', kind: 'string', flag: true, argument: 'NAME', summary: 'ServerName: SERVER_NAME when the request has no usable Host header', defaultText: 'the host name' },
+  { name: 'server-admin', kind: 'string', flag: true, argument: 'EMAIL', summary: 'ServerAdmin (SERVER_ADMIN)' },
+  { name: 'script-timeout', kind: 'duration', flag: true, argument: 'TIME', aliases: ['CGIDScriptTimeout'], summary: 'kill a script that writes nothing for this long: 20, 20s, 500ms (CGIDScriptTimeout)', defaultText: `${CGI_SCRIPT_TIMEOUT_MS / 1000}s` },
+  { name: 'script-log', kind: 'string', flag: true, argument: 'FILE', aliases: ['ScriptLog'], summary: 'ScriptLog: where failed script runs are written in mod_cgi\'s format' },
+  { name: 'script-log-length', kind: 'integer', flag: true, argument: 'BYTES', aliases: ['ScriptLogLength'], summary: 'ScriptLogLength: stop writing the script log at this size', defaultText: String(CGI_SCRIPT_LOG_LENGTH) },
+  { name: 'script-log-buffer', kind: 'integer', flag: true, argument: 'BYTES', aliases: ['ScriptLogBuffer'], summary: 'ScriptLogBuffer: request body bytes kept in the script log', defaultText: String(CGI_SCRIPT_LOG_BUFFER) },
+  { name: 'script-log-secrets', kind: 'boolean', flag: true, summary: 'write Authorization, Cookie and Set-Cookie to the script log instead of redacting them', defaultText: 'false' },
+  { name: 'pass-authorization', kind: 'boolean', flag: true, aliases: ['CGIPassAuth'], summary: 'CGIPassAuth: give scripts and FastCGI apps the Authorization header', defaultText: 'false' },
+  { name: 'set-env', kind: 'table', summary: 'SetEnv: [set-env] table of variables for every script and FastCGI request' },
+  { name: 'pass-env', kind: 'strings', flag: true, argument: 'NAME', summary: "PassEnv: copy these variables from gatehouse's own environment (repeatable)" },
+  { name: 'max-scripts', kind: 'integer', flag: true, argument: 'N', summary: 'scripts running at once; more wait in a queue', defaultText: String(CGI_MAX_CONCURRENT_SCRIPTS) },
+  { name: 'max-queued-scripts', kind: 'integer', flag: true, argument: 'N', summary: 'scripts waiting to run; past it 503', defaultText: String(CGI_MAX_QUEUED_SCRIPTS) },
+  { name: 'max-body', kind: 'integer', flag: true, argument: 'BYTES', summary: 'largest request body (LimitRequestBody); 413 above', defaultText: String(CGI_MAX_REQUEST_BODY_BYTES) },
+  { name: 'access-log', kind: 'string', flag: true, argument: 'FILE', summary: 'access log in Apache combined format; - for stdout, off for none', defaultText: '-' },
+  { name: 'error-log', kind: 'string', flag: true, argument: 'FILE', summary: 'error log; - for stderr', defaultText: '-' },
+  { name: 'headers-timeout', kind: 'duration', flag: true, argument: 'TIME', summary: 'a client must send the whole request head within this time (408)', defaultText: `${HTTP_HEADERS_TIMEOUT_MS / 1000}s` },
+  { name: 'request-timeout', kind: 'duration', flag: true, argument: 'TIME', summary: 'a client must send the whole request, body included, within this time (0: no limit)', defaultText: `${HTTP_REQUEST_TIMEOUT_MS / 1000}s` },
+  { name: 'keepalive-timeout', kind: 'duration', flag: true, argument: 'TIME', summary: 'an idle keep-alive connection is closed after this time', defaultText: `${HTTP_KEEPALIVE_TIMEOUT_MS / 1000}s` },
+  { name: 'max-header-bytes', kind: 'integer', flag: true, argument: 'BYTES', summary: 'largest request head (431 above)', defaultText: String(HTTP_MAX_HEADER_BYTES) },
+  { name: 'max-url-bytes', kind: 'integer', flag: true, argument: 'BYTES', summary: 'longest request target (414 above)', defaultText: String(HTTP_MAX_URL_BYTES) },
+  { name: 'shutdown-grace', kind: 'duration', flag: true, argument: 'TIME', summary: 'on SIGTERM, how long requests in flight may finish before scripts are killed', defaultText: `${HTTP_SHUTDOWN_GRACE_MS / 1000}s` },
+];
+
+export interface ScriptAliasConfig {
+  url: string;
+  dir: string;
+}
+
+export interface FastCGIRouteConfig {
+  /** URL prefix this route serves ("/app/", or "/" for everything not matched before). */
+  url: string;
+  /** One or more upstreams (unix:/path, host:port); tried in order on connection failure. */
+  upstreams: string[];
+  /** Directory that SCRIPT_FILENAME is built from (DOCUMENT_ROOT for the app); default: docroot. */
+  root?: string;
+  /** Cut the path after the first segment ending in this (".php"): SCRIPT_NAME up to it, PATH_INFO after. */
+  splitPath?: string;
+  /** Appended to a path ending in "/" (index.php). */
+  index?: string;
+  /** A fixed SCRIPT_FILENAME for every request (a single front controller app). */
+  scriptFilename?: string;
+  /** Extra params for this route. */
+  params?: Record<string, string>;
+  connectTimeoutMs?: number;
+  readTimeoutMs?: number;
+  maxConnections?: number;
+}
+
+export interface ServeConfig {
+  listen: string[];
+  docroot?: string;
+  cgiBin?: string;
+  cgiExt: string[];
+  scriptAlias: ScriptAliasConfig[];
+  fastcgi: FastCGIRouteConfig[];
+  serverName?: string;
+  serverAdmin?: string;
+  scriptTimeoutMs: number;
+  scriptLog?: string;
+  scriptLogLength: number;
+  scriptLogBuffer: number;
+  scriptLogSecrets: boolean;
+  passAuthorization: boolean;
+  setEnv: Record<string, string>;
+  passEnv: string[];
+  maxScripts: number;
+  maxQueuedScripts: number;
+  maxBody: number;
+  accessLog: string;
+  errorLog: string;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepaliveTimeoutMs: number;
+  maxHeaderBytes: number;
+  maxUrlBytes: number;
+  shutdownGraceMs: number;
+}
+
+export const SERVE_DEFAULTS: ServeConfig = {
+  listen: ['127.0.0.1:8080'],
+  cgiExt: [],
+  scriptAlias: [],
+  fastcgi: [],
+  scriptTimeoutMs: CGI_SCRIPT_TIMEOUT_MS,
+  scriptLogLength: CGI_SCRIPT_LOG_LENGTH,
+  scriptLogBuffer: CGI_SCRIPT_LOG_BUFFER,
+  scriptLogSecrets: false,
+  passAuthorization: false,
+  setEnv: {},
+  passEnv: [],
+  maxScripts: CGI_MAX_CONCURRENT_SCRIPTS,
+  maxQueuedScripts: CGI_MAX_QUEUED_SCRIPTS,
+  maxBody: CGI_MAX_REQUEST_BODY_BYTES,
+  accessLog: '-',
+  errorLog: '-',
+  headersTimeoutMs: HTTP_HEADERS_TIMEOUT_MS,
+  requestTimeoutMs: HTTP_REQUEST_TIMEOUT_MS,
+  keepaliveTimeoutMs: HTTP_KEEPALIVE_TIMEOUT_MS,
+  maxHeaderBytes: HTTP_MAX_HEADER_BYTES,
+  maxUrlBytes: HTTP_MAX_URL_BYTES,
+  shutdownGraceMs: HTTP_SHUTDOWN_GRACE_MS,
+};
+
+/** kebab-case key -> the ServeConfig field it sets (durations gain an Ms suffix). */
+export function fieldName(key: KeyDefinition): keyof ServeConfig {
+  const camel = key.name.replace(/-([a-z])/g, (_, letter: string) => letter.toUpperCase());
+  return (key.kind === 'duration' ? `${camel}Ms` : camel) as keyof ServeConfig;
+}
+
+export { parseDuration };

@@ -1,0 +1,233 @@
+/**
+ * The HTTP front (`gatehouse serve`): node:http with safe limits, and the
+ * routes from the configuration in a fixed order: FastCGI routes (longest
+ * prefix first), then CGI (script aliases and extensions), then static files.
+ * node:http's parser already refuses request smuggling (Content-Length with
+ * Transfer-Encoding, several Content-Lengths, obsolete line folding) with 400
+ * and oversized heads with 431; the front adds 414 for long targets, an
+ * access and error log, and a graceful stop.
+ */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import { unlinkSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { cgi, type CgiHandler } from '../cgi/handler.js';
+import type { ScriptSpawner } from '../cgi/spawner.js';
+import type { ServeConfig } from '../config/schema.js';
+import { formatListenAddress, parseListenAddress, type ListenAddress } from '../config/listen.js';
+import { fastcgi, type FastCGIHandler } from './fastcgi-handler.js';
+import { combinedLogLine, countResponseBytes, errorLogTime, openLog, type LogTarget } from './logs.js';
+import { serveStatic } from './static.js';
+import { sendErrorPage } from '../cgi/http-response.js';
+
+export interface FrontOptions {
+  config: ServeConfig;
+  /** How CGI scripts are started (the cgid daemon's client, or in-process spawning). */
+  spawner?: ScriptSpawner;
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse, next: () => void) => void;
+
+interface Route {
+  prefix: string;
+  handler: Handler;
+}
+
+export class GatehouseFront {
+  readonly config: ServeConfig;
+  readonly #servers: http.Server[] = [];
+  readonly #accessLog: LogTarget;
+  readonly #errorLog: LogTarget;
+  readonly #routes: Route[] = [];
+  readonly #cgi: CgiHandler | null;
+  readonly #fastcgi: FastCGIHandler[] = [];
+  readonly #static: ((req: IncomingMessage, res: ServerResponse) => void) | null;
+  #inFlight = 0;
+  #idleWaiters: Array<() => void> = [];
+  #stopping = false;
+
+  constructor(options: FrontOptions) {
+    const { config } = options;
+    this.config = config;
+    this.#accessLog = openLog(config.accessLog, 'stdout');
+    this.#errorLog = openLog(config.errorLog, 'stderr');
+    const errorLog = (line: string) => this.logError(line);
+    const scriptAliases = [...(config.cgiBin ? [{ urlPrefix: '/cgi-bin/', directory: config.cgiBin }] : []), ...config.scriptAlias.map((a) => ({ urlPrefix: a.url, directory: a.dir }))];
+    const environment = {
+      ...(config.serverName !== undefined ? { serverName: config.serverName } : {}),
+      ...(config.serverAdmin !== undefined ? { serverAdmin: config.serverAdmin } : {}),
+      passAuthorization: config.passAuthorization,
+      setEnv: config.setEnv,
+      passEnv: config.passEnv,
+    };
+    for (const route of [...config.fastcgi].sort((a, b) => b.url.length - a.url.length)) {
+      const handler = fastcgi({
+        ...environment,
+        urlPrefix: route.url,
+        upstreams: route.upstreams,
+        documentRoot: route.root ?? config.docroot ?? '/',
+        ...(route.splitPath !== undefined ? { splitPath: route.splitPath } : {}),
+        ...(route.index !== undefined ? { index: route.index } : {}),
+        ...(route.scriptFilename !== undefined ? { scriptFilename: route.scriptFilename } : {}),
+        ...(route.params !== undefined ? { params: route.params } : {}),
+        ...(route.connectTimeoutMs !== undefined ? { connectTimeoutMs: route.connectTimeoutMs } : {}),
+        ...(route.readTimeoutMs !== undefined ? { readTimeoutMs: route.readTimeoutMs } : {}),
+        ...(route.maxConnections !== undefined ? { maxConnections: route.maxConnections } : {}),
+        maxRequestBody: config.maxBody,
+        errorLog,
+      });
+      this.#fastcgi.push(handler);
+      this.#routes.push({ prefix: route.url, handler });
+    }
+    this.#cgi =
+      scriptAliases.length > 0 || config.cgiExt.length > 0
+        ? cgi({
+            ...environment,
+            documentRoot: config.docroot ?? scriptAliases[0]!.directory,
+            scriptAliases,
+            extensions: config.cgiExt,
+            scriptTimeout: `${config.scriptTimeoutMs}ms`,
+            ...(config.scriptLog !== undefined ? { scriptLog: config.scriptLog } : {}),
+            scriptLogLength: config.scriptLogLength,
+            scriptLogBuffer: config.scriptLogBuffer,
+            ...(config.scriptLogSecrets ? { scriptLogSecrets: true } : {}),
+            maxConcurrentScripts: config.maxScripts,
+            maxQueuedScripts: config.maxQueuedScripts,
+            maxRequestBody: config.maxBody,
+            errorLog,
+            ...(options.spawner ? { spawner: options.spawner } : {}),
+          })
+        : null;
+    this.#static = config.docroot ? serveStatic({ documentRoot: config.docroot, errorLog }) : null;
+  }
+
+  logError(line: string): void {
+    this.#errorLog.write(`${errorLogTime(new Date())} [pid ${process.pid}] ${line}`);
+  }
+
+  /** The request pipeline: limits, access log, then the routes. */
+  readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const started = new Date();
+    const bodyBytes = countResponseBytes(res);
+    this.#inFlight++;
+    let logged = false;
+    const done = () => {
+      if (logged) return;
+      logged = true;
+      this.#accessLog.write(combinedLogLine(req, res, bodyBytes(), started));
+      if (--this.#inFlight === 0) {
+        const waiters = this.#idleWaiters;
+        this.#idleWaiters = [];
+        for (const waiter of waiters) waiter();
+      }
+    };
+    res.once('finish', done);
+    res.once('close', done);
+    if (this.#stopping) res.setHeader('Connection', 'close');
+    const target = req.url ?? '/';
+    if (Buffer.byteLength(target, 'latin1') > this.config.maxUrlBytes) {
+      this.logError(`request target of ${target.length} bytes from ${req.socket.remoteAddress} exceeds max-url-bytes (${this.config.maxUrlBytes}): 414`);
+      return sendErrorPage(res, 414, true);
+    }
+    if (!target.startsWith('/')) {
+      // Absolute-form and authority-form targets are for proxies; gatehouse is an origin server.
+      return sendErrorPage(res, 400, true);
+    }
+    const path = target.split('?', 1)[0]!;
+    for (const route of this.#routes) {
+      if (path.startsWith(route.prefix) || path + '/' === route.prefix) {
+        route.handler(req, res, () => this.#afterCgi(req, res));
+        return;
+      }
+    }
+    this.#afterCgi(req, res, true);
+  };
+
+  #afterCgi(req: IncomingMessage, res: ServerResponse, tryCgi = false): void {
+    if (tryCgi && this.#cgi) {
+      this.#cgi(req, res, () => this.#serveStatic(req, res));
+      return;
+    }
+    this.#serveStatic(req, res);
+  }
+
+  #serveStatic(req: IncomingMessage, res: ServerResponse): void {
+    if (this.#static) this.#static(req, res);
+    else sendErrorPage(res, 404);
+  }
+
+  /** Starts listening on every configured address; resolves with the addresses actually bound. */
+  async listen(): Promise<ListenAddress[]> {
+    const bound: ListenAddress[] = [];
+    for (const text of this.config.listen) {
+      const address = parseListenAddress(text);
+      if (typeof address === 'string') throw new Error(address);
+      const server = http.createServer(
+        {
+          headersTimeout: this.config.headersTimeoutMs,
+          requestTimeout: this.config.requestTimeoutMs,
+          keepAliveTimeout: this.config.keepaliveTimeoutMs,
+          maxHeaderSize: this.config.maxHeaderBytes,
+          // Reject ambiguous framing; never accept what a proxy in front might read differently.
+          insecureHTTPParser: false,
+          noDelay: true,
+        },
+        this.handle,
+      );
+      server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+        if (error.code !== 'ECONNRESET' && error.code !== 'EPIPE') this.logError(`http: bad request from ${(socket as import('node:net').Socket).remoteAddress ?? '-'}: ${error.code ?? ''} ${error.message}`);
+        if (!socket.writable) return socket.destroy();
+        const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+        socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      });
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        if ('path' in address) {
+          server.listen(address.path, () => resolve());
+        } else server.listen(address.port, address.host, () => resolve());
+      });
+      const actual = server.address();
+      bound.push(typeof actual === 'string' || actual === null ? address : { host: actual.address, port: actual.port });
+      this.#servers.push(server);
+    }
+    return bound;
+  }
+
+  /**
+   * Graceful stop: stop accepting, let requests in flight finish for up to
+   * `graceMs`, then close every connection (which kills their scripts: a
+   * client that goes away takes its script with it) and wait for them.
+   */
+  async stop(graceMs = this.config.shutdownGraceMs): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    const closed = this.#servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+    for (const server of this.#servers) server.closeIdleConnections();
+    if (this.#inFlight > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([new Promise<void>((resolve) => this.#idleWaiters.push(resolve)), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+      clearTimeout(timer);
+      if (this.#inFlight > 0) this.logError(`stop: ${this.#inFlight} request(s) still running after ${graceMs} ms: closing their connections`);
+    }
+    for (const server of this.#servers) server.closeAllConnections();
+    await Promise.all(closed);
+    // Closing the connections aborted their scripts; wait (bounded) until every one was reaped.
+    for (let waited = 0; this.#cgi && this.#cgi.limiter.running > 0 && waited < graceMs + 5000; waited += 50) await sleep(50);
+    await Promise.all(this.#fastcgi.map((handler) => handler.close()));
+    for (const text of this.config.listen) {
+      const address = parseListenAddress(text);
+      if (typeof address !== 'string' && 'path' in address) {
+        try {
+          unlinkSync(address.path);
+        } catch {
+          /* node:http removed it already */
+        }
+      }
+    }
+    await this.#accessLog.close();
+    await this.#errorLog.close();
+  }
+
+  describe(addresses: ListenAddress[]): string {
+    return addresses.map(formatListenAddress).join(', ');
+  }
+}
