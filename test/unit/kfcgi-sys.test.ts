@@ -76,7 +76,10 @@ test('tcpListenQueue reports the backlog of a TCP listener; null for a unix sock
 
 test('sendDescriptor / receiveDescriptor: a payload with a descriptor, received as a working copy', async (t) => {
   const path = join(scratch(t), 'srv.sock');
-  const server = net.createServer((socket) => socket.end('from the server\n')).listen(path);
+  const server = net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    socket.end('from the server\n');
+  }).listen(path);
   t.after(() => server.close());
   await new Promise((resolve) => server.once('listening', resolve));
   const client = net.connect(path);
