@@ -9,11 +9,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { PassThrough, pipeline, Transform, type Readable } from 'node:stream';
+import { PassThrough, pipeline, type Readable } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { ErrorCode } from '../errors.js';
 import { CGI_MAX_ARGV_WORDS, CGI_MAX_LOCAL_REDIRECTS, CGI_MAX_REQUEST_BODY_BYTES, CGI_BODY_MEMORY_SPOOL_BYTES } from '../limits.js';
 import { spoolBody } from './body-spool.js';
+import { answerContinue, pairRawHeaders, pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from './http-response.js';
 import { buildEnvironment, environmentRecord, searchWords, type CgiEnvironment, type CgiRequestDescription, type EnvironmentPolicy } from './environment.js';
 import { ScriptLimiter } from './limiter.js';
 import { resolveInRoutes, type ResolvedScript, type ScriptRoute } from './resolve.js';
@@ -76,8 +77,6 @@ export type CgiHandler = ((req: IncomingMessage, res: ServerResponse, next?: Nex
   readonly shutdown: (graceMs?: number) => Promise<void>;
 };
 
-/** Response headers a script may not set: they describe the connection, which the server owns. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te', 'trailer']);
 
 interface Dispatch {
   req: IncomingMessage;
@@ -102,7 +101,7 @@ export function cgi(options: CgiOptions): CgiHandler {
     const target = req.url ?? '/';
     dispatch(settings, { req, res, next, target, mount: mountPoint(req, target), method: req.method ?? 'GET', depth: 0 }).catch((error: unknown) => {
       settings.errorLog(`cgi: internal error handling ${req.method} ${req.url}: ${(error as Error)?.stack ?? String(error)}`);
-      sendError(res, 500);
+      sendErrorPage(res, 500);
     });
   }) as CgiHandler;
   Object.defineProperty(handler, 'limiter', { value: settings.limiter });
@@ -209,7 +208,7 @@ async function dispatch(settings: Settings, dispatch: Dispatch): Promise<void> {
   const resolution = await resolveInRoutes(pathname, settings.routes);
   if (resolution.kind === 'refused') {
     settings.errorLog(`cgi: refused ${dispatch.method} ${dispatch.mount}${dispatch.target} from ${req.socket.remoteAddress}: ${resolution.reason}`);
-    sendError(res, resolution.status);
+    sendErrorPage(res, resolution.status);
     return;
   }
   if (resolution.kind !== 'script') {
@@ -220,7 +219,7 @@ async function dispatch(settings: Settings, dispatch: Dispatch): Promise<void> {
         req.method = 'GET';
       }
       dispatch.next();
-    } else sendError(res, 404);
+    } else sendErrorPage(res, 404);
     return;
   }
   await runResolved(settings, dispatch, resolution, query);
@@ -230,11 +229,11 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
   const { req, res } = dispatch;
   if (settings.stopping) {
     settings.errorLog(`cgi: stopping: refused ${script.scriptFilename} with 503`);
-    sendError(res, 503, true);
+    sendErrorPage(res, 503, true);
     return;
   }
   const withBody = dispatch.depth === 0;
-  const headers = pairHeaders(req.rawHeaders).filter(
+  const headers = pairRawHeaders(req.rawHeaders).filter(
     ([name]) => withBody || !/^(content-length|transfer-encoding)$/i.test(name),
   );
 
@@ -248,7 +247,7 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
     const chunked = req.headers['transfer-encoding'] !== undefined;
     if (!chunked && declared !== undefined && Number(declared) > settings.maxRequestBody) {
       settings.errorLog(`cgi: request body of ${declared} bytes for ${script.scriptFilename} is over the limit of ${settings.maxRequestBody}`);
-      sendError(res, 413, true);
+      sendErrorPage(res, 413, true);
       return;
     }
     if (chunked || (declared !== undefined && Number(declared) > 0)) {
@@ -262,12 +261,12 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
         });
         if (outcome.kind === 'too-large') {
           settings.errorLog(`cgi: chunked request body for ${script.scriptFilename} is over the limit of ${outcome.limit} bytes`);
-          sendError(res, 413, true);
+          sendErrorPage(res, 413, true);
           return;
         }
         if (outcome.kind === 'failed') {
           settings.errorLog(`cgi: reading the request body for ${script.scriptFilename} failed: ${outcome.error.message}`);
-          sendError(res, 400, true);
+          sendErrorPage(res, 400, true);
           return;
         }
         contentLength = outcome.body.length;
@@ -297,7 +296,7 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
       if (gone.signal.aborted) return;
       settings.errorLog(`cgi: ${settings.limiter.maxRunning} scripts running and ${settings.limiter.maxQueued} waiting: refused ${script.scriptFilename} with 503`);
       res.setHeader('Retry-After', '1');
-      sendError(res, 503);
+      sendErrorPage(res, 503);
       return;
     }
   }
@@ -365,7 +364,7 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
         protocol: `HTTP/${req.httpVersion}`,
         status,
         scriptPath: file,
-        requestHeaders: pairHeaders(req.rawHeaders),
+        requestHeaders: pairRawHeaders(req.rawHeaders),
         requestBody: bodyHead(),
         responseHeaders,
         error,
@@ -384,21 +383,21 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
       settings.errorLog(`cgi: ${outcome.error.message}`);
       logFailure(status, outcome.error.message);
       completed = true;
-      sendError(res, status);
+      sendErrorPage(res, status);
       return;
     }
     case 'timeout':
       settings.errorLog(`cgi: ${file}: no output for ${settings.timeoutMs} ms before the headers: script killed, answering 504`);
       logFailure(504, `timeout: no output for ${settings.timeoutMs} ms`);
       completed = true;
-      sendError(res, 504);
+      sendErrorPage(res, 504);
       return;
     case 'malformed': {
       const where = outcome.error.line !== undefined ? `: Bad header: ${outcome.error.line}` : '';
       settings.errorLog(`cgi: malformed header from script ${file}: ${outcome.error.message}${where}`);
       logFailure(500, `malformed header from script${where} (${outcome.error.message})`);
       completed = true;
-      sendError(res, 500);
+      sendErrorPage(res, 500);
       return;
     }
     case 'raw':
@@ -413,7 +412,7 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
     completed = true;
     if (dispatch.depth + 1 > settings.maxLocalRedirects) {
       settings.errorLog(`cgi: ${file}: more than ${settings.maxLocalRedirects} local redirects (last to ${head.location}); answering 500`);
-      sendError(res, 500);
+      sendErrorPage(res, 500);
       return;
     }
     run.body.resume();
@@ -422,7 +421,7 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
     return;
   }
   if (head.status >= 500) logFailure(head.status, `the script answered ${head.status}`, head.headers);
-  writeHead(res, head);
+  writeCgiHead(res, head);
   if (head.kind === 'client-redirect') {
     // As Apache does: the script's body is replaced by a short page pointing at the new location.
     run.body.resume();
@@ -458,7 +457,7 @@ async function dispatchRedirect(settings: Settings, previous: Dispatch, location
       previous.req.url = location;
       previous.req.method = 'GET';
       previous.next();
-    } else sendError(previous.res, 404);
+    } else sendErrorPage(previous.res, 404);
     return;
   }
   await dispatch(settings, {
@@ -473,61 +472,22 @@ async function dispatchRedirect(settings: Settings, previous: Dispatch, location
   });
 }
 
-function writeHead(res: ServerResponse, head: CgiResponseHead): void {
-  res.statusCode = head.status;
-  if (head.reason) res.statusMessage = head.reason;
-  const grouped = new Map<string, { name: string; values: string[] }>();
-  for (const [name, value] of head.headers) {
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower)) continue;
-    const entry = grouped.get(lower);
-    if (entry) entry.values.push(value);
-    else grouped.set(lower, { name, values: [value] });
-  }
-  for (const { name, values } of grouped.values()) res.setHeader(name, values.length === 1 ? values[0]! : values);
-}
 
-/**
- * Streams the script's body to the client with backpressure. A script's
- * Content-Length is held to: extra bytes are not sent (they would be read as
- * the next response on a kept-alive connection) and a short body closes the
- * connection instead of leaving the client waiting.
- */
+/** Streams the script's body to the client (Content-Length held to, see pipeCgiBody); a timeout after the head cuts the response short. */
 function sendBody(run: ScriptRun, res: ServerResponse, head: CgiResponseHead, file: string, errorLog: (line: string) => void, done: () => void): void {
-  const expected = head.contentLength;
-  let sent = 0;
-  const finish = (error: NodeJS.ErrnoException | null) => {
-    if (!error) {
-      done();
-      return;
-    }
-    const code = (error as { code?: string }).code;
-    if (code === ErrorCode.REQUEST_ABORTED || code === 'ERR_STREAM_PREMATURE_CLOSE') return;
-    if (code === ErrorCode.CGI_SCRIPT_TIMEOUT) errorLog(`cgi: ${file}: no output for the script timeout after the body started: script killed, response cut short`);
-    else errorLog(`cgi: ${error.message}`);
-    res.destroy();
-  };
-  if (expected === undefined) {
-    pipeline(run.body, res, finish);
-    return;
-  }
-  pipeline(
+  pipeCgiBody(
     run.body,
-      new Transform({
-        transform(chunk: Buffer, _encoding, callback) {
-          const room = expected - sent;
-          if (room <= 0) return callback();
-          const kept = chunk.length <= room ? chunk : chunk.subarray(0, room);
-          sent += kept.length;
-          callback(null, kept);
-        },
-        flush(callback) {
-          if (sent < expected) callback(new Error(`script ${file} announced Content-Length ${expected} but wrote ${sent} bytes`));
-          else callback();
-        },
-      }),
     res,
-    finish,
+    head,
+    (error) => {
+      if (!error) return done();
+      const code = (error as { code?: string }).code;
+      if (code === ErrorCode.REQUEST_ABORTED || code === 'ERR_STREAM_PREMATURE_CLOSE') return;
+      if (code === ErrorCode.CGI_SCRIPT_TIMEOUT) errorLog(`cgi: ${file}: no output for the script timeout after the body started: script killed, response cut short`);
+      else errorLog(`cgi: ${error.message}`);
+      res.destroy();
+    },
+    `script ${file}`,
   );
 }
 
@@ -541,13 +501,6 @@ function sendRaw(run: ScriptRun, req: IncomingMessage, res: ServerResponse, done
   });
 }
 
-/** Answers Expect: 100-continue before the body is read, unless node:http already did (no 'checkContinue' listener). */
-function answerContinue(req: IncomingMessage, res: ServerResponse): void {
-  const expect = req.headers.expect;
-  if (expect === undefined || !/100-continue/i.test(expect)) return;
-  if ((res as unknown as { _sent100?: boolean })._sent100) return;
-  res.writeContinue();
-}
 
 /** The prefix a framework stripped from req.url (Express's req.originalUrl keeps it), or "". */
 /** An IPv4 client on a dual-stack socket appears as ::ffff:a.b.c.d; scripts (and Apache) see a.b.c.d. */
@@ -574,54 +527,10 @@ function decodeMount(mount: string): string {
   }
 }
 
-function pairHeaders(raw: readonly string[]): Array<[string, string]> {
-  const pairs: Array<[string, string]> = [];
-  for (let index = 0; index + 1 < raw.length; index += 2) pairs.push([raw[index]!, raw[index + 1]!]);
-  return pairs;
-}
 
-/** Path and query of a request target; an absolute-form target (http://host/path) gives its path. */
-function splitTarget(target: string): { pathname: string; query: string } {
-  let rest = target;
-  const absolute = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(rest);
-  if (absolute) rest = rest.slice(absolute[0].length) || '/';
-  const hash = rest.indexOf('#');
-  if (hash !== -1) rest = rest.slice(0, hash);
-  const question = rest.indexOf('?');
-  return question === -1 ? { pathname: rest, query: '' } : { pathname: rest.slice(0, question), query: rest.slice(question + 1) };
-}
 
-const REASONS: Record<number, string> = {
-  400: 'Bad Request',
-  403: 'Forbidden',
-  404: 'Not Found',
-  413: 'Request Entity Too Large',
-  500: 'Internal Server Error',
-  503: 'Service Unavailable',
-  504: 'Gateway Timeout',
-};
 
-/** A short error page like Apache's; if the head already went out, the connection is closed instead. */
-function sendError(res: ServerResponse, status: number, closeConnection = false): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  if (res.writableEnded) return;
-  for (const name of res.getHeaderNames()) if (name !== 'retry-after') res.removeHeader(name);
-  const reason = REASONS[status] ?? 'Error';
-  const body = `<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n<title>${status} ${reason}</title>\n</head><body>\n<h1>${reason}</h1>\n</body></html>\n`;
-  res.statusCode = status;
-  res.setHeader('Content-Type', 'text/html; charset=iso-8859-1');
-  res.setHeader('Content-Length', Buffer.byteLength(body));
-  if (closeConnection) res.setHeader('Connection', 'close');
-  res.end(res.req?.method === 'HEAD' ? undefined : body);
-}
 
-function redirectPage(location: string): string {
-  const escaped = location.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-  return `<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n<title>302 Found</title>\n</head><body>\n<h1>Found</h1>\n<p>The document has moved <a href="${escaped}">here</a>.</p>\n</body></html>\n`;
-}
 
 /** Passes the request body through while keeping its first bytes for the script log. */
 class BodyTap extends PassThrough {
