@@ -161,7 +161,9 @@ errors = 0;
 badBodies = 0;
 
 const start = performance.now();
+const cpuBefore = process.cpuUsage();
 if (stalled === 0) stalled = await phase(start + seconds * 1000);
+const cpu = process.cpuUsage(cpuBefore);
 const elapsed = Math.min((performance.now() - start) / 1000, seconds);
 if (stalled === 0) await client.close();
 
@@ -177,6 +179,8 @@ process.stdout.write(
     requestsPerSecond: latencies.length / elapsed,
     p50: percentile(50),
     p99: percentile(99),
+    // CPU time of the client process per request (user + system): less sensitive to a busy machine than requests/s.
+    cpuMicrosPerRequest: latencies.length > 0 ? (cpu.user + cpu.system) / latencies.length : NaN,
     clientConcurrency: client.limit ?? null,
   })}\n`,
 );

@@ -49,7 +49,11 @@ export async function runClientBench({ duration = 6, repeats = 2, inFlight = 16 
       }
     }
   }
-  const mean = (list, key) => list.reduce((sum, result) => sum + result[key], 0) / list.length;
+  // null (no request answered) counts as missing, not as zero.
+  const mean = (list, key) => {
+    const values = list.map((result) => result[key]).filter((value) => typeof value === 'number' && Number.isFinite(value));
+    return values.length === 0 ? NaN : values.reduce((sum, value) => sum + value, 0) / values.length;
+  };
   const summary = Object.fromEntries(
     Object.entries(runs).map(([name, list]) => [
       name,
@@ -59,7 +63,9 @@ export async function runClientBench({ duration = 6, repeats = 2, inFlight = 16 
             requestsPerSecond: mean(list, 'requestsPerSecond'),
             p50: mean(list, 'p50'),
             p99: mean(list, 'p99'),
+            cpuMicrosPerRequest: mean(list, 'cpuMicrosPerRequest'),
             errors: list.reduce((sum, result) => sum + result.errors, 0),
+            requests: list.reduce((sum, result) => sum + result.requests, 0),
             firstError: list.map((result) => result.firstError).find(Boolean) ?? '',
             runs: list.map((result) => result.requestsPerSecond.toFixed(0)).join(' / '),
             clientConcurrency: list[0].clientConcurrency,
@@ -81,6 +87,7 @@ export async function runClientBench({ duration = 6, repeats = 2, inFlight = 16 
       runs: result?.runs ?? '-',
       'p50 ms': fmt(result?.p50, 2),
       'p99 ms': fmt(result?.p99, 2),
+      'client CPU µs/req': fmt(result?.cpuMicrosPerRequest),
       'x fastcgi-client': result ? `${(result.requestsPerSecond / best).toFixed(2)}x` : '-',
       errors: result ? `${result.errors}${result.firstError ? ` (${result.firstError.slice(0, 80)})` : ''}` : '-',
     };
@@ -94,11 +101,15 @@ export async function runClientBench({ duration = 6, repeats = 2, inFlight = 16 
       continue;
     }
     const ratio = result.requestsPerSecond / best;
+    const cpuRatio = summary['fastcgi-client'].cpuMicrosPerRequest / result.cpuMicrosPerRequest;
+    if (Number.isFinite(cpuRatio) && cpuRatio > 0) {
+      verdicts.push(`client CPU per request, fastcgi-client / ${name} = ${cpuRatio.toFixed(2)}x (above 1: gatehouse spends less)`);
+    }
     verdicts.push(`${descriptions[name]} / fastcgi-client = ${ratio.toFixed(2)}x (target >= 1.5x): ${ratio >= 1.5 ? 'MET' : 'MISSED'}`);
     if (result.errors > 0) verdicts.push(`${name} had ${result.errors} failed requests: ${result.firstError}`);
   }
   notes.push(
-    `php-fpm 8.2 -n (no php.ini), pm = static, 4 workers, hello.php echoing "hello\\n"; ${inFlight} requests in flight from one Node process per client, ${duration} s per run after 1 s of warm-up, ${repeats} runs each taking turns; every body checked; latency measured per request in the driver.`,
+    `php-fpm 8.2 -n (no php.ini), pm = static, 4 workers, hello.php echoing "hello\\n"; ${inFlight} requests in flight from one Node process per client, ${duration} s per run after 1 s of warm-up, ${repeats} runs each taking turns; every body checked; latency measured per request in the driver; client CPU is the driver process's user + system time over the timed run divided by the requests answered.`,
   );
   return { title: `FastCGI client vs npm fastcgi-client against php-fpm (${inFlight} in flight)`, rows, verdicts, notes };
 }

@@ -1,0 +1,192 @@
+#!/usr/bin/env node
+/**
+ * gatehouse kfcgi benchmark (issue 6), behind one nginx, with wrk:
+ *
+ *   1. fixed pool vs spawn-fcgi: the same libfcgi program, 4 workers each
+ *      (target: within 5%, since the manager is out of the data path);
+ *   2. variable pool vs fixed pool with the gatehouse worker library (Node)
+ *      (target: at least 0.8x);
+ *   3. the manager's resident memory after each run.
+ *
+ *   npx tsc -p . && node bench/kfcgi.mjs [--duration SECONDS] [--rounds N] [--connections C]
+ *
+ * Runs alternate (A, B, A, B, ...) so that load from elsewhere on the machine
+ * hits both sides alike; the table gives the median of the rounds. Results go
+ * to standard output; bench/KFCGI.md records them with this command.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir, cpus } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const { values } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '8' },
+    rounds: { type: 'string', default: '3' },
+    connections: { type: 'string', default: '16' },
+    workers: { type: 'string', default: '4' },
+  },
+});
+const duration = Number(values.duration);
+const rounds = Number(values.rounds);
+const connections = Number(values.connections);
+const workers = Number(values.workers);
+
+const work = mkdtempSync(join(tmpdir(), 'gatehouse-bench-kfcgi-'));
+const cleanups = [];
+const stopAll = async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  rmSync(work, { recursive: true, force: true });
+};
+process.on('SIGINT', () => stopAll().then(() => process.exit(130)));
+
+function start(command, args, options = {}) {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+  let output = '';
+  child.stdout.on('data', (chunk) => (output += chunk));
+  child.stderr.on('data', (chunk) => (output += chunk));
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    await Promise.race([exited, sleep(8000)]);
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  return { child, stop, output: () => output, exited };
+}
+
+async function waitForPath(path, connect) {
+  for (let i = 0; i < 200; i += 1) {
+    try {
+      execFileSync('/usr/bin/cgi-fcgi', ['-bind', '-connect', path], { env: { REQUEST_METHOD: 'GET', SCRIPT_FILENAME: '/x' }, stdio: 'ignore', timeout: 2000 });
+      return;
+    } catch {
+      await sleep(50);
+    }
+  }
+  throw new Error(`nothing answered on ${path} (${connect})`);
+}
+
+function rss(pid) {
+  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return match ? Number(match[1]) * 1024 : 0;
+}
+
+// --- the program, nginx ---------------------------------------------------------
+const hello = join(work, 'hello-libfcgi');
+execFileSync('gcc', ['-O2', '-o', hello, join(root, 'test/fixtures/kfcgi/hello-libfcgi.c'), '-lfcgi']);
+const nodeWorker = join(root, 'dist/test/fixtures/kfcgi/node-worker.js');
+const gatehouse = join(root, 'dist/src/cli/main.js');
+const socket = join(work, 'app.sock');
+
+const nginxPrefix = join(work, 'nginx');
+for (const dir of ['logs', 'tmp']) mkdirSync(join(nginxPrefix, dir), { recursive: true });
+const nginxPort = 20000 + Math.floor(Math.random() * 20000);
+writeFileSync(
+  join(nginxPrefix, 'nginx.conf'),
+  `${process.getuid() === 0 ? 'user root root;' : ''}
+daemon off;
+worker_processes 1;
+pid ${nginxPrefix}/logs/nginx.pid;
+error_log ${nginxPrefix}/logs/error.log error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${nginxPrefix}/tmp;
+  fastcgi_temp_path ${nginxPrefix}/tmp;
+  server {
+    listen 127.0.0.1:${nginxPort} backlog=4096;
+    location / { include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME /x; fastcgi_pass unix:${socket}; }
+  }
+}
+`,
+);
+const nginx = start('/usr/sbin/nginx', ['-p', nginxPrefix, '-c', join(nginxPrefix, 'nginx.conf'), '-e', join(nginxPrefix, 'logs/error.log')]);
+cleanups.push(nginx.stop);
+await sleep(500);
+
+function wrk() {
+  const output = execFileSync('/usr/bin/wrk', ['-t', '2', '-c', String(connections), '-d', `${duration}s`, `http://127.0.0.1:${nginxPort}/`], { encoding: 'utf8' });
+  const requestsPerSecond = Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1] ?? 0);
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(output)?.[1] ?? 0);
+  const errors = /Socket errors: (.*)/.exec(output)?.[1] ?? '';
+  const latency = /Latency\s+(\S+)/.exec(output)?.[1] ?? '';
+  return { requestsPerSecond, non2xx, errors, latency };
+}
+
+// --- the sides ---------------------------------------------------------------------
+async function withSpawnFcgi(run) {
+  rmSync(socket, { force: true });
+  const output = execFileSync('/usr/bin/spawn-fcgi', ['-s', socket, '-F', String(workers), '-M', '0660', '--', hello], { encoding: 'utf8' });
+  const pids = [...output.matchAll(/PID: (\d+)/g)].map((match) => Number(match[1]));
+  try {
+    await waitForPath(socket, 'spawn-fcgi');
+    return { ...run(), managerRss: null };
+  } finally {
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {}
+    }
+    await sleep(300);
+    rmSync(socket, { force: true });
+  }
+}
+
+async function withKfcgi(args, run) {
+  const kfcgi = start(process.execPath, [gatehouse, 'kfcgi', '-d', '-p', '/', '-s', socket, ...args]);
+  try {
+    await waitForPath(socket, `kfcgi ${args.join(' ')}`);
+    await sleep(1200); // past the start-up check
+    const result = run();
+    return { ...result, managerRss: rss(kfcgi.child.pid) };
+  } finally {
+    await kfcgi.stop();
+  }
+}
+
+const sides = {
+  'spawn-fcgi, libfcgi': () => withSpawnFcgi(wrk),
+  'kfcgi fixed, libfcgi': () => withKfcgi(['-n', String(workers), hello], wrk),
+  'kfcgi fixed, Node worker': () => withKfcgi(['-n', String(workers), process.execPath, nodeWorker], wrk),
+  'kfcgi variable, Node worker': () => withKfcgi(['-r', '-n', String(workers), '-N', String(connections), process.execPath, nodeWorker], wrk),
+};
+
+const results = Object.fromEntries(Object.keys(sides).map((name) => [name, []]));
+try {
+  for (let round = 0; round < rounds; round += 1) {
+    for (const [name, run] of Object.entries(sides)) {
+      const result = await run();
+      results[name].push(result);
+      console.error(`round ${round + 1} ${name}: ${result.requestsPerSecond.toFixed(0)} req/s, latency ${result.latency}, non-2xx ${result.non2xx}${result.errors ? `, socket errors ${result.errors}` : ''}${result.managerRss ? `, manager RSS ${(result.managerRss / 1048576).toFixed(1)} MiB` : ''}`);
+    }
+  }
+} finally {
+  await stopAll();
+}
+
+const median = (numbers) => {
+  const sorted = [...numbers].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+};
+const row = (name) => {
+  const runs = results[name];
+  const rps = median(runs.map((run) => run.requestsPerSecond));
+  const failed = runs.reduce((sum, run) => sum + run.non2xx, 0);
+  const rssValues = runs.map((run) => run.managerRss).filter((value) => value !== null);
+  return { name, rps, failed, runs: runs.map((run) => run.requestsPerSecond.toFixed(0)).join(' / '), rss: rssValues.length ? `${(median(rssValues) / 1048576).toFixed(1)} MiB` : '-' };
+};
+const table = Object.keys(sides).map(row);
+const byName = Object.fromEntries(table.map((entry) => [entry.name, entry]));
+console.log(`machine: ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, node ${process.version}; wrk -t2 -c${connections} -d${duration}s through nginx (1 worker process), ${workers} workers, ${rounds} alternating rounds, median`);
+console.log('| side | requests/s (median) | rounds | non-2xx | manager RSS |');
+console.log('| --- | ---: | --- | ---: | ---: |');
+for (const entry of table) console.log(`| ${entry.name} | ${entry.rps.toFixed(0)} | ${entry.runs} | ${entry.failed} | ${entry.rss} |`);
+const fixedVsSpawn = byName['kfcgi fixed, libfcgi'].rps / byName['spawn-fcgi, libfcgi'].rps;
+const variableVsFixed = byName['kfcgi variable, Node worker'].rps / byName['kfcgi fixed, Node worker'].rps;
+console.log(`\nkfcgi fixed / spawn-fcgi (libfcgi): ${fixedVsSpawn.toFixed(3)} (target >= 0.95)`);
+console.log(`kfcgi variable / fixed (Node worker): ${variableVsFixed.toFixed(3)} (target >= 0.8)`);
