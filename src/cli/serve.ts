@@ -4,7 +4,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { SERVE_KEYS } from '../config/schema.js';
-import { ConfigError, loadServeConfig } from '../config/load.js';
+import { ConfigError, closestName, loadServeConfig } from '../config/load.js';
 import { GatehouseFront } from '../http/server.js';
 import { formatListenAddress } from '../config/listen.js';
 
@@ -54,7 +54,10 @@ export async function main(argv: string[]): Promise<number> {
   try {
     parsed = parseFlags(argv);
   } catch (error) {
-    process.stderr.write(`gatehouse serve: ${(error as Error).message}\nRun 'gatehouse serve --help' for the options.\n`);
+    // parseArgs names the unknown option but not the one meant: suggest it, as the config file does for keys.
+    const unknown = /Unknown option '--([^']+)'/.exec((error as Error).message)?.[1];
+    const hint = unknown ? closestName(unknown, [...COMMAND_OPTIONS.map((option) => option.flag), ...SERVE_KEYS.filter((key) => key.flag).map((key) => key.name)]) : undefined;
+    process.stderr.write(`gatehouse serve: ${(error as Error).message}${hint ? `; did you mean --${hint}?` : ''}\nRun 'gatehouse serve --help' for the options.\n`);
     return 2;
   }
   const { config: file, check, help, ...flags } = parsed.values as Record<string, unknown>;
@@ -81,6 +84,9 @@ export async function main(argv: string[]): Promise<number> {
       ...config.scriptAlias.map((alias) => `${alias.url} -> ${alias.dir} (CGI)`),
       ...config.fastcgi.map((route) => `${route.url} -> FastCGI ${route.upstreams.join(', ')}`),
       `script-timeout: ${config.scriptTimeoutMs} ms`,
+      ...(config.scriptLog ? [`script-log: ${config.scriptLog}`] : []),
+      `access-log: ${config.accessLog}`,
+      `error-log: ${config.errorLog}`,
     ];
     process.stdout.write(lines.join('\n') + '\n');
     return 0;

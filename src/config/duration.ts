@@ -4,12 +4,21 @@
  * what to write instead.
  */
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+/**
+ * The longest delay a Node timer honours (2^31 - 1 ms, about 24.8 days): a
+ * longer one fires after 1 ms instead, so "600h" would kill every script at once.
+ */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+const TOO_LONG = `is longer than a timer can wait (${MAX_DURATION_MS} ms, about 24 days); write a shorter time`;
 
 export function parseDuration(value: string | number): number | string {
   if (typeof value === 'number') {
-    return Number.isFinite(value) && value >= 0 ? Math.round(value * 1000) : `${value} is not a duration; write a number of seconds, or 20s, 500ms, 2m`;
+    if (!Number.isFinite(value) || value < 0) return `${value} is not a duration; write a number of seconds, or 20s, 500ms, 2m`;
+    const ms = Math.round(value * 1000);
+    return ms > MAX_DURATION_MS ? `${value} seconds ${TOO_LONG}` : ms;
   }
   const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(value);
   if (!match) return `"${value}" is not a duration; write 20 (seconds), 20s, 500ms, 2m or 1h`;
-  return Math.round(Number(match[1]) * UNITS[match[2] ?? 's']!);
+  const ms = Math.round(Number(match[1]) * UNITS[match[2] ?? 's']!);
+  return ms > MAX_DURATION_MS ? `"${value}" ${TOO_LONG}` : ms;
 }

@@ -215,10 +215,8 @@ function apply(config: ServeConfig, raw: Record<string, unknown>, baseDir: strin
     }
     const converted = convert(key, value, baseDir, problems, where);
     if (converted === undefined) continue;
-    const field = fieldName(key);
-    if (key.kind === 'strings' && source === 'flag' && Array.isArray(config[field]) && config[field] !== SERVE_DEFAULTS[field]) {
-      (config as unknown as Record<string, unknown>)[field] = [...(config[field] as string[]), ...(converted as string[])];
-    } else (config as unknown as Record<string, unknown>)[field] = converted;
+    // A flag replaces the file's value, lists included (--cgi-ext .pl over cgi-ext = [".cgi"] runs only .pl), as --listen does.
+    (config as unknown as Record<string, unknown>)[fieldName(key)] = converted;
   }
 }
 
@@ -248,6 +246,8 @@ function validate(config: ServeConfig, problems: string[]): void {
     problems.push(`request-timeout (${config.requestTimeoutMs} ms) is shorter than headers-timeout (${config.headersTimeoutMs} ms); raise it or set 0 for no limit`);
   }
   if (config.maxScripts < 1) problems.push('max-scripts: must be at least 1');
+  // 0 would mean "kill every script at once"; there is no "no limit" for scripts (a hung one would hold its slot forever).
+  if (config.scriptTimeoutMs < 1) problems.push('script-timeout: must be longer than 0; write a time such as 60s or 500ms');
 }
 
 export interface LoadOptions {
