@@ -265,6 +265,20 @@ export function compileLibfcgiHello(source, dir) {
   return output;
 }
 
+const CLOCK_TICKS_PER_SECOND = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+/** CPU time (user + system, in microseconds) used so far by these processes, from /proc/PID/stat. */
+export function cpuMicros(pids) {
+  let ticks = 0;
+  for (const pid of pids) {
+    const stat = readText(`/proc/${pid}/stat`);
+    // Fields after the command name (which may hold spaces) start after the last ')'; utime and stime are fields 14 and 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return (ticks * 1_000_000) / CLOCK_TICKS_PER_SECOND;
+}
+
 export function readText(path) {
   return existsSync(path) ? readFileSync(path, 'utf8') : '';
 }
