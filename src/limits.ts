@@ -138,8 +138,6 @@ export const KFCGI_RESTART_IDLE_WAIT_MS = 10_000;
 export const KFCGI_RESTART_POLL_MS = 10;
 /** How often a variable pool looks for workers idle longer than -w. */
 export const KFCGI_IDLE_SWEEP_MS = 1000;
-/** Variable pool: accepted connections waiting for a free worker; past this new ones are closed (and counted). */
-export const KFCGI_MAX_QUEUED_CONNECTIONS = 4096;
 /** Longest line of a worker's stdout/stderr logged as one message; longer lines are cut. */
 export const KFCGI_LOG_LINE_MAX = 4096;
 /** Daemon start: how long the parent waits for the daemon to report that its workers started. */
@@ -158,3 +156,30 @@ export const HTTP_MAX_URL_BYTES = 8190;
 export const HTTP_SHUTDOWN_GRACE_MS = 10_000;
 /** Requests one keep-alive connection may serve before it is closed (0: no limit). */
 export const HTTP_MAX_REQUESTS_PER_SOCKET = 0;
+
+/* ---- cgid daemon (src/cgid) ---- */
+
+/** ScriptSock's default prefix (mod_cgid's), to which the server's pid is appended; relative to the runtime directory. */
+export const CGID_SCRIPT_SOCK = 'cgisock';
+/** Largest frame on the front-to-daemon socket: argv plus environment of one script, with room for large cookies. */
+export const CGID_MAX_FRAME_BYTES = 4 * 1024 * 1024;
+/** Bytes read from a daemon connection per recvmsg. */
+export const CGID_READ_CHUNK_BYTES = 256 * 1024;
+/** Descriptors one spawn order carries (the script's stdin, stdout, stderr). */
+export const CGID_STDIO_DESCRIPTORS = 3;
+/** Random bytes of the instance token shared by the front and the daemon it started. */
+export const CGID_TOKEN_BYTES = 32;
+/** How long the front waits for a daemon it started to answer its handshake. */
+export const CGID_START_TIMEOUT_MS = 10_000;
+/** Restart back-off after the daemon dies: first delay, doubling per quick death up to the maximum. */
+export const CGID_RESTART_MIN_DELAY_MS = 100;
+export const CGID_RESTART_MAX_DELAY_MS = 5_000;
+/** A daemon that ran this long before dying was healthy: the back-off starts over. */
+export const CGID_RESTART_HEALTHY_MS = 10_000;
+/** When a front's connection closes (or the daemon stops), its scripts get SIGTERM, then SIGKILL after this. */
+export const CGID_KILL_GRACE_MS = 3000;
+/** suexec: the lowest uid and gid scripts may run as (Apache's suexec AP_UID_MIN / AP_GID_MIN are distribution choices; 1000 is Debian's first user). */
+export const CGID_SUEXEC_MIN_UID = 1000;
+export const CGID_SUEXEC_MIN_GID = 1000;
+/** The helper that sets uid, gid and initgroups(3) between the daemon and a suexec script (util-linux). */
+export const CGID_SETPRIV_PATH = '/usr/bin/setpriv';

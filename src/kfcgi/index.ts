@@ -8,6 +8,7 @@
  * them in order, so a SIGHUP never races a SIGTERM.
  */
 import { KFCGI_SOCKET_MODE } from '../limits.js';
+import { normalizeAddress } from '../sys/index.js';
 import { FixedPool } from './fixed-pool.js';
 import { openListener, systemMaxBacklog, type Listener } from './listener.js';
 import { createLogger, type Logger } from './log.js';
@@ -97,7 +98,7 @@ function allowedPeers(config: KfcgiConfig): Set<string> | null {
   if (config.listen.kind !== 'tcp' || config.webServerAddrs === null) return null;
   const addresses = config.webServerAddrs.split(',').map((item) => item.trim()).filter(Boolean);
   // An IPv4 peer shows as ::ffff:a.b.c.d on a dual-stack socket.
-  return new Set(addresses.flatMap((address) => (address.includes(':') ? [address] : [address, `::ffff:${address}`])));
+  return new Set(addresses.flatMap((address) => (address.includes(':') ? [normalizeAddress(address)] : [address, `::ffff:${address}`])));
 }
 
 /** Signal handlers only queue an action; serveSignals() performs them in order. */

@@ -66,9 +66,7 @@ export interface Listener {
   /** The socket file, for unix sockets. */
   owned: OwnedSocketPath | null;
   describe(): string;
-  /** Hands the descriptor to libuv (a net.Server listening on it), which closes it from then on. */
-  adopt(): void;
-  /** Closes the descriptor unless libuv owns it. */
+  /** Closes the descriptor (once). */
   close(): void;
 }
 
@@ -129,9 +127,6 @@ export function openListener(address: ListenAddress, backlog: number, owner: Use
     backlog,
     owned,
     describe: () => describeListenAddress(address),
-    adopt: () => {
-      open = false;
-    },
     close: () => {
       if (open) closeDescriptor(fd);
       open = false;

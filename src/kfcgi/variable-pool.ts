@@ -13,18 +13,26 @@
  * free worker) up to -N, and releases workers idle for -w seconds, never
  * below -n. Free workers are reused most-recently-freed first, so the extra
  * ones age out. With -R, a worker is replaced after that many connections.
+ *
+ * Accepting is done with accept4(2) on the listening socket when it is
+ * readable (no net.Socket per connection: the manager only passes
+ * descriptors on). When all -N workers are busy the manager stops accepting,
+ * as kfcgi does, so that connections wait in the kernel's listen queue.
  */
-import { randomBytes } from 'node:crypto';
-import net from 'node:net';
+import { randomFillSync } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { KFCGI_IDLE_SWEEP_MS, KFCGI_MAX_QUEUED_CONNECTIONS, KFCGI_STARTUP_CHECK_MS } from '../limits.js';
+import { KFCGI_IDLE_SWEEP_MS, KFCGI_STARTUP_CHECK_MS } from '../limits.js';
 import {
+  acceptConnection,
   closeDescriptor,
+  normalizeAddress,
   receiveDescriptor,
+  setNonBlocking,
   sendDescriptor,
   socketPair,
   tcpListenQueue,
   watchReadable,
+  type AcceptedConnection,
   type DescriptorWatcher,
 } from '../sys/index.js';
 import type { Listener } from './listener.js';
@@ -35,7 +43,23 @@ import { WorkerProcess, describeExit } from './worker-process.js';
 /** The descriptor number a variable-pool worker finds its control socket at (FCGI_LISTENSOCK_DESCRIPTORS). */
 export const CONTROL_FD_IN_WORKER = 3;
 const COOKIE_BYTES = 8;
+/** Connections accepted per readiness callback before yielding to the rest of the event loop. */
+const ACCEPT_BATCH = 64;
 
+/** 64 random bits per connection, drawn from a pool refilled in bulk (one getrandom per 512 cookies). */
+class CookieSource {
+  readonly #pool = Buffer.alloc(COOKIE_BYTES * 512);
+  #offset = this.#pool.length;
+  next(): Buffer {
+    if (this.#offset >= this.#pool.length) {
+      randomFillSync(this.#pool);
+      this.#offset = 0;
+    }
+    const cookie = Buffer.from(this.#pool.subarray(this.#offset, this.#offset + COOKIE_BYTES));
+    this.#offset += COOKIE_BYTES;
+    return cookie;
+  }
+}
 export interface VariablePoolOptions {
   workers: number;
   maxWorkers: number;
@@ -72,10 +96,13 @@ export class VariablePool implements Pool {
   readonly #workers = new Set<PoolWorker>();
   /** Free workers, most recently freed last (taken from the end). */
   readonly #free: PoolWorker[] = [];
-  readonly #queue: net.Socket[] = [];
+  /** Accepted connections whose hand-over failed, waiting for another worker. */
+  readonly #queue: AcceptedConnection[] = [];
+  readonly #cookies = new CookieSource();
   readonly #backoff = new Backoff();
   readonly #startedAt = new Date();
-  #server: net.Server | null = null;
+  #acceptWatcher: DescriptorWatcher | null = null;
+  #accepting = false;
   #sweepTimer: NodeJS.Timeout | null = null;
   #respawnTimer: NodeJS.Timeout | null = null;
   #stopping = false;
@@ -108,12 +135,9 @@ export class VariablePool implements Pool {
         `every worker exited within ${KFCGI_STARTUP_CHECK_MS} ms of starting (first: ${how}): ${this.#options.program} does not seem to implement the FastCGI Extensions for Management Control (FCGI_LISTENSOCK_DESCRIPTORS); run it without -r`,
       );
     }
-    // The manager accepts (pauseOnConnect: it never reads); libuv re-applies the backlog given here.
-    const server = net.createServer({ pauseOnConnect: true }, (socket) => this.#onConnection(socket));
-    server.on('error', (error) => this.#log.error(`accept on ${this.#listener.describe()}: ${error.message}`));
-    server.listen({ fd: this.#listener.fd, backlog: this.#listener.backlog });
-    this.#listener.adopt();
-    this.#server = server;
+    setNonBlocking(this.#listener.fd, true);
+    this.#acceptWatcher = watchReadable(this.#listener.fd, () => this.#acceptReady());
+    this.#accepting = true;
     this.#sweepTimer = setInterval(() => this.#releaseIdle(), KFCGI_IDLE_SWEEP_MS);
   }
 
@@ -159,38 +183,57 @@ export class VariablePool implements Pool {
     return worker;
   }
 
-  #onConnection(socket: net.Socket): void {
-    this.#accepted += 1;
-    if (this.#stopping) {
-      socket.destroy();
-      return;
+  /** The listening socket is readable: accept while a worker can take the connection. */
+  #acceptReady(): void {
+    for (let count = 0; count < ACCEPT_BATCH && this.#accepting && !this.#stopping; count += 1) {
+      const worker = this.#takeFree() ?? (this.#activeCount() < this.#options.maxWorkers ? this.#grow() : null);
+      if (!worker) {
+        this.#pauseAccepting();
+        return;
+      }
+      let connection: AcceptedConnection | null;
+      try {
+        connection = acceptConnection(this.#listener.fd);
+      } catch (error) {
+        this.#free.push(worker);
+        this.#log.error(`accept on ${this.#listener.describe()}: ${(error as Error).message}`);
+        return;
+      }
+      if (!connection) {
+        this.#free.push(worker);
+        return;
+      }
+      this.#accepted += 1;
+      const allowed = this.#options.allowedPeers;
+      if (allowed && connection.peer !== null && !allowed.has(normalizeAddress(connection.peer))) {
+        this.#log.warning(`refused connection from ${connection.peer}: not in FCGI_WEB_SERVER_ADDRS`);
+        closeDescriptor(connection.fd);
+        this.#free.push(worker);
+        continue;
+      }
+      this.#dispatch(worker, connection);
     }
-    const allowed = this.#options.allowedPeers;
-    if (allowed && socket.remoteAddress !== undefined && !allowed.has(socket.remoteAddress)) {
-      this.#log.warning(`refused connection from ${socket.remoteAddress}: not in FCGI_WEB_SERVER_ADDRS`);
-      socket.destroy();
-      return;
-    }
-    const worker = this.#takeFree();
-    if (worker) {
-      this.#dispatch(worker, socket);
-      return;
-    }
-    if (this.#activeCount() < this.#options.maxWorkers) {
-      this.#log.debug(`all ${this.#workers.size} worker(s) busy: growing the pool`);
-      this.#spawn();
-      this.#dispatch(this.#takeFree()!, socket);
-      return;
-    }
+  }
+
+  #grow(): PoolWorker {
+    this.#log.debug(`all ${this.#activeCount()} worker(s) busy: growing the pool`);
+    this.#spawn();
+    return this.#takeFree()!;
+  }
+
+  /** Every worker busy at -N: leave new connections in the kernel's listen queue until one is free. */
+  #pauseAccepting(): void {
+    if (!this.#accepting) return;
+    this.#accepting = false;
     this.#poolFull += 1;
-    if (this.#queue.length >= KFCGI_MAX_QUEUED_CONNECTIONS) {
-      this.#log.error(`pool full (${this.#options.maxWorkers} workers busy) and ${this.#queue.length} connections waiting: closing a new one; raise -N`);
-      socket.destroy();
-      return;
-    }
-    this.#log.debug(`pool full: ${this.#options.maxWorkers} worker(s) busy; connection queued (${this.#queue.length + 1} waiting)`);
-    socket.on('error', () => undefined);
-    this.#queue.push(socket);
+    this.#acceptWatcher?.pause();
+    this.#log.debug(`pool full: ${this.#options.maxWorkers} worker(s) busy; connections wait in the listen queue`);
+  }
+
+  #resumeAccepting(): void {
+    if (this.#accepting || this.#stopping) return;
+    this.#accepting = true;
+    this.#acceptWatcher?.resume();
   }
 
   #takeFree(): PoolWorker | null {
@@ -201,40 +244,23 @@ export class VariablePool implements Pool {
     return null;
   }
 
-  #dispatch(worker: PoolWorker, socket: net.Socket): void {
-    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-    if (fd === undefined || fd < 0 || socket.destroyed) {
-      socket.destroy();
-      this.#makeFree(worker);
-      return;
-    }
-    const cookie = randomBytes(COOKIE_BYTES);
-    let sent = false;
+  #dispatch(worker: PoolWorker, connection: AcceptedConnection): void {
+    const cookie = this.#cookies.next();
     try {
-      sent = sendDescriptor(worker.control, fd, cookie);
-      if (!sent) throw new Error('control socket full');
+      if (!sendDescriptor(worker.control, connection.fd, cookie)) throw new Error('control socket full');
     } catch (error) {
       this.#log.error(`sendmsg: passing connection to worker ${worker.process.pid}: ${(error as Error).message}; retiring it`);
       this.#retire(worker, 'control socket failed');
-      // Someone else gets the connection.
-      this.#onQueuedConnection(socket);
+      // Another worker gets the connection.
+      this.#queue.push(connection);
+      this.#drainQueue();
       return;
     }
     worker.state = 'busy';
     worker.cookie = cookie;
     this.#log.debug(`worker ${worker.process.pid}: connection handed over`);
     // The worker has its own copy now; ours must go, or the connection would outlive the worker's close().
-    socket.destroy();
-  }
-
-  /** A connection whose hand-over failed: give it to another worker, or queue it. */
-  #onQueuedConnection(socket: net.Socket): void {
-    const worker = this.#takeFree();
-    if (worker) this.#dispatch(worker, socket);
-    else if (this.#activeCount() < this.#options.maxWorkers) {
-      this.#spawn();
-      this.#dispatch(this.#takeFree()!, socket);
-    } else this.#queue.push(socket);
+    closeDescriptor(connection.fd);
   }
 
   #onControlReadable(worker: PoolWorker): void {
@@ -292,14 +318,16 @@ export class VariablePool implements Pool {
       return;
     }
     this.#free.push(worker);
+    this.#resumeAccepting();
   }
 
   #drainQueue(): void {
     while (this.#queue.length > 0) {
-      const worker = this.#takeFree() ?? (this.#activeCount() < this.#options.maxWorkers ? (this.#spawn(), this.#takeFree()) : null);
+      const worker = this.#takeFree() ?? (this.#activeCount() < this.#options.maxWorkers && !this.#stopping ? this.#grow() : null);
       if (!worker) return;
       this.#dispatch(worker, this.#queue.shift()!);
     }
+    if (this.#free.length > 0 || this.#activeCount() < this.#options.maxWorkers) this.#resumeAccepting();
   }
 
   #closeControl(worker: PoolWorker): void {
@@ -371,9 +399,9 @@ export class VariablePool implements Pool {
     this.#stopping = true;
     if (this.#sweepTimer) clearInterval(this.#sweepTimer);
     if (this.#respawnTimer) clearTimeout(this.#respawnTimer);
-    // An fd-opened server does not unlink the socket path on close (the caller removes it if it is still ours).
-    this.#server?.close();
-    for (const socket of this.#queue.splice(0)) socket.destroy();
+    this.#accepting = false;
+    this.#acceptWatcher?.close();
+    for (const connection of this.#queue.splice(0)) closeDescriptor(connection.fd);
     const exits = [...this.#workers].map((worker) => {
       this.#closeControl(worker);
       worker.state = 'retiring';

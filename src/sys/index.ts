@@ -342,8 +342,38 @@ const CMSG_LEN_ONE_FD = CMSG_HEADER + 4;
 const CMSG_SPACE_ONE_FD = CMSG_HEADER + Math.ceil(4 / SIZE_T_SIZE) * SIZE_T_SIZE;
 const MSG_CTRUNC = 0x8;
 
+interface MessageLayout {
+  block: Block;
+  iovOffset: number;
+  dataOffset: number;
+  controlOffset: number;
+}
+
+/**
+ * One reusable block per payload size (JavaScript is single-threaded and the
+ * calls are synchronous), so that passing a connection costs no allocation.
+ */
+const messageBlocks = new Map<number, MessageLayout>();
+const MAX_CACHED_PAYLOAD = 64;
+
+function borrowMessageBlock(dataSize: number): { layout: MessageLayout; release(): void } {
+  if (dataSize > MAX_CACHED_PAYLOAD) {
+    const layout = messageBlock(dataSize);
+    return { layout, release: () => layout.block.free() };
+  }
+  let layout = messageBlocks.get(dataSize);
+  if (!layout) {
+    layout = messageBlock(dataSize);
+    messageBlocks.set(dataSize, layout);
+  }
+  // recvmsg rewrites msg_controllen and msg_flags; restore what the next call expects.
+  layout.block.writeSize(MSG_CONTROLLEN, CMSG_SPACE_ONE_FD);
+  layout.block.view.setInt32(MSG_FLAGS, 0, true);
+  return { layout, release: () => undefined };
+}
+
 /** Lays out msghdr, one iovec over `dataSize` bytes and a control area for one descriptor in one block. */
-function messageBlock(dataSize: number): { block: Block; iovOffset: number; dataOffset: number; controlOffset: number } {
+function messageBlock(dataSize: number): MessageLayout {
   const iovOffset = MSGHDR_SIZE;
   const dataOffset = iovOffset + IOVEC_SIZE;
   const controlOffset = dataOffset + Math.ceil(dataSize / 8) * 8;
@@ -366,7 +396,8 @@ function messageBlock(dataSize: number): { block: Block; iovOffset: number; data
  * (EPIPE when the peer is gone).
  */
 export function sendDescriptor(fd: number, passFd: number, payload: Uint8Array): boolean {
-  const { block, dataOffset, controlOffset } = messageBlock(payload.length);
+  const borrowed = borrowMessageBlock(payload.length);
+  const { block, dataOffset, controlOffset } = borrowed.layout;
   try {
     block.bytes.set(payload, dataOffset);
     block.writeSize(controlOffset, CMSG_LEN_ONE_FD);
@@ -383,7 +414,7 @@ export function sendDescriptor(fd: number, passFd: number, payload: Uint8Array):
       throw new SysError('sendmsg', `passing fd ${passFd} over fd ${fd}`, errno);
     }
   } finally {
-    block.free();
+    borrowed.release();
   }
 }
 
@@ -399,7 +430,8 @@ export type ReceivedDescriptor =
  * (MSG_CTRUNC), and reported as an error.
  */
 export function receiveDescriptor(fd: number, maxPayload: number): ReceivedDescriptor {
-  const { block, dataOffset, controlOffset } = messageBlock(maxPayload);
+  const borrowed = borrowMessageBlock(maxPayload);
+  const { block, dataOffset, controlOffset } = borrowed.layout;
   try {
     for (;;) {
       const received = Number(c.recvmsg(fd, block.ptr, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
@@ -425,13 +457,68 @@ export function receiveDescriptor(fd: number, maxPayload: number): ReceivedDescr
       return { kind: 'message', payload, fd: passed };
     }
   } finally {
-    block.free();
+    borrowed.release();
   }
+}
+
+const acceptCall = libc.func('int accept4(int fd, void *addr, _Inout_ uint32_t *len, int flags)');
+let acceptBlock: Block | null = null;
+
+/** An accepted connection: its descriptor (blocking, close-on-exec) and the peer's IP address (TCP) or null. */
+export interface AcceptedConnection {
+  fd: number;
+  peer: string | null;
+}
+
+/**
+ * accept4(2) on a non-blocking listening socket: one connection, or null when
+ * none is waiting (EAGAIN). The new descriptor is blocking, as accept(2)
+ * gives it, so that it suits any program it is handed to.
+ */
+export function acceptConnection(listenFd: number): AcceptedConnection | null {
+  acceptBlock ??= new Block(128);
+  for (;;) {
+    const length = [128];
+    const fd = acceptCall(listenFd, acceptBlock.ptr, length, SOCK_CLOEXEC) as number;
+    if (fd >= 0) return { fd, peer: decodePeer(acceptBlock) };
+    const errno = koffi.errno();
+    const { EINTR, EAGAIN, ECONNABORTED, EPROTO } = os.constants.errno;
+    if (errno === EINTR || errno === ECONNABORTED || errno === EPROTO) continue;
+    if (errno === EAGAIN) return null;
+    throw new SysError('accept4', `fd ${listenFd}`, errno);
+  }
+}
+
+function decodePeer(block: Block): string | null {
+  const family = block.view.getUint16(0, true);
+  if (family === AF_INET) return [4, 5, 6, 7].map((offset) => block.view.getUint8(offset)).join('.');
+  if (family === AF_INET6) {
+    const groups = Array.from({ length: 8 }, (_, index) => block.view.getUint16(8 + index * 2, false).toString(16));
+    const mapped = groups.slice(0, 5).every((group) => group === '0') && groups[5] === 'ffff';
+    if (mapped) return `::ffff:${[20, 21, 22, 23].map((offset) => block.view.getUint8(offset)).join('.')}`;
+    return groups.join(':');
+  }
+  return null;
+}
+
+/**
+ * An IP address in the form acceptConnection() reports peers: IPv4 dotted
+ * quads as written, IPv6 as eight lower-case hex groups without compression
+ * (::ffff:a.b.c.d for IPv4-mapped addresses). Use it on allow-lists.
+ */
+export function normalizeAddress(address: string): string {
+  if (!address.includes(':')) return address;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return `::ffff:${mapped[1]}`;
+  return expandIPv6(address).map((group) => group.toString(16)).join(':');
 }
 
 /** Readiness notifications for a descriptor libuv does not own (a uv_poll handle). */
 export interface DescriptorWatcher {
-  /** Stops watching; the descriptor itself stays open. */
+  /** Stops calling back until resume(). */
+  pause(): void;
+  resume(): void;
+  /** Stops watching for good; the descriptor itself stays open. */
   close(): void;
   /** Lets the process exit while this watcher is active. */
   unref(): void;
@@ -439,9 +526,27 @@ export interface DescriptorWatcher {
 
 /** Calls `onReadable` whenever `fd` is readable or its peer hung up. `fd` must be non-blocking. */
 export function watchReadable(fd: number, onReadable: () => void): DescriptorWatcher {
-  const handle = koffi.node.poll(fd, { readable: true, disconnect: true }, () => onReadable());
+  const options = { readable: true, disconnect: true };
+  const callback = () => onReadable();
+  const handle = koffi.node.poll(fd, options, callback);
+  let paused = false;
+  let closed = false;
   return {
-    close: () => handle.close(),
+    pause: () => {
+      if (paused || closed) return;
+      paused = true;
+      handle.stop();
+    },
+    resume: () => {
+      if (!paused || closed) return;
+      paused = false;
+      handle.start(options, callback);
+    },
+    close: () => {
+      if (closed) return;
+      closed = true;
+      handle.close();
+    },
     unref: () => handle.unref(),
   };
 }

@@ -156,3 +156,25 @@ test('-r with a worker that does not implement the extension fails at start with
   assert.equal(php.status, 1);
   assert.match(php.output, /php-cgi does not implement the FastCGI Extensions for Management Control/);
 });
+
+test('variable pool on TCP: the manager refuses peers outside -a (FCGI_WEB_SERVER_ADDRS)', async (t) => {
+  const fixtures = buildFixtures(t);
+  const { freePort } = await import('../kit/process.js');
+  for (const [allowed, served] of [
+    ['127.0.0.1', true],
+    ['10.9.9.9', false],
+  ] as const) {
+    const port = await freePort();
+    const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '1', '-s', `127.0.0.1:${port}`, '-a', allowed, fixtures.kcgiExt], { socket: { host: '127.0.0.1', port }, expectWorkers: 1 });
+    const result = await cgiFcgi(`127.0.0.1:${port}`).then(
+      (text) => text,
+      (error: Error) => `failed: ${error.message}`,
+    );
+    if (served) assert.match(result, /hello from kcgi-ext/);
+    else {
+      assert.match(result, /^failed/);
+      assert.match(kfcgi.output(), /refused connection from 127\.0\.0\.1: not in FCGI_WEB_SERVER_ADDRS/);
+    }
+    await kfcgi.stop();
+  }
+});
