@@ -1,0 +1,371 @@
+/**
+ * The CGI daemon (mod_cgid's design, done concurrently): a small process
+ * that listens on ScriptSock and starts scripts for the front. It never
+ * touches request or response bytes: each spawn order arrives with the
+ * script's stdin, stdout and stderr attached (SCM_RIGHTS), which the daemon
+ * dup2()s into the script and closes. Every connection is served
+ * independently from the event loop (non-blocking sockets, no per-client
+ * state machine that waits), so one slow front stalls nobody.
+ *
+ * The daemon reaps its scripts (pidfd), reports each exit to the connection
+ * that asked, signals process groups on request (it alone knows whether a pid
+ * is still its unreaped child), and kills a connection's scripts when that
+ * connection closes (the front died) or when the daemon stops.
+ */
+import { randomBytes } from 'node:crypto';
+import { SpawnError } from '../cgi/spawner.js';
+import { CGID_KILL_GRACE_MS, CGID_READ_CHUNK_BYTES, CGID_STDIO_DESCRIPTORS, KFCGI_FALLBACK_BACKLOG } from '../limits.js';
+import { createListener, identityAt, openAt, setNonBlocking, type FileIdentity } from '../sys/index.js';
+import {
+  acceptConnection,
+  closeFd,
+  peerCredentials,
+  pollDescriptor,
+  receiveWithDescriptors,
+  sendBytes,
+  watchChildExit,
+  type DescriptorPoller,
+  type ExitWatcher,
+} from '../sys/posix-spawn.js';
+import { launchScript, type LaunchPolicy } from './launcher.js';
+import { signalScript } from './posix-spawner.js';
+import { daemonProof, decodeMessage, encodeMessage, FrameDecoder, secretsEqual, type CgidMessage, type ScriptLimits, type SpawnOrder } from './protocol.js';
+import { checkSocketDirectory, clearStaleSocket } from './socket-path.js';
+import path from 'node:path';
+import { unlinkSync } from 'node:fs';
+
+export interface DaemonOptions {
+  socketPath: string;
+  /** The instance token every spawn order must carry. */
+  token: Buffer;
+  log: (line: string) => void;
+  launch?: LaunchPolicy;
+  /** Ceilings applied to every script whatever the order asks (0: none). */
+  limits?: Partial<ScriptLimits>;
+  killGraceMs?: number;
+}
+
+/** Signals a front may ask for; anything else is refused. */
+const ALLOWED_SIGNALS = new Set(['SIGTERM', 'SIGKILL', 'SIGCONT', 'SIGINT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGSTOP', 'SIGQUIT']);
+
+interface RunningScript {
+  pid: number;
+  reaped: boolean;
+  watcher: ExitWatcher;
+  file: string;
+}
+
+export class CgidDaemon {
+  readonly #options: DaemonOptions;
+  readonly #connections = new Set<DaemonConnection>();
+  #listenFd = -1;
+  #poller: DescriptorPoller | null = null;
+  #identity: FileIdentity | null = null;
+  #stopped = false;
+  /** Scripts of connections that already closed, still being terminated and reaped. */
+  readonly #orphans = new Set<RunningScript>();
+
+  constructor(options: DaemonOptions) {
+    this.#options = options;
+  }
+
+  get socketPath(): string {
+    return this.#options.socketPath;
+  }
+
+  /** Scripts started and not yet reaped. */
+  get running(): number {
+    let count = this.#orphans.size;
+    for (const connection of this.#connections) count += connection.scripts.size;
+    return count;
+  }
+
+  /** Checks the directory, clears a stale socket, binds with mode 0600 from the start, and accepts. */
+  start(): void {
+    const socketPath = this.#options.socketPath;
+    checkSocketDirectory(path.dirname(socketPath));
+    clearStaleSocket(socketPath);
+    this.#listenFd = createListener({ kind: 'unix', path: socketPath }, { backlog: KFCGI_FALLBACK_BACKLOG, mode: 0o600 });
+    // Accepted in a loop until EAGAIN: the listener must not block.
+    setNonBlocking(this.#listenFd, true);
+    const directoryFd = openAt(-100, path.dirname(socketPath), true);
+    try {
+      this.#identity = identityAt(directoryFd, path.basename(socketPath));
+    } finally {
+      closeFd(directoryFd);
+    }
+    this.#poller = pollDescriptor(this.#listenFd, () => this.#acceptAll());
+  }
+
+  #acceptAll(): void {
+    for (;;) {
+      let fd: number | null;
+      try {
+        fd = acceptConnection(this.#listenFd);
+      } catch (error) {
+        this.#options.log(`cgid: accept on ${this.socketPath}: ${(error as Error).message}`);
+        return;
+      }
+      if (fd === null) return;
+      const ownUid = process.geteuid?.() ?? 0;
+      const peer = peerCredentials(fd);
+      if (peer.uid !== ownUid && peer.uid !== 0) {
+        this.#options.log(`cgid: refused a connection from uid ${peer.uid} (pid ${peer.pid}): only uid ${ownUid} and root may start scripts`);
+        closeFd(fd);
+        continue;
+      }
+      const connection = new DaemonConnection(fd, this, peer.pid);
+      this.#connections.add(connection);
+    }
+  }
+
+  /** @internal */
+  get options(): DaemonOptions {
+    return this.#options;
+  }
+
+  /** @internal A connection closed: its remaining scripts are terminated, and still reaped here. */
+  connectionClosed(connection: DaemonConnection): void {
+    this.#connections.delete(connection);
+    for (const script of connection.scripts.values()) {
+      this.#orphans.add(script);
+      this.#terminate(script);
+    }
+    connection.scripts.clear();
+  }
+
+  /** @internal */
+  orphanReaped(script: RunningScript): void {
+    this.#orphans.delete(script);
+  }
+
+  #terminate(script: RunningScript): void {
+    signalScript(script.pid, 'SIGTERM', () => script.reaped);
+    signalScript(script.pid, 'SIGCONT', () => script.reaped);
+    const timer = setTimeout(() => signalScript(script.pid, 'SIGKILL', () => script.reaped), this.#options.killGraceMs ?? CGID_KILL_GRACE_MS);
+    timer.unref();
+  }
+
+  /**
+   * Stops accepting, closes every connection (terminating their scripts:
+   * SIGTERM, SIGKILL after the grace), waits until all are reaped (bounded by
+   * the grace plus a second), and removes the socket if it is still ours.
+   */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#poller?.close();
+    if (this.#listenFd >= 0) closeFd(this.#listenFd);
+    this.#removeSocket();
+    for (const connection of [...this.#connections]) connection.close();
+    const deadline = Date.now() + (this.#options.killGraceMs ?? CGID_KILL_GRACE_MS) + 1000;
+    while (this.running > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+
+  /** Removes the socket file only if it is the one we bound (another daemon may have replaced it). */
+  #removeSocket(): void {
+    if (!this.#identity) return;
+    try {
+      const directoryFd = openAt(-100, path.dirname(this.socketPath), true);
+      try {
+        const now = identityAt(directoryFd, path.basename(this.socketPath));
+        if (now && now.dev === this.#identity.dev && now.ino === this.#identity.ino) unlinkSync(this.socketPath);
+      } finally {
+        closeFd(directoryFd);
+      }
+    } catch {
+      /* gone already */
+    }
+  }
+}
+
+class DaemonConnection {
+  readonly scripts = new Map<number, RunningScript>();
+  readonly #fd: number;
+  readonly #daemon: CgidDaemon;
+  readonly #peerPid: number;
+  readonly #decoder = new FrameDecoder();
+  readonly #poller: DescriptorPoller;
+  /** Descriptors received and not yet claimed by a spawn order, in arrival order. */
+  readonly #descriptors: number[] = [];
+  #output: Buffer[] = [];
+  #welcomed = false;
+  #closed = false;
+
+  constructor(fd: number, daemon: CgidDaemon, peerPid: number) {
+    this.#fd = fd;
+    this.#daemon = daemon;
+    this.#peerPid = peerPid;
+    this.#poller = pollDescriptor(fd, (event) => {
+      if (event.writable) this.#flush();
+      if (event.readable || event.disconnect) this.#read();
+    });
+  }
+
+  #read(): void {
+    while (!this.#closed) {
+      let received;
+      try {
+        received = receiveWithDescriptors(this.#fd, CGID_READ_CHUNK_BYTES, CGID_STDIO_DESCRIPTORS * 4);
+      } catch (error) {
+        this.#fail(`reading from the front (pid ${this.#peerPid}): ${(error as Error).message}`);
+        return;
+      }
+      if (received.kind === 'again') return;
+      if (received.kind === 'eof') {
+        this.close();
+        return;
+      }
+      this.#descriptors.push(...received.fds);
+      const { frames, error } = this.#decoder.push(received.data);
+      for (const frame of frames) {
+        const message = decodeMessage(frame);
+        if ('error' in message) {
+          this.#fail(message.error);
+          return;
+        }
+        this.#handle(message);
+        if (this.#closed) return;
+      }
+      if (error) {
+        this.#fail(error.error);
+        return;
+      }
+    }
+  }
+
+  #handle(message: CgidMessage): void {
+    switch (message.type) {
+      case 'hello':
+        this.#welcomed = true;
+        this.#send({ type: 'welcome', pid: process.pid, proof: daemonProof(this.#daemon.options.token, message.nonce) });
+        return;
+      case 'spawn':
+        this.#spawn(message.id, message.token, message.order);
+        return;
+      case 'signal': {
+        const script = this.scripts.get(message.id);
+        if (!script) return; // already exited: its EXITED is on the way
+        if (!ALLOWED_SIGNALS.has(message.signal)) {
+          this.#daemon.options.log(`cgid: front (pid ${this.#peerPid}) asked for signal ${JSON.stringify(message.signal)}: refused`);
+          return;
+        }
+        signalScript(script.pid, message.signal as NodeJS.Signals, () => script.reaped);
+        return;
+      }
+      default:
+        this.#fail(`unexpected ${message.type} message from the front`);
+    }
+  }
+
+  #spawn(id: number, token: Buffer, requested: SpawnOrder): void {
+    const stdio = this.#descriptors.splice(0, CGID_STDIO_DESCRIPTORS);
+    const closeStdio = () => {
+      for (const fd of stdio) closeFd(fd);
+    };
+    if (!this.#welcomed || !secretsEqual(token, this.#daemon.options.token)) {
+      closeStdio();
+      this.#send({ type: 'error', message: 'instance token mismatch: this daemon was started by another gatehouse front; connect to your own daemon' });
+      this.#daemon.options.log(`cgid: spawn order with a wrong instance token from pid ${this.#peerPid}: connection closed`);
+      this.#closeAfterFlush();
+      return;
+    }
+    if (stdio.length !== CGID_STDIO_DESCRIPTORS) {
+      closeStdio();
+      this.#fail(`spawn order ${id} came with ${stdio.length} descriptors instead of ${CGID_STDIO_DESCRIPTORS}`);
+      return;
+    }
+    if (this.scripts.has(id)) {
+      closeStdio();
+      this.#fail(`spawn order ${id} reuses the id of a script still running`);
+      return;
+    }
+    const order = { ...requested, limits: ceiling(requested.limits, this.#daemon.options.limits) };
+    let pid: number;
+    try {
+      pid = launchScript(order, stdio as [number, number, number], { ...this.#daemon.options.launch, log: this.#daemon.options.log });
+    } catch (error) {
+      closeStdio();
+      const spawnError = error instanceof SpawnError ? error : new SpawnError(order.file, 'EUNKNOWN', String(error));
+      this.#send({ type: 'failed', id, errno: spawnError.errno, message: spawnError.message });
+      return;
+    }
+    closeStdio();
+    const script: RunningScript = { pid, reaped: false, file: order.file, watcher: undefined as unknown as ExitWatcher };
+    this.scripts.set(id, script);
+    this.#send({ type: 'spawned', id, pid });
+    script.watcher = watchChildExit(pid, (exit) => {
+      script.reaped = true;
+      if (this.scripts.get(id) === script) {
+        this.scripts.delete(id);
+        this.#send({ type: 'exited', id, code: exit.code, signal: exit.signal });
+      } else this.#daemon.orphanReaped(script);
+    });
+  }
+
+  #send(message: CgidMessage): void {
+    if (this.#closed) return;
+    this.#output.push(encodeMessage(message));
+    if (this.#output.length === 1) this.#flush();
+  }
+
+  #flush(): void {
+    while (this.#output.length > 0 && !this.#closed) {
+      const head = this.#output[0]!;
+      let sent: number;
+      try {
+        sent = sendBytes(this.#fd, head);
+      } catch (error) {
+        this.#fail(`writing to the front (pid ${this.#peerPid}): ${(error as Error).message}`);
+        return;
+      }
+      if (sent === 0) {
+        this.#poller.want(true);
+        return;
+      }
+      if (sent < head.length) this.#output[0] = head.subarray(sent);
+      else this.#output.shift();
+    }
+    this.#poller.want(false);
+    if (this.#closeWhenFlushed) this.close();
+  }
+
+  #closeWhenFlushed = false;
+  #closeAfterFlush(): void {
+    this.#closeWhenFlushed = true;
+    if (this.#output.length === 0) this.close();
+  }
+
+  #fail(reason: string): void {
+    this.#daemon.options.log(`cgid: connection from the front (pid ${this.#peerPid}) closed: ${reason}`);
+    this.#send({ type: 'error', message: reason });
+    this.#closeAfterFlush();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#poller.close();
+    closeFd(this.#fd);
+    for (const fd of this.#descriptors.splice(0)) closeFd(fd);
+    this.#daemon.connectionClosed(this);
+  }
+}
+
+/** Each limit is the smaller of the order's and the daemon's (0 meaning none on either side). */
+function ceiling(asked: ScriptLimits, daemon: Partial<ScriptLimits> | undefined): ScriptLimits {
+  if (!daemon) return asked;
+  const pick = (a: number, b: number | undefined) => (!b ? a : !a ? b : Math.min(a, b));
+  return {
+    cpuSeconds: pick(asked.cpuSeconds, daemon.cpuSeconds),
+    memoryBytes: pick(asked.memoryBytes, daemon.memoryBytes),
+    processes: pick(asked.processes, daemon.processes),
+    openFiles: pick(asked.openFiles, daemon.openFiles),
+    outputBytes: pick(asked.outputBytes, daemon.outputBytes),
+  };
+}
+
+/** A fresh random instance token. */
+export function newInstanceToken(bytes: number): Buffer {
+  return randomBytes(bytes);
+}

@@ -1,0 +1,188 @@
+/**
+ * cgid's FastCGI face: a FastCGI responder that runs CGI scripts, so nginx
+ * runs them through gatehouse the way it does through fcgiwrap, with the
+ * same nginx configuration (SCRIPT_FILENAME from the params, else
+ * DOCUMENT_ROOT + SCRIPT_NAME). Unlike fcgiwrap the request body (FCGI_STDIN)
+ * is streamed to the script while its output is read, a script that stops
+ * writing is killed after the script timeout, an aborted request kills the
+ * script's process group, and stderr goes out as FCGI_STDERR.
+ *
+ * The protocol side (records, GET_VALUES, UNKNOWN_TYPE, keep-conn,
+ * multiplexing, aborts, malformed records) is the worker library's; the
+ * script side is the CGI core's runScript with the posix_spawn spawner.
+ */
+import { statSync } from 'node:fs';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
+import { ErrorCode } from '../errors.js';
+import { runScript } from '../cgi/run-script.js';
+import type { ScriptLog } from '../cgi/script-log.js';
+import type { ScriptSpawner } from '../cgi/spawner.js';
+import { CGI_KILL_GRACE_MS, CGI_SCRIPT_TIMEOUT_MS } from '../limits.js';
+import { createServer, type FastCGIServer, type WorkerServerOptions } from '../fastcgi/worker/server.js';
+import type { FastCGIRequest } from '../fastcgi/worker/request.js';
+import type { FastCGIResponse } from '../fastcgi/worker/response.js';
+
+export interface FastCGIFaceOptions {
+  spawner: ScriptSpawner;
+  timeoutMs?: number;
+  killGraceMs?: number;
+  scriptLog?: ScriptLog;
+  /** One line per call: refusals, timeouts, script stderr. */
+  log: (line: string) => void;
+  server?: WorkerServerOptions;
+}
+
+/** PATH for scripts when the web server sends none (nginx's fastcgi_params does not). */
+const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te', 'trailer', 'transfer-encoding']);
+
+export function createFastCGIFace(options: FastCGIFaceOptions): FastCGIServer {
+  const timeoutMs = options.timeoutMs ?? CGI_SCRIPT_TIMEOUT_MS;
+  return createServer((req, res) => runRequest(req, res, options, timeoutMs), { handleSignals: false, ...options.server });
+}
+
+/** fcgiwrap's rule: SCRIPT_FILENAME, else DOCUMENT_ROOT + SCRIPT_NAME. */
+export function scriptFilenameFromParams(params: Readonly<Record<string, string>>): string | null {
+  if (params.SCRIPT_FILENAME) return params.SCRIPT_FILENAME;
+  if (params.DOCUMENT_ROOT !== undefined && params.SCRIPT_NAME) return path.join(params.DOCUMENT_ROOT, params.SCRIPT_NAME);
+  return null;
+}
+
+async function runRequest(req: FastCGIRequest, res: FastCGIResponse, options: FastCGIFaceOptions, timeoutMs: number): Promise<void> {
+  const params = req.params;
+  const file = scriptFilenameFromParams(params);
+  const fail = (status: number, why: string) => {
+    options.log(`cgid: ${req.method} ${params.REQUEST_URI ?? req.url}: ${why}`);
+    if (res.headersSent || res.destroyed) return;
+    res.statusCode = status;
+    res.setHeader('Content-Type', 'text/plain');
+    res.end(`${status} ${why}\n`);
+  };
+  if (!file || !path.isAbsolute(file)) return fail(403, 'no script: the request has neither SCRIPT_FILENAME nor DOCUMENT_ROOT and SCRIPT_NAME (see fastcgi_param in nginx)');
+  let stat;
+  try {
+    stat = statSync(file);
+  } catch {
+    return fail(404, `script ${file} not found`);
+  }
+  if (!stat.isFile()) return fail(403, `${file} is not a file`);
+  if ((stat.mode & 0o111) === 0) return fail(403, `${file} is not executable`);
+
+  const env: Record<string, string> = { ...params };
+  if (env.PATH === undefined) env.PATH = DEFAULT_PATH;
+  const tap = options.scriptLog ? new BodyHead(options.scriptLog.bodyBytes) : null;
+  if (tap) req.pipe(tap);
+  const run = runScript({
+    file,
+    argv: [file],
+    cwd: path.dirname(file),
+    env,
+    stdin: tap ?? req,
+    timeoutMs,
+    killGraceMs: options.killGraceMs ?? CGI_KILL_GRACE_MS,
+    spawner: options.spawner,
+    onStderrLine: (line) => res.writeStderr(`${line}\n`),
+  });
+  let finished = false;
+  res.once('close', () => {
+    if (!finished) run.abort();
+  });
+  const logFailure = (status: number, error: string, responseHeaders: ReadonlyArray<readonly [string, string]> = []) => {
+    const log = options.scriptLog;
+    if (!log) return;
+    void run.finished.then(() =>
+      log.record({
+        method: req.method,
+        target: params.REQUEST_URI ?? req.url,
+        protocol: params.SERVER_PROTOCOL ?? `HTTP/${req.httpVersion}`,
+        status,
+        scriptPath: file,
+        requestHeaders: Object.entries(req.headers),
+        requestBody: tap?.head ?? Buffer.alloc(0),
+        responseHeaders,
+        error,
+        stdout: run.capturedStdout,
+        stderr: run.capturedStderr,
+      }),
+    );
+  };
+  void run.finished.then((result) => {
+    if (result.code !== null) res.appStatus = result.code;
+  });
+
+  const outcome = await run.head;
+  switch (outcome.kind) {
+    case 'aborted':
+      return;
+    case 'spawn-failed': {
+      const status = outcome.error.errno === 'EACCES' || outcome.error.errno === 'EPERM' ? 403 : outcome.error.errno === 'ENOENT' ? 404 : 500;
+      logFailure(status, outcome.error.message);
+      finished = true;
+      return fail(status, outcome.error.message);
+    }
+    case 'timeout':
+      logFailure(504, `timeout: no output for ${timeoutMs} ms`);
+      finished = true;
+      return fail(504, `script ${file} wrote no output for ${timeoutMs} ms: killed`);
+    case 'malformed': {
+      const where = outcome.error.line !== undefined ? `: Bad header: ${outcome.error.line}` : '';
+      logFailure(500, `malformed header from script${where} (${outcome.error.message})`);
+      finished = true;
+      return fail(500, `malformed header from script ${file}: ${outcome.error.message}${where}`);
+    }
+    case 'raw':
+    case 'head':
+      break;
+  }
+  if (outcome.kind !== 'head') return;
+  const head = outcome.head;
+  if (head.status >= 500) logFailure(head.status, `the script answered ${head.status}`, head.headers);
+  res.statusCode = head.status;
+  if (head.reason) res.statusMessage = head.reason;
+  const grouped = new Map<string, { name: string; values: string[] }>();
+  for (const [name, value] of head.headers) {
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) continue;
+    const entry = grouped.get(lower);
+    if (entry) entry.values.push(value);
+    else grouped.set(lower, { name, values: [value] });
+  }
+  for (const { name, values } of grouped.values()) res.setHeader(name, values.length === 1 ? values[0]! : values);
+  // A local redirect (Location: /path) has no place to be followed here: nginx gets it as a 302, as it would from fcgiwrap.
+  if (head.kind === 'local-redirect' && head.location) {
+    res.statusCode = 302;
+    res.setHeader('Location', head.location);
+  }
+  run.body.pipe(res);
+  run.body.once('end', () => (finished = true));
+  run.body.once('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === ErrorCode.CGI_SCRIPT_TIMEOUT) options.log(`cgid: ${file}: no output for ${timeoutMs} ms after the body started: killed, response cut short`);
+    finished = true;
+    // The response ends where it is; the appStatus tells the web server it is incomplete.
+    res.appStatus = 1;
+    if (!res.writableEnded) res.end();
+  });
+}
+
+/** Passes the body through, keeping its first bytes for the script log. */
+class BodyHead extends PassThrough {
+  readonly #limit: number;
+  readonly #parts: Buffer[] = [];
+  #kept = 0;
+  constructor(limit: number) {
+    super();
+    this.#limit = limit;
+  }
+  get head(): Buffer {
+    return Buffer.concat(this.#parts);
+  }
+  override _transform(chunk: Buffer, encoding: BufferEncoding, callback: (error?: Error | null, data?: unknown) => void): void {
+    if (this.#kept < this.#limit) {
+      const kept = chunk.subarray(0, this.#limit - this.#kept);
+      this.#parts.push(Buffer.from(kept));
+      this.#kept += kept.length;
+    }
+    super._transform(chunk, encoding, callback);
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * Starting one script from a spawn order, in the process that owns it (the
+ * daemon, or a front spawning in-process): suexec checks when the order
+ * names a user, posix_spawn (directly, or through setpriv for another user),
+ * then the resource limits.
+ *
+ * Limits are applied with prlimit(2) right after posix_spawn returns, which
+ * is after the script's exec: for the microseconds in between the script
+ * runs with the daemon's limits. posix_spawn has no hook to set them earlier,
+ * and forking a helper per script would cost more than the whole spawn.
+ * RLIMIT_NPROC is not enforced by Linux for root: it bites for suexec users.
+ */
+import { closeSync, openSync, readSync, realpathSync, lstatSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { SpawnError } from '../cgi/spawner.js';
+import { CGID_SETPRIV_PATH, CGID_SUEXEC_MIN_GID, CGID_SUEXEC_MIN_UID } from '../limits.js';
+import { lookupUser, SysError } from '../sys/index.js';
+import { lookupGroupId, posixSpawn, setChildLimit } from '../sys/posix-spawn.js';
+import type { RunAs, ScriptLimits, SpawnOrder } from './protocol.js';
+
+export interface LaunchPolicy {
+  /** suexec: lowest uid and gid a script may run as. */
+  minUid?: number;
+  minGid?: number;
+  /** Refusals and other notes (one line each). */
+  log?: (line: string) => void;
+}
+
+/** Starts the script with `stdio` as its 0, 1, 2; returns its pid. Throws SpawnError (errno + why). */
+export function launchScript(order: SpawnOrder, stdio: readonly [number, number, number], policy: LaunchPolicy = {}): number {
+  refuseShellFallback(order.file);
+  let file = order.file;
+  let argv = order.argv;
+  if (order.runAs) {
+    const identity = checkSuexec(order.file, order.runAs, policy);
+    // setpriv sets gid, initgroups(3) for the user, then uid (setresuid: root cannot come back), then execs the script.
+    file = CGID_SETPRIV_PATH;
+    argv = [CGID_SETPRIV_PATH, `--regid=${identity.gid}`, `--init-groups`, `--reuid=${identity.uid}`, '--', order.file, ...order.argv.slice(1)];
+  }
+  let pid: number;
+  try {
+    pid = posixSpawn({ file, argv, env: order.env, cwd: order.cwd, stdio });
+  } catch (error) {
+    if (error instanceof SysError) throw new SpawnError(order.file, error.errnoName, error.message);
+    throw error;
+  }
+  applyLimits(pid, order.limits, order.file, policy);
+  return pid;
+}
+
+function applyLimits(pid: number, limits: ScriptLimits, file: string, policy: LaunchPolicy): void {
+  const wanted: Array<[Parameters<typeof setChildLimit>[1], number]> = [
+    ['CPU', limits.cpuSeconds],
+    ['AS', limits.memoryBytes],
+    ['NPROC', limits.processes],
+    ['NOFILE', limits.openFiles],
+  ];
+  for (const [resource, value] of wanted) {
+    if (value <= 0) continue;
+    try {
+      setChildLimit(pid, resource, value);
+    } catch (error) {
+      // The script may already have exited (ESRCH): nothing left to limit. Anything else is worth a line.
+      if (!(error instanceof SysError && error.errnoName === 'ESRCH')) policy.log?.(`cgid: cannot limit ${resource} of ${file} (pid ${pid}): ${(error as Error).message}`);
+    }
+  }
+}
+
+/**
+ * Apache suexec's rules, for a daemon running as root: the user and group
+ * exist and are at or above the minimum ids; the script (after symlinks) lies
+ * inside the route's root; it is a regular file owned by that user and group,
+ * not writable by group or others, without set-id bits; its directory is not
+ * writable by group or others either.
+ */
+export function checkSuexec(file: string, runAs: RunAs, policy: LaunchPolicy): { uid: number; gid: number } {
+  const refuse = (why: string): never => {
+    const message = `suexec refused ${file} as ${runAs.user}:${runAs.group}: ${why}`;
+    policy.log?.(`cgid: ${message}`);
+    throw new SpawnError(file, 'EPERM', message);
+  };
+  if (process.geteuid?.() !== 0) refuse('the cgid daemon is not running as root, so it cannot change user; start it as root or remove user/group from the route');
+  const user = lookupUser(runAs.user);
+  if (!user) return refuse(`no user named ${runAs.user}`);
+  const gid = lookupGroupId(runAs.group);
+  if (gid === null) return refuse(`no group named ${runAs.group}`);
+  const minUid = policy.minUid ?? CGID_SUEXEC_MIN_UID;
+  const minGid = policy.minGid ?? CGID_SUEXEC_MIN_GID;
+  if (user.uid < minUid) refuse(`uid ${user.uid} is below the minimum ${minUid} (suexec-min-uid)`);
+  if (gid < minGid) refuse(`gid ${gid} is below the minimum ${minGid} (suexec-min-gid)`);
+  let real: string;
+  let root: string;
+  try {
+    real = realpathSync(file);
+    root = realpathSync(runAs.root);
+  } catch (error) {
+    return refuse(`cannot resolve the script or the route root: ${(error as Error).message}`);
+  }
+  if (!real.startsWith(root.endsWith('/') ? root : `${root}/`)) refuse(`${real} is outside the route root ${root}`);
+  const stat = lstatSync(real);
+  if (!stat.isFile()) refuse('not a regular file');
+  if (stat.uid !== user.uid || stat.gid !== gid) refuse(`the file is owned by ${stat.uid}:${stat.gid}, not by ${user.uid}:${gid}`);
+  if ((stat.mode & 0o022) !== 0) refuse(`the file is writable by group or others (mode ${(stat.mode & 0o7777).toString(8)})`);
+  if ((stat.mode & 0o6000) !== 0) refuse('the file is setuid or setgid');
+  const directory = statSync(path.dirname(real));
+  if ((directory.mode & 0o022) !== 0) refuse(`its directory ${path.dirname(real)} is writable by group or others`);
+  return { uid: user.uid, gid };
+}
+
+/**
+ * execve answers ENOEXEC for a file that is neither a binary nor a `#!`
+ * script, and setpriv's execvp would then retry it through /bin/sh: a CGI
+ * server must not run an arbitrary text file as a shell script. One 4-byte read.
+ */
+function refuseShellFallback(file: string): void {
+  const magic = Buffer.alloc(4);
+  let length = 0;
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, 'r');
+    length = readSync(fd, magic, 0, 4, 0);
+  } catch (error) {
+    throw new SpawnError(file, (error as NodeJS.ErrnoException).code ?? 'EUNKNOWN', (error as Error).message);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+  const interpreted = length >= 2 && magic[0] === 0x23 && magic[1] === 0x21;
+  const elf = length === 4 && magic[0] === 0x7f && magic[1] === 0x45 && magic[2] === 0x4c && magic[3] === 0x46;
+  if (!interpreted && !elf) throw new SpawnError(file, 'ENOEXEC', 'exec format error: the file is neither a binary nor starts with a #! line');
+}

@@ -1,0 +1,199 @@
+/**
+ * The front's ScriptSpawner through the cgid daemon: starts the daemon as its
+ * own child process (`gatehouse cgid --socket PATH`, a fresh small Node, so
+ * starting a script costs the same however large the front grows), talks to
+ * it over ScriptSock, and supervises it.
+ *
+ * When the daemon dies the front notices at once (the connection closes),
+ * kills the process groups of the scripts it had started (nobody would reap
+ * or time them out any more: no orphans), answers spawns with ECGIDDOWN
+ * (the CGI handler turns that into 503) and starts a new daemon with
+ * back-off.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { SpawnError, type ScriptExit, type ScriptSpawner, type SpawnedScript, type SpawnRequest } from '../cgi/spawner.js';
+import { ErrorCode, GatehouseError } from '../errors.js';
+import { CGID_RESTART_HEALTHY_MS, CGID_RESTART_MAX_DELAY_MS, CGID_RESTART_MIN_DELAY_MS, CGID_START_TIMEOUT_MS, CGID_TOKEN_BYTES } from '../limits.js';
+import { CgidConnection } from './client.js';
+import { newInstanceToken } from './daemon.js';
+import { runAsFor, type SpawnPolicy } from './posix-spawner.js';
+import { environmentList, NO_LIMITS, type ScriptLimits } from './protocol.js';
+import { capOutput, createScriptStdio } from './stdio.js';
+
+export interface SupervisorOptions {
+  /** The full socket path (ScriptSock prefix + the front's pid). */
+  socketPath: string;
+  log: (line: string) => void;
+  policy?: SpawnPolicy;
+  /** Extra `gatehouse cgid` flags for the daemon (limit ceilings, suexec minimums). */
+  daemonArgs?: readonly string[];
+  /** How the daemon is started; default this installation's `gatehouse cgid`. */
+  command?: { file: string; args: readonly string[] };
+}
+
+const MAIN_SCRIPT = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+
+export class CgidSupervisor implements ScriptSpawner {
+  readonly #options: SupervisorOptions;
+  readonly #token = newInstanceToken(CGID_TOKEN_BYTES);
+  readonly #limits: ScriptLimits;
+  #child: ChildProcess | null = null;
+  #connection: CgidConnection | null = null;
+  #stopping = false;
+  #restartDelay = CGID_RESTART_MIN_DELAY_MS;
+  #restartTimer: NodeJS.Timeout | undefined;
+  #startedAt = 0;
+  /** Daemon starts so far (1 after start()). */
+  starts = 0;
+
+  constructor(options: SupervisorOptions) {
+    this.#options = options;
+    this.#limits = options.policy?.limits ?? NO_LIMITS;
+  }
+
+  get daemonPid(): number | undefined {
+    return this.#child?.pid;
+  }
+
+  /** True while a daemon is connected and taking orders. */
+  get available(): boolean {
+    return this.#connection !== null && !this.#connection.closed;
+  }
+
+  /** Starts the first daemon; rejects when it cannot start (bad socket directory, ...), with its reason. */
+  async start(): Promise<void> {
+    await this.#startDaemon();
+  }
+
+  async #startDaemon(): Promise<void> {
+    const { file, args } = this.#options.command ?? { file: process.execPath, args: [MAIN_SCRIPT, 'cgid'] };
+    const child = spawn(file, [...args, '--socket', this.#options.socketPath, '--parent-pid', String(process.pid), ...(this.#options.daemonArgs ?? [])], {
+      env: { GATEHOUSE_CGID_TOKEN: this.#token.toString('hex'), ...(process.env.PATH ? { PATH: process.env.PATH } : {}) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.#child = child;
+    this.starts++;
+    this.#startedAt = Date.now();
+    const errors: string[] = [];
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      if (errors.length < 20) errors.push(line);
+      this.#options.log(`cgid daemon ${child.pid}: ${line}`);
+    });
+    const ready = new Promise<boolean>((resolve) => {
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        if (line.startsWith('ready')) resolve(true);
+      });
+      child.once('exit', () => resolve(false));
+      child.once('error', () => resolve(false));
+    });
+    child.once('exit', (code, signal) => this.#onDaemonExit(child, code, signal));
+    let timer: NodeJS.Timeout | undefined;
+    const started = await Promise.race([ready, new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), CGID_START_TIMEOUT_MS)))]);
+    clearTimeout(timer);
+    if (!started) {
+      child.kill('SIGKILL');
+      await new Promise((resolve) => setImmediate(resolve));
+      throw new GatehouseError(ErrorCode.CGID_SETUP, `the cgid daemon did not start: ${errors.join(' / ') || 'no message (see the error log)'}`);
+    }
+    const connection = await CgidConnection.connect(this.#options.socketPath, this.#token);
+    if (this.#child !== child) {
+      connection.close('daemon replaced');
+      return;
+    }
+    this.#connection = connection;
+    connection.once('close', (reason: string, pids: number[]) => {
+      if (this.#connection === connection) this.#connection = null;
+      // Scripts whose daemon is gone are killed: no one would reap them, time them out or stop them.
+      for (const pid of pids) killGroup(pid);
+      if (!this.#stopping) {
+        this.#options.log(`cgid: lost the daemon connection (${reason}); ${pids.length} running script(s) killed; restarting the daemon`);
+        if (this.#child === child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      }
+    });
+  }
+
+  #onDaemonExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.#child !== child) return;
+    this.#connection?.close(`the daemon (pid ${child.pid}) exited`);
+    this.#connection = null;
+    if (this.#stopping) return;
+    const ranFor = Date.now() - this.#startedAt;
+    if (ranFor >= CGID_RESTART_HEALTHY_MS) this.#restartDelay = CGID_RESTART_MIN_DELAY_MS;
+    const delay = this.#restartDelay;
+    this.#restartDelay = Math.min(this.#restartDelay * 2, CGID_RESTART_MAX_DELAY_MS);
+    this.#options.log(`cgid: daemon pid ${child.pid} exited (${signal ?? `status ${code}`}) after ${ranFor} ms; starting a new one in ${delay} ms (CGI requests meanwhile get 503)`);
+    this.#restartTimer = setTimeout(() => {
+      this.#restartTimer = undefined;
+      if (this.#stopping) return;
+      this.#startDaemon().then(
+        () => this.#options.log(`cgid: daemon restarted (pid ${this.#child?.pid})`),
+        (error: unknown) => this.#options.log(`cgid: restarting the daemon failed: ${(error as Error).message}`),
+      );
+    }, delay);
+  }
+
+  async spawn(request: SpawnRequest): Promise<SpawnedScript> {
+    const connection = this.#connection;
+    if (!connection || connection.closed) throw new SpawnError(request.file, 'ECGIDDOWN', 'the cgid daemon is not running (restarting)');
+    const stdio = createScriptStdio();
+    let remote;
+    try {
+      remote = await connection.spawn(
+        { file: request.file, argv: [...request.argv], cwd: request.cwd, env: environmentList(request.env), limits: this.#limits, runAs: runAsFor(request.file, this.#options.policy?.suexec) },
+        stdio.scriptEnds,
+      );
+    } catch (error) {
+      stdio.destroy();
+      throw error;
+    }
+    stdio.closeScriptEnds();
+    const pid = remote.pid;
+    let reaped = false;
+    const exited = remote.exited.then((exit): ScriptExit => {
+      reaped = true;
+      // null: the daemon went away; the supervisor already killed the group.
+      return exit ?? { code: null, signal: 'SIGKILL' };
+    });
+    const signalGroup = (signal: NodeJS.Signals) => {
+      if (reaped) return;
+      if (!connection.closed) remote.signal(signal);
+      else killGroup(pid, signal);
+    };
+    return {
+      pid,
+      stdin: stdio.stdin,
+      stdout: capOutput(stdio.stdout, this.#limits.outputBytes, () => {
+        this.#options.log(`cgid: ${request.file} (pid ${pid}) wrote more than ${this.#limits.outputBytes} bytes of output: killed`);
+        signalGroup('SIGKILL');
+      }),
+      stderr: stdio.stderr,
+      exited,
+      signalGroup,
+    };
+  }
+
+  /** Stops the daemon (it terminates its scripts) and stops restarting it. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    clearTimeout(this.#restartTimer);
+    const child = this.#child;
+    this.#connection?.close('front stopping');
+    this.#connection = null;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), CGID_START_TIMEOUT_MS);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+function killGroup(pid: number, signal: NodeJS.Signals = 'SIGKILL'): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    /* the group is gone */
+  }
+}
