@@ -47,6 +47,10 @@ export const ErrorCode = {
   KFCGI_USAGE: 'GH_KFCGI_USAGE',
   KFCGI_SETUP: 'GH_KFCGI_SETUP',
   UPSTREAM_RESPONSE_TOO_LARGE: 'GH_UPSTREAM_RESPONSE_TOO_LARGE',
+  // cgid daemon: its wire protocol, its socket, its availability
+  CGID_PROTOCOL: 'GH_CGID_PROTOCOL',
+  CGID_SETUP: 'GH_CGID_SETUP',
+  CGID_UNAVAILABLE: 'GH_CGID_UNAVAILABLE',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
