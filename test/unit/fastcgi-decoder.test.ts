@@ -166,6 +166,26 @@ test('padding of 255 bytes is skipped, also when cut across chunks', () => {
   }
 });
 
+test('a record is handed on as soon as its content is in, before its padding arrives', () => {
+  const record = wire({ type: 6, requestId: 3, content: Buffer.from('body'), paddingLength: 200, paddingByte: 0 });
+  const decoder = new RecordDecoder();
+  const seen: string[] = [];
+  assert.equal(decoder.push(record.subarray(0, 6), (r) => seen.push(r.content.toString())), null);
+  assert.equal(decoder.pendingBytes, 6, 'a partial header is held');
+  assert.equal(decoder.push(record.subarray(6, 12), (r) => seen.push(r.content.toString())), null);
+  assert.deepEqual(seen, ['body'], 'delivered with all of its padding still to come');
+  const truncated = decoder.end();
+  assert.ok(truncated instanceof FastCGIProtocolError);
+  assert.equal(truncated.code, ErrorCode.FCGI_TRUNCATED, 'missing padding is still a truncated stream');
+
+  const whole = feed([record.subarray(0, 12), record.subarray(12, 100), record.subarray(100)]);
+  assert.deepEqual(
+    whole.records.map((r) => r.content.toString()),
+    ['body'],
+  );
+  assert.equal(whole.endError, null);
+});
+
 const badVersions: Array<[what: string, byte: number]> = [
   ['version 0', 0],
   ['version 2', 2],
