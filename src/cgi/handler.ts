@@ -379,10 +379,12 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
     case 'aborted':
       return;
     case 'spawn-failed': {
-      const status = outcome.error.errno === 'EACCES' ? 403 : outcome.error.errno === 'ENOENT' ? 404 : 500;
+      const status = spawnFailureStatus(outcome.error.errno);
       settings.errorLog(`cgi: ${outcome.error.message}`);
       logFailure(status, outcome.error.message);
       completed = true;
+      // The cgid daemon is being restarted: worth retrying in a moment.
+      if (status === 503) res.setHeader('Retry-After', '1');
       sendErrorPage(res, status);
       return;
     }
@@ -439,6 +441,17 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
     return;
   }
   sendBody(run, res, head, file, settings.errorLog, () => (completed = true));
+}
+
+/**
+ * EACCES (not executable) and EPERM (a suexec refusal) -> 403, ENOENT -> 404,
+ * ECGIDDOWN (the cgid daemon is gone and being restarted) -> 503, others 500.
+ */
+function spawnFailureStatus(errno: string): number {
+  if (errno === 'EACCES' || errno === 'EPERM') return 403;
+  if (errno === 'ENOENT') return 404;
+  if (errno === 'ECGIDDOWN') return 503;
+  return 500;
 }
 
 async function dispatchRedirect(settings: Settings, previous: Dispatch, location: string, environment: CgiEnvironment): Promise<void> {

@@ -7,6 +7,7 @@ import { SERVE_KEYS } from '../config/schema.js';
 import { ConfigError, closestName, loadServeConfig } from '../config/load.js';
 import { GatehouseFront } from '../http/server.js';
 import { formatListenAddress } from '../config/listen.js';
+import { frontSpawnSettings, parseSpawnMode, startFrontSpawner, type FrontSpawner } from '../cgid/front.js';
 
 const COMMAND_OPTIONS = [
   { flag: 'config', argument: 'FILE', summary: 'read the configuration from this TOML file (see gatehouse-serve(8)); flags override it' },
@@ -75,6 +76,12 @@ export async function main(argv: string[]): Promise<number> {
     }
     throw error;
   }
+  try {
+    parseSpawnMode(config.cgiSpawn);
+  } catch (error) {
+    process.stderr.write(`gatehouse serve: invalid configuration: ${(error as Error).message}\n`);
+    return 1;
+  }
   if (check) {
     const lines = [
       `configuration OK${typeof file === 'string' ? ` (${file})` : ''}`,
@@ -91,25 +98,41 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(lines.join('\n') + '\n');
     return 0;
   }
-  const front = new GatehouseFront({ config });
+  // Scripts start through the cgid daemon by default (started here, before the front takes requests).
+  let front: GatehouseFront | undefined;
+  const log = (line: string) => (front ? front.logError(line) : process.stderr.write(`${line}\n`));
+  let scripts: FrontSpawner | null = null;
+  if (config.cgiBin || config.scriptAlias.length > 0 || config.cgiExt.length > 0) {
+    try {
+      scripts = await startFrontSpawner(frontSpawnSettings(config), log);
+    } catch (error) {
+      process.stderr.write(`gatehouse serve: cannot start CGI scripts: ${(error as Error).message}\n`);
+      return 1;
+    }
+  }
+  front = new GatehouseFront({ config, ...(scripts ? { spawner: scripts.spawner } : {}) });
   const addresses = await front.listen();
-  front.logError(`gatehouse serve ${process.pid}: listening on ${addresses.map(formatListenAddress).join(', ')}`);
+  front.logError(`gatehouse serve ${process.pid}: listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}`);
+  const running = front;
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
       if (stopping) {
-        front.logError(`${signal} again: exiting now`);
+        running.logError(`${signal} again: exiting now`);
         process.exit(1);
       }
       stopping = true;
-      front.logError(`${signal}: finishing requests in flight (up to ${config.shutdownGraceMs} ms), then exiting`);
-      front.stop().then(
-        () => resolve(0),
-        (error: unknown) => {
-          front.logError(`stop failed: ${(error as Error).message}`);
-          resolve(1);
-        },
-      );
+      running.logError(`${signal}: finishing requests in flight (up to ${config.shutdownGraceMs} ms), then exiting`);
+      running
+        .stop()
+        .then(() => scripts?.stop())
+        .then(
+          () => resolve(0),
+          (error: unknown) => {
+            running.logError(`stop failed: ${(error as Error).message}`);
+            resolve(1);
+          },
+        );
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);

@@ -8,6 +8,9 @@
  */
 import { parseDuration } from './duration.js';
 import {
+  CGID_SCRIPT_SOCK,
+  CGID_SUEXEC_MIN_GID,
+  CGID_SUEXEC_MIN_UID,
   CGI_MAX_CONCURRENT_SCRIPTS,
   CGI_MAX_QUEUED_SCRIPTS,
   CGI_MAX_REQUEST_BODY_BYTES,
@@ -65,6 +68,16 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
   { name: 'keepalive-timeout', kind: 'duration', flag: true, argument: 'TIME', summary: 'an idle keep-alive connection is closed after this time', defaultText: `${HTTP_KEEPALIVE_TIMEOUT_MS / 1000}s` },
   { name: 'max-header-bytes', kind: 'integer', flag: true, argument: 'BYTES', summary: 'largest request head (431 above)', defaultText: String(HTTP_MAX_HEADER_BYTES) },
   { name: 'max-url-bytes', kind: 'integer', flag: true, argument: 'BYTES', summary: 'longest request target (414 above)', defaultText: String(HTTP_MAX_URL_BYTES) },
+  { name: 'cgi-spawn', kind: 'string', flag: true, argument: 'MODE', summary: 'how scripts start: daemon (the cgid daemon, a separate small process), in-process (posix_spawn from the front), fork (child_process.spawn)', defaultText: 'daemon' },
+  { name: 'script-sock', kind: 'string', flag: true, argument: 'PREFIX', aliases: ['ScriptSock'], summary: "ScriptSock: the cgid socket's path prefix (the front's pid is appended), relative to runtime-dir", defaultText: CGID_SCRIPT_SOCK },
+  { name: 'runtime-dir', kind: 'string', flag: true, argument: 'DIR', aliases: ['DefaultRuntimeDir'], summary: 'where the cgid socket lives (created 0700; refused when other users can write it)', defaultText: '/run/gatehouse as root, else $XDG_RUNTIME_DIR/gatehouse or $TMPDIR/gatehouse-UID' },
+  { name: 'rlimit-cpu', kind: 'integer', flag: true, argument: 'SECONDS', aliases: ['RLimitCPU'], summary: 'RLimitCPU: CPU seconds per script (0: none)', defaultText: '0' },
+  { name: 'rlimit-mem', kind: 'integer', flag: true, argument: 'BYTES', aliases: ['RLimitMEM'], summary: 'RLimitMEM: address space per script in bytes (0: none)', defaultText: '0' },
+  { name: 'rlimit-nproc', kind: 'integer', flag: true, argument: 'N', aliases: ['RLimitNPROC'], summary: "RLimitNPROC: processes of the script's user, not enforced for root (0: none)", defaultText: '0' },
+  { name: 'rlimit-nofile', kind: 'integer', flag: true, argument: 'N', summary: 'open files per script (0: none)', defaultText: '0' },
+  { name: 'max-script-output', kind: 'integer', flag: true, argument: 'BYTES', summary: "a script's output cap: past it the script is killed and its response cut (0: none)", defaultText: '0' },
+  { name: 'suexec-min-uid', kind: 'integer', flag: true, argument: 'UID', summary: 'suexec: lowest uid a route may run scripts as', defaultText: String(CGID_SUEXEC_MIN_UID) },
+  { name: 'suexec-min-gid', kind: 'integer', flag: true, argument: 'GID', summary: 'suexec: lowest gid a route may run scripts as', defaultText: String(CGID_SUEXEC_MIN_GID) },
   { name: 'shutdown-grace', kind: 'duration', flag: true, argument: 'TIME', summary: 'on SIGTERM, how long requests in flight may finish before scripts are killed', defaultText: `${HTTP_SHUTDOWN_GRACE_MS / 1000}s` },
 ];
 
@@ -121,6 +134,17 @@ export interface ServeConfig {
   maxHeaderBytes: number;
   maxUrlBytes: number;
   shutdownGraceMs: number;
+  /** daemon | in-process | fork (src/cgid/front.ts). */
+  cgiSpawn: string;
+  scriptSock?: string;
+  runtimeDir?: string;
+  rlimitCpu: number;
+  rlimitMem: number;
+  rlimitNproc: number;
+  rlimitNofile: number;
+  maxScriptOutput: number;
+  suexecMinUid: number;
+  suexecMinGid: number;
 }
 
 export const SERVE_DEFAULTS: ServeConfig = {
@@ -146,6 +170,14 @@ export const SERVE_DEFAULTS: ServeConfig = {
   maxHeaderBytes: HTTP_MAX_HEADER_BYTES,
   maxUrlBytes: HTTP_MAX_URL_BYTES,
   shutdownGraceMs: HTTP_SHUTDOWN_GRACE_MS,
+  cgiSpawn: 'daemon',
+  rlimitCpu: 0,
+  rlimitMem: 0,
+  rlimitNproc: 0,
+  rlimitNofile: 0,
+  maxScriptOutput: 0,
+  suexecMinUid: CGID_SUEXEC_MIN_UID,
+  suexecMinGid: CGID_SUEXEC_MIN_GID,
 };
 
 /** kebab-case key -> the ServeConfig field it sets (durations gain an Ms suffix). */

@@ -1,0 +1,95 @@
+/**
+ * How `gatehouse serve` starts CGI scripts, chosen by `cgi-spawn`:
+ *
+ * - `daemon` (default): the cgid daemon, a separate small process started
+ *   and supervised by the front; scripts' parent is the daemon, and the cost
+ *   of a start does not depend on the front's size.
+ * - `in-process`: posix_spawn from the front itself (no daemon round trip;
+ *   also cheap from a large heap, since posix_spawn does not copy page tables).
+ * - `fork`: Node's child_process.spawn (libuv forks: slows down as the heap
+ *   grows); kept for comparison and for systems without the binding.
+ */
+import path from 'node:path';
+import { ChildProcessSpawner, type ScriptSpawner } from '../cgi/spawner.js';
+import { ErrorCode, GatehouseError } from '../errors.js';
+import { CGID_SCRIPT_SOCK, CGID_SUEXEC_MIN_GID, CGID_SUEXEC_MIN_UID } from '../limits.js';
+import { PosixSpawnSpawner, type SuexecRoute } from './posix-spawner.js';
+import { NO_LIMITS, type ScriptLimits } from './protocol.js';
+import { defaultRuntimeDirectory, ensureRuntimeDirectory, scriptSockPath } from './socket-path.js';
+import { CgidSupervisor } from './supervisor.js';
+import type { ServeConfig } from '../config/schema.js';
+
+export const CGI_SPAWN_MODES = ['daemon', 'in-process', 'fork'] as const;
+export type CgiSpawnMode = (typeof CGI_SPAWN_MODES)[number];
+
+export interface FrontSpawnSettings {
+  mode?: string;
+  /** ScriptSock prefix; relative to runtimeDir. */
+  scriptSock?: string;
+  runtimeDir?: string;
+  limits?: Partial<ScriptLimits>;
+  suexec?: readonly SuexecRoute[];
+  suexecMinUid?: number;
+  suexecMinGid?: number;
+}
+
+export interface FrontSpawner {
+  spawner: ScriptSpawner;
+  /** One line for the log and --check: how scripts are started. */
+  description: string;
+  stop(): Promise<void>;
+  /** The supervisor in daemon mode (tests and status). */
+  supervisor: CgidSupervisor | null;
+}
+
+/** Checks the mode (an error names the key and the values to write). */
+export function parseSpawnMode(mode: string | undefined): CgiSpawnMode {
+  const value = mode ?? 'daemon';
+  if (!(CGI_SPAWN_MODES as readonly string[]).includes(value)) {
+    throw new GatehouseError(ErrorCode.CGID_SETUP, `cgi-spawn: "${value}" is not a spawn mode; write one of ${CGI_SPAWN_MODES.join(', ')}`);
+  }
+  return value as CgiSpawnMode;
+}
+
+export async function startFrontSpawner(settings: FrontSpawnSettings, log: (line: string) => void): Promise<FrontSpawner> {
+  const mode = parseSpawnMode(settings.mode);
+  const limits: ScriptLimits = { ...NO_LIMITS, ...settings.limits };
+  const launch = { minUid: settings.suexecMinUid ?? CGID_SUEXEC_MIN_UID, minGid: settings.suexecMinGid ?? CGID_SUEXEC_MIN_GID, log };
+  const policy = { limits, ...(settings.suexec ? { suexec: settings.suexec } : {}) };
+  if (mode === 'fork') {
+    if (settings.suexec?.length) throw new GatehouseError(ErrorCode.CGID_SETUP, 'cgi-spawn = "fork" cannot run scripts as other users: use the daemon (the default)');
+    return { spawner: new ChildProcessSpawner(), description: 'in-process with child_process.spawn (fork)', stop: async () => {}, supervisor: null };
+  }
+  if (mode === 'in-process') {
+    return { spawner: new PosixSpawnSpawner(policy, launch), description: 'in-process with posix_spawn', stop: async () => {}, supervisor: null };
+  }
+  const runtimeDir = path.resolve(settings.runtimeDir ?? defaultRuntimeDirectory());
+  const prefix = settings.scriptSock ?? CGID_SCRIPT_SOCK;
+  if (!path.isAbsolute(prefix)) ensureRuntimeDirectory(runtimeDir);
+  const socketPath = scriptSockPath(prefix, runtimeDir);
+  const supervisor = new CgidSupervisor({
+    socketPath,
+    log,
+    policy,
+    daemonArgs: ['--suexec-min-uid', String(launch.minUid), '--suexec-min-gid', String(launch.minGid)],
+  });
+  await supervisor.start();
+  return {
+    spawner: supervisor,
+    description: `cgid daemon (pid ${supervisor.daemonPid}) on ${socketPath}`,
+    stop: () => supervisor.stop(),
+    supervisor,
+  };
+}
+
+/** The spawn settings from `gatehouse serve`'s configuration. */
+export function frontSpawnSettings(config: ServeConfig): FrontSpawnSettings {
+  return {
+    mode: config.cgiSpawn,
+    ...(config.scriptSock !== undefined ? { scriptSock: config.scriptSock } : {}),
+    ...(config.runtimeDir !== undefined ? { runtimeDir: config.runtimeDir } : {}),
+    limits: { cpuSeconds: config.rlimitCpu, memoryBytes: config.rlimitMem, processes: config.rlimitNproc, openFiles: config.rlimitNofile, outputBytes: config.maxScriptOutput },
+    suexecMinUid: config.suexecMinUid,
+    suexecMinGid: config.suexecMinGid,
+  };
+}
