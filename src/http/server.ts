@@ -32,6 +32,26 @@ interface Route {
   handler: Handler;
 }
 
+/** How often Node sweeps connections for headers-timeout and request-timeout: a fraction of the shorter one, at most 1 s. */
+function timeoutSweepInterval(config: ServeConfig): number {
+  const shortest = Math.min(config.headersTimeoutMs || Infinity, config.requestTimeoutMs || Infinity);
+  return Math.max(50, Math.min(1000, Math.floor(shortest / 4)));
+}
+
+/**
+ * Node counts the request line in its header limit, so a target longer than
+ * the whole head limit fails as a header overflow. The packet that overflowed
+ * tells which it was: a request line that has not ended yet, or is longer than
+ * max-url-bytes, is answered 414 as Apache answers it (LimitRequestLine).
+ */
+function requestLineTooLong(rawPacket: unknown, maxUrlBytes: number): boolean {
+  if (!Buffer.isBuffer(rawPacket)) return false;
+  const lineEnd = rawPacket.indexOf(0x0a);
+  const line = rawPacket.subarray(0, lineEnd === -1 ? rawPacket.length : lineEnd).toString('latin1');
+  if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+ /.test(line)) return false;
+  return lineEnd === -1 || line.length > maxUrlBytes;
+}
+
 export class GatehouseFront {
   readonly config: ServeConfig;
   readonly #servers: http.Server[] = [];
@@ -123,13 +143,20 @@ export class GatehouseFront {
     res.once('finish', done);
     res.once('close', done);
     if (this.#stopping) res.setHeader('Connection', 'close');
-    const target = req.url ?? '/';
+    let target = req.url ?? '/';
+    // RFC 9112 3.2.2: an origin server must accept the absolute-form (http://host/path); it is served as its path.
+    const absolute = /^https?:\/\/[^/?#]*/i.exec(target);
+    if (absolute) {
+      target = target.slice(absolute[0].length);
+      if (!target.startsWith('/')) target = '/' + target;
+      req.url = target;
+    }
     if (Buffer.byteLength(target, 'latin1') > this.config.maxUrlBytes) {
       this.logError(`request target of ${target.length} bytes from ${req.socket.remoteAddress} exceeds max-url-bytes (${this.config.maxUrlBytes}): 414`);
       return sendErrorPage(res, 414, true);
     }
     if (!target.startsWith('/')) {
-      // Absolute-form and authority-form targets are for proxies; gatehouse is an origin server.
+      // Authority-form (CONNECT), asterisk-form (OPTIONS *) and other schemes are for proxies; gatehouse is an origin server.
       return sendErrorPage(res, 400, true);
     }
     const path = target.split('?', 1)[0]!;
@@ -170,13 +197,17 @@ export class GatehouseFront {
           // Reject ambiguous framing; never accept what a proxy in front might read differently.
           insecureHTTPParser: false,
           noDelay: true,
+          // Node enforces headersTimeout and requestTimeout only when this sweep runs (every 30 s by default):
+          // a 1 s headers-timeout would let a slow client hold its connection for up to 31 s.
+          connectionsCheckingInterval: timeoutSweepInterval(this.config),
         },
         this.handle,
       );
       server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
         if (error.code !== 'ECONNRESET' && error.code !== 'EPIPE') this.logError(`http: bad request from ${(socket as import('node:net').Socket).remoteAddress ?? '-'}: ${error.code ?? ''} ${error.message}`);
         if (!socket.writable) return socket.destroy();
-        const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+        const status =
+          error.code === 'HPE_HEADER_OVERFLOW' ? (requestLineTooLong((error as { rawPacket?: unknown }).rawPacket, this.config.maxUrlBytes) ? 414 : 431) : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
         socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       });
       await new Promise<void>((resolve, reject) => {
