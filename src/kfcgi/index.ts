@@ -69,6 +69,7 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
             maxWorkers: config.maxWorkers,
             idleSeconds: config.idleSeconds,
             maxRequests: config.maxRequests,
+            connectionsPerWorker: config.connectionsPerWorker,
             program: config.program,
             args: config.args,
             env,

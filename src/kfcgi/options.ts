@@ -57,6 +57,7 @@ export const OPTIONS = [
   { short: 'U', long: 'user', kind: 'string', metavar: 'procuser', help: 'user the manager and its workers run as', defaultText: 'the current user' },
   { short: 'w', long: 'wait', kind: 'integer', metavar: 'waittime', min: 0, max: 2 ** 31 - 1, help: 'seconds a worker above -n may stay idle before it is released', defaultText: String(KFCGI_DEFAULT_IDLE_SECONDS) },
   { short: 'R', long: 'max-requests', kind: 'integer', metavar: 'maxrequests', min: 0, max: 2 ** 31 - 1, help: 'variable pool: replace a worker after this many connections (0: never)', defaultText: '0', gatehouse: true },
+  { short: 'C', long: 'worker-connections', kind: 'integer', metavar: 'conns', min: 1, max: 4096, help: 'variable pool: connections one worker is given at once (1 is kcgi\'s model; more for workers that multiplex, such as the gatehouse worker library)', defaultText: '1', gatehouse: true },
   { short: 'S', long: 'status-socket', kind: 'string', metavar: 'statuspath', help: 'unix socket answering pool status (read with: gatehouse kfcgi status statuspath)', defaultText: 'none', gatehouse: true },
   { short: 'a', long: 'web-server-addrs', kind: 'string', metavar: 'addrs', help: 'comma-separated web server addresses allowed to connect over TCP (FCGI_WEB_SERVER_ADDRS)', defaultText: 'the environment\'s FCGI_WEB_SERVER_ADDRS', gatehouse: true },
   { short: 'h', long: 'help', kind: 'flag', help: 'print this help and exit', gatehouse: true },
@@ -185,6 +186,7 @@ export interface KfcgiConfig {
   maxWorkers: number;
   idleSeconds: number;
   maxRequests: number;
+  connectionsPerWorker: number;
   /** Absolute path of the jail; '/' means no chroot. */
   jail: string;
   listen: ListenAddress;
@@ -251,6 +253,7 @@ export function validateOptions(commandLine: CommandLine, environment: NodeJS.Pr
   if (!variable) {
     if (options['max-workers'] !== undefined) warnings.push(`-N ${maxWorkers} applies only to variable pools (-r); the fixed pool keeps ${workers} workers`);
     if (options.wait !== undefined) warnings.push('-w applies only to variable pools (-r); ignored');
+    if (options['worker-connections'] !== undefined) problems.push('-C sets how many connections the manager hands one worker, which happens only in a variable pool: add -r or drop -C');
     if (options['max-requests']) problems.push('-R counts connections the manager hands to workers, which happens only in a variable pool: add -r (with a worker that implements the extension) or drop -R');
   }
 
@@ -323,6 +326,7 @@ export function validateOptions(commandLine: CommandLine, environment: NodeJS.Pr
     maxWorkers: variable ? maxWorkers : workers,
     idleSeconds: options.wait ?? KFCGI_DEFAULT_IDLE_SECONDS,
     maxRequests: options['max-requests'] ?? 0,
+    connectionsPerWorker: options['worker-connections'] ?? 1,
     jail,
     listen: listen!,
     statusPath,

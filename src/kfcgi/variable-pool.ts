@@ -11,8 +11,14 @@
  *
  * The pool starts at -n workers, grows (one per connection that finds no
  * free worker) up to -N, and releases workers idle for -w seconds, never
- * below -n. Free workers are reused most-recently-freed first, so the extra
- * ones age out. With -R, a worker is replaced after that many connections.
+ * below -n. A connection goes to the least-loaded worker, and among idle
+ * ones to the most recently freed, so the extra ones age out. With -R, a
+ * worker is replaced after that many connections.
+ *
+ * kcgi's workers serve one connection at a time, and so does this pool by
+ * default. With -C, a worker that multiplexes (the gatehouse worker library
+ * keeps reading its control socket while it serves) is given up to that many
+ * connections at once; "every worker busy" then means every worker at -C.
  *
  * Accepting is done with accept4(2) on the listening socket when it is
  * readable (no net.Socket per connection: the manager only passes
@@ -65,28 +71,31 @@ export interface VariablePoolOptions {
   maxWorkers: number;
   idleSeconds: number;
   maxRequests: number;
+  /** Connections one worker is given at once (-C; kcgi's model is 1). */
+  connectionsPerWorker: number;
   program: string;
   args: string[];
   env: NodeJS.ProcessEnv;
-  /** TCP only: peers allowed to connect (FCGI_WEB_SERVER_ADDRS); null allows all. */
+  /** TCP only: peers allowed to connect (FCGI_WEB_SERVER_ADDRS, normalised); null allows all. */
   allowedPeers: Set<string> | null;
 }
-
-type WorkerState = 'idle' | 'busy' | 'retiring';
 
 interface PoolWorker {
   process: WorkerProcess;
   control: number;
   watcher: DescriptorWatcher;
-  state: WorkerState;
-  /** The cookie of the connection it is serving. */
-  cookie: Buffer | null;
+  /** Released: its control socket is closed and it was told to stop. */
+  retiring: boolean;
+  /** Takes no new connection, and is released once its current ones are done (SIGHUP, -R). */
+  draining: string | null;
+  /** Cookies (hex) of the connections it is serving. */
+  inFlight: Set<string>;
   /** Bytes of a cookie read so far (a stream may split the 8 bytes). */
   partial: Buffer;
   idleSince: number;
+  /** Connections handed over, and finished. */
+  handed: number;
   served: number;
-  /** Started before the last SIGHUP: replaced as soon as it is free. */
-  outdated: boolean;
 }
 
 export class VariablePool implements Pool {
@@ -94,8 +103,6 @@ export class VariablePool implements Pool {
   readonly #listener: Listener;
   readonly #log: Logger;
   readonly #workers = new Set<PoolWorker>();
-  /** Free workers, most recently freed last (taken from the end). */
-  readonly #free: PoolWorker[] = [];
   /** Accepted connections whose hand-over failed, waiting for another worker. */
   readonly #queue: AcceptedConnection[] = [];
   readonly #cookies = new CookieSource();
@@ -119,9 +126,9 @@ export class VariablePool implements Pool {
   }
 
   async start(): Promise<void> {
-    const { workers, maxWorkers, idleSeconds } = this.#options;
+    const { workers, maxWorkers, idleSeconds, connectionsPerWorker } = this.#options;
     this.#log.info(
-      `variable pool: ${workers} to ${maxWorkers} worker(s) of ${this.#options.program} on ${this.#listener.describe()} (backlog ${this.#listener.backlog}, idle release after ${idleSeconds} s)`,
+      `variable pool: ${workers} to ${maxWorkers} worker(s) of ${this.#options.program} on ${this.#listener.describe()} (backlog ${this.#listener.backlog}, idle release after ${idleSeconds} s, ${connectionsPerWorker} connection(s) per worker)`,
     );
     const first = Array.from({ length: workers }, () => this.#spawn());
     const exits = first.map((worker) => worker.process.exited);
@@ -141,10 +148,27 @@ export class VariablePool implements Pool {
     this.#sweepTimer = setInterval(() => this.#releaseIdle(), KFCGI_IDLE_SWEEP_MS);
   }
 
+  /** Workers that take new connections (not released, not draining). */
   #activeCount(): number {
     let count = 0;
-    for (const worker of this.#workers) if (worker.state !== 'retiring' && !worker.outdated) count += 1;
+    for (const worker of this.#workers) if (!worker.retiring && worker.draining === null) count += 1;
     return count;
+  }
+
+  /** The least-loaded worker with room; among idle ones the most recently freed (so extra ones age out). */
+  #pick(): PoolWorker | null {
+    let best: PoolWorker | null = null;
+    for (const worker of this.#workers) {
+      if (worker.retiring || worker.draining !== null || worker.inFlight.size >= this.#options.connectionsPerWorker) continue;
+      if (
+        best === null ||
+        worker.inFlight.size < best.inFlight.size ||
+        (worker.inFlight.size === best.inFlight.size && worker.idleSince > best.idleSince)
+      ) {
+        best = worker;
+      }
+    }
+    return best;
   }
 
   #spawn(): PoolWorker {
@@ -169,15 +193,15 @@ export class VariablePool implements Pool {
       process,
       control: managerEnd,
       watcher: watchReadable(managerEnd, () => this.#onControlReadable(worker)),
-      state: 'idle',
-      cookie: null,
+      retiring: false,
+      draining: null,
+      inFlight: new Set(),
       partial: Buffer.alloc(0),
       idleSince: Date.now(),
+      handed: 0,
       served: 0,
-      outdated: false,
     };
     this.#workers.add(worker);
-    this.#free.push(worker);
     this.#log.info(`worker ${process.pid}: started (${this.#workers.size} worker(s))`);
     void process.exited.then((exit) => this.#onExit(worker, exit));
     return worker;
@@ -186,7 +210,7 @@ export class VariablePool implements Pool {
   /** The listening socket is readable: accept while a worker can take the connection. */
   #acceptReady(): void {
     for (let count = 0; count < ACCEPT_BATCH && this.#accepting && !this.#stopping; count += 1) {
-      const worker = this.#takeFree() ?? (this.#activeCount() < this.#options.maxWorkers ? this.#grow() : null);
+      const worker = this.#pick() ?? (this.#activeCount() < this.#options.maxWorkers ? this.#grow() : null);
       if (!worker) {
         this.#pauseAccepting();
         return;
@@ -195,20 +219,15 @@ export class VariablePool implements Pool {
       try {
         connection = acceptConnection(this.#listener.fd);
       } catch (error) {
-        this.#free.push(worker);
         this.#log.error(`accept on ${this.#listener.describe()}: ${(error as Error).message}`);
         return;
       }
-      if (!connection) {
-        this.#free.push(worker);
-        return;
-      }
+      if (!connection) return;
       this.#accepted += 1;
       const allowed = this.#options.allowedPeers;
       if (allowed && connection.peer !== null && !allowed.has(normalizeAddress(connection.peer))) {
         this.#log.warning(`refused connection from ${connection.peer}: not in FCGI_WEB_SERVER_ADDRS`);
         closeDescriptor(connection.fd);
-        this.#free.push(worker);
         continue;
       }
       this.#dispatch(worker, connection);
@@ -217,8 +236,7 @@ export class VariablePool implements Pool {
 
   #grow(): PoolWorker {
     this.#log.debug(`all ${this.#activeCount()} worker(s) busy: growing the pool`);
-    this.#spawn();
-    return this.#takeFree()!;
+    return this.#spawn();
   }
 
   /** Every worker busy at -N: leave new connections in the kernel's listen queue until one is free. */
@@ -231,17 +249,9 @@ export class VariablePool implements Pool {
   }
 
   #resumeAccepting(): void {
-    if (this.#accepting || this.#stopping) return;
+    if (this.#accepting || this.#stopping || !this.#acceptWatcher) return;
     this.#accepting = true;
-    this.#acceptWatcher?.resume();
-  }
-
-  #takeFree(): PoolWorker | null {
-    while (this.#free.length > 0) {
-      const worker = this.#free.pop()!;
-      if (worker.state === 'idle' && !worker.outdated && this.#workers.has(worker)) return worker;
-    }
-    return null;
+    this.#acceptWatcher.resume();
   }
 
   #dispatch(worker: PoolWorker, connection: AcceptedConnection): void {
@@ -256,15 +266,21 @@ export class VariablePool implements Pool {
       this.#drainQueue();
       return;
     }
-    worker.state = 'busy';
-    worker.cookie = cookie;
-    this.#log.debug(`worker ${worker.process.pid}: connection handed over`);
+    worker.inFlight.add(cookie.toString('hex'));
+    worker.handed += 1;
+    this.#log.debug(`worker ${worker.process.pid}: connection handed over (${worker.inFlight.size} in flight)`);
     // The worker has its own copy now; ours must go, or the connection would outlive the worker's close().
     closeDescriptor(connection.fd);
+    if (this.#options.maxRequests > 0 && worker.handed >= this.#options.maxRequests) {
+      worker.draining = `served ${worker.handed} connections (-R ${this.#options.maxRequests})`;
+      this.#recycled += 1;
+      this.#ensureMinimum();
+    }
   }
 
   #onControlReadable(worker: PoolWorker): void {
     for (;;) {
+      if (worker.control < 0) return;
       let message;
       try {
         message = receiveDescriptor(worker.control, COOKIE_BYTES - worker.partial.length);
@@ -277,57 +293,38 @@ export class VariablePool implements Pool {
       if (message.kind === 'eof') {
         // The worker closed its end: it is exiting. Its exit is handled when it is reaped.
         this.#closeControl(worker);
-        if (worker.state !== 'retiring') worker.state = 'retiring';
+        worker.retiring = true;
+        this.#ensureMinimum();
         return;
       }
       if (message.fd !== null) closeDescriptor(message.fd);
       worker.partial = Buffer.concat([worker.partial, message.payload]);
       if (worker.partial.length < COOKIE_BYTES) continue;
-      const cookie = worker.partial;
+      const cookie = worker.partial.toString('hex');
       worker.partial = Buffer.alloc(0);
-      if (worker.state !== 'busy' || !worker.cookie || !worker.cookie.equals(cookie)) {
+      if (!worker.inFlight.delete(cookie)) {
         this.#log.error(`worker ${worker.process.pid}: returned a cookie for no connection it was given; retiring it`);
         this.#retire(worker, 'protocol error');
+        this.#ensureMinimum();
         return;
       }
-      worker.cookie = null;
       worker.served += 1;
       this.#log.debug(`worker ${worker.process.pid}: connection done (${worker.served} served)`);
-      if (this.#options.maxRequests > 0 && worker.served >= this.#options.maxRequests) {
-        this.#recycled += 1;
-        this.#retire(worker, `served ${worker.served} connections (-R ${this.#options.maxRequests})`);
-        this.#ensureMinimum();
-        this.#drainQueue();
-        return;
+      if (worker.inFlight.size === 0) {
+        worker.idleSince = Date.now();
+        if (worker.draining !== null) this.#retire(worker, worker.draining);
       }
-      if (worker.outdated) {
-        this.#retire(worker, 'restart (SIGHUP)');
-        this.#drainQueue();
-        return;
-      }
-      this.#makeFree(worker);
+      this.#drainQueue();
     }
-  }
-
-  #makeFree(worker: PoolWorker): void {
-    worker.state = 'idle';
-    worker.idleSince = Date.now();
-    const next = this.#queue.shift();
-    if (next) {
-      this.#dispatch(worker, next);
-      return;
-    }
-    this.#free.push(worker);
-    this.#resumeAccepting();
   }
 
   #drainQueue(): void {
     while (this.#queue.length > 0) {
-      const worker = this.#takeFree() ?? (this.#activeCount() < this.#options.maxWorkers && !this.#stopping ? this.#grow() : null);
+      const worker = this.#pick() ?? (this.#activeCount() < this.#options.maxWorkers && !this.#stopping ? this.#grow() : null);
       if (!worker) return;
       this.#dispatch(worker, this.#queue.shift()!);
     }
-    if (this.#free.length > 0 || this.#activeCount() < this.#options.maxWorkers) this.#resumeAccepting();
+    if (this.#pick() !== null || this.#activeCount() < this.#options.maxWorkers) this.#resumeAccepting();
   }
 
   #closeControl(worker: PoolWorker): void {
@@ -339,8 +336,8 @@ export class VariablePool implements Pool {
 
   /** Ends a worker: its control socket closes (a kcgi worker exits on that), then SIGTERM, then SIGKILL. */
   #retire(worker: PoolWorker, reason: string): void {
-    if (worker.state === 'retiring' && worker.control < 0) return;
-    worker.state = 'retiring';
+    if (worker.retiring) return;
+    worker.retiring = true;
     this.#log.info(`worker ${worker.process.pid}: releasing (${reason})`);
     this.#closeControl(worker);
     void worker.process.stop(reason);
@@ -348,12 +345,12 @@ export class VariablePool implements Pool {
 
   #releaseIdle(): void {
     const limit = Date.now() - this.#options.idleSeconds * 1000;
-    for (const worker of [...this.#free]) {
+    const idle = [...this.#workers]
+      .filter((worker) => !worker.retiring && worker.draining === null && worker.inFlight.size === 0 && worker.idleSince <= limit)
+      .sort((a, b) => a.idleSince - b.idleSince);
+    for (const worker of idle) {
       if (this.#activeCount() <= this.#options.workers) return;
-      if (worker.state === 'idle' && worker.idleSince <= limit) {
-        this.#free.splice(this.#free.indexOf(worker), 1);
-        this.#retire(worker, `idle for more than ${this.#options.idleSeconds} s`);
-      }
+      this.#retire(worker, `idle for more than ${this.#options.idleSeconds} s`);
     }
   }
 
@@ -364,16 +361,17 @@ export class VariablePool implements Pool {
 
   #onExit(worker: PoolWorker, exit: Awaited<WorkerProcess['exited']>): void {
     this.#workers.delete(worker);
-    const freeIndex = this.#free.indexOf(worker);
-    if (freeIndex !== -1) this.#free.splice(freeIndex, 1);
     this.#closeControl(worker);
     const expected = worker.process.stopReason !== null;
-    const lost = worker.cookie !== null ? '; the connection it was serving is lost' : '';
+    const lost = worker.inFlight.size > 0 ? `; ${worker.inFlight.size} connection(s) it was serving are lost` : '';
     this.#log[expected ? 'info' : 'warning'](
       `worker ${worker.process.pid}: ${describeExit(exit)} after ${exit.ranMs} ms${expected ? ` (${worker.process.stopReason})` : ''}${lost}`,
     );
     if (this.#stopping || this.#respawnTimer) return;
-    if (this.#activeCount() >= this.#options.workers) return;
+    if (this.#activeCount() >= this.#options.workers) {
+      this.#drainQueue();
+      return;
+    }
     const delay = expected ? 0 : this.#backoff.next(exit);
     this.#respawnTimer = setTimeout(() => {
       this.#respawnTimer = null;
@@ -386,12 +384,12 @@ export class VariablePool implements Pool {
 
   async restart(): Promise<void> {
     this.#restarts += 1;
-    const old = [...this.#workers].filter((worker) => worker.state !== 'retiring');
-    this.#log.notice(`SIGHUP: replacing ${old.length} worker(s); busy ones finish their connection first`);
-    for (const worker of old) worker.outdated = true;
+    const old = [...this.#workers].filter((worker) => !worker.retiring);
+    this.#log.notice(`SIGHUP: replacing ${old.length} worker(s); busy ones finish their connections first`);
+    for (const worker of old) worker.draining ??= 'restart (SIGHUP)';
     // New workers first, so connections never wait for the old ones to go.
     this.#ensureMinimum();
-    for (const worker of old) if (worker.state === 'idle') this.#retire(worker, 'restart (SIGHUP)');
+    for (const worker of old) if (worker.inFlight.size === 0) this.#retire(worker, 'restart (SIGHUP)');
     this.#drainQueue();
   }
 
@@ -404,7 +402,7 @@ export class VariablePool implements Pool {
     for (const connection of this.#queue.splice(0)) closeDescriptor(connection.fd);
     const exits = [...this.#workers].map((worker) => {
       this.#closeControl(worker);
-      worker.state = 'retiring';
+      worker.retiring = true;
       return worker.process.stop('kfcgi stopping');
     });
     await Promise.all(exits);
@@ -412,7 +410,7 @@ export class VariablePool implements Pool {
 
   status(): PoolStatus {
     const workers = [...this.#workers].filter((worker) => worker.process.running);
-    const busy = workers.filter((worker) => worker.state === 'busy').length;
+    const busy = workers.filter((worker) => worker.inFlight.size > 0).length;
     const queue = this.#listener.address.kind === 'tcp' ? tcpListenQueue(this.#listener.fd) : null;
     return {
       pid: process.pid,
@@ -423,7 +421,7 @@ export class VariablePool implements Pool {
       minWorkers: this.#options.workers,
       maxWorkers: this.#options.maxWorkers,
       busy,
-      idle: workers.filter((worker) => worker.state === 'idle').length,
+      idle: workers.filter((worker) => worker.inFlight.size === 0 && !worker.retiring).length,
       pids: workers.map((worker) => worker.process.pid),
       accepted: this.#accepted,
       poolFull: this.#poolFull,

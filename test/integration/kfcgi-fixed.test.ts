@@ -213,6 +213,15 @@ test('-U runs the workers as that user (groups, gid, uid); -u gives the socket t
     assert.equal(procStatusField(pid, 'Groups'), '65534');
   }
   assert.match(await cgiFcgi(socket), /hello from libfcgi pid \d+ uid 65534/);
+  // Jailed and unprivileged, the manager still sees (through /proc opened before the jail) whether a worker is idle.
+  const before = kfcgi.workers();
+  process.kill(kfcgi.pid, 'SIGHUP');
+  await waitFor(() => /SIGHUP: restart done/.test(kfcgi.output()), 'the restart', kfcgi.output, 30_000);
+  assert.doesNotMatch(kfcgi.output(), /still busy after/);
+  const after = kfcgi.workers();
+  assert.equal(after.length, 2);
+  for (const pid of after) assert.ok(!before.includes(pid));
+  assert.match(await cgiFcgi(socket), /uid 65534/);
 });
 
 test('the socket has mode 0660 from bind on, whatever the umask', async (t) => {

@@ -178,3 +178,28 @@ test('variable pool on TCP: the manager refuses peers outside -a (FCGI_WEB_SERVE
     await kfcgi.stop();
   }
 });
+
+test('variable pool -C: a multiplexing worker (the Node library) is given several connections at once', async (t) => {
+  const dir = tempDir(t);
+  const socket = join(dir, 'app.sock');
+  const status = join(dir, 'status.sock');
+  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '1', '-N', '2', '-C', '4', '-s', socket, '-S', status, process.execPath, nodeWorker], { socket, expectWorkers: 1 });
+  const pending = Array.from({ length: 8 }, () => cgiFcgi(socket, { QUERY_STRING: 'sleep=600' }));
+  await waitFor(() => kfcgi.workers().length === 2, 'the second worker');
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const during = await readStatus(status);
+  assert.equal(during.busy, 2, 'both workers serve connections at once');
+  const responses = await Promise.all(pending);
+  const pids = new Set(responses.map((response) => /hello from node pid (\d+)/.exec(response)?.[1]));
+  assert.equal(pids.size, 2, `8 connections at 4 per worker need 2 workers: ${[...pids].join(', ')}`);
+  assert.equal(kfcgi.workers().length, 2);
+  assert.equal((await readStatus(status)).maxWorkers, 2);
+});
+
+test('variable pool -C with a kcgi-style worker: it serves the connections it is given one after another', async (t) => {
+  const fixtures = buildFixtures(t);
+  const socket = join(tempDir(t), 'app.sock');
+  await startKfcgi(t, ['-r', '-p', '/', '-n', '1', '-N', '1', '-C', '3', '-s', socket, fixtures.kcgiExt], { socket, expectWorkers: 1 });
+  const responses = await Promise.all(Array.from({ length: 5 }, () => cgiFcgi(socket, { QUERY_STRING: 'sleep=100' })));
+  for (const response of responses) assert.match(response, /hello from kcgi-ext/);
+});
