@@ -1,0 +1,278 @@
+/**
+ * `gatehouse serve` running CGI scripts through the cgid daemon it starts:
+ * the scripts' parent is the daemon, the CGI promises hold through it
+ * (bodies, stderr, timeouts with the group killed, aborts, ScriptLog, large
+ * streamed output, no zombies), the socket is private, and the front
+ * recovers when the daemon is killed under load, leaving no orphans.
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { freePort, startProcess, tempDir, waitForListener, type RunningProcess } from '../kit/process.js';
+import { httpRequest } from '../kit/http.js';
+
+const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const fixtures = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
+
+interface Served {
+  base: string;
+  port: number;
+  process: RunningProcess;
+  pid: number;
+  runtime: string;
+  errorLog: string;
+  scriptLog: string;
+  errors(): string;
+  daemonPid(): number | undefined;
+}
+
+function writeScript(dir: string, name: string, body: string): void {
+  writeFileSync(join(dir, name), body);
+  chmodSync(join(dir, name), 0o755);
+}
+
+/** The fixtures plus scripts these tests need, in a private cgi-bin. */
+function makeCgiBin(t: TestContext): string {
+  const dir = join(tempDir(t, 'gatehouse-cgid-bin-'), 'cgi-bin');
+  cpSync(fixtures, dir, { recursive: true });
+  writeScript(dir, 'ppid.sh', '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\n%s\\n" "$PPID"\n');
+  writeScript(dir, 'slow.sh', '#!/bin/sh\necho "slow pid $$" >&2\nprintf "Content-Type: text/plain\\n\\nstarted\\n"\nsleep 30 &\nsleep 30\n');
+  return dir;
+}
+
+async function startServe(t: TestContext, args: string[] = [], cgiBin = makeCgiBin(t)): Promise<Served> {
+  const dir = tempDir(t, 'gatehouse-cgid-serve-');
+  const runtime = join(dir, 'run');
+  const errorLog = join(dir, 'error.log');
+  const scriptLog = join(dir, 'script.log');
+  const port = await freePort();
+  const proc = startProcess(t, process.execPath, [
+    MAIN,
+    'serve',
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--cgi-bin',
+    cgiBin,
+    '--runtime-dir',
+    runtime,
+    '--error-log',
+    errorLog,
+    '--script-log',
+    scriptLog,
+    '--access-log',
+    'off',
+    ...args,
+  ]);
+  await waitForListener({ host: '127.0.0.1', port }, 20_000, () => proc.child.exitCode === null).catch((error: Error) => {
+    throw new Error(`gatehouse serve did not start: ${error.message}\n${proc.output()}`);
+  });
+  const pid = proc.child.pid!;
+  return {
+    base: `http://127.0.0.1:${port}`,
+    port,
+    process: proc,
+    pid,
+    runtime,
+    errorLog,
+    scriptLog,
+    errors: () => (existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''),
+    daemonPid: () => childrenOf(pid).find((child) => commandLine(child).includes('cgid')),
+  };
+}
+
+function childrenOf(pid: number): number[] {
+  const children: number[] = [];
+  try {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      const text = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
+      if (text) children.push(...text.split(/\s+/).map(Number));
+    }
+  } catch {
+    /* gone */
+  }
+  return children;
+}
+
+function commandLine(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+  } catch {
+    return '';
+  }
+}
+
+/** State letter, parent pid and process group of a live process, from /proc/PID/stat; null when gone. */
+function procStat(pid: number): { state: string; ppid: number; pgrp: number } | null {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    return { state: fields[0]!, ppid: Number(fields[1]), pgrp: Number(fields[2]) };
+  } catch {
+    return null;
+  }
+}
+
+/** Every live process in one of these process groups. */
+function membersOf(groups: ReadonlySet<number>): number[] {
+  const members: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = procStat(Number(entry));
+    if (stat && stat.state !== 'Z' && groups.has(stat.pgrp)) members.push(Number(entry));
+  }
+  return members;
+}
+
+async function eventually<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+test('gatehouse serve runs scripts through its cgid daemon', async (t) => {
+  const site = await startServe(t, ['--script-timeout', '1s']);
+  const daemon = await eventually('the cgid daemon', () => site.daemonPid());
+  assert.notEqual(daemon, site.pid);
+
+  await t.test("the script's parent process is the daemon, not the front", async () => {
+    const response = await httpRequest(`${site.base}/cgi-bin/ppid.sh`);
+    assert.equal(response.status, 200);
+    assert.equal(Number(response.body.toString().trim()), daemon);
+  });
+
+  await t.test('the socket is the front pid appended to cgisock, mode 0600, in a 0700 directory', () => {
+    const socket = join(site.runtime, `cgisock.${site.pid}`);
+    const stat = statSync(socket);
+    assert.ok(stat.isSocket());
+    assert.equal(stat.mode & 0o777, 0o600);
+    assert.equal(statSync(site.runtime).mode & 0o777, 0o700);
+  });
+
+  await t.test('environment and query reach the script', async () => {
+    const response = await httpRequest(`${site.base}/cgi-bin/env.sh/extra?a=1&b=2`, { headers: { 'X-Test': 'yes' } });
+    assert.equal(response.status, 200);
+    const body = response.body.toString();
+    assert.match(body, /^QUERY_STRING=a=1&b=2$/m);
+    assert.match(body, /^PATH_INFO=\/extra$/m);
+    assert.match(body, /^HTTP_X_TEST=yes$/m);
+    assert.match(body, /^GATEWAY_INTERFACE=CGI\/1.1$/m);
+  });
+
+  await t.test('a 1 MiB POST body streams through and back (front to script directly)', async () => {
+    const body = randomBytes(1024 * 1024);
+    const response = await httpRequest(`${site.base}/cgi-bin/echo.sh`, { method: 'POST', body });
+    assert.equal(response.status, 200);
+    assert.equal(response.headers['x-content-length'], String(body.length));
+    assert.ok(response.body.equals(body));
+  });
+
+  await t.test('a 50 MB response streams in full', async () => {
+    const response = await httpRequest(`${site.base}/cgi-bin/big.sh`);
+    assert.equal(response.status, 200);
+    assert.equal(response.body.length, 52_428_800);
+  });
+
+  await t.test('stderr reaches the error log with the script name; an error status is script-logged', async () => {
+    const response = await httpRequest(`${site.base}/cgi-bin/error-status.sh`);
+    assert.equal(response.status, 503);
+    await eventually('the stderr line', () => /error-status\.sh: error-status\.sh: database unreachable/.test(site.errors()));
+    await eventually('the ScriptLog entry', () => existsSync(site.scriptLog) && /%% 503 .*error-status\.sh/.test(readFileSync(site.scriptLog, 'utf8')));
+  });
+
+  await t.test('malformed output is a 500 with the bad line logged', async () => {
+    const response = await httpRequest(`${site.base}/cgi-bin/malformed.sh`);
+    assert.equal(response.status, 500);
+    await eventually('the malformed-header line', () => /malformed header from script .*malformed\.sh/.test(site.errors()));
+  });
+
+  await t.test('a script silent past the timeout gets 504 and its whole group is killed', async () => {
+    const response = await httpRequest(`${site.base}/cgi-bin/hang.sh`);
+    assert.equal(response.status, 504);
+    const match = await eventually('the hang.sh pids', () => /script (\d+) grandchild (\d+)/.exec(site.errors()) ?? undefined);
+    const [script, grandchild] = [Number(match[1]), Number(match[2])];
+    await eventually('the script and its grandchild to be gone', () => membersOf(new Set([script])).length === 0 && procStat(grandchild)?.state !== 'S');
+  });
+
+  await t.test('a client that goes away takes its script (SIGTERM, then SIGKILL for one that ignores it)', async () => {
+    const socket = net.connect(site.port, '127.0.0.1');
+    socket.write('GET /cgi-bin/ignore-term.sh HTTP/1.1\r\nHost: x\r\n\r\n');
+    let text = '';
+    socket.on('data', (chunk) => (text += chunk.toString()));
+    const pid = Number((await eventually('the script pid', () => /pid (\d+)/.exec(text) ?? undefined))[1]);
+    assert.ok(procStat(pid));
+    socket.destroy();
+    await eventually('the script group to be gone', () => membersOf(new Set([pid])).length === 0, 15_000);
+  });
+
+  await t.test('no zombies: every script the daemon started was reaped', async () => {
+    await Promise.all(Array.from({ length: 20 }, () => httpRequest(`${site.base}/cgi-bin/env.sh`)));
+    await eventually('no zombie children of the daemon', () => childrenOf(daemon).every((child) => procStat(child)?.state !== 'Z'));
+    const zombies = childrenOf(daemon).filter((child) => procStat(child)?.state === 'Z');
+    assert.deepEqual(zombies, []);
+  });
+});
+
+test('the daemon killed under load: requests in flight end, scripts are killed, the front answers 503 then serves again', async (t) => {
+  const site = await startServe(t, ['--script-timeout', '20s']);
+  const first = await eventually('the cgid daemon', () => site.daemonPid());
+  const inFlight = Array.from({ length: 6 }, () => httpRequest(`${site.base}/cgi-bin/slow.sh`, { timeoutMs: 20_000 }).catch((error: Error) => error));
+  const pids = await eventually('six running scripts', () => {
+    const found = [...site.errors().matchAll(/slow pid (\d+)/g)].map((match) => Number(match[1]));
+    return found.length >= 6 ? found : undefined;
+  });
+  const groups = new Set(pids);
+  assert.equal(membersOf(groups).length >= 6, true, 'the scripts and their sleeps run');
+
+  process.kill(first, 'SIGKILL');
+  // Every request in flight finishes (none hangs until the client timeout).
+  const results = await Promise.all(inFlight);
+  for (const result of results) assert.ok(!(result instanceof Error) || !/timed out/.test(result.message), String(result));
+  // No orphans: the scripts and everything they started are gone.
+  await eventually('the orphaned script groups to be killed', () => membersOf(groups).length === 0);
+
+  // While the daemon restarts, CGI requests get 503 (never a hang or a 500); then 200 again.
+  const statuses: number[] = [];
+  await eventually(
+    'a 200 from a new daemon',
+    async () => {
+      const response = await httpRequest(`${site.base}/cgi-bin/env.sh`);
+      statuses.push(response.status);
+      return response.status === 200;
+    },
+    15_000,
+  );
+  for (const status of statuses.slice(0, -1)) assert.equal(status, 503, `statuses while restarting: ${statuses.join(' ')}`);
+  const second = site.daemonPid();
+  assert.ok(second !== undefined && second !== first, 'a new daemon runs');
+  await eventually('the restart logged', () => /cgid: daemon pid \d+ exited \(SIGKILL\)/.test(site.errors()));
+});
+
+test('the runtime directory is refused when other users can write it', async (t) => {
+  for (const mode of [0o777, 0o1777, 0o770]) {
+    const dir = join(tempDir(t, 'gatehouse-cgid-unsafe-'), 'run');
+    mkdirSync(dir);
+    chmodSync(dir, mode);
+    const port = await freePort();
+    const proc = startProcess(t, process.execPath, [MAIN, 'serve', '--listen', `127.0.0.1:${port}`, '--cgi-bin', fixtures, '--runtime-dir', dir, '--access-log', 'off']);
+    const exit = await proc.exited;
+    assert.equal(exit.code, 1, proc.output());
+    assert.match(proc.output(), /refusing to create the cgid socket in .*writable by (every user|its group) \(mode \d+\).*chmod go-w/);
+  }
+});
+
+test('cgi-spawn in-process runs scripts from the front itself (posix_spawn)', async (t) => {
+  const site = await startServe(t, ['--cgi-spawn', 'in-process']);
+  assert.equal(site.daemonPid(), undefined);
+  const response = await httpRequest(`${site.base}/cgi-bin/ppid.sh`);
+  assert.equal(response.status, 200);
+  assert.equal(Number(response.body.toString().trim()), site.pid);
+});
