@@ -45,24 +45,62 @@ export function serveStatic(options: StaticOptions): (req: IncomingMessage, res:
       } catch {
         return sendErrorPage(res, 404);
       }
-      if (real !== root && !real.startsWith(root + path.sep)) {
+      if (!isInside(real, root)) {
         options.errorLog(`static: refused ${target}: ${candidate} resolves to ${real}, outside the document root ${root}`);
         return sendErrorPage(res, 404);
       }
       const info = await stat(real).catch(() => null);
       if (!info) return sendErrorPage(res, 404);
-      if (info.isDirectory() && !normalised.trailingSlash && normalised.segments.length > 0) {
-        res.statusCode = 301;
-        res.setHeader('Location', `${rawPath}/${question === -1 ? '' : target.slice(question)}`);
-        return res.end();
+      let file = real;
+      if (info.isDirectory()) {
+        if (!normalised.trailingSlash && normalised.segments.length > 0) {
+          res.statusCode = 301;
+          // Leading slashes collapsed: "//host" in a Location would send the client to another site.
+          res.setHeader('Location', `${rawPath.replace(/^\/+/, '/')}/${question === -1 ? '' : target.slice(question)}`);
+          return res.end();
+        }
+        // The index is found here, not by `send`: an index.html that is a symlink must pass the same containment check.
+        const found = await findIndex(real, index, root, (line) => options.errorLog(`static: refused ${target}: ${line}`));
+        if (!found) return sendErrorPage(res, 404);
+        file = found;
       }
-      const relative = path.relative(root, real).split(path.sep).map(encodeURIComponent).join('/');
-      send(req, '/' + relative + (info.isDirectory() ? '/' : ''), { root, index, dotfiles: 'ignore' })
-        .on('error', (error: { status?: number; message: string }) => sendErrorPage(res, error.status ?? 500))
+      const relative = path.relative(root, file).split(path.sep).map(encodeURIComponent).join('/');
+      send(req, '/' + relative, { root, index: false, dotfiles: 'ignore' })
+        .on('error', (error: { status?: number; headers?: Record<string, string>; message: string }) => {
+          const contentRange = error.headers?.['Content-Range'];
+          // RFC 9110 15.5.17: a 416 says how long the file is, so the client can ask again.
+          if (error.status === 416 && contentRange && !res.headersSent) {
+            for (const name of res.getHeaderNames()) res.removeHeader(name);
+            res.statusCode = 416;
+            res.setHeader('Content-Range', contentRange);
+            res.setHeader('Content-Length', 0);
+            return res.end();
+          }
+          sendErrorPage(res, error.status ?? 500);
+        })
         .pipe(res);
     })().catch((error: unknown) => {
       options.errorLog(`static: ${(error as Error).message}`);
       sendErrorPage(res, 500);
     });
   };
+}
+
+/** The first index file of `directory` that is a regular file whose real path lies inside `root`. */
+async function findIndex(directory: string, names: readonly string[], root: string, refuse: (line: string) => void): Promise<string | null> {
+  for (const name of names) {
+    const candidate = path.join(directory, name);
+    const real = await realpath(candidate).catch(() => null);
+    if (real === null) continue;
+    if (!isInside(real, root) || real === root) {
+      refuse(`${candidate} resolves to ${real}, outside the document root ${root}`);
+      continue;
+    }
+    if ((await stat(real).catch(() => null))?.isFile()) return real;
+  }
+  return null;
+}
+
+function isInside(file: string, root: string): boolean {
+  return file === root || file.startsWith(root.endsWith(path.sep) ? root : root + path.sep);
 }
