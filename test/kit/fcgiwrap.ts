@@ -11,11 +11,17 @@ export interface RunningFcgiwrap extends RunningProcess {
   addressString: string;
 }
 
-export async function startFcgiwrap(t: Cleanup, options: { children?: number } = {}): Promise<RunningFcgiwrap> {
+export interface FcgiwrapOptions {
+  children?: number;
+  /** -f: send the scripts' stderr to the web server as FCGI_STDERR (default true); otherwise it goes to fcgiwrap's own stderr. */
+  stderrOverFastCGI?: boolean;
+}
+
+export async function startFcgiwrap(t: Cleanup, options: FcgiwrapOptions = {}): Promise<RunningFcgiwrap> {
   const binary = requireProgram('/usr/sbin/fcgiwrap');
   const dir = tempDir(t, 'gatehouse-fcgiwrap-');
   const path = join(dir, 'fcgiwrap.sock');
-  const running = startProcess(t, binary, ['-s', `unix:${path}`, '-c', String(options.children ?? 1)]);
+  const running = startProcess(t, binary, ['-s', `unix:${path}`, '-c', String(options.children ?? 1), ...(options.stderrOverFastCGI === false ? [] : ['-f'])]);
   await waitForListener({ path }, 10_000, () => running.child.exitCode === null).catch((error: Error) => {
     throw new Error(`fcgiwrap did not start: ${error.message}\n${running.output()}`);
   });
