@@ -25,7 +25,7 @@ function chunksOf(data, size) {
 const VARIANTS = {
   'copy-into': ['copy: chunk.copy() of the 64 KiB socket chunks into one buffer', 'baseline for decode: memcpy of the same bytes', null],
   'copy-alloc': ['copy: Buffer.from() of each 64 KiB socket chunk', 'allocate + copy: what keeping the bytes costs', 'copy-into'],
-  'decode-chunks': ['decode: 64 KiB socket chunks (records cut across chunks)', 'assembles the records that straddle chunks (allocates and copies)', 'copy-into'],
+  'decode-chunks': ['decode: 64 KiB socket chunks (records cut across chunks)', 'stream records cut across chunks come as zero-copy pieces', 'copy-into'],
   'decode-aligned': ['decode: one record per chunk (aligned reads)', 'zero-copy slices', 'copy-into'],
   'decode-whole': ['decode: the whole 16 MiB stream in one push', 'zero-copy slices', 'copy-into'],
   'encode-copy-baseline': ['copy: Buffer.from() of each 65535-byte payload', 'baseline for encode', null],

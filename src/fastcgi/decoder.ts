@@ -1,20 +1,33 @@
 /**
  * The incremental FastCGI record decoder. Feed it bytes as they arrive, in any
- * split; it calls back once per complete record. A record that lies wholly in
- * one chunk is handed on as a slice of that chunk (no copy); only records cut
- * across chunks are assembled. Padding of any length is accepted and skipped.
+ * split; it calls back with each record. A record that lies wholly in one
+ * chunk is handed on as a slice of that chunk (no copy). A stream record
+ * (PARAMS, STDIN, STDOUT, STDERR, DATA) cut across chunks is handed on in
+ * pieces as they arrive, each a slice of its chunk with `partial` set on all
+ * but the last: stream content is only ever appended, so nothing is gained by
+ * assembling it, and a 64 KiB STDOUT record then costs no copy at all. Other
+ * records (BEGIN_REQUEST, END_REQUEST, GET_VALUES, ...) are assembled whole.
+ * An empty content is never a piece: it always means a stream's end.
+ * Padding of any length is accepted and skipped.
  *
  * It never throws on bad input: push() returns a FastCGIProtocolError and the
  * decoder stays failed, so the caller closes the connection with a log line.
  */
 import { ErrorCode, FastCGIProtocolError } from '../errors.js';
-import { FCGI_HEADER_LEN, FCGI_VERSION_1 } from './protocol.js';
+import { FCGI_HEADER_LEN, FCGI_VERSION_1, RecordType } from './protocol.js';
 
 export interface FastCGIRecord {
   type: number;
   requestId: number;
-  /** Valid only during the callback unless copied: it may be a slice of the socket's chunk. */
+  /** A slice of the chunk pushed (or an assembled copy): keep it only as long as that chunk is yours to keep. */
   content: Buffer;
+  /** True when more content of this same record follows in a later callback (stream records only). */
+  partial: boolean;
+}
+
+/** Stream records, whose content is delivered in pieces when cut across chunks. */
+function isStreamType(type: number): boolean {
+  return type === RecordType.PARAMS || type === RecordType.STDIN || type === RecordType.STDOUT || type === RecordType.STDERR || type === RecordType.DATA;
 }
 
 export type RecordHandler = (record: FastCGIRecord) => void;
@@ -37,6 +50,8 @@ export class RecordDecoder {
   #paddingLength = 0;
   #content: Buffer = EMPTY;
   #contentFilled = 0;
+  /** The record in progress is a stream record delivered in pieces. */
+  #streaming = false;
   #paddingLeft = 0;
   #error: FastCGIProtocolError | null = null;
 
@@ -66,7 +81,7 @@ export class RecordDecoder {
             const type = chunk[offset + 1]!;
             const requestId = (chunk[offset + 2]! << 8) | chunk[offset + 3]!;
             offset = contentStart + contentLength + paddingLength;
-            onRecord({ type, requestId, content: chunk.subarray(contentStart, contentStart + contentLength) });
+            onRecord({ type, requestId, content: chunk.subarray(contentStart, contentStart + contentLength), partial: false });
             if (this.#error) return this.#error;
             continue;
           }
@@ -93,15 +108,25 @@ export class RecordDecoder {
           offset += this.#contentLength;
           this.#afterContent(onRecord);
         } else {
-          this.#content = Buffer.allocUnsafe(this.#contentLength);
+          this.#streaming = isStreamType(this.#type);
+          this.#content = this.#streaming ? EMPTY : Buffer.allocUnsafe(this.#contentLength);
           this.#state = State.Content;
         }
       } else if (this.#state === State.Content) {
         const take = Math.min(this.#contentLength - this.#contentFilled, length - offset);
-        chunk.copy(this.#content, this.#contentFilled, offset, offset + take);
         this.#contentFilled += take;
-        offset += take;
-        if (this.#contentFilled === this.#contentLength) this.#afterContent(onRecord);
+        if (this.#streaming) {
+          const piece = chunk.subarray(offset, offset + take);
+          offset += take;
+          if (this.#contentFilled === this.#contentLength) {
+            this.#content = piece;
+            this.#afterContent(onRecord);
+          } else onRecord({ type: this.#type, requestId: this.#requestId, content: piece, partial: true });
+        } else {
+          chunk.copy(this.#content, this.#contentFilled - take, offset, offset + take);
+          offset += take;
+          if (this.#contentFilled === this.#contentLength) this.#afterContent(onRecord);
+        }
       } else {
         const take = Math.min(this.#paddingLeft, length - offset);
         this.#paddingLeft -= take;
@@ -127,7 +152,7 @@ export class RecordDecoder {
     this.#content = EMPTY;
     this.#paddingLeft = this.#paddingLength;
     this.#state = this.#paddingLeft > 0 ? State.Padding : State.Header;
-    onRecord({ type: this.#type, requestId: this.#requestId, content });
+    onRecord({ type: this.#type, requestId: this.#requestId, content, partial: false });
   }
 
   #fail(version: number): FastCGIProtocolError {

@@ -76,13 +76,30 @@ interface FeedResult {
   endError: FastCGIProtocolError | null;
 }
 
-/** Pushes each chunk (copied into its own memory, like separate socket reads), then ends. */
+/**
+ * Pushes each chunk (copied into its own memory, like separate socket reads),
+ * then ends. Pieces of a stream record (partial: true) are joined back into
+ * the record they belong to, checking that a piece is never empty and never
+ * interleaved with another record.
+ */
 function feed(chunks: readonly Buffer[]): FeedResult {
   const decoder = new RecordDecoder();
   const records: PlainRecord[] = [];
+  let pieces: Buffer[] = [];
   let error: FastCGIProtocolError | null = null;
   for (const chunk of chunks) {
-    error = decoder.push(Buffer.from(chunk), (record) => records.push(plain(record)));
+    error = decoder.push(Buffer.from(chunk), (record) => {
+      if (record.partial) {
+        assert.ok(record.content.length > 0, 'a partial piece is never empty');
+        assert.ok([RecordType.PARAMS, RecordType.STDIN, RecordType.STDOUT, RecordType.STDERR, RecordType.DATA].includes(record.type as never), `type ${record.type} came in pieces`);
+        pieces.push(Buffer.from(record.content));
+        return;
+      }
+      if (pieces.length > 0) {
+        records.push({ type: record.type, requestId: record.requestId, content: Buffer.concat([...pieces, record.content]) });
+        pieces = [];
+      } else records.push(plain(record));
+    });
     if (error) break;
   }
   return { records, error, endError: decoder.end() };
@@ -382,4 +399,34 @@ test('property: a valid stream with mutated bytes never throws, and decodes the 
     ),
     fcRuns(500),
   );
+});
+
+test('a STDOUT record cut across chunks comes in pieces, each a slice of its own chunk (no copy)', () => {
+  const record = encodeRecord(RecordType.STDOUT, 3, Buffer.alloc(60_000, 0x62));
+  const first = Buffer.from(record.subarray(0, 20_000));
+  const second = Buffer.from(record.subarray(20_000));
+  const seen: FastCGIRecord[] = [];
+  const decoder = new RecordDecoder();
+  assert.equal(decoder.push(first, (r) => seen.push(r)), null);
+  assert.equal(decoder.push(second, (r) => seen.push(r)), null);
+  assert.equal(seen.length, 2);
+  assert.deepEqual(
+    seen.map((r) => [r.type, r.requestId, r.content.length, r.partial]),
+    [
+      [RecordType.STDOUT, 3, 20_000 - 8, true],
+      [RecordType.STDOUT, 3, 60_000 - (20_000 - 8), false],
+    ],
+  );
+  assert.equal(seen[0]!.content.buffer, first.buffer);
+  assert.equal(seen[1]!.content.buffer, second.buffer);
+});
+
+test('a BEGIN_REQUEST cut across chunks is assembled whole, never in pieces', () => {
+  const record = encodeRecord(RecordType.BEGIN_REQUEST, 1, Buffer.from([0, 1, 1, 0, 0, 0, 0, 0]));
+  const seen: FastCGIRecord[] = [];
+  const decoder = new RecordDecoder();
+  for (let i = 0; i < record.length; i++) decoder.push(record.subarray(i, i + 1), (r) => seen.push({ ...r, content: Buffer.from(r.content) }));
+  assert.equal(seen.length, 1);
+  assert.equal(seen[0]!.partial, false);
+  assert.deepEqual([...seen[0]!.content], [0, 1, 1, 0, 0, 0, 0, 0]);
 });
