@@ -183,3 +183,8 @@ export const CGID_SUEXEC_MIN_UID = 1000;
 export const CGID_SUEXEC_MIN_GID = 1000;
 /** The helper that sets uid, gid and initgroups(3) between the daemon and a suexec script (util-linux). */
 export const CGID_SETPRIV_PATH = '/usr/bin/setpriv';
+/**
+ * FastCGI face: script output held back while the request body is still arriving (nginx stops sending the
+ * body once it has forwarded a response header); past this the output is sent and the rest of the body may never come.
+ */
+export const CGID_FASTCGI_HOLD_BYTES = 8 * 1024 * 1024;

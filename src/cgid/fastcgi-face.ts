@@ -13,12 +13,12 @@
  */
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Transform } from 'node:stream';
 import { ErrorCode } from '../errors.js';
 import { runScript } from '../cgi/run-script.js';
 import type { ScriptLog } from '../cgi/script-log.js';
 import type { ScriptSpawner } from '../cgi/spawner.js';
-import { CGI_KILL_GRACE_MS, CGI_SCRIPT_TIMEOUT_MS } from '../limits.js';
+import { CGID_FASTCGI_HOLD_BYTES, CGI_KILL_GRACE_MS, CGI_SCRIPT_TIMEOUT_MS } from '../limits.js';
 import { createServer, type FastCGIServer, type WorkerServerOptions } from '../fastcgi/worker/server.js';
 import type { FastCGIRequest } from '../fastcgi/worker/request.js';
 import type { FastCGIResponse } from '../fastcgi/worker/response.js';
@@ -154,15 +154,64 @@ async function runRequest(req: FastCGIRequest, res: FastCGIResponse, options: Fa
     res.statusCode = 302;
     res.setHeader('Location', head.location);
   }
-  run.body.pipe(res);
-  run.body.once('end', () => (finished = true));
+  // nginx stops sending the request body once it has passed a response header on to its client, so output is
+  // held back (read, not paused: the script never blocks on it) until the whole body arrived or the hold is full.
+  const hold = new HoldOutput(CGID_FASTCGI_HOLD_BYTES);
+  if (req.complete) hold.release();
+  else req.once('end', () => hold.release());
+  run.body.pipe(hold).pipe(res, { end: false });
+  const endAfterExit = () => {
+    // END_REQUEST goes out once the script is reaped: its last stderr lines are sent, and appStatus is its exit status.
+    void run.finished.then(() => {
+      finished = true;
+      if (!res.writableEnded && !res.destroyed) res.end();
+    });
+  };
+  hold.once('end', endAfterExit);
   run.body.once('error', (error: NodeJS.ErrnoException) => {
     if (error.code === ErrorCode.CGI_SCRIPT_TIMEOUT) options.log(`cgid: ${file}: no output for ${timeoutMs} ms after the body started: killed, response cut short`);
-    finished = true;
-    // The response ends where it is; the appStatus tells the web server it is incomplete.
-    res.appStatus = 1;
-    if (!res.writableEnded) res.end();
+    // The response ends where it is; appStatus 1 tells the web server it is incomplete.
+    hold.release();
+    void run.finished.then(() => {
+      res.appStatus = 1;
+      finished = true;
+      if (!res.writableEnded && !res.destroyed) res.end();
+    });
   });
+  void run.finished.then(() => req.resume());
+}
+
+/**
+ * Keeps output until release() (or until `limit` bytes are held), then passes
+ * everything through. While holding it accepts every chunk at once, so the
+ * script's stdout keeps flowing.
+ */
+class HoldOutput extends Transform {
+  readonly #limit: number;
+  #held: Buffer[] = [];
+  #heldBytes = 0;
+  #released = false;
+  constructor(limit: number) {
+    super();
+    this.#limit = limit;
+  }
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    for (const chunk of this.#held) this.push(chunk);
+    this.#held = [];
+  }
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null, data?: Buffer) => void): void {
+    if (this.#released) return callback(null, chunk);
+    this.#held.push(chunk);
+    this.#heldBytes += chunk.length;
+    if (this.#heldBytes >= this.#limit) this.release();
+    callback();
+  }
+  override _flush(callback: () => void): void {
+    this.release();
+    callback();
+  }
 }
 
 /** Passes the body through, keeping its first bytes for the script log. */

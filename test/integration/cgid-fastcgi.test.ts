@@ -1,0 +1,195 @@
+/**
+ * `gatehouse cgid --fastcgi`: nginx runs CGI scripts through it with an
+ * fcgiwrap configuration (shell and Perl, a POST body, a timeout, a 50 MB
+ * response, stderr), and the FastCGI protocol side holds against a raw peer
+ * (GET_VALUES, UNKNOWN_TYPE, keep-conn, ABORT_REQUEST killing the script,
+ * malformed records survived).
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, cpSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { encodeNameValuePairs } from '../../src/fastcgi/name-value.js';
+import { encodeRecord } from '../../src/fastcgi/records.js';
+import { RecordType } from '../../src/fastcgi/protocol.js';
+import { startProcess, tempDir, waitForListener, type RunningProcess } from '../kit/process.js';
+import { startNginx, type RunningNginx } from '../kit/nginx.js';
+import { httpRequest } from '../kit/http.js';
+import { RawFastCGIPeer } from '../kit/raw-fastcgi.js';
+
+const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const fixtures = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
+
+interface Face {
+  socket: string;
+  root: string;
+  process: RunningProcess;
+  scriptLog: string;
+}
+
+async function startFace(t: TestContext, args: string[] = []): Promise<Face> {
+  const dir = tempDir(t, 'gatehouse-cgid-fcgi-');
+  const root = join(dir, 'www');
+  cpSync(fixtures, join(root, 'cgi-bin'), { recursive: true });
+  writeFileSync(join(root, 'cgi-bin', 'pid.sh'), '#!/bin/sh\necho "started $$" >&2\nprintf "Content-Type: text/plain\\n\\npid %s\\n" "$$"\nsleep 30\n');
+  chmodSync(join(root, 'cgi-bin', 'pid.sh'), 0o755);
+  const socket = join(dir, 'cgid.sock');
+  const scriptLog = join(dir, 'script.log');
+  const proc = startProcess(t, process.execPath, [MAIN, 'cgid', '--fastcgi', `unix:${socket}`, '--script-log', scriptLog, ...args]);
+  await waitForListener({ path: socket }, 20_000, () => proc.child.exitCode === null).catch((error: Error) => {
+    throw new Error(`gatehouse cgid --fastcgi did not start: ${error.message}\n${proc.output()}`);
+  });
+  return { socket, root, process: proc, scriptLog };
+}
+
+/** The location block from fcgiwrap's documentation, pointed at gatehouse. */
+async function nginxFor(t: TestContext, face: Face): Promise<RunningNginx> {
+  return startNginx(t, {
+    serverBlock: `
+      location /cgi-bin/ {
+        root ${face.root};
+        fastcgi_pass unix:${face.socket};
+        include /etc/nginx/fastcgi_params;
+        fastcgi_param SCRIPT_FILENAME ${face.root}$fastcgi_script_name;
+        fastcgi_read_timeout 30s;
+      }
+      # No SCRIPT_FILENAME here: DOCUMENT_ROOT + SCRIPT_NAME name the script.
+      location /plain/ {
+        root ${face.root};
+        rewrite ^/plain/(.*)$ /cgi-bin/$1 break;
+        fastcgi_pass unix:${face.socket};
+        include /etc/nginx/fastcgi_params;
+      }
+    `,
+  });
+}
+
+test('nginx runs CGI scripts through gatehouse cgid --fastcgi with an fcgiwrap configuration', async (t) => {
+  const face = await startFace(t, ['--script-timeout', '1s']);
+  const nginx = await nginxFor(t, face);
+
+  await t.test('the socket is not open to other users (fcgiwrap defaults to 0666)', () => {
+    assert.equal(statSync(face.socket).mode & 0o007, 0);
+  });
+
+  await t.test('a shell script sees the request in its environment', async () => {
+    const response = await httpRequest(`${nginx.url}/cgi-bin/env.sh?x=1`, { headers: { 'X-Probe': 'nginx' } });
+    assert.equal(response.status, 200);
+    const body = response.body.toString();
+    assert.match(body, /^QUERY_STRING=x=1$/m);
+    assert.match(body, /^HTTP_X_PROBE=nginx$/m);
+    assert.match(body, new RegExp(`^SCRIPT_FILENAME=${face.root}/cgi-bin/env.sh$`, 'm'));
+  });
+
+  await t.test('a Perl script', async () => {
+    const response = await httpRequest(`${nginx.url}/cgi-bin/env.pl`);
+    assert.equal(response.status, 200);
+    assert.match(response.body.toString(), /REQUEST_METHOD/);
+  });
+
+  await t.test('without SCRIPT_FILENAME the script is DOCUMENT_ROOT + SCRIPT_NAME', async () => {
+    const response = await httpRequest(`${nginx.url}/plain/env.sh`);
+    assert.equal(response.status, 200);
+    assert.match(response.body.toString(), /^SCRIPT_NAME=\/cgi-bin\/env.sh$/m);
+  });
+
+  await t.test('a POST body reaches the script whole', async () => {
+    const body = randomBytes(3 * 1024 * 1024 + 17);
+    const response = await httpRequest(`${nginx.url}/cgi-bin/echo.sh`, { method: 'POST', body, headers: { 'Content-Type': 'application/octet-stream' } });
+    assert.equal(response.status, 200);
+    assert.equal(response.headers['x-content-length'], String(body.length));
+    assert.ok(response.body.equals(body));
+  });
+
+  await t.test('a 50 MB response', async () => {
+    const response = await httpRequest(`${nginx.url}/cgi-bin/big.sh`);
+    assert.equal(response.status, 200);
+    assert.equal(response.body.length, 52_428_800);
+  });
+
+  await t.test('a script silent past the timeout is killed and answered 504', async () => {
+    const response = await httpRequest(`${nginx.url}/cgi-bin/hang.sh`);
+    assert.equal(response.status, 504);
+    const log = readFileSync(nginx.errorLog, 'utf8');
+    const match = /script (\d+) grandchild (\d+)/.exec(log);
+    assert.ok(match, 'hang.sh stderr reached nginx as FCGI_STDERR');
+    const deadline = Date.now() + 10_000;
+    while ((existsSync(`/proc/${match[1]}`) || existsSync(`/proc/${match[2]}`)) && Date.now() < deadline) await sleep(25);
+    assert.ok(!existsSync(`/proc/${match[2]}`), 'the grandchild was killed with the group');
+    await waitFor(() => existsSync(face.scriptLog) && /%% 504 .*hang\.sh/.test(readFileSync(face.scriptLog, 'utf8')));
+  });
+
+  await t.test('stderr goes to nginx as FCGI_STDERR', async () => {
+    const response = await httpRequest(`${nginx.url}/cgi-bin/error-status.sh`);
+    assert.equal(response.status, 503);
+    await waitFor(() => /FastCGI sent in stderr: "error-status\.sh: database unreachable/.test(readFileSync(nginx.errorLog, 'utf8')));
+  });
+
+  await t.test('a missing script is 404, a non-executable one 403', async () => {
+    assert.equal((await httpRequest(`${nginx.url}/cgi-bin/none.sh`)).status, 404);
+    assert.equal((await httpRequest(`${nginx.url}/cgi-bin/not-executable.sh`)).status, 403);
+  });
+});
+
+async function waitFor(probe: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!probe()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await sleep(25);
+  }
+}
+
+function params(face: Face, script: string): Record<string, string> {
+  return { SCRIPT_FILENAME: join(face.root, 'cgi-bin', script), REQUEST_METHOD: 'GET', SERVER_PROTOCOL: 'HTTP/1.1', REQUEST_URI: `/cgi-bin/${script}`, QUERY_STRING: '' };
+}
+
+test('the FastCGI protocol side: GET_VALUES, UNKNOWN_TYPE, keep-conn, ABORT_REQUEST, malformed records', async (t) => {
+  const face = await startFace(t);
+
+  await t.test('GET_VALUES is answered and an unknown type gets UNKNOWN_TYPE', async () => {
+    const peer = await RawFastCGIPeer.connect({ path: face.socket });
+    t.after(() => peer.close());
+    peer.write(encodeRecord(RecordType.GET_VALUES, 0, encodeNameValuePairs([[Buffer.from('FCGI_MPXS_CONNS'), Buffer.alloc(0)]])));
+    peer.write(encodeRecord(42, 0, Buffer.alloc(0)));
+    const records = await peer.waitFor((all) => all.some((r) => r.type === RecordType.GET_VALUES_RESULT) && all.some((r) => r.type === RecordType.UNKNOWN_TYPE));
+    const unknown = records.find((r) => r.type === RecordType.UNKNOWN_TYPE)!;
+    assert.equal(unknown.content[0], 42);
+  });
+
+  await t.test('two requests on one kept connection', async () => {
+    const peer = await RawFastCGIPeer.connect({ path: face.socket });
+    t.after(() => peer.close());
+    peer.sendRequest(1, params(face, 'env.sh'), { keepConn: true });
+    await peer.waitForEnd(1);
+    peer.sendRequest(2, params(face, 'env.sh'), { keepConn: true });
+    await peer.waitForEnd(2);
+    assert.match(peer.stdout(2).toString(), /SCRIPT_FILENAME=/);
+    assert.equal(peer.closed, false);
+  });
+
+  await t.test('ABORT_REQUEST kills the script group', async () => {
+    const peer = await RawFastCGIPeer.connect({ path: face.socket });
+    t.after(() => peer.close());
+    peer.sendRequest(1, params(face, 'pid.sh'), { keepConn: true });
+    await peer.waitFor(() => /pid \d+/.test(peer.stdout(1).toString()));
+    const pid = Number(/pid (\d+)/.exec(peer.stdout(1).toString())![1]);
+    assert.ok(existsSync(`/proc/${pid}`));
+    peer.write(encodeRecord(RecordType.ABORT_REQUEST, 1, Buffer.alloc(0)));
+    await peer.waitForEnd(1, 10_000);
+    await waitFor(() => !existsSync(`/proc/${pid}`) || /^\d+ \([^)]*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')));
+  });
+
+  await t.test('a malformed record closes that connection only; the face keeps serving', async () => {
+    const bad = await RawFastCGIPeer.connect({ path: face.socket });
+    bad.write(Buffer.from([9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]));
+    await bad.waitForClose();
+    const peer = await RawFastCGIPeer.connect({ path: face.socket });
+    t.after(() => peer.close());
+    peer.sendRequest(1, params(face, 'env.sh'));
+    const end = await peer.waitForEnd(1);
+    assert.equal(end.content.readUInt32BE(0), 0);
+  });
+});
