@@ -77,7 +77,9 @@ const OUTPUT_LIMIT = 64 * 1024;
 
 /** Starts a process whose lifetime is tied to the test: stopped (SIGTERM, then SIGKILL) in `after`. */
 export function startProcess(t: Cleanup, command: string, args: readonly string[], options: SpawnOptions = {}): RunningProcess {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+  // Its own process group, so stopping it also stops what it forked (php-fpm's
+  // pool, fcgiwrap's -c children, spawn-fcgi's application): no orphans.
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...options });
   let output = '';
   const collect = (chunk: Buffer) => {
     if (output.length < OUTPUT_LIMIT) output += chunk.toString('utf8');
@@ -92,14 +94,24 @@ export function startProcess(t: Cleanup, command: string, args: readonly string[
       resolve({ code: -1, signal: null });
     });
   });
-  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill(signal);
-    const killed = await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]);
-    if (!killed) {
-      child.kill('SIGKILL');
-      await exited;
+  const signalGroup = (signal: NodeJS.Signals) => {
+    try {
+      if (child.pid !== undefined) process.kill(-child.pid, signal);
+    } catch {
+      /* the group is gone */
     }
+  };
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill(signal);
+      const stopped = await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]);
+      if (!stopped) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    }
+    // Whatever the leader left behind in its group goes too.
+    signalGroup('SIGKILL');
   };
   t.after(() => stop());
   return { child, output: () => output, stop, exited };
