@@ -188,3 +188,5 @@ export const CGID_SETPRIV_PATH = '/usr/bin/setpriv';
  * body once it has forwarded a response header); past this the output is sent and the rest of the body may never come.
  */
 export const CGID_FASTCGI_HOLD_BYTES = 8 * 1024 * 1024;
+/** The wrapper that sets a script's resource limits on itself and execs it (util-linux). */
+export const CGID_PRLIMIT_PATH = '/usr/bin/prlimit';

@@ -4,18 +4,19 @@
  * names a user, posix_spawn (directly, or through setpriv for another user),
  * then the resource limits.
  *
- * Limits are applied with prlimit(2) right after posix_spawn returns, which
- * is after the script's exec: for the microseconds in between the script
- * runs with the daemon's limits. posix_spawn has no hook to set them earlier,
- * and forking a helper per script would cost more than the whole spawn.
+ * Limits are set by util-linux's prlimit(1) as a wrapper (it sets them on
+ * itself, then execs the script): posix_spawn has no hook to set them in
+ * the child before exec, and setting them from outside after the spawn
+ * (prlimit(2) on the pid) races the script, which was measured to win. The
+ * wrapper costs one extra exec, only when a limit is configured.
  * RLIMIT_NPROC is not enforced by Linux for root: it bites for suexec users.
  */
-import { closeSync, openSync, readSync, realpathSync, lstatSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, lstatSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { SpawnError } from '../cgi/spawner.js';
-import { CGID_SETPRIV_PATH, CGID_SUEXEC_MIN_GID, CGID_SUEXEC_MIN_UID } from '../limits.js';
+import { CGID_PRLIMIT_PATH, CGID_SETPRIV_PATH, CGID_SUEXEC_MIN_GID, CGID_SUEXEC_MIN_UID } from '../limits.js';
 import { lookupUser, SysError } from '../sys/index.js';
-import { lookupGroupId, posixSpawn, setChildLimit } from '../sys/posix-spawn.js';
+import { lookupGroupId, posixSpawn } from '../sys/posix-spawn.js';
 import type { RunAs, ScriptLimits, SpawnOrder } from './protocol.js';
 
 export interface LaunchPolicy {
@@ -29,6 +30,12 @@ export interface LaunchPolicy {
 /** Starts the script with `stdio` as its 0, 1, 2; returns its pid. Throws SpawnError (errno + why). */
 export function launchScript(order: SpawnOrder, stdio: readonly [number, number, number], policy: LaunchPolicy = {}): number {
   refuseShellFallback(order.file);
+  try {
+    // Checked here because a wrapper (setpriv, prlimit) would turn a refused exec into an exit status.
+    accessSync(order.file, constants.X_OK);
+  } catch (error) {
+    throw new SpawnError(order.file, (error as NodeJS.ErrnoException).code ?? 'EACCES', (error as Error).message);
+  }
   let file = order.file;
   let argv = order.argv;
   if (order.runAs) {
@@ -37,33 +44,28 @@ export function launchScript(order: SpawnOrder, stdio: readonly [number, number,
     file = CGID_SETPRIV_PATH;
     argv = [CGID_SETPRIV_PATH, `--regid=${identity.gid}`, `--init-groups`, `--reuid=${identity.uid}`, '--', order.file, ...order.argv.slice(1)];
   }
-  let pid: number;
+  const limits = limitFlags(order.limits);
+  if (limits.length > 0) {
+    // Outermost, so RLIMIT_NPROC is in place when setpriv changes user (execve then refuses an over-limit user).
+    argv = [CGID_PRLIMIT_PATH, ...limits, '--', file, ...argv.slice(1)];
+    file = CGID_PRLIMIT_PATH;
+  }
   try {
-    pid = posixSpawn({ file, argv, env: order.env, cwd: order.cwd, stdio });
+    return posixSpawn({ file, argv, env: order.env, cwd: order.cwd, stdio });
   } catch (error) {
     if (error instanceof SysError) throw new SpawnError(order.file, error.errnoName, error.message);
     throw error;
   }
-  applyLimits(pid, order.limits, order.file, policy);
-  return pid;
 }
 
-function applyLimits(pid: number, limits: ScriptLimits, file: string, policy: LaunchPolicy): void {
-  const wanted: Array<[Parameters<typeof setChildLimit>[1], number]> = [
-    ['CPU', limits.cpuSeconds],
-    ['AS', limits.memoryBytes],
-    ['NPROC', limits.processes],
-    ['NOFILE', limits.openFiles],
-  ];
-  for (const [resource, value] of wanted) {
-    if (value <= 0) continue;
-    try {
-      setChildLimit(pid, resource, value);
-    } catch (error) {
-      // The script may already have exited (ESRCH): nothing left to limit. Anything else is worth a line.
-      if (!(error instanceof SysError && error.errnoName === 'ESRCH')) policy.log?.(`cgid: cannot limit ${resource} of ${file} (pid ${pid}): ${(error as Error).message}`);
-    }
-  }
+/** prlimit(1) flags for the limits that are set (soft and hard alike). */
+function limitFlags(limits: ScriptLimits): string[] {
+  const flags: string[] = [];
+  if (limits.cpuSeconds > 0) flags.push(`--cpu=${limits.cpuSeconds}`);
+  if (limits.memoryBytes > 0) flags.push(`--as=${limits.memoryBytes}`);
+  if (limits.processes > 0) flags.push(`--nproc=${limits.processes}`);
+  if (limits.openFiles > 0) flags.push(`--nofile=${limits.openFiles}`);
+  return flags;
 }
 
 /**
