@@ -46,6 +46,12 @@ export interface FastCGIHandlerOptions {
   /** No data from the application for this long: 504. */
   readTimeoutMs?: number;
   maxConnections?: number;
+  /**
+   * Let several requests share one connection when the application multiplexes (FCGI_MPXS_CONNS).
+   * Off by default: a connection pauses for its slowest reader, so one slow HTTP client would
+   * stall every request sharing its connection (nginx never multiplexes, for the same reason).
+   */
+  multiplex?: boolean;
   /** Largest request body; 413 above. */
   maxRequestBody?: number;
   /** A chunked request body is spooled (memory, then a temp file) so CONTENT_LENGTH can be sent: php-fpm needs it. */
@@ -95,6 +101,7 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
         ...(options.connectTimeoutMs !== undefined ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
         ...(options.readTimeoutMs !== undefined ? { idleTimeoutMs: options.readTimeoutMs } : {}),
         ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {}),
+        ...(options.multiplex ? {} : { maxRequestsPerConnection: 1 }),
       }),
   );
   const policy: EnvironmentPolicy = {
@@ -200,14 +207,14 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
     for (let attempt = 0; attempt < clients.length; attempt++) {
       const client = clients[(first + attempt) % clients.length]!;
       const response = client.request({ params, ...(body ? { body } : {}), signal: abort.signal });
-      const outcome = await relay(req, res, response, location.scriptFilename);
+      const outcome = await relay(req, res, response, location.scriptFilename, attempt < clients.length - 1 && !abort.signal.aborted);
       if (outcome !== 'retry' || attempt === clients.length - 1) return;
       errorLog(`fastcgi: ${response.upstream} refused ${req.method} ${req.url}; trying the next upstream`);
     }
   }
 
   /** Streams one upstream response to the client. 'retry' when it failed before anything reached the application. */
-  function relay(req: IncomingMessage, res: ServerResponse, response: FastCGIResponse, script: string): Promise<'done' | 'retry'> {
+  function relay(req: IncomingMessage, res: ServerResponse, response: FastCGIResponse, script: string, canRetry: boolean): Promise<'done' | 'retry'> {
     return new Promise((resolve) => {
       const parser = new ResponseHeadParser();
       let stderrTail = '';
@@ -226,7 +233,8 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
       const fail = (error: unknown) => {
         if (stderrTail.trim()) errorLog(`fastcgi: ${response.upstream}: ${script}: ${stderrTail}`);
         stderrTail = '';
-        if (error instanceof UpstreamError && error.retryable && !res.headersSent && clientsCount() > 1) return settle('retry');
+        // Only when another upstream is left: the last one's failure must be answered (503), or the client waits forever.
+        if (canRetry && error instanceof UpstreamError && error.retryable && error.code !== ErrorCode.REQUEST_ABORTED && !res.headersSent) return settle('retry');
         const status = statusForUpstreamError(error);
         if ((error as { code?: string }).code !== ErrorCode.REQUEST_ABORTED) {
           errorLog(`fastcgi: ${req.method} ${req.url}: ${(error as Error).message}${res.headersSent ? ' (after the response started: connection closed)' : `: answered ${status}`}`);
@@ -279,14 +287,14 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
       response.once('error', fail);
       response.completion.then(
         (completion) => {
-          if (completion.appStatus !== 0 && stderrTail.trim()) errorLog(`fastcgi: ${response.upstream}: ${script}: ${stderrTail}`);
+          // php-fpm's error_log() lines carry no newline: what is left is a whole message, whatever the exit status.
+          if (stderrTail.trim()) errorLog(`fastcgi: ${response.upstream}: ${script}: ${stderrTail}`);
+          stderrTail = '';
         },
         () => {},
       );
     });
   }
-
-  const clientsCount = () => clients.length;
 
   Object.defineProperty(handler, 'clients', { value: clients });
   Object.defineProperty(handler, 'close', { value: () => Promise.all(clients.map((client) => client.close())).then(() => undefined) });

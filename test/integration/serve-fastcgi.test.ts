@@ -1,0 +1,255 @@
+/**
+ * FastCGI routes of `gatehouse serve` against real applications: php-fpm
+ * (split-path, index.php, bodies, stderr, failover, 503, 504) and gatehouse's
+ * own worker test app (a 50 MB response with the front's memory bounded, and
+ * a client that leaves mid-response making the app see an abort).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort, rssBytes, tempDir } from '../kit/process.js';
+import { httpRequest } from '../kit/http.js';
+import { startPhpFpm } from '../kit/php-fpm.js';
+import { startTestApp } from '../kit/worker-app.js';
+import { eventually, startGatehouse } from '../fixtures/serve/serve-kit.js';
+
+const SERVER_VARS = `<?php
+header('Content-Type: application/json');
+$keys = ['SCRIPT_NAME', 'PATH_INFO', 'SCRIPT_FILENAME', 'PHP_SELF', 'REQUEST_URI', 'QUERY_STRING', 'DOCUMENT_ROOT', 'PATH_TRANSLATED', 'REQUEST_METHOD', 'CONTENT_LENGTH', 'HTTP_PROXY', 'SERVER_SOFTWARE'];
+$out = ['file' => basename(__FILE__)];
+foreach ($keys as $key) $out[$key] = $_SERVER[$key] ?? null;
+echo json_encode($out);
+`;
+
+const BODY_READER = `<?php
+header('Content-Type: text/plain');
+$body = file_get_contents('php://input');
+echo 'CONTENT_LENGTH=', $_SERVER['CONTENT_LENGTH'] ?? '(unset)', ' read=', strlen($body), ' md5=', md5($body), "\\n";
+`;
+
+test('FastCGI routes to php-fpm', async (t) => {
+  const dir = tempDir(t, 'gatehouse-serve-fcgi-');
+  const site = join(dir, 'site');
+  mkdirSync(join(site, 'php'), { recursive: true });
+  writeFileSync(join(site, 'php', 'info.php'), SERVER_VARS);
+  writeFileSync(join(site, 'php', 'index.php'), SERVER_VARS);
+  writeFileSync(join(site, 'php', 'body.php'), BODY_READER);
+  writeFileSync(join(site, 'php', 'notes.txt'), '<?php echo "notes.txt was run as PHP"; ?>');
+  writeFileSync(join(site, 'php', 'stderr.php'), `<?php error_log('php says hello on stderr'); header('Content-Type: text/plain'); echo "ok\\n";`);
+  writeFileSync(join(site, 'php', 'sleep.php'), `<?php sleep(20); echo "late\\n";`);
+  const fpm = await startPhpFpm(t, { scripts: {}, children: 3, poolConfig: 'security.limit_extensions = .php' });
+  // Nothing listens on these: connections are refused.
+  const dead1 = await freePort();
+  const dead2 = await freePort();
+  const errorLog = join(dir, 'error.log');
+  writeFileSync(
+    join(dir, 'gatehouse.toml'),
+    `error-log = "error.log"
+access-log = "off"
+
+[[fastcgi]]
+url = "/php/"
+upstreams = ["127.0.0.1:${dead1}", "${fpm.addressString}"]
+root = "site"
+split-path = ".php"
+index = "index.php"
+
+[[fastcgi]]
+url = "/dead/"
+upstreams = ["127.0.0.1:${dead1}", "127.0.0.1:${dead2}"]
+root = "site"
+
+[[fastcgi]]
+url = "/onedead/"
+upstreams = ["127.0.0.1:${dead1}"]
+root = "site"
+
+[[fastcgi]]
+url = "/slow/"
+upstreams = ["${fpm.addressString}"]
+script-filename = "site/php/sleep.php"
+read-timeout = "500ms"
+`,
+  );
+  const server = await startGatehouse(t, 'serve', ['--config', join(dir, 'gatehouse.toml')]);
+  const json = async (path: string) => {
+    const response = await httpRequest(`${server.base}${path}`);
+    assert.equal(response.status, 200, `${path}: ${response.body.toString()}`);
+    return JSON.parse(response.body.toString()) as Record<string, string | null>;
+  };
+
+  await t.test('split at .php: SCRIPT_NAME, PATH_INFO and SCRIPT_FILENAME as PHP sees them', async () => {
+    const vars = await json('/php/info.php/extra/path%20x?q=1&r=2');
+    assert.equal(vars.file, 'info.php');
+    assert.equal(vars.SCRIPT_NAME, '/php/info.php');
+    assert.equal(vars.PATH_INFO, '/extra/path x');
+    assert.equal(vars.SCRIPT_FILENAME, join(site, 'php', 'info.php'));
+    assert.equal(vars.PHP_SELF, '/php/info.php/extra/path x');
+    assert.equal(vars.REQUEST_URI, '/php/info.php/extra/path%20x?q=1&r=2');
+    assert.equal(vars.QUERY_STRING, 'q=1&r=2');
+    assert.equal(vars.DOCUMENT_ROOT, site);
+    assert.equal(vars.PATH_TRANSLATED, join(site, 'extra/path x'));
+    const plain = await json('/php/info.php');
+    assert.equal(plain.SCRIPT_NAME, '/php/info.php');
+    assert.equal(plain.PATH_INFO ?? '', '');
+  });
+
+  await t.test('index.php on a trailing slash', async () => {
+    const vars = await json('/php/?x=1');
+    assert.equal(vars.file, 'index.php');
+    assert.equal(vars.SCRIPT_NAME, '/php/index.php');
+    assert.equal(vars.SCRIPT_FILENAME, join(site, 'php', 'index.php'));
+    assert.equal(vars.QUERY_STRING, 'x=1');
+  });
+
+  await t.test('a file that is not .php is never run through a /x.php suffix', async () => {
+    const response = await httpRequest(`${server.base}/php/notes.txt/evil.php`);
+    assert.notEqual(response.status, 200);
+    assert.ok(!response.body.toString().includes('was run as PHP'));
+  });
+
+  await t.test('the Proxy header never becomes HTTP_PROXY (httpoxy)', async () => {
+    const response = await httpRequest(`${server.base}/php/info.php`, { headers: { Proxy: 'http://evil.example:3128' } });
+    assert.equal(JSON.parse(response.body.toString()).HTTP_PROXY, null);
+  });
+
+  await t.test('a POST body with Content-Length reaches PHP', async () => {
+    const body = 'a=1&b=' + 'x'.repeat(100_000);
+    const response = await httpRequest(`${server.base}/php/body.php`, { method: 'POST', body, headers: { 'Content-Type': 'application/x-www-form-urlencoded' } });
+    assert.equal(response.status, 200);
+    assert.match(response.body.toString(), new RegExp(`^CONTENT_LENGTH=${body.length} read=${body.length} `));
+  });
+
+  await t.test('a chunked POST arrives with CONTENT_LENGTH set, and PHP reads all of it', async () => {
+    const pieces = Array.from({ length: 50 }, (_, i) => Buffer.alloc(10_000, 97 + (i % 26)));
+    const total = pieces.reduce((sum, piece) => sum + piece.length, 0);
+    async function* chunks() {
+      for (const piece of pieces) {
+        yield piece;
+        await sleep(1);
+      }
+    }
+    const response = await httpRequest(`${server.base}/php/body.php`, { method: 'POST', body: chunks(), headers: { 'Content-Type': 'application/octet-stream' } });
+    assert.equal(response.status, 200, response.body.toString());
+    assert.match(response.body.toString(), new RegExp(`^CONTENT_LENGTH=${total} read=${total} `));
+  });
+
+  await t.test('what PHP writes to stderr reaches the error log, naming the script', async () => {
+    const response = await httpRequest(`${server.base}/php/stderr.php`);
+    assert.equal(response.status, 200);
+    const log = await eventually(() => readFileSync(errorLog, 'utf8'), (text) => text.includes('php says hello on stderr'));
+    assert.match(log, new RegExp(`fastcgi: .*: ${join(site, 'php', 'stderr.php').replace(/[.]/g, '\\.')}: .*php says hello on stderr`));
+  });
+
+  await t.test('failover: the first upstream refuses connections, every request is still served', async () => {
+    for (let i = 0; i < 6; i++) {
+      const vars = await json(`/php/info.php?i=${i}`);
+      assert.equal(vars.QUERY_STRING, `i=${i}`);
+      const post = await httpRequest(`${server.base}/php/body.php`, { method: 'POST', body: `request ${i}` });
+      assert.equal(post.status, 200);
+      assert.match(post.body.toString(), new RegExp(`^CONTENT_LENGTH=${`request ${i}`.length} read=${`request ${i}`.length} `));
+    }
+    assert.match(readFileSync(errorLog, 'utf8'), new RegExp(`127\\.0\\.0\\.1:${dead1} refused .*trying the next upstream`));
+  });
+
+  await t.test('every upstream refusing: 503', async () => {
+    const response = await httpRequest(`${server.base}/dead/x.php`, { timeoutMs: 10_000 });
+    assert.equal(response.status, 503);
+    const single = await httpRequest(`${server.base}/onedead/x.php`, { timeoutMs: 10_000 });
+    assert.equal(single.status, 503);
+    const post = await httpRequest(`${server.base}/dead/x.php`, { method: 'POST', body: 'abc', timeoutMs: 10_000 });
+    assert.equal(post.status, 503);
+  });
+
+  await t.test('an upstream that accepts and says nothing: 504 after read-timeout', async () => {
+    const response = await httpRequest(`${server.base}/slow/anything`, { timeoutMs: 15_000 });
+    assert.equal(response.status, 504);
+    const log = readFileSync(errorLog, 'utf8');
+    assert.match(log, /fastcgi: GET \/slow\/anything: .*answered 504/);
+  });
+});
+
+/** Reads a response slowly: pauses first so a front without backpressure would pile the body up in memory. */
+function slowDownload(url: string, onPause: () => Promise<void>): Promise<{ status: number; bytes: number }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { agent: false }, (res) => {
+        let bytes = 0;
+        res.pause();
+        onPause().then(() => {
+          res.on('data', (chunk: Buffer) => (bytes += chunk.length));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, bytes }));
+          res.resume();
+        }, reject);
+        res.on('error', reject);
+      })
+      .on('error', reject);
+  });
+}
+
+test('FastCGI routes to the gatehouse worker test app', async (t) => {
+  const dir = tempDir(t, 'gatehouse-serve-fcgi-app-');
+  const app = await startTestApp(t, dir);
+  writeFileSync(
+    join(dir, 'gatehouse.toml'),
+    `access-log = "off"
+[[fastcgi]]
+url = "/app/"
+upstreams = ["unix:${(app.address as { path: string }).path}"]
+script-filename = "${join(dir, 'app.js')}"
+`,
+  );
+  const server = await startGatehouse(t, 'serve', ['--config', join(dir, 'gatehouse.toml')]);
+  const pid = server.child.pid!;
+
+  const stats = async () => JSON.parse((await httpRequest(`${server.base}/app/stats`)).body.toString()) as { requests: number; aborted: number; completed: number };
+
+  await t.test('a 50 MB response streams through with the front\'s memory bounded and backpressure reaching the app', async () => {
+    await httpRequest(`${server.base}/app/stream?mb=1`);
+    const baseline = rssBytes(pid);
+    let peakWhileHeld = baseline;
+    let completedWhileHeld = -1;
+    const before = await stats();
+    const result = await slowDownload(`${server.base}/app/stream?mb=50`, async () => {
+      // Hold the body: the app writes 50 MB far faster than this, so without backpressure it would all pile up in the front.
+      for (let i = 0; i < 30; i++) {
+        peakWhileHeld = Math.max(peakWhileHeld, rssBytes(pid));
+        await sleep(50);
+      }
+      // Regression: this request to the same app used to be multiplexed onto the held connection and wait behind it.
+      completedWhileHeld = (await stats()).completed;
+    });
+    assert.equal(result.status, 200);
+    assert.equal(result.bytes, 50 * 1024 * 1024);
+    // The stats request itself completes; the held stream must not have.
+    assert.equal(completedWhileHeld, before.completed + 1, 'the app finished writing 50 MB while the client read nothing: no backpressure');
+    const grewMiB = (peakWhileHeld - baseline) / 1024 / 1024;
+    assert.ok(grewMiB < 25, `the front grew by ${grewMiB.toFixed(1)} MiB while the client held a 50 MiB response`);
+  });
+
+  await t.test('a client that disconnects mid-response: the app sees the request aborted', async () => {
+    const before = await stats();
+    await new Promise<void>((resolve, reject) => {
+      const socket = net.connect(server.port, '127.0.0.1', () => socket.write('GET /app/forever HTTP/1.1\r\nHost: x\r\n\r\n'));
+      let received = 0;
+      socket.on('data', (chunk: Buffer) => {
+        received += chunk.length;
+        if (received > 256 * 1024) {
+          socket.destroy();
+          resolve();
+        }
+      });
+      socket.on('error', reject);
+    });
+    let after = await stats();
+    for (let i = 0; i < 100 && after.aborted <= before.aborted; i++) {
+      await sleep(50);
+      after = await stats();
+    }
+    assert.equal(after.aborted, before.aborted + 1, 'the app did not see the request aborted');
+  });
+});
