@@ -79,6 +79,8 @@ function rss(pid) {
 // --- the program, nginx ---------------------------------------------------------
 const hello = join(work, 'hello-libfcgi');
 execFileSync('gcc', ['-O2', '-o', hello, join(root, 'test/fixtures/kfcgi/hello-libfcgi.c'), '-lfcgi']);
+const kcgiExt = join(work, 'kcgi-extension-worker');
+execFileSync('gcc', ['-O2', '-o', kcgiExt, join(root, 'test/fixtures/kfcgi/kcgi-extension-worker.c')]);
 const nodeWorker = join(root, 'dist/test/fixtures/kfcgi/node-worker.js');
 const gatehouse = join(root, 'dist/src/cli/main.js');
 const socket = join(work, 'app.sock');
@@ -154,6 +156,8 @@ const sides = {
   'kfcgi fixed, libfcgi': () => withKfcgi(['-n', String(workers), hello], wrk),
   'kfcgi fixed, Node worker': () => withKfcgi(['-n', String(workers), process.execPath, nodeWorker], wrk),
   'kfcgi variable, Node worker': () => withKfcgi(['-r', '-n', String(workers), '-N', String(connections), process.execPath, nodeWorker], wrk),
+  'kfcgi variable -C 16, Node worker': () => withKfcgi(['-r', '-n', String(workers), '-N', String(workers), '-C', '16', process.execPath, nodeWorker], wrk),
+  'kfcgi variable, C extension worker': () => withKfcgi(['-r', '-n', String(workers), '-N', String(connections), kcgiExt], wrk),
 };
 
 const results = Object.fromEntries(Object.keys(sides).map((name) => [name, []]));
@@ -188,5 +192,9 @@ console.log('| --- | ---: | --- | ---: | ---: |');
 for (const entry of table) console.log(`| ${entry.name} | ${entry.rps.toFixed(0)} | ${entry.runs} | ${entry.failed} | ${entry.rss} |`);
 const fixedVsSpawn = byName['kfcgi fixed, libfcgi'].rps / byName['spawn-fcgi, libfcgi'].rps;
 const variableVsFixed = byName['kfcgi variable, Node worker'].rps / byName['kfcgi fixed, Node worker'].rps;
+const packedVsFixed = byName['kfcgi variable -C 16, Node worker'].rps / byName['kfcgi fixed, Node worker'].rps;
+const cVariableVsFixed = byName['kfcgi variable, C extension worker'].rps / byName['kfcgi fixed, libfcgi'].rps;
 console.log(`\nkfcgi fixed / spawn-fcgi (libfcgi): ${fixedVsSpawn.toFixed(3)} (target >= 0.95)`);
-console.log(`kfcgi variable / fixed (Node worker): ${variableVsFixed.toFixed(3)} (target >= 0.8)`);
+console.log(`kfcgi variable / fixed (Node worker, one connection per worker as in kcgi): ${variableVsFixed.toFixed(3)} (target >= 0.8)`);
+console.log(`kfcgi variable -C 16 / fixed (Node worker): ${packedVsFixed.toFixed(3)} (target >= 0.8)`);
+console.log(`kfcgi variable (C extension worker) / fixed (libfcgi): ${cVariableVsFixed.toFixed(3)}`);

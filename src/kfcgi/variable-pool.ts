@@ -11,14 +11,15 @@
  *
  * The pool starts at -n workers, grows (one per connection that finds no
  * free worker) up to -N, and releases workers idle for -w seconds, never
- * below -n. A connection goes to the least-loaded worker, and among idle
- * ones to the most recently freed, so the extra ones age out. With -R, a
+ * below -n. A connection goes to the most recently freed idle worker, so
+ * the extra ones age out. With -R, a
  * worker is replaced after that many connections.
  *
  * kcgi's workers serve one connection at a time, and so does this pool by
  * default. With -C, a worker that multiplexes (the gatehouse worker library
  * keeps reading its control socket while it serves) is given up to that many
- * connections at once; "every worker busy" then means every worker at -C.
+ * connections at once (packed: the busiest worker with room first); "every
+ * worker busy" then means every worker at -C.
  *
  * Accepting is done with accept4(2) on the listening socket when it is
  * readable (no net.Socket per connection: the manager only passes
@@ -155,14 +156,20 @@ export class VariablePool implements Pool {
     return count;
   }
 
-  /** The least-loaded worker with room; among idle ones the most recently freed (so extra ones age out). */
+  /**
+   * The worker to hand a connection to: of those with room, the busiest
+   * (with -C above 1, connections are packed onto few workers: each wakes
+   * once for several connections, and the others stay idle long enough to be
+   * released), and among equals the most recently freed (so extra ones age
+   * out). With -C 1 this is the most recently freed idle worker.
+   */
   #pick(): PoolWorker | null {
     let best: PoolWorker | null = null;
     for (const worker of this.#workers) {
       if (worker.retiring || worker.draining !== null || worker.inFlight.size >= this.#options.connectionsPerWorker) continue;
       if (
         best === null ||
-        worker.inFlight.size < best.inFlight.size ||
+        worker.inFlight.size > best.inFlight.size ||
         (worker.inFlight.size === best.inFlight.size && worker.idleSince > best.idleSince)
       ) {
         best = worker;

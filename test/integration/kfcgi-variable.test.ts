@@ -39,7 +39,8 @@ for (const kind of workerKinds) {
     let most = 0;
     const watch = setInterval(() => (most = Math.max(most, kfcgi.workers().length)), 20);
     t.after(() => clearInterval(watch));
-    const responses = await Promise.all(Array.from({ length: 8 }, () => httpRequest(`${nginx.url}/?sleep=400`)));
+    // Long enough that all 8 are in flight together even on a loaded machine.
+    const responses = await Promise.all(Array.from({ length: 8 }, () => httpRequest(`${nginx.url}/?sleep=1200`)));
     clearInterval(watch);
     const pids = new Set<string>();
     for (const response of responses) {
