@@ -164,7 +164,8 @@ export class ScriptRun {
     const options = this.#options;
     const spawner = options.spawner ?? defaultSpawner;
     try {
-      this.#script = await spawner.spawn({ file: options.file, argv: options.argv, cwd: options.cwd, env: options.env });
+      const stdinEmpty = !options.stdin || (Buffer.isBuffer(options.stdin) && options.stdin.length === 0);
+      this.#script = await spawner.spawn({ file: options.file, argv: options.argv, cwd: options.cwd, env: options.env, stdinEmpty });
     } catch (error) {
       const spawnError = error instanceof SpawnError ? error : new SpawnError(options.file, 'EUNKNOWN', String(error));
       this.#settleHead({ kind: 'spawn-failed', error: spawnError });

@@ -18,6 +18,12 @@ export interface SpawnRequest {
   cwd: string;
   /** The complete environment: nothing is inherited from the server. */
   env: Readonly<Record<string, string>>;
+  /**
+   * True when the script gets no request body: a spawner may then give it
+   * /dev/null as stdin and return a stdin that only needs end() (saves a
+   * pipe per request); it must still return a usable Writable.
+   */
+  stdinEmpty?: boolean;
 }
 
 export interface ScriptExit {

@@ -44,7 +44,7 @@ export class PosixSpawnSpawner implements ScriptSpawner {
   }
 
   async spawn(request: SpawnRequest): Promise<SpawnedScript> {
-    const stdio = createScriptStdio();
+    const stdio = createScriptStdio(request.stdinEmpty === true);
     let pid: number;
     try {
       pid = launchScript(

@@ -6,13 +6,14 @@
  * between the front and the script directly; the daemon only starts it.
  */
 import net from 'node:net';
-import { Transform, type Readable } from 'node:stream';
+import { openSync } from 'node:fs';
+import { Transform, Writable, type Readable } from 'node:stream';
 import { blockingSocketPair, closeFd } from '../sys/posix-spawn.js';
 
 export interface ScriptStdio {
   /** The script's ends, in order stdin, stdout, stderr. Close them (closeScriptEnds) once handed over. */
   readonly scriptEnds: [number, number, number];
-  readonly stdin: net.Socket;
+  readonly stdin: Writable;
   readonly stdout: net.Socket;
   readonly stderr: net.Socket;
   closeScriptEnds(): void;
@@ -20,24 +21,43 @@ export interface ScriptStdio {
   destroy(): void;
 }
 
-export function createScriptStdio(): ScriptStdio {
+/** /dev/null, opened once (close-on-exec), the stdin of every script that gets no request body. */
+let devNull: number | null = null;
+
+/** A stdin for a script reading /dev/null: writes are dropped, end() just finishes. */
+function nullStdin(): Writable {
+  return new Writable({ write: (_chunk, _encoding, callback) => callback() });
+}
+
+/**
+ * `emptyStdin`: the script reads /dev/null and `stdin` is a Writable that
+ * only needs end() (one socket pair fewer per request without a body).
+ */
+export function createScriptStdio(emptyStdin = false): ScriptStdio {
   const made: number[] = [];
   try {
-    const [stdinOurs, stdinTheirs] = blockingSocketPair();
-    made.push(stdinOurs, stdinTheirs);
+    let stdinOurs = -1;
+    let stdinTheirs: number;
+    if (emptyStdin) {
+      devNull ??= openSync('/dev/null', 'r');
+      stdinTheirs = devNull;
+    } else {
+      [stdinOurs, stdinTheirs] = blockingSocketPair();
+      made.push(stdinOurs, stdinTheirs);
+    }
     const [stdoutOurs, stdoutTheirs] = blockingSocketPair();
     made.push(stdoutOurs, stdoutTheirs);
     const [stderrOurs, stderrTheirs] = blockingSocketPair();
     made.push(stderrOurs, stderrTheirs);
     const scriptEnds: [number, number, number] = [stdinTheirs, stdoutTheirs, stderrTheirs];
-    const stdin = new net.Socket({ fd: stdinOurs, readable: false, writable: true });
+    const stdin = emptyStdin ? nullStdin() : new net.Socket({ fd: stdinOurs, readable: false, writable: true });
     const stdout = new net.Socket({ fd: stdoutOurs, readable: true, writable: false });
     const stderr = new net.Socket({ fd: stderrOurs, readable: true, writable: false });
     let theirsOpen = true;
     const closeScriptEnds = () => {
       if (!theirsOpen) return;
       theirsOpen = false;
-      for (const fd of scriptEnds) closeFd(fd);
+      for (const fd of scriptEnds) if (fd !== devNull) closeFd(fd);
     };
     return {
       scriptEnds,

@@ -137,7 +137,7 @@ export class CgidSupervisor implements ScriptSpawner {
   async spawn(request: SpawnRequest): Promise<SpawnedScript> {
     const connection = this.#connection;
     if (!connection || connection.closed) throw new SpawnError(request.file, 'ECGIDDOWN', 'the cgid daemon is not running (restarting)');
-    const stdio = createScriptStdio();
+    const stdio = createScriptStdio(request.stdinEmpty === true);
     let remote;
     try {
       remote = await connection.spawn(

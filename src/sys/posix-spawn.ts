@@ -138,7 +138,8 @@ export interface PosixSpawnOptions {
  */
 export function posixSpawn(options: PosixSpawnOptions): number {
   const attributes = spawnAttributes();
-  const actions = allocate(FILE_ACTIONS_BYTES);
+  fileActions ??= allocate(FILE_ACTIONS_BYTES);
+  const actions = fileActions;
   check('posix_spawn_file_actions_init', c.actionsInit(actions) as number);
   try {
     options.stdio.forEach((fd, target) => check('posix_spawn_file_actions_adddup2', c.actionsDup2(actions, fd, target) as number, `fd ${fd} -> ${target}`));
@@ -149,9 +150,11 @@ export function posixSpawn(options: PosixSpawnOptions): number {
     return pid[0]!;
   } finally {
     c.actionsDestroy(actions);
-    koffi.free(actions);
   }
 }
+
+/** One posix_spawn_file_actions_t, initialised and destroyed around each spawn (its own memory is reused). */
+let fileActions: unknown = null;
 
 export interface ProcessExit {
   code: number | null;
@@ -327,6 +330,12 @@ const IOVEC_SIZE = POINTER_SIZE + SIZE_T_SIZE;
 const CMSG_HEADER = SIZE_T_SIZE + 8;
 const align = (n: number) => Math.ceil(n / SIZE_T_SIZE) * SIZE_T_SIZE;
 
+/**
+ * A msghdr, one iovec, a data area and a control area in one koffi block.
+ * Blocks are kept and reused (every call here is synchronous, and the
+ * process has one JS thread): allocating and viewing native memory per
+ * message showed up as garbage-collector time at a few thousand spawns/s.
+ */
 class MessageBlock {
   readonly pointer: unknown;
   readonly view: DataView;
@@ -334,11 +343,13 @@ class MessageBlock {
   readonly dataOffset: number;
   readonly controlOffset: number;
   readonly controlSpace: number;
-  constructor(dataSize: number, fdCapacity: number) {
+  readonly dataCapacity: number;
+  constructor(dataCapacity: number, fdCapacity: number) {
+    this.dataCapacity = dataCapacity;
     this.dataOffset = MSGHDR_SIZE + IOVEC_SIZE;
-    this.controlOffset = this.dataOffset + Math.ceil(dataSize / 8) * 8;
+    this.controlOffset = this.dataOffset + Math.ceil(dataCapacity / 8) * 8;
     this.controlSpace = fdCapacity > 0 ? CMSG_HEADER + align(4 * fdCapacity) : 0;
-    const size = this.controlOffset + this.controlSpace;
+    const size = this.controlOffset + Math.max(this.controlSpace, 8);
     this.pointer = allocate(size);
     const buffer = koffi.view(this.pointer, size);
     this.view = new DataView(buffer);
@@ -347,11 +358,7 @@ class MessageBlock {
     this.#pointer(MSG_IOV, base + BigInt(MSGHDR_SIZE));
     this.#size(MSG_IOVLEN, 1);
     this.#pointer(MSGHDR_SIZE, base + BigInt(this.dataOffset));
-    this.#size(MSGHDR_SIZE + POINTER_SIZE, dataSize);
-    if (this.controlSpace > 0) {
-      this.#pointer(MSG_CONTROL, base + BigInt(this.controlOffset));
-      this.#size(MSG_CONTROLLEN, this.controlSpace);
-    }
+    this.#pointer(MSG_CONTROL, base + BigInt(this.controlOffset));
   }
   #pointer(offset: number, address: bigint): void {
     if (POINTER_SIZE === 8) this.view.setBigUint64(offset, address, true);
@@ -364,15 +371,31 @@ class MessageBlock {
   readSize(offset: number): number {
     return SIZE_T_SIZE === 8 ? Number(this.view.getBigUint64(offset, true)) : this.view.getUint32(offset, true);
   }
-  setControlLength(length: number, fdCount: number): void {
-    this.#size(this.controlOffset, length);
+  /** Sets the data length and the control length (0 descriptors: no control message) for the next call. */
+  prepare(dataLength: number, controlLength: number): void {
+    this.#size(MSGHDR_SIZE + POINTER_SIZE, dataLength);
+    this.#size(MSG_CONTROLLEN, controlLength);
+    this.view.setInt32(MSG_FLAGS, 0, true);
+  }
+  writeRights(fds: readonly number[]): void {
+    this.#size(this.controlOffset, CMSG_HEADER + 4 * fds.length);
     this.view.setInt32(this.controlOffset + SIZE_T_SIZE, SOL_SOCKET, true);
     this.view.setInt32(this.controlOffset + SIZE_T_SIZE + 4, SCM_RIGHTS, true);
-    this.#size(MSG_CONTROLLEN, CMSG_HEADER + align(4 * fdCount));
+    fds.forEach((passed, index) => this.view.setInt32(this.controlOffset + CMSG_HEADER + 4 * index, passed, true));
   }
-  free(): void {
-    koffi.free(this.pointer);
+}
+
+let sendBlock: MessageBlock | null = null;
+const receiveBlocks = new Map<string, MessageBlock>();
+
+function blockForSending(dataLength: number, fdCount: number): MessageBlock {
+  if (!sendBlock || sendBlock.dataCapacity < dataLength || sendBlock.controlSpace < CMSG_HEADER + align(4 * fdCount)) {
+    if (sendBlock) koffi.free(sendBlock.pointer);
+    let capacity = 4096;
+    while (capacity < dataLength) capacity *= 2;
+    sendBlock = new MessageBlock(capacity, Math.max(fdCount, 8));
   }
+  return sendBlock;
 }
 
 /**
@@ -382,24 +405,18 @@ class MessageBlock {
  * messages below its buffer size) is an error. The sender keeps its copies.
  */
 export function sendWithDescriptors(fd: number, data: Uint8Array, fds: readonly number[]): boolean {
-  const block = new MessageBlock(data.length, fds.length);
-  try {
-    block.bytes.set(data, block.dataOffset);
-    if (fds.length > 0) {
-      block.setControlLength(CMSG_HEADER + 4 * fds.length, fds.length);
-      fds.forEach((passed, index) => block.view.setInt32(block.controlOffset + CMSG_HEADER + 4 * index, passed, true));
-    }
-    for (;;) {
-      const sent = Number(c.sendmsg(fd, block.pointer, MSG_DONTWAIT | MSG_NOSIGNAL));
-      if (sent === data.length) return true;
-      if (sent >= 0) throw new GatehouseError(ErrorCode.SYSCALL_FAILED, `sendmsg fd ${fd}: sent ${sent} of ${data.length} bytes with descriptors attached`);
-      const errno = koffi.errno();
-      if (errno === os.constants.errno.EINTR) continue;
-      if (errno === os.constants.errno.EAGAIN) return false;
-      throw errnoError('sendmsg', `passing ${fds.length} descriptor(s) over fd ${fd}`, errno);
-    }
-  } finally {
-    block.free();
+  const block = blockForSending(data.length, fds.length);
+  block.bytes.set(data, block.dataOffset);
+  if (fds.length > 0) block.writeRights(fds);
+  block.prepare(data.length, fds.length > 0 ? CMSG_HEADER + align(4 * fds.length) : 0);
+  for (;;) {
+    const sent = Number(c.sendmsg(fd, block.pointer, MSG_DONTWAIT | MSG_NOSIGNAL));
+    if (sent === data.length) return true;
+    if (sent >= 0) throw new GatehouseError(ErrorCode.SYSCALL_FAILED, `sendmsg fd ${fd}: sent ${sent} of ${data.length} bytes with descriptors attached`);
+    const errno = koffi.errno();
+    if (errno === os.constants.errno.EINTR) continue;
+    if (errno === os.constants.errno.EAGAIN) return false;
+    throw errnoError('sendmsg', `passing ${fds.length} descriptor(s) over fd ${fd}`, errno);
   }
 }
 
@@ -411,37 +428,39 @@ export type Received = { kind: 'data'; data: Buffer; fds: number[] } | { kind: '
  * (MSG_CTRUNC): that is reported as an error after closing the ones received.
  */
 export function receiveWithDescriptors(fd: number, maxBytes: number, maxFds: number): Received {
-  const block = new MessageBlock(maxBytes, maxFds);
-  try {
-    for (;;) {
-      const received = Number(c.recvmsg(fd, block.pointer, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
-      if (received < 0) {
-        const errno = koffi.errno();
-        if (errno === os.constants.errno.EINTR) continue;
-        if (errno === os.constants.errno.EAGAIN) return { kind: 'again' };
-        if (errno === os.constants.errno.ECONNRESET) return { kind: 'eof' };
-        throw errnoError('recvmsg', `fd ${fd}`, errno);
-      }
-      const fds: number[] = [];
-      const controlLength = block.controlSpace > 0 ? block.readSize(MSG_CONTROLLEN) : 0;
-      if (controlLength >= CMSG_HEADER) {
-        const length = block.readSize(block.controlOffset);
-        const level = block.view.getInt32(block.controlOffset + SIZE_T_SIZE, true);
-        const type = block.view.getInt32(block.controlOffset + SIZE_T_SIZE + 4, true);
-        if (level === SOL_SOCKET && type === SCM_RIGHTS) {
-          const count = Math.floor((length - CMSG_HEADER) / 4);
-          for (let index = 0; index < count; index++) fds.push(block.view.getInt32(block.controlOffset + CMSG_HEADER + 4 * index, true));
-        }
-      }
-      if ((block.view.getInt32(MSG_FLAGS, true) & MSG_CTRUNC) !== 0) {
-        for (const passed of fds) c.close(passed);
-        throw new GatehouseError(ErrorCode.SYSCALL_FAILED, `recvmsg fd ${fd}: more than ${maxFds} descriptors were attached; the message was refused`);
-      }
-      if (received === 0 && fds.length === 0) return { kind: 'eof' };
-      return { kind: 'data', data: Buffer.from(block.bytes.subarray(block.dataOffset, block.dataOffset + received)), fds };
+  const key = `${maxBytes}:${maxFds}`;
+  let block = receiveBlocks.get(key);
+  if (!block) {
+    block = new MessageBlock(maxBytes, maxFds);
+    receiveBlocks.set(key, block);
+  }
+  for (;;) {
+    block.prepare(maxBytes, block.controlSpace);
+    const received = Number(c.recvmsg(fd, block.pointer, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
+    if (received < 0) {
+      const errno = koffi.errno();
+      if (errno === os.constants.errno.EINTR) continue;
+      if (errno === os.constants.errno.EAGAIN) return { kind: 'again' };
+      if (errno === os.constants.errno.ECONNRESET) return { kind: 'eof' };
+      throw errnoError('recvmsg', `fd ${fd}`, errno);
     }
-  } finally {
-    block.free();
+    const fds: number[] = [];
+    const controlLength = block.controlSpace > 0 ? block.readSize(MSG_CONTROLLEN) : 0;
+    if (controlLength >= CMSG_HEADER) {
+      const length = block.readSize(block.controlOffset);
+      const level = block.view.getInt32(block.controlOffset + SIZE_T_SIZE, true);
+      const type = block.view.getInt32(block.controlOffset + SIZE_T_SIZE + 4, true);
+      if (level === SOL_SOCKET && type === SCM_RIGHTS) {
+        const count = Math.floor((length - CMSG_HEADER) / 4);
+        for (let index = 0; index < count; index++) fds.push(block.view.getInt32(block.controlOffset + CMSG_HEADER + 4 * index, true));
+      }
+    }
+    if ((block.view.getInt32(MSG_FLAGS, true) & MSG_CTRUNC) !== 0) {
+      for (const passed of fds) c.close(passed);
+      throw new GatehouseError(ErrorCode.SYSCALL_FAILED, `recvmsg fd ${fd}: more than ${maxFds} descriptors were attached; the message was refused`);
+    }
+    if (received === 0 && fds.length === 0) return { kind: 'eof' };
+    return { kind: 'data', data: Buffer.from(block.bytes.subarray(block.dataOffset, block.dataOffset + received)), fds };
   }
 }
 
