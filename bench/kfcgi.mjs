@@ -10,8 +10,9 @@
  *
  *   npx tsc -p . && node bench/kfcgi.mjs [--duration SECONDS] [--rounds N] [--connections C]
  *
- * Runs alternate (A, B, A, B, ...) so that load from elsewhere on the machine
- * hits both sides alike; the table gives the median of the rounds. Results go
+ * Rounds alternate their order (A B C, then C B A) so that load from
+ * elsewhere on the machine hits every side alike; the table gives the median
+ * of the rounds. Results go
  * to standard output; bench/KFCGI.md records them with this command.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -26,7 +27,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({
   options: {
     duration: { type: 'string', default: '8' },
-    rounds: { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '4' },
     connections: { type: 'string', default: '16' },
     workers: { type: 'string', default: '4' },
   },
@@ -163,7 +164,10 @@ const sides = {
 const results = Object.fromEntries(Object.keys(sides).map((name) => [name, []]));
 try {
   for (let round = 0; round < rounds; round += 1) {
-    for (const [name, run] of Object.entries(sides)) {
+    // A B C ... then ... C B A: every side runs early and late equally often (ABBA), so drift in the
+    // machine's load does not favour one side.
+    const order = round % 2 === 0 ? Object.entries(sides) : Object.entries(sides).reverse();
+    for (const [name, run] of order) {
       const result = await run();
       results[name].push(result);
       console.error(`round ${round + 1} ${name}: ${result.requestsPerSecond.toFixed(0)} req/s, latency ${result.latency}, non-2xx ${result.non2xx}${result.errors ? `, socket errors ${result.errors}` : ''}${result.managerRss ? `, manager RSS ${(result.managerRss / 1048576).toFixed(1)} MiB` : ''}`);
@@ -186,7 +190,7 @@ const row = (name) => {
 };
 const table = Object.keys(sides).map(row);
 const byName = Object.fromEntries(table.map((entry) => [entry.name, entry]));
-console.log(`machine: ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, node ${process.version}; wrk -t2 -c${connections} -d${duration}s through nginx (1 worker process), ${workers} workers, ${rounds} alternating rounds, median`);
+console.log(`machine: ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, node ${process.version}; wrk -t2 -c${connections} -d${duration}s through nginx (1 worker process), ${workers} workers, ${rounds} rounds in ABBA order, median`);
 console.log('| side | requests/s (median) | rounds | non-2xx | manager RSS |');
 console.log('| --- | ---: | --- | ---: | ---: |');
 for (const entry of table) console.log(`| ${entry.name} | ${entry.rps.toFixed(0)} | ${entry.runs} | ${entry.failed} | ${entry.rss} |`);

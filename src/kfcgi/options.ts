@@ -22,6 +22,7 @@ import {
   KFCGI_DEFAULT_WORKERS,
   KFCGI_MAX_WORKERS,
 } from '../limits.js';
+import { ErrorCode, GatehouseError } from '../errors.js';
 import { isRoot, lookupUser, type ListenAddress, type UserEntry } from '../sys/index.js';
 
 type OptionKind = 'flag' | 'integer' | 'string';
@@ -75,9 +76,9 @@ export interface CommandLine {
 }
 
 /** A command-line or configuration mistake: the message says what to change. Exit status 1. */
-export class UsageError extends Error {
+export class UsageError extends GatehouseError {
   constructor(message: string) {
-    super(message);
+    super(ErrorCode.KFCGI_USAGE, message);
     this.name = 'UsageError';
   }
 }
