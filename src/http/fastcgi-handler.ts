@@ -82,6 +82,17 @@ export function statusForUpstreamError(error: unknown): number {
   }
 }
 
+/**
+ * The request target as the client sent it. Express strips its mount point
+ * from req.url (app.use('/app', ...): "/hello" for "/app/hello") and keeps
+ * the whole one in req.originalUrl; urlPrefix, SCRIPT_NAME and REQUEST_URI
+ * are about the whole site's paths.
+ */
+function siteTarget(req: IncomingMessage): string {
+  const original = (req as { originalUrl?: unknown }).originalUrl;
+  return typeof original === 'string' && original.startsWith('/') ? original : req.url ?? '/';
+}
+
 interface ScriptLocation {
   scriptName: string;
   pathInfo: string;
@@ -113,6 +124,7 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
     inheritedEnvironment: process.env,
   };
   const maxBody = options.maxRequestBody ?? CGI_MAX_REQUEST_BODY_BYTES;
+  const extraParams = Object.entries(options.params ?? {});
   let turn = 0;
 
   const locate = (segments: string[], trailingSlash: boolean): ScriptLocation => {
@@ -141,7 +153,7 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
   };
 
   const handler = ((req: IncomingMessage, res: ServerResponse) => {
-    const target = req.url ?? '/';
+    const target = siteTarget(req);
     const { pathname } = splitTarget(target);
     const normalised = normaliseUrlPath(pathname);
     if ('kind' in normalised) {
@@ -178,7 +190,7 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
     const environment = buildEnvironment(
       {
         method: req.method ?? 'GET',
-        target: req.url ?? '/',
+        target: siteTarget(req),
         httpVersion: req.httpVersion,
         headers: pairRawHeaders(req.rawHeaders),
         remoteAddress: socket.remoteAddress ?? '',
@@ -196,20 +208,17 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
       },
       policy,
     );
-    const params: Array<readonly [string, string]> = [...environment, ...Object.entries(options.params ?? {})];
-    const abort = new AbortController();
-    res.once('close', () => {
-      if (!res.writableFinished) abort.abort();
-    });
+    const params: Array<readonly [string, string]> = extraParams.length ? [...environment, ...extraParams] : environment;
 
     // Try the upstreams in turn, starting with the next one in the rotation.
     const first = turn++ % clients.length;
     for (let attempt = 0; attempt < clients.length; attempt++) {
       const client = clients[(first + attempt) % clients.length]!;
-      const response = client.request({ params, ...(body ? { body } : {}), signal: abort.signal });
-      const outcome = await relay(req, res, response, location.scriptFilename, attempt < clients.length - 1 && !abort.signal.aborted);
+      if (res.destroyed) return;
+      const response = client.request(body ? { params, body } : { params });
+      const outcome = await relay(req, res, response, location.scriptFilename, attempt < clients.length - 1 && !res.destroyed);
       if (outcome !== 'retry' || attempt === clients.length - 1) return;
-      errorLog(`fastcgi: ${response.upstream} refused ${req.method} ${req.url}; trying the next upstream`);
+      errorLog(`fastcgi: ${response.upstream} refused ${req.method} ${siteTarget(req)}; trying the next upstream`);
     }
   }
 
@@ -219,9 +228,16 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
       const parser = new ResponseHeadParser();
       let stderrTail = '';
       let settled = false;
+      // The client went away before the response was complete: destroying the
+      // response sends FCGI_ABORT_REQUEST, so the application stops working on it.
+      const onClientClose = () => {
+        if (!res.writableFinished) response.destroy();
+      };
+      res.once('close', onClientClose);
       const settle = (outcome: 'done' | 'retry') => {
         if (settled) return;
         settled = true;
+        if (outcome === 'retry') res.off('close', onClientClose);
         resolve(outcome);
       };
       response.on('stderr', (chunk: Buffer) => {
@@ -237,7 +253,7 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
         if (canRetry && error instanceof UpstreamError && error.retryable && error.code !== ErrorCode.REQUEST_ABORTED && !res.headersSent) return settle('retry');
         const status = statusForUpstreamError(error);
         if ((error as { code?: string }).code !== ErrorCode.REQUEST_ABORTED) {
-          errorLog(`fastcgi: ${req.method} ${req.url}: ${(error as Error).message}${res.headersSent ? ' (after the response started: connection closed)' : `: answered ${status}`}`);
+          errorLog(`fastcgi: ${req.method} ${siteTarget(req)}: ${(error as Error).message}${res.headersSent ? ' (after the response started: connection closed)' : `: answered ${status}`}`);
         }
         sendErrorPage(res, status);
         settle('done');
