@@ -50,7 +50,8 @@ export class Pool {
   readonly #options: PoolOptions;
   readonly #connections = new Set<Connection>();
   readonly #waiters: Waiter[] = [];
-  #connecting = 0;
+  /** Connections being opened, each with the waiters it will serve (several when the application multiplexes). */
+  readonly #pending = new Set<Waiter[]>();
   #opened = 0;
   #capabilities: UpstreamCapabilities | null = null;
   #probe: Promise<UpstreamCapabilities | null> | null = null;
@@ -137,7 +138,7 @@ export class Pool {
       waiter.reject(new UpstreamError(ErrorCode.CLIENT_CLOSED, this.upstream, 'the FastCGI client was closed before a connection was free', { retryable: true }));
     }
     for (const connection of this.#connections) connection.retire();
-    if (this.#connections.size === 0 && this.#connecting === 0) return Promise.resolve();
+    if (this.#connections.size === 0 && this.#pending.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.#closeWaiters.push(resolve));
   }
 
@@ -164,7 +165,8 @@ export class Pool {
   #totalLoad(): number {
     let load = 0;
     for (const connection of this.#connections) load += connection.load;
-    return load + this.#connecting;
+    for (const waiters of this.#pending) load += waiters.length;
+    return load;
   }
 
   #dispatch(): void {
@@ -178,7 +180,14 @@ export class Pool {
         waiter.resolve(existing);
         continue;
       }
-      if (this.#connections.size + this.#connecting >= this.#connectionCap()) {
+      // Several requests can ride on a connection still being opened when the application multiplexes.
+      const joinable = waiter.fresh ? undefined : [...this.#pending].find((waiters) => waiters.length < this.#perConnectionCap());
+      if (joinable) {
+        this.#waiters.shift();
+        joinable.push(waiter);
+        continue;
+      }
+      if (this.#connections.size + this.#pending.size >= this.#connectionCap()) {
         // A retry needs a new connection: make room by closing an idle one, if any.
         const idle = waiter.fresh ? [...this.#connections].find((connection) => connection.load === 0) : undefined;
         if (!idle) return;
@@ -201,28 +210,27 @@ export class Pool {
     return best;
   }
 
-  #open(waiter: Waiter): void {
-    this.#connecting++;
+  #open(first: Waiter): void {
+    const waiters = [first];
+    this.#pending.add(waiters);
     this.#opened++;
     Connection.open(this.#address, this.#options.connectTimeoutMs).then(
       (connection) => {
-        this.#connecting--;
+        this.#pending.delete(waiters);
         connection.attach({ onSlotFree: (c) => this.#onSlotFree(c), onClose: (c) => this.#onClose(c) });
         this.#connections.add(connection);
-        if (this.#closed) {
-          connection.retire();
-        } else if (waiter.settled) {
-          // Its request went away while connecting: keep the connection for the next one.
-          connection.startIdleTimer(this.#options.keepAliveTimeoutMs);
-        } else {
+        for (const waiter of waiters) {
+          if (waiter.settled || this.#closed) continue; // its request went away while connecting
           connection.reserve();
           waiter.resolve(connection);
         }
+        if (this.#closed) connection.retire();
+        else if (connection.load === 0) connection.startIdleTimer(this.#options.keepAliveTimeoutMs);
         this.#dispatch();
       },
       (error: UpstreamError) => {
-        this.#connecting--;
-        if (!waiter.settled) waiter.reject(error);
+        this.#pending.delete(waiters);
+        for (const waiter of waiters) if (!waiter.settled) waiter.reject(error);
         this.#dispatch();
         this.#checkClosed();
       },
@@ -244,7 +252,7 @@ export class Pool {
   }
 
   #checkClosed(): void {
-    if (this.#closed && this.#connections.size === 0 && this.#connecting === 0) {
+    if (this.#closed && this.#connections.size === 0 && this.#pending.size === 0) {
       for (const resolve of this.#closeWaiters.splice(0)) resolve();
     }
   }
