@@ -1,0 +1,208 @@
+/**
+ * The FastCGI client against a scripted application: a unix-socket server in
+ * this process that answers with exact bytes. It produces what the real
+ * programs do only now and then (a stale kept-alive connection, CANT_MPX_CONN,
+ * OVERLOADED, records for ids nobody asked about, garbage in END_REQUEST's
+ * reserved bytes) so each reaction is pinned.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { join } from 'node:path';
+import { FastCGIClient, ErrorCode, type UpstreamError } from '../../src/fastcgi/client/index.js';
+import { RecordDecoder, type FastCGIRecord } from '../../src/fastcgi/decoder.js';
+import { encodeRecord, encodeEndRequest } from '../../src/fastcgi/records.js';
+import { ProtocolStatus, RecordType } from '../../src/fastcgi/protocol.js';
+import { tempDir, type Cleanup } from '../kit/process.js';
+
+interface ScriptedConnection {
+  /** 0-based: which connection the server accepted. */
+  index: number;
+  socket: net.Socket;
+  /** Resolves with the next request's id once its STDIN stream ended (or with the record that ended the wait). */
+  nextRequest(): Promise<{ requestId: number; stdin: Buffer; keepConn: boolean }>;
+  records: FastCGIRecord[];
+}
+
+async function scriptedServer(t: Cleanup, onConnection: (connection: ScriptedConnection) => void | Promise<void>): Promise<string> {
+  const path = join(tempDir(t), 'app.sock');
+  let index = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    const decoder = new RecordDecoder();
+    const records: FastCGIRecord[] = [];
+    let wake: (() => void) | null = null;
+    socket.on('data', (chunk: Buffer) => {
+      decoder.push(chunk, (record) => records.push({ ...record, content: Buffer.from(record.content) }));
+      wake?.();
+    });
+    let consumed = 0;
+    const nextRequest = async () => {
+      let begin: FastCGIRecord | undefined;
+      const stdin: Buffer[] = [];
+      for (;;) {
+        while (consumed < records.length) {
+          const record = records[consumed++]!;
+          if (record.type === RecordType.BEGIN_REQUEST) begin = record;
+          if (record.type === RecordType.STDIN && begin && record.requestId === begin.requestId) {
+            if (record.content.length === 0) return { requestId: begin.requestId, stdin: Buffer.concat(stdin), keepConn: (begin.content[2]! & 1) === 1 };
+            stdin.push(record.content);
+          }
+        }
+        await new Promise<void>((resolve) => (wake = resolve));
+      }
+    };
+    void onConnection({ index: index++, socket, nextRequest, records });
+  });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  t.after(() => {
+    for (const socket of sockets) socket.destroy();
+    server.close();
+  });
+  return `unix:${path}`;
+}
+
+function answer(socket: net.Socket, requestId: number, body: string, endRequest = encodeEndRequest(requestId, 0, ProtocolStatus.REQUEST_COMPLETE)): void {
+  socket.write(Buffer.concat([encodeRecord(RecordType.STDOUT, requestId, Buffer.from(body)), endRequest]));
+}
+
+function newClient(t: Cleanup, address: string, options: Partial<ConstructorParameters<typeof FastCGIClient>[0]> = {}): FastCGIClient {
+  const client = new FastCGIClient({ address, probe: false, ...options });
+  t.after(() => client.close());
+  return client;
+}
+
+test('no empty STDOUT before END_REQUEST, garbage in its reserved bytes, records for unknown ids: all tolerated', async (t) => {
+  const address = await scriptedServer(t, async ({ socket, nextRequest }) => {
+    const { requestId } = await nextRequest();
+    const end = encodeEndRequest(requestId, 7, ProtocolStatus.REQUEST_COMPLETE);
+    end.fill(0xa5, 8 + 5, 8 + 8); // reserved bytes, as php-fpm leaves them
+    socket.write(encodeRecord(RecordType.STDOUT, requestId + 40, Buffer.from('not yours')));
+    socket.write(encodeRecord(RecordType.END_REQUEST, requestId + 40, Buffer.alloc(8)));
+    socket.write(encodeRecord(RecordType.GET_VALUES_RESULT, 0));
+    answer(socket, requestId, 'Status: 200 OK\r\n\r\nbody', end);
+  });
+  const client = newClient(t, address);
+  const result = await client.fetchAll({ params: { REQUEST_METHOD: 'GET' } });
+  assert.equal(result.stdout.toString(), 'Status: 200 OK\r\n\r\nbody');
+  assert.equal(result.appStatus, 7);
+});
+
+test('a kept-alive connection the application closed is retried once on a fresh one when no body was sent', async (t) => {
+  const address = await scriptedServer(t, async ({ index, socket, nextRequest }) => {
+    const first = await nextRequest();
+    if (index === 0) {
+      answer(socket, first.requestId, `first on connection ${index}`);
+      await nextRequest();
+      socket.destroy(); // the application went away between requests (pm.max_requests, a restart)
+      return;
+    }
+    answer(socket, first.requestId, `on connection ${index}`);
+  });
+  const client = newClient(t, address);
+  assert.equal((await client.fetchAll({ params: { N: '1' } })).stdout.toString(), 'first on connection 0');
+  assert.equal((await client.fetchAll({ params: { N: '2' } })).stdout.toString(), 'on connection 1');
+  assert.equal(client.stats.opened, 2);
+});
+
+test('no retry when part of the body had been sent: UPSTREAM_RESET', async (t) => {
+  const address = await scriptedServer(t, async ({ index, socket, nextRequest }) => {
+    const first = await nextRequest();
+    answer(socket, first.requestId, `connection ${index}`);
+    await nextRequest();
+    socket.destroy();
+  });
+  const client = newClient(t, address);
+  await client.fetchAll({ params: {} });
+  await assert.rejects(client.fetchAll({ params: { CONTENT_LENGTH: '4' }, body: 'data' }), (error: UpstreamError) => {
+    assert.equal(error.code, ErrorCode.UPSTREAM_RESET);
+    return true;
+  });
+  assert.equal(client.stats.opened, 1);
+});
+
+test('END_REQUEST protocol statuses map to codes: OVERLOADED, UNKNOWN_ROLE, and CANT_MPX_CONN retried once', async (t) => {
+  const statuses = [ProtocolStatus.OVERLOADED, ProtocolStatus.UNKNOWN_ROLE, ProtocolStatus.CANT_MPX_CONN, ProtocolStatus.CANT_MPX_CONN];
+  let served = 0;
+  const address = await scriptedServer(t, async ({ socket, nextRequest }) => {
+    for (;;) {
+      const { requestId } = await nextRequest();
+      const status = statuses[served++];
+      if (status === undefined) answer(socket, requestId, 'finally');
+      else socket.write(encodeEndRequest(requestId, 0, status));
+    }
+  });
+  const client = newClient(t, address);
+  await assert.rejects(client.fetchAll({ params: {} }), (error: UpstreamError) => error.code === ErrorCode.UPSTREAM_OVERLOADED && error.retryable);
+  await assert.rejects(client.fetchAll({ params: {} }), (error: UpstreamError) => error.code === ErrorCode.UPSTREAM_UNKNOWN_ROLE);
+  // CANT_MPX_CONN: one retry on a fresh connection, then the error.
+  await assert.rejects(client.fetchAll({ params: {} }), (error: UpstreamError) => error.code === ErrorCode.UPSTREAM_CANT_MPX);
+  assert.equal((await client.fetchAll({ params: {} })).stdout.toString(), 'finally');
+});
+
+test('bytes that are not FastCGI are UPSTREAM_PROTOCOL', async (t) => {
+  const address = await scriptedServer(t, async ({ socket, nextRequest }) => {
+    await nextRequest();
+    socket.write('HTTP/1.1 400 Bad Request\r\n\r\n');
+  });
+  const client = newClient(t, address);
+  await assert.rejects(client.fetchAll({ params: {} }), (error: UpstreamError) => {
+    assert.equal(error.code, ErrorCode.UPSTREAM_PROTOCOL);
+    assert.match(error.message, /not FastCGI/);
+    return true;
+  });
+});
+
+test('an application that ignores ABORT_REQUEST loses its connection after the grace period', async (t) => {
+  let closed!: () => void;
+  const connectionClosed = new Promise<void>((resolve) => (closed = resolve));
+  let sawAbort = false;
+  const address = await scriptedServer(t, async ({ socket, nextRequest, records }) => {
+    socket.on('close', () => closed());
+    const { requestId } = await nextRequest();
+    socket.write(encodeRecord(RecordType.STDOUT, requestId, Buffer.from('partial')));
+    socket.on('data', () => (sawAbort ||= records.some((record) => record.type === RecordType.ABORT_REQUEST)));
+  });
+  const client = newClient(t, address, { abortGraceMs: 100 });
+  const controller = new AbortController();
+  const response = client.request({ params: {}, signal: controller.signal });
+  response.on('error', () => {});
+  await new Promise((resolve) => response.once('data', resolve));
+  controller.abort();
+  await assert.rejects(response.completion, (error: UpstreamError) => error.code === ErrorCode.REQUEST_ABORTED);
+  await connectionClosed;
+  assert.ok(sawAbort, 'ABORT_REQUEST was sent first');
+});
+
+test('an abort while waiting in the queue never reaches the application', async (t) => {
+  let requests = 0;
+  const address = await scriptedServer(t, async ({ socket, nextRequest }) => {
+    for (;;) {
+      const { requestId } = await nextRequest();
+      requests++;
+      setTimeout(() => answer(socket, requestId, 'ok'), 100);
+    }
+  });
+  const client = newClient(t, address, { maxConnections: 1 });
+  const first = client.fetchAll({ params: {} });
+  const controller = new AbortController();
+  const queued = client.fetchAll({ params: {}, signal: controller.signal });
+  controller.abort();
+  await assert.rejects(queued, (error: UpstreamError) => error.code === ErrorCode.REQUEST_ABORTED);
+  await first;
+  assert.equal(requests, 1);
+});
+
+test('options are validated up front', () => {
+  assert.throws(() => new FastCGIClient({ address: 'localhost' }), /neither "unix:\/path" nor "host:port"/);
+  assert.throws(() => new FastCGIClient({ address: '127.0.0.1:0' }), /no valid port/);
+  assert.throws(() => new FastCGIClient({ address: 'unix:/x', maxConnections: 0 }), /maxConnections must be a positive integer/);
+  assert.throws(() => new FastCGIClient({ address: 'unix:/x', idleTimeoutMs: 1.5 }), /idleTimeoutMs/);
+  const client = new FastCGIClient({ address: 'unix:/x', probe: false });
+  assert.throws(() => client.request({ params: {}, data: 'x' }), /filter/);
+  assert.equal(new FastCGIClient({ address: '[::1]:9000' }).upstream, '[::1]:9000');
+  assert.equal(new FastCGIClient({ address: { host: '127.0.0.1', port: 9000 } }).upstream, '127.0.0.1:9000');
+  assert.equal(new FastCGIClient({ address: '/run/app.sock' }).upstream, 'unix:/run/app.sock');
+});
