@@ -18,6 +18,7 @@ import { fastcgi, type FastCGIHandler } from './fastcgi-handler.js';
 import { combinedLogLine, countResponseBytes, errorLogTime, openLog, type LogTarget } from './logs.js';
 import { serveStatic } from './static.js';
 import { sendErrorPage } from '../cgi/http-response.js';
+import { normaliseUrlPath } from '../cgi/resolve.js';
 
 export interface FrontOptions {
   config: ServeConfig;
@@ -159,7 +160,15 @@ export class GatehouseFront {
       // Authority-form (CONNECT), asterisk-form (OPTIONS *) and other schemes are for proxies; gatehouse is an origin server.
       return sendErrorPage(res, 400, true);
     }
-    const path = target.split('?', 1)[0]!;
+    // Routes match the decoded, normalised path, as Apache matches <Location> and ProxyPass: matching the raw
+    // target let /%70hp/x.php, //php/x.php or /a/../php/x.php miss a FastCGI route and the static files serve
+    // the PHP source.
+    const normalised = normaliseUrlPath(target.split('?', 1)[0]!);
+    if ('kind' in normalised) {
+      this.logError(`refused ${req.method} ${target} from ${req.socket.remoteAddress}: ${normalised.reason}`);
+      return sendErrorPage(res, normalised.status);
+    }
+    const path = '/' + normalised.segments.join('/') + (normalised.trailingSlash && normalised.segments.length > 0 ? '/' : '');
     for (const route of this.#routes) {
       if (path.startsWith(route.prefix) || path + '/' === route.prefix) {
         route.handler(req, res, () => this.#afterCgi(req, res));

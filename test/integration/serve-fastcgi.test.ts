@@ -15,7 +15,7 @@ import { freePort, rssBytes, tempDir } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { startPhpFpm } from '../kit/php-fpm.js';
 import { startTestApp } from '../kit/worker-app.js';
-import { eventually, startGatehouse } from '../fixtures/serve/serve-kit.js';
+import { eventually, rawExchange, startGatehouse, statusCodes } from '../fixtures/serve/serve-kit.js';
 
 const SERVER_VARS = `<?php
 header('Content-Type: application/json');
@@ -50,6 +50,8 @@ test('FastCGI routes to php-fpm', async (t) => {
     join(dir, 'gatehouse.toml'),
     `error-log = "error.log"
 access-log = "off"
+# The PHP files are inside the static document root too: a request that missed the route would get their source.
+docroot = "site"
 
 [[fastcgi]]
 url = "/php/"
@@ -96,6 +98,15 @@ read-timeout = "500ms"
     const plain = await json('/php/info.php');
     assert.equal(plain.SCRIPT_NAME, '/php/info.php');
     assert.equal(plain.PATH_INFO ?? '', '');
+  });
+
+  await t.test('regression: an encoded or dotted spelling of the route\'s path still goes to PHP, never the source', async () => {
+    for (const path of ['/%70hp/info.php', '//php/info.php', '/x/../php/info.php', '/./php/info.php', '/php//info.php']) {
+      const raw = await rawExchange(server.port, `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      assert.ok(!raw.text.includes('<?php'), `${path} served the PHP source:\n${raw.text}`);
+      assert.deepEqual(statusCodes(raw.text), [200], `${path}: ${raw.text}`);
+      assert.match(raw.text, /"SCRIPT_FILENAME":"[^"]*\\\/php\\\/info\.php"/, path);
+    }
   });
 
   await t.test('index.php on a trailing slash', async () => {
