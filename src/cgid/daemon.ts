@@ -134,6 +134,13 @@ export class CgidDaemon {
     connection.scripts.clear();
   }
 
+  /** @internal A script started for a connection that closed meanwhile. */
+  adoptOrphan(script: RunningScript): void {
+    if (script.reaped) return;
+    this.#orphans.add(script);
+    this.#terminate(script);
+  }
+
   /** @internal */
   orphanReaped(script: RunningScript): void {
     this.#orphans.delete(script);
@@ -188,6 +195,8 @@ class DaemonConnection {
   readonly #poller: DescriptorPoller;
   /** Descriptors received and not yet claimed by a spawn order, in arrival order. */
   readonly #descriptors: number[] = [];
+  /** Spawn orders whose posix_spawn is still running on a worker thread. */
+  readonly #starting = new Set<number>();
   #output: Buffer[] = [];
   #welcomed = false;
   #closed = false;
@@ -275,25 +284,30 @@ class DaemonConnection {
       this.#fail(`spawn order ${id} came with ${stdio.length} descriptors instead of ${CGID_STDIO_DESCRIPTORS}`);
       return;
     }
-    if (this.scripts.has(id)) {
+    if (this.scripts.has(id) || this.#starting.has(id)) {
       closeStdio();
       this.#fail(`spawn order ${id} reuses the id of a script still running`);
       return;
     }
     const order = { ...requested, limits: ceiling(requested.limits, this.#daemon.options.limits) };
-    let pid: number;
-    try {
-      pid = launchScript(order, stdio as [number, number, number], { ...this.#daemon.options.launch, log: this.#daemon.options.log });
-    } catch (error) {
-      closeStdio();
-      const spawnError = error instanceof SpawnError ? error : new SpawnError(order.file, 'EUNKNOWN', String(error));
-      this.#send({ type: 'failed', id, errno: spawnError.errno, message: spawnError.message });
-      return;
-    }
-    closeStdio();
-    const script: RunningScript = { pid, reaped: false, file: order.file, watcher: undefined as unknown as ExitWatcher };
-    this.scripts.set(id, script);
-    this.#send({ type: 'spawned', id, pid });
+    this.#starting.add(id);
+    launchScript(order, stdio as [number, number, number], { ...this.#daemon.options.launch, log: this.#daemon.options.log }).then(
+      (pid) => {
+        this.#starting.delete(id);
+        closeStdio();
+        this.#started(id, pid, order.file);
+      },
+      (error: unknown) => {
+        this.#starting.delete(id);
+        closeStdio();
+        const spawnError = error instanceof SpawnError ? error : new SpawnError(order.file, 'EUNKNOWN', String(error));
+        this.#send({ type: 'failed', id, errno: spawnError.errno, message: spawnError.message });
+      },
+    );
+  }
+
+  #started(id: number, pid: number, file: string): void {
+    const script: RunningScript = { pid, reaped: false, file, watcher: undefined as unknown as ExitWatcher };
     script.watcher = watchChildExit(pid, (exit) => {
       script.reaped = true;
       if (this.scripts.get(id) === script) {
@@ -301,6 +315,13 @@ class DaemonConnection {
         this.#send({ type: 'exited', id, code: exit.code, signal: exit.signal });
       } else this.#daemon.orphanReaped(script);
     });
+    if (this.#closed) {
+      // The front went away while the script was being started: it is terminated like the others.
+      this.#daemon.adoptOrphan(script);
+      return;
+    }
+    this.scripts.set(id, script);
+    this.#send({ type: 'spawned', id, pid });
   }
 
   #send(message: CgidMessage): void {

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { SpawnError } from '../cgi/spawner.js';
 import { CGID_PRLIMIT_PATH, CGID_SETPRIV_PATH, CGID_SUEXEC_MIN_GID, CGID_SUEXEC_MIN_UID } from '../limits.js';
 import { lookupUser, SysError } from '../sys/index.js';
-import { lookupGroupId, posixSpawn } from '../sys/posix-spawn.js';
+import { lookupGroupId, posixSpawnAsync } from '../sys/posix-spawn.js';
 import type { RunAs, ScriptLimits, SpawnOrder } from './protocol.js';
 
 export interface LaunchPolicy {
@@ -27,8 +27,13 @@ export interface LaunchPolicy {
   log?: (line: string) => void;
 }
 
-/** Starts the script with `stdio` as its 0, 1, 2; returns its pid. Throws SpawnError (errno + why). */
-export function launchScript(order: SpawnOrder, stdio: readonly [number, number, number], policy: LaunchPolicy = {}): number {
+/**
+ * Starts the script with `stdio` as its 0, 1, 2 (kept open by the caller until
+ * this settles); resolves with its pid, rejects with SpawnError (errno + why).
+ * posix_spawn runs on a worker thread, so the event loop never waits for a
+ * child to exec.
+ */
+export async function launchScript(order: SpawnOrder, stdio: readonly [number, number, number], policy: LaunchPolicy = {}): Promise<number> {
   refuseShellFallback(order.file);
   try {
     // Checked here because a wrapper (setpriv, prlimit) would turn a refused exec into an exit status.
@@ -51,7 +56,7 @@ export function launchScript(order: SpawnOrder, stdio: readonly [number, number,
     file = CGID_PRLIMIT_PATH;
   }
   try {
-    return posixSpawn({ file, argv, env: order.env, cwd: order.cwd, stdio });
+    return await posixSpawnAsync({ file, argv, env: order.env, cwd: order.cwd, stdio });
   } catch (error) {
     if (error instanceof SysError) throw new SpawnError(order.file, error.errnoName, error.message);
     throw error;

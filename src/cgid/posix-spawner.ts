@@ -47,7 +47,7 @@ export class PosixSpawnSpawner implements ScriptSpawner {
     const stdio = createScriptStdio(request.stdinEmpty === true);
     let pid: number;
     try {
-      pid = launchScript(
+      pid = await launchScript(
         { file: request.file, argv: [...request.argv], cwd: request.cwd, env: environmentList(request.env), limits: this.#limits, runAs: runAsFor(request.file, this.#suexec) },
         stdio.scriptEnds,
         this.#launch,

@@ -35,6 +35,8 @@ test('ScriptSock: a stale socket is removed, a live one and a non-socket are ref
   closeDescriptor(createListener({ kind: 'unix', path: stale }, { backlog: 1, mode: 0o600 }));
   const daemon = startDaemon(t, stale, token);
   await waitForListener({ path: stale }, 20_000, () => daemon.child.exitCode === null);
+  // The socket accepts just before the daemon reports ready.
+  for (let waited = 0; !/ready \d+/.test(daemon.output()) && waited < 10_000; waited += 25) await new Promise((resolve) => setTimeout(resolve, 25));
   assert.match(daemon.output(), /ready \d+/);
 
   const live = join(dir, 'live.sock');
