@@ -189,16 +189,20 @@ const row = (name) => {
   return { name, rps, failed, runs: runs.map((run) => run.requestsPerSecond.toFixed(0)).join(' / '), rss: rssValues.length ? `${(median(rssValues) / 1048576).toFixed(1)} MiB` : '-' };
 };
 const table = Object.keys(sides).map(row);
-const byName = Object.fromEntries(table.map((entry) => [entry.name, entry]));
 console.log(`machine: ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, node ${process.version}; wrk -t2 -c${connections} -d${duration}s through nginx (1 worker process), ${workers} workers, ${rounds} rounds in ABBA order, median`);
 console.log('| side | requests/s (median) | rounds | non-2xx | manager RSS |');
 console.log('| --- | ---: | --- | ---: | ---: |');
 for (const entry of table) console.log(`| ${entry.name} | ${entry.rps.toFixed(0)} | ${entry.runs} | ${entry.failed} | ${entry.rss} |`);
-const fixedVsSpawn = byName['kfcgi fixed, libfcgi'].rps / byName['spawn-fcgi, libfcgi'].rps;
-const variableVsFixed = byName['kfcgi variable, Node worker'].rps / byName['kfcgi fixed, Node worker'].rps;
-const packedVsFixed = byName['kfcgi variable -C 16, Node worker'].rps / byName['kfcgi fixed, Node worker'].rps;
-const cVariableVsFixed = byName['kfcgi variable, C extension worker'].rps / byName['kfcgi fixed, libfcgi'].rps;
-console.log(`\nkfcgi fixed / spawn-fcgi (libfcgi): ${fixedVsSpawn.toFixed(3)} (target >= 0.95)`);
-console.log(`kfcgi variable / fixed (Node worker, one connection per worker as in kcgi): ${variableVsFixed.toFixed(3)} (target >= 0.8)`);
-console.log(`kfcgi variable -C 16 / fixed (Node worker): ${packedVsFixed.toFixed(3)} (target >= 0.8)`);
-console.log(`kfcgi variable (C extension worker) / fixed (libfcgi): ${cVariableVsFixed.toFixed(3)}`);
+// Ratios are taken per round between sides that ran next to each other, then the median of those: the
+// machine's load drifts between rounds far more than within one.
+const pairedRatio = (numerator, denominator) => {
+  const ratios = results[numerator].map((run, index) => run.requestsPerSecond / results[denominator][index].requestsPerSecond);
+  const sorted = [...ratios].sort((a, b) => a - b);
+  const middle = sorted.length / 2;
+  const value = sorted.length % 2 ? sorted[Math.floor(middle)] : (sorted[middle - 1] + sorted[middle]) / 2;
+  return `${value.toFixed(3)} (rounds: ${ratios.map((ratio) => ratio.toFixed(2)).join(', ')})`;
+};
+console.log(`\nkfcgi fixed / spawn-fcgi (libfcgi): ${pairedRatio('kfcgi fixed, libfcgi', 'spawn-fcgi, libfcgi')} (target >= 0.95)`);
+console.log(`kfcgi variable / fixed (Node worker, one connection per worker as in kcgi): ${pairedRatio('kfcgi variable, Node worker', 'kfcgi fixed, Node worker')} (target >= 0.8)`);
+console.log(`kfcgi variable -C 16 / fixed (Node worker): ${pairedRatio('kfcgi variable -C 16, Node worker', 'kfcgi fixed, Node worker')} (target >= 0.8)`);
+console.log(`kfcgi variable (C extension worker) / fixed (libfcgi): ${pairedRatio('kfcgi variable, C extension worker', 'kfcgi fixed, libfcgi')}`);

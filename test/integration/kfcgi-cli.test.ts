@@ -44,6 +44,12 @@ test('a jail without root is refused at start, with the way out (-p /)', { skip:
   chmodSync(dir, 0o777);
   const jail = join(dir, 'jail');
   mkdirSync(jail, { mode: 0o755 });
+  // The checkout must be readable by nobody for this (not so under a 0700 home directory).
+  const probe = await runKfcgiCommand(['--help'], { uid: 65534, gid: 65534 });
+  if (probe.status !== 0) {
+    t.skip(`nobody cannot run gatehouse from this checkout: ${probe.output.split('\n')[0]}`);
+    return;
+  }
   const result = await runKfcgiCommand(['-d', '-p', jail, '-s', join(dir, 'app.sock'), '/hello'], { uid: 65534, gid: 65534 });
   assert.equal(result.status, 1, result.output);
   assert.match(result.output, /entering the jail .*jail needs root \(chroot\(2\)\): run as root, or pass -p \/ to run without a jail/);
