@@ -195,6 +195,23 @@ test('an abort while waiting in the queue never reaches the application', async 
   assert.equal(requests, 1);
 });
 
+test('an application that never answers GET_VALUES: the probe gives up (null) and requests never wait for it', async (t) => {
+  let probeConnections = 0;
+  const address = await scriptedServer(t, async ({ socket, nextRequest, records }) => {
+    socket.once('data', () => {
+      if (records[0]?.type === RecordType.GET_VALUES) probeConnections++;
+    });
+    const { requestId } = await nextRequest();
+    answer(socket, requestId, 'served');
+  });
+  const client = newClient(t, address, { probe: true, probeTimeoutMs: 200 });
+  const capabilities = client.capabilities();
+  const result = await client.fetchAll({ params: {} });
+  assert.equal(result.stdout.toString(), 'served');
+  assert.equal(await capabilities, null);
+  assert.equal(probeConnections, 1);
+});
+
 test('options are validated up front', () => {
   assert.throws(() => new FastCGIClient({ address: 'localhost' }), /neither "unix:\/path" nor "host:port"/);
   assert.throws(() => new FastCGIClient({ address: '127.0.0.1:0' }), /no valid port/);

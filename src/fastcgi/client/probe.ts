@@ -3,10 +3,11 @@
  *
  * Real applications answer it in different ways (checked against the Debian
  * programs): php-fpm 8.2 answers only FCGI_MPXS_CONNS=0 and leaves the
- * connection open; a libfcgi program answers a lone GET_VALUES only once
- * another record follows it (so the probe sends a second, empty GET_VALUES
- * right behind the first) and reports FCGI_MAX_CONNS=1 / FCGI_MAX_REQS=1 per
- * process; perl's FCGI module never answers. So the probe runs beside the
+ * connection open; libfcgi programs and perl's FCGI module (which carries
+ * libfcgi's code) leave this query (48 bytes, so no padding) unanswered until
+ * another record follows it, so the probe sends a second, empty GET_VALUES
+ * right behind the first; they report FCGI_MAX_CONNS=1 / FCGI_MAX_REQS=1 per
+ * process. Other applications may never answer. So the probe runs beside the
  * first requests, never in front of them, gives up after a timeout, and no
  * answer means "one request per connection, no stated limits".
  */
