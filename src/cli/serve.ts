@@ -111,7 +111,16 @@ export async function main(argv: string[]): Promise<number> {
     }
   }
   front = new GatehouseFront({ config, ...(scripts ? { spawner: scripts.spawner } : {}) });
-  const addresses = await front.listen();
+  let addresses;
+  try {
+    addresses = await front.listen();
+  } catch (error) {
+    process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
+    // Close what did open (other addresses, the cgid daemon): left running, they would keep this process alive.
+    await front.stop(0);
+    await scripts?.stop();
+    return 1;
+  }
   front.logError(`gatehouse serve ${process.pid}: listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}`);
   const running = front;
   return new Promise<number>((resolve) => {

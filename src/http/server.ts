@@ -8,7 +8,8 @@
  * access and error log, and a graceful stop.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import { unlinkSync } from 'node:fs';
+import { lstatSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cgi, type CgiHandler } from '../cgi/handler.js';
 import type { ScriptSpawner } from '../cgi/spawner.js';
@@ -53,6 +54,61 @@ function requestLineTooLong(rawPacket: unknown, maxUrlBytes: number): boolean {
   return lineEnd === -1 || line.length > maxUrlBytes;
 }
 
+/**
+ * Listens, with errors that say what to do. A unix socket path left behind by
+ * a server that died is replaced, but only when it is a socket and nothing
+ * answers on it: a live server's socket is never taken over.
+ */
+async function listenOn(server: http.Server, address: ListenAddress): Promise<void> {
+  const attempt = () =>
+    new Promise<void>((resolve, reject) => {
+      const onError = (error: Error) => reject(error);
+      server.once('error', onError);
+      const listening = () => {
+        server.off('error', onError);
+        resolve();
+      };
+      if ('path' in address) server.listen(address.path, listening);
+      else server.listen(address.port, address.host, listening);
+    });
+  try {
+    await attempt();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if ('path' in address && code === 'EADDRINUSE' && isSocketFile(address.path) && !(await answers(address.path))) {
+      unlinkSync(address.path);
+      return attempt().catch((again: NodeJS.ErrnoException) => {
+        throw new Error(`cannot listen on ${formatListenAddress(address)}: ${again.code ?? again.message}`);
+      });
+    }
+    const advice: Record<string, string> = {
+      EADDRINUSE: 'path' in address ? (isSocketFile(address.path) ? 'another server is listening on this socket' : 'a file that is not a socket is in the way') : 'another process is listening on this port (stop it, or choose another --listen)',
+      EACCES: 'path' in address ? 'permission denied (check the directory)' : 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)',
+      EADDRNOTAVAIL: 'no network interface has this address',
+      ENOENT: 'the directory does not exist',
+    };
+    throw new Error(`cannot listen on ${formatListenAddress(address)}: ${code ?? ''}${code && advice[code] ? `: ${advice[code]}` : `: ${(error as Error).message}`}`);
+  }
+}
+
+function isSocketFile(socketPath: string): boolean {
+  try {
+    return lstatSync(socketPath).isSocket();
+  } catch {
+    return false;
+  }
+}
+
+function answers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect(socketPath, () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.on('error', () => resolve(false));
+  });
+}
+
 export class GatehouseFront {
   readonly config: ServeConfig;
   readonly #servers: http.Server[] = [];
@@ -62,6 +118,7 @@ export class GatehouseFront {
   readonly #cgi: CgiHandler | null;
   readonly #fastcgi: FastCGIHandler[] = [];
   readonly #static: ((req: IncomingMessage, res: ServerResponse) => void) | null;
+  readonly #boundSockets: Array<{ path: string; inode: number }> = [];
   #inFlight = 0;
   #idleWaiters: Array<() => void> = [];
   #stopping = false;
@@ -219,12 +276,8 @@ export class GatehouseFront {
           error.code === 'HPE_HEADER_OVERFLOW' ? (requestLineTooLong((error as { rawPacket?: unknown }).rawPacket, this.config.maxUrlBytes) ? 414 : 431) : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
         socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       });
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        if ('path' in address) {
-          server.listen(address.path, () => resolve());
-        } else server.listen(address.port, address.host, () => resolve());
-      });
+      await listenOn(server, address);
+      if ('path' in address) this.#boundSockets.push({ path: address.path, inode: lstatSync(address.path).ino });
       const actual = server.address();
       bound.push(typeof actual === 'string' || actual === null ? address : { host: actual.address, port: actual.port });
       this.#servers.push(server);
@@ -253,14 +306,12 @@ export class GatehouseFront {
     // Closing the connections aborted their scripts; wait (bounded) until every one was reaped.
     for (let waited = 0; this.#cgi && this.#cgi.limiter.running > 0 && waited < graceMs + 5000; waited += 50) await sleep(50);
     await Promise.all(this.#fastcgi.map((handler) => handler.close()));
-    for (const text of this.config.listen) {
-      const address = parseListenAddress(text);
-      if (typeof address !== 'string' && 'path' in address) {
-        try {
-          unlinkSync(address.path);
-        } catch {
-          /* node:http removed it already */
-        }
+    // Only sockets this front bound, and only while the path is still the same socket: never another server's.
+    for (const socket of this.#boundSockets) {
+      try {
+        if (lstatSync(socket.path).ino === socket.inode) unlinkSync(socket.path);
+      } catch {
+        /* node:http removed it already */
       }
     }
     await this.#accessLog.close();

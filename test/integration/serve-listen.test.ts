@@ -1,0 +1,84 @@
+/**
+ * Where `gatehouse serve` listens: a port or unix socket that is taken is a
+ * clear error and an exit (also with the cgid daemon already started); a
+ * unix socket left by a dead server is replaced, a live one or a plain file
+ * never; serving on a unix socket, and the socket removed on stop.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import { execFileSync } from 'node:child_process';
+import { existsSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort, startProcess, tempDir, waitForListener } from '../kit/process.js';
+import { GATEHOUSE_MAIN, runGatehouse } from '../fixtures/serve/serve-kit.js';
+
+function site(t: { after(fn: () => unknown): void }) {
+  const dir = tempDir(t, 'gatehouse-serve-listen-');
+  mkdirSync(join(dir, 'www'));
+  mkdirSync(join(dir, 'cgi'));
+  writeFileSync(join(dir, 'www', 'a.txt'), 'file a\n');
+  return dir;
+}
+
+async function occupy(t: { after(fn: () => unknown): void }, where: number | string): Promise<net.Server> {
+  const server = net.createServer((socket) => socket.end());
+  await new Promise<void>((resolve) => (typeof where === 'number' ? server.listen(where, '127.0.0.1', resolve) : server.listen(where, resolve)));
+  t.after(() => new Promise((resolve) => server.close(resolve)));
+  return server;
+}
+
+test('a port in use: a message that says so, exit 1 (with the cgid daemon started, it used to hang)', async (t) => {
+  const dir = site(t);
+  const port = await freePort();
+  await occupy(t, port);
+  const free = await freePort();
+  const result = await runGatehouse(t, ['serve', '--listen', `127.0.0.1:${free}`, '--listen', `127.0.0.1:${port}`, '--docroot', join(dir, 'www'), '--cgi-bin', join(dir, 'cgi')]);
+  assert.equal(result.code, 1, result.stderr);
+  assert.match(result.stderr, new RegExp(`gatehouse serve: cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE: another process is listening on this port`));
+  // The address that did bind was closed again.
+  await assert.rejects(
+    new Promise<void>((resolve, reject) => net.connect(free, '127.0.0.1', resolve).on('error', reject)),
+    /ECONNREFUSED/,
+  );
+});
+
+test('a unix socket left by a dead server is replaced; the socket is served and removed on stop', async (t) => {
+  const dir = site(t);
+  const socketPath = join(dir, 'gatehouse.sock');
+  // A socket file whose server is gone: bind it from a process that then exits.
+  execFileSync(process.execPath, ['-e', `const s=require('net').createServer();s.listen(${JSON.stringify(socketPath)},()=>process.exit(0))`]);
+  assert.ok(lstatSync(socketPath).isSocket());
+  const server = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'serve', '--listen', `unix:${socketPath}`, '--docroot', join(dir, 'www'), '--access-log', 'off']);
+  await waitForListener({ path: socketPath }, 10_000, () => server.child.exitCode === null);
+  const body = await new Promise<string>((resolve, reject) => {
+    http
+      .get({ socketPath, path: '/a.txt', agent: false }, (res) => {
+        let text = '';
+        res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        res.on('end', () => resolve(text));
+      })
+      .on('error', reject);
+  });
+  assert.equal(body, 'file a\n');
+  server.child.kill('SIGTERM');
+  assert.deepEqual(await server.exited, { code: 0, signal: null });
+  assert.equal(existsSync(socketPath), false, 'the socket was left behind');
+});
+
+test('a unix socket a live server listens on is refused and left in place; so is a file that is not a socket', async (t) => {
+  const dir = site(t);
+  const live = join(dir, 'live.sock');
+  await occupy(t, live);
+  const liveResult = await runGatehouse(t, ['serve', '--listen', `unix:${live}`, '--docroot', join(dir, 'www')]);
+  assert.equal(liveResult.code, 1);
+  assert.match(liveResult.stderr, /cannot listen on unix:.*live\.sock: EADDRINUSE: another server is listening on this socket/);
+  await new Promise<void>((resolve, reject) => net.connect(live, resolve).on('error', reject));
+  const file = join(dir, 'not-a-socket');
+  writeFileSync(file, 'precious\n');
+  const fileResult = await runGatehouse(t, ['serve', '--listen', `unix:${file}`, '--docroot', join(dir, 'www')]);
+  assert.equal(fileResult.code, 1);
+  assert.match(fileResult.stderr, /EADDRINUSE: a file that is not a socket is in the way/);
+  assert.equal(readFileSync(file, 'utf8'), 'precious\n');
+});
