@@ -212,3 +212,19 @@ test('suexec: scripts run as the route user with its groups; every rule refuses'
   assert.doesNotMatch(forked.output, /forked/);
   assert.match(`${forked.output} ${forked.stderr}`, /refused|Resource temporarily unavailable|Cannot fork/);
 });
+
+test('a front that stalls mid-frame stalls nobody: another connection is served meanwhile', async (t) => {
+  const dir = tempDir(t, 'gatehouse-cgid-stall-');
+  const socket = join(dir, 'cgisock');
+  const token = randomBytes(32);
+  const daemon = startDaemon(t, socket, token);
+  await waitForListener({ path: socket }, 20_000, () => daemon.child.exitCode === null);
+  const staller = net.connect(socket);
+  t.after(() => staller.destroy());
+  const hello = encodeMessage({ type: 'hello', nonce: randomBytes(16) });
+  staller.write(hello.subarray(0, 7)); // half a header, then nothing
+  const connection = await CgidConnection.connect(socket, token);
+  t.after(() => connection.close());
+  assert.equal(connection.daemonPid, daemon.child.pid);
+  assert.equal(staller.destroyed, false, 'the stalled connection is still open');
+});

@@ -276,3 +276,16 @@ test('cgi-spawn in-process runs scripts from the front itself (posix_spawn)', as
   assert.equal(response.status, 200);
   assert.equal(Number(response.body.toString().trim()), site.pid);
 });
+
+test('the config file takes CGIDScriptTimeout, ScriptSock and DefaultRuntimeDir under their Apache names', async (t) => {
+  const dir = tempDir(t, 'gatehouse-cgid-config-');
+  const runtime = join(dir, 'rt');
+  const config = join(dir, 'serve.toml');
+  writeFileSync(config, `CGIDScriptTimeout = "500ms"\nScriptSock = "mysock"\nDefaultRuntimeDir = "${runtime}"\n`);
+  const port = await freePort();
+  const proc = startProcess(t, process.execPath, [MAIN, 'serve', '--config', config, '--listen', `127.0.0.1:${port}`, '--cgi-bin', makeCgiBin(t), '--access-log', 'off']);
+  await waitForListener({ host: '127.0.0.1', port }, 20_000, () => proc.child.exitCode === null);
+  assert.ok(statSync(join(runtime, `mysock.${proc.child.pid}`)).isSocket());
+  const response = await httpRequest(`http://127.0.0.1:${port}/cgi-bin/hang.sh`);
+  assert.equal(response.status, 504);
+});
