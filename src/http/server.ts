@@ -254,6 +254,7 @@ export class GatehouseFront {
     for (const text of this.config.listen) {
       const address = parseListenAddress(text);
       if (typeof address === 'string') throw new Error(address);
+      const answeredWithError = new WeakSet<object>();
       const server = http.createServer(
         {
           headersTimeout: this.config.headersTimeoutMs,
@@ -270,8 +271,14 @@ export class GatehouseFront {
         this.handle,
       );
       server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+        // A connection already answered with an error ends with the client's EOF: a second parse error, not news.
+        if (answeredWithError.has(socket)) return socket.destroy();
         if (error.code !== 'ECONNRESET' && error.code !== 'EPIPE') this.logError(`http: bad request from ${(socket as import('node:net').Socket).remoteAddress ?? '-'}: ${error.code ?? ''} ${error.message}`);
-        if (!socket.writable) return socket.destroy();
+        // A response already under way (request-timeout while a script answers a slow body) cannot be followed by
+        // an error response: written now, it would land inside the first one's body. The connection is cut instead.
+        const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+        if (!socket.writable || inFlight?.headersSent) return socket.destroy();
+        answeredWithError.add(socket);
         const status =
           error.code === 'HPE_HEADER_OVERFLOW' ? (requestLineTooLong((error as { rawPacket?: unknown }).rawPacket, this.config.maxUrlBytes) ? 414 : 431) : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
         socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);

@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
@@ -17,13 +17,17 @@ async function startSite(t: { after(fn: () => unknown): void }): Promise<Running
   mkdirSync(join(dir, 'www'));
   writeFileSync(join(dir, 'www', 'a.txt'), 'file a\n');
   writeFileSync(join(dir, 'www', 'b.txt'), 'file b\n');
+  mkdirSync(join(dir, 'cgi'));
+  for (const name of ['echo.sh', 'env.sh', 'stream.sh']) copyFileSync(join(CGI_FIXTURES, name), join(dir, 'cgi', name));
+  // Reads the whole body before it answers.
+  writeFileSync(join(dir, 'cgi', 'read-all.sh'), '#!/bin/sh\nbytes=$(wc -c)\nprintf "Content-Type: text/plain\\n\\nread %s bytes\\n" "$bytes"\n', { mode: 0o755 });
   const errorLog = join(dir, 'error.log');
   const accessLog = join(dir, 'access.log');
   const server = await startGatehouse(t, 'serve', [
     '--docroot', join(dir, 'www'),
-    '--cgi-bin', CGI_FIXTURES,
+    '--cgi-bin', join(dir, 'cgi'),
     '--headers-timeout', '1s',
-    '--request-timeout', '10s',
+    '--request-timeout', '3s',
     '--error-log', errorLog,
     '--access-log', accessLog,
   ]);
@@ -119,6 +123,20 @@ test('HTTP/1.1 framing and limits against gatehouse serve', async (t) => {
     }
     const after = await httpRequest(`${site.base}/a.txt`);
     assert.equal(after.status, 200);
+  });
+
+  await t.test('a body slower than request-timeout: 408 if the script has not answered yet', async () => {
+    const result = await rawExchange(site.port, 'POST /cgi-bin/read-all.sh HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b', { waitMs: 12_000 });
+    assert.equal(result.closedByServer, true);
+    assert.deepEqual(statusCodes(result.text), [408], result.text);
+  });
+
+  await t.test('regression: a body slower than request-timeout while the script already answers: the connection is cut, no 408 inside the body', async () => {
+    const result = await rawExchange(site.port, 'POST /cgi-bin/echo.sh HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b', { waitMs: 12_000 });
+    assert.equal(result.closedByServer, true);
+    assert.deepEqual(statusCodes(result.text), [200], result.text);
+    assert.ok(!result.text.includes('408'), `an error response was written into the running one:\n${result.text}`);
+    assert.ok(!result.text.endsWith('0\r\n\r\n'), 'a cut response must not look complete (no last chunk)');
   });
 
   await t.test('absolute-form targets (RFC 9112 3.2.2: a server must accept them) are served as their path', async () => {
