@@ -16,7 +16,7 @@ import type { ScriptSpawner } from '../cgi/spawner.js';
 import type { ServeConfig } from '../config/schema.js';
 import { formatListenAddress, parseListenAddress, type ListenAddress } from '../config/listen.js';
 import { fastcgi, type FastCGIHandler } from './fastcgi-handler.js';
-import { combinedLogLine, countResponseBytes, errorLogTime, openLog, type LogTarget } from './logs.js';
+import { apacheTime, combinedLogLine, countResponseBytes, errorLogTime, openLog, type LogTarget } from './logs.js';
 import { serveStatic } from './static.js';
 import { sendErrorPage } from '../cgi/http-response.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
@@ -282,6 +282,8 @@ export class GatehouseFront {
         const status =
           error.code === 'HPE_HEADER_OVERFLOW' ? (requestLineTooLong((error as { rawPacket?: unknown }).rawPacket, this.config.maxUrlBytes) ? 414 : 431) : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
         socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+        // Apache logs refused requests too ("-" for a request line it could not read): probes and attacks show up.
+        this.#accessLog.write(`${(socket as import('node:net').Socket).remoteAddress ?? '-'} - - ${apacheTime(new Date())} "-" ${status} - "-" "-"`);
       });
       await listenOn(server, address);
       if ('path' in address) this.#boundSockets.push({ path: address.path, inode: lstatSync(address.path).ino });

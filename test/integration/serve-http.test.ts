@@ -157,4 +157,12 @@ test('HTTP/1.1 framing and limits against gatehouse serve', async (t) => {
     assert.match(log, /http: bad request from 127\.0\.0\.1: HPE_HEADER_OVERFLOW /);
     assert.match(log, /request target of 9001 bytes from 127\.0\.0\.1 exceeds max-url-bytes \(8190\): 414/);
   });
+
+  await t.test('refused requests are in the access log too, as Apache logs them', async () => {
+    const log = await eventually(() => readFileSync(site.accessLog, 'utf8'), (text) => text.includes('" 408 -'));
+    for (const status of [400, 408, 414, 431]) {
+      assert.match(log, new RegExp(`^127\\.0\\.0\\.1 - - \\[[^\\]]+\\] "[^"]*" ${status} `, 'm'), `no ${status} line in:\n${log}`);
+    }
+    assert.match(log, /^127\.0\.0\.1 - - \[[^\]]+\] "-" 431 - "-" "-"$/m);
+  });
 });
