@@ -172,6 +172,23 @@ test('php-fpm: the probe learns FCGI_MPXS_CONNS=0 and requests never share a con
   assert.equal(client.stats.opened, 3, 'six concurrent requests over a cap of three connections');
 });
 
+test('php-fpm: more requests in flight than workers, default pool: no request starves behind idle kept-alive connections', async (t) => {
+  // php-fpm states no FCGI_MAX_CONNS, so the pool opens a connection per request in flight (6) for 2 workers; each worker
+  // keeps serving its kept-alive connection, and the other connections wait unaccepted in the listen queue.
+  const fpm = await startPhpFpm(t, { scripts: SCRIPTS, children: 2 });
+  const client = newClient(t, fpm.addressString, { idleTimeoutMs: 3000 });
+  const results = await Promise.all(
+    Array.from({ length: 6 }, async (_, lane) => {
+      for (let i = 0; i < 5; i++) {
+        const result = await client.fetchAll({ params: cgiParams(fpm.script('hello.php'), { query: `lane=${lane}&i=${i}` }) });
+        assert.equal(splitCgi(result.stdout).body.toString(), 'hello from php-fpm');
+      }
+      return lane;
+    }),
+  );
+  assert.equal(results.length, 6);
+});
+
 test('php-fpm: the wait queue is bounded: past it UPSTREAM_QUEUE_FULL', async (t) => {
   const fpm = await startPhpFpm(t, { scripts: SCRIPTS, children: 1 });
   const client = newClient(t, fpm.addressString, { maxConnections: 1, maxQueued: 2, probe: false });

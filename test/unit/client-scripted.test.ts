@@ -90,6 +90,26 @@ test('no empty STDOUT before END_REQUEST, garbage in its reserved bytes, records
   assert.equal(result.appStatus, 7);
 });
 
+test('every PARAMS record carries the request id (the params are encoded before the id is known)', async (t) => {
+  const seen: Array<{ type: number; requestId: number }> = [];
+  const address = await scriptedServer(t, async ({ socket, nextRequest, records }) => {
+    for (let n = 0; n < 2; n++) {
+      const { requestId } = await nextRequest();
+      answer(socket, requestId, 'ok');
+    }
+    seen.push(...records.map(({ type, requestId }) => ({ type, requestId })));
+  });
+  const client = newClient(t, address);
+  // Large enough for several PARAMS records.
+  const params = Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`HTTP_X_${i}`, 'v'.repeat(20_000)]));
+  await client.fetchAll({ params });
+  await client.fetchAll({ params });
+  await client.close();
+  const paramsRecords = seen.filter((record) => record.type === RecordType.PARAMS);
+  assert.ok(paramsRecords.length >= 6, `expected several PARAMS records, got ${paramsRecords.length}`);
+  for (const record of seen) assert.equal(record.requestId, 1);
+});
+
 test('a kept-alive connection the application closed is retried once on a fresh one when no body was sent', async (t) => {
   const address = await scriptedServer(t, async ({ index, socket, nextRequest }) => {
     const first = await nextRequest();

@@ -47,7 +47,7 @@ export interface Exchange {
    * within `graceMs`, the connection is destroyed.
    */
   abort(graceMs: number): void;
-  /** Forgets this request (after its END_REQUEST or a failure handled elsewhere). */
+  /** True once the request ended (END_REQUEST) or its connection is gone: nothing more may be written for it. */
   readonly done: boolean;
 }
 
@@ -55,6 +55,8 @@ interface ExchangeState {
   id: number;
   handlers: ExchangeHandlers | null;
   ended: boolean;
+  /** Some record for this request has arrived (so the application has accepted the connection and is working on it). */
+  answered: boolean;
   abortTimer: NodeJS.Timeout | null;
 }
 
@@ -160,6 +162,17 @@ export class Connection {
     return this.#requestsStarted > 0;
   }
 
+  /**
+   * A request here has had no record back yet. With applications that serve
+   * one connection per process (php-fpm, libfcgi), this often means the
+   * connection still waits in the listen queue behind connections that
+   * processes are keeping alive for us.
+   */
+  get hasUnansweredRequest(): boolean {
+    for (const state of this.#exchanges.values()) if (!state.answered && state.handlers) return true;
+    return false;
+  }
+
   get reusable(): boolean {
     return this.#reusable && !this.#closed;
   }
@@ -199,10 +212,13 @@ export class Connection {
   begin(options: BeginOptions, handlers: ExchangeHandlers): Exchange {
     this.#reserved--;
     const id = this.#freeId();
-    const state: ExchangeState = { id, handlers, ended: false, abortTimer: null };
+    const state: ExchangeState = { id, handlers, ended: false, answered: false, abortTimer: null };
     this.#exchanges.set(id, state);
     this.#requestsStarted++;
     if (!options.keepConn) this.#reusable = false;
+    // Held until the end of this tick, so a body given as bytes and the empty STDIN leave in the same writev.
+    this.#socket.cork();
+    process.nextTick(() => this.#socket.uncork());
     // The params were encoded before this id was known: stamp it on each record.
     this.#writeAll([encodeBeginRequest(id, options.role, options.keepConn), setRecordsRequestId(options.params, id), encodeRecord(RecordType.PARAMS, id)]);
     const connection = this;
@@ -278,6 +294,7 @@ export class Connection {
     if (record.requestId === 0) return; // management records (GET_VALUES_RESULT, UNKNOWN_TYPE): this connection asked nothing
     const state = this.#exchanges.get(record.requestId);
     if (!state) return; // the spec says to ignore records for request ids that are not active
+    state.answered = true;
     switch (record.type) {
       case RecordType.STDOUT:
         if (record.content.length > 0 && state.handlers && !state.handlers.onStdout(record.content)) {

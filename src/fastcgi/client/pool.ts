@@ -238,11 +238,24 @@ export class Pool {
   }
 
   #onSlotFree(connection: Connection): void {
-    if (connection.load === 0) {
-      if (!connection.reusable || this.#closed) connection.destroy();
-      else connection.startIdleTimer(this.#options.keepAliveTimeoutMs);
-    }
     this.#dispatch();
+    if (connection.load > 0) return;
+    if (!connection.reusable || this.#closed || this.#someoneWaitsForAnAnswer()) connection.destroy();
+    else connection.startIdleTimer(this.#options.keepAliveTimeoutMs);
+  }
+
+  /**
+   * php-fpm and libfcgi processes serve one connection at a time, and keep
+   * serving a kept-alive one until it closes. When more connections are open
+   * than the application has processes, the extra ones wait unaccepted in its
+   * listen queue while ours sit idle: a request on one of them would wait for
+   * ever (until its timeout). So an idle connection is closed, not kept, while
+   * another request still waits for its first answer.
+   */
+  #someoneWaitsForAnAnswer(): boolean {
+    if (this.#capabilities?.multiplexes) return false;
+    for (const connection of this.#connections) if (connection.hasUnansweredRequest) return true;
+    return false;
   }
 
   #onClose(connection: Connection): void {
