@@ -1,6 +1,7 @@
 /**
  * A script's three stdio channels, made by whoever will read and write them
- * (the HTTP front, or the FastCGI face): three socket pairs, our ends wrapped
+ * (the HTTP front, or the FastCGI face): a socket pair for stdin (or
+ * /dev/null when there is no body) and pipes for stdout and stderr, our ends wrapped
  * by libuv, the script's ends handed to posix_spawn in-process or passed to
  * the daemon over SCM_RIGHTS. Request and response bytes therefore flow
  * between the front and the script directly; the daemon only starts it.
@@ -8,7 +9,7 @@
 import net from 'node:net';
 import { openSync } from 'node:fs';
 import { Transform, Writable, type Readable } from 'node:stream';
-import { blockingSocketPair, closeFd } from '../sys/posix-spawn.js';
+import { blockingSocketPair, closeFd, makePipe } from '../sys/posix-spawn.js';
 
 export interface ScriptStdio {
   /** The script's ends, in order stdin, stdout, stderr. Close them (closeScriptEnds) once handed over. */
@@ -45,9 +46,10 @@ export function createScriptStdio(emptyStdin = false): ScriptStdio {
       [stdinOurs, stdinTheirs] = blockingSocketPair();
       made.push(stdinOurs, stdinTheirs);
     }
-    const [stdoutOurs, stdoutTheirs] = blockingSocketPair();
+    // stdout and stderr flow one way: pipes, as most CGI servers give scripts.
+    const [stdoutOurs, stdoutTheirs] = makePipe();
     made.push(stdoutOurs, stdoutTheirs);
-    const [stderrOurs, stderrTheirs] = blockingSocketPair();
+    const [stderrOurs, stderrTheirs] = makePipe();
     made.push(stderrOurs, stderrTheirs);
     const scriptEnds: [number, number, number] = [stdinTheirs, stdoutTheirs, stderrTheirs];
     const stdin = emptyStdin ? nullStdin() : new net.Socket({ fd: stdinOurs, readable: false, writable: true });

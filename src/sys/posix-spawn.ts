@@ -297,6 +297,20 @@ export function blockingSocketPair(): [number, number] {
   return [pair[0]!, pair[1]!];
 }
 
+const pipe2 = libc.func('int pipe2(_Out_ int *fds, int flags)');
+const O_CLOEXEC = 0o2000000;
+
+/**
+ * pipe2(O_CLOEXEC): [read end, write end], both blocking (libuv makes its
+ * own end non-blocking when it wraps it). Cheaper than a socket pair, for the
+ * channels that only flow one way and need no half-close: stdout, stderr.
+ */
+export function makePipe(): [number, number] {
+  const fds = [0, 0];
+  if ((pipe2(fds, O_CLOEXEC) as number) !== 0) throw errnoError('pipe2', 'script output');
+  return [fds[0]!, fds[1]!];
+}
+
 /** close(2); EBADF and the like are reported, EINTR is not an error on Linux (the descriptor is gone). */
 export function closeFd(fd: number): void {
   if ((c.close(fd) as number) !== 0 && koffi.errno() !== os.constants.errno.EINTR) throw errnoError('close', `fd ${fd}`);
