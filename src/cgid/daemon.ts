@@ -324,13 +324,27 @@ class DaemonConnection {
     this.#send({ type: 'spawned', id, pid });
   }
 
+  /**
+   * Queues a message; the queue is written once per event-loop turn, so the
+   * answers and exits produced in one turn (several scripts ending together)
+   * leave in one send(2) and wake the front once.
+   */
   #send(message: CgidMessage): void {
     if (this.#closed) return;
     this.#output.push(encodeMessage(message));
-    if (this.#output.length === 1) this.#flush();
+    if (this.#output.length === 1 && !this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(() => {
+        this.#flushScheduled = false;
+        this.#flush();
+      });
+    }
   }
 
+  #flushScheduled = false;
+
   #flush(): void {
+    if (this.#output.length > 1) this.#output = [Buffer.concat(this.#output)];
     while (this.#output.length > 0 && !this.#closed) {
       const head = this.#output[0]!;
       let sent: number;

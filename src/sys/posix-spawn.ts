@@ -225,6 +225,19 @@ export function reapChild(pid: number): ProcessExit | null {
   }
 }
 
+/** glibc 2.36+ has a pidfd_open wrapper (a plain call, cheaper than variadic syscall()); older ones get syscall(). */
+const pidfdOpenWrapper = (() => {
+  try {
+    return libc.func('int pidfd_open(int pid, unsigned int flags)');
+  } catch {
+    return null;
+  }
+})();
+
+function pidfdOpen(pid: number): number {
+  return pidfdOpenWrapper ? (pidfdOpenWrapper(pid, 0) as number) : Number(c.syscall3(SYS_PIDFD_OPEN, 'int', pid, 'unsigned int', 0));
+}
+
 export interface ExitWatcher {
   /** Stops watching (the child is then never reaped by us: only for shutdown after killing it). */
   close(): void;
@@ -236,7 +249,7 @@ export interface ExitWatcher {
  * pidfd_open is missing, the child is polled every 20 ms instead.
  */
 export function watchChildExit(pid: number, onExit: (exit: ProcessExit) => void): ExitWatcher {
-  const pidfd = Number(c.syscall3(SYS_PIDFD_OPEN, 'int', pid, 'unsigned int', 0));
+  const pidfd = pidfdOpen(pid);
   let done = false;
   const finish = (exit: ProcessExit) => {
     if (done) return;
