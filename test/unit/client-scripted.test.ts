@@ -8,6 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { FastCGIClient, ErrorCode, type UpstreamError } from '../../src/fastcgi/client/index.js';
 import { RecordDecoder, type FastCGIRecord } from '../../src/fastcgi/decoder.js';
@@ -230,6 +231,34 @@ test('an application that never answers GET_VALUES: the probe gives up (null) an
   assert.equal(result.stdout.toString(), 'served');
   assert.equal(await capabilities, null);
   assert.equal(probeConnections, 1);
+});
+
+test('fetchAll past maxBytes is UPSTREAM_RESPONSE_TOO_LARGE; a queue wait past idleTimeoutMs is UPSTREAM_TIMEOUT', async (t) => {
+  const address = await scriptedServer(t, async ({ socket, nextRequest }) => {
+    for (;;) {
+      const { requestId } = await nextRequest();
+      setTimeout(() => answer(socket, requestId, 'z'.repeat(5000)), 300);
+    }
+  });
+  const client = newClient(t, address, { maxConnections: 1, idleTimeoutMs: 1000 });
+  await assert.rejects(client.fetchAll({ params: {}, maxBytes: 1000 }), (error: UpstreamError) => error.code === ErrorCode.UPSTREAM_RESPONSE_TOO_LARGE);
+  const busy = client.fetchAll({ params: {} });
+  await assert.rejects(client.fetchAll({ params: {}, idleTimeoutMs: 100 }), (error: UpstreamError) => {
+    assert.equal(error.code, ErrorCode.UPSTREAM_TIMEOUT);
+    assert.match(error.message, /no connection became free within 100 ms/);
+    return true;
+  });
+  assert.equal((await busy).stdout.length, 5000);
+});
+
+test('one AbortSignal shared by many requests keeps no listener per finished request', async (t) => {
+  const address = await scriptedServer(t, async ({ socket, nextRequest }) => {
+    for (;;) answer(socket, (await nextRequest()).requestId, 'ok');
+  });
+  const client = newClient(t, address);
+  const controller = new AbortController();
+  for (let i = 0; i < 20; i++) await client.fetchAll({ params: {}, signal: controller.signal });
+  assert.equal(EventEmitter.getEventListeners(controller.signal, 'abort').length, 0);
 });
 
 test('options are validated up front', () => {

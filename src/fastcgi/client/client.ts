@@ -155,9 +155,7 @@ export class FastCGIClient {
   /** A request whose whole STDOUT and STDERR are collected in memory (for small responses). */
   async fetchAll(options: FetchAllOptions): Promise<FetchAllResult> {
     const maxBytes = options.maxBytes ?? CLIENT_FETCH_ALL_MAX_BYTES;
-    const controller = new AbortController();
-    const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
-    const response = this.request({ ...options, signal });
+    const response = this.request(options);
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     let stdoutBytes = 0;
@@ -165,7 +163,7 @@ export class FastCGIClient {
     let tooLarge: UpstreamError | null = null;
     const overflow = (which: string) => {
       tooLarge ??= new UpstreamError(ErrorCode.UPSTREAM_RESPONSE_TOO_LARGE, this.upstream, `${which} exceeded ${maxBytes} bytes; read the response as a stream instead`);
-      controller.abort(tooLarge);
+      response.destroy(); // aborts the request
     };
     response.on('stderr', (chunk: Buffer) => {
       stderrBytes += chunk.length;

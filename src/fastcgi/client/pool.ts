@@ -23,7 +23,13 @@ export interface PoolOptions {
 export interface AcquireOptions {
   /** Only a connection opened for this request will do (a retry after a reused one died). */
   fresh?: boolean;
-  signal?: AbortSignal;
+  /** Filled in by acquire() while the caller waits: calling it gives up the wait, rejecting with the error given. */
+  cancel?: CancelHandle;
+}
+
+/** Cheaper than an AbortController per request; most requests never need it. */
+export interface CancelHandle {
+  cancel: ((error: UpstreamError) => void) | null;
 }
 
 /** Counters for tests and status pages. */
@@ -91,30 +97,30 @@ export class Pool {
     if (this.#closed) return Promise.reject(new UpstreamError(ErrorCode.CLIENT_CLOSED, this.upstream, 'the FastCGI client was closed', { retryable: true }));
     if (this.#options.probe) void this.#startProbe();
     return new Promise((resolve, reject) => {
-      const signal = options.signal;
-      const onAbort = () => {
-        if (waiter.settled) return;
-        const index = this.#waiters.indexOf(waiter);
-        if (index >= 0) this.#waiters.splice(index, 1);
-        waiter.settled = true;
-        reject(new UpstreamError(ErrorCode.REQUEST_ABORTED, this.upstream, 'request aborted while waiting for a connection', { cause: signal?.reason, retryable: true }));
-      };
+      const handle = options.cancel;
       const waiter: Waiter = {
         fresh: options.fresh ?? false,
         settled: false,
         resolve: (connection) => {
           waiter.settled = true;
-          signal?.removeEventListener('abort', onAbort);
+          if (handle) handle.cancel = null;
           resolve(connection);
         },
         reject: (error) => {
           waiter.settled = true;
-          signal?.removeEventListener('abort', onAbort);
+          if (handle) handle.cancel = null;
           reject(error);
         },
       };
-      if (signal?.aborted) return onAbort();
-      signal?.addEventListener('abort', onAbort, { once: true });
+      if (handle) {
+        handle.cancel = (error) => {
+          if (waiter.settled) return;
+          const index = this.#waiters.indexOf(waiter);
+          if (index >= 0) this.#waiters.splice(index, 1);
+          // A waiter already riding on a connection being opened stays in that list; the connection skips it.
+          waiter.reject(error);
+        };
+      }
       this.#waiters.push(waiter);
       this.#dispatch();
       if (!waiter.settled && this.#waiters.length > this.#options.maxQueued) {

@@ -11,7 +11,7 @@ import { CLIENT_RESPONSE_HIGH_WATER_MARK, CLIENT_STDERR_LINE_MAX } from '../../l
 import { ErrorCode, UpstreamError } from '../../errors.js';
 import { ProtocolStatus, RecordType, Role } from '../protocol.js';
 import type { Connection, Exchange, ExchangeHandlers } from './connection.js';
-import type { Pool } from './pool.js';
+import type { CancelHandle, Pool } from './pool.js';
 
 /** A request body: bytes, text, or a stream (a Readable or any async iterable of chunks). */
 export type BodySource = Buffer | Uint8Array | string | AsyncIterable<Uint8Array | string> | Iterable<Uint8Array | string>;
@@ -86,8 +86,9 @@ export class RequestRun {
   readonly #pool: Pool;
   readonly #settings: RequestSettings;
   readonly #response: FastCGIResponse;
-  /** Aborts a wait in the pool's queue (caller's abort or the idle timer). */
-  readonly #queueAbort = new AbortController();
+  /** Gives up a wait in the pool's queue (caller's abort or the idle timer). */
+  readonly #wait: CancelHandle = { cancel: null };
+  #onCallerAbort: (() => void) | null = null;
   #timer: NodeJS.Timeout | null = null;
   #timerStopped = false;
   #exchange: Exchange | null = null;
@@ -95,7 +96,6 @@ export class RequestRun {
   #bodyStarted = false;
   #receivedThisAttempt = false;
   #attempts = 0;
-  #timedOutInQueue = false;
 
   constructor(pool: Pool, settings: RequestSettings, response: FastCGIResponse) {
     this.#pool = pool;
@@ -113,7 +113,8 @@ export class RequestRun {
     const signal = this.#settings.signal;
     if (signal) {
       if (signal.aborted) return this.#abortedByCaller();
-      signal.addEventListener('abort', () => this.#abortedByCaller(), { once: true });
+      this.#onCallerAbort = () => this.#abortedByCaller();
+      signal.addEventListener('abort', this.#onCallerAbort, { once: true });
     }
     this.#timer = setTimeout(() => this.#onIdle(), this.#settings.idleTimeoutMs);
     this.#run().catch((error: unknown) => {
@@ -126,13 +127,9 @@ export class RequestRun {
     for (;;) {
       let connection: Connection;
       try {
-        connection = await this.#pool.acquire({ fresh: this.#attempts > 0, signal: this.#queueAbort.signal });
+        connection = await this.#pool.acquire({ fresh: this.#attempts > 0, cancel: this.#wait });
       } catch (error) {
-        if (this.#timedOutInQueue) {
-          this.#fail(new UpstreamError(ErrorCode.UPSTREAM_TIMEOUT, this.#pool.upstream, `no connection became free within ${this.#settings.idleTimeoutMs} ms`, { retryable: true }));
-        } else {
-          this.#fail(error as UpstreamError);
-        }
+        this.#fail(error as UpstreamError);
         return;
       }
       if (this.#finished) {
@@ -244,9 +241,10 @@ export class RequestRun {
 
   #onIdle(): void {
     if (this.#finished || this.#timerStopped) return;
-    if (!this.#exchange) {
-      this.#timedOutInQueue = true;
-      this.#queueAbort.abort();
+    if (this.#wait.cancel) {
+      this.#wait.cancel(
+        new UpstreamError(ErrorCode.UPSTREAM_TIMEOUT, this.#pool.upstream, `no connection became free within ${this.#settings.idleTimeoutMs} ms`, { retryable: true }),
+      );
       return;
     }
     this.#fail(new UpstreamError(ErrorCode.UPSTREAM_TIMEOUT, this.#pool.upstream, `no data from the application for ${this.#settings.idleTimeoutMs} ms`));
@@ -254,8 +252,9 @@ export class RequestRun {
 
   #abortedByCaller(): void {
     if (this.#finished) return;
-    this.#fail(new UpstreamError(ErrorCode.REQUEST_ABORTED, this.#pool.upstream, 'request aborted by the caller', { cause: this.#settings.signal?.reason }));
-    this.#queueAbort.abort();
+    const error = new UpstreamError(ErrorCode.REQUEST_ABORTED, this.#pool.upstream, 'request aborted by the caller', { cause: this.#settings.signal?.reason });
+    this.#fail(error);
+    this.#wait.cancel?.(error);
   }
 
   #finish(completion: FastCGICompletion): void {
@@ -279,6 +278,9 @@ export class RequestRun {
   #clearTimer(): void {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
+    // One signal may serve many requests: do not leave a listener per finished request on it.
+    if (this.#onCallerAbort) this.#settings.signal?.removeEventListener('abort', this.#onCallerAbort);
+    this.#onCallerAbort = null;
   }
 }
 
