@@ -72,7 +72,8 @@ export async function waitForListener(address, timeoutMs = 10_000, isAlive = () 
 
 /** Starts a process that is stopped (SIGTERM, then SIGKILL after 5 s) by stopAll(). */
 export function startProcess(command, args, options = {}) {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+  // Its own process group, so stopping it stops what it forked too (fcgiwrap -c, Apache's children).
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...options });
   let output = '';
   const collect = (chunk) => {
     if (output.length < 64 * 1024) output += chunk.toString('utf8');
@@ -88,12 +89,18 @@ export function startProcess(command, args, options = {}) {
   });
   const alive = () => child.exitCode === null && child.signalCode === null;
   const stop = async () => {
-    if (!alive()) return;
-    child.kill('SIGTERM');
-    const done = await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]);
-    if (!done) {
-      child.kill('SIGKILL');
-      await exited;
+    if (alive()) {
+      child.kill('SIGTERM');
+      const done = await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]);
+      if (!done) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    }
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      /* the group is gone */
     }
   };
   cleanups.push(stop);
