@@ -34,9 +34,9 @@ function site(t: { after(fn: () => unknown): void }) {
   writeFileSync(
     join(dir, 'cgi', 'slow.sh'),
     `#!/bin/sh
-# Announces itself, works for a while, then answers.
+# Announces itself, then works until the test releases it.
 echo "$$" > "${join(dir, 'slow.started')}"
-sleep 1
+while [ ! -e "${join(dir, 'slow.release')}" ]; do sleep 0.05; done
 printf 'Content-Type: text/plain\\n\\nfinished\\n'
 `,
     { mode: 0o755 },
@@ -90,12 +90,17 @@ test('SIGTERM while a slow CGI script runs: the request completes, new connectio
   const slow = httpRequest(`${server.base}/cgi-bin/slow.sh`);
   await eventually(() => existsSync(join(dir, 'slow.started')), (started) => started);
   server.child.kill('SIGTERM');
-  await sleep(100);
-  const refused = await rawExchange(server.port, 'GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n', { waitMs: 2000 }).then(
-    () => false,
-    (error: NodeJS.ErrnoException) => error.code === 'ECONNREFUSED',
-  );
-  assert.equal(refused, true, 'a stopping server still accepted a new connection');
+  // Once the signal is handled, new connections are refused while the script is still running.
+  let refused = false;
+  for (let i = 0; i < 100 && !refused; i++) {
+    refused = await rawExchange(server.port, 'GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', { waitMs: 2000 }).then(
+      () => false,
+      (error: NodeJS.ErrnoException) => error.code === 'ECONNREFUSED',
+    );
+    if (!refused) await sleep(50);
+  }
+  assert.equal(refused, true, 'a stopping server still accepted new connections');
+  writeFileSync(join(dir, 'slow.release'), '');
   const response = await slow;
   assert.equal(response.status, 200);
   assert.equal(response.body.toString(), 'finished\n');
