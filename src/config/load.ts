@@ -8,6 +8,7 @@ import path from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { SERVE_DEFAULTS, SERVE_KEYS, fieldName, parseDuration, type FastCGIRouteConfig, type KeyDefinition, type ScriptAliasConfig, type ServeConfig } from './schema.js';
 import { parseListenAddress } from './listen.js';
+import { resolveAddress } from '../fastcgi/client/address.js';
 
 export class ConfigError extends Error {
   readonly problems: string[];
@@ -165,7 +166,17 @@ function readFastCGIRoutes(raw: unknown, baseDir: string, problems: string[]): F
     const upstreams = typeof table.upstreams === 'string' ? [table.upstreams] : table.upstreams;
     if (!Array.isArray(upstreams) || upstreams.length === 0 || !upstreams.every((u) => typeof u === 'string' && u !== '')) {
       problems.push(`${where}.upstreams: expected a list of addresses such as ["unix:/run/php/php-fpm.sock", "127.0.0.1:9000"]`);
-    } else route.upstreams = upstreams.map((upstream: string) => (upstream.startsWith('unix:') ? `unix:${path.resolve(baseDir, upstream.slice(5))}` : upstream));
+    } else {
+      route.upstreams = upstreams.map((upstream: string) => (upstream.startsWith('unix:') ? `unix:${path.resolve(baseDir, upstream.slice(5))}` : upstream));
+      // The FastCGI client's own parser: what --check accepts, the server can connect to.
+      for (const upstream of route.upstreams) {
+        try {
+          resolveAddress(upstream);
+        } catch (error) {
+          problems.push(`${where}.upstreams: ${(error as Error).message}`);
+        }
+      }
+    }
     const optionalString = (name: string, set: (value: string) => void) => {
       const value = table[name];
       if (value === undefined) return;

@@ -173,3 +173,11 @@ test('a file that is not TOML, or cannot be read, is one problem with its line',
   assert.match(problemsOf(() => loadServeConfig({ file }))[0]!, /^not valid TOML: line \d+, column \d+/);
   assert.match(problemsOf(() => loadServeConfig({ file: file + '.missing' }))[0]!, /^cannot read the config file: .*ENOENT/);
 });
+
+test('regression: an upstream the FastCGI client cannot parse fails the check, not the start', (t) => {
+  const { file } = site(t, 'docroot = "www"\n[[fastcgi]]\nurl = "/php/"\nupstreams = ["php-fpm.sock", "127.0.0.1:99999", "unix:run/ok.sock"]\n');
+  const problems = problemsOf(() => loadServeConfig({ file }));
+  assert.equal(problems.length, 2, problems.join('\n'));
+  assert.match(problems[0]!, /^fastcgi\[0\]\.upstreams: FastCGI address "php-fpm\.sock" is neither "unix:\/path" nor "host:port"/);
+  assert.match(problems[1]!, /^fastcgi\[0\]\.upstreams: FastCGI address 127\.0\.0\.1:99999 has no valid port/);
+});
