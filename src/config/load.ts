@@ -257,6 +257,9 @@ function validate(config: ServeConfig, problems: string[]): void {
     problems.push(`request-timeout (${config.requestTimeoutMs} ms) is shorter than headers-timeout (${config.headersTimeoutMs} ms); raise it or set 0 for no limit`);
   }
   if (config.maxScripts < 1) problems.push('max-scripts: must be at least 1');
+  if (config.listen.length === 0) problems.push('listen: give at least one address, such as "127.0.0.1:8080"');
+  if (config.maxHeaderBytes < 1024) problems.push(`max-header-bytes: ${config.maxHeaderBytes} is too small for any request head; write at least 1024 (default ${SERVE_DEFAULTS.maxHeaderBytes})`);
+  if (config.maxUrlBytes < 1) problems.push(`max-url-bytes: must be at least 1 (default ${SERVE_DEFAULTS.maxUrlBytes})`);
   // 0 would mean "kill every script at once"; there is no "no limit" for scripts (a hung one would hold its slot forever).
   if (config.scriptTimeoutMs < 1) problems.push('script-timeout: must be longer than 0; write a time such as 60s or 500ms');
 }

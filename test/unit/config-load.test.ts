@@ -181,3 +181,12 @@ test('regression: an upstream the FastCGI client cannot parse fails the check, n
   assert.match(problems[0]!, /^fastcgi\[0\]\.upstreams: FastCGI address "php-fpm\.sock" is neither "unix:\/path" nor "host:port"/);
   assert.match(problems[1]!, /^fastcgi\[0\]\.upstreams: FastCGI address 127\.0\.0\.1:99999 has no valid port/);
 });
+
+test('values that would leave the server useless are refused: no listen address, a head limit below any request', (t) => {
+  const dir = tempDir(t, 'gatehouse-config-');
+  const file = join(dir, 'g.toml');
+  writeFileSync(file, `docroot = "${dir}"\nlisten = []\nmax-header-bytes = 10\n`);
+  const problems = problemsOf(() => loadServeConfig({ file }));
+  assert.ok(problems.some((line) => /^listen: give at least one address/.test(line)), problems.join('\n'));
+  assert.ok(problems.some((line) => /^max-header-bytes: 10 is too small for any request head; write at least 1024/.test(line)), problems.join('\n'));
+});
