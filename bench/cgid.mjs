@@ -87,7 +87,7 @@ async function startFcgiwrapSameConfig({ cgiBin, dir, children }) {
   return { url: nginx.url.replace(/\/$/, ''), pids: [wrap.child.pid], stop: async () => (await nginx.stop(), await wrap.stop()) };
 }
 
-export async function runCgidBench({ duration = 5, repeats = 2, connections = 16, ballastMb = 1536 } = {}) {
+export async function runCgidBench({ duration = 4, repeats = 3, connections = 16, ballastMb = 1536 } = {}) {
   const { cgiBin } = makeHelloCgiBin();
   const dir = tempDir('gatehouse-bench-cgid-');
   const stacks = [];
@@ -125,30 +125,37 @@ export async function runCgidBench({ duration = 5, repeats = 2, connections = 16
   }
   for (const entry of stacks) await entry.stack.stop();
 
-  const mean = (values) => values.reduce((a, b) => a + b, 0) / values.length;
-  const rps = new Map(stacks.map((entry) => [entry.name, mean(entry.runs.map((run) => run.requestsPerSecond))]));
+  // Medians: on a shared machine one disturbed run should not move the result.
+  const median = (values) => {
+    const sorted = [...values].sort((a, b) => a - b);
+    const middle = Math.floor(sorted.length / 2);
+    return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+  };
+  const rps = new Map(stacks.map((entry) => [entry.name, median(entry.runs.map((run) => run.requestsPerSecond))]));
+  const cpu = new Map(stacks.map((entry) => [entry.name, median(entry.cpu) / 1000]));
   const rows = stacks.map((entry) => ({
     stack: entry.name,
-    'req/s (mean)': fmt(rps.get(entry.name)),
+    'req/s (median)': fmt(rps.get(entry.name)),
     runs: entry.runs.map((run) => fmt(run.requestsPerSecond)).join(' / '),
-    'p99 ms': fmt(mean(entry.runs.map((run) => run.p99)), 1),
-    'serving CPU ms/req': entry.stack.pids ? fmt(mean(entry.cpu) / 1000, 3) : '-',
+    'p99 ms (median)': fmt(median(entry.runs.map((run) => run.p99)), 1),
+    'serving CPU ms/req': entry.stack.pids ? fmt(cpu.get(entry.name), 3) : '-',
     errors: entry.runs.map((run) => run.non2xx + (run.socketErrors ? 1 : 0)).reduce((a, b) => a + b, 0) || '',
   }));
   const get = (prefix) => rps.get([...rps.keys()].find((name) => name.startsWith(prefix)));
+  const cpuOf = (prefix) => cpu.get([...cpu.keys()].find((name) => name.startsWith(prefix)));
   const gb = (ballastMb / 1024).toFixed(1);
   const daemonSmall = get('gatehouse serve, cgid daemon, small');
   const daemonLarge = get(`gatehouse serve, cgid daemon, ${gb}`);
   const lighttpd = get('lighttpd');
   const verdicts = [
     `gatehouse serve (cgid daemon) / lighttpd mod_cgi = ${fmt(daemonSmall / lighttpd, 2)}x (target >= 1.0x)`,
-    `cgid daemon, ${gb} GB front / small front = ${fmt(daemonLarge / daemonSmall, 2)}x (target within 10%)`,
+    `cgid daemon, ${gb} GB front / small front = ${fmt(daemonLarge / daemonSmall, 2)}x in requests/s (target within 10%); front+daemon CPU per request ${fmt(cpuOf(`gatehouse serve, cgid daemon, ${gb}`), 3)} vs ${fmt(cpuOf('gatehouse serve, cgid daemon, small'), 3)} ms`,
     `in-process posix_spawn, ${gb} GB / small = ${fmt(get(`gatehouse serve, in-process posix_spawn, ${gb}`) / get('gatehouse serve, in-process posix_spawn, small'), 2)}x; child_process.spawn, ${gb} GB / small = ${fmt(get(`gatehouse serve, in-process child_process.spawn, ${gb}`) / get('gatehouse serve, in-process child_process.spawn, small'), 2)}x`,
     `nginx + gatehouse cgid --fastcgi / nginx + fcgiwrap (same config, -c 1) = ${fmt(get('nginx + gatehouse cgid') / get('nginx + fcgiwrap, same nginx config (-c 1)'), 2)}x, (-c 4) = ${fmt(get('nginx + gatehouse cgid') / get('nginx + fcgiwrap, same nginx config (-c 4)'), 2)}x (target >= 1.0x)`,
     `gatehouse serve (cgid daemon) / Apache mod_cgid = ${fmt(daemonSmall / get('Apache'), 2)}x`,
   ];
   return {
-    title: `CGI daemon: C hello CGI at ${connections} connections, ${duration} s per run, ${repeats} runs per stack taken in turns`,
+    title: `CGI daemon: C hello CGI at ${connections} connections, ${duration} s per run, ${repeats} runs per stack taken in turns (medians)`,
     rows,
     verdicts,
     notes: [
@@ -161,8 +168,8 @@ export async function runCgidBench({ duration = 5, repeats = 2, connections = 16
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const { values } = parseArgs({
     options: {
-      duration: { type: 'string', default: '5' },
-      repeats: { type: 'string', default: '2' },
+      duration: { type: 'string', default: '4' },
+      repeats: { type: 'string', default: '3' },
       connections: { type: 'string', default: '16' },
       'ballast-mb': { type: 'string', default: '1536' },
       'no-write': { type: 'boolean', default: false },
