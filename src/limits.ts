@@ -190,3 +190,11 @@ export const CGID_SETPRIV_PATH = '/usr/bin/setpriv';
 export const CGID_FASTCGI_HOLD_BYTES = 8 * 1024 * 1024;
 /** The wrapper that sets a script's resource limits on itself and execs it (util-linux). */
 export const CGID_PRLIMIT_PATH = '/usr/bin/prlimit';
+/**
+ * How long a kept-alive connection may sit idle while another request to the
+ * same application has had no answer yet, before the client closes it so the
+ * application's process can accept the waiting connection (php-fpm and libfcgi
+ * processes stay with a kept-alive connection). Short, but long enough for the
+ * caller's next request to pick the idle connection up first.
+ */
+export const CLIENT_IDLE_HANDOFF_MS = 50;

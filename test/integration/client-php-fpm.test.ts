@@ -35,6 +35,7 @@ echo "first part\\n"; flush();
 usleep(intval($_GET['ms'] ?? 5000) * 1000);
 echo "second part\\n";`,
   'pid.php': '<?php echo getmypid();',
+  'nap.php': '<?php usleep(intval($_GET["ms"] ?? 0) * 1000); echo "rested";',
 };
 
 function cgiParams(scriptFilename: string, options: { method?: string; query?: string; contentLength?: number } = {}): Record<string, string> {
@@ -187,6 +188,18 @@ test('php-fpm: more requests in flight than workers, default pool: no request st
     }),
   );
   assert.equal(results.length, 6);
+});
+
+test('php-fpm: as many lanes as connections and workers keep their connections (no needless reconnects)', async (t) => {
+  const fpm = await startPhpFpm(t, { scripts: SCRIPTS, children: 2 });
+  const client = newClient(t, fpm.addressString, { maxConnections: 2, probe: false });
+  await Promise.all(
+    Array.from({ length: 2 }, async () => {
+      // nap.php answers nothing until it is done, so the other lane's request is always unanswered when one finishes.
+      for (let i = 0; i < 20; i++) await client.fetchAll({ params: cgiParams(fpm.script('nap.php'), { query: `ms=${(i % 3) * 5}` }) });
+    }),
+  );
+  assert.equal(client.stats.opened, 2);
 });
 
 test('php-fpm: the wait queue is bounded: past it UPSTREAM_QUEUE_FULL', async (t) => {

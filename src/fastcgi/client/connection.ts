@@ -100,13 +100,12 @@ export class Connection {
    * Opens a connection. Rejects with UPSTREAM_REFUSED (nothing listens, or
    * the socket file is missing or not ours) or UPSTREAM_CONNECT_TIMEOUT.
    */
-  static open(address: ResolvedAddress, connectTimeoutMs: number, signal?: AbortSignal): Promise<Connection> {
+  static open(address: ResolvedAddress, connectTimeoutMs: number): Promise<Connection> {
     return new Promise((resolve, reject) => {
       const socket = net.connect(address.connectOptions);
       const cleanup = () => {
         clearTimeout(timer);
         socket.removeListener('error', onError);
-        signal?.removeEventListener('abort', onAbort);
       };
       const onError = (error: NodeJS.ErrnoException) => {
         cleanup();
@@ -118,11 +117,6 @@ export class Connection {
           }),
         );
       };
-      const onAbort = () => {
-        cleanup();
-        socket.destroy();
-        reject(new UpstreamError(ErrorCode.REQUEST_ABORTED, address.label, 'request aborted by the caller while connecting', { cause: signal?.reason, retryable: true }));
-      };
       const timer = setTimeout(() => {
         cleanup();
         socket.destroy();
@@ -133,8 +127,6 @@ export class Connection {
         );
       }, connectTimeoutMs);
       socket.once('error', onError);
-      if (signal?.aborted) return onAbort();
-      signal?.addEventListener('abort', onAbort, { once: true });
       socket.once('connect', () => {
         cleanup();
         if (!address.isUnix) socket.setNoDelay(true);

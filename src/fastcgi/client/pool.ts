@@ -5,6 +5,7 @@
  * connection. It hands out connections; what runs on them is the request
  * layer's business.
  */
+import { CLIENT_IDLE_HANDOFF_MS } from '../../limits.js';
 import { ErrorCode, UpstreamError } from '../../errors.js';
 import type { ResolvedAddress } from './address.js';
 import { Connection } from './connection.js';
@@ -246,8 +247,8 @@ export class Pool {
   #onSlotFree(connection: Connection): void {
     this.#dispatch();
     if (connection.load > 0) return;
-    if (!connection.reusable || this.#closed || this.#someoneWaitsForAnAnswer()) connection.destroy();
-    else connection.startIdleTimer(this.#options.keepAliveTimeoutMs);
+    if (!connection.reusable || this.#closed) connection.destroy();
+    else connection.startIdleTimer(this.#someoneWaitsForAnAnswer() ? CLIENT_IDLE_HANDOFF_MS : this.#options.keepAliveTimeoutMs);
   }
 
   /**
@@ -255,8 +256,9 @@ export class Pool {
    * serving a kept-alive one until it closes. When more connections are open
    * than the application has processes, the extra ones wait unaccepted in its
    * listen queue while ours sit idle: a request on one of them would wait for
-   * ever (until its timeout). So an idle connection is closed, not kept, while
-   * another request still waits for its first answer.
+   * ever (until its timeout). So while another request still waits for its
+   * first answer, an idle connection is kept only briefly: long enough for the
+   * caller's next request to take it, not long enough to starve the others.
    */
   #someoneWaitsForAnAnswer(): boolean {
     if (this.#capabilities?.multiplexes) return false;
