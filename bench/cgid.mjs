@@ -45,6 +45,20 @@ globalThis.__gatehouseBenchBallast = keep;
   return file;
 }
 
+/** GETs `url` and checks that exactly `length` body bytes arrive. */
+async function fetchLength(url, length) {
+  const { default: http } = await import('node:http');
+  const received = await new Promise((resolve, reject) => {
+    http.get(url, { agent: false }, (res) => {
+      let total = 0;
+      res.on('data', (chunk) => (total += chunk.length));
+      res.on('end', () => resolve(total));
+      res.on('error', reject);
+    }).on('error', reject);
+  });
+  if (received !== length) throw new Error(`${url} sent ${received} bytes, expected ${length}`);
+}
+
 function rssMegabytes(pid) {
   const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return match ? Number(match[1]) / 1024 : NaN;
@@ -89,6 +103,7 @@ async function startFcgiwrapSameConfig({ cgiBin, dir, children }) {
 
 export async function runCgidBench({ duration = 4, repeats = 3, connections = 16, ballastMb = 1536 } = {}) {
   const { cgiBin } = makeHelloCgiBin();
+  writeFileSync(join(cgiBin, 'big'), `#!/bin/sh\nprintf 'Content-Type: application/octet-stream\\n\\n'\nexec head -c ${50 * 1024 * 1024} /dev/zero\n`, { mode: 0o755 });
   const dir = tempDir('gatehouse-bench-cgid-');
   const stacks = [];
   const add = async (name, path, start) => {
@@ -123,6 +138,15 @@ export async function runCgidBench({ duration = 4, repeats = 3, connections = 16
       console.log(`  ${entry.name}: ${fmt(result.requestsPerSecond)} req/s, p99 ${fmt(result.p99, 1)} ms${result.non2xx || result.socketErrors ? `, errors ${result.non2xx} ${result.socketErrors}` : ''}`);
     }
   }
+  // The daemon stays out of the data path: 50 MB responses cost the daemon only the spawn.
+  const dataPath = stacks.find((entry) => entry.name.startsWith('gatehouse serve, cgid daemon, small')).stack;
+  const bytes = 50 * 1024 * 1024;
+  const fronts = [cpuMicros([dataPath.front]), cpuMicros([dataPath.daemon])];
+  const started = Date.now();
+  for (let index = 0; index < 5; index++) await fetchLength(`${dataPath.url}/cgi-bin/big`, bytes);
+  const seconds = (Date.now() - started) / 1000;
+  const dataPathNote = `Data path: 5 responses of 50 MB through the cgid daemon stack in ${fmt(seconds, 1)} s (${fmt((5 * 50) / seconds)} MB/s); CPU used meanwhile: front ${fmt((cpuMicros([dataPath.front]) - fronts[0]) / 1000)} ms, daemon ${fmt((cpuMicros([dataPath.daemon]) - fronts[1]) / 1000)} ms (the bytes go from the script to the front directly; the daemon only starts the script).`;
+  console.log(`  ${dataPathNote}`);
   for (const entry of stacks) await entry.stack.stop();
 
   // Medians: on a shared machine one disturbed run should not move the result.
@@ -159,6 +183,7 @@ export async function runCgidBench({ duration = 4, repeats = 3, connections = 16
     rows,
     verdicts,
     notes: [
+      dataPathNote,
       `The large front is \`gatehouse serve\` started with \`node --import ballast.mjs\` holding about ${ballastMb} MB of live objects (two thirds dense double arrays, one third small objects); its RSS is printed when it starts.`,
       'serving CPU ms/req: user+system CPU of the front and the daemon (or the FastCGI process) per request, from /proc; it leaves out the scripts themselves and the peers\' own front processes where they are not listed.',
     ],
