@@ -9,11 +9,11 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FastCGIClient } from '../../src/fastcgi/client/index.js';
+import { FastCGIClient, ErrorCode, type UpstreamError } from '../../src/fastcgi/client/index.js';
 import { encodeParamsRecords } from '../../src/fastcgi/records.js';
 import { RecordType } from '../../src/fastcgi/protocol.js';
 import { startSpawnFcgi } from '../kit/spawn-fcgi.js';
-import { requireProgram } from '../kit/process.js';
+import { requireProgram, startProcess, tempDir } from '../kit/process.js';
 
 const script = join(new URL('../../../', import.meta.url).pathname, 'test/fixtures/cgi-bin-client/perl-fcgi.pl');
 
@@ -44,4 +44,29 @@ test('perl FCGI leaves the probe`s GET_VALUES unanswered until another record fo
   socket.write(encodeParamsRecords(RecordType.GET_VALUES, 0, [['FCGI_MPXS_CONNS', '']]));
   for (let i = 0; i < 100 && received === 0; i++) await sleep(10);
   assert.ok(received > 0, 'a second record should release the answer to the first');
+});
+
+test('a full listen queue (a listener that never accepts) is UPSTREAM_REFUSED with EAGAIN, at once', async (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'full.sock');
+  // Perl, because a node:net server always accepts. Listen => 0: Linux then queues only a few connections.
+  const listener = startProcess(t, requireProgram('/usr/bin/perl'), [
+    '-MIO::Socket::UNIX',
+    '-e',
+    '$| = 1; my $s = IO::Socket::UNIX->new(Local => $ARGV[0], Listen => 0) or die "listen: $!"; print "ready\\n"; sleep 60',
+    path,
+  ]);
+  for (let i = 0; i < 200 && !listener.output().includes('ready'); i++) await sleep(10);
+  assert.match(listener.output(), /ready/);
+  const fillers: net.Socket[] = [];
+  t.after(() => fillers.forEach((socket) => socket.destroy()));
+  for (let i = 0; i < 16; i++) fillers.push(net.connect(path).on('error', () => {}));
+  await sleep(100);
+  const client = new FastCGIClient({ address: `unix:${path}`, probe: false });
+  t.after(() => client.close());
+  await assert.rejects(client.fetchAll({ params: {} }), (error: UpstreamError) => {
+    assert.equal(error.code, ErrorCode.UPSTREAM_REFUSED);
+    assert.match(error.message, /EAGAIN\): its listen queue is full/);
+    return true;
+  });
 });

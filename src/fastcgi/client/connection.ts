@@ -110,12 +110,13 @@ export class Connection {
       const onError = (error: NodeJS.ErrnoException) => {
         cleanup();
         socket.destroy();
-        reject(
-          new UpstreamError(ErrorCode.UPSTREAM_REFUSED, address.label, `cannot connect (${error.code ?? error.message}): is the application running and listening there?`, {
-            cause: error,
-            retryable: true,
-          }),
-        );
+        const hint =
+          error.code === 'EAGAIN'
+            ? "its listen queue is full: the application accepts too slowly (more processes, or a larger backlog: spawn-fcgi -b, php-fpm listen.backlog)"
+            : error.code === 'EACCES'
+              ? 'no permission on the socket file (its mode or owner)'
+              : 'is the application running and listening there?';
+        reject(new UpstreamError(ErrorCode.UPSTREAM_REFUSED, address.label, `cannot connect (${error.code ?? error.message}): ${hint}`, { cause: error, retryable: true }));
       };
       const timer = setTimeout(() => {
         cleanup();
