@@ -19,7 +19,7 @@ export interface ExchangeHandlers {
   onStdout(chunk: Buffer): boolean;
   onStderr(chunk: Buffer): void;
   onEnd(appStatus: number, protocolStatus: number): void;
-  /** The connection failed under this request; `receivedAnything` tells whether any record for it had arrived. */
+  /** The connection failed (closed, reset, protocol violation) before this request's END_REQUEST. */
   onError(error: UpstreamError): void;
 }
 
