@@ -7,20 +7,23 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
 export interface LogTarget {
+  /** False for "off": callers skip building lines. */
+  readonly enabled: boolean;
   write(line: string): void;
   close(): Promise<void>;
 }
 
 /** "-" is stdout (access log) or stderr (error log); "off" discards. */
 export function openLog(target: string, console: 'stdout' | 'stderr'): LogTarget {
-  if (target === 'off') return { write: () => {}, close: async () => {} };
+  if (target === 'off') return { enabled: false, write: () => {}, close: async () => {} };
   if (target === '-') {
     const stream = console === 'stdout' ? process.stdout : process.stderr;
-    return { write: (line) => void stream.write(line + '\n'), close: async () => {} };
+    return { enabled: true, write: (line) => void stream.write(line + '\n'), close: async () => {} };
   }
   const stream: WriteStream = createWriteStream(target, { flags: 'a', mode: 0o640 });
   stream.on('error', (error) => process.stderr.write(`gatehouse: cannot write log ${target}: ${error.message}\n`));
   return {
+    enabled: true,
     write: (line) => void stream.write(line + '\n'),
     close: () => new Promise((resolve) => stream.end(resolve)),
   };
@@ -49,13 +52,17 @@ function escapeField(value: string): string {
   return value.replace(/[\\"\x00-\x1f\x7f-\xff]/g, (char) => (char === '"' ? '\\"' : char === '\\' ? '\\\\' : `\\x${char.charCodeAt(0).toString(16).padStart(2, '0')}`));
 }
 
-/** %h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i" */
-export function combinedLogLine(req: IncomingMessage, res: ServerResponse, bodyBytes: number, when: Date, remoteUser?: string): string {
+/**
+ * %h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i". `remoteAddress` is
+ * read when the request arrives: by the time the response has finished, Node
+ * may have detached the socket (req.socket is then null).
+ */
+export function combinedLogLine(req: IncomingMessage, res: ServerResponse, bodyBytes: number, when: Date, remoteAddress: string | undefined, remoteUser?: string): string {
   const requestLine = `${req.method} ${req.url} HTTP/${req.httpVersion}`;
   const referer = req.headers.referer ?? '-';
   const agent = req.headers['user-agent'] ?? '-';
   const status = res.headersSent ? res.statusCode : 0;
-  return `${req.socket.remoteAddress ?? '-'} - ${remoteUser ? escapeField(remoteUser) : '-'} ${apacheTime(when)} "${escapeField(requestLine)}" ${status || '-'} ${bodyBytes > 0 ? bodyBytes : '-'} "${escapeField(referer)}" "${escapeField(agent)}"`;
+  return `${remoteAddress ?? '-'} - ${remoteUser ? escapeField(remoteUser) : '-'} ${apacheTime(when)} "${escapeField(requestLine)}" ${status || '-'} ${bodyBytes > 0 ? bodyBytes : '-'} "${escapeField(referer)}" "${escapeField(agent)}"`;
 }
 
 /** Counts the body bytes a response sends, for %b, by watching write() and end(). */

@@ -185,13 +185,14 @@ export class GatehouseFront {
   /** The request pipeline: limits, access log, then the routes. */
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
     const started = new Date();
+    const remoteAddress = req.socket.remoteAddress;
     const bodyBytes = countResponseBytes(res);
     this.#inFlight++;
     let logged = false;
     const done = () => {
       if (logged) return;
       logged = true;
-      this.#accessLog.write(combinedLogLine(req, res, bodyBytes(), started));
+      if (this.#accessLog.enabled) this.#accessLog.write(combinedLogLine(req, res, bodyBytes(), started, remoteAddress));
       if (--this.#inFlight === 0) {
         const waiters = this.#idleWaiters;
         this.#idleWaiters = [];

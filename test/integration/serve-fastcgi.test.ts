@@ -52,6 +52,7 @@ test('FastCGI routes to php-fpm', async (t) => {
 access-log = "off"
 # The PHP files are inside the static document root too: a request that missed the route would get their source.
 docroot = "site"
+max-body = 600000
 
 [[fastcgi]]
 url = "/php/"
@@ -147,6 +148,18 @@ read-timeout = "500ms"
     const response = await httpRequest(`${server.base}/php/body.php`, { method: 'POST', body: chunks(), headers: { 'Content-Type': 'application/octet-stream' } });
     assert.equal(response.status, 200, response.body.toString());
     assert.match(response.body.toString(), new RegExp(`^CONTENT_LENGTH=${total} read=${total} `));
+  });
+
+  await t.test('a body over max-body: 413, with a length or chunked', async () => {
+    const big = Buffer.alloc(700_000, 'z');
+    const declared = await httpRequest(`${server.base}/php/body.php`, { method: 'POST', body: big });
+    assert.equal(declared.status, 413);
+    async function* chunks() {
+      for (let i = 0; i < 7; i++) yield big.subarray(i * 100_000, (i + 1) * 100_000);
+    }
+    const chunked = await httpRequest(`${server.base}/php/body.php`, { method: 'POST', body: chunks() }).catch((error: Error) => error);
+    // The front may close the connection before the client has sent everything: either way PHP never ran.
+    if (!(chunked instanceof Error)) assert.equal(chunked.status, 413);
   });
 
   await t.test('what PHP writes to stderr reaches the error log, naming the script', async () => {
