@@ -261,6 +261,34 @@ test('one AbortSignal shared by many requests keeps no listener per finished req
   assert.equal(EventEmitter.getEventListeners(controller.signal, 'abort').length, 0);
 });
 
+test('the request body is read no faster than the application reads it (STDIN backpressure)', async (t) => {
+  let resumeServer!: () => void;
+  const serverMayRead = new Promise<void>((resolve) => (resumeServer = resolve));
+  const address = await scriptedServer(t, async ({ socket, nextRequest }) => {
+    socket.pause();
+    await serverMayRead;
+    socket.resume();
+    const { requestId, stdin } = await nextRequest();
+    answer(socket, requestId, `got ${stdin.length}`);
+  });
+  const client = newClient(t, address);
+  const chunk = Buffer.alloc(64 * 1024, 'b');
+  const total = 64 * 1024 * 1024;
+  let pulled = 0;
+  async function* body() {
+    while (pulled < total) {
+      pulled += chunk.length;
+      yield chunk;
+    }
+  }
+  const result = client.fetchAll({ params: { CONTENT_LENGTH: String(total) }, body: body() });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  // Socket buffers on both sides hold a few hundred KiB; without backpressure all 64 MiB would be pulled by now.
+  assert.ok(pulled < 8 * 1024 * 1024, `pulled ${pulled} bytes of the body while the application read nothing`);
+  resumeServer();
+  assert.equal((await result).stdout.toString(), `got ${total}`);
+});
+
 test('options are validated up front', () => {
   assert.throws(() => new FastCGIClient({ address: 'localhost' }), /neither "unix:\/path" nor "host:port"/);
   assert.throws(() => new FastCGIClient({ address: '127.0.0.1:0' }), /no valid port/);
