@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, rssBytes, tempDir } from '../kit/process.js';
@@ -41,6 +41,7 @@ test('FastCGI routes to php-fpm', async (t) => {
   writeFileSync(join(site, 'php', 'notes.txt'), '<?php echo "notes.txt was run as PHP"; ?>');
   writeFileSync(join(site, 'php', 'stderr.php'), `<?php error_log('php says hello on stderr'); header('Content-Type: text/plain'); echo "ok\\n";`);
   writeFileSync(join(site, 'php', 'sleep.php'), `<?php sleep(20); echo "late\\n";`);
+  writeFileSync(join(site, 'php', 'nap.php'), `<?php touch(__DIR__ . '/nap.started'); while (!file_exists(__DIR__ . '/nap.release')) usleep(20000); echo "woke\\n";`);
   const fpm = await startPhpFpm(t, { scripts: {}, children: 3, poolConfig: 'security.limit_extensions = .php' });
   // Nothing listens on these: connections are refused.
   const dead1 = await freePort();
@@ -194,6 +195,18 @@ read-timeout = "500ms"
     assert.equal(response.status, 504);
     const log = readFileSync(errorLog, 'utf8');
     assert.match(log, /fastcgi: GET \/slow\/anything: .*answered 504/);
+  });
+
+  await t.test('SIGTERM while PHP is answering: the request completes, then gatehouse exits 0', async () => {
+    const napping = httpRequest(`${server.base}/php/nap.php`, { timeoutMs: 20_000 });
+    await eventually(() => existsSync(join(site, 'php', 'nap.started')), (started) => started);
+    server.child.kill('SIGTERM');
+    await eventually(() => readFileSync(errorLog, 'utf8'), (text) => text.includes('SIGTERM: finishing requests in flight'));
+    writeFileSync(join(site, 'php', 'nap.release'), '');
+    const response = await napping;
+    assert.equal(response.status, 200);
+    assert.equal(response.body.toString(), 'woke\n');
+    assert.deepEqual(await server.exited, { code: 0, signal: null });
   });
 });
 
