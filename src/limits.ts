@@ -198,3 +198,11 @@ export const CGID_PRLIMIT_PATH = '/usr/bin/prlimit';
  * caller's next request to pick the idle connection up first.
  */
 export const CLIENT_IDLE_HANDOFF_MS = 50;
+/**
+ * A request with no answer for this long, while connections to the same
+ * application keep finishing requests, is taken to be stuck unaccepted in the
+ * application's listen queue: finished connections are then closed instead of
+ * reused, so the application's processes move on to the waiting connections.
+ * Above the run time of most scripts that print nothing until they end.
+ */
+export const CLIENT_STARVATION_MS = 1000;

@@ -178,9 +178,11 @@ test('php-fpm: more requests in flight than workers, default pool: no request st
   // keeps serving its kept-alive connection, and the other connections wait unaccepted in the listen queue.
   const fpm = await startPhpFpm(t, { scripts: SCRIPTS, children: 2 });
   const client = newClient(t, fpm.addressString, { idleTimeoutMs: 3000 });
+  // Busy lanes for longer than the timeout: lanes whose connections were accepted would otherwise keep them for ever.
+  const deadline = Date.now() + 4000;
   const results = await Promise.all(
     Array.from({ length: 6 }, async (_, lane) => {
-      for (let i = 0; i < 5; i++) {
+      for (let i = 0; i < 5 || (Date.now() < deadline && i < 100_000); i++) {
         const result = await client.fetchAll({ params: cgiParams(fpm.script('hello.php'), { query: `lane=${lane}&i=${i}` }) });
         assert.equal(splitCgi(result.stdout).body.toString(), 'hello from php-fpm');
       }

@@ -57,6 +57,8 @@ interface ExchangeState {
   ended: boolean;
   /** Some record for this request has arrived (so the application has accepted the connection and is working on it). */
   answered: boolean;
+  /** performance.now() when BEGIN_REQUEST went out. */
+  startedAt: number;
   abortTimer: NodeJS.Timeout | null;
 }
 
@@ -162,8 +164,16 @@ export class Connection {
    * processes are keeping alive for us.
    */
   get hasUnansweredRequest(): boolean {
-    for (const state of this.#exchanges.values()) if (!state.answered && state.handlers) return true;
-    return false;
+    return this.oldestUnansweredSince() !== null;
+  }
+
+  /** performance.now() at the start of the oldest request here with no record back yet; null when there is none. */
+  oldestUnansweredSince(): number | null {
+    let oldest: number | null = null;
+    for (const state of this.#exchanges.values()) {
+      if (!state.answered && state.handlers && (oldest === null || state.startedAt < oldest)) oldest = state.startedAt;
+    }
+    return oldest;
   }
 
   get reusable(): boolean {
@@ -205,7 +215,7 @@ export class Connection {
   begin(options: BeginOptions, handlers: ExchangeHandlers): Exchange {
     this.#reserved--;
     const id = this.#freeId();
-    const state: ExchangeState = { id, handlers, ended: false, answered: false, abortTimer: null };
+    const state: ExchangeState = { id, handlers, ended: false, answered: false, startedAt: performance.now(), abortTimer: null };
     this.#exchanges.set(id, state);
     this.#requestsStarted++;
     if (!options.keepConn) this.#reusable = false;

@@ -5,7 +5,7 @@
  * connection. It hands out connections; what runs on them is the request
  * layer's business.
  */
-import { CLIENT_IDLE_HANDOFF_MS } from '../../limits.js';
+import { CLIENT_IDLE_HANDOFF_MS, CLIENT_STARVATION_MS } from '../../limits.js';
 import { ErrorCode, UpstreamError } from '../../errors.js';
 import type { ResolvedAddress } from './address.js';
 import { Connection } from './connection.js';
@@ -245,6 +245,11 @@ export class Pool {
   }
 
   #onSlotFree(connection: Connection): void {
+    if (connection.load === 0 && this.#someoneStarves()) {
+      // Not offered to the queue: this connection's process is better spent on a connection that has waited longer.
+      connection.destroy();
+      return;
+    }
     this.#dispatch();
     if (connection.load > 0) return;
     if (!connection.reusable || this.#closed) connection.destroy();
@@ -259,7 +264,20 @@ export class Pool {
    * ever (until its timeout). So while another request still waits for its
    * first answer, an idle connection is kept only briefly: long enough for the
    * caller's next request to take it, not long enough to starve the others.
+   * And when a request has waited unanswered for CLIENT_STARVATION_MS (busy
+   * callers keep taking the idle connections), connections that finish are
+   * closed instead of reused until it is answered.
    */
+  #someoneStarves(): boolean {
+    if (this.#capabilities?.multiplexes) return false;
+    const limit = performance.now() - CLIENT_STARVATION_MS;
+    for (const connection of this.#connections) {
+      const since = connection.oldestUnansweredSince();
+      if (since !== null && since < limit) return true;
+    }
+    return false;
+  }
+
   #someoneWaitsForAnAnswer(): boolean {
     if (this.#capabilities?.multiplexes) return false;
     for (const connection of this.#connections) if (connection.hasUnansweredRequest) return true;
