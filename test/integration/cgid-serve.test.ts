@@ -213,6 +213,29 @@ test('gatehouse serve runs scripts through its cgid daemon', async (t) => {
     await eventually('the script group to be gone', () => membersOf(new Set([pid])).length === 0, 15_000);
   });
 
+  await t.test('nph, local and client redirects, HEAD and a chunked body behave as without the daemon', async () => {
+    const nph = await httpRequest(`${site.base}/cgi-bin/nph-raw.sh`);
+    assert.equal(nph.status, 299);
+    assert.equal(nph.body.toString(), 'raw!');
+    const local = await httpRequest(`${site.base}/cgi-bin/redirect.sh`);
+    assert.equal(local.status, 200);
+    assert.match(local.body.toString(), /QUERY_STRING.*from=redirect/);
+    const client = await httpRequest(`${site.base}/cgi-bin/client-redirect.sh`);
+    assert.equal(client.status, 302);
+    assert.equal(client.headers.location, 'https://example.com/elsewhere');
+    const head = await httpRequest(`${site.base}/cgi-bin/env.sh`, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(head.body.length, 0);
+    async function* chunks(): AsyncIterable<Buffer> {
+      yield Buffer.from('chunked ');
+      yield Buffer.from('body');
+    }
+    const chunked = await httpRequest(`${site.base}/cgi-bin/echo.sh`, { method: 'POST', body: chunks() });
+    assert.equal(chunked.status, 200);
+    assert.equal(chunked.headers['x-content-length'], '12');
+    assert.equal(chunked.body.toString(), 'chunked body');
+  });
+
   await t.test('no zombies: every script the daemon started was reaped', async () => {
     await Promise.all(Array.from({ length: 20 }, () => httpRequest(`${site.base}/cgi-bin/env.sh`)));
     await eventually('no zombie children of the daemon', () => childrenOf(daemon).every((child) => procStat(child)?.state !== 'Z'));
