@@ -120,7 +120,7 @@ function isPathKey(name: string): boolean {
   return name === 'docroot' || name === 'cgi-bin' || name === 'script-log' || name === 'access-log' || name === 'error-log';
 }
 
-const FASTCGI_ROUTE_KEYS = ['url', 'upstreams', 'root', 'split-path', 'index', 'script-filename', 'params', 'connect-timeout', 'read-timeout', 'max-connections'];
+const FASTCGI_ROUTE_KEYS = ['url', 'upstreams', 'root', 'split-path', 'index', 'script-filename', 'params', 'connect-timeout', 'read-timeout', 'max-connections', 'multiplex'];
 
 function readScriptAliases(raw: unknown, baseDir: string, problems: string[]): ScriptAliasConfig[] {
   if (!Array.isArray(raw)) {
@@ -200,6 +200,10 @@ function readFastCGIRoutes(raw: unknown, baseDir: string, problems: string[]): F
       const value = Number(table['max-connections']);
       if (!Number.isSafeInteger(value) || value < 1) problems.push(`${where}.max-connections: expected a whole number >= 1`);
       else route.maxConnections = value;
+    }
+    if (table.multiplex !== undefined) {
+      if (typeof table.multiplex !== 'boolean') problems.push(`${where}.multiplex: expected true or false`);
+      else route.multiplex = table.multiplex;
     }
     if (table.params !== undefined) {
       const params = convert({ name: 'params', kind: 'table', summary: '' }, table.params, baseDir, problems, `${where}.params`);

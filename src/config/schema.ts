@@ -104,6 +104,8 @@ export interface FastCGIRouteConfig {
   connectTimeoutMs?: number;
   readTimeoutMs?: number;
   maxConnections?: number;
+  /** Share connections between requests when the application multiplexes (off: a slow client would stall the others). */
+  multiplex?: boolean;
 }
 
 export interface ServeConfig {

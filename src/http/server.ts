@@ -150,6 +150,7 @@ export class GatehouseFront {
         ...(route.connectTimeoutMs !== undefined ? { connectTimeoutMs: route.connectTimeoutMs } : {}),
         ...(route.readTimeoutMs !== undefined ? { readTimeoutMs: route.readTimeoutMs } : {}),
         ...(route.maxConnections !== undefined ? { maxConnections: route.maxConnections } : {}),
+        ...(route.multiplex ? { multiplex: true } : {}),
         maxRequestBody: config.maxBody,
         errorLog,
       });

@@ -190,3 +190,12 @@ test('values that would leave the server useless are refused: no listen address,
   assert.ok(problems.some((line) => /^listen: give at least one address/.test(line)), problems.join('\n'));
   assert.ok(problems.some((line) => /^max-header-bytes: 10 is too small for any request head; write at least 1024/.test(line)), problems.join('\n'));
 });
+
+test('a FastCGI route may turn connection multiplexing on; it is off unless asked for', (t) => {
+  const { file } = site(t, 'docroot = "www"\n[[fastcgi]]\nurl = "/a/"\nupstreams = ["127.0.0.1:9000"]\nmultiplex = true\n[[fastcgi]]\nurl = "/b/"\nupstreams = ["127.0.0.1:9001"]\n');
+  const config = loadServeConfig({ file });
+  assert.equal(config.fastcgi[0]!.multiplex, true);
+  assert.equal(config.fastcgi[1]!.multiplex, undefined);
+  const bad = site(t, 'docroot = "www"\n[[fastcgi]]\nurl = "/a/"\nupstreams = ["127.0.0.1:9000"]\nmultiplex = "yes"\n');
+  assert.match(problemsOf(() => loadServeConfig({ file: bad.file }))[0]!, /^fastcgi\[0\]\.multiplex: expected true or false/);
+});
