@@ -204,6 +204,23 @@ test('php-fpm: as many lanes as connections and workers keep their connections (
   assert.equal(client.stats.opened, 2);
 });
 
+test('php-fpm recycling workers (pm.max_requests = 2): every request succeeds over kept-alive connections', async (t) => {
+  // A recycled worker closes its kept-alive connection after END_REQUEST; a request already sent on it is retried once
+  // on a new connection (nothing of it reached a script), and the others see the close while the connection is idle.
+  const fpm = await startPhpFpm(t, { scripts: SCRIPTS, children: 2, poolConfig: 'pm.max_requests = 2' });
+  const client = newClient(t, fpm.addressString, { probe: false });
+  const pids = new Set<string>();
+  for (let i = 0; i < 20; i++) pids.add((await client.fetchAll({ params: cgiParams(fpm.script('pid.php')) })).stdout.toString().split('\r\n\r\n')[1]!);
+  const lanes = await Promise.all(
+    Array.from({ length: 2 }, async () => {
+      for (let i = 0; i < 10; i++) pids.add((await client.fetchAll({ params: cgiParams(fpm.script('pid.php')) })).stdout.toString().split('\r\n\r\n')[1]!);
+      return true;
+    }),
+  );
+  assert.deepEqual(lanes, [true, true]);
+  assert.ok(pids.size >= 10, `workers were recycled (${pids.size} distinct pids for 40 requests)`);
+});
+
 test('php-fpm: the wait queue is bounded: past it UPSTREAM_QUEUE_FULL', async (t) => {
   const fpm = await startPhpFpm(t, { scripts: SCRIPTS, children: 1 });
   const client = newClient(t, fpm.addressString, { maxConnections: 1, maxQueued: 2, probe: false });
