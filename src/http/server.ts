@@ -20,6 +20,7 @@ import { apacheTime, combinedLogLine, countResponseBytes, errorLogTime, openLog,
 import { serveStatic } from './static.js';
 import { sendErrorPage } from '../cgi/http-response.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
+import { HTTP_MAX_REQUESTS_PER_SOCKET } from '../limits.js';
 
 export interface FrontOptions {
   config: ServeConfig;
@@ -272,6 +273,7 @@ export class GatehouseFront {
         },
         this.handle,
       );
+      server.maxRequestsPerSocket = HTTP_MAX_REQUESTS_PER_SOCKET;
       server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
         // A connection already answered with an error ends with the client's EOF: a second parse error, not news.
         if (answeredWithError.has(socket)) return socket.destroy();
