@@ -206,3 +206,5 @@ export const CLIENT_IDLE_HANDOFF_MS = 50;
  * Above the run time of most scripts that print nothing until they end.
  */
 export const CLIENT_STARVATION_MS = 1000;
+/** The front gives up on a daemon that has not answered a spawn order for this long (stopped or wedged) and replaces it. */
+export const CGID_SPAWN_ANSWER_TIMEOUT_MS = 15_000;

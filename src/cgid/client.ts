@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { ErrorCode, GatehouseError } from '../errors.js';
 import { SpawnError, type ScriptExit } from '../cgi/spawner.js';
-import { CGID_READ_CHUNK_BYTES, CGID_START_TIMEOUT_MS } from '../limits.js';
+import { CGID_READ_CHUNK_BYTES, CGID_SPAWN_ANSWER_TIMEOUT_MS, CGID_START_TIMEOUT_MS } from '../limits.js';
 import { closeFd, connectUnix, pollDescriptor, receiveWithDescriptors, sendWithDescriptors, type DescriptorPoller } from '../sys/posix-spawn.js';
 import { CGID_NONCE_BYTES, daemonProof, decodeMessage, encodeMessage, FrameDecoder, secretsEqual, type CgidMessage, type SpawnOrder } from './protocol.js';
 
@@ -22,6 +22,8 @@ export interface SpawnedRemote {
 
 interface Pending {
   file: string;
+  /** When the order was sent (Date.now()), until the daemon answered. */
+  sentAt: number;
   resolveSpawn: (remote: SpawnedRemote) => void;
   rejectSpawn: (error: Error) => void;
   resolveExit: ((exit: ScriptExit | null) => void) | null;
@@ -40,6 +42,8 @@ export class CgidConnection extends EventEmitter {
   #closed = false;
   #welcome: ((message: { pid: number; proof: Buffer } | Error) => void) | null = null;
   daemonPid = 0;
+  /** How long a spawn order may stay unanswered before the connection is given up. */
+  answerTimeoutMs = CGID_SPAWN_ANSWER_TIMEOUT_MS;
 
   private constructor(fd: number, token: Buffer) {
     super();
@@ -104,7 +108,8 @@ export class CgidConnection extends EventEmitter {
     const id = this.#nextId;
     this.#nextId = this.#nextId >= 0x7fffffff ? 1 : this.#nextId + 1;
     return new Promise<SpawnedRemote>((resolveSpawn, rejectSpawn) => {
-      this.#pending.set(id, { file: order.file, resolveSpawn, rejectSpawn, resolveExit: null, pid: 0 });
+      this.#pending.set(id, { file: order.file, sentAt: Date.now(), resolveSpawn, rejectSpawn, resolveExit: null, pid: 0 });
+      this.#watchAnswers();
       let data: Buffer;
       try {
         data = encodeMessage({ type: 'spawn', id, token: this.#token, order });
@@ -182,6 +187,7 @@ export class CgidConnection extends EventEmitter {
         const entry = this.#pending.get(message.id);
         if (!entry) return;
         entry.pid = message.pid;
+        entry.sentAt = 0;
         const id = message.id;
         const exited = new Promise<ScriptExit | null>((resolve) => (entry.resolveExit = resolve));
         entry.resolveSpawn({
@@ -215,10 +221,40 @@ export class CgidConnection extends EventEmitter {
     }
   }
 
+  #answerTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * A daemon that stops answering (stopped, wedged) must not hold requests
+   * forever: one coarse timer checks the orders still unanswered, and past
+   * CGID_SPAWN_ANSWER_TIMEOUT_MS the connection is closed (the supervisor
+   * then replaces the daemon).
+   */
+  #watchAnswers(): void {
+    if (this.#answerTimer) return;
+    this.#answerTimer = setInterval(() => {
+      const now = Date.now();
+      let waiting = false;
+      for (const entry of this.#pending.values()) {
+        if (entry.sentAt === 0) continue;
+        waiting = true;
+        if (now - entry.sentAt > this.answerTimeoutMs) {
+          this.close(`the daemon did not answer a spawn order for ${entry.file} within ${this.answerTimeoutMs} ms`);
+          return;
+        }
+      }
+      if (!waiting) {
+        clearInterval(this.#answerTimer);
+        this.#answerTimer = undefined;
+      }
+    }, Math.min(1000, this.answerTimeoutMs));
+    this.#answerTimer.unref();
+  }
+
   /** Closes the connection: spawns in flight fail with ECGIDDOWN, running scripts resolve exited with null. */
   close(reason = 'closed by the front'): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#answerTimer);
     this.#poller.close();
     closeFd(this.#fd);
     this.#welcome?.(new Error(reason));

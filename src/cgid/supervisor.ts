@@ -29,6 +29,8 @@ export interface SupervisorOptions {
   policy?: SpawnPolicy;
   /** Extra `gatehouse cgid` flags for the daemon (limit ceilings, suexec minimums). */
   daemonArgs?: readonly string[];
+  /** A daemon that leaves a spawn order unanswered this long is replaced (default CGID_SPAWN_ANSWER_TIMEOUT_MS). */
+  spawnAnswerTimeoutMs?: number;
   /** How the daemon is started; default this installation's `gatehouse cgid`. */
   command?: { file: string; args: readonly string[] };
 }
@@ -103,6 +105,7 @@ export class CgidSupervisor implements ScriptSpawner {
       return;
     }
     this.#connection = connection;
+    if (this.#options.spawnAnswerTimeoutMs !== undefined) connection.answerTimeoutMs = this.#options.spawnAnswerTimeoutMs;
     connection.once('close', (reason: string, pids: number[]) => {
       if (this.#connection === connection) this.#connection = null;
       // Scripts whose daemon is gone are killed: no one would reap them, time them out or stop them.

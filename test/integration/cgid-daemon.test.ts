@@ -228,3 +228,24 @@ test('a front that stalls mid-frame stalls nobody: another connection is served 
   assert.equal(connection.daemonPid, daemon.child.pid);
   assert.equal(staller.destroyed, false, 'the stalled connection is still open');
 });
+
+test('a daemon that stops answering is replaced: the order fails (503 upstream), the next one is served', async (t) => {
+  const dir = tempDir(t, 'gatehouse-cgid-wedged-');
+  const lines: string[] = [];
+  const supervisor = new CgidSupervisor({ socketPath: join(dir, 'cgisock'), log: (line) => lines.push(line), spawnAnswerTimeoutMs: 1000 });
+  await supervisor.start();
+  t.after(() => supervisor.stop());
+  const first = supervisor.daemonPid!;
+  process.kill(first, 'SIGSTOP');
+  const wedged = await run(supervisor, '/bin/true');
+  assert.match(wedged.kind, /^spawn-failed:ECGIDDOWN:/);
+  const deadline = Date.now() + 15_000;
+  let result = await run(supervisor, '/bin/echo', ['/bin/echo', 'again']);
+  while (result.kind !== 'raw' && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    result = await run(supervisor, '/bin/echo', ['/bin/echo', 'again']);
+  }
+  assert.equal(result.output, 'again\n');
+  assert.notEqual(supervisor.daemonPid, first);
+  assert.ok(lines.some((line) => /did not answer a spawn order/.test(line)), lines.join('\n'));
+});
