@@ -177,9 +177,9 @@ test('php-fpm: more requests in flight than workers, default pool: no request st
   // php-fpm states no FCGI_MAX_CONNS, so the pool opens a connection per request in flight (6) for 2 workers; each worker
   // keeps serving its kept-alive connection, and the other connections wait unaccepted in the listen queue.
   const fpm = await startPhpFpm(t, { scripts: SCRIPTS, children: 2 });
-  const client = newClient(t, fpm.addressString, { idleTimeoutMs: 3000 });
+  const client = newClient(t, fpm.addressString, { idleTimeoutMs: 4000 });
   // Busy lanes for longer than the timeout: lanes whose connections were accepted would otherwise keep them for ever.
-  const deadline = Date.now() + 4000;
+  const deadline = Date.now() + 5000;
   const results = await Promise.all(
     Array.from({ length: 6 }, async (_, lane) => {
       for (let i = 0; i < 5 || (Date.now() < deadline && i < 100_000); i++) {
