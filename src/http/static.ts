@@ -64,8 +64,11 @@ export function serveStatic(options: StaticOptions): (req: IncomingMessage, res:
         if (!found) return sendErrorPage(res, 404);
         file = found;
       }
-      const relative = path.relative(root, file).split(path.sep).map(encodeURIComponent).join('/');
-      send(req, '/' + relative, { root, index: false, dotfiles: 'ignore' })
+      const relativeSegments = path.relative(root, file).split(path.sep);
+      // Dot files (.env, .git, .htpasswd) are never served, by the name asked for or the one a symlink leads to;
+      // /.well-known/ is, because ACME (RFC 8555) and security.txt (RFC 9116) live there.
+      if (!publicDotNames(normalised.segments) || !publicDotNames(relativeSegments)) return sendErrorPage(res, 404);
+      send(req, '/' + relativeSegments.map(encodeURIComponent).join('/'), { root, index: false, dotfiles: 'allow' })
         .on('error', (error: { status?: number; headers?: Record<string, string>; message: string }) => {
           const contentRange = error.headers?.['Content-Range'];
           // RFC 9110 15.5.17: a 416 says how long the file is, so the client can ask again.
@@ -103,4 +106,8 @@ async function findIndex(directory: string, names: readonly string[], root: stri
 
 function isInside(file: string, root: string): boolean {
   return file === root || file.startsWith(root.endsWith(path.sep) ? root : root + path.sep);
+}
+
+function publicDotNames(segments: readonly string[]): boolean {
+  return segments.every((segment, index) => !segment.startsWith('.') || (index === 0 && segment === '.well-known'));
 }

@@ -30,6 +30,12 @@ test('static files from the document root', async (t) => {
   writeFileSync(join(www, 'alphabet.txt'), ALPHABET);
   for (const name of ['page.html', 'style.css', 'data.json', 'app.js', 'logo.svg', 'image.png', 'archive.unknownext']) writeFileSync(join(www, name), 'x');
   writeFileSync(join(www, '.env'), `${SECRET}\n`);
+  mkdirSync(join(www, '.git'));
+  writeFileSync(join(www, '.git', 'config'), `${SECRET}\n`);
+  mkdirSync(join(www, '.well-known', 'acme-challenge'), { recursive: true });
+  writeFileSync(join(www, '.well-known', 'acme-challenge', 'token123'), 'token123.thumbprint');
+  writeFileSync(join(www, '.well-known', '.hidden'), `${SECRET}\n`);
+  symlinkSync('.env', join(www, 'public-name.txt'));
   symlinkSync(join(outside, 'secret.txt'), join(www, 'link-out.txt'));
   symlinkSync(outside, join(www, 'dir-out'));
   symlinkSync('../../outside/index.html', join(www, 'leaky-index', 'index.html'));
@@ -132,10 +138,18 @@ test('static files from the document root', async (t) => {
     }
   });
 
-  await t.test('dot files are not served', async () => {
-    const response = await get('/.env');
-    assert.equal(response.status, 404);
-    assert.ok(!response.body.toString().includes(SECRET));
+  await t.test('dot files are not served, also through a symlink with a public name', async () => {
+    for (const path of ['/.env', '/.git/config', '/.well-known/.hidden', '/public-name.txt', '/docs/../.env']) {
+      const response = await get(path);
+      assert.equal(response.status, 404, path);
+      assert.ok(!response.body.toString().includes(SECRET), `${path} leaked a dot file`);
+    }
+  });
+
+  await t.test('/.well-known/ is served (ACME challenges, security.txt)', async () => {
+    const response = await get('/.well-known/acme-challenge/token123');
+    assert.equal(response.status, 200);
+    assert.equal(response.body.toString(), 'token123.thumbprint');
   });
 
   await t.test('.. in every spelling, encoded slashes, backslashes and NUL: refused, nothing leaks', async () => {
