@@ -329,17 +329,22 @@ async function countingProxy(t: Cleanup, target: string): Promise<{ path: string
   return { path, accepted: () => accepted };
 }
 
+/** Kills the php-fpm master's children, found through /proc (no procps needed on a fresh machine). */
 async function killPhpFpmWorkers(masterPid: number): Promise<void> {
-  const { execFileSync } = await import('node:child_process');
-  let pids: string[] = [];
-  try {
-    pids = execFileSync('pgrep', ['-P', String(masterPid)], { encoding: 'utf8' }).split('\n').filter(Boolean);
-  } catch {
-    // no children left
-  }
-  for (const pid of pids) {
+  const { readdirSync, readFileSync: read } = await import('node:fs');
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
     try {
-      process.kill(Number(pid), 'SIGKILL');
+      stat = read(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    // Fields after the command name (which may hold spaces, inside parentheses): state, ppid, ...
+    const parentPid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (parentPid !== masterPid) continue;
+    try {
+      process.kill(Number(entry), 'SIGKILL');
     } catch {
       // gone already
     }
