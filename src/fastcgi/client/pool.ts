@@ -62,6 +62,7 @@ export class Pool {
   #opened = 0;
   #capabilities: UpstreamCapabilities | null = null;
   #probe: Promise<UpstreamCapabilities | null> | null = null;
+  #cancelProbe: (() => void) | null = null;
   #closed = false;
   #closeWaiters: Array<() => void> = [];
 
@@ -141,6 +142,7 @@ export class Pool {
   /** Stops taking requests, fails the queued ones, closes idle connections and the others once their requests end. */
   close(): Promise<void> {
     this.#closed = true;
+    this.#cancelProbe?.();
     for (const waiter of this.#waiters.splice(0)) {
       waiter.reject(new UpstreamError(ErrorCode.CLIENT_CLOSED, this.upstream, 'the FastCGI client was closed before a connection was free', { retryable: true }));
     }
@@ -150,7 +152,11 @@ export class Pool {
   }
 
   #startProbe(): Promise<UpstreamCapabilities | null> {
-    this.#probe ??= probeCapabilities(this.#address, this.#options.probeTimeoutMs).then((answer) => {
+    if (this.#probe) return this.#probe;
+    const probe = probeCapabilities(this.#address, this.#options.probeTimeoutMs);
+    this.#cancelProbe = probe.cancel;
+    this.#probe = probe.result.then((answer) => {
+      this.#cancelProbe = null;
       // A CANT_MPX_CONN seen meanwhile wins over what GET_VALUES said.
       const multiplexes = (answer?.multiplexes ?? false) && this.#capabilities?.multiplexes !== false;
       this.#capabilities = answer ? { ...answer, multiplexes } : { multiplexes: false };

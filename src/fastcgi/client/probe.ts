@@ -27,9 +27,17 @@ export interface UpstreamCapabilities {
   multiplexes: boolean;
 }
 
-/** Asks the application what it supports; resolves null when it does not answer within `timeoutMs` (or cannot be reached). */
-export function probeCapabilities(address: ResolvedAddress, timeoutMs: number): Promise<UpstreamCapabilities | null> {
-  return new Promise((resolve) => {
+export interface Probe {
+  /** The answer; null when the application did not answer within the timeout (or could not be reached). */
+  result: Promise<UpstreamCapabilities | null>;
+  /** Gives up at once (the client is closing): result resolves null. */
+  cancel(): void;
+}
+
+/** Asks the application what it supports, on a connection of its own. */
+export function probeCapabilities(address: ResolvedAddress, timeoutMs: number): Probe {
+  let cancel = () => {};
+  const result = new Promise<UpstreamCapabilities | null>((resolve) => {
     const socket = net.connect(address.connectOptions);
     const decoder = new RecordDecoder();
     let settled = false;
@@ -43,6 +51,7 @@ export function probeCapabilities(address: ResolvedAddress, timeoutMs: number): 
     };
     const timer = setTimeout(() => finish(null), timeoutMs);
     timer.unref();
+    cancel = () => finish(null);
     socket.on('error', () => finish(null));
     socket.on('close', () => finish(null));
     socket.on('connect', () => {
@@ -63,6 +72,7 @@ export function probeCapabilities(address: ResolvedAddress, timeoutMs: number): 
       if (error) finish(null);
     });
   });
+  return { result, cancel: () => cancel() };
 }
 
 export function parseCapabilities(pairs: Array<[string, string]>): UpstreamCapabilities {
