@@ -209,3 +209,21 @@ test('variable pool -C with a kcgi-style worker: it serves the connections it is
   const responses = await Promise.all(Array.from({ length: 5 }, () => cgiFcgi(socket, { QUERY_STRING: 'sleep=100' })));
   for (const response of responses) assert.match(response, /hello from kcgi-ext/);
 });
+
+for (const kind of workerKinds) {
+  test(`variable pool with ${kind.name}, fronted by the gatehouse FastCGI client with keep-alive`, async (t) => {
+    const { FastCGIClient } = await import('../../src/fastcgi/client/index.js');
+    const fixtures = buildFixtures(t);
+    const socket = join(tempDir(t), 'app.sock');
+    await startKfcgi(t, ['-r', '-p', '/', '-n', '2', '-N', '4', '-s', socket, ...kind.program(fixtures)], { socket, expectWorkers: 2 });
+    const client = new FastCGIClient({ address: socket, maxConnections: 3 });
+    t.after(() => client.close());
+    const params = { REQUEST_METHOD: 'GET', SCRIPT_FILENAME: '/x', SCRIPT_NAME: '/x', QUERY_STRING: 'sleep=20', SERVER_PROTOCOL: 'HTTP/1.1', SERVER_NAME: 'localhost', SERVER_PORT: '80', GATEWAY_INTERFACE: 'CGI/1.1', REQUEST_URI: '/x' };
+    // Kept-alive connections stay with their worker until the client closes them; requests on them keep working.
+    const results = await Promise.all(Array.from({ length: 12 }, () => client.fetchAll({ params })));
+    for (const result of results) {
+      assert.equal(result.protocolStatus, 0);
+      assert.match(result.stdout.toString(), kind.expect);
+    }
+  });
+}
