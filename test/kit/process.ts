@@ -104,7 +104,10 @@ export function startProcess(t: Cleanup, command: string, args: readonly string[
   const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill(signal);
-      const stopped = await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]);
+      // An unref'd timer: a test file must not wait for it once the process is gone.
+      let timer: NodeJS.Timeout | undefined;
+      const stopped = await Promise.race([exited.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 5000).unref()))]);
+      clearTimeout(timer);
       if (!stopped) {
         child.kill('SIGKILL');
         await exited;
