@@ -262,6 +262,12 @@ function validate(config: ServeConfig, problems: string[]): void {
   }
   if (config.maxScripts < 1) problems.push('max-scripts: must be at least 1');
   if (config.listen.length === 0) problems.push('listen: give at least one address, such as "127.0.0.1:8080"');
+  // As Apache does, refuse to start with a log that cannot be opened, rather than serve with nothing logged.
+  for (const [key, file] of [['access-log', config.accessLog], ['error-log', config.errorLog], ['script-log', config.scriptLog]] as const) {
+    if (file === undefined || file === '-' || file === 'off') continue;
+    if (!isDirectory(path.dirname(file))) problems.push(`${key}: the directory of ${file} does not exist; create it, or write - for the console`);
+    else if (isDirectory(file)) problems.push(`${key}: ${file} is a directory; give a file name`);
+  }
   if (config.maxHeaderBytes < 1024) problems.push(`max-header-bytes: ${config.maxHeaderBytes} is too small for any request head; write at least 1024 (default ${SERVE_DEFAULTS.maxHeaderBytes})`);
   if (config.maxUrlBytes < 1) problems.push(`max-url-bytes: must be at least 1 (default ${SERVE_DEFAULTS.maxUrlBytes})`);
   // 0 would mean "kill every script at once"; there is no "no limit" for scripts (a hung one would hold its slot forever).

@@ -178,7 +178,8 @@ read-timeout = "500ms"
       assert.equal(post.status, 200);
       assert.match(post.body.toString(), new RegExp(`^CONTENT_LENGTH=${`request ${i}`.length} read=${`request ${i}`.length} `));
     }
-    assert.match(readFileSync(errorLog, 'utf8'), new RegExp(`127\\.0\\.0\\.1:${dead1} refused .*trying the next upstream`));
+    const refusedLine = new RegExp(`127\\.0\\.0\\.1:${dead1} refused .*trying the next upstream`);
+    assert.match(await eventually(() => readFileSync(errorLog, 'utf8'), (text) => refusedLine.test(text)), refusedLine);
   });
 
   await t.test('every upstream refusing: 503', async () => {
@@ -193,7 +194,7 @@ read-timeout = "500ms"
   await t.test('an upstream that accepts and says nothing: 504 after read-timeout', async () => {
     const response = await httpRequest(`${server.base}/slow/anything`, { timeoutMs: 15_000 });
     assert.equal(response.status, 504);
-    const log = readFileSync(errorLog, 'utf8');
+    const log = await eventually(() => readFileSync(errorLog, 'utf8'), (text) => text.includes('/slow/anything'));
     assert.match(log, /fastcgi: GET \/slow\/anything: .*answered 504/);
   });
 

@@ -16,6 +16,7 @@ function site(t: { after(fn: () => unknown): void }, toml: string): { dir: strin
   mkdirSync(join(dir, 'conf'));
   mkdirSync(join(dir, 'conf', 'www'));
   mkdirSync(join(dir, 'conf', 'cgi'));
+  mkdirSync(join(dir, 'conf', 'logs'));
   mkdirSync(join(dir, 'elsewhere'));
   const file = join(dir, 'conf', 'gatehouse.toml');
   writeFileSync(file, toml);
@@ -198,4 +199,15 @@ test('a FastCGI route may turn connection multiplexing on; it is off unless aske
   assert.equal(config.fastcgi[1]!.multiplex, undefined);
   const bad = site(t, 'docroot = "www"\n[[fastcgi]]\nurl = "/a/"\nupstreams = ["127.0.0.1:9000"]\nmultiplex = "yes"\n');
   assert.match(problemsOf(() => loadServeConfig({ file: bad.file }))[0]!, /^fastcgi\[0\]\.multiplex: expected true or false/);
+});
+
+test('a log that cannot be opened stops the start, as in Apache, instead of serving with nothing logged', (t) => {
+  const dir = tempDir(t, 'gatehouse-config-');
+  const problems = problemsOf(() => loadServeConfig({ flags: { docroot: dir, 'access-log': join(dir, 'missing', 'access.log'), 'error-log': dir, 'script-log': join(dir, 'nope', 'script.log') } }));
+  assert.deepEqual(problems, [
+    `access-log: the directory of ${join(dir, 'missing', 'access.log')} does not exist; create it, or write - for the console`,
+    `error-log: ${dir} is a directory; give a file name`,
+    `script-log: the directory of ${join(dir, 'nope', 'script.log')} does not exist; create it, or write - for the console`,
+  ]);
+  assert.equal(loadServeConfig({ flags: { docroot: dir, 'access-log': 'off', 'error-log': '-' } }).accessLog, 'off');
 });
