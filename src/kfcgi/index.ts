@@ -17,7 +17,7 @@ import { dropPrivileges, enterJail, resolveCredentials, type Credentials } from 
 import { openStatusSocket, type StatusServer } from './status.js';
 import { workerEnvironment, type Pool } from './supervisor.js';
 import { VariablePool } from './variable-pool.js';
-import { ProcView } from './worker-process.js';
+import { ProcView, signalAllWorkers } from './worker-process.js';
 
 export { OPTIONS, parseCommandLine, validateOptions, helpText, usageLine, UsageError, type KfcgiConfig } from './options.js';
 export { readStatus, formatStatus } from './status.js';
@@ -35,6 +35,15 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
   for (const warning of config.warnings) log.warning(warning);
   // Installed first: a SIGTERM during the start is acted on once the pool runs, instead of killing the manager.
   const signals = new SignalQueue();
+  // Should the manager itself fail, its workers must not outlive it (nothing would supervise or stop them).
+  process.on('uncaughtException', (error) => {
+    log.error(`internal error, stopping every worker and exiting: ${error.stack ?? error.message}`);
+    process.exit(70);
+  });
+  process.on('exit', () => {
+    const left = signalAllWorkers('SIGTERM');
+    if (left > 0) signalAllWorkers('SIGCONT');
+  });
 
   let listener: Listener | null = null;
   let statusServer: StatusServer | null = null;

@@ -30,6 +30,15 @@ export interface WorkerExit {
   error?: Error;
 }
 
+/** Every worker not yet reaped, so that a manager exiting abnormally still takes its workers down. */
+const liveWorkers = new Set<WorkerProcess>();
+
+/** Signals every live worker's process group (synchronous: usable from a process 'exit' handler). */
+export function signalAllWorkers(signal: NodeJS.Signals): number {
+  for (const worker of liveWorkers) worker.signal(signal);
+  return liveWorkers.size;
+}
+
 export class WorkerProcess {
   readonly child: ChildProcess;
   readonly pid: number;
@@ -45,10 +54,12 @@ export class WorkerProcess {
     const stdio: StdioOptions = [spec.stdin, 'pipe', 'pipe', ...(spec.extra ?? [])];
     this.child = spawn(spec.program, spec.args, { stdio, env: spec.env, detached: true, cwd: '/' });
     this.pid = this.child.pid ?? -1;
+    if (this.pid > 0) liveWorkers.add(this);
     this.exited = new Promise<WorkerExit>((resolve) => {
       const finish = (exit: WorkerExit) => {
         if (this.#exit) return;
         this.#exit = exit;
+        liveWorkers.delete(this);
         resolve(exit);
       };
       this.child.once('exit', (code, signal) => finish({ code, signal, ranMs: Date.now() - this.startedAt }));
