@@ -274,6 +274,9 @@ export class GatehouseFront {
         this.handle,
       );
       server.maxRequestsPerSocket = HTTP_MAX_REQUESTS_PER_SOCKET;
+      // Expect: 100-continue goes to the handlers, which send the 100 only when they will read the body:
+      // a body over max-body gets its 413 before the client sends it (Node would otherwise answer 100 at once).
+      server.on('checkContinue', this.handle);
       server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
         // A connection already answered with an error ends with the client's EOF: a second parse error, not news.
         if (answeredWithError.has(socket)) return socket.destroy();

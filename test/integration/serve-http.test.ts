@@ -6,6 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../kit/process.js';
@@ -28,6 +29,7 @@ async function startSite(t: { after(fn: () => unknown): void }): Promise<Running
     '--cgi-bin', join(dir, 'cgi'),
     '--headers-timeout', '1s',
     '--request-timeout', '3s',
+    '--max-body', '100000',
     '--error-log', errorLog,
     '--access-log', accessLog,
   ]);
@@ -123,6 +125,24 @@ test('HTTP/1.1 framing and limits against gatehouse serve', async (t) => {
     }
     const after = await httpRequest(`${site.base}/a.txt`);
     assert.equal(after.status, 200);
+  });
+
+  await t.test('Expect: 100-continue: the 100 comes before the body is sent; a body over max-body gets 413 without it', async () => {
+    const socket = net.connect(site.port, '127.0.0.1');
+    let text = '';
+    socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+    const closed = new Promise((resolve) => socket.on('close', resolve));
+    socket.write('POST /cgi-bin/echo.sh HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n');
+    const continued = await eventually(() => text, (seen) => seen.includes('\r\n\r\n'), 5000);
+    assert.match(continued, /^HTTP\/1\.1 100 Continue\r\n\r\n$/);
+    socket.write('hello');
+    await closed;
+    assert.deepEqual(statusCodes(text), [100, 200]);
+    assert.match(text, /\r\n\r\n5\r\nhello\r\n0\r\n\r\n$/);
+
+    const tooBig = await rawExchange(site.port, 'POST /cgi-bin/echo.sh HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 200000\r\n\r\n');
+    assert.deepEqual(statusCodes(tooBig.text), [413], tooBig.text);
+    assert.equal(tooBig.closedByServer, true);
   });
 
   await t.test('a body slower than request-timeout: 408 if the script has not answered yet', async () => {
