@@ -418,4 +418,13 @@ export class ScriptRun {
   }
 }
 
-const defaultSpawner = new ChildProcessSpawner();
+let defaultSpawner: ScriptSpawner = new ChildProcessSpawner();
+
+/**
+ * Replaces the spawner used by runs that name none (child_process.spawn
+ * unless changed): a program that starts the cgid daemon, or wants
+ * posix_spawn, can make every cgi() handler use it without passing it to each.
+ */
+export function setDefaultSpawner(spawner: ScriptSpawner): void {
+  defaultSpawner = spawner;
+}

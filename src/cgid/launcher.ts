@@ -34,12 +34,17 @@ export interface LaunchPolicy {
  * child to exec.
  */
 export async function launchScript(order: SpawnOrder, stdio: readonly [number, number, number], policy: LaunchPolicy = {}): Promise<number> {
-  refuseShellFallback(order.file);
-  try {
-    // Checked here because a wrapper (setpriv, prlimit) would turn a refused exec into an exit status.
-    accessSync(order.file, constants.X_OK);
-  } catch (error) {
-    throw new SpawnError(order.file, (error as NodeJS.ErrnoException).code ?? 'EACCES', (error as Error).message);
+  const limits = limitFlags(order.limits);
+  if (order.runAs || limits.length > 0) {
+    // A wrapper (setpriv, prlimit) execs the script with execvp, which would run a text file without #! through
+    // /bin/sh and turn a refused exec into an exit status: both are checked here. Without a wrapper posix_spawn's
+    // execve refuses such files itself (ENOEXEC, EACCES), and these four system calls are saved.
+    refuseShellFallback(order.file);
+    try {
+      accessSync(order.file, constants.X_OK);
+    } catch (error) {
+      throw new SpawnError(order.file, (error as NodeJS.ErrnoException).code ?? 'EACCES', (error as Error).message);
+    }
   }
   let file = order.file;
   let argv = order.argv;
@@ -49,7 +54,6 @@ export async function launchScript(order: SpawnOrder, stdio: readonly [number, n
     file = CGID_SETPRIV_PATH;
     argv = [CGID_SETPRIV_PATH, `--regid=${identity.gid}`, `--init-groups`, `--reuid=${identity.uid}`, '--', order.file, ...order.argv.slice(1)];
   }
-  const limits = limitFlags(order.limits);
   if (limits.length > 0) {
     // Outermost, so RLIMIT_NPROC is in place when setpriv changes user (execve then refuses an over-limit user).
     argv = [CGID_PRLIMIT_PATH, ...limits, '--', file, ...argv.slice(1)];
@@ -58,7 +62,8 @@ export async function launchScript(order: SpawnOrder, stdio: readonly [number, n
   try {
     return await posixSpawnAsync({ file, argv, env: order.env, cwd: order.cwd, stdio });
   } catch (error) {
-    if (error instanceof SysError) throw new SpawnError(order.file, error.errnoName, error.message);
+    // "cannot run FILE: Exec format error (ENOEXEC)", as the other spawners word it.
+    if (error instanceof SysError) throw new SpawnError(order.file, error.errnoName, /\(([^()]*)\)$/.exec(error.message)?.[1] ?? error.message);
     throw error;
   }
 }
