@@ -194,7 +194,12 @@ export class GatehouseFront {
     const done = () => {
       if (logged) return;
       logged = true;
-      if (this.#accessLog.enabled) this.#accessLog.write(combinedLogLine(req, res, bodyBytes(), started, remoteAddress));
+      try {
+        if (this.#accessLog.enabled) this.#accessLog.write(combinedLogLine(req, res, bodyBytes(), started, remoteAddress));
+      } catch (error) {
+        // A log line is never worth the server: this runs in an event handler, where a throw ends the process.
+        this.logError(`access log: cannot log ${req.method} ${req.url}: ${(error as Error).message}`);
+      }
       if (--this.#inFlight === 0) {
         const waiters = this.#idleWaiters;
         this.#idleWaiters = [];
