@@ -208,3 +208,9 @@ export const CLIENT_IDLE_HANDOFF_MS = 50;
 export const CLIENT_STARVATION_MS = 1000;
 /** The front gives up on a daemon that has not answered a spawn order for this long (stopped or wedged) and replaces it. */
 export const CGID_SPAWN_ANSWER_TIMEOUT_MS = 15_000;
+
+/** The longest a Node timer can wait: durations above it would fire at once (after 1 ms). */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+/** How often node:http checks its header and request timeouts: a quarter of the shortest, within these bounds. */
+export const HTTP_TIMEOUT_CHECK_MIN_MS = 50;
+export const HTTP_TIMEOUT_CHECK_MAX_MS = 1000;

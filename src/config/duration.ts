@@ -8,7 +8,10 @@ const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 
  * The longest delay a Node timer honours (2^31 - 1 ms, about 24.8 days): a
  * longer one fires after 1 ms instead, so "600h" would kill every script at once.
  */
-export const MAX_DURATION_MS = 2 ** 31 - 1;
+import { MAX_DURATION_MS } from '../limits.js';
+
+export { MAX_DURATION_MS };
+
 const TOO_LONG = `is longer than a timer can wait (${MAX_DURATION_MS} ms, about 24 days); write a shorter time`;
 
 export function parseDuration(value: string | number): number | string {

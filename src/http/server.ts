@@ -20,7 +20,7 @@ import { apacheTime, combinedLogLine, countResponseBytes, errorLogTime, openLog,
 import { serveStatic } from './static.js';
 import { sendErrorPage } from '../cgi/http-response.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
-import { HTTP_MAX_REQUESTS_PER_SOCKET } from '../limits.js';
+import { HTTP_MAX_REQUESTS_PER_SOCKET, HTTP_TIMEOUT_CHECK_MAX_MS, HTTP_TIMEOUT_CHECK_MIN_MS } from '../limits.js';
 
 export interface FrontOptions {
   config: ServeConfig;
@@ -38,7 +38,7 @@ interface Route {
 /** How often Node sweeps connections for headers-timeout and request-timeout: a fraction of the shorter one, at most 1 s. */
 function timeoutSweepInterval(config: ServeConfig): number {
   const shortest = Math.min(config.headersTimeoutMs || Infinity, config.requestTimeoutMs || Infinity);
-  return Math.max(50, Math.min(1000, Math.floor(shortest / 4)));
+  return Math.max(HTTP_TIMEOUT_CHECK_MIN_MS, Math.min(HTTP_TIMEOUT_CHECK_MAX_MS, Math.floor(shortest / 4)));
 }
 
 /**
