@@ -395,6 +395,14 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
       sendErrorPage(res, 504);
       return;
     case 'malformed': {
+      if (run.lost) {
+        // Not the script's fault: the cgid daemon died under it and killed it. Retry shortly.
+        settings.errorLog(`cgi: ${file}: the cgid daemon went away while the script ran (script killed): answering 503`);
+        completed = true;
+        res.setHeader('Retry-After', '1');
+        sendErrorPage(res, 503);
+        return;
+      }
       const where = outcome.error.line !== undefined ? `: Bad header: ${outcome.error.line}` : '';
       settings.errorLog(`cgi: malformed header from script ${file}: ${outcome.error.message}${where}`);
       logFailure(500, `malformed header from script${where} (${outcome.error.message})`);

@@ -103,6 +103,7 @@ export class ScriptRun {
   #timedOut = false;
   #aborted = false;
   #lingered = false;
+  #lost = false;
   #exited = false;
   #stdoutEnded = false;
   #stderrClosed = false;
@@ -136,6 +137,11 @@ export class ScriptRun {
 
   get pid(): number | undefined {
     return this.#script?.pid;
+  }
+
+  /** The script was killed because the cgid daemon that started it went away (see ScriptExit.lost). */
+  get lost(): boolean {
+    return this.#lost;
   }
 
   /** Script output kept for the script log: the raw head, and output drained after a bad head. */
@@ -173,6 +179,10 @@ export class ScriptRun {
       return { code: null, signal: null, timedOut: false, aborted: this.#aborted, lingered: false };
     }
     const script = this.#script;
+    // Known before the pipes report their end: a lost daemon resolves `exited` as it kills the group.
+    void script.exited.then((exit) => {
+      if (exit.lost) this.#lost = true;
+    });
     if (this.#aborted) this.#terminate();
     if (!options.nph) this.#parser = new ResponseHeadParser(options.headLimits);
 

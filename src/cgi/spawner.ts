@@ -29,6 +29,12 @@ export interface SpawnRequest {
 export interface ScriptExit {
   code: number | null;
   signal: NodeJS.Signals | null;
+  /**
+   * The process that started the script (the cgid daemon) went away before
+   * reporting this exit; the script was killed. The handler answers 503, as
+   * for a request that arrives while the daemon restarts.
+   */
+  lost?: boolean;
 }
 
 export interface SpawnedScript {

@@ -157,7 +157,7 @@ export class CgidSupervisor implements ScriptSpawner {
     const exited = remote.exited.then((exit): ScriptExit => {
       reaped = true;
       // null: the daemon went away; the supervisor already killed the group.
-      return exit ?? { code: null, signal: 'SIGKILL' };
+      return exit ?? { code: null, signal: 'SIGKILL', lost: true };
     });
     const signalGroup = (signal: NodeJS.Signals) => {
       if (reaped) return;

@@ -41,6 +41,7 @@ function makeCgiBin(t: TestContext): string {
   const dir = join(tempDir(t, 'gatehouse-cgid-bin-'), 'cgi-bin');
   cpSync(fixtures, dir, { recursive: true });
   writeScript(dir, 'ppid.sh', '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\n%s\\n" "$PPID"\n');
+  writeScript(dir, 'slow-head.sh', '#!/bin/sh\necho "slow-head pid $$" >&2\nsleep 30\n');
   writeScript(dir, 'slow.sh', '#!/bin/sh\necho "slow pid $$" >&2\nprintf "Content-Type: text/plain\\n\\nstarted\\n"\nsleep 30 &\nsleep 30\n');
   return dir;
 }
@@ -252,13 +253,23 @@ test('the daemon killed under load: requests in flight end, scripts are killed, 
     const found = [...site.errors().matchAll(/slow pid (\d+)/g)].map((match) => Number(match[1]));
     return found.length >= 6 ? found : undefined;
   });
-  const groups = new Set(pids);
-  assert.equal(membersOf(groups).length >= 6, true, 'the scripts and their sleeps run');
+  // Two more whose scripts have not printed their head yet when the daemon dies: they are answered 503.
+  const beforeHead = Array.from({ length: 2 }, () => httpRequest(`${site.base}/cgi-bin/slow-head.sh`, { timeoutMs: 20_000 }));
+  const headless = await eventually('two scripts without a head yet', () => {
+    const found = [...site.errors().matchAll(/slow-head pid (\d+)/g)].map((match) => Number(match[1]));
+    return found.length >= 2 ? found : undefined;
+  });
+  const groups = new Set([...pids, ...headless]);
+  assert.equal(membersOf(groups).length >= 8, true, 'the scripts and their sleeps run');
 
   process.kill(first, 'SIGKILL');
   // Every request in flight finishes (none hangs until the client timeout).
   const results = await Promise.all(inFlight);
   for (const result of results) assert.ok(!(result instanceof Error) || !/timed out/.test(result.message), String(result));
+  for (const response of await Promise.all(beforeHead)) {
+    assert.equal(response.status, 503);
+    assert.equal(response.headers['retry-after'], '1');
+  }
   // No orphans: the scripts and everything they started are gone.
   await eventually('the orphaned script groups to be killed', () => membersOf(groups).length === 0);
 
