@@ -214,3 +214,5 @@ export const MAX_DURATION_MS = 2 ** 31 - 1;
 /** How often node:http checks its header and request timeouts: a quarter of the shortest, within these bounds. */
 export const HTTP_TIMEOUT_CHECK_MIN_MS = 50;
 export const HTTP_TIMEOUT_CHECK_MAX_MS = 1000;
+/** listen(2) backlog of the daemon's socket (fronts connect once and keep the connection; the kernel caps it at somaxconn). */
+export const CGID_LISTEN_BACKLOG = 4096;

@@ -13,8 +13,10 @@
  * connection closes (the front died) or when the daemon stops.
  */
 import { randomBytes } from 'node:crypto';
+import { unlinkSync } from 'node:fs';
+import path from 'node:path';
 import { SpawnError } from '../cgi/spawner.js';
-import { CGID_KILL_GRACE_MS, CGID_READ_CHUNK_BYTES, CGID_STDIO_DESCRIPTORS, KFCGI_FALLBACK_BACKLOG } from '../limits.js';
+import { CGID_KILL_GRACE_MS, CGID_READ_CHUNK_BYTES, CGID_STDIO_DESCRIPTORS, CGID_LISTEN_BACKLOG } from '../limits.js';
 import { createListener, identityAt, openAt, setNonBlocking, type FileIdentity } from '../sys/index.js';
 import {
   acceptConnection,
@@ -31,8 +33,6 @@ import { launchScript, type LaunchPolicy } from './launcher.js';
 import { signalScript } from './posix-spawner.js';
 import { daemonProof, decodeMessage, encodeMessage, FrameDecoder, secretsEqual, type CgidMessage, type ScriptLimits, type SpawnOrder } from './protocol.js';
 import { checkSocketDirectory, clearStaleSocket } from './socket-path.js';
-import path from 'node:path';
-import { unlinkSync } from 'node:fs';
 
 export interface DaemonOptions {
   socketPath: string;
@@ -85,7 +85,7 @@ export class CgidDaemon {
     const socketPath = this.#options.socketPath;
     checkSocketDirectory(path.dirname(socketPath));
     clearStaleSocket(socketPath);
-    this.#listenFd = createListener({ kind: 'unix', path: socketPath }, { backlog: KFCGI_FALLBACK_BACKLOG, mode: 0o600 });
+    this.#listenFd = createListener({ kind: 'unix', path: socketPath }, { backlog: CGID_LISTEN_BACKLOG, mode: 0o600 });
     // Accepted in a loop until EAGAIN: the listener must not block.
     setNonBlocking(this.#listenFd, true);
     const directoryFd = openAt(-100, path.dirname(socketPath), true);

@@ -3,10 +3,9 @@
  * (clone3 with CLONE_VM|CLONE_VFORK: no page tables copied, so a start costs
  * the same from a 40 MB daemon as from a 1.5 GB front), reaping through a
  * pidfd (so libuv's own SIGCHLD reaping never sees or steals these children,
- * and ours never steal libuv's), resource limits set on the child with
- * prlimit(2), and the descriptor plumbing the cgid daemon needs: socket
- * pairs, accept4, sendmsg/recvmsg with several SCM_RIGHTS descriptors, and
- * SO_PEERCRED.
+ * and ours never steal libuv's), and the descriptor plumbing the cgid
+ * daemon needs: pipes, socket pairs, accept4, sendmsg/recvmsg with several
+ * SCM_RIGHTS descriptors, and SO_PEERCRED.
  *
  * Linux and glibc only (posix_spawn_file_actions_addchdir_np needs 2.29,
  * POSIX_SPAWN_SETSID 2.26, pidfd_open Linux 5.3). Every descriptor made here
@@ -36,7 +35,6 @@ const c = {
   sigfillset: libc.func('int sigfillset(void *set)'),
   syscall3: libc.func('long syscall(long number, ...)'),
   waitpid: libc.func('int waitpid(int pid, _Out_ int *status, int options)'),
-  prlimit: libc.func('int prlimit(int pid, int resource, const void *newLimit, void *oldLimit)'),
   socket: libc.func('int socket(int domain, int type, int protocol)'),
   socketpair: libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)'),
   connect: libc.func('int connect(int fd, const void *addr, uint32_t len)'),
@@ -74,8 +72,6 @@ const FILE_ACTIONS_BYTES = 256;
 const SPAWNATTR_BYTES = 512;
 const SIGSET_BYTES = 256;
 
-const RLIMIT_NUMBERS = { CPU: 0, FSIZE: 1, DATA: 2, STACK: 3, CORE: 4, NPROC: 6, NOFILE: 7, AS: 9 } as const;
-export type SpawnRlimit = keyof typeof RLIMIT_NUMBERS;
 
 function errnoError(syscall: string, object: string, errno: number = koffi.errno()): SysError {
   return new SysError(syscall, object, errno);
@@ -281,20 +277,6 @@ export function watchChildExit(pid: number, onExit: (exit: ProcessExit) => void)
       c.close(pidfd);
     },
   };
-}
-
-/** prlimit(2) on another process: sets soft and hard `limit` (a whole number; Infinity for none). */
-export function setChildLimit(pid: number, resource: SpawnRlimit, limit: number): void {
-  const block = allocate(16);
-  try {
-    const view = new DataView(koffi.view(block, 16));
-    const value = limit === Infinity ? 0xffffffffffffffffn : BigInt(Math.floor(limit));
-    view.setBigUint64(0, value, true);
-    view.setBigUint64(8, value, true);
-    if ((c.prlimit(pid, RLIMIT_NUMBERS[resource], block, null) as number) !== 0) throw errnoError('prlimit', `${resource} of pid ${pid}`);
-  } finally {
-    koffi.free(block);
-  }
 }
 
 /**

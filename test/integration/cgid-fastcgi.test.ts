@@ -22,6 +22,8 @@ import { RawFastCGIPeer } from '../kit/raw-fastcgi.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const fixtures = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
+/** Waits on the raw peer: generous, since CI and this machine are shared (never a timing assertion). */
+const SLOW_MACHINE_MS = 20_000;
 
 interface Face {
   socket: string;
@@ -154,7 +156,7 @@ test('the FastCGI protocol side: GET_VALUES, UNKNOWN_TYPE, keep-conn, ABORT_REQU
     t.after(() => peer.close());
     peer.write(encodeRecord(RecordType.GET_VALUES, 0, encodeNameValuePairs([[Buffer.from('FCGI_MPXS_CONNS'), Buffer.alloc(0)]])));
     peer.write(encodeRecord(42, 0, Buffer.alloc(0)));
-    const records = await peer.waitFor((all) => all.some((r) => r.type === RecordType.GET_VALUES_RESULT) && all.some((r) => r.type === RecordType.UNKNOWN_TYPE));
+    const records = await peer.waitFor((all) => all.some((r) => r.type === RecordType.GET_VALUES_RESULT) && all.some((r) => r.type === RecordType.UNKNOWN_TYPE), SLOW_MACHINE_MS);
     const unknown = records.find((r) => r.type === RecordType.UNKNOWN_TYPE)!;
     assert.equal(unknown.content[0], 42);
   });
@@ -163,9 +165,9 @@ test('the FastCGI protocol side: GET_VALUES, UNKNOWN_TYPE, keep-conn, ABORT_REQU
     const peer = await RawFastCGIPeer.connect({ path: face.socket });
     t.after(() => peer.close());
     peer.sendRequest(1, params(face, 'env.sh'), { keepConn: true });
-    await peer.waitForEnd(1);
+    await peer.waitForEnd(1, SLOW_MACHINE_MS);
     peer.sendRequest(2, params(face, 'env.sh'), { keepConn: true });
-    await peer.waitForEnd(2);
+    await peer.waitForEnd(2, SLOW_MACHINE_MS);
     assert.match(peer.stdout(2).toString(), /SCRIPT_FILENAME=/);
     assert.equal(peer.closed, false);
   });
@@ -174,22 +176,22 @@ test('the FastCGI protocol side: GET_VALUES, UNKNOWN_TYPE, keep-conn, ABORT_REQU
     const peer = await RawFastCGIPeer.connect({ path: face.socket });
     t.after(() => peer.close());
     peer.sendRequest(1, params(face, 'pid.sh'), { keepConn: true });
-    await peer.waitFor(() => /pid \d+/.test(peer.stdout(1).toString()));
+    await peer.waitFor(() => /pid \d+/.test(peer.stdout(1).toString()), SLOW_MACHINE_MS);
     const pid = Number(/pid (\d+)/.exec(peer.stdout(1).toString())![1]);
     assert.ok(existsSync(`/proc/${pid}`));
     peer.write(encodeRecord(RecordType.ABORT_REQUEST, 1, Buffer.alloc(0)));
-    await peer.waitForEnd(1, 10_000);
+    await peer.waitForEnd(1, SLOW_MACHINE_MS);
     await waitFor(() => !existsSync(`/proc/${pid}`) || /^\d+ \([^)]*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')));
   });
 
   await t.test('a malformed record closes that connection only; the face keeps serving', async () => {
     const bad = await RawFastCGIPeer.connect({ path: face.socket });
     bad.write(Buffer.from([9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]));
-    await bad.waitForClose();
+    await bad.waitForClose(SLOW_MACHINE_MS);
     const peer = await RawFastCGIPeer.connect({ path: face.socket });
     t.after(() => peer.close());
     peer.sendRequest(1, params(face, 'env.sh'));
-    const end = await peer.waitForEnd(1);
+    const end = await peer.waitForEnd(1, SLOW_MACHINE_MS);
     assert.equal(end.content.readUInt32BE(0), 0);
   });
 });
