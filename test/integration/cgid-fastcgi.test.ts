@@ -136,7 +136,7 @@ test('nginx runs CGI scripts through gatehouse cgid --fastcgi with an fcgiwrap c
   });
 });
 
-async function waitFor(probe: () => boolean, timeoutMs = 10_000): Promise<void> {
+async function waitFor(probe: () => boolean, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!probe()) {
     if (Date.now() > deadline) throw new Error('condition not met in time');
