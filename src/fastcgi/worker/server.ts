@@ -83,31 +83,36 @@ export class FastCGIServer extends EventEmitter implements ConnectionHost {
     if (callback) this.once('listening', callback);
     if (this.#options.handleSignals !== false) this.#installSignalHandlers();
     if (args.length === 0) {
-      if (process.env.FCGI_LISTENSOCK_DESCRIPTORS) {
+      if (process.env.FCGI_LISTENSOCK_DESCRIPTORS !== undefined) {
         void this.#listenOnDescriptors(process.env.FCGI_LISTENSOCK_DESCRIPTORS);
         return this;
       }
-      if (!isSocket(FCGI_LISTENSOCK_FILENO)) {
-        throw new GatehouseError(
-          ErrorCode.FCGI_BAD_RECORD,
-          'listen() with no address needs a listening socket on fd 0 (FCGI_LISTENSOCK_FILENO), as spawn-fcgi or gatehouse kfcgi provide; pass a path or port to listen on one yourself',
-        );
-      }
-      this.#server.listen({ fd: FCGI_LISTENSOCK_FILENO });
+      this.#listenOnListenSocket();
       return this;
     }
     (this.#server.listen as (...a: unknown[]) => void)(...args);
     return this;
   }
 
+  /** FCGI_LISTENSOCK_FILENO: the listening socket a web server or process manager left on fd 0. */
+  #listenOnListenSocket(): void {
+    if (!isSocket(FCGI_LISTENSOCK_FILENO)) {
+      throw new GatehouseError(
+        ErrorCode.FCGI_BAD_RECORD,
+        'listen() with no address needs a listening socket on fd 0 (FCGI_LISTENSOCK_FILENO), as spawn-fcgi or gatehouse kfcgi provide; pass a path or port to listen on one yourself',
+      );
+    }
+    this.#server.listen({ fd: FCGI_LISTENSOCK_FILENO });
+  }
+
   async #listenOnDescriptors(value: string): Promise<void> {
     try {
-      // Loaded only in that mode, so plain workers never touch the system-call binding it needs.
-      const modulePath = './kcgi-descriptors.js';
-      const { listenOnKcgiDescriptors } = (await import(modulePath)) as {
-        listenOnKcgiDescriptors(server: FastCGIServer, fd: number): Promise<void>;
-      };
-      await listenOnKcgiDescriptors(this, Number.parseInt(value, 10));
+      // Loaded only in that mode, so plain workers never load the system-call binding it needs.
+      const { listenOnKcgiDescriptors, parseDescriptorVariable } = await import('./kcgi-descriptors.js');
+      const controlFd = parseDescriptorVariable(value);
+      // As kcgi does: a value that is not a descriptor number means "accept on fd 0 as usual".
+      if (controlFd === null) this.#listenOnListenSocket();
+      else await listenOnKcgiDescriptors(this, controlFd);
     } catch (error) {
       this.emit('error', error);
     }
