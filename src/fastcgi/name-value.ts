@@ -19,7 +19,8 @@ function lengthSize(length: number): number {
   return length < 128 ? 1 : 4;
 }
 
-function writeLength(target: Buffer, offset: number, length: number): number {
+/** Writes one name or value length (1 byte below 128, else 4 with the top bit set); returns the next offset. */
+export function writeNameValueLength(target: Buffer, offset: number, length: number): number {
   if (length < 128) {
     target[offset] = length;
     return offset + 1;
@@ -33,8 +34,8 @@ export function encodeNameValuePair(name: NameValueInput, value: NameValueInput)
   const valueBytes = toBytes(value);
   if (nameBytes.length > MAX_LENGTH || valueBytes.length > MAX_LENGTH) throw new RangeError('name or value longer than 2^31-1 bytes');
   const out = Buffer.allocUnsafe(lengthSize(nameBytes.length) + lengthSize(valueBytes.length) + nameBytes.length + valueBytes.length);
-  let offset = writeLength(out, 0, nameBytes.length);
-  offset = writeLength(out, offset, valueBytes.length);
+  let offset = writeNameValueLength(out, 0, nameBytes.length);
+  offset = writeNameValueLength(out, offset, valueBytes.length);
   offset += nameBytes.copy(out, offset);
   valueBytes.copy(out, offset);
   return out;

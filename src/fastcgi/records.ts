@@ -7,7 +7,7 @@
 import { FCGI_MAX_CONTENT_LENGTH } from '../limits.js';
 import { ErrorCode, FastCGIProtocolError } from '../errors.js';
 import { FCGI_HEADER_LEN, FCGI_KEEP_CONN, FCGI_VERSION_1, RecordType, type ProtocolStatus, type Role } from './protocol.js';
-import { encodeNameValuePair, type NameValueInput } from './name-value.js';
+import { writeNameValueLength, type NameValueInput } from './name-value.js';
 
 /** Shared zero bytes for padding: never written to, so one buffer serves every record. */
 const ZERO_PADDING = Buffer.alloc(8);
@@ -102,43 +102,72 @@ export function encodeUnknownType(unknownType: number): Buffer {
  * splitting one pair across two records: php-fpm closes the connection when a
  * pair straddles a record boundary. A pair that cannot fit in one record is an
  * error that names it. The terminating empty record is not included.
+ *
+ * This runs once per proxied request, so it measures first and then writes
+ * every record into one buffer, with no buffer per pair.
  */
 export function encodeParamsRecords(type: number, requestId: number, pairs: Iterable<readonly [NameValueInput, NameValueInput]>): Buffer {
-  const encoded: Buffer[] = [];
-  let total = 0;
+  const fields: NameValueInput[] = [];
+  const sizes: number[] = [];
   for (const [name, value] of pairs) {
-    const pair = encodeNameValuePair(name, value);
-    if (pair.length > FCGI_MAX_CONTENT_LENGTH) {
-      const shownName = Buffer.from(typeof name === 'string' ? name : Buffer.from(name)).toString('latin1').slice(0, 64);
+    const nameLength = byteLengthOf(name);
+    const valueLength = byteLengthOf(value);
+    const size = (nameLength < 128 ? 1 : 4) + (valueLength < 128 ? 1 : 4) + nameLength + valueLength;
+    if (size > FCGI_MAX_CONTENT_LENGTH) {
+      const shownName = (typeof name === 'string' ? name : Buffer.from(name).toString('latin1')).slice(0, 64);
       throw new FastCGIProtocolError(
         ErrorCode.FCGI_PAIR_TOO_LARGE,
-        `FastCGI parameter ${shownName} is ${pair.length} bytes encoded, more than one record holds (${FCGI_MAX_CONTENT_LENGTH}); shorten the value (a long cookie or header?)`,
+        `FastCGI parameter ${shownName} is ${size} bytes encoded, more than one record holds (${FCGI_MAX_CONTENT_LENGTH}); shorten the value (a long cookie or header?)`,
       );
     }
-    encoded.push(pair);
-    total += pair.length;
+    fields.push(name, value);
+    sizes.push(size, nameLength, valueLength);
   }
-  const records: Buffer[] = [];
-  let batch: Buffer[] = [];
-  let batchLength = 0;
-  const flush = () => {
-    if (batchLength === 0) return;
-    records.push(encodeRecord(type, requestId, batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchLength)));
-    batch = [];
-    batchLength = 0;
-  };
-  if (total <= FCGI_MAX_CONTENT_LENGTH) {
-    batch = encoded;
-    batchLength = total;
-  } else {
-    for (const pair of encoded) {
-      if (batchLength + pair.length > FCGI_MAX_CONTENT_LENGTH) flush();
-      batch.push(pair);
-      batchLength += pair.length;
+  // Lay the pairs out into records: a new record whenever the next pair would not fit.
+  const recordContent: number[] = [];
+  let current = 0;
+  for (let index = 0; index < sizes.length; index += 3) {
+    const size = sizes[index]!;
+    if (current + size > FCGI_MAX_CONTENT_LENGTH) {
+      recordContent.push(current);
+      current = 0;
     }
+    current += size;
   }
-  flush();
-  return records.length === 1 ? records[0]! : Buffer.concat(records);
+  if (current > 0) recordContent.push(current);
+  let total = 0;
+  for (const length of recordContent) total += FCGI_HEADER_LEN + length + paddingFor(length);
+  const out = Buffer.allocUnsafe(total);
+  let offset = 0;
+  let pair = 0;
+  for (const contentLength of recordContent) {
+    const padding = paddingFor(contentLength);
+    writeHeader(out, offset, type, requestId, contentLength, padding);
+    offset += FCGI_HEADER_LEN;
+    const end = offset + contentLength;
+    while (offset < end) {
+      const nameLength = sizes[pair * 3 + 1]!;
+      const valueLength = sizes[pair * 3 + 2]!;
+      offset = writeNameValueLength(out, offset, nameLength);
+      offset = writeNameValueLength(out, offset, valueLength);
+      offset = writeBytes(out, offset, fields[pair * 2]!, nameLength);
+      offset = writeBytes(out, offset, fields[pair * 2 + 1]!, valueLength);
+      pair++;
+    }
+    out.fill(0, offset, offset + padding);
+    offset += padding;
+  }
+  return out;
+}
+
+function byteLengthOf(input: NameValueInput): number {
+  return typeof input === 'string' ? Buffer.byteLength(input, 'utf8') : input.byteLength;
+}
+
+function writeBytes(target: Buffer, offset: number, input: NameValueInput, length: number): number {
+  if (typeof input === 'string') target.write(input, offset, length, 'utf8');
+  else target.set(input, offset);
+  return offset + length;
 }
 
 export interface BeginRequestBody {
