@@ -71,14 +71,17 @@ async function runRequest(req: FastCGIRequest, res: FastCGIResponse, options: Fa
 
   const env: Record<string, string> = { ...params };
   if (env.PATH === undefined) env.PATH = DEFAULT_PATH;
-  const tap = options.scriptLog ? new BodyHead(options.scriptLog.bodyBytes) : null;
+  // RFC 3875 4.2: a script reads CONTENT_LENGTH bytes; with none (nginx sends it empty for a request without a
+  // body) the script gets /dev/null, and whatever FCGI_STDIN brings is drained once the script is done.
+  const hasBody = params.CONTENT_LENGTH !== undefined && params.CONTENT_LENGTH !== '' && params.CONTENT_LENGTH !== '0';
+  const tap = hasBody && options.scriptLog ? new BodyHead(options.scriptLog.bodyBytes) : null;
   if (tap) req.pipe(tap);
   const run = runScript({
     file,
     argv: [file],
     cwd: path.dirname(file),
     env,
-    stdin: tap ?? req,
+    stdin: hasBody ? (tap ?? req) : null,
     timeoutMs,
     killGraceMs: options.killGraceMs ?? CGI_KILL_GRACE_MS,
     spawner: options.spawner,
@@ -157,7 +160,7 @@ async function runRequest(req: FastCGIRequest, res: FastCGIResponse, options: Fa
   // nginx stops sending the request body once it has passed a response header on to its client, so output is
   // held back (read, not paused: the script never blocks on it) until the whole body arrived or the hold is full.
   const hold = new HoldOutput(CGID_FASTCGI_HOLD_BYTES);
-  if (req.complete) hold.release();
+  if (!hasBody || req.complete) hold.release();
   else req.once('end', () => hold.release());
   run.body.pipe(hold).pipe(res, { end: false });
   const endAfterExit = () => {

@@ -57,6 +57,7 @@ async function nginxFor(t: TestContext, face: Face): Promise<RunningNginx> {
         include /etc/nginx/fastcgi_params;
         fastcgi_param SCRIPT_FILENAME ${face.root}$fastcgi_script_name;
         fastcgi_read_timeout 30s;
+        fastcgi_buffering off;
       }
       # No SCRIPT_FILENAME here: DOCUMENT_ROOT + SCRIPT_NAME name the script.
       location /plain/ {
@@ -194,4 +195,22 @@ test('the FastCGI protocol side: GET_VALUES, UNKNOWN_TYPE, keep-conn, ABORT_REQU
     const end = await peer.waitForEnd(1, SLOW_MACHINE_MS);
     assert.equal(end.content.readUInt32BE(0), 0);
   });
+});
+
+test('output streams to nginx as the script writes it', async (t) => {
+  const face = await startFace(t);
+  const nginx = await nginxFor(t, face);
+  const lines: number[] = [];
+  const started = Date.now();
+  await new Promise<void>((resolve, reject) => {
+    import('node:http').then(({ default: http }) => {
+      http.get(`${nginx.url}/cgi-bin/stream.sh`, { agent: false }, (res) => {
+        res.on('data', () => lines.push(Date.now() - started));
+        res.on('end', resolve);
+        res.on('error', reject);
+      }).on('error', reject);
+    }, reject);
+  });
+  // stream.sh writes a line every 100 ms: the body arrives in more than one piece, not all at the end.
+  assert.ok(lines.length >= 2, `the body came in ${lines.length} piece(s)`);
 });
