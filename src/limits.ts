@@ -202,10 +202,11 @@ export const CLIENT_IDLE_HANDOFF_MS = 50;
  * A request with no answer for this long, while connections to the same
  * application keep finishing requests, is taken to be stuck unaccepted in the
  * application's listen queue: finished connections are then closed instead of
- * reused, so the application's processes move on to the waiting connections.
- * Above the run time of most scripts that print nothing until they end.
+ * reused, so the application's processes move on to the waiting connections,
+ * and the pool learns how many connections the application serves at once and
+ * opens no more. A slow script mistaken for a stuck one costs only a reconnect.
  */
-export const CLIENT_STARVATION_MS = 1000;
+export const CLIENT_STARVATION_MS = 250;
 /** The front gives up on a daemon that has not answered a spawn order for this long (stopped or wedged) and replaces it. */
 export const CGID_SPAWN_ANSWER_TIMEOUT_MS = 15_000;
 

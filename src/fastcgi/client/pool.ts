@@ -65,6 +65,13 @@ export class Pool {
   #cancelProbe: (() => void) | null = null;
   #closed = false;
   #closeWaiters: Array<() => void> = [];
+  /**
+   * How many connections the application really serves at once, learned the
+   * first time a request starved (see #someoneStarves): php-fpm states no
+   * FCGI_MAX_CONNS, and every connection above its process count only parks
+   * a request in its listen queue.
+   */
+  #learnedCap: number | null = null;
 
   constructor(address: ResolvedAddress, options: PoolOptions) {
     this.#address = address;
@@ -167,7 +174,7 @@ export class Pool {
   }
 
   #connectionCap(): number {
-    return Math.min(this.#options.maxConnections, this.#capabilities?.maxConns ?? Infinity);
+    return Math.min(this.#options.maxConnections, this.#capabilities?.maxConns ?? Infinity, this.#learnedCap ?? Infinity);
   }
 
   #perConnectionCap(): number {
@@ -277,11 +284,17 @@ export class Pool {
   #someoneStarves(): boolean {
     if (this.#capabilities?.multiplexes) return false;
     const limit = performance.now() - CLIENT_STARVATION_MS;
+    let starving = false;
+    let served = 0;
     for (const connection of this.#connections) {
       const since = connection.oldestUnansweredSince();
-      if (since !== null && since < limit) return true;
+      if (since === null) served++;
+      else if (since < limit) starving = true;
     }
-    return false;
+    // Learn the application's real concurrency once, so the pool stops opening
+    // connections it cannot serve; the extra ones close as they finish.
+    if (starving && this.#learnedCap === null) this.#learnedCap = Math.max(1, served);
+    return starving;
   }
 
   #someoneWaitsForAnAnswer(): boolean {
