@@ -91,5 +91,6 @@ export function frontSpawnSettings(config: ServeConfig): FrontSpawnSettings {
     limits: { cpuSeconds: config.rlimitCpu, memoryBytes: config.rlimitMem, processes: config.rlimitNproc, openFiles: config.rlimitNofile, outputBytes: config.maxScriptOutput },
     suexecMinUid: config.suexecMinUid,
     suexecMinGid: config.suexecMinGid,
+    suexec: config.scriptAlias.flatMap((alias) => (alias.user ? [{ directory: alias.dir, user: alias.user, group: alias.group ?? alias.user }] : [])),
   };
 }

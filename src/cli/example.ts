@@ -14,6 +14,7 @@ import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadServeConfig } from '../config/load.js';
 import { GatehouseFront } from '../http/server.js';
+import { frontSpawnSettings, startFrontSpawner, type FrontSpawner } from '../cgid/front.js';
 import { formatListenAddress } from '../config/listen.js';
 
 const EXAMPLES = fileURLToPath(new URL('../../../examples/', import.meta.url));
@@ -55,8 +56,10 @@ export async function main(argv: string[]): Promise<number> {
   const runtime = mkdtempSync(path.join(tmpdir(), 'gatehouse-example-'));
   const socketPath = path.join(runtime, 'app.sock');
   const app = spawn(process.execPath, [path.join(EXAMPLES, 'fastcgi-app.mjs'), socketPath], { stdio: ['ignore', 'inherit', 'inherit'] });
-  const cleanup = () => {
+  let scripts: FrontSpawner | null = null;
+  const cleanup = async () => {
     app.kill('SIGTERM');
+    await scripts?.stop();
     rmSync(runtime, { recursive: true, force: true });
   };
   try {
@@ -68,32 +71,36 @@ export async function main(argv: string[]): Promise<number> {
         'cgi-bin': path.join(EXAMPLES, 'site/cgi-bin'),
         'server-name': 'localhost',
         'script-timeout': '10s',
+        // The cgid daemon's socket lives in the example's private (0700) directory.
+        'runtime-dir': runtime,
         fastcgi: [{ url: '/app/', upstreams: [`unix:${socketPath}`], 'script-filename': path.join(EXAMPLES, 'fastcgi-app.mjs') }],
       },
     });
-    const front = new GatehouseFront({ config });
+    // As gatehouse serve does: scripts start through the cgid daemon.
+    scripts = await startFrontSpawner(frontSpawnSettings(config), (line) => process.stderr.write(`${line}\n`));
+    const front = new GatehouseFront({ config, spawner: scripts.spawner });
     const addresses = await front.listen();
     const url = addresses.map((address) => ('path' in address ? formatListenAddress(address) : `http://${formatListenAddress(address)}/`)).join(' ');
     process.stderr.write(`gatehouse example: serving ${url}  (Ctrl-C to stop)\n  try: curl ${url}cgi-bin/env.sh/extra?x=1   curl ${url}app/hello\n`);
     return await new Promise<number>((resolve) => {
       const stop = () => {
-        front.stop(2000).finally(() => {
-          cleanup();
-          resolve(0);
-        });
+        front
+          .stop(2000)
+          .then(cleanup)
+          .finally(() => resolve(0));
       };
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       app.once('exit', (code, signal) => {
         front.logError(`the example FastCGI application exited (${signal ?? code}); stopping`);
-        front.stop(2000).finally(() => {
-          cleanup();
-          resolve(1);
-        });
+        front
+          .stop(2000)
+          .then(cleanup)
+          .finally(() => resolve(1));
       });
     });
   } catch (error) {
-    cleanup();
+    await cleanup();
     throw error;
   }
 }

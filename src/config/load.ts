@@ -117,7 +117,7 @@ function convert(key: KeyDefinition, raw: RawValue, baseDir: string, problems: s
 }
 
 function isPathKey(name: string): boolean {
-  return name === 'docroot' || name === 'cgi-bin' || name === 'script-log' || name === 'access-log' || name === 'error-log';
+  return name === 'docroot' || name === 'cgi-bin' || name === 'script-log' || name === 'access-log' || name === 'error-log' || name === 'runtime-dir';
 }
 
 const FASTCGI_ROUTE_KEYS = ['url', 'upstreams', 'root', 'split-path', 'index', 'script-filename', 'params', 'connect-timeout', 'read-timeout', 'max-connections', 'multiplex'];
@@ -133,12 +133,16 @@ function readScriptAliases(raw: unknown, baseDir: string, problems: string[]): S
       problems.push(`${where}: expected a table with url and dir`);
       return [];
     }
-    const { url, dir, ...rest } = entry as Record<string, unknown>;
-    for (const name of Object.keys(rest)) problems.push(`${where}: unknown key '${name}'; a script alias has url and dir`);
+    const { url, dir, user, group, ...rest } = entry as Record<string, unknown>;
+    for (const name of Object.keys(rest)) problems.push(`${where}: unknown key '${name}'; a script alias has url, dir, and optionally user and group`);
     if (typeof url !== 'string' || !url.startsWith('/')) problems.push(`${where}.url: expected a URL prefix starting with "/", such as "/cgi-bin/"`);
     if (typeof dir !== 'string' || dir === '') problems.push(`${where}.dir: expected the directory of the scripts`);
+    const accountName = /^[a-z_][a-z0-9_.-]*\$?$/i;
+    if (user !== undefined && (typeof user !== 'string' || !accountName.test(user))) problems.push(`${where}.user: expected a user name, such as "www-data"`);
+    if (group !== undefined && (typeof group !== 'string' || !accountName.test(group))) problems.push(`${where}.group: expected a group name, such as "www-data"`);
+    if (group !== undefined && user === undefined) problems.push(`${where}.group: set user too; scripts run as that user and group`);
     if (typeof url !== 'string' || typeof dir !== 'string') return [];
-    return [{ url, dir: path.resolve(baseDir, dir) }];
+    return [{ url, dir: path.resolve(baseDir, dir), ...(typeof user === 'string' ? { user } : {}), ...(typeof group === 'string' ? { group } : {}) }];
   });
 }
 

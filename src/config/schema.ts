@@ -46,7 +46,7 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
   { name: 'docroot', kind: 'string', flag: true, argument: 'DIR', summary: 'document root: static files, and scripts with a --cgi-ext ending (DOCUMENT_ROOT)' },
   { name: 'cgi-bin', kind: 'string', flag: true, argument: 'DIR', summary: 'a directory of CGI scripts mapped at /cgi-bin/ (every file there is a script, like ScriptAlias)' },
   { name: 'cgi-ext', kind: 'strings', flag: true, argument: 'EXT', summary: 'file endings run as CGI inside the docroot, e.g. .cgi (repeatable)' },
-  { name: 'script-alias', kind: 'routes', summary: 'more ScriptAlias mappings: [[script-alias]] tables with url = "/prefix/" and dir = "DIR"' },
+  { name: 'script-alias', kind: 'routes', summary: 'more ScriptAlias mappings: [[script-alias]] tables with url = "/prefix/", dir = "DIR", and optionally user and group (suexec)' },
   { name: 'fastcgi', kind: 'routes', summary: 'FastCGI routes: [[fastcgi]] tables with url, upstreams, root, split-path, index (see gatehouse-serve(8))' },
   { name: 'server-name', kind: 'string', flag: true, argument: 'NAME', summary: 'ServerName: SERVER_NAME when the request has no usable Host header', defaultText: 'the host name' },
   { name: 'server-admin', kind: 'string', flag: true, argument: 'EMAIL', summary: 'ServerAdmin (SERVER_ADMIN)' },
@@ -84,6 +84,10 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
 export interface ScriptAliasConfig {
   url: string;
   dir: string;
+  /** suexec: run this directory's scripts as this user (the cgid daemon must run as root). */
+  user?: string;
+  /** suexec: and this group (default: the user's name). */
+  group?: string;
 }
 
 export interface FastCGIRouteConfig {
