@@ -9,7 +9,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { PassThrough, pipeline, type Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
+import { BodyTap } from './body-tap.js';
 import type { TLSSocket } from 'node:tls';
 import { ErrorCode } from '../errors.js';
 import { CGI_MAX_ARGV_WORDS, CGI_MAX_LOCAL_REDIRECTS, CGI_MAX_REQUEST_BODY_BYTES, CGI_BODY_MEMORY_SPOOL_BYTES } from '../limits.js';
@@ -553,24 +554,3 @@ function decodeMount(mount: string): string {
 
 
 
-/** Passes the request body through while keeping its first bytes for the script log. */
-class BodyTap extends PassThrough {
-  readonly #limit: number;
-  #parts: Buffer[] = [];
-  #kept = 0;
-  constructor(limit: number) {
-    super();
-    this.#limit = limit;
-  }
-  get head(): Buffer {
-    return Buffer.concat(this.#parts);
-  }
-  override _transform(chunk: Buffer, encoding: BufferEncoding, callback: (error?: Error | null, data?: unknown) => void): void {
-    if (this.#kept < this.#limit) {
-      const kept = chunk.subarray(0, this.#limit - this.#kept);
-      this.#parts.push(Buffer.from(kept));
-      this.#kept += kept.length;
-    }
-    super._transform(chunk, encoding, callback);
-  }
-}

@@ -124,7 +124,7 @@ export class ChildProcessSpawner implements ScriptSpawner {
  * server must not turn an arbitrary executable text file into a shell script,
  * so the spawner refuses what execve would. Costs one 4-byte read.
  */
-function refuseShellFallback(file: string): void {
+export function refuseShellFallback(file: string): void {
   const magic = Buffer.alloc(4);
   let length = 0;
   let fd: number | undefined;

@@ -13,9 +13,10 @@
  */
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import { PassThrough, Transform } from 'node:stream';
+import { Transform } from 'node:stream';
 import { ErrorCode } from '../errors.js';
 import { runScript } from '../cgi/run-script.js';
+import { BodyTap } from '../cgi/body-tap.js';
 import type { ScriptLog } from '../cgi/script-log.js';
 import type { ScriptSpawner } from '../cgi/spawner.js';
 import { CGID_FASTCGI_HOLD_BYTES, CGI_KILL_GRACE_MS, CGI_SCRIPT_TIMEOUT_MS } from '../limits.js';
@@ -74,7 +75,7 @@ async function runRequest(req: FastCGIRequest, res: FastCGIResponse, options: Fa
   // RFC 3875 4.2: a script reads CONTENT_LENGTH bytes; with none (nginx sends it empty for a request without a
   // body) the script gets /dev/null, and whatever FCGI_STDIN brings is drained once the script is done.
   const hasBody = params.CONTENT_LENGTH !== undefined && params.CONTENT_LENGTH !== '' && params.CONTENT_LENGTH !== '0';
-  const tap = hasBody && options.scriptLog ? new BodyHead(options.scriptLog.bodyBytes) : null;
+  const tap = hasBody && options.scriptLog ? new BodyTap(options.scriptLog.bodyBytes) : null;
   if (tap) req.pipe(tap);
   const run = runScript({
     file,
@@ -217,24 +218,3 @@ class HoldOutput extends Transform {
   }
 }
 
-/** Passes the body through, keeping its first bytes for the script log. */
-class BodyHead extends PassThrough {
-  readonly #limit: number;
-  readonly #parts: Buffer[] = [];
-  #kept = 0;
-  constructor(limit: number) {
-    super();
-    this.#limit = limit;
-  }
-  get head(): Buffer {
-    return Buffer.concat(this.#parts);
-  }
-  override _transform(chunk: Buffer, encoding: BufferEncoding, callback: (error?: Error | null, data?: unknown) => void): void {
-    if (this.#kept < this.#limit) {
-      const kept = chunk.subarray(0, this.#limit - this.#kept);
-      this.#parts.push(Buffer.from(kept));
-      this.#kept += kept.length;
-    }
-    super._transform(chunk, encoding, callback);
-  }
-}

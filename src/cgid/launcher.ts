@@ -11,9 +11,9 @@
  * wrapper costs one extra exec, only when a limit is configured.
  * RLIMIT_NPROC is not enforced by Linux for root: it bites for suexec users.
  */
-import { accessSync, closeSync, constants, lstatSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
+import { accessSync, constants, lstatSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { SpawnError } from '../cgi/spawner.js';
+import { refuseShellFallback, SpawnError } from '../cgi/spawner.js';
 import { CGID_PRLIMIT_PATH, CGID_SETPRIV_PATH, CGID_SUEXEC_MIN_GID, CGID_SUEXEC_MIN_UID } from '../limits.js';
 import { lookupUser, SysError } from '../sys/index.js';
 import { lookupGroupId, posixSpawnAsync } from '../sys/posix-spawn.js';
@@ -119,24 +119,3 @@ export function checkSuexec(file: string, runAs: RunAs, policy: LaunchPolicy): {
   return { uid: user.uid, gid };
 }
 
-/**
- * execve answers ENOEXEC for a file that is neither a binary nor a `#!`
- * script, and setpriv's execvp would then retry it through /bin/sh: a CGI
- * server must not run an arbitrary text file as a shell script. One 4-byte read.
- */
-function refuseShellFallback(file: string): void {
-  const magic = Buffer.alloc(4);
-  let length = 0;
-  let fd: number | undefined;
-  try {
-    fd = openSync(file, 'r');
-    length = readSync(fd, magic, 0, 4, 0);
-  } catch (error) {
-    throw new SpawnError(file, (error as NodeJS.ErrnoException).code ?? 'EUNKNOWN', (error as Error).message);
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-  }
-  const interpreted = length >= 2 && magic[0] === 0x23 && magic[1] === 0x21;
-  const elf = length === 4 && magic[0] === 0x7f && magic[1] === 0x45 && magic[2] === 0x4c && magic[3] === 0x46;
-  if (!interpreted && !elf) throw new SpawnError(file, 'ENOEXEC', 'exec format error: the file is neither a binary nor starts with a #! line');
-}

@@ -16,6 +16,7 @@
  * rlimit, tcp_info's first fields).
  */
 import koffi from 'koffi';
+import { AF_UNIX, AF_INET, AF_INET6, SOCK_STREAM, SOCK_NONBLOCK, SOCK_CLOEXEC, SOL_SOCKET, SO_REUSEADDR, SO_ACCEPTCONN, SCM_RIGHTS, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_CMSG_CLOEXEC, IPPROTO_TCP, TCP_INFO, F_GETFL, F_SETFL, O_NONBLOCK, AT_SYMLINK_NOFOLLOW, STATX_INO, UNIX_PATH_MAX } from './linux.js';
 import os from 'node:os';
 import { ErrorCode, GatehouseError } from '../errors.js';
 
@@ -47,29 +48,6 @@ function describeErrno(errno: number): string {
 
 const POINTER_SIZE = koffi.sizeof('void *');
 const SIZE_T_SIZE = koffi.sizeof('size_t');
-
-// Constants from the Linux UAPI headers (identical on x86_64 and aarch64).
-const AF_UNIX = 1;
-const AF_INET = 2;
-const AF_INET6 = 10;
-const SOCK_STREAM = 1;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
-const SOL_SOCKET = 1;
-const SO_REUSEADDR = 2;
-const SO_ACCEPTCONN = 30;
-const SCM_RIGHTS = 1;
-const MSG_DONTWAIT = 0x40;
-const MSG_NOSIGNAL = 0x4000;
-const MSG_CMSG_CLOEXEC = 0x40000000;
-const IPPROTO_TCP = 6;
-const TCP_INFO = 11;
-const F_GETFL = 3;
-const F_SETFL = 4;
-const O_NONBLOCK = 0o4000;
-const AT_SYMLINK_NOFOLLOW = 0x100;
-const STATX_INO = 0x100;
-const UNIX_PATH_MAX = 108;
 
 const c = {
   chroot: libc.func('int chroot(const char *path)'),

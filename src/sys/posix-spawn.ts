@@ -16,6 +16,7 @@ import koffi from 'koffi';
 import os from 'node:os';
 import { ErrorCode, GatehouseError } from '../errors.js';
 import { SysError } from './index.js';
+import { AF_UNIX, SOCK_STREAM, SOCK_NONBLOCK, SOCK_CLOEXEC, SOL_SOCKET, SO_PEERCRED, SCM_RIGHTS, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_CTRUNC, MSG_CMSG_CLOEXEC, UNIX_PATH_MAX } from './linux.js';
 
 const libc = koffi.load('libc.so.6');
 const POINTER_SIZE = koffi.sizeof('void *');
@@ -48,21 +49,9 @@ const c = {
   getppid: libc.func('int getppid(void)'),
 };
 
-const AF_UNIX = 1;
-const SOCK_STREAM = 1;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
-const SOL_SOCKET = 1;
-const SO_PEERCRED = 17;
-const SCM_RIGHTS = 1;
-const MSG_DONTWAIT = 0x40;
-const MSG_NOSIGNAL = 0x4000;
-const MSG_CTRUNC = 0x8;
-const MSG_CMSG_CLOEXEC = 0x40000000;
 const WNOHANG = 1;
 const SYS_PIDFD_OPEN = 434; // the same number on every Linux architecture (added after the syscall tables were unified)
 const PR_SET_PDEATHSIG = 1;
-const UNIX_PATH_MAX = 108;
 // posix_spawn flags (glibc <spawn.h>)
 const POSIX_SPAWN_SETSIGDEF = 0x04;
 const POSIX_SPAWN_SETSIGMASK = 0x08;
