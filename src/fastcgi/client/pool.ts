@@ -66,8 +66,8 @@ export class Pool {
   #closed = false;
   #closeWaiters: Array<() => void> = [];
   /**
-   * How many connections the application really serves at once, learned the
-   * first time a request starved (see #someoneStarves): php-fpm states no
+   * How many connections the application really serves at once, learned when
+   * a request starves (see #someoneStarves): php-fpm states no
    * FCGI_MAX_CONNS, and every connection above its process count only parks
    * a request in its listen queue.
    */
@@ -288,12 +288,14 @@ export class Pool {
     let served = 0;
     for (const connection of this.#connections) {
       const since = connection.oldestUnansweredSince();
-      if (since === null) served++;
-      else if (since < limit) starving = true;
+      // Answered recently or not waiting at all: a process of the application is on it.
+      if (since === null || since >= limit) served++;
+      else starving = true;
     }
-    // Learn the application's real concurrency once, so the pool stops opening
-    // connections it cannot serve; the extra ones close as they finish.
-    if (starving && this.#learnedCap === null) this.#learnedCap = Math.max(1, served);
+    // Learn the application's real concurrency, so the pool stops opening
+    // connections it cannot serve; the extra ones close as they finish. Each
+    // new starvation can only lower it: it converges on the process count.
+    if (starving) this.#learnedCap = Math.min(this.#learnedCap ?? Infinity, Math.max(1, served));
     return starving;
   }
 
