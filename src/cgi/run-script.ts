@@ -23,6 +23,7 @@ import {
 } from '../limits.js';
 import { ResponseHeadParser, type CgiHeadError, type CgiResponseHead, type HeadLimits } from './response-head.js';
 import { ChildProcessSpawner, SpawnError, type ScriptExit, type ScriptSpawner, type SpawnedScript } from './spawner.js';
+import { parseDuration } from '../config/duration.js';
 
 export interface RunScriptOptions {
   file: string;
@@ -67,15 +68,14 @@ export interface RunResult extends ScriptExit {
   lingered: boolean;
 }
 
-/** Parses mod_cgid's CGIDScriptTimeout forms: "20" (seconds), "20s", "500ms", "2m". Null when invalid. */
+/**
+ * CGIDScriptTimeout as operators write it ("20", "20s", "500ms", "2m"), in
+ * milliseconds; null for anything else, zero, or longer than a timer can wait.
+ * The same parser as every duration in the configuration.
+ */
 export function parseScriptTimeout(value: string | number): number | null {
-  if (typeof value === 'number') return Number.isFinite(value) && value > 0 ? Math.round(value * 1000) : null;
-  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$/.exec(value);
-  if (!match) return null;
-  const amount = Number(match[1]);
-  const unit = match[2] ?? 's';
-  const ms = unit === 'ms' ? amount : unit === 's' ? amount * 1000 : amount * 60_000;
-  return ms > 0 && Number.isFinite(ms) ? Math.round(ms) : null;
+  const ms = parseDuration(value);
+  return typeof ms === 'number' && ms > 0 ? ms : null;
 }
 
 export function runScript(options: RunScriptOptions): ScriptRun {

@@ -1,17 +1,14 @@
 /**
  * Durations as operators write them, mod_cgid style: "20" (seconds), "20s",
  * "500ms", "2m", "1h". Returns milliseconds, or an error message that says
- * what to write instead.
- */
-const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-/**
- * The longest delay a Node timer honours (2^31 - 1 ms, about 24.8 days): a
- * longer one fires after 1 ms instead, so "600h" would kill every script at once.
+ * what to write instead. Pure: the configuration and the CGI core share it.
  */
 import { MAX_DURATION_MS } from '../limits.js';
 
 export { MAX_DURATION_MS };
 
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+/** A Node timer longer than MAX_DURATION_MS fires after 1 ms instead: "600h" would kill every script at once. */
 const TOO_LONG = `is longer than a timer can wait (${MAX_DURATION_MS} ms, about 24 days); write a shorter time`;
 
 export function parseDuration(value: string | number): number | string {

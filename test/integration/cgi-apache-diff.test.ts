@@ -14,48 +14,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cgi } from '../../src/cgi/handler.js';
 import { freePort, requireProgram, startProcess, tempDir, waitForListener } from '../kit/process.js';
+import { parseRawResponse, rawRequest } from '../kit/raw-http.js';
 
 const fixtures = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url)).replace(/\/$/, '');
 
 /** Variables that must differ between the two servers. */
 const EXPECTED_TO_DIFFER = new Set(['SERVER_SOFTWARE', 'SERVER_PORT', 'REMOTE_PORT', 'HTTP_HOST', 'REDIRECT_SERVER_SOFTWARE', 'REDIRECT_SERVER_PORT', 'REDIRECT_REMOTE_PORT', 'REDIRECT_HTTP_HOST']);
 
-async function raw(port: number, request: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1');
-    const chunks: Buffer[] = [];
-    socket.on('data', (chunk) => chunks.push(chunk));
-    socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
-    socket.on('error', reject);
-    socket.setTimeout(10_000, () => socket.destroy());
-    socket.write(Buffer.from(request.replaceAll('PORT', String(port)), 'latin1'));
-  });
-}
 
-function parseResponse(text: string): { status: string; headers: Map<string, string[]>; body: string } {
-  const end = text.indexOf('\r\n\r\n');
-  const [statusLine, ...lines] = text.slice(0, end).split('\r\n');
-  const headers = new Map<string, string[]>();
-  for (const line of lines) {
-    const colon = line.indexOf(':');
-    const name = line.slice(0, colon).toLowerCase();
-    headers.set(name, [...(headers.get(name) ?? []), line.slice(colon + 1).trim()]);
-  }
-  let body = text.slice(end + 4);
-  if (headers.get('transfer-encoding')?.[0] === 'chunked') {
-    let decoded = '';
-    let rest = body;
-    for (;;) {
-      const lineEnd = rest.indexOf('\r\n');
-      const size = Number.parseInt(rest.slice(0, lineEnd), 16);
-      if (!size) break;
-      decoded += rest.slice(lineEnd + 2, lineEnd + 2 + size);
-      rest = rest.slice(lineEnd + 2 + size + 2);
-    }
-    body = decoded;
-  }
-  return { status: statusLine!.split(' ').slice(1).join(' '), headers, body };
-}
 
 /**
  * Apache httpd with mod_cgid. (test/kit/apache.ts loads mod_unixd and
@@ -138,9 +104,9 @@ test('the script environment matches Apache mod_cgid for the same requests', asy
   const { apache, ours } = await servers(t);
   const mismatches: string[] = [];
   for (const [label, request] of envRequests) {
-    const [fromApache, fromUs] = await Promise.all([raw(apache, request), raw(ours, request)]);
-    const a = parseResponse(fromApache);
-    const b = parseResponse(fromUs);
+    const [fromApache, fromUs] = await Promise.all([rawRequest(apache, request), rawRequest(ours, request)]);
+    const a = parseRawResponse(fromApache);
+    const b = parseRawResponse(fromUs);
     const context = `${label}\n--- apache:\n${fromApache.slice(0, 2000)}\n--- gatehouse:\n${fromUs.slice(0, 2000)}`;
     assert.equal(b.status.split(' ')[0], a.status.split(' ')[0], `status: ${context}`);
     let envA: { env: Record<string, string>; argv: string[] };
@@ -177,9 +143,9 @@ test('statuses and script headers match Apache for status, nph, malformed and re
   const { apache, ours } = await servers(t);
   for (const script of ['status.sh', 'client-redirect.sh', 'malformed.sh', 'nothing.sh', 'error-status.sh']) {
     const request = `GET /cgi-bin/${script} HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n`;
-    const [fromApache, fromUs] = await Promise.all([raw(apache, request), raw(ours, request)]);
-    const a = parseResponse(fromApache);
-    const b = parseResponse(fromUs);
+    const [fromApache, fromUs] = await Promise.all([rawRequest(apache, request), rawRequest(ours, request)]);
+    const a = parseRawResponse(fromApache);
+    const b = parseRawResponse(fromUs);
     assert.equal(b.status, a.status, `${script}: status line`);
     for (const name of ['set-cookie', 'location', 'content-type']) {
       assert.deepEqual(b.headers.get(name), a.headers.get(name), `${script}: ${name}`);
@@ -187,6 +153,6 @@ test('statuses and script headers match Apache for status, nph, malformed and re
     if (a.status.startsWith('2') || a.status.startsWith('404') || a.status.startsWith('503')) assert.equal(b.body, a.body, `${script}: body`);
   }
   const nph = 'GET /cgi-bin/nph-raw.sh HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n';
-  const [nphApache, nphUs] = await Promise.all([raw(apache, nph), raw(ours, nph)]);
+  const [nphApache, nphUs] = await Promise.all([rawRequest(apache, nph), rawRequest(ours, nph)]);
   assert.equal(nphUs, nphApache);
 });

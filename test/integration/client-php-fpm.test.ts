@@ -5,13 +5,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FastCGIClient, UpstreamError, ErrorCode } from '../../src/fastcgi/client/index.js';
 import { startPhpFpm } from '../kit/php-fpm.js';
 import { tempDir, type Cleanup } from '../kit/process.js';
+import { countingProxy } from '../kit/counting-proxy.js';
 
 const SCRIPTS = {
   'hello.php': '<?php header("Content-Type: text/plain"); echo "hello from php-fpm";',
@@ -304,30 +304,6 @@ test('a pair too large for one record is FCGI_PAIR_TOO_LARGE, thrown before anyt
   assert.equal(client.stats.opened, 0);
 });
 
-/** A unix-socket proxy in front of `target` that counts the connections it accepts. */
-async function countingProxy(t: Cleanup, target: string): Promise<{ path: string; accepted: () => number }> {
-  const path = join(tempDir(t), 'proxy.sock');
-  let accepted = 0;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((downstream) => {
-    accepted++;
-    const upstream = net.connect(target);
-    sockets.add(downstream).add(upstream);
-    downstream.pipe(upstream).pipe(downstream);
-    const close = () => {
-      downstream.destroy();
-      upstream.destroy();
-    };
-    downstream.on('error', close).on('close', close);
-    upstream.on('error', close).on('close', close);
-  });
-  await new Promise<void>((resolve) => server.listen(path, resolve));
-  t.after(() => {
-    for (const socket of sockets) socket.destroy();
-    server.close();
-  });
-  return { path, accepted: () => accepted };
-}
 
 /** Kills the php-fpm master's children, found through /proc (no procps needed on a fresh machine). */
 async function killPhpFpmWorkers(masterPid: number): Promise<void> {

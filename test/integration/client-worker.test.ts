@@ -5,13 +5,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FastCGIClient, ErrorCode, type UpstreamError } from '../../src/fastcgi/client/index.js';
 import { createServer, type RequestHandler } from '../../src/fastcgi/index.js';
 import { tempDir, type Cleanup } from '../kit/process.js';
+import { countingProxy } from '../kit/counting-proxy.js';
 
 async function startWorker(t: Cleanup, handler: RequestHandler): Promise<string> {
   const path = join(tempDir(t), 'worker.sock');
@@ -21,30 +21,6 @@ async function startWorker(t: Cleanup, handler: RequestHandler): Promise<string>
   return path;
 }
 
-/** A unix-socket proxy in front of `target` that counts the connections it accepts. */
-async function countingProxy(t: Cleanup, target: string): Promise<{ address: string; accepted: () => number }> {
-  const path = join(tempDir(t), 'proxy.sock');
-  let accepted = 0;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((downstream) => {
-    accepted++;
-    const upstream = net.connect(target);
-    sockets.add(downstream).add(upstream);
-    downstream.pipe(upstream).pipe(downstream);
-    const close = () => {
-      downstream.destroy();
-      upstream.destroy();
-    };
-    downstream.on('error', close).on('close', close);
-    upstream.on('error', close).on('close', close);
-  });
-  await new Promise<void>((resolve) => server.listen(path, resolve));
-  t.after(() => {
-    for (const socket of sockets) socket.destroy();
-    server.close();
-  });
-  return { address: `unix:${path}`, accepted: () => accepted };
-}
 
 function newClient(t: Cleanup, address: string, options: Partial<ConstructorParameters<typeof FastCGIClient>[0]> = {}): FastCGIClient {
   const client = new FastCGIClient({ address, ...options });

@@ -23,6 +23,7 @@ import {
   socketsOf,
   startKfcgi,
   waitFor,
+  steadyLoad,
 } from '../fixtures/kfcgi/harness.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -102,23 +103,12 @@ for (const subject of [
     const kfcgi = await startKfcgi(t, ['-p', '/', '-n', '3', '-s', socket, ...program], { socket, expectWorkers: 3, env: { PHP_FCGI_CHILDREN: '0' } });
     const nginx = await startNginx(t, nginxFor(socket, subject.kind === 'php' ? fixtures.phpScript : '/x'));
     const before = kfcgi.workers();
-    let running = true;
-    let ok = 0;
-    const failures: string[] = [];
-    const client = async () => {
-      for (let i = 0; running && i < 5000; i += 1) {
-        const response = await httpRequest(`${nginx.url}/?sleep=${i % 5}`).catch((error: Error) => ({ status: 0, body: Buffer.from(error.message) }));
-        if (response.status === 200) ok += 1;
-        else failures.push(`${response.status} ${response.body.toString().slice(0, 100)}`);
-      }
-    };
-    const clients = Array.from({ length: 6 }, () => client());
+    const load = steadyLoad(nginx.url, 6);
     await sleep(300);
     process.kill(kfcgi.pid, 'SIGHUP');
     await waitFor(() => /SIGHUP: restart done/.test(kfcgi.output()), 'the restart to finish', kfcgi.output, 60_000);
     await sleep(300);
-    running = false;
-    await Promise.all(clients);
+    const { ok, failures } = await load.stop();
     const after = kfcgi.workers();
     assert.equal(after.length, 3);
     for (const pid of after) assert.ok(!before.includes(pid), `worker ${pid} was not replaced`);

@@ -21,6 +21,7 @@ import {
   socketsOf,
   startKfcgi,
   waitFor,
+  steadyLoad,
 } from '../fixtures/kfcgi/harness.js';
 
 const workerKinds = [
@@ -117,23 +118,12 @@ test('variable pool: SIGHUP under steady load replaces every worker and no reque
   const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '3', '-N', '6', '-s', socket, fixtures.kcgiExt], { socket, expectWorkers: 3 });
   const nginx = await startNginx(t, { serverBlock: `location / { ${NGINX_FASTCGI_PARAMS} fastcgi_pass unix:${socket}; }` });
   const before = kfcgi.workers();
-  let running = true;
-  let ok = 0;
-  const failures: string[] = [];
-  const client = async () => {
-    for (let i = 0; running && i < 5000; i += 1) {
-      const response = await httpRequest(`${nginx.url}/?sleep=${i % 5}`).catch((error: Error) => ({ status: 0, body: Buffer.from(error.message) }));
-      if (response.status === 200) ok += 1;
-      else failures.push(`${response.status} ${response.body.toString().slice(0, 100)}`);
-    }
-  };
-  const clients = Array.from({ length: 4 }, () => client());
+  const load = steadyLoad(nginx.url, 4);
   await sleep(300);
   process.kill(kfcgi.pid, 'SIGHUP');
   await waitFor(() => kfcgi.workers().every((pid) => !before.includes(pid)), 'every old worker to go', kfcgi.output);
   await sleep(300);
-  running = false;
-  await Promise.all(clients);
+  const { ok, failures } = await load.stop();
   assert.deepEqual(failures, [], `${failures.length} of ${ok + failures.length} requests failed`);
   assert.ok(ok > 50, `only ${ok} requests`);
 });

@@ -8,11 +8,11 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../kit/process.js';
 import { startApache } from '../kit/apache.js';
+import { parseRawResponse, rawRequest } from '../kit/raw-http.js';
 import { CGI_FIXTURES, startGatehouse } from '../fixtures/serve/serve-kit.js';
 
 const SCRIPTS = CGI_FIXTURES.replace(/\/$/, '');
@@ -20,47 +20,8 @@ const MUST_DIFFER = new Set(['SERVER_SOFTWARE', 'SERVER_PORT', 'REMOTE_PORT', 'H
 const withRedirect = (names: Set<string>) => new Set([...names, ...[...names].map((name) => `REDIRECT_${name}`)]);
 const IGNORED = withRedirect(MUST_DIFFER);
 
-async function exchange(port: number, request: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1');
-    const chunks: Buffer[] = [];
-    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-    socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
-    socket.on('error', reject);
-    socket.setTimeout(15_000, () => socket.destroy());
-    socket.write(Buffer.from(request.replaceAll('PORT', String(port)), 'latin1'));
-  });
-}
 
-interface Parsed {
-  status: string;
-  headers: Map<string, string[]>;
-  body: string;
-}
 
-function parse(text: string): Parsed {
-  const end = text.indexOf('\r\n\r\n');
-  const [statusLine, ...lines] = text.slice(0, end).split('\r\n');
-  const headers = new Map<string, string[]>();
-  for (const line of lines) {
-    const colon = line.indexOf(':');
-    const name = line.slice(0, colon).toLowerCase();
-    headers.set(name, [...(headers.get(name) ?? []), line.slice(colon + 1).trim()]);
-  }
-  let body = text.slice(end + 4);
-  if (headers.get('transfer-encoding')?.[0] === 'chunked') {
-    let decoded = '';
-    for (let rest = body; ; ) {
-      const lineEnd = rest.indexOf('\r\n');
-      const size = Number.parseInt(rest.slice(0, lineEnd), 16);
-      if (!size) break;
-      decoded += rest.slice(lineEnd + 2, lineEnd + 2 + size);
-      rest = rest.slice(lineEnd + 2 + size + 2);
-    }
-    body = decoded;
-  }
-  return { status: statusLine!.slice(statusLine!.indexOf(' ') + 1), headers, body };
-}
 
 async function bothServers(t: TestContext): Promise<{ apache: number; gatehouse: number }> {
   const docroot = tempDir(t, 'gatehouse-serve-diff-');
@@ -96,9 +57,9 @@ test('gatehouse serve gives scripts the environment Apache mod_cgid gives them',
   const { apache, gatehouse } = await bothServers(t);
   const mismatches: string[] = [];
   for (const [label, request] of ENV_REQUESTS) {
-    const [fromApache, fromGatehouse] = await Promise.all([exchange(apache, request), exchange(gatehouse, request)]);
-    const a = parse(fromApache);
-    const g = parse(fromGatehouse);
+    const [fromApache, fromGatehouse] = await Promise.all([rawRequest(apache, request), rawRequest(gatehouse, request)]);
+    const a = parseRawResponse(fromApache);
+    const g = parseRawResponse(fromGatehouse);
     const context = `${label}\n--- apache:\n${fromApache.slice(0, 1500)}\n--- gatehouse serve:\n${fromGatehouse.slice(0, 1500)}`;
     assert.equal(g.status, a.status, `status line: ${context}`);
     assert.deepEqual(g.headers.get('content-type'), a.headers.get('content-type'), `Content-Type: ${context}`);
@@ -129,9 +90,9 @@ test('gatehouse serve answers status, redirect, NPH and malformed scripts as Apa
   const { apache, gatehouse } = await bothServers(t);
   for (const script of ['status.sh', 'client-redirect.sh', 'malformed.sh', 'nothing.sh', 'error-status.sh', 'no-such-script.sh']) {
     const request = `GET /cgi-bin/${script} HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n`;
-    const [fromApache, fromGatehouse] = await Promise.all([exchange(apache, request), exchange(gatehouse, request)]);
-    const a = parse(fromApache);
-    const g = parse(fromGatehouse);
+    const [fromApache, fromGatehouse] = await Promise.all([rawRequest(apache, request), rawRequest(gatehouse, request)]);
+    const a = parseRawResponse(fromApache);
+    const g = parseRawResponse(fromGatehouse);
     const context = `${script}\n--- apache:\n${fromApache.slice(0, 1000)}\n--- gatehouse serve:\n${fromGatehouse.slice(0, 1000)}`;
     assert.equal(g.status, a.status, `status line: ${context}`);
     for (const name of ['set-cookie', 'location', 'content-type']) assert.deepEqual(g.headers.get(name), a.headers.get(name), `${name}: ${context}`);
@@ -139,6 +100,6 @@ test('gatehouse serve answers status, redirect, NPH and malformed scripts as Apa
     if (a.status.startsWith('2')) assert.equal(g.body, a.body, `body: ${context}`);
   }
   const nph = 'GET /cgi-bin/nph-raw.sh HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n';
-  const [nphApache, nphGatehouse] = await Promise.all([exchange(apache, nph), exchange(gatehouse, nph)]);
+  const [nphApache, nphGatehouse] = await Promise.all([rawRequest(apache, nph), rawRequest(gatehouse, nph)]);
   assert.equal(nphGatehouse, nphApache, 'an nph- script\'s output passes through byte for byte');
 });

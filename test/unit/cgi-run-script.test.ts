@@ -241,7 +241,8 @@ test('script timeout values as CGIDScriptTimeout writes them', () => {
   assert.equal(parseScriptTimeout('1.5s'), 1500);
   assert.equal(parseScriptTimeout('2m'), 120_000);
   assert.equal(parseScriptTimeout(3), 3000);
-  for (const bad of ['', 'abc', '-1', '0', '5h', '1 2']) assert.equal(parseScriptTimeout(bad), null, bad);
+  assert.equal(parseScriptTimeout('1h'), 3_600_000);
+  for (const bad of ['', 'abc', '-1', '0', '5d', '1 2', '600h', 0]) assert.equal(parseScriptTimeout(bad), null, String(bad));
 });
 
 test('limiter: a cap, a FIFO queue, refusal past the queue, aborted waiters leave', async () => {
