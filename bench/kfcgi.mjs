@@ -30,6 +30,8 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '4' },
     connections: { type: 'string', default: '16' },
     workers: { type: 'string', default: '4' },
+    // Run only the sides whose names contain this text (for investigating one; ratios need both sides).
+    only: { type: 'string', multiple: true },
   },
 });
 const duration = Number(values.duration);
@@ -161,6 +163,7 @@ const sides = {
   'kfcgi variable, C extension worker': () => withKfcgi(['-r', '-n', String(workers), '-N', String(connections), kcgiExt], wrk),
 };
 
+if (values.only) for (const name of Object.keys(sides)) if (!values.only.some((text) => name.includes(text))) delete sides[name];
 const results = Object.fromEntries(Object.keys(sides).map((name) => [name, []]));
 try {
   for (let round = 0; round < rounds; round += 1) {
@@ -196,6 +199,7 @@ for (const entry of table) console.log(`| ${entry.name} | ${entry.rps.toFixed(0)
 // Ratios are taken per round between sides that ran next to each other, then the median of those: the
 // machine's load drifts between rounds far more than within one.
 const pairedRatio = (numerator, denominator) => {
+  if (!results[numerator] || !results[denominator]) return 'not measured in this run (--only)';
   const ratios = results[numerator].map((run, index) => run.requestsPerSecond / results[denominator][index].requestsPerSecond);
   const sorted = [...ratios].sort((a, b) => a - b);
   const middle = sorted.length / 2;

@@ -5,7 +5,7 @@
  * /cgi-bin/. Everything started here is stopped by stopAll().
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, requireProgram, startProcess, tempDir, waitForListener } from './peers.mjs';
@@ -135,7 +135,18 @@ http {
 }
 
 /** `gatehouse serve` from this checkout's build, with extra flags. */
-export async function startGatehouseServe({ args = [], nodeArgs = [] } = {}) {
+/**
+ * The node flags on the `gatehouse` command's interpreter line
+ * (`#!/usr/bin/env -S node FLAGS`), so that a benchmark started with
+ * process.execPath runs gatehouse as the installed command does.
+ */
+export function gatehouseNodeFlags() {
+  const first = readFileSync(join(repo, 'dist/src/cli/main.js'), 'utf8').split('\n', 1)[0];
+  const match = /^#!\S*env -S node(.*)$/.exec(first);
+  return match ? match[1].trim().split(/\s+/).filter(Boolean) : [];
+}
+
+export async function startGatehouseServe({ args = [], nodeArgs = gatehouseNodeFlags() } = {}) {
   const port = await freePort();
   const running = startProcess(process.execPath, [...nodeArgs, join(repo, 'dist/src/cli/main.js'), 'serve', '--listen', `127.0.0.1:${port}`, '--access-log', 'off', ...args]);
   await waitForListener({ host: '127.0.0.1', port }, 15_000, running.alive, 'gatehouse serve').catch((error) => {

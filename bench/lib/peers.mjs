@@ -144,7 +144,8 @@ export async function spawnFcgi({ socketPath, children, command, args = [], env 
 }
 
 /** nginx with one worker process in front of `fastcgiPass` (e.g. "unix:/tmp/x.sock"). */
-export async function startNginx({ fastcgiPass, scriptFilename = '', workerProcesses = 1, extraLocation = '' }) {
+/** keepalive: > 0 keeps that many idle connections to the upstream open (fastcgi_keep_conn on). */
+export async function startNginx({ fastcgiPass, scriptFilename = '', workerProcesses = 1, extraLocation = '', keepalive = 0 }) {
   const binary = requireProgram('/usr/sbin/nginx');
   const prefix = tempDir('gatehouse-bench-nginx-');
   for (const dir of ['logs', 'tmp/body', 'tmp/fastcgi', 'tmp/proxy', 'tmp/uwsgi', 'tmp/scgi']) mkdirSync(join(prefix, dir), { recursive: true });
@@ -168,13 +169,15 @@ http {
   uwsgi_temp_path ${prefix}/tmp/uwsgi;
   scgi_temp_path ${prefix}/tmp/scgi;
   keepalive_requests 1000000;
+  ${keepalive > 0 ? `upstream app { server ${fastcgiPass.replace(/^unix:/, 'unix:')}; keepalive ${keepalive}; }` : ''}
   server {
     listen 127.0.0.1:${port} backlog=4096;
     server_name localhost;
     location / {
       include /etc/nginx/fastcgi_params;
       ${scriptFilename ? `fastcgi_param SCRIPT_FILENAME ${scriptFilename};` : ''}
-      fastcgi_pass ${fastcgiPass};
+      fastcgi_pass ${keepalive > 0 ? 'app' : fastcgiPass};
+      ${keepalive > 0 ? 'fastcgi_keep_conn on;' : ''}
       ${extraLocation}
     }
   }

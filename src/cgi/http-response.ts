@@ -39,9 +39,17 @@ export function writeCgiHead(res: ServerResponse, head: CgiResponseHead): void {
  *
  * Written by hand rather than with stream.pipeline: this runs once per
  * request, and pipeline's generality costs more than the rest of a small
- * response.
+ * response. `first`: body bytes already taken from the source (those after
+ * the head in its chunk), written before anything else.
  */
-export function pipeCgiBody(body: Readable, res: ServerResponse, head: CgiResponseHead, done: (error: NodeJS.ErrnoException | null) => void, source = 'the application'): void {
+export function pipeCgiBody(
+  body: Readable,
+  res: ServerResponse,
+  head: CgiResponseHead,
+  done: (error: NodeJS.ErrnoException | null) => void,
+  source = 'the application',
+  first?: Buffer,
+): void {
   const expected = head.contentLength;
   let sent = 0;
   let settled = false;
@@ -87,8 +95,10 @@ export function pipeCgiBody(body: Readable, res: ServerResponse, head: CgiRespon
   body.once('end', onEnd);
   body.once('error', onError);
   res.once('close', onClose);
-  // A caller that paused the source (to parse the head first) hands it over flowing.
+  // A caller that paused the source (to parse the head first) hands it over flowing. Before
+  // `first` is written: if that fills the client's socket, its pause() must be the last word.
   body.resume();
+  if (first !== undefined && first.length > 0) onData(first);
 }
 
 /** A short HTML error page, Apache-like; if the head already went out, the connection is closed instead. */

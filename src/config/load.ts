@@ -120,7 +120,8 @@ function isPathKey(name: string): boolean {
   return name === 'docroot' || name === 'cgi-bin' || name === 'script-log' || name === 'access-log' || name === 'error-log' || name === 'runtime-dir';
 }
 
-const FASTCGI_ROUTE_KEYS = ['url', 'upstreams', 'root', 'split-path', 'index', 'script-filename', 'params', 'connect-timeout', 'read-timeout', 'max-connections', 'multiplex'];
+/** The keys of a [[fastcgi]] route (exported for the manual page's test). */
+export const FASTCGI_ROUTE_KEYS = ['url', 'upstreams', 'root', 'split-path', 'index', 'script-filename', 'params', 'connect-timeout', 'read-timeout', 'max-connections', 'keep-alive', 'multiplex'];
 
 function readScriptAliases(raw: unknown, baseDir: string, problems: string[]): ScriptAliasConfig[] {
   if (!Array.isArray(raw)) {
@@ -204,6 +205,10 @@ function readFastCGIRoutes(raw: unknown, baseDir: string, problems: string[]): F
       const value = Number(table['max-connections']);
       if (!Number.isSafeInteger(value) || value < 1) problems.push(`${where}.max-connections: expected a whole number >= 1`);
       else route.maxConnections = value;
+    }
+    if (table['keep-alive'] !== undefined) {
+      if (typeof table['keep-alive'] !== 'boolean') problems.push(`${where}.keep-alive: expected true or false`);
+      else route.keepAlive = table['keep-alive'];
     }
     if (table.multiplex !== undefined) {
       if (typeof table.multiplex !== 'boolean') problems.push(`${where}.multiplex: expected true or false`);

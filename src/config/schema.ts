@@ -108,6 +108,8 @@ export interface FastCGIRouteConfig {
   connectTimeoutMs?: number;
   readTimeoutMs?: number;
   maxConnections?: number;
+  /** Keep connections open between requests (FCGI_KEEP_CONN, nginx's fastcgi_keep_conn). */
+  keepAlive?: boolean;
   /** Share connections between requests when the application multiplexes (off: a slow client would stall the others). */
   multiplex?: boolean;
 }

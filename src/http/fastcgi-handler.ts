@@ -46,6 +46,8 @@ export interface FastCGIHandlerOptions {
   /** No data from the application for this long: 504. */
   readTimeoutMs?: number;
   maxConnections?: number;
+  /** Keep connections to the application open between requests (FCGI_KEEP_CONN). */
+  keepAlive?: boolean;
   /**
    * Let several requests share one connection when the application multiplexes (FCGI_MPXS_CONNS).
    * Off by default: a connection pauses for its slowest reader, so one slow HTTP client would
@@ -112,6 +114,7 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
         ...(options.connectTimeoutMs !== undefined ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
         ...(options.readTimeoutMs !== undefined ? { idleTimeoutMs: options.readTimeoutMs } : {}),
         ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {}),
+        ...(options.keepAlive !== undefined ? { keepAlive: options.keepAlive } : {}),
         ...(options.multiplex ? {} : { maxRequestsPerConnection: 1 }),
       }),
   );
@@ -269,9 +272,9 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
           sendErrorPage(res, 502);
           return settle('done');
         }
-        response.pause();
-        if (step.rest.length > 0) response.unshift(step.rest);
-        respond(step.head);
+        // Still inside the stream's 'data' event: the body's listeners take over from here, and the
+        // bytes after the head go straight to them (no pause and unshift).
+        respond(step.head, step.rest);
       };
       const onEndBeforeHead = () => {
         response.off('data', onData);
@@ -279,7 +282,7 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
         sendErrorPage(res, 502);
         settle('done');
       };
-      const respond = (head: CgiResponseHead) => {
+      const respond = (head: CgiResponseHead, rest: Buffer) => {
         if (head.kind === 'local-redirect') {
           // FastCGI has no internal redirects (nginx and mod_proxy_fcgi pass them on): the client is redirected.
           res.statusCode = 302;
@@ -296,7 +299,7 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
             res.destroy();
           }
           settle('done');
-        }, `${response.upstream} (${script})`);
+        }, `${response.upstream} (${script})`, rest);
       };
       response.on('data', onData);
       response.once('end', onEndBeforeHead);

@@ -151,6 +151,7 @@ export class GatehouseFront {
         ...(route.connectTimeoutMs !== undefined ? { connectTimeoutMs: route.connectTimeoutMs } : {}),
         ...(route.readTimeoutMs !== undefined ? { readTimeoutMs: route.readTimeoutMs } : {}),
         ...(route.maxConnections !== undefined ? { maxConnections: route.maxConnections } : {}),
+        ...(route.keepAlive !== undefined ? { keepAlive: route.keepAlive } : {}),
         ...(route.multiplex ? { multiplex: true } : {}),
         maxRequestBody: config.maxBody,
         errorLog,

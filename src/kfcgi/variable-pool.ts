@@ -18,8 +18,8 @@
  * kcgi's workers serve one connection at a time, and so does this pool by
  * default. With -C, a worker that multiplexes (the gatehouse worker library
  * keeps reading its control socket while it serves) is given up to that many
- * connections at once (packed: the busiest worker with room first); "every
- * worker busy" then means every worker at -C.
+ * connections at once (spread: the least busy worker first); "every worker
+ * busy" then means every worker at -C.
  *
  * Accepting is done with accept4(2) on the listening socket when it is
  * readable (no net.Socket per connection: the manager only passes
@@ -157,11 +157,12 @@ export class VariablePool implements Pool {
   }
 
   /**
-   * The worker to hand a connection to: of those with room, the busiest
-   * (with -C above 1, connections are packed onto few workers: each wakes
-   * once for several connections, and the others stay idle long enough to be
-   * released), and among equals the most recently freed (so extra ones age
-   * out). With -C 1 this is the most recently freed idle worker.
+   * The worker to hand a connection to: of those with room, the least busy
+   * (with -C above 1, connections spread over the workers, so every core
+   * the pool has is used; packing them onto one worker left the others idle
+   * and halved throughput on two cores), and among equals the most recently
+   * freed, so that extra workers are the ones that go idle and age out. With
+   * -C 1 this is the most recently freed idle worker.
    */
   #pick(): PoolWorker | null {
     let best: PoolWorker | null = null;
@@ -169,7 +170,7 @@ export class VariablePool implements Pool {
       if (worker.retiring || worker.draining !== null || worker.inFlight.size >= this.#options.connectionsPerWorker) continue;
       if (
         best === null ||
-        worker.inFlight.size > best.inFlight.size ||
+        worker.inFlight.size < best.inFlight.size ||
         (worker.inFlight.size === best.inFlight.size && worker.idleSince > best.idleSince)
       ) {
         best = worker;

@@ -192,6 +192,21 @@ test('variable pool -C: a multiplexing worker (the Node library) is given severa
   assert.equal((await readStatus(status)).maxWorkers, 2);
 });
 
+test('variable pool -C: connections go to the least busy worker, so every worker of the pool is used', async (t) => {
+  const dir = tempDir(t);
+  const socket = join(dir, 'app.sock');
+  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '2', '-N', '2', '-C', '16', '-s', socket, process.execPath, nodeWorker], { socket, expectWorkers: 2 });
+  assert.equal(kfcgi.workers().length, 2);
+  // Four at once: packing would put all four on one worker (it has room for 16); spreading gives each two.
+  const responses = await Promise.all(Array.from({ length: 4 }, () => cgiFcgi(socket, { QUERY_STRING: 'sleep=300' })));
+  const perPid = new Map<string, number>();
+  for (const response of responses) {
+    const pid = /hello from node pid (\d+)/.exec(response)?.[1] ?? 'none';
+    perPid.set(pid, (perPid.get(pid) ?? 0) + 1);
+  }
+  assert.deepEqual([...perPid.values()], [2, 2], `connections per worker: ${JSON.stringify([...perPid])}`);
+});
+
 test('variable pool -C with a kcgi-style worker: it serves the connections it is given one after another', async (t) => {
   const fixtures = buildFixtures(t);
   const socket = join(tempDir(t), 'app.sock');

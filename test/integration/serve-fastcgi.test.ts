@@ -15,6 +15,7 @@ import { freePort, rssBytes, tempDir } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { startPhpFpm } from '../kit/php-fpm.js';
 import { startTestApp } from '../kit/worker-app.js';
+import { countingProxy } from '../kit/counting-proxy.js';
 import { eventually, rawExchange, startGatehouse, statusCodes } from '../fixtures/serve/serve-kit.js';
 
 const SERVER_VARS = `<?php
@@ -290,4 +291,43 @@ script-filename = "${join(dir, 'app.js')}"
     }
     assert.equal(after.aborted, before.aborted + 1, 'the app did not see the request aborted');
   });
+});
+
+test('keep-alive to the application: connections reused by default, one per request with keep-alive = false', async (t) => {
+  const dir = tempDir(t, 'gatehouse-serve-fcgi-keep-');
+  const app = await startTestApp(t, dir);
+  const appPath = (app.address as { path: string }).path;
+  // One counting proxy per route, so each route's connections are counted apart.
+  const kept = await countingProxy(t, appPath);
+  const closed = await countingProxy(t, appPath);
+  writeFileSync(
+    join(dir, 'gatehouse.toml'),
+    `access-log = "off"
+[[fastcgi]]
+url = "/kept/"
+upstreams = ["${kept.address}"]
+script-filename = "${join(dir, 'app.js')}"
+
+[[fastcgi]]
+url = "/closed/"
+upstreams = ["${closed.address}"]
+script-filename = "${join(dir, 'app.js')}"
+keep-alive = false
+`,
+  );
+  const server = await startGatehouse(t, 'serve', ['--config', join(dir, 'gatehouse.toml')]);
+  for (const [route, proxy, expected] of [
+    ['/kept/', kept, 0],
+    ['/closed/', closed, 3],
+  ] as const) {
+    // The first request also makes the capability probe's connection: count from after it.
+    assert.equal((await httpRequest(`${server.base}${route}stats`)).status, 200);
+    await eventually(() => proxy.accepted(), (count) => count >= 2);
+    const before = proxy.accepted();
+    for (let i = 0; i < 3; i++) {
+      const response = await httpRequest(`${server.base}${route}stats`);
+      assert.equal(response.status, 200, `${route}: ${response.body.toString()}`);
+    }
+    assert.equal(proxy.accepted() - before, expected, `${route}: new connections for 3 sequential requests`);
+  }
 });

@@ -192,6 +192,15 @@ test('values that would leave the server useless are refused: no listen address,
   assert.ok(problems.some((line) => /^max-header-bytes: 10 is too small for any request head; write at least 1024/.test(line)), problems.join('\n'));
 });
 
+test('a FastCGI route may turn keep-alive to the application off (fastcgi_keep_conn); it is on unless told', (t) => {
+  const { file } = site(t, 'docroot = "www"\n[[fastcgi]]\nurl = "/a/"\nupstreams = ["127.0.0.1:9000"]\nkeep-alive = false\n[[fastcgi]]\nurl = "/b/"\nupstreams = ["127.0.0.1:9001"]\n');
+  const config = loadServeConfig({ file });
+  assert.equal(config.fastcgi[0]!.keepAlive, false);
+  assert.equal(config.fastcgi[1]!.keepAlive, undefined);
+  const bad = site(t, 'docroot = "www"\n[[fastcgi]]\nurl = "/a/"\nupstreams = ["127.0.0.1:9000"]\nkeep-alive = "no"\n');
+  assert.match(problemsOf(() => loadServeConfig({ file: bad.file }))[0]!, /^fastcgi\[0\]\.keep-alive: expected true or false/);
+});
+
 test('a FastCGI route may turn connection multiplexing on; it is off unless asked for', (t) => {
   const { file } = site(t, 'docroot = "www"\n[[fastcgi]]\nurl = "/a/"\nupstreams = ["127.0.0.1:9000"]\nmultiplex = true\n[[fastcgi]]\nurl = "/b/"\nupstreams = ["127.0.0.1:9001"]\n');
   const config = loadServeConfig({ file });

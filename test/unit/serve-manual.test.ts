@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { SERVE_KEYS } from '../../src/config/schema.js';
+import { FASTCGI_ROUTE_KEYS } from '../../src/config/load.js';
 import { serveUsage } from '../../src/cli/serve.js';
 
 const manual = readFileSync(new URL('../../../man/gatehouse-serve.8', import.meta.url), 'utf8');
@@ -22,6 +23,14 @@ test('every flag in the key table is in the manual and in --help', () => {
       assert.match(manual, new RegExp(`^\\.It Cm ${key.name}\\b`, 'm'), `man/gatehouse-serve.8 does not document the key ${key.name}`);
     }
     for (const alias of key.aliases ?? []) assert.ok(manual.includes(`Cm ${alias}`), `the manual does not name the alias ${alias} of ${key.name}`);
+  }
+});
+
+test('every key of a [[fastcgi]] route is in the manual', () => {
+  const section = manual.slice(manual.indexOf('.It Cm fastcgi'));
+  for (const key of FASTCGI_ROUTE_KEYS) {
+    // One .It may name several keys: ".It Cm connect-timeout , Cm read-timeout".
+    assert.match(section, new RegExp(`^\\.It Cm (?:[a-z-]+ , Cm )*${key}\\b`, 'm'), `man/gatehouse-serve.8 does not document the [[fastcgi]] key ${key}`);
   }
 });
 

@@ -1,0 +1,12 @@
+import koffi from 'koffi';
+console.log(koffi.config(), koffi.version);
+const libc = koffi.load('libc.so.6');
+const getpid = libc.func('int getpid(void)');
+const usleep = libc.func('int usleep(uint32_t us)');
+let t = performance.now();
+const N = 2000; let done = 0;
+await new Promise((resolve) => { const one = () => getpid.async(() => { if (++done === N) resolve(); else one(); }); for (let i = 0; i < 16; i++) one(); });
+console.log('getpid.async per call total ms (16 in flight)', ((performance.now() - t) / N).toFixed(4));
+t = performance.now();
+for (let i = 0; i < 32; i++) usleep.async(1000, () => {});
+console.log('sync part of usleep.async per call ms', ((performance.now() - t) / 32).toFixed(4));
