@@ -19,7 +19,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpuMicros, expectBody, freePort, requireProgram, startNginx, startProcess, stopAll, tempDir, waitForListener, wrk } from './lib/peers.mjs';
-import { gatehouseNodeFlags, makeHelloCgiBin, startApacheCgid, startLighttpdCgi, startNginxFcgiwrap } from './lib/cgi-peers.mjs';
+import { RECOMMENDED_NODE_FLAGS, makeHelloCgiBin, startApacheCgid, startLighttpdCgi, startNginxFcgiwrap } from './lib/cgi-peers.mjs';
 import { markdownTable, renderSection, writeSection } from './lib/report.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -75,7 +75,7 @@ function childrenOf(pid) {
 
 async function startServe({ cgiBin, mode, ballastMb, dir }) {
   const port = await freePort();
-  const nodeArgs = [...gatehouseNodeFlags(), ...(ballastMb ? ['--max-old-space-size=6144', '--import', ballastModule(dir, ballastMb)] : [])];
+  const nodeArgs = [...RECOMMENDED_NODE_FLAGS, ...(ballastMb ? ['--max-old-space-size=6144', '--import', ballastModule(dir, ballastMb)] : [])];
   const running = startProcess(process.execPath, [...nodeArgs, MAIN, 'serve', '--listen', `127.0.0.1:${port}`, '--access-log', 'off', '--cgi-bin', cgiBin, '--cgi-spawn', mode, '--runtime-dir', join(dir, `run-${port}`)]);
   await waitForListener({ host: '127.0.0.1', port }, 120_000, running.alive, 'gatehouse serve').catch((error) => {
     throw new Error(`gatehouse serve did not start: ${error.message}\n${running.output()}`);
@@ -87,7 +87,7 @@ async function startServe({ cgiBin, mode, ballastMb, dir }) {
 
 async function startCgidFastcgi({ cgiBin, dir }) {
   const socketPath = join(dir, 'cgid-fcgi.sock');
-  const face = startProcess(process.execPath, [...gatehouseNodeFlags(), MAIN, 'cgid', '--fastcgi', `unix:${socketPath}`]);
+  const face = startProcess(process.execPath, [...RECOMMENDED_NODE_FLAGS, MAIN, 'cgid', '--fastcgi', `unix:${socketPath}`]);
   await waitForListener({ path: socketPath }, 20_000, face.alive, 'gatehouse cgid --fastcgi');
   const nginx = await startNginx({ fastcgiPass: `unix:${socketPath}`, scriptFilename: join(cgiBin, 'hello-c') });
   return { url: nginx.url.replace(/\/$/, ''), pids: [face.child.pid], stop: async () => (await nginx.stop(), await face.stop()) };

@@ -160,6 +160,10 @@ const sides = {
   'kfcgi fixed, Node worker': () => withKfcgi(['-n', String(workers), process.execPath, nodeWorker], wrk),
   'kfcgi variable, Node worker': () => withKfcgi(['-r', '-n', String(workers), '-N', String(connections), process.execPath, nodeWorker], wrk),
   'kfcgi variable -C 16, Node worker': () => withKfcgi(['-r', '-n', String(workers), '-N', String(workers), '-C', '16', process.execPath, nodeWorker], wrk),
+  // As many workers as this machine has cores: fewer processes to wake per connection.
+  [`kfcgi fixed -n ${cpus().length}, Node worker`]: () => withKfcgi(['-n', String(cpus().length), process.execPath, nodeWorker], wrk),
+  [`kfcgi variable -n ${cpus().length} -C 16, Node worker`]: () =>
+    withKfcgi(['-r', '-n', String(cpus().length), '-N', String(cpus().length), '-C', '16', process.execPath, nodeWorker], wrk),
   'kfcgi variable, C extension worker': () => withKfcgi(['-r', '-n', String(workers), '-N', String(connections), kcgiExt], wrk),
 };
 
@@ -209,4 +213,5 @@ const pairedRatio = (numerator, denominator) => {
 console.log(`\nkfcgi fixed / spawn-fcgi (libfcgi): ${pairedRatio('kfcgi fixed, libfcgi', 'spawn-fcgi, libfcgi')} (target >= 0.95)`);
 console.log(`kfcgi variable / fixed (Node worker, one connection per worker as in kcgi): ${pairedRatio('kfcgi variable, Node worker', 'kfcgi fixed, Node worker')} (target >= 0.8)`);
 console.log(`kfcgi variable -C 16 / fixed (Node worker): ${pairedRatio('kfcgi variable -C 16, Node worker', 'kfcgi fixed, Node worker')} (target >= 0.8)`);
+console.log(`kfcgi variable -n ${cpus().length} -C 16 / fixed -n ${cpus().length} (Node worker, one worker per core): ${pairedRatio(`kfcgi variable -n ${cpus().length} -C 16, Node worker`, `kfcgi fixed -n ${cpus().length}, Node worker`)} (target >= 0.8)`);
 console.log(`kfcgi variable (C extension worker) / fixed (libfcgi): ${pairedRatio('kfcgi variable, C extension worker', 'kfcgi fixed, libfcgi')}`);

@@ -1,17 +1,9 @@
-#!/usr/bin/env -S node --max-semi-space-size=64
+#!/usr/bin/env node
 /**
  * The `gatehouse` command: one subcommand per part of gatehouse. Each
  * subcommand lives in its own module (src/cli/NAME.ts) exporting
  * `main(argv): Promise<number>` (the exit status), loaded only when used so
  * that `gatehouse kfcgi` does not pay for the HTTP front.
- *
- * The interpreter line gives V8 a larger young generation (64 MiB
- * semi-spaces instead of 16; they grow only as a process allocates): a
- * proxied request allocates many short-lived objects, and with the default
- * the front spent 10-35% more CPU per request on scavenges (measured with
- * `gatehouse serve` -> php-fpm, bench/README.md). V8 reads the flag only at
- * start-up, hence the interpreter line; `env -S` splits it (coreutils 8.30,
- * BSD and macOS env).
  */
 import { readFileSync } from 'node:fs';
 

@@ -11,15 +11,15 @@
  *
  * The pool starts at -n workers, grows (one per connection that finds no
  * free worker) up to -N, and releases workers idle for -w seconds, never
- * below -n. A connection goes to the most recently freed idle worker, so
- * the extra ones age out. With -R, a
+ * below -n. A connection goes to a worker of the oldest -n first, and to an
+ * extra one only when those are full, so the extra ones age out. With -R, a
  * worker is replaced after that many connections.
  *
  * kcgi's workers serve one connection at a time, and so does this pool by
  * default. With -C, a worker that multiplexes (the gatehouse worker library
  * keeps reading its control socket while it serves) is given up to that many
- * connections at once (spread: the least busy worker first); "every worker
- * busy" then means every worker at -C.
+ * connections at once (spread: the least busy worker of the floor first);
+ * "every worker busy" then means every worker at -C.
  *
  * Accepting is done with accept4(2) on the listening socket when it is
  * readable (no net.Socket per connection: the manager only passes
@@ -157,23 +157,35 @@ export class VariablePool implements Pool {
   }
 
   /**
-   * The worker to hand a connection to: of those with room, the least busy
-   * (with -C above 1, connections spread over the workers, so every core
-   * the pool has is used; packing them onto one worker left the others idle
-   * and halved throughput on two cores), and among equals the most recently
-   * freed, so that extra workers are the ones that go idle and age out. With
-   * -C 1 this is the most recently freed idle worker.
+   * The worker to hand a connection to. The oldest -n active workers (the
+   * pool's floor, never released) come first: the least busy of them with
+   * room, so that with -C above 1 connections spread over every core the
+   * floor has (packing them onto one worker left the others idle and cost a
+   * third of the throughput on two cores). Workers above the floor get a
+   * connection only when the floor is full, so they go idle and age out
+   * once the load falls. Among equals, the most recently freed. With -C 1
+   * this is the most recently freed idle worker of the floor, then of the
+   * extras.
    */
   #pick(): PoolWorker | null {
+    let floorLeft = this.#options.workers;
     let best: PoolWorker | null = null;
+    let bestIsFloor = false;
+    // A Set iterates in insertion order: oldest workers first.
     for (const worker of this.#workers) {
-      if (worker.retiring || worker.draining !== null || worker.inFlight.size >= this.#options.connectionsPerWorker) continue;
+      if (worker.retiring || worker.draining !== null) continue;
+      const isFloor = floorLeft > 0;
+      floorLeft -= 1;
+      if (worker.inFlight.size >= this.#options.connectionsPerWorker) continue;
+      if (best !== null && bestIsFloor && !isFloor) continue;
       if (
         best === null ||
+        (isFloor && !bestIsFloor) ||
         worker.inFlight.size < best.inFlight.size ||
         (worker.inFlight.size === best.inFlight.size && worker.idleSince > best.idleSince)
       ) {
         best = worker;
+        bestIsFloor = isFloor;
       }
     }
     return best;

@@ -207,6 +207,22 @@ test('variable pool -C: connections go to the least busy worker, so every worker
   assert.deepEqual([...perPid.values()], [2, 2], `connections per worker: ${JSON.stringify([...perPid])}`);
 });
 
+test('variable pool -C: an extra worker gets connections only while the floor is full, so it ages out under light load', async (t) => {
+  const dir = tempDir(t);
+  const socket = join(dir, 'app.sock');
+  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '1', '-N', '2', '-C', '2', '-w', '1', '-s', socket, process.execPath, nodeWorker], { socket, expectWorkers: 1 });
+  const [floor] = kfcgi.workers();
+  // Three at once: the floor worker takes two, the third needs an extra worker.
+  await Promise.all(Array.from({ length: 3 }, () => cgiFcgi(socket, { QUERY_STRING: 'sleep=300' })));
+  assert.equal(kfcgi.workers().length, 2);
+  // Light load (one request at a time) for longer than -w: all of it goes to the floor worker, and the extra one is released.
+  const pids = new Set<string>();
+  const deadline = Date.now() + 3000;
+  while (Date.now() < deadline) pids.add(/hello from node pid (\d+)/.exec(await cgiFcgi(socket, {}))?.[1] ?? 'none');
+  assert.deepEqual([...pids], [String(floor)], 'light load went to the floor worker only');
+  await waitFor(() => kfcgi.workers().length === 1, 'the extra worker released after -w', kfcgi.output, 15_000);
+});
+
 test('variable pool -C with a kcgi-style worker: it serves the connections it is given one after another', async (t) => {
   const fixtures = buildFixtures(t);
   const socket = join(tempDir(t), 'app.sock');
