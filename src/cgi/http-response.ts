@@ -12,8 +12,15 @@ import type { CgiResponseHead } from './response-head.js';
 /** Response headers an application may not set: they describe the connection, which the server owns. */
 export const HOP_BY_HOP_HEADERS: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te', 'trailer', 'transfer-encoding']);
 
+/** What writeCgiHead needs of a response: node:http's ServerResponse, or the FastCGI worker library's response (the cgid FastCGI face). */
+export interface HeadTarget {
+  statusCode: number;
+  statusMessage?: string | undefined;
+  setHeader(name: string, value: string | string[]): unknown;
+}
+
 /** Status and headers from a parsed head onto `res` (not sent yet); repeated names become one multi-valued header. */
-export function writeCgiHead(res: ServerResponse, head: CgiResponseHead): void {
+export function writeCgiHead(res: HeadTarget, head: CgiResponseHead): void {
   res.statusCode = head.status;
   if (head.reason) res.statusMessage = head.reason;
   const grouped = new Map<string, { name: string; values: string[] }>();

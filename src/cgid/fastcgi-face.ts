@@ -17,6 +17,7 @@ import { Transform } from 'node:stream';
 import { ErrorCode } from '../errors.js';
 import { runScript } from '../cgi/run-script.js';
 import { BodyTap } from '../cgi/body-tap.js';
+import { writeCgiHead } from '../cgi/http-response.js';
 import type { ScriptLog } from '../cgi/script-log.js';
 import type { ScriptSpawner } from '../cgi/spawner.js';
 import { CGID_FASTCGI_HOLD_BYTES, CGI_KILL_GRACE_MS, CGI_SCRIPT_TIMEOUT_MS } from '../limits.js';
@@ -36,7 +37,6 @@ export interface FastCGIFaceOptions {
 
 /** PATH for scripts when the web server sends none (nginx's fastcgi_params does not). */
 const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te', 'trailer', 'transfer-encoding']);
 
 export function createFastCGIFace(options: FastCGIFaceOptions): FastCGIServer {
   const timeoutMs = options.timeoutMs ?? CGI_SCRIPT_TIMEOUT_MS;
@@ -142,17 +142,7 @@ async function runRequest(req: FastCGIRequest, res: FastCGIResponse, options: Fa
   if (outcome.kind !== 'head') return;
   const head = outcome.head;
   if (head.status >= 500) logFailure(head.status, `the script answered ${head.status}`, head.headers);
-  res.statusCode = head.status;
-  if (head.reason) res.statusMessage = head.reason;
-  const grouped = new Map<string, { name: string; values: string[] }>();
-  for (const [name, value] of head.headers) {
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower)) continue;
-    const entry = grouped.get(lower);
-    if (entry) entry.values.push(value);
-    else grouped.set(lower, { name, values: [value] });
-  }
-  for (const { name, values } of grouped.values()) res.setHeader(name, values.length === 1 ? values[0]! : values);
+  writeCgiHead(res, head);
   // A local redirect (Location: /path) has no place to be followed here: nginx gets it as a 302, as it would from fcgiwrap.
   if (head.kind === 'local-redirect' && head.location) {
     res.statusCode = 302;
