@@ -144,8 +144,7 @@ export async function spawnFcgi({ socketPath, children, command, args = [], env 
 }
 
 /** nginx with one worker process in front of `fastcgiPass` (e.g. "unix:/tmp/x.sock"). */
-/** keepalive: > 0 keeps that many idle connections to the upstream open (fastcgi_keep_conn on). */
-export async function startNginx({ fastcgiPass, scriptFilename = '', workerProcesses = 1, extraLocation = '', keepalive = 0 }) {
+export async function startNginx({ fastcgiPass, scriptFilename = '', workerProcesses = 1, extraLocation = '' }) {
   const binary = requireProgram('/usr/sbin/nginx');
   const prefix = tempDir('gatehouse-bench-nginx-');
   for (const dir of ['logs', 'tmp/body', 'tmp/fastcgi', 'tmp/proxy', 'tmp/uwsgi', 'tmp/scgi']) mkdirSync(join(prefix, dir), { recursive: true });
@@ -169,15 +168,13 @@ http {
   uwsgi_temp_path ${prefix}/tmp/uwsgi;
   scgi_temp_path ${prefix}/tmp/scgi;
   keepalive_requests 1000000;
-  ${keepalive > 0 ? `upstream app { server ${fastcgiPass.replace(/^unix:/, 'unix:')}; keepalive ${keepalive}; }` : ''}
   server {
     listen 127.0.0.1:${port} backlog=4096;
     server_name localhost;
     location / {
       include /etc/nginx/fastcgi_params;
       ${scriptFilename ? `fastcgi_param SCRIPT_FILENAME ${scriptFilename};` : ''}
-      fastcgi_pass ${keepalive > 0 ? 'app' : fastcgiPass};
-      ${keepalive > 0 ? 'fastcgi_keep_conn on;' : ''}
+      fastcgi_pass ${fastcgiPass};
       ${extraLocation}
     }
   }

@@ -288,7 +288,7 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
           res.statusCode = 302;
           res.setHeader('Location', head.location!);
           for (const [name, value] of head.headers) if (name.toLowerCase() !== 'content-length') res.appendHeader(name, value);
-          response.resume();
+          // The stream keeps flowing with no 'data' listener left: the application's body is read and dropped.
           res.end(redirectPage(head.location!));
           return settle('done');
         }

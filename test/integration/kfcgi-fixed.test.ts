@@ -100,8 +100,8 @@ for (const subject of [
     const fixtures = buildFixtures(t);
     const socket = join(tempDir(t), 'app.sock');
     const program = { perl: ['/usr/bin/perl', fixtures.perl], php: [requireProgram('/usr/bin/php-cgi')], abrupt: [fixtures.hello, '--die-on-sigterm'] }[subject.kind];
-    // PHP_FCGI_MAX_REQUESTS=0: php-cgi otherwise exits after 500 requests, which under this load is about a
-    // second; its replacement (correct behaviour) would then race the worker count read below.
+    // PHP_FCGI_MAX_REQUESTS=0: php-cgi otherwise exits after 500 requests, which this load reaches within
+    // seconds; its replacement (correct behaviour) would then race the worker count read below.
     const kfcgi = await startKfcgi(t, ['-p', '/', '-n', '3', '-s', socket, ...program], { socket, expectWorkers: 3, env: { PHP_FCGI_CHILDREN: '0', PHP_FCGI_MAX_REQUESTS: '0' } });
     const nginx = await startNginx(t, nginxFor(socket, subject.kind === 'php' ? fixtures.phpScript : '/x'));
     const before = kfcgi.workers();
