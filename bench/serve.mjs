@@ -4,12 +4,19 @@
  *    httpd mod_cgid (event MPM), nginx + fcgiwrap and lighttpd mod_cgi, at 1,
  *    16 and 64 connections (requests/s and p99);
  *  - FastCGI: a PHP hello through `gatehouse serve` -> php-fpm and through
- *    nginx -> php-fpm (the same php-fpm pool, 4 workers, 16 connections).
+ *    nginx -> php-fpm, 16 connections, each front with its own php-fpm pool
+ *    of the same configuration (4 workers, pm static): a php-fpm worker
+ *    serves one connection at a time, so a front that keeps its connections
+ *    open (gatehouse, by default) would otherwise hold every worker and
+ *    starve the next front measured. A third front, bench/lib/minimal-
+ *    fastcgi-proxy.mjs, is the yardstick: the least a node:http proxy does
+ *    per request, with none of the checks, to show what Node itself costs.
  */
-import { expectBody, startNginx, startPhpFpm, wrk } from './lib/peers.mjs';
-import { makeHelloCgiBin, startApacheCgid, startGatehouseServe, startLighttpdCgi, startNginxFcgiwrap } from './lib/cgi-peers.mjs';
+import { expectBody, freePort, startNginx, startPhpFpm, startProcess, waitForListener, wrk } from './lib/peers.mjs';
+import { RECOMMENDED_NODE_FLAGS, makeHelloCgiBin, startApacheCgid, startGatehouseServe, startLighttpdCgi, startNginxFcgiwrap } from './lib/cgi-peers.mjs';
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const fmt = (value, digits = 0) => (Number.isFinite(value) ? value.toFixed(digits) : '-');
 
@@ -49,20 +56,27 @@ export async function runServeBench({ duration = 6, connectionCounts = [1, 16, 6
   }
   for (const [, stack] of stacks) await stack.stop();
 
-  // FastCGI: the same php-fpm pool behind nginx and behind gatehouse serve.
-  const fpm = await startPhpFpm({ workers: 4 });
-  const nginx = await startNginx({ fastcgiPass: `unix:${fpm.socketPath}`, scriptFilename: fpm.script });
-  const config = join(fpm.dir, 'gatehouse-bench-serve.toml');
-  writeFileSync(config, `[[fastcgi]]\nurl = "/"\nupstreams = ["unix:${fpm.socketPath}"]\nscript-filename = "${fpm.script}"\nmax-connections = 4\n`);
+  // FastCGI: one php-fpm pool per front, all configured alike (see the top of this file).
+  const nginxFpm = await startPhpFpm({ workers: 4 });
+  const nginx = await startNginx({ fastcgiPass: `unix:${nginxFpm.socketPath}`, scriptFilename: nginxFpm.script });
+  const serveFpm = await startPhpFpm({ workers: 4 });
+  const config = join(serveFpm.dir, 'gatehouse-bench-serve.toml');
+  writeFileSync(config, `[[fastcgi]]\nurl = "/"\nupstreams = ["unix:${serveFpm.socketPath}"]\nscript-filename = "${serveFpm.script}"\nmax-connections = 4\n`);
   const serve = await startGatehouseServe({ args: ['--config', config] });
-  await expectBody(nginx.url, 'hello\n');
-  await expectBody(`${serve.url}/`, 'hello\n');
+  const minimalFpm = await startPhpFpm({ workers: 4 });
+  const minimalPort = await freePort();
+  const minimalProxy = join(dirname(fileURLToPath(import.meta.url)), 'lib', 'minimal-fastcgi-proxy.mjs');
+  const minimal = startProcess(process.execPath, [...RECOMMENDED_NODE_FLAGS, minimalProxy, String(minimalPort), minimalFpm.socketPath, minimalFpm.script]);
+  await waitForListener({ host: '127.0.0.1', port: minimalPort }, 10_000, minimal.alive, 'the minimal FastCGI proxy');
+  const fronts = [
+    ['nginx -> php-fpm', nginx.url],
+    ['gatehouse serve -> php-fpm', `${serve.url}/`],
+    ['minimal node:http proxy -> php-fpm (yardstick)', `http://127.0.0.1:${minimalPort}/`],
+  ];
+  for (const [, url] of fronts) await expectBody(url, 'hello\n');
   const fastcgi = {};
   for (const round of [1, 2]) {
-    for (const [name, url] of [
-      ['nginx -> php-fpm', nginx.url],
-      ['gatehouse serve -> php-fpm', `${serve.url}/`],
-    ]) {
+    for (const [name, url] of fronts) {
       process.stdout.write(`  php hello round ${round} ${name}... `);
       const result = await wrk({ url, connections: 16, seconds: duration });
       console.log(`${fmt(result.requestsPerSecond)} req/s`);
@@ -71,6 +85,9 @@ export async function runServeBench({ duration = 6, connectionCounts = [1, 16, 6
     }
   }
   const mean = (values) => values.reduce((a, b) => a + b, 0) / values.length;
-  ratios.push(`hello.php, 16 conn: gatehouse serve -> php-fpm / nginx -> php-fpm = ${fmt(mean(fastcgi['gatehouse serve -> php-fpm']) / mean(fastcgi['nginx -> php-fpm']), 2)}x (target >= 0.8x)`);
+  const ratio = (a, b) => fmt(mean(fastcgi[a]) / mean(fastcgi[b]), 2);
+  ratios.push(`hello.php, 16 conn: gatehouse serve -> php-fpm / nginx -> php-fpm = ${ratio('gatehouse serve -> php-fpm', 'nginx -> php-fpm')}x (target >= 0.8x)`);
+  ratios.push(`hello.php, 16 conn: minimal node:http proxy / nginx -> php-fpm = ${ratio('minimal node:http proxy -> php-fpm (yardstick)', 'nginx -> php-fpm')}x (the most a node:http front reached here)`);
+  ratios.push(`hello.php, 16 conn: gatehouse serve / minimal node:http proxy = ${ratio('gatehouse serve -> php-fpm', 'minimal node:http proxy -> php-fpm (yardstick)')}x`);
   return { title: 'gatehouse serve vs Apache mod_cgid, nginx + fcgiwrap, lighttpd; serve -> php-fpm vs nginx -> php-fpm', rows, verdicts: ratios };
 }

@@ -102,6 +102,12 @@ export function pipeCgiBody(
   body.once('end', onEnd);
   body.once('error', onError);
   res.once('close', onClose);
+  // node:http uncorks its socket on the next tick, but a stream's 'end' comes a tick after its last
+  // 'data': without this, a small response that arrived whole (head, body, end in one read) would
+  // leave in two system calls, the head and body, then the chunked terminator on its own.
+  // Held until the end of this turn of the event loop, everything written by then leaves in one writev.
+  res.cork();
+  setImmediate(() => res.uncork());
   // A caller that paused the source (to parse the head first) hands it over flowing. Before
   // `first` is written: if that fills the client's socket, its pause() must be the last word.
   body.resume();

@@ -50,6 +50,8 @@ import { WorkerProcess, describeExit } from './worker-process.js';
 /** The descriptor number a variable-pool worker finds its control socket at (FCGI_LISTENSOCK_DESCRIPTORS). */
 export const CONTROL_FD_IN_WORKER = 3;
 const COOKIE_BYTES = 8;
+/** Cookies read from a worker's control socket per system call (a busy worker may have several to return). */
+const CONTROL_READ_BYTES = COOKIE_BYTES * 8;
 /** Connections accepted per readiness callback before yielding to the rest of the event loop. */
 const ACCEPT_BATCH = 64;
 
@@ -288,7 +290,7 @@ export class VariablePool implements Pool {
     }
     worker.inFlight.add(cookie.toString('hex'));
     worker.handed += 1;
-    this.#log.debug(`worker ${worker.process.pid}: connection handed over (${worker.inFlight.size} in flight)`);
+    if (this.#log.verbose) this.#log.debug(`worker ${worker.process.pid}: connection handed over (${worker.inFlight.size} in flight)`);
     // The worker has its own copy now; ours must go, or the connection would outlive the worker's close().
     closeDescriptor(connection.fd);
     if (this.#options.maxRequests > 0 && worker.handed >= this.#options.maxRequests) {
@@ -303,7 +305,7 @@ export class VariablePool implements Pool {
       if (worker.control < 0) return;
       let message;
       try {
-        message = receiveDescriptor(worker.control, COOKIE_BYTES - worker.partial.length);
+        message = receiveDescriptor(worker.control, CONTROL_READ_BYTES);
       } catch (error) {
         this.#log.error(`recvmsg: reading from worker ${worker.process.pid}: ${(error as Error).message}`);
         this.#retire(worker, 'control socket failed');
@@ -318,24 +320,34 @@ export class VariablePool implements Pool {
         return;
       }
       if (message.fd !== null) closeDescriptor(message.fd);
-      worker.partial = Buffer.concat([worker.partial, message.payload]);
-      if (worker.partial.length < COOKIE_BYTES) continue;
-      const cookie = worker.partial.toString('hex');
-      worker.partial = Buffer.alloc(0);
-      if (!worker.inFlight.delete(cookie)) {
-        this.#log.error(`worker ${worker.process.pid}: returned a cookie for no connection it was given; retiring it`);
-        this.#retire(worker, 'protocol error');
-        this.#ensureMinimum();
-        return;
+      const bytes = worker.partial.length > 0 ? Buffer.concat([worker.partial, message.payload]) : message.payload;
+      let offset = 0;
+      for (; offset + COOKIE_BYTES <= bytes.length; offset += COOKIE_BYTES) {
+        if (!this.#connectionDone(worker, bytes.toString('hex', offset, offset + COOKIE_BYTES))) return;
       }
-      worker.served += 1;
-      this.#log.debug(`worker ${worker.process.pid}: connection done (${worker.served} served)`);
-      if (worker.inFlight.size === 0) {
-        worker.idleSince = Date.now();
-        if (worker.draining !== null) this.#retire(worker, worker.draining);
-      }
+      // A stream may split a cookie; the rest comes with the next read.
+      worker.partial = bytes.subarray(offset);
       this.#drainQueue();
+      // A short read emptied the socket: asking again would only return EAGAIN (one system call per connection saved).
+      if (message.payload.length < CONTROL_READ_BYTES) return;
     }
+  }
+
+  /** A worker wrote back a cookie: that connection is closed. False when the cookie was not one it holds (it is retired). */
+  #connectionDone(worker: PoolWorker, cookie: string): boolean {
+    if (!worker.inFlight.delete(cookie)) {
+      this.#log.error(`worker ${worker.process.pid}: returned a cookie for no connection it was given; retiring it`);
+      this.#retire(worker, 'protocol error');
+      this.#ensureMinimum();
+      return false;
+    }
+    worker.served += 1;
+    if (this.#log.verbose) this.#log.debug(`worker ${worker.process.pid}: connection done (${worker.served} served)`);
+    if (worker.inFlight.size === 0) {
+      worker.idleSince = Date.now();
+      if (worker.draining !== null) this.#retire(worker, worker.draining);
+    }
+    return true;
   }
 
   #drainQueue(): void {

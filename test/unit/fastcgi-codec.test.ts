@@ -336,6 +336,24 @@ test('property: encodeParamsRecords never splits a pair and loses nothing', () =
   );
 });
 
+test('property: pairs given as strings encode to the same bytes as the same pairs given as UTF-8 bytes (ASCII and not)', () => {
+  // Strings that are all ASCII take a faster path (one latin1 write per record); bytes never do.
+  // Long values stay under 30000 bytes, so a pair of two still fits in one record.
+  const textArb = fc.oneof(
+    { weight: 4, arbitrary: fc.string({ unit: fc.integer({ min: 0, max: 127 }).map((code) => String.fromCharCode(code)), maxLength: 200 }) },
+    { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 60 }) },
+    { weight: 1, arbitrary: fc.integer({ min: 120, max: 30000 }).map((length) => 'v'.repeat(length)) },
+  );
+  fc.assert(
+    fc.property(fc.array(fc.tuple(textArb, textArb), { maxLength: 12 }), fc.integer({ min: 1, max: 0xffff }), (pairs, requestId) => {
+      const fromStrings = encodeParamsRecords(RecordType.PARAMS, requestId, pairs);
+      const fromBytes = encodeParamsRecords(RecordType.PARAMS, requestId, pairs.map(([name, value]) => [Buffer.from(name, 'utf8'), Buffer.from(value, 'utf8')] as const));
+      assert.ok(fromStrings.equals(fromBytes), 'the string and byte encodings differ');
+    }),
+    fcRuns(200),
+  );
+});
+
 test('property: any pair over 65535 encoded bytes is FCGI_PAIR_TOO_LARGE, wherever it sits among other pairs', () => {
   fc.assert(
     fc.property(

@@ -53,22 +53,39 @@ export function listenOnKcgiDescriptors(server: ConnectionServer, controlFd: num
   return new Promise<void>((resolve, reject) => {
     let inFlight = 0;
     let released = false;
-    let partial = Buffer.alloc(0);
+    let partial: Buffer = Buffer.alloc(0);
     let pendingFd: number | null = null;
     const finishIfDone = () => {
       if (released && inFlight === 0) resolve();
     };
-    const writeCookie = (cookie: Buffer) => {
-      if (released) return;
+    // Cookies of connections that closed during this turn of the event loop go back in one write at its
+    // end: a busy worker often finishes several at once, and each write wakes the manager.
+    let unsentCookies: Buffer[] = [];
+    let flushScheduled = false;
+    const flushCookies = () => {
+      flushScheduled = false;
+      if (released || unsentCookies.length === 0) return;
+      const bytes = unsentCookies.length === 1 ? unsentCookies[0]! : Buffer.concat(unsentCookies);
+      unsentCookies = [];
+      let written: number;
       try {
-        writeSync(controlFd, cookie);
+        written = writeSync(controlFd, bytes);
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'EAGAIN') {
-          // The manager reads cookies as they come; a full buffer clears at once.
-          setImmediate(() => writeCookie(cookie));
+        if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') {
+          fail(new GatehouseError(ErrorCode.KFCGI_SETUP, `writing a cookie back to the kfcgi manager failed: ${(error as Error).message}`));
           return;
         }
-        fail(new GatehouseError(ErrorCode.KFCGI_SETUP, `writing a cookie back to the kfcgi manager failed: ${(error as Error).message}`));
+        written = 0;
+      }
+      // The manager reads cookies as they come; a full socket buffer clears at once, so try again next turn.
+      if (written < bytes.length) writeCookie(bytes.subarray(written));
+    };
+    const writeCookie = (cookie: Buffer) => {
+      if (released) return;
+      unsentCookies.push(cookie);
+      if (!flushScheduled) {
+        flushScheduled = true;
+        setImmediate(flushCookies);
       }
     };
     const serve = (fd: number, cookie: Buffer) => {
@@ -122,7 +139,7 @@ export function listenOnKcgiDescriptors(server: ConnectionServer, controlFd: num
           release();
           return;
         }
-        partial = Buffer.concat([partial, message.payload]);
+        partial = partial.length > 0 ? Buffer.concat([partial, message.payload]) : message.payload;
         // The descriptor rides on the cookie's first byte; the 8 bytes may (in theory) arrive in pieces.
         if (message.fd !== null) pendingFd = message.fd;
         if (partial.length < KCGI_COOKIE_BYTES) continue;
