@@ -145,6 +145,16 @@ async function waitFor(probe: () => boolean, timeoutMs = 30_000): Promise<void> 
   }
 }
 
+/** The process has exited (reaped, or a zombie awaiting it). Read in one step: it may be reaped between two looks at /proc. */
+function processGoneOrZombie(pid: number): boolean {
+  try {
+    return /^\d+ \([^)]*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ESRCH') return true;
+    throw error;
+  }
+}
+
 function params(face: Face, script: string): Record<string, string> {
   return { SCRIPT_FILENAME: join(face.root, 'cgi-bin', script), REQUEST_METHOD: 'GET', SERVER_PROTOCOL: 'HTTP/1.1', REQUEST_URI: `/cgi-bin/${script}`, QUERY_STRING: '' };
 }
@@ -182,7 +192,7 @@ test('the FastCGI protocol side: GET_VALUES, UNKNOWN_TYPE, keep-conn, ABORT_REQU
     assert.ok(existsSync(`/proc/${pid}`));
     peer.write(encodeRecord(RecordType.ABORT_REQUEST, 1, Buffer.alloc(0)));
     await peer.waitForEnd(1, SLOW_MACHINE_MS);
-    await waitFor(() => !existsSync(`/proc/${pid}`) || /^\d+ \([^)]*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')));
+    await waitFor(() => processGoneOrZombie(pid));
   });
 
   await t.test('a malformed record closes that connection only; the face keeps serving', async () => {
