@@ -16,12 +16,13 @@
  * to standard output; bench/KFCGI.md records them with this command.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { startNginx, stopAll as stopPeers, wrk as runWrk } from './lib/peers.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({
@@ -88,39 +89,13 @@ const nodeWorker = join(root, 'dist/test/fixtures/kfcgi/node-worker.js');
 const gatehouse = join(root, 'dist/src/cli/main.js');
 const socket = join(work, 'app.sock');
 
-const nginxPrefix = join(work, 'nginx');
-for (const dir of ['logs', 'tmp']) mkdirSync(join(nginxPrefix, dir), { recursive: true });
-const nginxPort = 20000 + Math.floor(Math.random() * 20000);
-writeFileSync(
-  join(nginxPrefix, 'nginx.conf'),
-  `${process.getuid() === 0 ? 'user root root;' : ''}
-daemon off;
-worker_processes 1;
-pid ${nginxPrefix}/logs/nginx.pid;
-error_log ${nginxPrefix}/logs/error.log error;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${nginxPrefix}/tmp;
-  fastcgi_temp_path ${nginxPrefix}/tmp;
-  server {
-    listen 127.0.0.1:${nginxPort} backlog=4096;
-    location / { include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME /x; fastcgi_pass unix:${socket}; }
-  }
-}
-`,
-);
-const nginx = start('/usr/sbin/nginx', ['-p', nginxPrefix, '-c', join(nginxPrefix, 'nginx.conf'), '-e', join(nginxPrefix, 'logs/error.log')]);
-cleanups.push(nginx.stop);
-await sleep(500);
+// One nginx for every side, started before them (each side binds the socket it passes to).
+const nginx = await startNginx({ fastcgiPass: `unix:${socket}`, scriptFilename: '/x' });
+cleanups.push(stopPeers);
 
-function wrk() {
-  const output = execFileSync('/usr/bin/wrk', ['-t', '2', '-c', String(connections), '-d', `${duration}s`, `http://127.0.0.1:${nginxPort}/`], { encoding: 'utf8' });
-  const requestsPerSecond = Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1] ?? 0);
-  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(output)?.[1] ?? 0);
-  const errors = /Socket errors: (.*)/.exec(output)?.[1] ?? '';
-  const latency = /Latency\s+(\S+)/.exec(output)?.[1] ?? '';
-  return { requestsPerSecond, non2xx, errors, latency };
+async function wrk() {
+  const result = await runWrk({ url: nginx.url, connections, seconds: duration });
+  return { requestsPerSecond: result.requestsPerSecond, non2xx: result.non2xx, errors: result.socketErrors, latency: `p99 ${result.p99} ms` };
 }
 
 // --- the sides ---------------------------------------------------------------------
@@ -130,7 +105,7 @@ async function withSpawnFcgi(run) {
   const pids = [...output.matchAll(/PID: (\d+)/g)].map((match) => Number(match[1]));
   try {
     await waitForPath(socket, 'spawn-fcgi');
-    return { ...run(), managerRss: null };
+    return { ...(await run()), managerRss: null };
   } finally {
     for (const pid of pids) {
       try {
@@ -147,7 +122,7 @@ async function withKfcgi(args, run) {
   try {
     await waitForPath(socket, `kfcgi ${args.join(' ')}`);
     await sleep(1200); // past the start-up check
-    const result = run();
+    const result = await run();
     return { ...result, managerRss: rss(kfcgi.child.pid) };
   } finally {
     await kfcgi.stop();

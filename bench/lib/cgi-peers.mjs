@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, requireProgram, startProcess, tempDir, waitForListener } from './peers.mjs';
+import { freePort, requireProgram, startNginx, startProcess, tempDir, waitForListener } from './peers.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -97,44 +97,13 @@ $HTTP["url"] =~ "^/cgi-bin/" { cgi.assign = ("" => "") }
 /** nginx (one worker, like the other fronts here: one process on the request path) in front of fcgiwrap. */
 export async function startNginxFcgiwrap({ cgiBin, workers = 1, fcgiwrapChildren = 4 }) {
   const fcgiwrap = requireProgram('/usr/sbin/fcgiwrap');
-  const nginx = requireProgram('/usr/sbin/nginx');
-  const prefix = tempDir('gatehouse-bench-nginx-fcgiwrap-');
-  for (const dir of ['logs', 'tmp']) mkdirSync(join(prefix, dir), { recursive: true });
-  const socketPath = join(prefix, 'fcgiwrap.sock');
+  const socketPath = join(tempDir('gatehouse-bench-fcgiwrap-'), 'fcgiwrap.sock');
   const wrap = startProcess(fcgiwrap, ['-s', `unix:${socketPath}`, '-c', String(fcgiwrapChildren)]);
   await waitForListener({ path: socketPath }, 10_000, wrap.alive, 'fcgiwrap');
-  const port = await freePort();
-  const user = process.getuid?.() === 0 ? 'user root root;' : '';
-  writeFileSync(
-    join(prefix, 'nginx.conf'),
-    `${user}
-daemon off;
-worker_processes ${workers};
-pid ${prefix}/logs/nginx.pid;
-error_log ${prefix}/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${prefix}/tmp;
-  fastcgi_temp_path ${prefix}/tmp;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:${port} backlog=4096;
-    location ~ ^/cgi-bin/(.*)$ {
-      include /etc/nginx/fastcgi_params;
-      fastcgi_param SCRIPT_FILENAME ${cgiBin}/$1;
-      fastcgi_pass unix:${socketPath};
-    }
-  }
-}
-`,
-  );
-  const running = startProcess(nginx, ['-p', prefix, '-c', join(prefix, 'nginx.conf'), '-e', join(prefix, 'logs/error.log')]);
-  await waitForListener({ host: '127.0.0.1', port }, 10_000, running.alive, 'nginx');
-  return { ...running, url: `http://127.0.0.1:${port}` };
+  const nginx = await startNginx({ fastcgiPass: `unix:${socketPath}`, location: '~ ^/cgi-bin/(.*)$', scriptFilename: `${cgiBin}/$1`, workerProcesses: workers });
+  return { ...nginx, url: `http://127.0.0.1:${nginx.port}` };
 }
 
-/** `gatehouse serve` from this checkout's build, with extra flags. */
 /**
  * Node flags the manual recommends for a busy front (gatehouse-serve(8),
  * PERFORMANCE): a larger young generation, 8-40% less CPU per proxied
@@ -142,6 +111,7 @@ http {
  */
 export const RECOMMENDED_NODE_FLAGS = ['--max-semi-space-size=64'];
 
+/** `gatehouse serve` from this checkout's build, with extra flags. */
 export async function startGatehouseServe({ args = [], nodeArgs = RECOMMENDED_NODE_FLAGS } = {}) {
   const port = await freePort();
   const running = startProcess(process.execPath, [...nodeArgs, join(repo, 'dist/src/cli/main.js'), 'serve', '--listen', `127.0.0.1:${port}`, '--access-log', 'off', ...args]);

@@ -144,7 +144,12 @@ export async function spawnFcgi({ socketPath, children, command, args = [], env 
 }
 
 /** nginx with one worker process in front of `fastcgiPass` (e.g. "unix:/tmp/x.sock"). */
-export async function startNginx({ fastcgiPass, scriptFilename = '', workerProcesses = 1, extraLocation = '' }) {
+/**
+ * nginx (1 worker process by default) passing `location` to FastCGI at `fastcgiPass`.
+ * `location` is nginx's location argument ("/" or a regex such as "~ ^/cgi-bin/(.*)$",
+ * whose captures `scriptFilename` may use).
+ */
+export async function startNginx({ fastcgiPass, scriptFilename = '', workerProcesses = 1, location = '/', extraLocation = '' }) {
   const binary = requireProgram('/usr/sbin/nginx');
   const prefix = tempDir('gatehouse-bench-nginx-');
   for (const dir of ['logs', 'tmp/body', 'tmp/fastcgi', 'tmp/proxy', 'tmp/uwsgi', 'tmp/scgi']) mkdirSync(join(prefix, dir), { recursive: true });
@@ -171,7 +176,7 @@ http {
   server {
     listen 127.0.0.1:${port} backlog=4096;
     server_name localhost;
-    location / {
+    location ${location} {
       include /etc/nginx/fastcgi_params;
       ${scriptFilename ? `fastcgi_param SCRIPT_FILENAME ${scriptFilename};` : ''}
       fastcgi_pass ${fastcgiPass};
