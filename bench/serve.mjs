@@ -8,9 +8,10 @@
  *    of the same configuration (4 workers, pm static): a php-fpm worker
  *    serves one connection at a time, so a front that keeps its connections
  *    open (gatehouse, by default) would otherwise hold every worker and
- *    starve the next front measured. A third front, bench/lib/minimal-
- *    fastcgi-proxy.mjs, is the yardstick: the least a node:http proxy does
- *    per request, with none of the checks, to show what Node itself costs.
+ *    starve the next front measured. Two more fronts are yardsticks,
+ *    bench/lib/minimal-fastcgi-proxy.mjs: the least a node:http proxy does
+ *    per request, with none of the checks, and the same on bare node:net
+ *    sockets (--net), to show what Node itself costs.
  */
 import { expectBody, freePort, startNginx, startPhpFpm, startProcess, waitForListener, wrk } from './lib/peers.mjs';
 import { RECOMMENDED_NODE_FLAGS, makeHelloCgiBin, startApacheCgid, startGatehouseServe, startLighttpdCgi, startNginxFcgiwrap } from './lib/cgi-peers.mjs';
@@ -63,15 +64,21 @@ export async function runServeBench({ duration = 6, connectionCounts = [1, 16, 6
   const config = join(serveFpm.dir, 'gatehouse-bench-serve.toml');
   writeFileSync(config, `[[fastcgi]]\nurl = "/"\nupstreams = ["unix:${serveFpm.socketPath}"]\nscript-filename = "${serveFpm.script}"\nmax-connections = 4\n`);
   const serve = await startGatehouseServe({ args: ['--config', config] });
-  const minimalFpm = await startPhpFpm({ workers: 4 });
-  const minimalPort = await freePort();
   const minimalProxy = join(dirname(fileURLToPath(import.meta.url)), 'lib', 'minimal-fastcgi-proxy.mjs');
-  const minimal = startProcess(process.execPath, [...RECOMMENDED_NODE_FLAGS, minimalProxy, String(minimalPort), minimalFpm.socketPath, minimalFpm.script]);
-  await waitForListener({ host: '127.0.0.1', port: minimalPort }, 10_000, minimal.alive, 'the minimal FastCGI proxy');
+  const startYardstick = async (flags, describe) => {
+    const fpm = await startPhpFpm({ workers: 4 });
+    const port = await freePort();
+    const proxy = startProcess(process.execPath, [...RECOMMENDED_NODE_FLAGS, minimalProxy, ...flags, String(port), fpm.socketPath, fpm.script]);
+    await waitForListener({ host: '127.0.0.1', port }, 10_000, proxy.alive, describe);
+    return `http://127.0.0.1:${port}/`;
+  };
+  const minimalUrl = await startYardstick([], 'the minimal FastCGI proxy');
+  const rawNetUrl = await startYardstick(['--net'], 'the minimal FastCGI proxy (--net)');
   const fronts = [
     ['nginx -> php-fpm', nginx.url],
     ['gatehouse serve -> php-fpm', `${serve.url}/`],
-    ['minimal node:http proxy -> php-fpm (yardstick)', `http://127.0.0.1:${minimalPort}/`],
+    ['minimal node:http proxy -> php-fpm (yardstick)', minimalUrl],
+    ['minimal node:net proxy, no HTTP checks -> php-fpm (yardstick)', rawNetUrl],
   ];
   for (const [, url] of fronts) await expectBody(url, 'hello\n');
   const fastcgi = {};
@@ -88,6 +95,7 @@ export async function runServeBench({ duration = 6, connectionCounts = [1, 16, 6
   const ratio = (a, b) => fmt(mean(fastcgi[a]) / mean(fastcgi[b]), 2);
   ratios.push(`hello.php, 16 conn: gatehouse serve -> php-fpm / nginx -> php-fpm = ${ratio('gatehouse serve -> php-fpm', 'nginx -> php-fpm')}x (target >= 0.8x)`);
   ratios.push(`hello.php, 16 conn: minimal node:http proxy / nginx -> php-fpm = ${ratio('minimal node:http proxy -> php-fpm (yardstick)', 'nginx -> php-fpm')}x (the most a node:http front reached here)`);
+  ratios.push(`hello.php, 16 conn: minimal node:net proxy / nginx -> php-fpm = ${ratio('minimal node:net proxy, no HTTP checks -> php-fpm (yardstick)', 'nginx -> php-fpm')}x (the most any front on Node's sockets reached here)`);
   ratios.push(`hello.php, 16 conn: gatehouse serve / minimal node:http proxy = ${ratio('gatehouse serve -> php-fpm', 'minimal node:http proxy -> php-fpm (yardstick)')}x`);
   return { title: 'gatehouse serve vs Apache mod_cgid, nginx + fcgiwrap, lighttpd; serve -> php-fpm vs nginx -> php-fpm', rows, verdicts: ratios };
 }

@@ -4,7 +4,13 @@
  * per request, so the serve benchmark can show how much of the gap to nginx
  * is Node's own (node:http, net, V8) and how much is gatehouse's.
  *
- *   node minimal-fastcgi-proxy.mjs PORT UNIX-SOCKET SCRIPT-FILENAME
+ *   node minimal-fastcgi-proxy.mjs [--net] PORT UNIX-SOCKET SCRIPT-FILENAME
+ *
+ * With --net it skips node:http too: a node:net server that splits requests
+ * at the blank line, reads the request line and header lines with no checks
+ * at all (GET without a body only, no chunked, no limits), and writes the
+ * status line, headers and body in one socket.write: about the least any
+ * front built on Node's net sockets can do, whatever its HTTP layer.
  *
  * It keeps 4 connections to the application open (FCGI_KEEP_CONN), sends
  * BEGIN_REQUEST, a CGI environment of the usual size (the fixed variables
@@ -17,7 +23,8 @@
 import http from 'node:http';
 import net from 'node:net';
 
-const [port, socketPath, scriptFilename] = process.argv.slice(2);
+const rawNet = process.argv[2] === '--net';
+const [port, socketPath, scriptFilename] = process.argv.slice(rawNet ? 3 : 2);
 const CONNECTIONS = 4;
 const idle = [];
 const waiting = [];
@@ -74,6 +81,21 @@ function openConnection() {
 
 function answer(res, stdout) {
   const end = stdout.indexOf('\r\n\r\n');
+  const body = stdout.subarray(end + 4);
+  if (rawNet) {
+    // res is the client's net.Socket here.
+    let status = '200 OK';
+    let head = '';
+    for (const line of stdout.subarray(0, end).toString('latin1').split('\r\n')) {
+      const colon = line.indexOf(':');
+      const name = line.slice(0, colon);
+      const value = line.slice(colon + 1).trim();
+      if (name.toLowerCase() === 'status') status = value;
+      else head += `${name}: ${value}\r\n`;
+    }
+    res.write(`HTTP/1.1 ${status}\r\n${head}Content-Length: ${body.length}\r\nDate: ${new Date().toUTCString()}\r\n\r\n${body.toString('latin1')}`, 'latin1');
+    return;
+  }
   for (const line of stdout.subarray(0, end).toString('latin1').split('\r\n')) {
     const colon = line.indexOf(':');
     const name = line.slice(0, colon);
@@ -81,7 +103,7 @@ function answer(res, stdout) {
     if (name.toLowerCase() === 'status') res.statusCode = parseInt(value, 10);
     else res.setHeader(name, value);
   }
-  res.end(stdout.subarray(end + 4));
+  res.end(body);
 }
 
 function release(socket) {
@@ -100,26 +122,52 @@ function acquire(use) {
   waiting.push(use);
 }
 
-http
-  .createServer((req, res) => {
-    acquire((socket) => {
-      socket.res = res;
-      socket.stdout = [];
-      const local = req.socket;
-      const pairs = [
-        ['GATEWAY_INTERFACE', 'CGI/1.1'], ['SERVER_SOFTWARE', 'minimal'], ['SERVER_NAME', 'localhost'],
-        ['SERVER_PROTOCOL', `HTTP/${req.httpVersion}`], ['SERVER_PORT', String(local.localPort)], ['SERVER_ADDR', local.localAddress],
-        ['REMOTE_ADDR', local.remoteAddress], ['REMOTE_PORT', String(local.remotePort)], ['REQUEST_METHOD', req.method],
-        ['REQUEST_URI', req.url], ['QUERY_STRING', ''], ['SCRIPT_NAME', '/hello.php'], ['SCRIPT_FILENAME', scriptFilename],
-        ['DOCUMENT_ROOT', '/'], ['REQUEST_SCHEME', 'http'], ['PATH', '/usr/bin:/bin'],
-      ];
-      for (let index = 0; index < req.rawHeaders.length; index += 2) {
-        pairs.push([`HTTP_${req.rawHeaders[index].toUpperCase().replaceAll('-', '_')}`, req.rawHeaders[index + 1]]);
-      }
-      const params = record(4, Buffer.concat(pairs.map(([name, value]) => nameValue(name, value))));
-      socket.write(Buffer.concat([BEGIN, params, END_OF_PARAMS_AND_STDIN]));
-    });
-  })
-  .listen(Number(port), '127.0.0.1');
+/** Sends one request's BEGIN_REQUEST, PARAMS and empty STDIN; `res` gets the answer. */
+function forward(res, { method, url, version, rawHeaders, local }) {
+  acquire((socket) => {
+    socket.res = res;
+    socket.stdout = [];
+    const pairs = [
+      ['GATEWAY_INTERFACE', 'CGI/1.1'], ['SERVER_SOFTWARE', 'minimal'], ['SERVER_NAME', 'localhost'],
+      ['SERVER_PROTOCOL', `HTTP/${version}`], ['SERVER_PORT', String(local.localPort)], ['SERVER_ADDR', local.localAddress],
+      ['REMOTE_ADDR', local.remoteAddress], ['REMOTE_PORT', String(local.remotePort)], ['REQUEST_METHOD', method],
+      ['REQUEST_URI', url], ['QUERY_STRING', ''], ['SCRIPT_NAME', '/hello.php'], ['SCRIPT_FILENAME', scriptFilename],
+      ['DOCUMENT_ROOT', '/'], ['REQUEST_SCHEME', 'http'], ['PATH', '/usr/bin:/bin'],
+    ];
+    for (let index = 0; index < rawHeaders.length; index += 2) {
+      pairs.push([`HTTP_${rawHeaders[index].toUpperCase().replaceAll('-', '_')}`, rawHeaders[index + 1]]);
+    }
+    const params = record(4, Buffer.concat(pairs.map(([name, value]) => nameValue(name, value))));
+    socket.write(Buffer.concat([BEGIN, params, END_OF_PARAMS_AND_STDIN]));
+  });
+}
+
+if (rawNet) {
+  net
+    .createServer((client) => {
+      let unparsed = '';
+      client.on('error', () => client.destroy());
+      client.on('data', (chunk) => {
+        unparsed += chunk.toString('latin1');
+        let endOfHead;
+        while ((endOfHead = unparsed.indexOf('\r\n\r\n')) !== -1) {
+          const lines = unparsed.slice(0, endOfHead).split('\r\n');
+          unparsed = unparsed.slice(endOfHead + 4);
+          const [method, url, protocol] = lines[0].split(' ');
+          const rawHeaders = [];
+          for (const line of lines.slice(1)) {
+            const colon = line.indexOf(':');
+            rawHeaders.push(line.slice(0, colon), line.slice(colon + 1).trim());
+          }
+          forward(client, { method, url, version: protocol.slice('HTTP/'.length), rawHeaders, local: client });
+        }
+      });
+    })
+    .listen(Number(port), '127.0.0.1');
+} else {
+  http
+    .createServer((req, res) => forward(res, { method: req.method, url: req.url, version: req.httpVersion, rawHeaders: req.rawHeaders, local: req.socket }))
+    .listen(Number(port), '127.0.0.1');
+}
 
 process.on('SIGTERM', () => process.exit(0));
