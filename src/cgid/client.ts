@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import { ErrorCode, GatehouseError } from '../errors.js';
 import { SpawnError, type ScriptExit } from '../cgi/spawner.js';
 import { CGID_READ_CHUNK_BYTES, CGID_SPAWN_ANSWER_TIMEOUT_MS, CGID_START_TIMEOUT_MS } from '../limits.js';
-import { closeFd, connectUnix, pollDescriptor, receiveWithDescriptors, sendWithDescriptors, type DescriptorPoller } from '../sys/posix-spawn.js';
+import { closeDescriptor, connectUnix, receiveDescriptors, sendDescriptors, watchDescriptor, type DescriptorWatcher } from '../sys/index.js';
 import { CGID_NONCE_BYTES, daemonProof, decodeMessage, encodeMessage, FrameDecoder, secretsEqual, type CgidMessage, type SpawnOrder } from './protocol.js';
 
 export interface SpawnedRemote {
@@ -35,7 +35,7 @@ export class CgidConnection extends EventEmitter {
   readonly #fd: number;
   readonly #token: Buffer;
   readonly #decoder = new FrameDecoder();
-  readonly #poller: DescriptorPoller;
+  readonly #watcher: DescriptorWatcher;
   readonly #pending = new Map<number, Pending>();
   readonly #queue: Array<{ data: Buffer; fds: number[]; sent: () => void }> = [];
   #nextId = 1;
@@ -49,7 +49,7 @@ export class CgidConnection extends EventEmitter {
     super();
     this.#fd = fd;
     this.#token = token;
-    this.#poller = pollDescriptor(fd, (event) => {
+    this.#watcher = watchDescriptor(fd, (event) => {
       if (event.writable) this.#flush();
       if (event.readable || event.disconnect) this.#read();
     });
@@ -132,26 +132,26 @@ export class CgidConnection extends EventEmitter {
       const next = this.#queue[0]!;
       let done: boolean;
       try {
-        done = sendWithDescriptors(this.#fd, next.data, next.fds);
+        done = sendDescriptors(this.#fd, next.data, next.fds);
       } catch (error) {
         this.close(`writing to the daemon: ${(error as Error).message}`);
         return;
       }
       if (!done) {
-        this.#poller.want(true);
+        this.#watcher.want(true);
         return;
       }
       this.#queue.shift();
       next.sent();
     }
-    this.#poller.want(false);
+    this.#watcher.want(false);
   }
 
   #read(): void {
     while (!this.#closed) {
       let received;
       try {
-        received = receiveWithDescriptors(this.#fd, CGID_READ_CHUNK_BYTES, 0);
+        received = receiveDescriptors(this.#fd, CGID_READ_CHUNK_BYTES, 0);
       } catch (error) {
         this.close(`reading from the daemon: ${(error as Error).message}`);
         return;
@@ -161,7 +161,7 @@ export class CgidConnection extends EventEmitter {
         this.close('the daemon closed the connection');
         return;
       }
-      const { frames, error } = this.#decoder.push(received.data);
+      const { frames, error } = this.#decoder.push(received.payload);
       for (const frame of frames) {
         const message = decodeMessage(frame);
         if ('error' in message) {
@@ -255,8 +255,8 @@ export class CgidConnection extends EventEmitter {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#answerTimer);
-    this.#poller.close();
-    closeFd(this.#fd);
+    this.#watcher.close();
+    closeDescriptor(this.#fd);
     this.#welcome?.(new Error(reason));
     this.#welcome = null;
     const pending = [...this.#pending.values()];

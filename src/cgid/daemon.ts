@@ -17,18 +17,21 @@ import { unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { SpawnError } from '../cgi/spawner.js';
 import { CGID_KILL_GRACE_MS, CGID_READ_CHUNK_BYTES, CGID_STDIO_DESCRIPTORS, CGID_LISTEN_BACKLOG } from '../limits.js';
-import { createListener, identityAt, openAt, setNonBlocking, type FileIdentity } from '../sys/index.js';
 import {
   acceptConnection,
-  closeFd,
+  closeDescriptor,
+  createListener,
+  identityAt,
+  openAt,
   peerCredentials,
-  pollDescriptor,
-  receiveWithDescriptors,
+  receiveDescriptors,
   sendBytes,
-  watchChildExit,
-  type DescriptorPoller,
-  type ExitWatcher,
-} from '../sys/posix-spawn.js';
+  setNonBlocking,
+  watchDescriptor,
+  type DescriptorWatcher,
+  type FileIdentity,
+} from '../sys/index.js';
+import { watchChildExit, type ExitWatcher } from '../sys/posix-spawn.js';
 import { launchScript, type LaunchPolicy } from './launcher.js';
 import { signalScript } from './posix-spawner.js';
 import { daemonProof, decodeMessage, encodeMessage, FrameDecoder, secretsEqual, type CgidMessage, type ScriptLimits, type SpawnOrder } from './protocol.js';
@@ -59,7 +62,7 @@ export class CgidDaemon {
   readonly #options: DaemonOptions;
   readonly #connections = new Set<DaemonConnection>();
   #listenFd = -1;
-  #poller: DescriptorPoller | null = null;
+  #watcher: DescriptorWatcher | null = null;
   #identity: FileIdentity | null = null;
   #stopped = false;
   /** Scripts of connections that already closed, still being terminated and reaped. */
@@ -92,26 +95,27 @@ export class CgidDaemon {
     try {
       this.#identity = identityAt(directoryFd, path.basename(socketPath));
     } finally {
-      closeFd(directoryFd);
+      closeDescriptor(directoryFd);
     }
-    this.#poller = pollDescriptor(this.#listenFd, () => this.#acceptAll());
+    this.#watcher = watchDescriptor(this.#listenFd, () => this.#acceptAll());
   }
 
   #acceptAll(): void {
     for (;;) {
-      let fd: number | null;
+      let accepted;
       try {
-        fd = acceptConnection(this.#listenFd);
+        accepted = acceptConnection(this.#listenFd, { nonBlocking: true });
       } catch (error) {
         this.#options.log(`cgid: accept on ${this.socketPath}: ${(error as Error).message}`);
         return;
       }
-      if (fd === null) return;
+      if (accepted === null) return;
+      const { fd } = accepted;
       const ownUid = process.geteuid?.() ?? 0;
       const peer = peerCredentials(fd);
       if (peer.uid !== ownUid && peer.uid !== 0) {
         this.#options.log(`cgid: refused a connection from uid ${peer.uid} (pid ${peer.pid}): only uid ${ownUid} and root may start scripts`);
-        closeFd(fd);
+        closeDescriptor(fd);
         continue;
       }
       const connection = new DaemonConnection(fd, this, peer.pid);
@@ -161,8 +165,8 @@ export class CgidDaemon {
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
-    this.#poller?.close();
-    if (this.#listenFd >= 0) closeFd(this.#listenFd);
+    this.#watcher?.close();
+    if (this.#listenFd >= 0) closeDescriptor(this.#listenFd);
     this.#removeSocket();
     for (const connection of [...this.#connections]) connection.close();
     const deadline = Date.now() + (this.#options.killGraceMs ?? CGID_KILL_GRACE_MS) + 1000;
@@ -178,7 +182,7 @@ export class CgidDaemon {
         const now = identityAt(directoryFd, path.basename(this.socketPath));
         if (now && now.dev === this.#identity.dev && now.ino === this.#identity.ino) unlinkSync(this.socketPath);
       } finally {
-        closeFd(directoryFd);
+        closeDescriptor(directoryFd);
       }
     } catch {
       /* gone already */
@@ -192,7 +196,7 @@ class DaemonConnection {
   readonly #daemon: CgidDaemon;
   readonly #peerPid: number;
   readonly #decoder = new FrameDecoder();
-  readonly #poller: DescriptorPoller;
+  readonly #watcher: DescriptorWatcher;
   /** Descriptors received and not yet claimed by a spawn order, in arrival order. */
   readonly #descriptors: number[] = [];
   /** Spawn orders whose posix_spawn is still running on a worker thread. */
@@ -205,7 +209,7 @@ class DaemonConnection {
     this.#fd = fd;
     this.#daemon = daemon;
     this.#peerPid = peerPid;
-    this.#poller = pollDescriptor(fd, (event) => {
+    this.#watcher = watchDescriptor(fd, (event) => {
       if (event.writable) this.#flush();
       if (event.readable || event.disconnect) this.#read();
     });
@@ -215,7 +219,7 @@ class DaemonConnection {
     while (!this.#closed) {
       let received;
       try {
-        received = receiveWithDescriptors(this.#fd, CGID_READ_CHUNK_BYTES, CGID_STDIO_DESCRIPTORS * 4);
+        received = receiveDescriptors(this.#fd, CGID_READ_CHUNK_BYTES, CGID_STDIO_DESCRIPTORS * 4);
       } catch (error) {
         this.#fail(`reading from the front (pid ${this.#peerPid}): ${(error as Error).message}`);
         return;
@@ -226,7 +230,7 @@ class DaemonConnection {
         return;
       }
       this.#descriptors.push(...received.fds);
-      const { frames, error } = this.#decoder.push(received.data);
+      const { frames, error } = this.#decoder.push(received.payload);
       for (const frame of frames) {
         const message = decodeMessage(frame);
         if ('error' in message) {
@@ -270,7 +274,7 @@ class DaemonConnection {
   #spawn(id: number, token: Buffer, requested: SpawnOrder): void {
     const stdio = this.#descriptors.splice(0, CGID_STDIO_DESCRIPTORS);
     const closeStdio = () => {
-      for (const fd of stdio) closeFd(fd);
+      for (const fd of stdio) closeDescriptor(fd);
     };
     if (!this.#welcomed || !secretsEqual(token, this.#daemon.options.token)) {
       closeStdio();
@@ -355,13 +359,13 @@ class DaemonConnection {
         return;
       }
       if (sent === 0) {
-        this.#poller.want(true);
+        this.#watcher.want(true);
         return;
       }
       if (sent < head.length) this.#output[0] = head.subarray(sent);
       else this.#output.shift();
     }
-    this.#poller.want(false);
+    this.#watcher.want(false);
     if (this.#closeWhenFlushed) this.close();
   }
 
@@ -380,9 +384,9 @@ class DaemonConnection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#poller.close();
-    closeFd(this.#fd);
-    for (const fd of this.#descriptors.splice(0)) closeFd(fd);
+    this.#watcher.close();
+    closeDescriptor(this.#fd);
+    for (const fd of this.#descriptors.splice(0)) closeDescriptor(fd);
     this.#daemon.connectionClosed(this);
   }
 }

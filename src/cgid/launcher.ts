@@ -15,8 +15,8 @@ import { accessSync, constants, lstatSync, realpathSync, statSync } from 'node:f
 import path from 'node:path';
 import { refuseShellFallback, SpawnError } from '../cgi/spawner.js';
 import { CGID_PRLIMIT_PATH, CGID_SETPRIV_PATH, CGID_SUEXEC_MIN_GID, CGID_SUEXEC_MIN_UID } from '../limits.js';
-import { lookupUser, SysError } from '../sys/index.js';
-import { lookupGroupId, posixSpawnAsync } from '../sys/posix-spawn.js';
+import { lookupGroupId, lookupUser, SysError } from '../sys/index.js';
+import { posixSpawnAsync } from '../sys/posix-spawn.js';
 import type { RunAs, ScriptLimits, SpawnOrder } from './protocol.js';
 
 export interface LaunchPolicy {

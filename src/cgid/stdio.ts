@@ -9,7 +9,8 @@
 import net from 'node:net';
 import { openSync } from 'node:fs';
 import { Transform, Writable, type Readable } from 'node:stream';
-import { blockingSocketPair, closeFd, makePipe } from '../sys/posix-spawn.js';
+import { closeDescriptor, socketPair } from '../sys/index.js';
+import { makePipe } from '../sys/posix-spawn.js';
 
 export interface ScriptStdio {
   /** The script's ends, in order stdin, stdout, stderr. Close them (closeScriptEnds) once handed over. */
@@ -43,7 +44,7 @@ export function createScriptStdio(emptyStdin = false): ScriptStdio {
       devNull ??= openSync('/dev/null', 'r');
       stdinTheirs = devNull;
     } else {
-      [stdinOurs, stdinTheirs] = blockingSocketPair();
+      [stdinOurs, stdinTheirs] = socketPair({ blocking: true });
       made.push(stdinOurs, stdinTheirs);
     }
     // stdout and stderr flow one way: pipes, as most CGI servers give scripts.
@@ -59,7 +60,7 @@ export function createScriptStdio(emptyStdin = false): ScriptStdio {
     const closeScriptEnds = () => {
       if (!theirsOpen) return;
       theirsOpen = false;
-      for (const fd of scriptEnds) if (fd !== devNull) closeFd(fd);
+      for (const fd of scriptEnds) if (fd !== devNull) closeDescriptor(fd);
     };
     return {
       scriptEnds,
@@ -75,7 +76,7 @@ export function createScriptStdio(emptyStdin = false): ScriptStdio {
       },
     };
   } catch (error) {
-    for (const fd of made) closeFd(fd);
+    for (const fd of made) closeDescriptor(fd);
     throw error;
   }
 }

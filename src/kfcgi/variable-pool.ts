@@ -33,9 +33,9 @@ import {
   acceptConnection,
   closeDescriptor,
   normalizeAddress,
-  receiveDescriptor,
+  receiveDescriptors,
   setNonBlocking,
-  sendDescriptor,
+  sendDescriptors,
   socketPair,
   tcpListenQueue,
   watchReadable,
@@ -279,7 +279,7 @@ export class VariablePool implements Pool {
   #dispatch(worker: PoolWorker, connection: AcceptedConnection): void {
     const cookie = this.#cookies.next();
     try {
-      if (!sendDescriptor(worker.control, connection.fd, cookie)) throw new Error('control socket full');
+      if (!sendDescriptors(worker.control, cookie, [connection.fd])) throw new Error('control socket full');
     } catch (error) {
       this.#log.error(`sendmsg: passing connection to worker ${worker.process.pid}: ${(error as Error).message}; retiring it`);
       this.#retire(worker, 'control socket failed');
@@ -305,7 +305,7 @@ export class VariablePool implements Pool {
       if (worker.control < 0) return;
       let message;
       try {
-        message = receiveDescriptor(worker.control, CONTROL_READ_BYTES);
+        message = receiveDescriptors(worker.control, CONTROL_READ_BYTES, 1);
       } catch (error) {
         this.#log.error(`recvmsg: reading from worker ${worker.process.pid}: ${(error as Error).message}`);
         this.#retire(worker, 'control socket failed');
@@ -319,7 +319,7 @@ export class VariablePool implements Pool {
         this.#ensureMinimum();
         return;
       }
-      if (message.fd !== null) closeDescriptor(message.fd);
+      for (const stray of message.fds) closeDescriptor(stray);
       const bytes = worker.partial.length > 0 ? Buffer.concat([worker.partial, message.payload]) : message.payload;
       let offset = 0;
       for (; offset + COOKIE_BYTES <= bytes.length; offset += COOKIE_BYTES) {

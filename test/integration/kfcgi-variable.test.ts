@@ -15,6 +15,7 @@ import { readStatus } from '../../src/kfcgi/status.js';
 import {
   buildFixtures,
   cgiFcgi,
+  cookiePatternWorker,
   nodeWorker,
   processExists,
   runKfcgiCommand,
@@ -227,6 +228,68 @@ test('variable pool -C: an extra worker gets connections only while the floor is
   }
   assert.deepEqual([...pids], [String(floor)], 'light load went to the floor worker only');
   await waitFor(() => kfcgi.workers().length === 1, 'the extra worker released after -w', kfcgi.output, 15_000);
+});
+
+/** Has the cookie-pattern worker return what it holds (the socket probes' cookies) until the pool is idle. */
+async function releaseProbes(worker: number, status: string, output: () => string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    process.kill(worker, 'SIGWINCH');
+    const now = await readStatus(status).catch((error: Error) => {
+      throw new Error(`${error.message}\n${output()}`);
+    });
+    if (now.busy === 0 && (now.accepted ?? 0) > 0) return;
+    if (Date.now() > deadline) throw new Error(`the pool did not go idle: ${JSON.stringify(now)}\n${output()}`);
+    await sleep(50);
+  }
+}
+
+test('variable pool: two cookies written back in one write free both connections', async (t) => {
+  const dir = tempDir(t);
+  const socket = join(dir, 'app.sock');
+  const status = join(dir, 'status.sock');
+  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '1', '-N', '1', '-C', '2', '-s', socket, '-S', status, process.execPath, cookiePatternWorker, 'together'], { socket, expectWorkers: 1 });
+  const [worker] = kfcgi.workers();
+  await releaseProbes(worker!, status, kfcgi.output);
+  // Both connections go to the one worker; it returns their cookies together, 16 bytes in one write.
+  const responses = await Promise.all([cgiFcgi(socket), cgiFcgi(socket)]);
+  for (const response of responses) assert.match(response, new RegExp(`hello from pattern pid ${worker}`));
+  // A manager that took only the first cookie of a read would count one connection as open for ever.
+  const deadline = Date.now() + 5000;
+  let after = await readStatus(status);
+  while (after.busy !== 0 && Date.now() < deadline) {
+    await sleep(50);
+    after = await readStatus(status);
+  }
+  assert.equal(after.busy, 0, `both connections released: ${JSON.stringify(after)}`);
+  // And the worker was not retired for a protocol error: the next two connections go to it again.
+  const again = await Promise.all([cgiFcgi(socket), cgiFcgi(socket)]);
+  for (const response of again) assert.match(response, new RegExp(`hello from pattern pid ${worker}`));
+  assert.deepEqual(kfcgi.workers(), [worker]);
+  assert.doesNotMatch(kfcgi.output(), /protocol error|no connection it was given/);
+});
+
+test('variable pool: a cookie that arrives in two pieces frees the worker only when it is whole', async (t) => {
+  const dir = tempDir(t);
+  const socket = join(dir, 'app.sock');
+  const status = join(dir, 'status.sock');
+  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '1', '-N', '1', '-s', socket, '-S', status, process.execPath, cookiePatternWorker, 'split'], { socket, expectWorkers: 1 });
+  const [worker] = kfcgi.workers();
+  await releaseProbes(worker!, status, kfcgi.output);
+  assert.match(await cgiFcgi(socket), new RegExp(`hello from pattern pid ${worker}`));
+  // 3 of the 8 bytes are back: the worker still counts as busy, so with -N 1 the next connection waits.
+  let secondDone = false;
+  const second = cgiFcgi(socket).then((response) => {
+    secondDone = true;
+    return response;
+  });
+  await sleep(300);
+  assert.equal(secondDone, false, 'the next connection waits for the whole cookie');
+  assert.equal((await readStatus(status)).busy, 1);
+  process.kill(worker!, 'SIGWINCH');
+  assert.match(await second, new RegExp(`hello from pattern pid ${worker}`));
+  assert.deepEqual(kfcgi.workers(), [worker], 'the worker was not retired');
+  assert.doesNotMatch(kfcgi.output(), /protocol error|no connection it was given/);
 });
 
 test('variable pool -C with a kcgi-style worker: it serves the connections it is given one after another', async (t) => {

@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdtempSync, openSync, rmSync, statSync, constants as fsConstants, fstatSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, constants as fsConstants, fstatSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,8 +19,8 @@ import {
   listDirectoryAt,
   lookupUser,
   readLinkAt,
-  receiveDescriptor,
-  sendDescriptor,
+  receiveDescriptors,
+  sendDescriptors,
   setResourceLimit,
   socketPair,
   SysError,
@@ -74,7 +74,7 @@ test('tcpListenQueue reports the backlog of a TCP listener; null for a unix sock
   assert.equal(tcpListenQueue(unix), null);
 });
 
-test('sendDescriptor / receiveDescriptor: a payload with a descriptor, received as a working copy', async (t) => {
+test('sendDescriptors / receiveDescriptors: a payload with a descriptor, received as a working copy', async (t) => {
   const path = join(scratch(t), 'srv.sock');
   const server = net.createServer((socket) => {
     socket.on('error', () => undefined);
@@ -91,23 +91,23 @@ test('sendDescriptor / receiveDescriptor: a payload with a descriptor, received 
     closeDescriptor(b);
   });
   const cookie = Buffer.from('0123456789abcdef', 'hex');
-  assert.equal(sendDescriptor(a, fd, cookie), true);
+  assert.equal(sendDescriptors(a, cookie, [fd]), true);
   client.destroy();
-  const first = receiveDescriptor(b, 8);
+  const first = receiveDescriptors(b, 8, 1);
   assert.equal(first.kind, 'message');
-  if (first.kind === 'message' && first.fd !== null) closeDescriptor(first.fd);
+  if (first.kind === 'message') for (const passed of first.fds) closeDescriptor(passed);
   // The first receive consumed the message; build another to check the content.
   const [c, d] = socketPair();
   const probe = net.connect(path);
   await new Promise((resolve) => probe.once('connect', resolve));
-  sendDescriptor(c, (probe as unknown as { _handle: { fd: number } })._handle.fd, cookie);
+  sendDescriptors(c, cookie, [(probe as unknown as { _handle: { fd: number } })._handle.fd]);
   probe.destroy();
-  const received = receiveDescriptor(d, 8);
+  const received = receiveDescriptors(d, 8, 1);
   assert.equal(received.kind, 'message');
   if (received.kind !== 'message') return;
   assert.deepEqual(received.payload, cookie);
-  assert.notEqual(received.fd, null);
-  const copy = new net.Socket({ fd: received.fd!, readable: true, writable: true });
+  assert.equal(received.fds.length, 1);
+  const copy = new net.Socket({ fd: received.fds[0]!, readable: true, writable: true });
   const text = await new Promise<string>((resolve) => {
     let data = '';
     copy.on('data', (chunk) => (data += chunk.toString()));
@@ -115,10 +115,43 @@ test('sendDescriptor / receiveDescriptor: a payload with a descriptor, received 
   });
   assert.equal(text, 'from the server\n');
   copy.destroy();
-  assert.deepEqual(receiveDescriptor(d, 8), { kind: 'again' });
+  assert.deepEqual(receiveDescriptors(d, 8, 1), { kind: 'again' });
   closeDescriptor(c);
-  assert.deepEqual(receiveDescriptor(d, 8), { kind: 'eof' });
+  assert.deepEqual(receiveDescriptors(d, 8, 1), { kind: 'eof' });
   closeDescriptor(d);
+});
+
+const openDescriptorCount = () => readdirSync('/proc/self/fd').length;
+
+test('sendDescriptors / receiveDescriptors: several descriptors in one message arrive in order; more than the receiver allows are refused and closed', (t) => {
+  const dir = scratch(t);
+  const files = ['one', 'two', 'three'].map((name) => {
+    const path = join(dir, name);
+    writeFileSync(path, name);
+    return openSync(path, 'r');
+  });
+  t.after(() => files.forEach((fd) => closeSync(fd)));
+  const [a, b] = socketPair();
+  t.after(() => {
+    closeDescriptor(a);
+    closeDescriptor(b);
+  });
+  assert.equal(sendDescriptors(a, Buffer.from('x'), files), true);
+  const received = receiveDescriptors(b, 16, 3);
+  assert.equal(received.kind, 'message');
+  if (received.kind !== 'message') return;
+  assert.deepEqual(received.payload, Buffer.from('x'));
+  assert.deepEqual(
+    received.fds.map((fd) => readFileSync(fd, 'utf8')),
+    ['one', 'two', 'three'],
+  );
+  for (const fd of received.fds) closeSync(fd);
+
+  // Three attached, one allowed: the kernel drops two (MSG_CTRUNC); the one received is closed too, and it is an error.
+  const before = openDescriptorCount();
+  assert.equal(sendDescriptors(a, Buffer.from('y'), files), true);
+  assert.throws(() => receiveDescriptors(b, 16, 1), /more than 1 descriptor\(s\) were attached/);
+  assert.equal(openDescriptorCount(), before, 'no descriptor left open by a refused message');
 });
 
 test('lookupUser and groupList read the user database', () => {

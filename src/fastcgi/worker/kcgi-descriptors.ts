@@ -18,7 +18,7 @@
 import net from 'node:net';
 import { writeSync } from 'node:fs';
 import { ErrorCode, GatehouseError } from '../../errors.js';
-import { closeDescriptor, receiveDescriptor, setNonBlocking, watchReadable } from '../../sys/index.js';
+import { closeDescriptor, receiveDescriptors, setNonBlocking, watchReadable } from '../../sys/index.js';
 
 /** The cookie's size: kcgi's extension passes a 64-bit value. */
 export const KCGI_COOKIE_BYTES = 8;
@@ -129,7 +129,7 @@ export function listenOnKcgiDescriptors(server: ConnectionServer, controlFd: num
       while (!released) {
         let message;
         try {
-          message = receiveDescriptor(controlFd, KCGI_COOKIE_BYTES - partial.length);
+          message = receiveDescriptors(controlFd, KCGI_COOKIE_BYTES - partial.length, 1);
         } catch (error) {
           fail(error as Error);
           return;
@@ -141,7 +141,7 @@ export function listenOnKcgiDescriptors(server: ConnectionServer, controlFd: num
         }
         partial = partial.length > 0 ? Buffer.concat([partial, message.payload]) : message.payload;
         // The descriptor rides on the cookie's first byte; the 8 bytes may (in theory) arrive in pieces.
-        if (message.fd !== null) pendingFd = message.fd;
+        if (message.fds.length > 0) pendingFd = message.fds[0]!;
         if (partial.length < KCGI_COOKIE_BYTES) continue;
         const cookie = partial;
         const fd = pendingFd;

@@ -1,0 +1,529 @@
+/**
+ * Sockets beyond what node:net offers, for kfcgi and the cgid daemon alike:
+ * listening sockets bound with no window of a wider mode, accept4 outside
+ * libuv, socket pairs, passing descriptors with SCM_RIGHTS, the peer's
+ * credentials, and uv_poll watchers for descriptors libuv does not own.
+ *
+ * Every descriptor made here is close-on-exec, so none leaks into a spawned
+ * child unless it is passed on purpose (dup2 onto the child's stdio clears
+ * the flag on the child's copy). Struct layouts (msghdr, cmsghdr,
+ * sockaddr_un/in/in6, ucred, tcp_info's first fields) are those of the
+ * Linux UAPI and glibc, laid out with the sizes koffi reports.
+ */
+import os from 'node:os';
+import { ErrorCode, GatehouseError } from '../errors.js';
+import { Block, POINTER_SIZE, SIZE_T_SIZE, SysError, fail, koffi, libc, withBlock } from './libc.js';
+import {
+  AF_INET,
+  AF_INET6,
+  AF_UNIX,
+  F_GETFL,
+  F_SETFL,
+  IPPROTO_TCP,
+  MSG_CMSG_CLOEXEC,
+  MSG_CTRUNC,
+  MSG_DONTWAIT,
+  MSG_NOSIGNAL,
+  O_NONBLOCK,
+  SCM_RIGHTS,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOCK_STREAM,
+  SOL_SOCKET,
+  SO_ACCEPTCONN,
+  SO_PEERCRED,
+  SO_REUSEADDR,
+  TCP_INFO,
+  UNIX_PATH_MAX,
+} from './linux.js';
+
+const c = {
+  socket: libc.func('int socket(int domain, int type, int protocol)'),
+  socketpair: libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)'),
+  bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
+  connect: libc.func('int connect(int fd, const void *addr, uint32_t len)'),
+  listen: libc.func('int listen(int fd, int backlog)'),
+  accept4: libc.func('int accept4(int fd, void *addr, _Inout_ uint32_t *len, int flags)'),
+  setsockopt: libc.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t len)'),
+  getsockopt: libc.func('int getsockopt(int fd, int level, int name, void *value, _Inout_ uint32_t *len)'),
+  send: libc.func('intptr_t send(int fd, const uint8_t *buf, size_t len, int flags)'),
+  sendmsg: libc.func('intptr_t sendmsg(int fd, void *msg, int flags)'),
+  recvmsg: libc.func('intptr_t recvmsg(int fd, void *msg, int flags)'),
+  fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
+  close: libc.func('int close(int fd)'),
+  umask: libc.func('uint32_t umask(uint32_t mask)'),
+};
+
+/** umask(2): sets the mask and returns the previous one (unlike process.umask, also usable where that is deprecated). */
+export function setUmask(mask: number): number {
+  return Number(c.umask(mask));
+}
+
+// ---------------------------------------------------------------------------
+// Listening sockets
+
+/** A listening address: a unix socket path, or a TCP host and port. */
+export type ListenAddress = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
+
+export function describeListenAddress(address: ListenAddress): string {
+  return address.kind === 'unix' ? address.path : `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
+}
+
+/** Encodes a sockaddr for `address` into a block (the caller frees it) and returns its length. */
+function encodeSockaddr(address: ListenAddress): { block: Block; length: number; family: number } {
+  if (address.kind === 'unix') {
+    const path = Buffer.from(address.path);
+    if (path.length >= UNIX_PATH_MAX) {
+      throw new GatehouseError(ErrorCode.SYSCALL_FAILED, `socket path ${address.path} is ${path.length} bytes; unix socket paths must be shorter than ${UNIX_PATH_MAX} bytes: choose a shorter path`);
+    }
+    const block = new Block(2 + UNIX_PATH_MAX);
+    block.view.setUint16(0, AF_UNIX, true);
+    block.bytes.set(path, 2);
+    return { block, length: 2 + path.length + 1, family: AF_UNIX };
+  }
+  const family = address.host.includes(':') ? AF_INET6 : AF_INET;
+  if (family === AF_INET) {
+    const parts = address.host.split('.').map((part) => Number(part));
+    if (parts.length !== 4 || parts.some((part) => !Number.isInteger(part) || part < 0 || part > 255)) {
+      throw new GatehouseError(ErrorCode.SYSCALL_FAILED, `"${address.host}" is not an IPv4 address: write a numeric address such as 127.0.0.1 or [::1]`);
+    }
+    const block = new Block(16);
+    block.view.setUint16(0, AF_INET, true);
+    block.view.setUint16(2, address.port, false);
+    parts.forEach((part, index) => block.view.setUint8(4 + index, part));
+    return { block, length: 16, family };
+  }
+  const groups = expandIPv6(address.host);
+  const block = new Block(28);
+  block.view.setUint16(0, AF_INET6, true);
+  block.view.setUint16(2, address.port, false);
+  groups.forEach((group, index) => block.view.setUint16(8 + index * 2, group, false));
+  return { block, length: 28, family };
+}
+
+function expandIPv6(host: string): number[] {
+  const [head = '', tail] = host.split('::');
+  const parse = (text: string) => (text === '' ? [] : text.split(':').map((group) => Number.parseInt(group, 16)));
+  const left = parse(head);
+  const right = tail === undefined ? [] : parse(tail);
+  const groups = tail === undefined ? left : [...left, ...new Array(8 - left.length - right.length).fill(0), ...right];
+  if (groups.length !== 8 || groups.some((group) => !Number.isInteger(group) || group < 0 || group > 0xffff)) {
+    throw new GatehouseError(ErrorCode.SYSCALL_FAILED, `"${host}" is not an IPv6 address`);
+  }
+  return groups;
+}
+
+export interface ListenOptions {
+  /** listen(2) backlog; the kernel truncates it to net.core.somaxconn. */
+  backlog: number;
+  /**
+   * Unix sockets: the permission bits the socket file gets at bind(2). The
+   * process umask is set to the complement around bind(), so the file never
+   * exists with a wider mode (no bind-then-chmod window).
+   */
+  mode?: number;
+}
+
+/**
+ * Creates a listening stream socket (close-on-exec, blocking) and returns its
+ * descriptor. The manager keeps it out of libuv so that it never accepts on
+ * it unless it wraps it on purpose (`new net.Server().listen({ fd })`).
+ */
+export function createListener(address: ListenAddress, options: ListenOptions): number {
+  const { block, length, family } = encodeSockaddr(address);
+  const where = describeListenAddress(address);
+  try {
+    const fd = c.socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0) as number;
+    if (fd < 0) fail('socket', where);
+    try {
+      if (address.kind === 'tcp') setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1, where);
+      const mode = options.mode ?? 0o660;
+      const previous = address.kind === 'unix' ? setUmask(~mode & 0o777) : null;
+      let bound: number;
+      try {
+        bound = c.bind(fd, block.ptr, length) as number;
+      } finally {
+        if (previous !== null) setUmask(previous);
+      }
+      if (bound !== 0) fail('bind', where);
+      if (c.listen(fd, options.backlog) !== 0) fail('listen', where);
+      return fd;
+    } catch (error) {
+      c.close(fd);
+      throw error;
+    }
+  } finally {
+    block.free();
+  }
+}
+
+/**
+ * Whether something accepts connections on the unix socket at `path` right
+ * now (a live server), probed with a non-blocking connect(2). ECONNREFUSED and
+ * ENOENT mean no; EAGAIN (a full queue) means yes.
+ */
+export function unixSocketIsLive(path: string): boolean {
+  const { block, length } = encodeSockaddr({ kind: 'unix', path });
+  try {
+    const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0) as number;
+    if (fd < 0) fail('socket', path);
+    try {
+      if (c.connect(fd, block.ptr, length) === 0) return true;
+      const errno = koffi.errno();
+      const { EAGAIN, EINPROGRESS, ECONNREFUSED, ENOENT, ENOTSOCK } = os.constants.errno;
+      if (errno === EAGAIN || errno === EINPROGRESS) return true;
+      if (errno === ECONNREFUSED || errno === ENOENT || errno === ENOTSOCK) return false;
+      throw new SysError('connect', path, errno);
+    } finally {
+      c.close(fd);
+    }
+  } finally {
+    block.free();
+  }
+}
+
+function setIntOption(fd: number, level: number, name: number, value: number, where: string): void {
+  withBlock(4, (block) => {
+    block.view.setInt32(0, value, true);
+    if (c.setsockopt(fd, level, name, block.ptr, 4) !== 0) fail('setsockopt', where);
+  });
+}
+
+/** Whether `fd` is a listening socket (SO_ACCEPTCONN). */
+export function isListeningSocket(fd: number): boolean {
+  return withBlock(4, (block) => {
+    const length = [4];
+    if (c.getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, block.ptr, length) !== 0) return false;
+    return block.view.getInt32(0, true) !== 0;
+  });
+}
+
+/**
+ * The accept queue of a listening TCP socket, from TCP_INFO: `queued`
+ * connections waiting for accept() and the `limit` the kernel applies (the
+ * effective backlog). Linux does not report these for unix sockets: null.
+ */
+export function tcpListenQueue(fd: number): { queued: number; limit: number } | null {
+  return withBlock(104, (block) => {
+    const length = [104];
+    if (c.getsockopt(fd, IPPROTO_TCP, TCP_INFO, block.ptr, length) !== 0) return null;
+    // struct tcp_info: 8 bytes of u8 fields, then u32 rto, ato, snd_mss, rcv_mss, unacked, sacked.
+    // For a listening socket the kernel reports the accept queue in unacked and the backlog in sacked.
+    return { queued: block.view.getUint32(24, true), limit: block.view.getUint32(28, true) };
+  });
+}
+
+/**
+ * A connected pair of unix stream sockets, close-on-exec. Non-blocking by
+ * default (both ends stay with us or another event loop); `blocking` when
+ * one end becomes a script's stdin or stdout (scripts expect blocking
+ * descriptors; libuv makes its own end non-blocking when it wraps it).
+ */
+export function socketPair({ blocking = false }: { blocking?: boolean } = {}): [number, number] {
+  const pair = [0, 0];
+  if ((c.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (blocking ? 0 : SOCK_NONBLOCK), 0, pair) as number) !== 0) fail('socketpair', '');
+  return [pair[0]!, pair[1]!];
+}
+
+/** Sets or clears O_NONBLOCK on the open file description behind `fd` (shared by every copy of it). */
+export function setNonBlocking(fd: number, nonBlocking: boolean): void {
+  const flags = c.fcntl(fd, F_GETFL, 'int', 0) as number;
+  if (flags < 0) fail('fcntl', `F_GETFL fd ${fd}`);
+  const wanted = nonBlocking ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
+  if (wanted !== flags && (c.fcntl(fd, F_SETFL, 'int', wanted) as number) < 0) fail('fcntl', `F_SETFL fd ${fd}`);
+}
+
+/** Connects a non-blocking, close-on-exec unix stream socket to `path` (unix connects complete at once or fail). */
+export function connectUnix(path: string): number {
+  const { block, length } = encodeSockaddr({ kind: 'unix', path });
+  try {
+    const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0) as number;
+    if (fd < 0) fail('socket', path);
+    if ((c.connect(fd, block.ptr, length) as number) !== 0) {
+      const errno = koffi.errno();
+      c.close(fd);
+      fail('connect', path, errno);
+    }
+    return fd;
+  } finally {
+    block.free();
+  }
+}
+
+/** The uid, gid and pid of the process at the other end of a unix socket (SO_PEERCRED). */
+export function peerCredentials(fd: number): { pid: number; uid: number; gid: number } {
+  return withBlock(12, (block) => {
+    if ((c.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, block.ptr, [12]) as number) !== 0) fail('getsockopt', `SO_PEERCRED fd ${fd}`);
+    return { pid: block.view.getInt32(0, true), uid: block.view.getUint32(4, true), gid: block.view.getUint32(8, true) };
+  });
+}
+
+/** send(2) without blocking: bytes sent (possibly fewer), 0 when the buffer is full; throws EPIPE etc. */
+export function sendBytes(fd: number, data: Uint8Array): number {
+  for (;;) {
+    const sent = Number(c.send(fd, data, data.length, MSG_DONTWAIT | MSG_NOSIGNAL));
+    if (sent >= 0) return sent;
+    const errno = koffi.errno();
+    if (errno === os.constants.errno.EINTR) continue;
+    if (errno === os.constants.errno.EAGAIN) return 0;
+    fail('send', `fd ${fd}`, errno);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Passing descriptors (SCM_RIGHTS)
+
+// msghdr: name(ptr) namelen(u32, padded to ptr) iov(ptr) iovlen(size_t) control(ptr) controllen(size_t) flags(int)
+const MSG_IOV = POINTER_SIZE * 2;
+const MSG_IOVLEN = MSG_IOV + POINTER_SIZE;
+const MSG_CONTROL = MSG_IOVLEN + SIZE_T_SIZE;
+const MSG_CONTROLLEN = MSG_CONTROL + POINTER_SIZE;
+const MSG_FLAGS = MSG_CONTROLLEN + SIZE_T_SIZE;
+const MSGHDR_SIZE = MSG_FLAGS + 8;
+const IOVEC_SIZE = POINTER_SIZE + SIZE_T_SIZE;
+// cmsghdr: len(size_t) level(int) type(int), data aligned to size_t.
+const CMSG_HEADER = SIZE_T_SIZE + 8;
+const alignToSize = (n: number) => Math.ceil(n / SIZE_T_SIZE) * SIZE_T_SIZE;
+
+/**
+ * A msghdr, one iovec, a data area and a control area in one block. Blocks
+ * are kept and reused (the calls are synchronous and JavaScript has one
+ * thread here): allocating native memory per message showed up as garbage
+ * collector time at a few thousand messages per second.
+ */
+class MessageBlock extends Block {
+  readonly dataOffset: number;
+  readonly controlOffset: number;
+  readonly controlSpace: number;
+  constructor(
+    readonly dataCapacity: number,
+    fdCapacity: number,
+  ) {
+    const dataOffset = MSGHDR_SIZE + IOVEC_SIZE;
+    const controlOffset = dataOffset + Math.ceil(dataCapacity / 8) * 8;
+    const controlSpace = fdCapacity > 0 ? CMSG_HEADER + alignToSize(4 * fdCapacity) : 0;
+    super(controlOffset + Math.max(controlSpace, 8));
+    this.dataOffset = dataOffset;
+    this.controlOffset = controlOffset;
+    this.controlSpace = controlSpace;
+    const base = this.address;
+    this.writePointer(MSG_IOV, base + BigInt(MSGHDR_SIZE));
+    this.writeSize(MSG_IOVLEN, 1);
+    this.writePointer(MSGHDR_SIZE, base + BigInt(dataOffset));
+    this.writePointer(MSG_CONTROL, base + BigInt(controlOffset));
+  }
+  /** Sets the data length and the control length for the next call (recvmsg rewrites both, and the flags). */
+  prepare(dataLength: number, controlLength: number): void {
+    this.writeSize(MSGHDR_SIZE + POINTER_SIZE, dataLength);
+    this.writeSize(MSG_CONTROLLEN, controlLength);
+    this.view.setInt32(MSG_FLAGS, 0, true);
+  }
+}
+
+let sendBlock: MessageBlock | null = null;
+const receiveBlocks = new Map<string, MessageBlock>();
+
+/**
+ * sendmsg(2) of `payload` with `fds` attached (SCM_RIGHTS) on the unix stream
+ * socket `fd`, without blocking. The receiver gets its own copies; the sender
+ * may close its descriptors as soon as this returns. All or nothing: false
+ * when the socket buffer cannot take it now (EAGAIN); a partial send (which a
+ * unix stream socket does not do below its buffer size) is an error, as is
+ * EPIPE when the peer is gone.
+ */
+export function sendDescriptors(fd: number, payload: Uint8Array, fds: readonly number[]): boolean {
+  const controlLength = fds.length > 0 ? CMSG_HEADER + alignToSize(4 * fds.length) : 0;
+  if (!sendBlock || sendBlock.dataCapacity < payload.length || sendBlock.controlSpace < controlLength) {
+    sendBlock?.free();
+    let capacity = 4096;
+    while (capacity < payload.length) capacity *= 2;
+    sendBlock = new MessageBlock(capacity, Math.max(fds.length, 8));
+  }
+  const block = sendBlock;
+  block.bytes.set(payload, block.dataOffset);
+  if (fds.length > 0) {
+    block.writeSize(block.controlOffset, CMSG_HEADER + 4 * fds.length);
+    block.view.setInt32(block.controlOffset + SIZE_T_SIZE, SOL_SOCKET, true);
+    block.view.setInt32(block.controlOffset + SIZE_T_SIZE + 4, SCM_RIGHTS, true);
+    fds.forEach((passed, index) => block.view.setInt32(block.controlOffset + CMSG_HEADER + 4 * index, passed, true));
+  }
+  block.prepare(payload.length, controlLength);
+  for (;;) {
+    const sent = Number(c.sendmsg(fd, block.ptr, MSG_DONTWAIT | MSG_NOSIGNAL));
+    if (sent === payload.length) return true;
+    if (sent >= 0) throw new GatehouseError(ErrorCode.SYSCALL_FAILED, `sendmsg fd ${fd}: sent ${sent} of ${payload.length} bytes with descriptors attached`);
+    const errno = koffi.errno();
+    if (errno === os.constants.errno.EINTR) continue;
+    if (errno === os.constants.errno.EAGAIN) return false;
+    fail('sendmsg', `passing ${fds.length} descriptor(s) over fd ${fd}`, errno);
+  }
+}
+
+export type ReceivedMessage = { kind: 'message'; payload: Buffer; fds: number[] } | { kind: 'again' } | { kind: 'eof' };
+
+/**
+ * recvmsg(2) of up to `maxBytes` and up to `maxFds` attached descriptors
+ * (close-on-exec) from the unix stream socket `fd`, without blocking. More
+ * descriptors than `maxFds` make the kernel close the extra ones
+ * (MSG_CTRUNC): that is an error, after closing the ones received. A reset
+ * connection counts as end of file.
+ */
+export function receiveDescriptors(fd: number, maxBytes: number, maxFds: number): ReceivedMessage {
+  const key = `${maxBytes}:${maxFds}`;
+  let block = receiveBlocks.get(key);
+  if (!block) {
+    block = new MessageBlock(maxBytes, maxFds);
+    receiveBlocks.set(key, block);
+  }
+  for (;;) {
+    block.prepare(maxBytes, block.controlSpace);
+    const received = Number(c.recvmsg(fd, block.ptr, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
+    if (received < 0) {
+      const errno = koffi.errno();
+      if (errno === os.constants.errno.EINTR) continue;
+      if (errno === os.constants.errno.EAGAIN) return { kind: 'again' };
+      if (errno === os.constants.errno.ECONNRESET) return { kind: 'eof' };
+      fail('recvmsg', `fd ${fd}`, errno);
+    }
+    const fds: number[] = [];
+    const controlLength = block.controlSpace > 0 ? block.readSize(MSG_CONTROLLEN) : 0;
+    if (controlLength >= CMSG_HEADER) {
+      const length = block.readSize(block.controlOffset);
+      const level = block.view.getInt32(block.controlOffset + SIZE_T_SIZE, true);
+      const type = block.view.getInt32(block.controlOffset + SIZE_T_SIZE + 4, true);
+      if (level === SOL_SOCKET && type === SCM_RIGHTS) {
+        const count = Math.floor((length - CMSG_HEADER) / 4);
+        for (let index = 0; index < count; index++) fds.push(block.view.getInt32(block.controlOffset + CMSG_HEADER + 4 * index, true));
+      }
+    }
+    if ((block.view.getInt32(MSG_FLAGS, true) & MSG_CTRUNC) !== 0) {
+      for (const passed of fds) c.close(passed);
+      throw new GatehouseError(ErrorCode.SYSCALL_FAILED, `recvmsg fd ${fd}: more than ${maxFds} descriptor(s) were attached; the message was refused`);
+    }
+    // SCM_RIGHTS needs at least one data byte, so 0 bytes is always end of file.
+    if (received === 0) return { kind: 'eof' };
+    return { kind: 'message', payload: Buffer.from(block.bytes.subarray(block.dataOffset, block.dataOffset + received)), fds };
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Accepting outside libuv
+
+let acceptBlock: Block | null = null;
+
+/** An accepted connection: its descriptor (close-on-exec) and the peer's IP address (TCP) or null (unix). */
+export interface AcceptedConnection {
+  fd: number;
+  peer: string | null;
+}
+
+/**
+ * accept4(2) on a non-blocking listening socket: one connection, or null when
+ * none is waiting (EAGAIN). The new descriptor is blocking, as accept(2)
+ * gives it, so that it suits any program it is handed to; `nonBlocking` for
+ * one this process serves itself.
+ */
+export function acceptConnection(listenFd: number, { nonBlocking = false }: { nonBlocking?: boolean } = {}): AcceptedConnection | null {
+  acceptBlock ??= new Block(128);
+  const flags = SOCK_CLOEXEC | (nonBlocking ? SOCK_NONBLOCK : 0);
+  for (;;) {
+    const length = [128];
+    const fd = c.accept4(listenFd, acceptBlock.ptr, length, flags) as number;
+    if (fd >= 0) return { fd, peer: decodePeer(acceptBlock) };
+    const errno = koffi.errno();
+    const { EINTR, EAGAIN, ECONNABORTED, EPROTO } = os.constants.errno;
+    if (errno === EINTR || errno === ECONNABORTED || errno === EPROTO) continue;
+    if (errno === EAGAIN) return null;
+    fail('accept4', `fd ${listenFd}`, errno);
+  }
+}
+
+function decodePeer(block: Block): string | null {
+  const family = block.view.getUint16(0, true);
+  if (family === AF_INET) return [4, 5, 6, 7].map((offset) => block.view.getUint8(offset)).join('.');
+  if (family === AF_INET6) {
+    const groups = Array.from({ length: 8 }, (_, index) => block.view.getUint16(8 + index * 2, false).toString(16));
+    const mapped = groups.slice(0, 5).every((group) => group === '0') && groups[5] === 'ffff';
+    if (mapped) return `::ffff:${[20, 21, 22, 23].map((offset) => block.view.getUint8(offset)).join('.')}`;
+    return groups.join(':');
+  }
+  return null;
+}
+
+
+/**
+ * An IP address in the form acceptConnection() reports peers: IPv4 dotted
+ * quads as written, IPv6 as eight lower-case hex groups without compression
+ * (::ffff:a.b.c.d for IPv4-mapped addresses). Use it on allow-lists.
+ */
+export function normalizeAddress(address: string): string {
+  if (!address.includes(':')) return address;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return `::ffff:${mapped[1]}`;
+  return expandIPv6(address).map((group) => group.toString(16)).join(':');
+}
+
+// ---------------------------------------------------------------------------
+// Watching descriptors libuv does not own
+
+export interface DescriptorEvent {
+  readable: boolean;
+  writable: boolean;
+  disconnect: boolean;
+}
+
+/** Readiness notifications for a descriptor libuv does not own (a uv_poll handle). */
+export interface DescriptorWatcher {
+  /** Watches for writability too (only while output is queued: a writable socket would call back on every turn). */
+  want(writable: boolean): void;
+  /** Stops calling back until resume(). */
+  pause(): void;
+  resume(): void;
+  /** Stops watching for good; the descriptor itself stays open. */
+  close(): void;
+  /** Lets the process exit while this watcher is active. */
+  unref(): void;
+}
+
+/**
+ * Calls `onEvent` whenever `fd` (non-blocking) is readable, its peer hung up,
+ * or, after want(true), it is writable. A poll error is reported as a
+ * disconnect, so the reader finds out what happened with its next call.
+ */
+export function watchDescriptor(fd: number, onEvent: (event: DescriptorEvent) => void): DescriptorWatcher {
+  let options = { readable: true, disconnect: true, writable: false };
+  // koffi calls back with (status, events); a negative status is a poll error.
+  const callback = ((status: number, events: DescriptorEvent) =>
+    onEvent(status < 0 ? { readable: true, writable: false, disconnect: true } : events)) as unknown as (events: DescriptorEvent) => void;
+  const handle = koffi.node.poll(fd, options, callback);
+  let paused = false;
+  let closed = false;
+  return {
+    want: (writable) => {
+      if (writable === options.writable || closed) return;
+      options = { ...options, writable };
+      if (!paused) handle.start(options, callback);
+    },
+    pause: () => {
+      if (paused || closed) return;
+      paused = true;
+      handle.stop();
+    },
+    resume: () => {
+      if (!paused || closed) return;
+      paused = false;
+      handle.start(options, callback);
+    },
+    close: () => {
+      if (closed) return;
+      closed = true;
+      handle.close();
+    },
+    unref: () => handle.unref(),
+  };
+}
+
+/** watchDescriptor for readers: `onReadable` when `fd` is readable or its peer hung up. */
+export function watchReadable(fd: number, onReadable: () => void): DescriptorWatcher {
+  return watchDescriptor(fd, () => onReadable());
+}
