@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { cpuMicros, expectBody, freePort, requireProgram, startNginx, startProcess, stopAll, tempDir, waitForListener, wrk } from './lib/peers.mjs';
 import { RECOMMENDED_NODE_FLAGS, makeHelloCgiBin, startApacheCgid, startLighttpdCgi, startNginxFcgiwrap } from './lib/cgi-peers.mjs';
 import { markdownTable, renderSection, writeSection } from './lib/report.mjs';
@@ -98,7 +99,10 @@ async function startFcgiwrapSameConfig({ cgiBin, dir, children }) {
   const wrap = startProcess(requireProgram('/usr/sbin/fcgiwrap'), ['-s', `unix:${socketPath}`, '-c', String(children)]);
   await waitForListener({ path: socketPath }, 10_000, wrap.alive, 'fcgiwrap');
   const nginx = await startNginx({ fastcgiPass: `unix:${socketPath}`, scriptFilename: join(cgiBin, 'hello-c') });
-  return { url: nginx.url.replace(/\/$/, ''), pids: [wrap.child.pid], stop: async () => (await nginx.stop(), await wrap.stop()) };
+  // With -c above 1 the preforked children serve and the parent only watches them: count them all.
+  for (let waited = 0; children > 1 && childrenOf(wrap.child.pid).length < children && waited < 5000; waited += 50) await sleep(50);
+  const pids = [wrap.child.pid, ...childrenOf(wrap.child.pid)];
+  return { url: nginx.url.replace(/\/$/, ''), pids, stop: async () => (await nginx.stop(), await wrap.stop()) };
 }
 
 export async function runCgidBench({ duration = 4, repeats = 3, connections = 16, ballastMb = 1536 } = {}) {
