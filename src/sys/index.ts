@@ -20,8 +20,8 @@
  * 32-bit targets alike (statx, passwd, group, rlimit, dirent).
  */
 import os from 'node:os';
-import { AT_SYMLINK_NOFOLLOW, STATX_INO } from './linux.js';
-import { Block, POINTER_SIZE, SysError, closeDescriptor, fail, koffi, libc, withBlock } from './libc.js';
+import { AT_SYMLINK_NOFOLLOW, O_CLOEXEC, STATX_INO } from './linux.js';
+import { POINTER_SIZE, SysError, closeDescriptor, fail, koffi, libc, withBlock } from './libc.js';
 
 export { SysError, closeDescriptor } from './libc.js';
 export * from './sockets.js';
@@ -41,7 +41,7 @@ const c = {
 };
 
 // ---------------------------------------------------------------------------
-// File system jail and permissions
+// The jail
 
 /** chroot(2). The caller must chdir('/') right after (process.chdir). Needs root (CAP_SYS_CHROOT). */
 export function chroot(path: string): void {
@@ -214,7 +214,6 @@ export function isRoot(): boolean {
 
 const O_RDONLY = 0;
 const O_DIRECTORY = 0o200000;
-const O_CLOEXEC_FLAG = 0o2000000;
 const libcDirectory = {
   openat: libc.func('int openat(int dirfd, const char *path, int flags, ...)'),
   fdopendir: libc.func('void *fdopendir(int fd)'),
@@ -227,7 +226,7 @@ const DIRENT_NAME = 19;
 
 /** openat(2) read-only and close-on-exec; the descriptor can be read with node:fs (readFileSync(fd), readSync). */
 export function openAt(dirFd: number, path: string, directory = false): number {
-  const fd = libcDirectory.openat(dirFd, path, O_RDONLY | O_CLOEXEC_FLAG | (directory ? O_DIRECTORY : 0), 'int', 0) as number;
+  const fd = libcDirectory.openat(dirFd, path, O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : 0), 'int', 0) as number;
   if (fd < 0) fail('openat', path);
   return fd;
 }

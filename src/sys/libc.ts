@@ -37,9 +37,14 @@ export class SysError extends GatehouseError {
   }
 }
 
+/** SysError for the call that just failed (errno as koffi saved it), for a caller that rejects rather than throws. */
+export function sysError(syscall: string, object: string, errno: number = koffi.errno()): SysError {
+  return new SysError(syscall, object, errno);
+}
+
 /** Throws SysError for the call that just failed (errno as koffi saved it). */
 export function fail(syscall: string, object: string, errno: number = koffi.errno()): never {
-  throw new SysError(syscall, object, errno);
+  throw sysError(syscall, object, errno);
 }
 
 /** Raw zeroed memory with a stable address; free() it, or keep it for reuse. */
@@ -83,6 +88,8 @@ export function withBlock<T>(size: number, use: (block: Block) => T): T {
   }
 }
 
+const closeCall = libc.func('int close(int fd)');
+
 /** close(2) of a descriptor made in src/sys (descriptors Node owns are closed through Node). EINTR still closed it on Linux. */
 export function closeDescriptor(fd: number): void {
   if ((closeCall(fd) as number) !== 0) {
@@ -90,4 +97,8 @@ export function closeDescriptor(fd: number): void {
     if (errno !== os.constants.errno.EINTR) fail('close', `fd ${fd}`, errno);
   }
 }
-const closeCall = libc.func('int close(int fd)');
+
+/** close(2) where a failure could only hide the error being handled (cleanup paths, callbacks): never throws. */
+export function closeQuietly(fd: number): void {
+  closeCall(fd);
+}

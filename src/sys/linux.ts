@@ -25,3 +25,4 @@ export const STATX_INO = 0x100;
 export const UNIX_PATH_MAX = 108;
 export const SO_PEERCRED = 17;
 export const MSG_CTRUNC = 0x8;
+export const O_CLOEXEC = 0o2000000;

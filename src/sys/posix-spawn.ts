@@ -13,7 +13,8 @@
  * onto its stdin, stdout and stderr.
  */
 import os from 'node:os';
-import { SysError, closeDescriptor, koffi, libc } from './libc.js';
+import { Block, closeQuietly, koffi, libc, sysError } from './libc.js';
+import { O_CLOEXEC } from './linux.js';
 
 const c = {
   posix_spawn: libc.func('int posix_spawn(_Out_ int *pid, const char *path, void *actions, void *attr, const char **argv, const char **envp)'),
@@ -45,17 +46,6 @@ const FILE_ACTIONS_BYTES = 256;
 const SPAWNATTR_BYTES = 512;
 const SIGSET_BYTES = 256;
 
-
-function errnoError(syscall: string, object: string, errno: number = koffi.errno()): SysError {
-  return new SysError(syscall, object, errno);
-}
-
-function allocate(size: number): unknown {
-  const pointer = koffi.alloc('uint8_t', size);
-  new Uint8Array(koffi.view(pointer, size)).fill(0);
-  return pointer;
-}
-
 /**
  * The spawn attributes are the same for every script, so they are built once:
  * a new session (setsid: the script leads its own process group, and one
@@ -66,9 +56,12 @@ function allocate(size: number): unknown {
 let sharedAttributes: unknown = null;
 function spawnAttributes(): unknown {
   if (sharedAttributes !== null) return sharedAttributes;
-  const attributes = allocate(SPAWNATTR_BYTES);
-  const mask = allocate(SIGSET_BYTES);
-  const defaults = allocate(SIGSET_BYTES);
+  // Kept for the life of the process.
+  const attributes = new Block(SPAWNATTR_BYTES).ptr;
+  const maskBlock = new Block(SIGSET_BYTES);
+  const defaultsBlock = new Block(SIGSET_BYTES);
+  const mask = maskBlock.ptr;
+  const defaults = defaultsBlock.ptr;
   try {
     check('posix_spawnattr_init', c.attrInit(attributes) as number);
     c.sigemptyset(mask);
@@ -77,8 +70,8 @@ function spawnAttributes(): unknown {
     check('posix_spawnattr_setsigdefault', c.attrSetSigdefault(attributes, defaults) as number);
     check('posix_spawnattr_setflags', c.attrSetFlags(attributes, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF) as number);
   } finally {
-    koffi.free(mask);
-    koffi.free(defaults);
+    maskBlock.free();
+    defaultsBlock.free();
   }
   sharedAttributes = attributes;
   return attributes;
@@ -86,7 +79,7 @@ function spawnAttributes(): unknown {
 
 /** posix_spawn's family returns the error number instead of setting errno. */
 function check(call: string, result: number, object = ''): void {
-  if (result !== 0) throw errnoError(call, object, result);
+  if (result !== 0) throw sysError(call, object, result);
 }
 
 export interface PosixSpawnOptions {
@@ -102,31 +95,9 @@ export interface PosixSpawnOptions {
 
 /**
  * posix_spawn(3) (not posix_spawnp: no PATH search, and no /bin/sh retry for
- * a file execve refuses). Returns the pid once the child has exec'd; a failed
- * exec (ENOENT, EACCES, ENOEXEC, a bad cwd) throws SysError with its errno.
- */
-export function posixSpawn(options: PosixSpawnOptions): number {
-  const attributes = spawnAttributes();
-  fileActions ??= allocate(FILE_ACTIONS_BYTES);
-  const actions = fileActions;
-  check('posix_spawn_file_actions_init', c.actionsInit(actions) as number);
-  try {
-    options.stdio.forEach((fd, target) => check('posix_spawn_file_actions_adddup2', c.actionsDup2(actions, fd, target) as number, `fd ${fd} -> ${target}`));
-    check('posix_spawn_file_actions_addchdir_np', c.actionsChdir(actions, options.cwd) as number, options.cwd);
-    const pid = [0];
-    const result = c.posix_spawn(pid, options.file, actions, attributes, [...options.argv, null], [...options.env, null]) as number;
-    if (result !== 0) throw errnoError('posix_spawn', options.file, result);
-    return pid[0]!;
-  } finally {
-    c.actionsDestroy(actions);
-  }
-}
-
-/** One posix_spawn_file_actions_t, initialised and destroyed around each spawn (its own memory is reused). */
-let fileActions: unknown = null;
-
-/**
- * posix_spawn on a libuv worker thread (koffi's async call). With
+ * a file execve refuses), on a libuv worker thread (koffi's async call).
+ * Resolves with the pid once the child has exec'd; a failed exec (ENOENT,
+ * EACCES, ENOEXEC, a bad cwd) rejects with SysError and its errno. With
  * CLONE_VFORK the calling thread waits until the child has exec'd, which on
  * a busy machine is as long as the child waits for a CPU (measured: about 2
  * ms per spawn at a load average of 5 on 2 cores). On a worker thread that
@@ -135,16 +106,17 @@ let fileActions: unknown = null;
  */
 export function posixSpawnAsync(options: PosixSpawnOptions): Promise<number> {
   const attributes = spawnAttributes();
-  const actions = allocate(FILE_ACTIONS_BYTES);
+  const actionsBlock = new Block(FILE_ACTIONS_BYTES);
+  const actions = actionsBlock.ptr;
   try {
     check('posix_spawn_file_actions_init', c.actionsInit(actions) as number);
   } catch (error) {
-    koffi.free(actions);
+    actionsBlock.free();
     throw error;
   }
   const release = () => {
     c.actionsDestroy(actions);
-    koffi.free(actions);
+    actionsBlock.free();
   };
   try {
     options.stdio.forEach((fd, target) => check('posix_spawn_file_actions_adddup2', c.actionsDup2(actions, fd, target) as number, `fd ${fd} -> ${target}`));
@@ -158,7 +130,7 @@ export function posixSpawnAsync(options: PosixSpawnOptions): Promise<number> {
     c.posix_spawn.async(pid, options.file, actions, attributes, [...options.argv, null], [...options.env, null], (error: unknown, result: number) => {
       release();
       if (error) reject(error instanceof Error ? error : new Error(String(error)));
-      else if (result !== 0) reject(errnoError('posix_spawn', options.file, result));
+      else if (result !== 0) reject(sysError('posix_spawn', options.file, result));
       else resolve(pid[0]!);
     });
   });
@@ -175,7 +147,7 @@ function signalName(number: number): NodeJS.Signals | null {
 }
 
 /** waitpid(pid, WNOHANG): the exit of our own child, or null while it runs. */
-export function reapChild(pid: number): ProcessExit | null {
+function reapChild(pid: number): ProcessExit | null {
   const status = [0];
   for (;;) {
     const result = c.waitpid(pid, status, WNOHANG) as number;
@@ -185,7 +157,7 @@ export function reapChild(pid: number): ProcessExit | null {
       if (errno === os.constants.errno.EINTR) continue;
       // ECHILD: someone else reaped it (never libuv: it only waits for its own pids). Report it as gone.
       if (errno === os.constants.errno.ECHILD) return { code: null, signal: null };
-      throw errnoError('waitpid', `pid ${pid}`, errno);
+      throw sysError('waitpid', `pid ${pid}`, errno);
     }
     const raw = status[0]!;
     const termination = raw & 0x7f;
@@ -239,7 +211,7 @@ export function watchChildExit(pid: number, onExit: (exit: ProcessExit) => void)
     const exit = reapChild(pid);
     if (!exit) return;
     handle.close();
-    closeDescriptor(pidfd);
+    closeQuietly(pidfd);
     finish(exit);
   });
   return {
@@ -247,13 +219,12 @@ export function watchChildExit(pid: number, onExit: (exit: ProcessExit) => void)
       if (done) return;
       done = true;
       handle.close();
-      closeDescriptor(pidfd);
+      closeQuietly(pidfd);
     },
   };
 }
 
 const pipe2 = libc.func('int pipe2(_Out_ int *fds, int flags)');
-const O_CLOEXEC = 0o2000000;
 
 /**
  * pipe2(O_CLOEXEC): [read end, write end], both blocking (libuv makes its
@@ -262,7 +233,7 @@ const O_CLOEXEC = 0o2000000;
  */
 export function makePipe(): [number, number] {
   const fds = [0, 0];
-  if ((pipe2(fds, O_CLOEXEC) as number) !== 0) throw errnoError('pipe2', 'script output');
+  if ((pipe2(fds, O_CLOEXEC) as number) !== 0) throw sysError('pipe2', 'script output');
   return [fds[0]!, fds[1]!];
 }
 
@@ -272,6 +243,6 @@ export function makePipe(): [number, number] {
  */
 export function dieWithParent(signal: NodeJS.Signals, expectedParent: number): boolean {
   const number = os.constants.signals[signal];
-  if ((c.prctl(PR_SET_PDEATHSIG, number, 0, 0, 0) as number) !== 0) throw errnoError('prctl', 'PR_SET_PDEATHSIG');
+  if ((c.prctl(PR_SET_PDEATHSIG, number, 0, 0, 0) as number) !== 0) throw sysError('prctl', 'PR_SET_PDEATHSIG');
   return (c.getppid() as number) === expectedParent;
 }

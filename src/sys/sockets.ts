@@ -12,7 +12,7 @@
  */
 import os from 'node:os';
 import { ErrorCode, GatehouseError } from '../errors.js';
-import { Block, POINTER_SIZE, SIZE_T_SIZE, SysError, fail, koffi, libc, withBlock } from './libc.js';
+import { Block, POINTER_SIZE, SIZE_T_SIZE, SysError, closeQuietly, fail, koffi, libc, withBlock } from './libc.js';
 import {
   AF_INET,
   AF_INET6,
@@ -50,12 +50,11 @@ const c = {
   sendmsg: libc.func('intptr_t sendmsg(int fd, void *msg, int flags)'),
   recvmsg: libc.func('intptr_t recvmsg(int fd, void *msg, int flags)'),
   fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
-  close: libc.func('int close(int fd)'),
   umask: libc.func('uint32_t umask(uint32_t mask)'),
 };
 
-/** umask(2): sets the mask and returns the previous one (unlike process.umask, also usable where that is deprecated). */
-export function setUmask(mask: number): number {
+/** umask(2): sets the mask and returns the previous one (process.umask(mask) is deprecated, and this is its only use). */
+function setUmask(mask: number): number {
   return Number(c.umask(mask));
 }
 
@@ -149,7 +148,7 @@ export function createListener(address: ListenAddress, options: ListenOptions): 
       if (c.listen(fd, options.backlog) !== 0) fail('listen', where);
       return fd;
     } catch (error) {
-      c.close(fd);
+      closeQuietly(fd);
       throw error;
     }
   } finally {
@@ -175,7 +174,7 @@ export function unixSocketIsLive(path: string): boolean {
       if (errno === ECONNREFUSED || errno === ENOENT || errno === ENOTSOCK) return false;
       throw new SysError('connect', path, errno);
     } finally {
-      c.close(fd);
+      closeQuietly(fd);
     }
   } finally {
     block.free();
@@ -241,7 +240,7 @@ export function connectUnix(path: string): number {
     if (fd < 0) fail('socket', path);
     if ((c.connect(fd, block.ptr, length) as number) !== 0) {
       const errno = koffi.errno();
-      c.close(fd);
+      closeQuietly(fd);
       fail('connect', path, errno);
     }
     return fd;
@@ -363,10 +362,12 @@ export type ReceivedMessage = { kind: 'message'; payload: Buffer; fds: number[] 
 
 /**
  * recvmsg(2) of up to `maxBytes` and up to `maxFds` attached descriptors
- * (close-on-exec) from the unix stream socket `fd`, without blocking. More
- * descriptors than `maxFds` make the kernel close the extra ones
- * (MSG_CTRUNC): that is an error, after closing the ones received. A reset
- * connection counts as end of file.
+ * (close-on-exec) from the unix stream socket `fd`, without blocking. A
+ * message with more descriptors than `maxFds` is an error, after closing
+ * every one of them (the kernel closes those that did not fit the control
+ * area, MSG_CTRUNC; the area is rounded up to the word size, so a few more
+ * may fit, and those are closed here). A reset connection counts as end of
+ * file.
  */
 export function receiveDescriptors(fd: number, maxBytes: number, maxFds: number): ReceivedMessage {
   const key = `${maxBytes}:${maxFds}`;
@@ -396,12 +397,15 @@ export function receiveDescriptors(fd: number, maxBytes: number, maxFds: number)
         for (let index = 0; index < count; index++) fds.push(block.view.getInt32(block.controlOffset + CMSG_HEADER + 4 * index, true));
       }
     }
-    if ((block.view.getInt32(MSG_FLAGS, true) & MSG_CTRUNC) !== 0) {
-      for (const passed of fds) c.close(passed);
+    if ((block.view.getInt32(MSG_FLAGS, true) & MSG_CTRUNC) !== 0 || fds.length > maxFds) {
+      for (const passed of fds) closeQuietly(passed);
       throw new GatehouseError(ErrorCode.SYSCALL_FAILED, `recvmsg fd ${fd}: more than ${maxFds} descriptor(s) were attached; the message was refused`);
     }
-    // SCM_RIGHTS needs at least one data byte, so 0 bytes is always end of file.
-    if (received === 0) return { kind: 'eof' };
+    if (received === 0) {
+      // A stream socket attaches descriptors only to data, so 0 bytes is end of file; never leak any that came anyway.
+      for (const passed of fds) closeQuietly(passed);
+      return { kind: 'eof' };
+    }
     return { kind: 'message', payload: Buffer.from(block.bytes.subarray(block.dataOffset, block.dataOffset + received)), fds };
   }
 }
@@ -519,7 +523,10 @@ export function watchDescriptor(fd: number, onEvent: (event: DescriptorEvent) =>
       closed = true;
       handle.close();
     },
-    unref: () => handle.unref(),
+    unref: () => {
+      // koffi has released the handle once it is closed: unref() on it then would crash the process.
+      if (!closed) handle.unref();
+    },
   };
 }
 
