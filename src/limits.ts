@@ -167,6 +167,10 @@ export const CGID_MAX_FRAME_BYTES = 4 * 1024 * 1024;
 export const CGID_READ_CHUNK_BYTES = 256 * 1024;
 /** Descriptors one spawn order carries (the script's stdin, stdout, stderr). */
 export const CGID_STDIO_DESCRIPTORS = 3;
+/** Descriptors the daemon takes per read, so spawn orders the front sends together in one sendmsg: four orders' worth. */
+export const CGID_BATCH_DESCRIPTORS = CGID_STDIO_DESCRIPTORS * 4;
+/** Bytes of spawn orders the front sends together in one sendmsg, well under a unix socket's default send buffer (about 208 KiB). */
+export const CGID_BATCH_BYTES = 64 * 1024;
 /** Random bytes of the instance token shared by the front and the daemon it started. */
 export const CGID_TOKEN_BYTES = 32;
 /** How long the front waits for a daemon it started to answer its handshake. */

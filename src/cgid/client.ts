@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { ErrorCode, GatehouseError } from '../errors.js';
 import { SpawnError, type ScriptExit } from '../cgi/spawner.js';
-import { CGID_READ_CHUNK_BYTES, CGID_SPAWN_ANSWER_TIMEOUT_MS, CGID_START_TIMEOUT_MS } from '../limits.js';
+import { CGID_BATCH_BYTES, CGID_BATCH_DESCRIPTORS, CGID_SPAWN_ANSWER_TIMEOUT_MS, CGID_START_TIMEOUT_MS, CGID_READ_CHUNK_BYTES } from '../limits.js';
 import { closeDescriptor, connectUnix, receiveDescriptors, sendDescriptors, watchDescriptor, type DescriptorWatcher } from '../sys/index.js';
 import { CGID_NONCE_BYTES, daemonProof, decodeMessage, encodeMessage, FrameDecoder, secretsEqual, type CgidMessage, type SpawnOrder } from './protocol.js';
 
@@ -39,6 +39,7 @@ export class CgidConnection extends EventEmitter {
   readonly #pending = new Map<number, Pending>();
   readonly #queue: Array<{ data: Buffer; fds: number[]; sent: () => void }> = [];
   #nextId = 1;
+  #flushScheduled = false;
   #closed = false;
   #welcome: ((message: { pid: number; proof: Buffer } | Error) => void) | null = null;
   daemonPid = 0;
@@ -124,15 +125,37 @@ export class CgidConnection extends EventEmitter {
 
   #enqueue(data: Buffer, fds: number[], sent: () => void): void {
     this.#queue.push({ data, fds, sent });
-    if (this.#queue.length === 1) this.#flush();
+    // Orders made in one turn of the event loop (a front often parses several requests per turn) leave
+    // together at its end: one sendmsg, and one wake-up of the daemon, for all of them.
+    if (this.#queue.length === 1 && !this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(() => {
+        this.#flushScheduled = false;
+        this.#flush();
+      });
+    }
   }
 
   #flush(): void {
     while (this.#queue.length > 0 && !this.#closed) {
-      const next = this.#queue[0]!;
+      // As many queued messages as one sendmsg may carry: the daemon reads up to CGID_BATCH_DESCRIPTORS
+      // descriptors per read, and a send larger than the socket buffer would be cut short.
+      let count = 0;
+      let bytes = 0;
+      let descriptors = 0;
+      for (const item of this.#queue) {
+        if (count > 0 && (bytes + item.data.length > CGID_BATCH_BYTES || descriptors + item.fds.length > CGID_BATCH_DESCRIPTORS)) break;
+        count += 1;
+        bytes += item.data.length;
+        descriptors += item.fds.length;
+      }
+      const batch = this.#queue.slice(0, count);
       let done: boolean;
       try {
-        done = sendDescriptors(this.#fd, next.data, next.fds);
+        done =
+          count === 1
+            ? sendDescriptors(this.#fd, batch[0]!.data, batch[0]!.fds)
+            : sendDescriptors(this.#fd, Buffer.concat(batch.map((item) => item.data), bytes), batch.flatMap((item) => item.fds));
       } catch (error) {
         this.close(`writing to the daemon: ${(error as Error).message}`);
         return;
@@ -141,8 +164,8 @@ export class CgidConnection extends EventEmitter {
         this.#watcher.want(true);
         return;
       }
-      this.#queue.shift();
-      next.sent();
+      this.#queue.splice(0, count);
+      for (const item of batch) item.sent();
     }
     this.#watcher.want(false);
   }

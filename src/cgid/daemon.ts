@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { SpawnError } from '../cgi/spawner.js';
-import { CGID_KILL_GRACE_MS, CGID_READ_CHUNK_BYTES, CGID_STDIO_DESCRIPTORS, CGID_LISTEN_BACKLOG } from '../limits.js';
+import { CGID_BATCH_DESCRIPTORS, CGID_KILL_GRACE_MS, CGID_READ_CHUNK_BYTES, CGID_STDIO_DESCRIPTORS, CGID_LISTEN_BACKLOG } from '../limits.js';
 import {
   acceptConnection,
   closeDescriptor,
@@ -219,7 +219,7 @@ class DaemonConnection {
     while (!this.#closed) {
       let received;
       try {
-        received = receiveDescriptors(this.#fd, CGID_READ_CHUNK_BYTES, CGID_STDIO_DESCRIPTORS * 4);
+        received = receiveDescriptors(this.#fd, CGID_READ_CHUNK_BYTES, CGID_BATCH_DESCRIPTORS);
       } catch (error) {
         this.#fail(`reading from the front (pid ${this.#peerPid}): ${(error as Error).message}`);
         return;

@@ -237,6 +237,19 @@ test('gatehouse serve runs scripts through its cgid daemon', async (t) => {
     assert.equal(chunked.body.toString(), 'chunked body');
   });
 
+  await t.test('many requests at once (spawn orders sent to the daemon together): each gets its own script\'s stdin and stdout', async () => {
+    const requests = Array.from({ length: 24 }, (_, index) =>
+      index % 2 === 0
+        ? httpRequest(`${site.base}/cgi-bin/env.sh?request=${index}`).then((response) => ({ index, response }))
+        : httpRequest(`${site.base}/cgi-bin/echo.sh`, { method: 'POST', body: `body of request ${index}` }).then((response) => ({ index, response })),
+    );
+    for (const { index, response } of await Promise.all(requests)) {
+      assert.equal(response.status, 200, `request ${index}`);
+      if (index % 2 === 0) assert.match(response.body.toString(), new RegExp(`^QUERY_STRING=request=${index}$`, 'm'), `request ${index}`);
+      else assert.equal(response.body.toString(), `body of request ${index}`);
+    }
+  });
+
   await t.test('no zombies: every script the daemon started was reaped', async () => {
     await Promise.all(Array.from({ length: 20 }, () => httpRequest(`${site.base}/cgi-bin/env.sh`)));
     await eventually('no zombie children of the daemon', () => childrenOf(daemon).every((child) => procStat(child)?.state !== 'Z'));
