@@ -76,10 +76,12 @@ test('variable pool: the manager closes its copy of each connection it hands ove
   const socket = join(tempDir(t), 'app.sock');
   const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '2', '-N', '2', '-s', socket, fixtures.kcgiExt], { socket, expectWorkers: 2 });
   await cgiFcgi(socket);
-  const baseline = socketsOf(kfcgi.pid).length;
+  const baseline = socketsOf(kfcgi.pid);
   const pending = [cgiFcgi(socket, { QUERY_STRING: 'sleep=800' }), cgiFcgi(socket, { QUERY_STRING: 'sleep=800' })];
   await sleep(300);
-  assert.equal(socketsOf(kfcgi.pid).length, baseline, 'the manager holds no accepted connection while workers serve them');
+  // Sockets the manager opened meanwhile (compared by inode: one it had may close meanwhile, which is no leak).
+  const opened = socketsOf(kfcgi.pid).filter((inode) => !baseline.includes(inode));
+  assert.deepEqual(opened, [], 'the manager holds no accepted connection while workers serve them');
   for (const response of await Promise.all(pending)) assert.match(response, /hello from kcgi-ext/);
 });
 
