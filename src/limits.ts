@@ -123,6 +123,10 @@ export const KFCGI_SOCKET_MODE = 0o660;
 export const KFCGI_SOMAXCONN_PATH = '/proc/sys/net/core/somaxconn';
 /** Backlog used when somaxconn cannot be read (Linux's default since 5.4). */
 export const KFCGI_FALLBACK_BACKLOG = 4096;
+/** Variable pools: connections the manager accepts per readiness callback before yielding to the rest of its event loop. */
+export const KFCGI_ACCEPT_BATCH = 64;
+/** Variable pools: cookies the manager reads from a worker's control socket per recvmsg (a busy worker may return several at once). */
+export const KFCGI_COOKIES_PER_READ = 8;
 /** Largest -n / -N accepted (each worker is a process; this is a typo guard, not a tuning knob). */
 export const KFCGI_MAX_WORKERS = 4096;
 /** After SIGTERM to a worker (stop, release, restart), how long it has to exit before SIGKILL. */

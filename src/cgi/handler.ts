@@ -548,9 +548,3 @@ function decodeMount(mount: string): string {
     return mount;
   }
 }
-
-
-
-
-
-

@@ -28,7 +28,8 @@
  */
 import { randomFillSync } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { KFCGI_IDLE_SWEEP_MS, KFCGI_STARTUP_CHECK_MS } from '../limits.js';
+import { KFCGI_ACCEPT_BATCH, KFCGI_COOKIES_PER_READ, KFCGI_IDLE_SWEEP_MS, KFCGI_STARTUP_CHECK_MS } from '../limits.js';
+import { KCGI_COOKIE_BYTES } from '../fastcgi/worker/kcgi-descriptors.js';
 import {
   acceptConnection,
   closeDescriptor,
@@ -49,23 +50,20 @@ import { WorkerProcess, describeExit } from './worker-process.js';
 
 /** The descriptor number a variable-pool worker finds its control socket at (FCGI_LISTENSOCK_DESCRIPTORS). */
 export const CONTROL_FD_IN_WORKER = 3;
-const COOKIE_BYTES = 8;
-/** Cookies read from a worker's control socket per system call (a busy worker may have several to return). */
-const CONTROL_READ_BYTES = COOKIE_BYTES * 8;
-/** Connections accepted per readiness callback before yielding to the rest of the event loop. */
-const ACCEPT_BATCH = 64;
+/** The cookies of one recvmsg on a worker's control socket. */
+const CONTROL_READ_BYTES = KCGI_COOKIE_BYTES * KFCGI_COOKIES_PER_READ;
 
 /** 64 random bits per connection, drawn from a pool refilled in bulk (one getrandom per 512 cookies). */
 class CookieSource {
-  readonly #pool = Buffer.alloc(COOKIE_BYTES * 512);
+  readonly #pool = Buffer.alloc(KCGI_COOKIE_BYTES * 512);
   #offset = this.#pool.length;
   next(): Buffer {
     if (this.#offset >= this.#pool.length) {
       randomFillSync(this.#pool);
       this.#offset = 0;
     }
-    const cookie = Buffer.from(this.#pool.subarray(this.#offset, this.#offset + COOKIE_BYTES));
-    this.#offset += COOKIE_BYTES;
+    const cookie = Buffer.from(this.#pool.subarray(this.#offset, this.#offset + KCGI_COOKIE_BYTES));
+    this.#offset += KCGI_COOKIE_BYTES;
     return cookie;
   }
 }
@@ -231,7 +229,7 @@ export class VariablePool implements Pool {
 
   /** The listening socket is readable: accept while a worker can take the connection. */
   #acceptReady(): void {
-    for (let count = 0; count < ACCEPT_BATCH && this.#accepting && !this.#stopping; count += 1) {
+    for (let count = 0; count < KFCGI_ACCEPT_BATCH && this.#accepting && !this.#stopping; count += 1) {
       const worker = this.#pick() ?? (this.#activeCount() < this.#options.maxWorkers ? this.#grow() : null);
       if (!worker) {
         this.#pauseAccepting();
@@ -322,8 +320,8 @@ export class VariablePool implements Pool {
       for (const stray of message.fds) closeDescriptor(stray);
       const bytes = worker.partial.length > 0 ? Buffer.concat([worker.partial, message.payload]) : message.payload;
       let offset = 0;
-      for (; offset + COOKIE_BYTES <= bytes.length; offset += COOKIE_BYTES) {
-        if (!this.#connectionDone(worker, bytes.toString('hex', offset, offset + COOKIE_BYTES))) return;
+      for (; offset + KCGI_COOKIE_BYTES <= bytes.length; offset += KCGI_COOKIE_BYTES) {
+        if (!this.#connectionDone(worker, bytes.toString('hex', offset, offset + KCGI_COOKIE_BYTES))) return;
       }
       // A stream may split a cookie; the rest comes with the next read.
       worker.partial = bytes.subarray(offset);

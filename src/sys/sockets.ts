@@ -53,7 +53,7 @@ const c = {
   umask: libc.func('uint32_t umask(uint32_t mask)'),
 };
 
-/** umask(2): sets the mask and returns the previous one (process.umask(mask) is deprecated, and this is its only use). */
+/** umask(2): sets the mask and returns the previous one; only createListener uses it, around bind(). */
 function setUmask(mask: number): number {
   return Number(c.umask(mask));
 }
