@@ -19,7 +19,18 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cpuMicros, expectBody, freePort, requireProgram, startNginx, startProcess, stopAll, tempDir, waitForListener, wrk } from './lib/peers.mjs';
+import {
+  cpuMicros,
+  expectBody,
+  freePort,
+  requireProgram,
+  startNginx,
+  startProcess,
+  stopAll,
+  tempDir,
+  waitForListener,
+  wrk,
+} from './lib/peers.mjs';
 import { RECOMMENDED_NODE_FLAGS, makeHelloCgiBin, startApacheCgid, startLighttpdCgi, startNginxFcgiwrap } from './lib/cgi-peers.mjs';
 import { markdownTable, renderSection, writeSection } from './lib/report.mjs';
 
@@ -50,12 +61,14 @@ globalThis.__gatehouseBenchBallast = keep;
 async function fetchLength(url, length) {
   const { default: http } = await import('node:http');
   const received = await new Promise((resolve, reject) => {
-    http.get(url, { agent: false }, (res) => {
-      let total = 0;
-      res.on('data', (chunk) => (total += chunk.length));
-      res.on('end', () => resolve(total));
-      res.on('error', reject);
-    }).on('error', reject);
+    http
+      .get(url, { agent: false }, (res) => {
+        let total = 0;
+        res.on('data', (chunk) => (total += chunk.length));
+        res.on('end', () => resolve(total));
+        res.on('error', reject);
+      })
+      .on('error', reject);
   });
   if (received !== length) throw new Error(`${url} sent ${received} bytes, expected ${length}`);
 }
@@ -76,8 +89,25 @@ function childrenOf(pid) {
 
 async function startServe({ cgiBin, mode, ballastMb, dir }) {
   const port = await freePort();
-  const nodeArgs = [...RECOMMENDED_NODE_FLAGS, ...(ballastMb ? ['--max-old-space-size=6144', '--import', ballastModule(dir, ballastMb)] : [])];
-  const running = startProcess(process.execPath, [...nodeArgs, MAIN, 'serve', '--listen', `127.0.0.1:${port}`, '--access-log', 'off', '--cgi-bin', cgiBin, '--cgi-spawn', mode, '--runtime-dir', join(dir, `run-${port}`)]);
+  const nodeArgs = [
+    ...RECOMMENDED_NODE_FLAGS,
+    ...(ballastMb ? ['--max-old-space-size=6144', '--import', ballastModule(dir, ballastMb)] : []),
+  ];
+  const running = startProcess(process.execPath, [
+    ...nodeArgs,
+    MAIN,
+    'serve',
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--access-log',
+    'off',
+    '--cgi-bin',
+    cgiBin,
+    '--cgi-spawn',
+    mode,
+    '--runtime-dir',
+    join(dir, `run-${port}`),
+  ]);
   await waitForListener({ host: '127.0.0.1', port }, 120_000, running.alive, 'gatehouse serve').catch((error) => {
     throw new Error(`gatehouse serve did not start: ${error.message}\n${running.output()}`);
   });
@@ -91,7 +121,14 @@ async function startCgidFastcgi({ cgiBin, dir }) {
   const face = startProcess(process.execPath, [...RECOMMENDED_NODE_FLAGS, MAIN, 'cgid', '--fastcgi', `unix:${socketPath}`]);
   await waitForListener({ path: socketPath }, 20_000, face.alive, 'gatehouse cgid --fastcgi');
   const nginx = await startNginx({ fastcgiPass: `unix:${socketPath}`, scriptFilename: join(cgiBin, 'hello-c') });
-  return { url: nginx.url.replace(/\/$/, ''), pids: [face.child.pid], stop: async () => (await nginx.stop(), await face.stop()) };
+  return {
+    url: nginx.url.replace(/\/$/, ''),
+    pids: [face.child.pid],
+    stop: async () => {
+      await nginx.stop();
+      await face.stop();
+    },
+  };
 }
 
 async function startFcgiwrapSameConfig({ cgiBin, dir, children }) {
@@ -102,12 +139,23 @@ async function startFcgiwrapSameConfig({ cgiBin, dir, children }) {
   // With -c above 1 the preforked children serve and the parent only watches them: count them all.
   for (let waited = 0; children > 1 && childrenOf(wrap.child.pid).length < children && waited < 5000; waited += 50) await sleep(50);
   const pids = [wrap.child.pid, ...childrenOf(wrap.child.pid)];
-  return { url: nginx.url.replace(/\/$/, ''), pids, stop: async () => (await nginx.stop(), await wrap.stop()) };
+  return {
+    url: nginx.url.replace(/\/$/, ''),
+    pids,
+    stop: async () => {
+      await nginx.stop();
+      await wrap.stop();
+    },
+  };
 }
 
 export async function runCgidBench({ duration = 4, repeats = 3, connections = 16, ballastMb = 1536 } = {}) {
   const { cgiBin } = makeHelloCgiBin();
-  writeFileSync(join(cgiBin, 'big'), `#!/bin/sh\nprintf 'Content-Type: application/octet-stream\\n\\n'\nexec head -c ${50 * 1024 * 1024} /dev/zero\n`, { mode: 0o755 });
+  writeFileSync(
+    join(cgiBin, 'big'),
+    `#!/bin/sh\nprintf 'Content-Type: application/octet-stream\\n\\n'\nexec head -c ${50 * 1024 * 1024} /dev/zero\n`,
+    { mode: 0o755 },
+  );
   const dir = tempDir('gatehouse-bench-cgid-');
   const stacks = [];
   const add = async (name, path, start) => {
@@ -119,8 +167,10 @@ export async function runCgidBench({ duration = 4, repeats = 3, connections = 16
   };
   for (const ballast of [0, ballastMb]) {
     for (const mode of ['daemon', 'in-process', 'fork']) {
-      await add(`gatehouse serve, ${mode === 'daemon' ? 'cgid daemon' : mode === 'fork' ? 'in-process child_process.spawn' : 'in-process posix_spawn'}, ${ballast ? `${(ballast / 1024).toFixed(1)} GB front` : 'small front'}`, '/cgi-bin/hello-c', () =>
-        startServe({ cgiBin, mode, ballastMb: ballast, dir }),
+      await add(
+        `gatehouse serve, ${mode === 'daemon' ? 'cgid daemon' : mode === 'fork' ? 'in-process child_process.spawn' : 'in-process posix_spawn'}, ${ballast ? `${(ballast / 1024).toFixed(1)} GB front` : 'small front'}`,
+        '/cgi-bin/hello-c',
+        () => startServe({ cgiBin, mode, ballastMb: ballast, dir }),
       );
     }
   }
@@ -139,7 +189,9 @@ export async function runCgidBench({ duration = 4, repeats = 3, connections = 16
       const after = entry.stack.pids ? cpuMicros(entry.stack.pids) : NaN;
       entry.runs.push(result);
       entry.cpu.push((after - before) / Math.max(1, result.requests));
-      console.log(`  ${entry.name}: ${fmt(result.requestsPerSecond)} req/s, p99 ${fmt(result.p99, 1)} ms${result.non2xx || result.socketErrors ? `, errors ${result.non2xx} ${result.socketErrors}` : ''}`);
+      console.log(
+        `  ${entry.name}: ${fmt(result.requestsPerSecond)} req/s, p99 ${fmt(result.p99, 1)} ms${result.non2xx || result.socketErrors ? `, errors ${result.non2xx} ${result.socketErrors}` : ''}`,
+      );
     }
   }
   // The daemon stays out of the data path: 50 MB responses cost the daemon only the spawn.
@@ -189,7 +241,7 @@ export async function runCgidBench({ duration = 4, repeats = 3, connections = 16
     notes: [
       dataPathNote,
       `The large front is \`gatehouse serve\` started with \`node --import ballast.mjs\` holding about ${ballastMb} MB of live objects (two thirds dense double arrays, one third small objects); its RSS is printed when it starts.`,
-      'serving CPU ms/req: user+system CPU of the front and the daemon (or the FastCGI process) per request, from /proc; it leaves out the scripts themselves and the peers\' own front processes where they are not listed.',
+      "serving CPU ms/req: user+system CPU of the front and the daemon (or the FastCGI process) per request, from /proc; it leaves out the scripts themselves and the peers' own front processes where they are not listed.",
     ],
   };
 }
@@ -207,7 +259,12 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   for (const signal of ['SIGINT', 'SIGTERM']) process.once(signal, () => stopAll().finally(() => process.exit(130)));
   let status = 0;
   try {
-    const options = { duration: Number(values.duration), repeats: Number(values.repeats), connections: Number(values.connections), ballastMb: Number(values['ballast-mb']) };
+    const options = {
+      duration: Number(values.duration),
+      repeats: Number(values.repeats),
+      connections: Number(values.connections),
+      ballastMb: Number(values['ballast-mb']),
+    };
     const result = await runCgidBench(options);
     console.log(`\n${result.title}\n\n${markdownTable(result.rows)}`);
     for (const line of [...result.verdicts, ...result.notes]) console.log(`- ${line}`);

@@ -61,7 +61,9 @@ async function gatehouseClient(options) {
 async function npmFastcgiClient(sixteen) {
   const require = createRequire(import.meta.url);
   const connector = require('fastcgi-client');
-  const client = connector(sixteen ? { sockFile: socketPath, skipCheckServer: true, maxConns: inFlight, maxReqs: inFlight } : { sockFile: socketPath });
+  const client = connector(
+    sixteen ? { sockFile: socketPath, skipCheckServer: true, maxConns: inFlight, maxReqs: inFlight } : { sockFile: socketPath },
+  );
   await new Promise((resolve, reject) => {
     client.once('ready', resolve);
     client.once('error', reject);
@@ -69,7 +71,11 @@ async function npmFastcgiClient(sixteen) {
   const limit = sixteen ? inFlight : client._maxConns;
   let active = 0;
   const waiting = [];
-  const acquire = () => (active < limit ? (active++, Promise.resolve()) : new Promise((resolve) => waiting.push(resolve)));
+  const acquire = () => {
+    if (active >= limit) return new Promise((resolve) => waiting.push(resolve));
+    active++;
+    return Promise.resolve();
+  };
   const release = () => {
     const next = waiting.shift();
     if (next) next();
@@ -105,21 +111,21 @@ async function npmFastcgiClient(sixteen) {
 // workers stays with a kept-alive connection until it closes: a keep-alive pool larger than
 // pm.max_children leaves the extra connections waiting in the listen queue for ever. So the
 // keep-alive client is given the pool size, as nginx's `keepalive` must be.
-const poolSize = Number(process.env['BENCH_FPM_WORKERS'] ?? 4);
+const poolSize = Number(process.env.BENCH_FPM_WORKERS ?? 4);
 const client =
   implementation === 'gatehouse'
     ? await gatehouseClient({ maxConnections: poolSize })
     : implementation === 'gatehouse-defaults'
       ? await gatehouseClient({})
-    : implementation === 'gatehouse-close'
-      ? await gatehouseClient({ keepAlive: false })
-      : implementation === 'fastcgi-client'
-      ? await npmFastcgiClient(false)
-      : implementation === 'fastcgi-client-16'
-        ? await npmFastcgiClient(true)
-        : (() => {
-            throw new Error(`unknown client ${implementation}`);
-          })();
+      : implementation === 'gatehouse-close'
+        ? await gatehouseClient({ keepAlive: false })
+        : implementation === 'fastcgi-client'
+          ? await npmFastcgiClient(false)
+          : implementation === 'fastcgi-client-16'
+            ? await npmFastcgiClient(true)
+            : (() => {
+                throw new Error(`unknown client ${implementation}`);
+              })();
 
 const latencies = [];
 let errors = 0;
@@ -174,7 +180,10 @@ process.stdout.write(
     implementation,
     requests: latencies.length,
     errors: errors + badBodies + stalled,
-    firstError: stalled > 0 ? `${stalled} of ${inFlight} requests in flight got no answer within 5 s after the end of the run${firstError ? `; ${firstError}` : ''}` : firstError,
+    firstError:
+      stalled > 0
+        ? `${stalled} of ${inFlight} requests in flight got no answer within 5 s after the end of the run${firstError ? `; ${firstError}` : ''}`
+        : firstError,
     stalled,
     requestsPerSecond: latencies.length / elapsed,
     p50: percentile(50),

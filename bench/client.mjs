@@ -41,7 +41,9 @@ export async function runClientBench({ duration = 6, repeats = 2, inFlight = 16 
       try {
         const result = await drive(name, fpm, inFlight, duration);
         runs[name].push(result);
-        console.log(`${fmt(result.requestsPerSecond)} req/s, p99 ${fmt(result.p99, 2)} ms, ${result.errors} errors${result.firstError ? ` (${result.firstError})` : ''}`);
+        console.log(
+          `${fmt(result.requestsPerSecond)} req/s, p99 ${fmt(result.p99, 2)} ms, ${result.errors} errors${result.firstError ? ` (${result.firstError})` : ''}`,
+        );
       } catch (error) {
         if (!name.startsWith('gatehouse')) throw error;
         console.log(`failed: ${error.message}`);

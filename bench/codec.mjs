@@ -25,11 +25,19 @@ function chunksOf(data, size) {
 const VARIANTS = {
   'copy-into': ['copy: chunk.copy() of the 64 KiB socket chunks into one buffer', 'baseline for decode: memcpy of the same bytes', null],
   'copy-alloc': ['copy: Buffer.from() of each 64 KiB socket chunk', 'allocate + copy: what keeping the bytes costs', 'copy-into'],
-  'decode-chunks': ['decode: 64 KiB socket chunks (records cut across chunks)', 'stream records cut across chunks come as zero-copy pieces', 'copy-into'],
+  'decode-chunks': [
+    'decode: 64 KiB socket chunks (records cut across chunks)',
+    'stream records cut across chunks come as zero-copy pieces',
+    'copy-into',
+  ],
   'decode-aligned': ['decode: one record per chunk (aligned reads)', 'zero-copy slices', 'copy-into'],
   'decode-whole': ['decode: the whole 16 MiB stream in one push', 'zero-copy slices', 'copy-into'],
   'encode-copy-baseline': ['copy: Buffer.from() of each 65535-byte payload', 'baseline for encode', null],
-  'encode-record': ['encode: encodeRecord() (header + copy into one buffer)', 'one buffer per record, for small writes', 'encode-copy-baseline'],
+  'encode-record': [
+    'encode: encodeRecord() (header + copy into one buffer)',
+    'one buffer per record, for small writes',
+    'encode-copy-baseline',
+  ],
   'encode-frame': ['encode: frameStream() (header + slice + padding, no copy)', 'for a corked socket / writev', 'encode-copy-baseline'],
 };
 
@@ -49,35 +57,59 @@ async function setup(variant) {
   };
   const payloadBytes = RECORD * RECORDS;
   const rounds = {
-    'copy-into': [stream.length, () => {
-      let offset = 0;
-      for (const chunk of socketChunks) offset += chunk.copy(target, offset);
-      state.sink += target[offset - 1];
-    }],
-    'copy-alloc': [stream.length, () => {
-      for (const chunk of socketChunks) state.sink += Buffer.from(chunk)[0];
-    }],
-    'decode-chunks': [stream.length, () => {
-      const decoder = new RecordDecoder();
-      for (const chunk of socketChunks) decoder.push(chunk, onRecord);
-      if (decoder.end()) throw new Error('decode failed');
-    }],
-    'decode-aligned': [stream.length, () => {
-      const decoder = new RecordDecoder();
-      for (const record of records) decoder.push(record, onRecord);
-    }],
-    'decode-whole': [stream.length, () => {
-      new RecordDecoder().push(stream, onRecord);
-    }],
-    'encode-copy-baseline': [payloadBytes, () => {
-      for (let i = 0; i < RECORDS; i++) state.sink += Buffer.from(payload)[0];
-    }],
-    'encode-record': [payloadBytes, () => {
-      for (let i = 0; i < RECORDS; i++) state.sink += encodeRecord(RecordType.STDOUT, 1, payload)[9];
-    }],
-    'encode-frame': [payloadBytes, () => {
-      for (let i = 0; i < RECORDS; i++) state.sink += frameStream(RecordType.STDOUT, 1, payload).length;
-    }],
+    'copy-into': [
+      stream.length,
+      () => {
+        let offset = 0;
+        for (const chunk of socketChunks) offset += chunk.copy(target, offset);
+        state.sink += target[offset - 1];
+      },
+    ],
+    'copy-alloc': [
+      stream.length,
+      () => {
+        for (const chunk of socketChunks) state.sink += Buffer.from(chunk)[0];
+      },
+    ],
+    'decode-chunks': [
+      stream.length,
+      () => {
+        const decoder = new RecordDecoder();
+        for (const chunk of socketChunks) decoder.push(chunk, onRecord);
+        if (decoder.end()) throw new Error('decode failed');
+      },
+    ],
+    'decode-aligned': [
+      stream.length,
+      () => {
+        const decoder = new RecordDecoder();
+        for (const record of records) decoder.push(record, onRecord);
+      },
+    ],
+    'decode-whole': [
+      stream.length,
+      () => {
+        new RecordDecoder().push(stream, onRecord);
+      },
+    ],
+    'encode-copy-baseline': [
+      payloadBytes,
+      () => {
+        for (let i = 0; i < RECORDS; i++) state.sink += Buffer.from(payload)[0];
+      },
+    ],
+    'encode-record': [
+      payloadBytes,
+      () => {
+        for (let i = 0; i < RECORDS; i++) state.sink += encodeRecord(RecordType.STDOUT, 1, payload)[9];
+      },
+    ],
+    'encode-frame': [
+      payloadBytes,
+      () => {
+        for (let i = 0; i < RECORDS; i++) state.sink += frameStream(RecordType.STDOUT, 1, payload).length;
+      },
+    ],
   };
   return { bytes: rounds[variant][0], round: rounds[variant][1], state };
 }

@@ -66,7 +66,11 @@ function start(command, args, options = {}) {
 async function waitForPath(path, connect) {
   for (let i = 0; i < 200; i += 1) {
     try {
-      execFileSync('/usr/bin/cgi-fcgi', ['-bind', '-connect', path], { env: { REQUEST_METHOD: 'GET', SCRIPT_FILENAME: '/x' }, stdio: 'ignore', timeout: 2000 });
+      execFileSync('/usr/bin/cgi-fcgi', ['-bind', '-connect', path], {
+        env: { REQUEST_METHOD: 'GET', SCRIPT_FILENAME: '/x' },
+        stdio: 'ignore',
+        timeout: 2000,
+      });
       return;
     } catch {
       await sleep(50);
@@ -95,13 +99,20 @@ cleanups.push(stopPeers);
 
 async function wrk() {
   const result = await runWrk({ url: nginx.url, connections, seconds: duration });
-  return { requestsPerSecond: result.requestsPerSecond, non2xx: result.non2xx, errors: result.socketErrors, latency: `p99 ${result.p99} ms` };
+  return {
+    requestsPerSecond: result.requestsPerSecond,
+    non2xx: result.non2xx,
+    errors: result.socketErrors,
+    latency: `p99 ${result.p99} ms`,
+  };
 }
 
 // --- the sides ---------------------------------------------------------------------
 async function withSpawnFcgi(run) {
   rmSync(socket, { force: true });
-  const output = execFileSync('/usr/bin/spawn-fcgi', ['-s', socket, '-F', String(workers), '-M', '0660', '--', hello], { encoding: 'utf8' });
+  const output = execFileSync('/usr/bin/spawn-fcgi', ['-s', socket, '-F', String(workers), '-M', '0660', '--', hello], {
+    encoding: 'utf8',
+  });
   const pids = [...output.matchAll(/PID: (\d+)/g)].map((match) => Number(match[1]));
   try {
     await waitForPath(socket, 'spawn-fcgi');
@@ -133,8 +144,10 @@ const sides = {
   'spawn-fcgi, libfcgi': () => withSpawnFcgi(wrk),
   'kfcgi fixed, libfcgi': () => withKfcgi(['-n', String(workers), hello], wrk),
   'kfcgi fixed, Node worker': () => withKfcgi(['-n', String(workers), process.execPath, nodeWorker], wrk),
-  'kfcgi variable, Node worker': () => withKfcgi(['-r', '-n', String(workers), '-N', String(connections), process.execPath, nodeWorker], wrk),
-  'kfcgi variable -C 16, Node worker': () => withKfcgi(['-r', '-n', String(workers), '-N', String(workers), '-C', '16', process.execPath, nodeWorker], wrk),
+  'kfcgi variable, Node worker': () =>
+    withKfcgi(['-r', '-n', String(workers), '-N', String(connections), process.execPath, nodeWorker], wrk),
+  'kfcgi variable -C 16, Node worker': () =>
+    withKfcgi(['-r', '-n', String(workers), '-N', String(workers), '-C', '16', process.execPath, nodeWorker], wrk),
   // As many workers as this machine has cores: fewer processes to wake per connection.
   [`kfcgi fixed -n ${cpus().length}, Node worker`]: () => withKfcgi(['-n', String(cpus().length), process.execPath, nodeWorker], wrk),
   [`kfcgi variable -n ${cpus().length} -C 16, Node worker`]: () =>
@@ -152,7 +165,9 @@ try {
     for (const [name, run] of order) {
       const result = await run();
       results[name].push(result);
-      console.error(`round ${round + 1} ${name}: ${result.requestsPerSecond.toFixed(0)} req/s, latency ${result.latency}, non-2xx ${result.non2xx}${result.errors ? `, socket errors ${result.errors}` : ''}${result.managerRss ? `, manager RSS ${(result.managerRss / 1048576).toFixed(1)} MiB` : ''}`);
+      console.error(
+        `round ${round + 1} ${name}: ${result.requestsPerSecond.toFixed(0)} req/s, latency ${result.latency}, non-2xx ${result.non2xx}${result.errors ? `, socket errors ${result.errors}` : ''}${result.managerRss ? `, manager RSS ${(result.managerRss / 1048576).toFixed(1)} MiB` : ''}`,
+      );
     }
   }
 } finally {
@@ -168,10 +183,18 @@ const row = (name) => {
   const rps = median(runs.map((run) => run.requestsPerSecond));
   const failed = runs.reduce((sum, run) => sum + run.non2xx, 0);
   const rssValues = runs.map((run) => run.managerRss).filter((value) => value !== null);
-  return { name, rps, failed, runs: runs.map((run) => run.requestsPerSecond.toFixed(0)).join(' / '), rss: rssValues.length ? `${(median(rssValues) / 1048576).toFixed(1)} MiB` : '-' };
+  return {
+    name,
+    rps,
+    failed,
+    runs: runs.map((run) => run.requestsPerSecond.toFixed(0)).join(' / '),
+    rss: rssValues.length ? `${(median(rssValues) / 1048576).toFixed(1)} MiB` : '-',
+  };
 };
 const table = Object.keys(sides).map(row);
-console.log(`machine: ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, node ${process.version}; wrk -t2 -c${connections} -d${duration}s through nginx (1 worker process), ${workers} workers, ${rounds} rounds in ABBA order, median`);
+console.log(
+  `machine: ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, node ${process.version}; wrk -t2 -c${connections} -d${duration}s through nginx (1 worker process), ${workers} workers, ${rounds} rounds in ABBA order, median`,
+);
 console.log('| side | requests/s (median) | rounds | non-2xx | manager RSS |');
 console.log('| --- | ---: | --- | ---: | ---: |');
 for (const entry of table) console.log(`| ${entry.name} | ${entry.rps.toFixed(0)} | ${entry.runs} | ${entry.failed} | ${entry.rss} |`);
@@ -186,7 +209,15 @@ const pairedRatio = (numerator, denominator) => {
   return `${value.toFixed(3)} (rounds: ${ratios.map((ratio) => ratio.toFixed(2)).join(', ')})`;
 };
 console.log(`\nkfcgi fixed / spawn-fcgi (libfcgi): ${pairedRatio('kfcgi fixed, libfcgi', 'spawn-fcgi, libfcgi')} (target >= 0.95)`);
-console.log(`kfcgi variable / fixed (Node worker, one connection per worker as in kcgi): ${pairedRatio('kfcgi variable, Node worker', 'kfcgi fixed, Node worker')} (target >= 0.8)`);
-console.log(`kfcgi variable -C 16 / fixed (Node worker): ${pairedRatio('kfcgi variable -C 16, Node worker', 'kfcgi fixed, Node worker')} (target >= 0.8)`);
-console.log(`kfcgi variable -n ${cpus().length} -C 16 / fixed -n ${cpus().length} (Node worker, one worker per core): ${pairedRatio(`kfcgi variable -n ${cpus().length} -C 16, Node worker`, `kfcgi fixed -n ${cpus().length}, Node worker`)} (target >= 0.8)`);
-console.log(`kfcgi variable (C extension worker) / fixed (libfcgi): ${pairedRatio('kfcgi variable, C extension worker', 'kfcgi fixed, libfcgi')}`);
+console.log(
+  `kfcgi variable / fixed (Node worker, one connection per worker as in kcgi): ${pairedRatio('kfcgi variable, Node worker', 'kfcgi fixed, Node worker')} (target >= 0.8)`,
+);
+console.log(
+  `kfcgi variable -C 16 / fixed (Node worker): ${pairedRatio('kfcgi variable -C 16, Node worker', 'kfcgi fixed, Node worker')} (target >= 0.8)`,
+);
+console.log(
+  `kfcgi variable -n ${cpus().length} -C 16 / fixed -n ${cpus().length} (Node worker, one worker per core): ${pairedRatio(`kfcgi variable -n ${cpus().length} -C 16, Node worker`, `kfcgi fixed -n ${cpus().length}, Node worker`)} (target >= 0.8)`,
+);
+console.log(
+  `kfcgi variable (C extension worker) / fixed (libfcgi): ${pairedRatio('kfcgi variable, C extension worker', 'kfcgi fixed, libfcgi')}`,
+);

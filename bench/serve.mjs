@@ -14,14 +14,26 @@
  *    sockets (--net), to show what Node itself costs.
  */
 import { expectBody, freePort, startNginx, startPhpFpm, startProcess, waitForListener, wrk } from './lib/peers.mjs';
-import { RECOMMENDED_NODE_FLAGS, makeHelloCgiBin, startApacheCgid, startGatehouseServe, startLighttpdCgi, startNginxFcgiwrap } from './lib/cgi-peers.mjs';
+import {
+  RECOMMENDED_NODE_FLAGS,
+  makeHelloCgiBin,
+  startApacheCgid,
+  startGatehouseServe,
+  startLighttpdCgi,
+  startNginxFcgiwrap,
+} from './lib/cgi-peers.mjs';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const fmt = (value, digits = 0) => (Number.isFinite(value) ? value.toFixed(digits) : '-');
 
-export async function runServeBench({ duration = 6, connectionCounts = [1, 16, 64], scripts = ['hello-c', 'hello-sh'], serveArgs = [] } = {}) {
+export async function runServeBench({
+  duration = 6,
+  connectionCounts = [1, 16, 64],
+  scripts = ['hello-c', 'hello-sh'],
+  serveArgs = [],
+} = {}) {
   const { cgiBin } = makeHelloCgiBin();
   const stacks = [
     ['gatehouse serve', await startGatehouseServe({ args: ['--cgi-bin', cgiBin, ...serveArgs] })],
@@ -62,13 +74,23 @@ export async function runServeBench({ duration = 6, connectionCounts = [1, 16, 6
   const nginx = await startNginx({ fastcgiPass: `unix:${nginxFpm.socketPath}`, scriptFilename: nginxFpm.script });
   const serveFpm = await startPhpFpm({ workers: 4 });
   const config = join(serveFpm.dir, 'gatehouse-bench-serve.toml');
-  writeFileSync(config, `[[fastcgi]]\nurl = "/"\nupstreams = ["unix:${serveFpm.socketPath}"]\nscript-filename = "${serveFpm.script}"\nmax-connections = 4\n`);
+  writeFileSync(
+    config,
+    `[[fastcgi]]\nurl = "/"\nupstreams = ["unix:${serveFpm.socketPath}"]\nscript-filename = "${serveFpm.script}"\nmax-connections = 4\n`,
+  );
   const serve = await startGatehouseServe({ args: ['--config', config] });
   const minimalProxy = join(dirname(fileURLToPath(import.meta.url)), 'lib', 'minimal-fastcgi-proxy.mjs');
   const startYardstick = async (flags, describe) => {
     const fpm = await startPhpFpm({ workers: 4 });
     const port = await freePort();
-    const proxy = startProcess(process.execPath, [...RECOMMENDED_NODE_FLAGS, minimalProxy, ...flags, String(port), fpm.socketPath, fpm.script]);
+    const proxy = startProcess(process.execPath, [
+      ...RECOMMENDED_NODE_FLAGS,
+      minimalProxy,
+      ...flags,
+      String(port),
+      fpm.socketPath,
+      fpm.script,
+    ]);
     await waitForListener({ host: '127.0.0.1', port }, 10_000, proxy.alive, describe);
     return `http://127.0.0.1:${port}/`;
   };
@@ -88,14 +110,33 @@ export async function runServeBench({ duration = 6, connectionCounts = [1, 16, 6
       const result = await wrk({ url, connections: 16, seconds: duration });
       console.log(`${fmt(result.requestsPerSecond)} req/s`);
       (fastcgi[name] ??= []).push(result.requestsPerSecond);
-      rows.push({ script: 'hello.php', connections: 16, server: name, 'req/s': fmt(result.requestsPerSecond), 'p99 ms': fmt(result.p99, 1), errors: result.non2xx || result.socketErrors ? `${result.non2xx} non-2xx ${result.socketErrors}` : '' });
+      rows.push({
+        script: 'hello.php',
+        connections: 16,
+        server: name,
+        'req/s': fmt(result.requestsPerSecond),
+        'p99 ms': fmt(result.p99, 1),
+        errors: result.non2xx || result.socketErrors ? `${result.non2xx} non-2xx ${result.socketErrors}` : '',
+      });
     }
   }
   const mean = (values) => values.reduce((a, b) => a + b, 0) / values.length;
   const ratio = (a, b) => fmt(mean(fastcgi[a]) / mean(fastcgi[b]), 2);
-  ratios.push(`hello.php, 16 conn: gatehouse serve -> php-fpm / nginx -> php-fpm = ${ratio('gatehouse serve -> php-fpm', 'nginx -> php-fpm')}x (target >= 0.8x)`);
-  ratios.push(`hello.php, 16 conn: minimal node:http proxy / nginx -> php-fpm = ${ratio('minimal node:http proxy -> php-fpm (yardstick)', 'nginx -> php-fpm')}x (the most a node:http front reached here)`);
-  ratios.push(`hello.php, 16 conn: minimal node:net proxy / nginx -> php-fpm = ${ratio('minimal node:net proxy, no HTTP checks -> php-fpm (yardstick)', 'nginx -> php-fpm')}x (the most any front on Node's sockets reached here)`);
-  ratios.push(`hello.php, 16 conn: gatehouse serve / minimal node:http proxy = ${ratio('gatehouse serve -> php-fpm', 'minimal node:http proxy -> php-fpm (yardstick)')}x`);
-  return { title: 'gatehouse serve vs Apache mod_cgid, nginx + fcgiwrap, lighttpd; serve -> php-fpm vs nginx -> php-fpm', rows, verdicts: ratios };
+  ratios.push(
+    `hello.php, 16 conn: gatehouse serve -> php-fpm / nginx -> php-fpm = ${ratio('gatehouse serve -> php-fpm', 'nginx -> php-fpm')}x (target >= 0.8x)`,
+  );
+  ratios.push(
+    `hello.php, 16 conn: minimal node:http proxy / nginx -> php-fpm = ${ratio('minimal node:http proxy -> php-fpm (yardstick)', 'nginx -> php-fpm')}x (the most a node:http front reached here)`,
+  );
+  ratios.push(
+    `hello.php, 16 conn: minimal node:net proxy / nginx -> php-fpm = ${ratio('minimal node:net proxy, no HTTP checks -> php-fpm (yardstick)', 'nginx -> php-fpm')}x (the most any front on Node's sockets reached here)`,
+  );
+  ratios.push(
+    `hello.php, 16 conn: gatehouse serve / minimal node:http proxy = ${ratio('gatehouse serve -> php-fpm', 'minimal node:http proxy -> php-fpm (yardstick)')}x`,
+  );
+  return {
+    title: 'gatehouse serve vs Apache mod_cgid, nginx + fcgiwrap, lighttpd; serve -> php-fpm vs nginx -> php-fpm',
+    rows,
+    verdicts: ratios,
+  };
 }

@@ -37,7 +37,10 @@ function meanOf(list) {
     cpuMicrosPerRequest: mean('cpuMicrosPerRequest'),
     runs: list.map((result) => result.requestsPerSecond.toFixed(0)).join(' / '),
     non2xx: list.reduce((sum, result) => sum + result.non2xx, 0),
-    socketErrors: list.map((result) => result.socketErrors).filter(Boolean).join('; '),
+    socketErrors: list
+      .map((result) => result.socketErrors)
+      .filter(Boolean)
+      .join('; '),
   };
 }
 
@@ -46,7 +49,8 @@ const fmt = (value, digits = 0) => (Number.isFinite(value) ? value.toFixed(digit
 export async function runWorkerBench({ duration = 8, repeats = 2, processCounts = [1, 2], connectionCounts = [1, 16, 64] } = {}) {
   const implementations = Object.keys(IMPLEMENTATIONS).filter((name) => name !== 'gatehouse' || existsSync(GATEHOUSE_WORKER));
   const notes = [];
-  if (!implementations.includes('gatehouse')) notes.push(`gatehouse worker library not built (${GATEHOUSE_WORKER} missing): only node-fastcgi measured`);
+  if (!implementations.includes('gatehouse'))
+    notes.push(`gatehouse worker library not built (${GATEHOUSE_WORKER} missing): only node-fastcgi measured`);
   const rows = [];
   const verdicts = [];
   for (const processes of processCounts) {
@@ -73,7 +77,9 @@ export async function runWorkerBench({ duration = 8, repeats = 2, processCounts 
           // The app processes' CPU per request: steadier than requests/s on a shared machine.
           result.cpuMicrosPerRequest = (cpuMicros(stacks[name].pids) - cpuBefore) / result.requests;
           runs[name].push(result);
-          console.log(`${fmt(result.requestsPerSecond)} req/s, p99 ${fmt(result.p99, 2)} ms${result.non2xx || result.socketErrors ? `, errors: ${result.non2xx} non-2xx ${result.socketErrors}` : ''}`);
+          console.log(
+            `${fmt(result.requestsPerSecond)} req/s, p99 ${fmt(result.p99, 2)} ms${result.non2xx || result.socketErrors ? `, errors: ${result.non2xx} non-2xx ${result.socketErrors}` : ''}`,
+          );
         }
       }
       const results = Object.fromEntries(Object.entries(runs).map(([name, list]) => [name, meanOf(list)]));

@@ -31,7 +31,7 @@ const server = express();
 // they stream the request body to the script or application themselves.
 server.use('/cgi-bin', scripts);
 server.use('/app', app);
-server.get('/', (req, res) => res.type('text/plain').send('Express with gatehouse: try /cgi-bin/env.sh, /cgi-bin/form.pl, /app/hello\n'));
+server.get('/', (_req, res) => res.type('text/plain').send('Express with gatehouse: try /cgi-bin/env.sh, /cgi-bin/form.pl, /app/hello\n'));
 // Paths outside the mounts end here (a missing script under /cgi-bin is the cgi handler's own 404, as in Apache).
 server.use((req, res) => res.status(404).type('text/plain').send(`nothing at ${req.originalUrl}\n`));
 

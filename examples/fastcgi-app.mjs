@@ -12,7 +12,7 @@ const server = createServer((req, res) => {
   const path = (req.params.PATH_INFO || new URL(req.url, 'http://x').pathname).replace(/^\/app/, '');
   if (path === '/params') {
     res.setHeader('Content-Type', 'application/json');
-    res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers, params: req.params }, null, 2) + '\n');
+    res.end(`${JSON.stringify({ method: req.method, url: req.url, headers: req.headers, params: req.params }, null, 2)}\n`);
     return;
   }
   res.setHeader('Content-Type', 'text/html; charset=utf-8');

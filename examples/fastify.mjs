@@ -41,11 +41,13 @@ const server = Fastify();
 // the catch-all parser leaves the body unread, so the handler can stream it to the script or app.
 await server.register(async (scope) => {
   scope.removeAllContentTypeParsers();
-  scope.addContentTypeParser('*', (request, payload, done) => done(null));
+  scope.addContentTypeParser('*', (_request, _payload, done) => done(null));
   scope.all('/cgi-bin/*', mount(scripts));
   scope.all('/app/*', mount(app));
 });
-server.get('/', async (request, reply) => reply.type('text/plain').send('Fastify with gatehouse: try /cgi-bin/env.sh, /cgi-bin/form.pl, /app/hello\n'));
+server.get('/', async (_request, reply) =>
+  reply.type('text/plain').send('Fastify with gatehouse: try /cgi-bin/env.sh, /cgi-bin/form.pl, /app/hello\n'),
+);
 server.setNotFoundHandler((request, reply) => reply.code(404).type('text/plain').send(`nothing at ${request.url}\n`));
 
 const port = Number(process.env.PORT ?? 3000);

@@ -11,7 +11,14 @@
  */
 export { cgi, type CgiOptions, type CgiHandler } from './cgi/index.js';
 export { fastcgi, GatehouseFront, type FastCGIHandler, type FastCGIHandlerOptions, type FrontOptions } from './http/index.js';
-export { createServer, FastCGIServer, FastCGIRequest, FastCGIResponse, type RequestHandler, type WorkerServerOptions } from './fastcgi/index.js';
+export {
+  createServer,
+  FastCGIServer,
+  FastCGIRequest,
+  FastCGIResponse,
+  type RequestHandler,
+  type WorkerServerOptions,
+} from './fastcgi/index.js';
 export { FastCGIClient, type FastCGIClientOptions, type FastCGIRequestOptions } from './fastcgi/client/index.js';
 export { loadServeConfig, ConfigError } from './config/load.js';
 export type { ServeConfig } from './config/schema.js';

@@ -1,7 +1,7 @@
 // The hello app on the gatehouse worker library, listening on fd 0 (spawn-fcgi) or on the path in argv[2].
 import { createServer } from '../../dist/src/fastcgi/index.js';
 
-const server = createServer((req, res) => {
+const server = createServer((_req, res) => {
   res.setHeader('Content-Type', 'text/plain');
   res.end('hello\n');
 });

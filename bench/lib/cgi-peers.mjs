@@ -22,7 +22,10 @@ export function makeHelloCgiBin() {
   mkdirSync(cgiBin);
   chmodSync(cgiBin, 0o755);
   const source = join(dir, 'hello.c');
-  writeFileSync(source, '#include <stdio.h>\nint main(void) { fputs("Content-Type: text/plain\\r\\n\\r\\nhello\\n", stdout); return 0; }\n');
+  writeFileSync(
+    source,
+    '#include <stdio.h>\nint main(void) { fputs("Content-Type: text/plain\\r\\n\\r\\nhello\\n", stdout); return 0; }\n',
+  );
   const result = spawnSync('gcc', ['-O2', '-o', join(cgiBin, 'hello-c'), source], { encoding: 'utf8' });
   if (result.status !== 0) throw new Error(`gcc failed: ${result.stderr}`);
   writeFileSync(join(cgiBin, 'hello-sh'), '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\nhello\\n"\n');
@@ -100,7 +103,12 @@ export async function startNginxFcgiwrap({ cgiBin, workers = 1, fcgiwrapChildren
   const socketPath = join(tempDir('gatehouse-bench-fcgiwrap-'), 'fcgiwrap.sock');
   const wrap = startProcess(fcgiwrap, ['-s', `unix:${socketPath}`, '-c', String(fcgiwrapChildren)]);
   await waitForListener({ path: socketPath }, 10_000, wrap.alive, 'fcgiwrap');
-  const nginx = await startNginx({ fastcgiPass: `unix:${socketPath}`, location: '~ ^/cgi-bin/(.*)$', scriptFilename: `${cgiBin}/$1`, workerProcesses: workers });
+  const nginx = await startNginx({
+    fastcgiPass: `unix:${socketPath}`,
+    location: '~ ^/cgi-bin/(.*)$',
+    scriptFilename: `${cgiBin}/$1`,
+    workerProcesses: workers,
+  });
   return { ...nginx, url: `http://127.0.0.1:${nginx.port}` };
 }
 
@@ -114,7 +122,16 @@ export const RECOMMENDED_NODE_FLAGS = ['--max-semi-space-size=64'];
 /** `gatehouse serve` from this checkout's build, with extra flags. */
 export async function startGatehouseServe({ args = [], nodeArgs = RECOMMENDED_NODE_FLAGS } = {}) {
   const port = await freePort();
-  const running = startProcess(process.execPath, [...nodeArgs, join(repo, 'dist/src/cli/main.js'), 'serve', '--listen', `127.0.0.1:${port}`, '--access-log', 'off', ...args]);
+  const running = startProcess(process.execPath, [
+    ...nodeArgs,
+    join(repo, 'dist/src/cli/main.js'),
+    'serve',
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--access-log',
+    'off',
+    ...args,
+  ]);
   await waitForListener({ host: '127.0.0.1', port }, 15_000, running.alive, 'gatehouse serve').catch((error) => {
     throw new Error(`gatehouse serve did not start: ${error.message}\n${running.output()}`);
   });

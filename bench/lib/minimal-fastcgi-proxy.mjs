@@ -93,7 +93,10 @@ function answer(res, stdout) {
       if (name.toLowerCase() === 'status') status = value;
       else head += `${name}: ${value}\r\n`;
     }
-    res.write(`HTTP/1.1 ${status}\r\n${head}Content-Length: ${body.length}\r\nDate: ${new Date().toUTCString()}\r\n\r\n${body.toString('latin1')}`, 'latin1');
+    res.write(
+      `HTTP/1.1 ${status}\r\n${head}Content-Length: ${body.length}\r\nDate: ${new Date().toUTCString()}\r\n\r\n${body.toString('latin1')}`,
+      'latin1',
+    );
     return;
   }
   for (const line of stdout.subarray(0, end).toString('latin1').split('\r\n')) {
@@ -128,11 +131,22 @@ function forward(res, { method, url, version, rawHeaders, local }) {
     socket.res = res;
     socket.stdout = [];
     const pairs = [
-      ['GATEWAY_INTERFACE', 'CGI/1.1'], ['SERVER_SOFTWARE', 'minimal'], ['SERVER_NAME', 'localhost'],
-      ['SERVER_PROTOCOL', `HTTP/${version}`], ['SERVER_PORT', String(local.localPort)], ['SERVER_ADDR', local.localAddress],
-      ['REMOTE_ADDR', local.remoteAddress], ['REMOTE_PORT', String(local.remotePort)], ['REQUEST_METHOD', method],
-      ['REQUEST_URI', url], ['QUERY_STRING', ''], ['SCRIPT_NAME', '/hello.php'], ['SCRIPT_FILENAME', scriptFilename],
-      ['DOCUMENT_ROOT', '/'], ['REQUEST_SCHEME', 'http'], ['PATH', '/usr/bin:/bin'],
+      ['GATEWAY_INTERFACE', 'CGI/1.1'],
+      ['SERVER_SOFTWARE', 'minimal'],
+      ['SERVER_NAME', 'localhost'],
+      ['SERVER_PROTOCOL', `HTTP/${version}`],
+      ['SERVER_PORT', String(local.localPort)],
+      ['SERVER_ADDR', local.localAddress],
+      ['REMOTE_ADDR', local.remoteAddress],
+      ['REMOTE_PORT', String(local.remotePort)],
+      ['REQUEST_METHOD', method],
+      ['REQUEST_URI', url],
+      ['QUERY_STRING', ''],
+      ['SCRIPT_NAME', '/hello.php'],
+      ['SCRIPT_FILENAME', scriptFilename],
+      ['DOCUMENT_ROOT', '/'],
+      ['REQUEST_SCHEME', 'http'],
+      ['PATH', '/usr/bin:/bin'],
     ];
     for (let index = 0; index < rawHeaders.length; index += 2) {
       pairs.push([`HTTP_${rawHeaders[index].toUpperCase().replaceAll('-', '_')}`, rawHeaders[index + 1]]);
@@ -166,7 +180,9 @@ if (rawNet) {
     .listen(Number(port), '127.0.0.1');
 } else {
   http
-    .createServer((req, res) => forward(res, { method: req.method, url: req.url, version: req.httpVersion, rawHeaders: req.rawHeaders, local: req.socket }))
+    .createServer((req, res) =>
+      forward(res, { method: req.method, url: req.url, version: req.httpVersion, rawHeaders: req.rawHeaders, local: req.socket }),
+    )
     .listen(Number(port), '127.0.0.1');
 }
 

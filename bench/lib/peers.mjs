@@ -110,14 +110,15 @@ export function startProcess(command, args, options = {}) {
 /** Signals pids we were told about (spawn-fcgi's detached children), then SIGKILLs what is left. */
 function registerPids(pids) {
   cleanups.push(async () => {
-    const living = () => pids.filter((pid) => {
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch {
-        return false;
-      }
-    });
+    const living = () =>
+      pids.filter((pid) => {
+        try {
+          process.kill(pid, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      });
     for (const pid of living()) process.kill(pid, 'SIGTERM');
     const deadline = Date.now() + 5000;
     while (living().length > 0 && Date.now() < deadline) await sleep(50);
@@ -132,7 +133,11 @@ function registerPids(pids) {
  */
 export async function spawnFcgi({ socketPath, children, command, args = [], env = process.env }) {
   const binary = requireProgram('/usr/bin/spawn-fcgi');
-  const result = spawnSync(binary, ['-s', socketPath, '-M', '0600', '-F', String(children), '--', command, ...args], { env, encoding: 'utf8', timeout: 10_000 });
+  const result = spawnSync(binary, ['-s', socketPath, '-M', '0600', '-F', String(children), '--', command, ...args], {
+    env,
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
   const text = `${result.stdout}${result.stderr}`;
   const pids = [...text.matchAll(/PID: (\d+)/g)].map((match) => Number(match[1]));
   registerPids(pids);
@@ -152,7 +157,8 @@ export async function spawnFcgi({ socketPath, children, command, args = [], env 
 export async function startNginx({ fastcgiPass, scriptFilename = '', workerProcesses = 1, location = '/', extraLocation = '' }) {
   const binary = requireProgram('/usr/sbin/nginx');
   const prefix = tempDir('gatehouse-bench-nginx-');
-  for (const dir of ['logs', 'tmp/body', 'tmp/fastcgi', 'tmp/proxy', 'tmp/uwsgi', 'tmp/scgi']) mkdirSync(join(prefix, dir), { recursive: true });
+  for (const dir of ['logs', 'tmp/body', 'tmp/fastcgi', 'tmp/proxy', 'tmp/uwsgi', 'tmp/scgi'])
+    mkdirSync(join(prefix, dir), { recursive: true });
   const port = await freePort();
   const errorLog = join(prefix, 'logs/error.log');
   // As root, workers would drop to "nobody" and could not reach sockets in private (0700) temp dirs.
@@ -200,7 +206,7 @@ export async function startPhpFpm({ workers = 4 } = {}) {
   const dir = tempDir('gatehouse-bench-fpm-');
   const socketPath = join(dir, 'fpm.sock');
   const script = join(dir, 'hello.php');
-  writeFileSync(script, "<?php\nheader('Content-Type: text/plain');\necho \"hello\\n\";\n");
+  writeFileSync(script, '<?php\nheader(\'Content-Type: text/plain\');\necho "hello\\n";\n');
   const configPath = join(dir, 'php-fpm.conf');
   writeFileSync(
     configPath,

@@ -8,7 +8,11 @@ export function markdownTable(rows) {
   const cell = (value) => String(value ?? '').replace(/\|/g, '\\|');
   const widths = columns.map((column) => Math.max(column.length, ...rows.map((row) => cell(row[column]).length)));
   const line = (values) => `| ${values.map((value, i) => cell(value).padEnd(widths[i])).join(' | ')} |`;
-  return [line(columns), `| ${widths.map((width) => '-'.repeat(width)).join(' | ')} |`, ...rows.map((row) => line(columns.map((column) => row[column])))].join('\n');
+  return [
+    line(columns),
+    `| ${widths.map((width) => '-'.repeat(width)).join(' | ')} |`,
+    ...rows.map((row) => line(columns.map((column) => row[column]))),
+  ].join('\n');
 }
 
 export function machineLine() {
@@ -17,7 +21,7 @@ export function machineLine() {
 }
 
 /** The markdown block for one benchmark result. */
-export function renderSection(name, result, command) {
+export function renderSection(_name, result, command) {
   const when = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
   const parts = [
     `### ${result.title}`,

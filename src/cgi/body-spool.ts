@@ -83,7 +83,8 @@ export async function spoolBody(source: Readable, options: SpoolOptions = {}): P
       stream() {
         if (used) throw new Error('a spooled body can be read once');
         used = true;
-        if (!spooledFile) return Readable.from(length === 0 ? [] : [memory.length === 1 ? memory[0]! : Buffer.concat(memory)], { objectMode: false });
+        if (!spooledFile)
+          return Readable.from(length === 0 ? [] : [memory.length === 1 ? memory[0]! : Buffer.concat(memory)], { objectMode: false });
         return spooledFile.createReadStream({ start: 0, autoClose: true });
       },
       async dispose() {

@@ -16,7 +16,14 @@ import { ErrorCode } from '../errors.js';
 import { CGI_MAX_ARGV_WORDS, CGI_MAX_LOCAL_REDIRECTS, CGI_MAX_REQUEST_BODY_BYTES, CGI_BODY_MEMORY_SPOOL_BYTES } from '../limits.js';
 import { spoolBody } from './body-spool.js';
 import { answerContinue, pairRawHeaders, pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from './http-response.js';
-import { buildEnvironment, environmentRecord, searchWords, type CgiEnvironment, type CgiRequestDescription, type EnvironmentPolicy } from './environment.js';
+import {
+  buildEnvironment,
+  environmentRecord,
+  searchWords,
+  type CgiEnvironment,
+  type CgiRequestDescription,
+  type EnvironmentPolicy,
+} from './environment.js';
 import { ScriptLimiter } from './limiter.js';
 import { resolveInRoutes, type ResolvedScript, type ScriptRoute } from './resolve.js';
 import type { CgiResponseHead } from './response-head.js';
@@ -78,7 +85,6 @@ export type CgiHandler = ((req: IncomingMessage, res: ServerResponse, next?: Nex
   readonly shutdown: (graceMs?: number) => Promise<void>;
 };
 
-
 interface Dispatch {
   req: IncomingMessage;
   res: ServerResponse;
@@ -100,10 +106,12 @@ export function cgi(options: CgiOptions): CgiHandler {
   const settings = validate(options);
   const handler = ((req: IncomingMessage, res: ServerResponse, next?: NextFunction) => {
     const target = req.url ?? '/';
-    dispatch(settings, { req, res, next, target, mount: mountPoint(req, target), method: req.method ?? 'GET', depth: 0 }).catch((error: unknown) => {
-      settings.errorLog(`cgi: internal error handling ${req.method} ${req.url}: ${(error as Error)?.stack ?? String(error)}`);
-      sendErrorPage(res, 500);
-    });
+    dispatch(settings, { req, res, next, target, mount: mountPoint(req, target), method: req.method ?? 'GET', depth: 0 }).catch(
+      (error: unknown) => {
+        settings.errorLog(`cgi: internal error handling ${req.method} ${req.url}: ${(error as Error)?.stack ?? String(error)}`);
+        sendErrorPage(res, 500);
+      },
+    );
   }) as CgiHandler;
   Object.defineProperty(handler, 'limiter', { value: settings.limiter });
   Object.defineProperty(handler, 'running', { value: () => settings.runs.size });
@@ -150,18 +158,25 @@ function validate(options: CgiOptions): Settings {
   }
   const routes: ScriptRoute[] = [];
   for (const alias of options.scriptAliases ?? []) {
-    if (!alias.urlPrefix.startsWith('/')) throw new TypeError(`cgi(): scriptAliases urlPrefix must start with '/', got ${JSON.stringify(alias.urlPrefix)}`);
-    if (!path.isAbsolute(alias.directory)) throw new TypeError(`cgi(): scriptAliases directory must be absolute, got ${JSON.stringify(alias.directory)}`);
+    if (!alias.urlPrefix.startsWith('/'))
+      throw new TypeError(`cgi(): scriptAliases urlPrefix must start with '/', got ${JSON.stringify(alias.urlPrefix)}`);
+    if (!path.isAbsolute(alias.directory))
+      throw new TypeError(`cgi(): scriptAliases directory must be absolute, got ${JSON.stringify(alias.directory)}`);
     routes.push({ kind: 'script-alias', urlPrefix: alias.urlPrefix, directory: alias.directory });
   }
   const extensions = options.extensions ?? [];
   for (const extension of extensions) {
-    if (!/^\.[A-Za-z0-9_-]+$/.test(extension)) throw new TypeError(`cgi(): extensions are written with their dot, like ".cgi"; got ${JSON.stringify(extension)}`);
+    if (!/^\.[A-Za-z0-9_-]+$/.test(extension))
+      throw new TypeError(`cgi(): extensions are written with their dot, like ".cgi"; got ${JSON.stringify(extension)}`);
   }
   if (extensions.length > 0) routes.push({ kind: 'extensions', urlPrefix: '/', documentRoot: options.documentRoot, extensions });
-  if (routes.length === 0) throw new TypeError('cgi(): nothing to run: give scriptAliases (e.g. [{ urlPrefix: "/cgi-bin/", directory: "/srv/cgi-bin" }]) or extensions (e.g. [".cgi"])');
+  if (routes.length === 0)
+    throw new TypeError(
+      'cgi(): nothing to run: give scriptAliases (e.g. [{ urlPrefix: "/cgi-bin/", directory: "/srv/cgi-bin" }]) or extensions (e.g. [".cgi"])',
+    );
   const timeoutMs = parseScriptTimeout(options.scriptTimeout ?? '60s');
-  if (timeoutMs === null) throw new TypeError(`cgi(): scriptTimeout must look like "20", "20s" or "500ms", got ${JSON.stringify(options.scriptTimeout)}`);
+  if (timeoutMs === null)
+    throw new TypeError(`cgi(): scriptTimeout must look like "20", "20s" or "500ms", got ${JSON.stringify(options.scriptTimeout)}`);
   const errorLog = options.errorLog ?? ((line: string) => process.stderr.write(`[${new Date().toISOString()}] [cgi:error] ${line}\n`));
   let scriptLog: ScriptLog | undefined;
   if (typeof options.scriptLog === 'string') {
@@ -208,7 +223,9 @@ async function dispatch(settings: Settings, dispatch: Dispatch): Promise<void> {
   const { pathname, query } = splitTarget(dispatch.target);
   const resolution = await resolveInRoutes(pathname, settings.routes);
   if (resolution.kind === 'refused') {
-    settings.errorLog(`cgi: refused ${dispatch.method} ${dispatch.mount}${dispatch.target} from ${req.socket.remoteAddress}: ${resolution.reason}`);
+    settings.errorLog(
+      `cgi: refused ${dispatch.method} ${dispatch.mount}${dispatch.target} from ${req.socket.remoteAddress}: ${resolution.reason}`,
+    );
     sendErrorPage(res, resolution.status);
     return;
   }
@@ -234,9 +251,7 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
     return;
   }
   const withBody = dispatch.depth === 0;
-  const headers = pairRawHeaders(req.rawHeaders).filter(
-    ([name]) => withBody || !/^(content-length|transfer-encoding)$/i.test(name),
-  );
+  const headers = pairRawHeaders(req.rawHeaders).filter(([name]) => withBody || !/^(content-length|transfer-encoding)$/i.test(name));
 
   // The body: a known length is streamed to stdin; a chunked one is spooled so CONTENT_LENGTH can be exact.
   let stdin: Readable | Buffer | null = null;
@@ -247,7 +262,9 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
     const declared = req.headers['content-length'];
     const chunked = req.headers['transfer-encoding'] !== undefined;
     if (!chunked && declared !== undefined && Number(declared) > settings.maxRequestBody) {
-      settings.errorLog(`cgi: request body of ${declared} bytes for ${script.scriptFilename} is over the limit of ${settings.maxRequestBody}`);
+      settings.errorLog(
+        `cgi: request body of ${declared} bytes for ${script.scriptFilename} is over the limit of ${settings.maxRequestBody}`,
+      );
       sendErrorPage(res, 413, true);
       return;
     }
@@ -295,7 +312,9 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
     if (!release) {
       await disposeBody();
       if (gone.signal.aborted) return;
-      settings.errorLog(`cgi: ${settings.limiter.maxRunning} scripts running and ${settings.limiter.maxQueued} waiting: refused ${script.scriptFilename} with 503`);
+      settings.errorLog(
+        `cgi: ${settings.limiter.maxRunning} scripts running and ${settings.limiter.maxQueued} waiting: refused ${script.scriptFilename} with 503`,
+      );
       res.setHeader('Retry-After', '1');
       sendErrorPage(res, 503);
       return;
@@ -494,9 +513,15 @@ async function dispatchRedirect(settings: Settings, previous: Dispatch, location
   });
 }
 
-
 /** Streams the script's body to the client (Content-Length held to, see pipeCgiBody); a timeout after the head cuts the response short. */
-function sendBody(run: ScriptRun, res: ServerResponse, head: CgiResponseHead, file: string, errorLog: (line: string) => void, done: () => void): void {
+function sendBody(
+  run: ScriptRun,
+  res: ServerResponse,
+  head: CgiResponseHead,
+  file: string,
+  errorLog: (line: string) => void,
+  done: () => void,
+): void {
   pipeCgiBody(
     run.body,
     res,
@@ -505,7 +530,8 @@ function sendBody(run: ScriptRun, res: ServerResponse, head: CgiResponseHead, fi
       if (!error) return done();
       const code = (error as { code?: string }).code;
       if (code === ErrorCode.REQUEST_ABORTED || code === 'ERR_STREAM_PREMATURE_CLOSE') return;
-      if (code === ErrorCode.CGI_SCRIPT_TIMEOUT) errorLog(`cgi: ${file}: no output for the script timeout after the body started: script killed, response cut short`);
+      if (code === ErrorCode.CGI_SCRIPT_TIMEOUT)
+        errorLog(`cgi: ${file}: no output for the script timeout after the body started: script killed, response cut short`);
       else errorLog(`cgi: ${error.message}`);
       res.destroy();
     },
@@ -522,7 +548,6 @@ function sendRaw(run: ScriptRun, req: IncomingMessage, res: ServerResponse, done
     socket.destroySoon();
   });
 }
-
 
 /** The prefix a framework stripped from req.url (Express's req.originalUrl keeps it), or "". */
 /** An IPv4 client on a dual-stack socket appears as ::ffff:a.b.c.d; scripts (and Apache) see a.b.c.d. */

@@ -10,7 +10,15 @@ import type { Readable } from 'node:stream';
 import type { CgiResponseHead } from './response-head.js';
 
 /** Response headers an application may not set: they describe the connection, which the server owns. */
-export const HOP_BY_HOP_HEADERS: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te', 'trailer', 'transfer-encoding']);
+export const HOP_BY_HOP_HEADERS: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'upgrade',
+  'te',
+  'trailer',
+  'transfer-encoding',
+]);
 
 /** What writeCgiHead needs of a response: node:http's ServerResponse, or the FastCGI worker library's response (the cgid FastCGI face). */
 export interface HeadTarget {

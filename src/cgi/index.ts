@@ -15,7 +15,14 @@ export {
   type CgiRequestDescription,
   type EnvironmentPolicy,
 } from './environment.js';
-export { ResponseHeadParser, parseResponseHead, type CgiResponseHead, type CgiHeadError, type HeadStep, type HeadLimits } from './response-head.js';
+export {
+  ResponseHeadParser,
+  parseResponseHead,
+  type CgiResponseHead,
+  type CgiHeadError,
+  type HeadStep,
+  type HeadLimits,
+} from './response-head.js';
 export { resolveScript, resolveInRoutes, normaliseUrlPath, type ScriptRoute, type Resolution, type ResolvedScript } from './resolve.js';
 export { runScript, parseScriptTimeout, ScriptRun, type RunScriptOptions, type HeadOutcome, type RunResult } from './run-script.js';
 export { ChildProcessSpawner, SpawnError, type ScriptSpawner, type SpawnRequest, type SpawnedScript, type ScriptExit } from './spawner.js';

@@ -85,7 +85,8 @@ export interface NormalisedPath {
 
 /** Decodes and normalises a raw URL path (no query). Returns a refusal instead of throwing. */
 export function normaliseUrlPath(rawPath: string): NormalisedPath | RefusedPath {
-  if (!rawPath.startsWith('/')) return refuse(400, ErrorCode.CGI_PATH_BAD_REQUEST, `the path ${JSON.stringify(rawPath)} does not start with '/'`);
+  if (!rawPath.startsWith('/'))
+    return refuse(400, ErrorCode.CGI_PATH_BAD_REQUEST, `the path ${JSON.stringify(rawPath)} does not start with '/'`);
   const segments: string[] = [];
   const rawSegments = rawPath.split('/');
   for (let index = 1; index < rawSegments.length; index++) {
@@ -98,7 +99,8 @@ export function normaliseUrlPath(rawPath: string): NormalisedPath | RefusedPath 
     if (segment.includes('\\')) return refuse(400, ErrorCode.CGI_PATH_BAD_REQUEST, `backslash in ${JSON.stringify(rawPath)}`);
     if (segment === '' || segment === '.') continue;
     if (segment === '..') {
-      if (segments.length === 0) return refuse(400, ErrorCode.CGI_PATH_BAD_REQUEST, `'..' climbs above the root in ${JSON.stringify(rawPath)}`);
+      if (segments.length === 0)
+        return refuse(400, ErrorCode.CGI_PATH_BAD_REQUEST, `'..' climbs above the root in ${JSON.stringify(rawPath)}`);
       segments.pop();
       continue;
     }
@@ -120,7 +122,10 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 function percentDecode(raw: string): string | null {
   if (!raw.includes('%')) return wireTextOf(raw);
   if (/%(?![0-9A-Fa-f]{2})/.test(raw)) return null;
-  const bytes = Buffer.from(raw.replace(/%([0-9A-Fa-f]{2})/g, (_match, hex: string) => String.fromCharCode(Number.parseInt(hex, 16))), 'latin1');
+  const bytes = Buffer.from(
+    raw.replace(/%([0-9A-Fa-f]{2})/g, (_match, hex: string) => String.fromCharCode(Number.parseInt(hex, 16))),
+    'latin1',
+  );
   try {
     return utf8.decode(bytes);
   } catch {

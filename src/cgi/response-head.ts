@@ -41,7 +41,7 @@ export interface CgiHeadError {
 
 export type HeadStep =
   | { state: 'incomplete' }
-  | { state: 'complete'; head: CgiResponseHead; /** Body bytes that came in the same chunk as the end of the head. */ rest: Buffer }
+  | { state: 'complete'; head: CgiResponseHead /** Body bytes that came in the same chunk as the end of the head. */; rest: Buffer }
   | { state: 'error'; error: CgiHeadError };
 
 export interface HeadLimits {
@@ -147,9 +147,18 @@ export class ResponseHeadParser {
     if (lineOver && (!headOver || lineCrossing <= this.#maxBytes)) {
       // The first bytes of an over-long line are enough to find it in the script; which chunk they came in does not matter.
       const preview = printable(lineSoFar().subarray(0, Math.min(40, this.#maxLineBytes)));
-      return { code: ErrorCode.CGI_HEAD_TOO_LARGE, message: `header line ${lineNumber} is longer than ${this.#maxLineBytes} bytes`, lineNumber, line: preview };
+      return {
+        code: ErrorCode.CGI_HEAD_TOO_LARGE,
+        message: `header line ${lineNumber} is longer than ${this.#maxLineBytes} bytes`,
+        lineNumber,
+        line: preview,
+      };
     }
-    return { code: ErrorCode.CGI_HEAD_TOO_LARGE, message: `the header block is larger than ${this.#maxBytes} bytes (at line ${lineNumber})`, lineNumber };
+    return {
+      code: ErrorCode.CGI_HEAD_TOO_LARGE,
+      message: `the header block is larger than ${this.#maxBytes} bytes (at line ${lineNumber})`,
+      lineNumber,
+    };
   }
 
   /** One complete line (LF removed). */
@@ -165,11 +174,21 @@ export class ResponseHeadParser {
     const colon = text.indexOf(':');
     const name = colon === -1 ? '' : text.slice(0, colon);
     if (!TOKEN.test(name)) {
-      return { code: ErrorCode.CGI_HEAD_MALFORMED, message: `bad header line ${lineNumber}: expected "Name: value" with a token name`, lineNumber, line: printable(line) };
+      return {
+        code: ErrorCode.CGI_HEAD_MALFORMED,
+        message: `bad header line ${lineNumber}: expected "Name: value" with a token name`,
+        lineNumber,
+        line: printable(line),
+      };
     }
     const value = text.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
     if (BAD_VALUE_CHAR.test(value)) {
-      return { code: ErrorCode.CGI_HEAD_BAD_VALUE, message: `header ${name} on line ${lineNumber} has a control character (CR, NUL, ...) in its value`, lineNumber, line: printable(line) };
+      return {
+        code: ErrorCode.CGI_HEAD_BAD_VALUE,
+        message: `header ${name} on line ${lineNumber} has a control character (CR, NUL, ...) in its value`,
+        lineNumber,
+        line: printable(line),
+      };
     }
     return 'more';
   }
@@ -188,16 +207,26 @@ export class ResponseHeadParser {
       const name = text.slice(0, colon);
       const value = text.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
       const lower = name.toLowerCase();
-      const fail = (code: ErrorCode, message: string): HeadStep => ({ state: 'error', error: { code, message, lineNumber, line: printable(Buffer.from(text, 'latin1')) } });
+      const fail = (code: ErrorCode, message: string): HeadStep => ({
+        state: 'error',
+        error: { code, message, lineNumber, line: printable(Buffer.from(text, 'latin1')) },
+      });
       if (lower === 'status') {
         const match = STATUS.exec(value);
-        if (!match || status !== undefined) return fail(ErrorCode.CGI_HEAD_BAD_STATUS, `invalid Status on line ${lineNumber}: expected "Status: NNN [reason]" once, with NNN from 100 to 599`);
+        if (!match || status !== undefined)
+          return fail(
+            ErrorCode.CGI_HEAD_BAD_STATUS,
+            `invalid Status on line ${lineNumber}: expected "Status: NNN [reason]" once, with NNN from 100 to 599`,
+          );
         status = Number(match[1]);
         if (match[2]) reason = match[2];
         continue;
       }
       if (lower === 'transfer-encoding') {
-        return fail(ErrorCode.CGI_HEAD_TRANSFER_ENCODING, `the script sent Transfer-Encoding on line ${lineNumber}: the server frames the response itself, a script must not`);
+        return fail(
+          ErrorCode.CGI_HEAD_TRANSFER_ENCODING,
+          `the script sent Transfer-Encoding on line ${lineNumber}: the server frames the response itself, a script must not`,
+        );
       }
       if (lower === 'content-length') {
         if (!/^[0-9]{1,15}$/.test(value) || (contentLength !== undefined && contentLength !== Number(value))) {
@@ -240,5 +269,7 @@ export function parseResponseHead(output: Buffer, limits?: HeadLimits): HeadStep
 /** A line as it may appear in a log: control bytes escaped, at most 200 characters. */
 function printable(bytes: Buffer): string {
   const text = bytes.subarray(0, 200).toString('latin1');
-  return text.replace(/[\x00-\x1f\x7f]/g, (char) => `\\x${char.charCodeAt(0).toString(16).padStart(2, '0')}`) + (bytes.length > 200 ? '...' : '');
+  return (
+    text.replace(/[\x00-\x1f\x7f]/g, (char) => `\\x${char.charCodeAt(0).toString(16).padStart(2, '0')}`) + (bytes.length > 200 ? '...' : '')
+  );
 }

@@ -162,7 +162,8 @@ export class ScriptRun {
     if (this.#aborted) return;
     this.#aborted = true;
     this.#settleHead({ kind: 'aborted' });
-    if (!this.body.destroyed) this.body.destroy(new GatehouseError(ErrorCode.REQUEST_ABORTED, `script ${this.#options.file} aborted: the client went away`));
+    if (!this.body.destroyed)
+      this.body.destroy(new GatehouseError(ErrorCode.REQUEST_ABORTED, `script ${this.#options.file} aborted: the client went away`));
     this.#terminate();
   }
 
@@ -258,7 +259,11 @@ export class ScriptRun {
         this.body.destroy(new GatehouseError(step.error.code, step.error.message));
       }
     } else if (!this.#parser && !this.#headSettled && !this.#timedOut && !this.#aborted) {
-      const error: CgiHeadError = { code: ErrorCode.CGI_HEAD_INCOMPLETE, message: 'end of script output before any output (nph script)', lineNumber: 0 };
+      const error: CgiHeadError = {
+        code: ErrorCode.CGI_HEAD_INCOMPLETE,
+        message: 'end of script output before any output (nph script)',
+        lineNumber: 0,
+      };
       this.#settleHead({ kind: 'malformed', error });
       this.body.destroy(new GatehouseError(error.code, error.message));
     }
@@ -325,7 +330,8 @@ export class ScriptRun {
         if (newline === -1) break;
         const line = partial + text.slice(start, newline);
         partial = '';
-        for (let offset = 0; offset < line.length || offset === 0; offset += maxLine) emit(line.slice(offset, offset + maxLine).replace(/\r$/, ''));
+        for (let offset = 0; offset < line.length || offset === 0; offset += maxLine)
+          emit(line.slice(offset, offset + maxLine).replace(/\r$/, ''));
         start = newline + 1;
       }
       partial += text.slice(start);
@@ -394,7 +400,12 @@ export class ScriptRun {
     this.#timedOut = true;
     this.#settleHead({ kind: 'timeout' });
     if (!this.body.destroyed) {
-      this.body.destroy(new GatehouseError(ErrorCode.CGI_SCRIPT_TIMEOUT, `script ${this.#options.file} wrote no output for ${this.#timeoutMs} ms and was killed`));
+      this.body.destroy(
+        new GatehouseError(
+          ErrorCode.CGI_SCRIPT_TIMEOUT,
+          `script ${this.#options.file} wrote no output for ${this.#timeoutMs} ms and was killed`,
+        ),
+      );
     }
     this.#kill();
   }

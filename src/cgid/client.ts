@@ -9,9 +9,31 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { ErrorCode, GatehouseError } from '../errors.js';
 import { SpawnError, type ScriptExit } from '../cgi/spawner.js';
-import { CGID_BATCH_BYTES, CGID_BATCH_DESCRIPTORS, CGID_SPAWN_ANSWER_TIMEOUT_MS, CGID_START_TIMEOUT_MS, CGID_READ_CHUNK_BYTES } from '../limits.js';
-import { closeDescriptor, connectUnix, receiveDescriptors, sendDescriptors, watchDescriptor, type DescriptorWatcher } from '../sys/index.js';
-import { CGID_NONCE_BYTES, daemonProof, decodeMessage, encodeMessage, FrameDecoder, secretsEqual, type CgidMessage, type SpawnOrder } from './protocol.js';
+import {
+  CGID_BATCH_BYTES,
+  CGID_BATCH_DESCRIPTORS,
+  CGID_SPAWN_ANSWER_TIMEOUT_MS,
+  CGID_START_TIMEOUT_MS,
+  CGID_READ_CHUNK_BYTES,
+} from '../limits.js';
+import {
+  closeDescriptor,
+  connectUnix,
+  receiveDescriptors,
+  sendDescriptors,
+  watchDescriptor,
+  type DescriptorWatcher,
+} from '../sys/index.js';
+import {
+  CGID_NONCE_BYTES,
+  daemonProof,
+  decodeMessage,
+  encodeMessage,
+  FrameDecoder,
+  secretsEqual,
+  type CgidMessage,
+  type SpawnOrder,
+} from './protocol.js';
 
 export interface SpawnedRemote {
   pid: number;
@@ -62,14 +84,20 @@ export class CgidConnection extends EventEmitter {
     try {
       fd = connectUnix(socketPath);
     } catch (error) {
-      throw new GatehouseError(ErrorCode.CGID_UNAVAILABLE, `cannot connect to the cgid daemon at ${socketPath}: ${(error as Error).message}`);
+      throw new GatehouseError(
+        ErrorCode.CGID_UNAVAILABLE,
+        `cannot connect to the cgid daemon at ${socketPath}: ${(error as Error).message}`,
+      );
     }
     const connection = new CgidConnection(fd, token);
     const nonce = randomBytes(CGID_NONCE_BYTES);
     const welcome = new Promise<{ pid: number; proof: Buffer } | Error>((resolve) => (connection.#welcome = resolve));
     connection.#enqueue(encodeMessage({ type: 'hello', nonce }), [], () => {});
     let timer: NodeJS.Timeout | undefined;
-    const answer = await Promise.race([welcome, new Promise<Error>((resolve) => (timer = setTimeout(() => resolve(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)))]);
+    const answer = await Promise.race([
+      welcome,
+      new Promise<Error>((resolve) => (timer = setTimeout(() => resolve(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs))),
+    ]);
     clearTimeout(timer);
     if (answer instanceof Error) {
       connection.close(answer.message);
@@ -155,7 +183,14 @@ export class CgidConnection extends EventEmitter {
         done =
           count === 1
             ? sendDescriptors(this.#fd, batch[0]!.data, batch[0]!.fds)
-            : sendDescriptors(this.#fd, Buffer.concat(batch.map((item) => item.data), bytes), batch.flatMap((item) => item.fds));
+            : sendDescriptors(
+                this.#fd,
+                Buffer.concat(
+                  batch.map((item) => item.data),
+                  bytes,
+                ),
+                batch.flatMap((item) => item.fds),
+              );
       } catch (error) {
         this.close(`writing to the daemon: ${(error as Error).message}`);
         return;
@@ -254,22 +289,25 @@ export class CgidConnection extends EventEmitter {
    */
   #watchAnswers(): void {
     if (this.#answerTimer) return;
-    this.#answerTimer = setInterval(() => {
-      const now = Date.now();
-      let waiting = false;
-      for (const entry of this.#pending.values()) {
-        if (entry.sentAt === 0) continue;
-        waiting = true;
-        if (now - entry.sentAt > this.answerTimeoutMs) {
-          this.close(`the daemon did not answer a spawn order for ${entry.file} within ${this.answerTimeoutMs} ms`);
-          return;
+    this.#answerTimer = setInterval(
+      () => {
+        const now = Date.now();
+        let waiting = false;
+        for (const entry of this.#pending.values()) {
+          if (entry.sentAt === 0) continue;
+          waiting = true;
+          if (now - entry.sentAt > this.answerTimeoutMs) {
+            this.close(`the daemon did not answer a spawn order for ${entry.file} within ${this.answerTimeoutMs} ms`);
+            return;
+          }
         }
-      }
-      if (!waiting) {
-        clearInterval(this.#answerTimer);
-        this.#answerTimer = undefined;
-      }
-    }, Math.min(1000, this.answerTimeoutMs));
+        if (!waiting) {
+          clearInterval(this.#answerTimer);
+          this.#answerTimer = undefined;
+        }
+      },
+      Math.min(1000, this.answerTimeoutMs),
+    );
     this.#answerTimer.unref();
   }
 
@@ -288,6 +326,10 @@ export class CgidConnection extends EventEmitter {
       if (entry.resolveExit) entry.resolveExit(null);
       else entry.rejectSpawn(new SpawnError(entry.file, 'ECGIDDOWN', `the cgid daemon went away before starting the script: ${reason}`));
     }
-    this.emit('close', reason, pending.filter((entry) => entry.pid > 0).map((entry) => entry.pid));
+    this.emit(
+      'close',
+      reason,
+      pending.filter((entry) => entry.pid > 0).map((entry) => entry.pid),
+    );
   }
 }

@@ -16,7 +16,13 @@ import { randomBytes } from 'node:crypto';
 import { unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { SpawnError } from '../cgi/spawner.js';
-import { CGID_BATCH_DESCRIPTORS, CGID_KILL_GRACE_MS, CGID_READ_CHUNK_BYTES, CGID_STDIO_DESCRIPTORS, CGID_LISTEN_BACKLOG } from '../limits.js';
+import {
+  CGID_BATCH_DESCRIPTORS,
+  CGID_KILL_GRACE_MS,
+  CGID_READ_CHUNK_BYTES,
+  CGID_STDIO_DESCRIPTORS,
+  CGID_LISTEN_BACKLOG,
+} from '../limits.js';
 import {
   acceptConnection,
   closeDescriptor,
@@ -34,7 +40,16 @@ import {
 import { watchChildExit, type ExitWatcher } from '../sys/posix-spawn.js';
 import { launchScript, type LaunchPolicy } from './launcher.js';
 import { signalScript } from './posix-spawner.js';
-import { daemonProof, decodeMessage, encodeMessage, FrameDecoder, secretsEqual, type CgidMessage, type ScriptLimits, type SpawnOrder } from './protocol.js';
+import {
+  daemonProof,
+  decodeMessage,
+  encodeMessage,
+  FrameDecoder,
+  secretsEqual,
+  type CgidMessage,
+  type ScriptLimits,
+  type SpawnOrder,
+} from './protocol.js';
 import { checkSocketDirectory, clearStaleSocket } from './socket-path.js';
 
 export interface DaemonOptions {
@@ -114,7 +129,9 @@ export class CgidDaemon {
       const ownUid = process.geteuid?.() ?? 0;
       const peer = peerCredentials(fd);
       if (peer.uid !== ownUid && peer.uid !== 0) {
-        this.#options.log(`cgid: refused a connection from uid ${peer.uid} (pid ${peer.pid}): only uid ${ownUid} and root may start scripts`);
+        this.#options.log(
+          `cgid: refused a connection from uid ${peer.uid} (pid ${peer.pid}): only uid ${ownUid} and root may start scripts`,
+        );
         closeDescriptor(fd);
         continue;
       }
@@ -153,7 +170,10 @@ export class CgidDaemon {
   #terminate(script: RunningScript): void {
     signalScript(script.pid, 'SIGTERM', () => script.reaped);
     signalScript(script.pid, 'SIGCONT', () => script.reaped);
-    const timer = setTimeout(() => signalScript(script.pid, 'SIGKILL', () => script.reaped), this.#options.killGraceMs ?? CGID_KILL_GRACE_MS);
+    const timer = setTimeout(
+      () => signalScript(script.pid, 'SIGKILL', () => script.reaped),
+      this.#options.killGraceMs ?? CGID_KILL_GRACE_MS,
+    );
     timer.unref();
   }
 
@@ -278,7 +298,10 @@ class DaemonConnection {
     };
     if (!this.#welcomed || !secretsEqual(token, this.#daemon.options.token)) {
       closeStdio();
-      this.#send({ type: 'error', message: 'instance token mismatch: this daemon was started by another gatehouse front; connect to your own daemon' });
+      this.#send({
+        type: 'error',
+        message: 'instance token mismatch: this daemon was started by another gatehouse front; connect to your own daemon',
+      });
       this.#daemon.options.log(`cgid: spawn order with a wrong instance token from pid ${this.#peerPid}: connection closed`);
       this.#closeAfterFlush();
       return;

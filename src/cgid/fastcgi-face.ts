@@ -60,7 +60,8 @@ async function runRequest(req: FastCGIRequest, res: FastCGIResponse, options: Fa
     res.setHeader('Content-Type', 'text/plain');
     res.end(`${status} ${why}\n`);
   };
-  if (!file || !path.isAbsolute(file)) return fail(403, 'no script: the request has neither SCRIPT_FILENAME nor DOCUMENT_ROOT and SCRIPT_NAME (see fastcgi_param in nginx)');
+  if (!file || !path.isAbsolute(file))
+    return fail(403, 'no script: the request has neither SCRIPT_FILENAME nor DOCUMENT_ROOT and SCRIPT_NAME (see fastcgi_param in nginx)');
   let stat;
   try {
     stat = statSync(file);
@@ -120,7 +121,8 @@ async function runRequest(req: FastCGIRequest, res: FastCGIResponse, options: Fa
     case 'aborted':
       return;
     case 'spawn-failed': {
-      const status = outcome.error.errno === 'EACCES' || outcome.error.errno === 'EPERM' ? 403 : outcome.error.errno === 'ENOENT' ? 404 : 500;
+      const status =
+        outcome.error.errno === 'EACCES' || outcome.error.errno === 'EPERM' ? 403 : outcome.error.errno === 'ENOENT' ? 404 : 500;
       logFailure(status, outcome.error.message);
       finished = true;
       return fail(status, outcome.error.message);
@@ -163,7 +165,8 @@ async function runRequest(req: FastCGIRequest, res: FastCGIResponse, options: Fa
   };
   hold.once('end', endAfterExit);
   run.body.once('error', (error: NodeJS.ErrnoException) => {
-    if (error.code === ErrorCode.CGI_SCRIPT_TIMEOUT) options.log(`cgid: ${file}: no output for ${timeoutMs} ms after the body started: killed, response cut short`);
+    if (error.code === ErrorCode.CGI_SCRIPT_TIMEOUT)
+      options.log(`cgid: ${file}: no output for ${timeoutMs} ms after the body started: killed, response cut short`);
     // The response ends where it is; appStatus 1 tells the web server it is incomplete.
     hold.release();
     void run.finished.then(() => {
@@ -207,4 +210,3 @@ class HoldOutput extends Transform {
     callback();
   }
 }
-

@@ -57,11 +57,22 @@ export async function startFrontSpawner(settings: FrontSpawnSettings, log: (line
   const launch = { minUid: settings.suexecMinUid ?? CGID_SUEXEC_MIN_UID, minGid: settings.suexecMinGid ?? CGID_SUEXEC_MIN_GID, log };
   const policy = { limits, ...(settings.suexec ? { suexec: settings.suexec } : {}) };
   if (mode === 'fork') {
-    if (settings.suexec?.length) throw new GatehouseError(ErrorCode.CGID_SETUP, 'cgi-spawn = "fork" cannot run scripts as other users: use the daemon (the default)');
-    return { spawner: new ChildProcessSpawner(), description: 'in-process with child_process.spawn (fork)', stop: async () => {}, supervisor: null };
+    if (settings.suexec?.length)
+      throw new GatehouseError(ErrorCode.CGID_SETUP, 'cgi-spawn = "fork" cannot run scripts as other users: use the daemon (the default)');
+    return {
+      spawner: new ChildProcessSpawner(),
+      description: 'in-process with child_process.spawn (fork)',
+      stop: async () => {},
+      supervisor: null,
+    };
   }
   if (mode === 'in-process') {
-    return { spawner: new PosixSpawnSpawner(policy, launch), description: 'in-process with posix_spawn', stop: async () => {}, supervisor: null };
+    return {
+      spawner: new PosixSpawnSpawner(policy, launch),
+      description: 'in-process with posix_spawn',
+      stop: async () => {},
+      supervisor: null,
+    };
   }
   const runtimeDir = path.resolve(settings.runtimeDir ?? defaultRuntimeDirectory());
   const prefix = settings.scriptSock ?? CGID_SCRIPT_SOCK;
@@ -88,9 +99,17 @@ export function frontSpawnSettings(config: ServeConfig): FrontSpawnSettings {
     mode: config.cgiSpawn,
     ...(config.scriptSock !== undefined ? { scriptSock: config.scriptSock } : {}),
     ...(config.runtimeDir !== undefined ? { runtimeDir: config.runtimeDir } : {}),
-    limits: { cpuSeconds: config.rlimitCpu, memoryBytes: config.rlimitMem, processes: config.rlimitNproc, openFiles: config.rlimitNofile, outputBytes: config.maxScriptOutput },
+    limits: {
+      cpuSeconds: config.rlimitCpu,
+      memoryBytes: config.rlimitMem,
+      processes: config.rlimitNproc,
+      openFiles: config.rlimitNofile,
+      outputBytes: config.maxScriptOutput,
+    },
     suexecMinUid: config.suexecMinUid,
     suexecMinGid: config.suexecMinGid,
-    suexec: config.scriptAlias.flatMap((alias) => (alias.user ? [{ directory: alias.dir, user: alias.user, group: alias.group ?? alias.user }] : [])),
+    suexec: config.scriptAlias.flatMap((alias) =>
+      alias.user ? [{ directory: alias.dir, user: alias.user, group: alias.group ?? alias.user }] : [],
+    ),
   };
 }

@@ -33,7 +33,11 @@ export interface LaunchPolicy {
  * posix_spawn runs on a worker thread, so the event loop never waits for a
  * child to exec.
  */
-export async function launchScript(order: SpawnOrder, stdio: readonly [number, number, number], policy: LaunchPolicy = {}): Promise<number> {
+export async function launchScript(
+  order: SpawnOrder,
+  stdio: readonly [number, number, number],
+  policy: LaunchPolicy = {},
+): Promise<number> {
   const limits = limitFlags(order.limits);
   if (order.runAs || limits.length > 0) {
     // A wrapper (setpriv, prlimit) execs the script with execvp, which would run a text file without #! through
@@ -52,7 +56,15 @@ export async function launchScript(order: SpawnOrder, stdio: readonly [number, n
     const identity = checkSuexec(order.file, order.runAs, policy);
     // setpriv sets gid, initgroups(3) for the user, then uid (setresuid: root cannot come back), then execs the script.
     file = CGID_SETPRIV_PATH;
-    argv = [CGID_SETPRIV_PATH, `--regid=${identity.gid}`, `--init-groups`, `--reuid=${identity.uid}`, '--', order.file, ...order.argv.slice(1)];
+    argv = [
+      CGID_SETPRIV_PATH,
+      `--regid=${identity.gid}`,
+      `--init-groups`,
+      `--reuid=${identity.uid}`,
+      '--',
+      order.file,
+      ...order.argv.slice(1),
+    ];
   }
   if (limits.length > 0) {
     // Outermost, so RLIMIT_NPROC is in place when setpriv changes user (execve then refuses an over-limit user).
@@ -63,7 +75,8 @@ export async function launchScript(order: SpawnOrder, stdio: readonly [number, n
     return await posixSpawnAsync({ file, argv, env: order.env, cwd: order.cwd, stdio });
   } catch (error) {
     // "cannot run FILE: Exec format error (ENOEXEC)", as the other spawners word it.
-    if (error instanceof SysError) throw new SpawnError(order.file, error.errnoName, /\(([^()]*)\)$/.exec(error.message)?.[1] ?? error.message);
+    if (error instanceof SysError)
+      throw new SpawnError(order.file, error.errnoName, /\(([^()]*)\)$/.exec(error.message)?.[1] ?? error.message);
     throw error;
   }
 }
@@ -91,7 +104,8 @@ export function checkSuexec(file: string, runAs: RunAs, policy: LaunchPolicy): {
     policy.log?.(`cgid: ${message}`);
     throw new SpawnError(file, 'EPERM', message);
   };
-  if (process.geteuid?.() !== 0) refuse('the cgid daemon is not running as root, so it cannot change user; start it as root or remove user/group from the route');
+  if (process.geteuid?.() !== 0)
+    refuse('the cgid daemon is not running as root, so it cannot change user; start it as root or remove user/group from the route');
   const user = lookupUser(runAs.user);
   if (!user) return refuse(`no user named ${runAs.user}`);
   const gid = lookupGroupId(runAs.group);
@@ -118,4 +132,3 @@ export function checkSuexec(file: string, runAs: RunAs, policy: LaunchPolicy): {
   if ((directory.mode & 0o022) !== 0) refuse(`its directory ${path.dirname(real)} is writable by group or others`);
   return { uid: user.uid, gid };
 }
-

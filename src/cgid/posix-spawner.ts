@@ -48,7 +48,14 @@ export class PosixSpawnSpawner implements ScriptSpawner {
     let pid: number;
     try {
       pid = await launchScript(
-        { file: request.file, argv: [...request.argv], cwd: request.cwd, env: environmentList(request.env), limits: this.#limits, runAs: runAsFor(request.file, this.#suexec) },
+        {
+          file: request.file,
+          argv: [...request.argv],
+          cwd: request.cwd,
+          env: environmentList(request.env),
+          limits: this.#limits,
+          runAs: runAsFor(request.file, this.#suexec),
+        },
         stdio.scriptEnds,
         this.#launch,
       );

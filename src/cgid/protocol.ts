@@ -163,7 +163,11 @@ export function encodeMessage(message: CgidMessage): Buffer {
     case 'spawn': {
       const { order } = message;
       w.bytes(message.token).string(order.file).strings(order.argv).string(order.cwd).strings(order.env);
-      w.f64(order.limits.cpuSeconds).f64(order.limits.memoryBytes).f64(order.limits.processes).f64(order.limits.openFiles).f64(order.limits.outputBytes);
+      w.f64(order.limits.cpuSeconds)
+        .f64(order.limits.memoryBytes)
+        .f64(order.limits.processes)
+        .f64(order.limits.openFiles)
+        .f64(order.limits.outputBytes);
       if (order.runAs) w.u32(1).string(order.runAs.user).string(order.runAs.group).string(order.runAs.root);
       else w.u32(0);
       frame = w.frame(MessageType.SPAWN, message.id);
@@ -179,7 +183,10 @@ export function encodeMessage(message: CgidMessage): Buffer {
       frame = w.string(message.signal).frame(MessageType.SIGNAL, message.id);
       break;
     case 'exited':
-      frame = w.i32(message.code ?? -1).string(message.signal ?? '').frame(MessageType.EXITED, message.id);
+      frame = w
+        .i32(message.code ?? -1)
+        .string(message.signal ?? '')
+        .frame(MessageType.EXITED, message.id);
       break;
     case 'error':
       frame = w.string(message.message).frame(MessageType.ERROR, 0);
@@ -265,9 +272,16 @@ export function decodeMessage(frame: Frame): CgidMessage | ProtocolError {
         const argv = r.strings();
         const cwd = r.string();
         const env = r.strings();
-        const limits: ScriptLimits = { cpuSeconds: r.f64(), memoryBytes: r.f64(), processes: r.f64(), openFiles: r.f64(), outputBytes: r.f64() };
+        const limits: ScriptLimits = {
+          cpuSeconds: r.f64(),
+          memoryBytes: r.f64(),
+          processes: r.f64(),
+          openFiles: r.f64(),
+          outputBytes: r.f64(),
+        };
         for (const [name, value] of Object.entries(limits)) {
-          if (!Number.isSafeInteger(value) || value < 0) return { error: `spawn order ${frame.id}: limit ${name} is ${value}; limits are whole numbers >= 0` };
+          if (!Number.isSafeInteger(value) || value < 0)
+            return { error: `spawn order ${frame.id}: limit ${name} is ${value}; limits are whole numbers >= 0` };
         }
         const hasRunAs = r.u32();
         const runAs = hasRunAs === 1 ? { user: r.string(), group: r.string(), root: r.string() } : null;
@@ -297,10 +311,12 @@ export function decodeMessage(frame: Frame): CgidMessage | ProtocolError {
         return { error: `unknown cgid message type ${frame.type}` };
     }
   } catch (error) {
-    if (error instanceof TruncatedPayload) return { error: `cgid message type ${frame.type} (id ${frame.id}): payload of ${frame.payload.length} bytes ends inside a field` };
+    if (error instanceof TruncatedPayload)
+      return { error: `cgid message type ${frame.type} (id ${frame.id}): payload of ${frame.payload.length} bytes ends inside a field` };
     throw error;
   }
-  if (!r.done) return { error: `cgid message type ${frame.type} (id ${frame.id}): ${frame.payload.length} bytes of payload, more than its fields` };
+  if (!r.done)
+    return { error: `cgid message type ${frame.type} (id ${frame.id}): ${frame.payload.length} bytes of payload, more than its fields` };
   return message;
 }
 
@@ -327,9 +343,16 @@ export class FrameDecoder {
       const magic = this.#pending.readUInt16BE(offset);
       const version = this.#pending.readUInt8(offset + 2);
       const length = this.#pending.readUInt32BE(offset + 8);
-      if (magic !== CGID_MAGIC) return this.#fail(frames, `not a cgid frame (magic 0x${magic.toString(16).padStart(4, '0')}): the socket is not a gatehouse cgid daemon or front`);
+      if (magic !== CGID_MAGIC)
+        return this.#fail(
+          frames,
+          `not a cgid frame (magic 0x${magic.toString(16).padStart(4, '0')}): the socket is not a gatehouse cgid daemon or front`,
+        );
       if (version !== CGID_PROTOCOL_VERSION) {
-        return this.#fail(frames, `cgid protocol version ${version}, this end speaks ${CGID_PROTOCOL_VERSION}: run the front and the daemon from the same gatehouse installation`);
+        return this.#fail(
+          frames,
+          `cgid protocol version ${version}, this end speaks ${CGID_PROTOCOL_VERSION}: run the front and the daemon from the same gatehouse installation`,
+        );
       }
       if (length > this.#maxPayload) return this.#fail(frames, `cgid frame of ${length} bytes exceeds the limit of ${this.#maxPayload}`);
       if (this.#pending.length - offset < CGID_HEADER_BYTES + length) break;
@@ -341,7 +364,8 @@ export class FrameDecoder {
       offset += CGID_HEADER_BYTES + length;
     }
     // Keep only the unfinished tail (copied, so the frames handed out do not pin a growing buffer).
-    this.#pending = offset === this.#pending.length ? Buffer.alloc(0) : offset === 0 ? this.#pending : Buffer.from(this.#pending.subarray(offset));
+    this.#pending =
+      offset === this.#pending.length ? Buffer.alloc(0) : offset === 0 ? this.#pending : Buffer.from(this.#pending.subarray(offset));
     return { frames, error: null };
   }
 

@@ -23,7 +23,11 @@ export function defaultRuntimeDirectory(): string {
 }
 
 /** The socket path: `prefix` (resolved against `runtimeDir` when relative) + "." + pid. */
-export function scriptSockPath(prefix: string = CGID_SCRIPT_SOCK, runtimeDir: string = defaultRuntimeDirectory(), pid: number = process.pid): string {
+export function scriptSockPath(
+  prefix: string = CGID_SCRIPT_SOCK,
+  runtimeDir: string = defaultRuntimeDirectory(),
+  pid: number = process.pid,
+): string {
   return `${path.resolve(runtimeDir, prefix)}.${pid}`;
 }
 
@@ -41,7 +45,9 @@ export function ensureRuntimeDirectory(directory: string): void {
     mkdirSync(directory, { mode: 0o700 });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
-      throw setupError(`cannot create the runtime directory ${directory}: ${(error as Error).message}; create it (mode 0700) or choose another with --runtime-dir`);
+      throw setupError(
+        `cannot create the runtime directory ${directory}: ${(error as Error).message}; create it (mode 0700) or choose another with --runtime-dir`,
+      );
     }
   }
   checkSocketDirectory(directory);
@@ -65,7 +71,9 @@ export function checkSocketDirectory(directory: string): void {
   }
   const uid = process.geteuid?.() ?? 0;
   if (stat.uid !== uid && stat.uid !== 0) {
-    throw setupError(`refusing to create the cgid socket in ${directory}: it belongs to uid ${stat.uid}, who could replace the socket; use a directory owned by you (uid ${uid}) or root`);
+    throw setupError(
+      `refusing to create the cgid socket in ${directory}: it belongs to uid ${stat.uid}, who could replace the socket; use a directory owned by you (uid ${uid}) or root`,
+    );
   }
 }
 

@@ -15,7 +15,13 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { SpawnError, type ScriptExit, type ScriptSpawner, type SpawnedScript, type SpawnRequest } from '../cgi/spawner.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
-import { CGID_RESTART_HEALTHY_MS, CGID_RESTART_MAX_DELAY_MS, CGID_RESTART_MIN_DELAY_MS, CGID_START_TIMEOUT_MS, CGID_TOKEN_BYTES } from '../limits.js';
+import {
+  CGID_RESTART_HEALTHY_MS,
+  CGID_RESTART_MAX_DELAY_MS,
+  CGID_RESTART_MIN_DELAY_MS,
+  CGID_START_TIMEOUT_MS,
+  CGID_TOKEN_BYTES,
+} from '../limits.js';
 import { CgidConnection } from './client.js';
 import { newInstanceToken } from './daemon.js';
 import { runAsFor, type SpawnPolicy } from './posix-spawner.js';
@@ -71,10 +77,14 @@ export class CgidSupervisor implements ScriptSpawner {
 
   async #startDaemon(): Promise<void> {
     const { file, args } = this.#options.command ?? { file: process.execPath, args: [MAIN_SCRIPT, 'cgid'] };
-    const child = spawn(file, [...args, '--socket', this.#options.socketPath, '--parent-pid', String(process.pid), ...(this.#options.daemonArgs ?? [])], {
-      env: { GATEHOUSE_CGID_TOKEN: this.#token.toString('hex'), ...(process.env.PATH ? { PATH: process.env.PATH } : {}) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      file,
+      [...args, '--socket', this.#options.socketPath, '--parent-pid', String(process.pid), ...(this.#options.daemonArgs ?? [])],
+      {
+        env: { GATEHOUSE_CGID_TOKEN: this.#token.toString('hex'), ...(process.env.PATH ? { PATH: process.env.PATH } : {}) },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     this.#child = child;
     this.starts++;
     this.#startedAt = Date.now();
@@ -92,12 +102,18 @@ export class CgidSupervisor implements ScriptSpawner {
     });
     child.once('exit', (code, signal) => this.#onDaemonExit(child, code, signal));
     let timer: NodeJS.Timeout | undefined;
-    const started = await Promise.race([ready, new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), CGID_START_TIMEOUT_MS)))]);
+    const started = await Promise.race([
+      ready,
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), CGID_START_TIMEOUT_MS))),
+    ]);
     clearTimeout(timer);
     if (!started) {
       child.kill('SIGKILL');
       await new Promise((resolve) => setImmediate(resolve));
-      throw new GatehouseError(ErrorCode.CGID_SETUP, `the cgid daemon did not start: ${errors.join(' / ') || 'no message (see the error log)'}`);
+      throw new GatehouseError(
+        ErrorCode.CGID_SETUP,
+        `the cgid daemon did not start: ${errors.join(' / ') || 'no message (see the error log)'}`,
+      );
     }
     const connection = await CgidConnection.connect(this.#options.socketPath, this.#token);
     if (this.#child !== child) {
@@ -126,7 +142,9 @@ export class CgidSupervisor implements ScriptSpawner {
     if (ranFor >= CGID_RESTART_HEALTHY_MS) this.#restartDelay = CGID_RESTART_MIN_DELAY_MS;
     const delay = this.#restartDelay;
     this.#restartDelay = Math.min(this.#restartDelay * 2, CGID_RESTART_MAX_DELAY_MS);
-    this.#options.log(`cgid: daemon pid ${child.pid} exited (${signal ?? `status ${code}`}) after ${ranFor} ms; starting a new one in ${delay} ms (CGI requests meanwhile get 503)`);
+    this.#options.log(
+      `cgid: daemon pid ${child.pid} exited (${signal ?? `status ${code}`}) after ${ranFor} ms; starting a new one in ${delay} ms (CGI requests meanwhile get 503)`,
+    );
     this.#restartTimer = setTimeout(() => {
       this.#restartTimer = undefined;
       if (this.#stopping) return;
@@ -144,7 +162,14 @@ export class CgidSupervisor implements ScriptSpawner {
     let remote;
     try {
       remote = await connection.spawn(
-        { file: request.file, argv: [...request.argv], cwd: request.cwd, env: environmentList(request.env), limits: this.#limits, runAs: runAsFor(request.file, this.#options.policy?.suexec) },
+        {
+          file: request.file,
+          argv: [...request.argv],
+          cwd: request.cwd,
+          env: environmentList(request.env),
+          limits: this.#limits,
+          runAs: runAsFor(request.file, this.#options.policy?.suexec),
+        },
         stdio.scriptEnds,
       );
     } catch (error) {

@@ -16,7 +16,15 @@ import { defaultRuntimeDirectory, ensureRuntimeDirectory, scriptSockPath } from 
 import { ScriptLog } from '../cgi/script-log.js';
 import { parseDuration } from '../config/duration.js';
 import { parseListenAddress } from '../config/listen.js';
-import { CGID_SCRIPT_SOCK, CGID_SUEXEC_MIN_GID, CGID_SUEXEC_MIN_UID, CGID_TOKEN_BYTES, CGI_SCRIPT_LOG_BUFFER, CGI_SCRIPT_LOG_LENGTH, CGI_SCRIPT_TIMEOUT_MS } from '../limits.js';
+import {
+  CGID_SCRIPT_SOCK,
+  CGID_SUEXEC_MIN_GID,
+  CGID_SUEXEC_MIN_UID,
+  CGID_TOKEN_BYTES,
+  CGI_SCRIPT_LOG_BUFFER,
+  CGI_SCRIPT_LOG_LENGTH,
+  CGI_SCRIPT_TIMEOUT_MS,
+} from '../limits.js';
 import { dieWithParent } from '../sys/posix-spawn.js';
 
 type Kind = 'string' | 'boolean' | 'duration' | 'count' | 'bytes';
@@ -31,28 +39,97 @@ export interface CgidOption {
 
 /** Every flag, for parsing, --help and the manual page (a test keeps man/gatehouse-cgid.8 in step). */
 export const CGID_OPTIONS: readonly CgidOption[] = [
-  { flag: 'script-sock', kind: 'string', argument: 'PREFIX', summary: "ScriptSock: socket path prefix; the daemon's pid is appended; relative to --runtime-dir", defaultText: CGID_SCRIPT_SOCK },
-  { flag: 'runtime-dir', kind: 'string', argument: 'DIR', summary: 'DefaultRuntimeDir: where a relative ScriptSock lives (created 0700; refused when others can write it)', defaultText: '/run/gatehouse as root, else $XDG_RUNTIME_DIR/gatehouse or $TMPDIR/gatehouse-UID' },
+  {
+    flag: 'script-sock',
+    kind: 'string',
+    argument: 'PREFIX',
+    summary: "ScriptSock: socket path prefix; the daemon's pid is appended; relative to --runtime-dir",
+    defaultText: CGID_SCRIPT_SOCK,
+  },
+  {
+    flag: 'runtime-dir',
+    kind: 'string',
+    argument: 'DIR',
+    summary: 'DefaultRuntimeDir: where a relative ScriptSock lives (created 0700; refused when others can write it)',
+    defaultText: '/run/gatehouse as root, else $XDG_RUNTIME_DIR/gatehouse or $TMPDIR/gatehouse-UID',
+  },
   { flag: 'socket', kind: 'string', argument: 'PATH', summary: 'the exact socket path (no pid appended); what gatehouse serve passes' },
-  { flag: 'token-file', kind: 'string', argument: 'FILE', summary: 'read the instance token from FILE (mode 0600); default $GATEHOUSE_CGID_TOKEN, else a new one written to SOCKET.token' },
-  { flag: 'parent-pid', kind: 'count', argument: 'PID', summary: 'exit (terminating scripts) when this process, the front that started the daemon, dies' },
-  { flag: 'fastcgi', kind: 'string', argument: 'ADDR', summary: 'run the FastCGI face instead: listen as a FastCGI responder on unix:PATH or HOST:PORT (for nginx, like fcgiwrap)' },
-  { flag: 'script-timeout', kind: 'duration', argument: 'TIME', summary: 'FastCGI face: kill a script that writes nothing for this long (CGIDScriptTimeout): 20, 20s, 500ms', defaultText: `${CGI_SCRIPT_TIMEOUT_MS / 1000}s` },
+  {
+    flag: 'token-file',
+    kind: 'string',
+    argument: 'FILE',
+    summary: 'read the instance token from FILE (mode 0600); default $GATEHOUSE_CGID_TOKEN, else a new one written to SOCKET.token',
+  },
+  {
+    flag: 'parent-pid',
+    kind: 'count',
+    argument: 'PID',
+    summary: 'exit (terminating scripts) when this process, the front that started the daemon, dies',
+  },
+  {
+    flag: 'fastcgi',
+    kind: 'string',
+    argument: 'ADDR',
+    summary: 'run the FastCGI face instead: listen as a FastCGI responder on unix:PATH or HOST:PORT (for nginx, like fcgiwrap)',
+  },
+  {
+    flag: 'script-timeout',
+    kind: 'duration',
+    argument: 'TIME',
+    summary: 'FastCGI face: kill a script that writes nothing for this long (CGIDScriptTimeout): 20, 20s, 500ms',
+    defaultText: `${CGI_SCRIPT_TIMEOUT_MS / 1000}s`,
+  },
   { flag: 'script-log', kind: 'string', argument: 'FILE', summary: "FastCGI face: ScriptLog, failed runs in mod_cgi's format" },
   { flag: 'script-log-length', kind: 'bytes', argument: 'BYTES', summary: 'ScriptLogLength', defaultText: String(CGI_SCRIPT_LOG_LENGTH) },
   { flag: 'script-log-buffer', kind: 'bytes', argument: 'BYTES', summary: 'ScriptLogBuffer', defaultText: String(CGI_SCRIPT_LOG_BUFFER) },
   { flag: 'rlimit-cpu', kind: 'count', argument: 'SECONDS', summary: 'RLimitCPU: CPU seconds per script (0: none)', defaultText: '0' },
-  { flag: 'rlimit-mem', kind: 'bytes', argument: 'BYTES', summary: 'RLimitMEM: address space per script, e.g. 512M (0: none)', defaultText: '0' },
-  { flag: 'rlimit-nproc', kind: 'count', argument: 'N', summary: "RLimitNPROC: processes of the script's user (not enforced for root) (0: none)", defaultText: '0' },
+  {
+    flag: 'rlimit-mem',
+    kind: 'bytes',
+    argument: 'BYTES',
+    summary: 'RLimitMEM: address space per script, e.g. 512M (0: none)',
+    defaultText: '0',
+  },
+  {
+    flag: 'rlimit-nproc',
+    kind: 'count',
+    argument: 'N',
+    summary: "RLimitNPROC: processes of the script's user (not enforced for root) (0: none)",
+    defaultText: '0',
+  },
   { flag: 'rlimit-nofile', kind: 'count', argument: 'N', summary: 'open files per script (0: none)', defaultText: '0' },
-  { flag: 'max-output', kind: 'bytes', argument: 'BYTES', summary: "FastCGI face: a script's output cap; past it the script is killed and its output cut (0: none)", defaultText: '0' },
-  { flag: 'suexec-min-uid', kind: 'count', argument: 'UID', summary: 'suexec: lowest uid a script may run as', defaultText: String(CGID_SUEXEC_MIN_UID) },
-  { flag: 'suexec-min-gid', kind: 'count', argument: 'GID', summary: 'suexec: lowest gid a script may run as', defaultText: String(CGID_SUEXEC_MIN_GID) },
+  {
+    flag: 'max-output',
+    kind: 'bytes',
+    argument: 'BYTES',
+    summary: "FastCGI face: a script's output cap; past it the script is killed and its output cut (0: none)",
+    defaultText: '0',
+  },
+  {
+    flag: 'suexec-min-uid',
+    kind: 'count',
+    argument: 'UID',
+    summary: 'suexec: lowest uid a script may run as',
+    defaultText: String(CGID_SUEXEC_MIN_UID),
+  },
+  {
+    flag: 'suexec-min-gid',
+    kind: 'count',
+    argument: 'GID',
+    summary: 'suexec: lowest gid a script may run as',
+    defaultText: String(CGID_SUEXEC_MIN_GID),
+  },
   { flag: 'help', kind: 'boolean', summary: 'print this help' },
 ];
 
 export function cgidUsage(): string {
-  const rows = CGID_OPTIONS.map((option) => [`--${option.flag}${option.argument ? ` ${option.argument}` : ''}`, `${option.summary}${option.defaultText ? ` (default: ${option.defaultText})` : ''}`] as const);
+  const rows = CGID_OPTIONS.map(
+    (option) =>
+      [
+        `--${option.flag}${option.argument ? ` ${option.argument}` : ''}`,
+        `${option.summary}${option.defaultText ? ` (default: ${option.defaultText})` : ''}`,
+      ] as const,
+  );
   const width = Math.max(...rows.map(([left]) => left.length));
   return [
     'usage: gatehouse cgid [options]            the CGI daemon on ScriptSock',
@@ -98,7 +175,8 @@ function parse(argv: string[]): Settings {
     const text = String(raw);
     if (option.kind === 'duration') {
       const ms = parseDuration(text);
-      if (typeof ms === 'string' || ms <= 0) throw new UsageError(`--${option.flag}: ${typeof ms === 'string' ? ms : 'must be more than 0'}`);
+      if (typeof ms === 'string' || ms <= 0)
+        throw new UsageError(`--${option.flag}: ${typeof ms === 'string' ? ms : 'must be more than 0'}`);
       values[option.flag] = ms;
     } else if (option.kind === 'count') {
       if (!/^\d+$/.test(text)) throw new UsageError(`--${option.flag}: expected a whole number, got "${text}"`);
@@ -133,7 +211,11 @@ export async function main(argv: string[]): Promise<number> {
     openFiles: (v['rlimit-nofile'] as number) ?? 0,
     outputBytes: (v['max-output'] as number) ?? 0,
   };
-  const launch = { minUid: (v['suexec-min-uid'] as number) ?? CGID_SUEXEC_MIN_UID, minGid: (v['suexec-min-gid'] as number) ?? CGID_SUEXEC_MIN_GID, log };
+  const launch = {
+    minUid: (v['suexec-min-uid'] as number) ?? CGID_SUEXEC_MIN_UID,
+    minGid: (v['suexec-min-gid'] as number) ?? CGID_SUEXEC_MIN_GID,
+    log,
+  };
 
   if (typeof v.fastcgi === 'string') return runFastCGIFace(v.fastcgi, v, limits, launch, log);
 
@@ -195,7 +277,10 @@ function readToken(tokenFile: string | undefined, socketPath: string): Buffer {
   }
   if (tokenFile) {
     const stat = statSync(tokenFile);
-    if ((stat.mode & 0o077) !== 0) throw new Error(`the token file ${tokenFile} is readable or writable by others (mode ${(stat.mode & 0o777).toString(8)}): run 'chmod 600 ${tokenFile}'`);
+    if ((stat.mode & 0o077) !== 0)
+      throw new Error(
+        `the token file ${tokenFile} is readable or writable by others (mode ${(stat.mode & 0o777).toString(8)}): run 'chmod 600 ${tokenFile}'`,
+      );
     const text = readFileSync(tokenFile, 'utf8').trim();
     if (!/^([0-9a-f]{2}){16,}$/i.test(text)) throw new Error(`the token file ${tokenFile} must hold at least 32 hex digits`);
     return Buffer.from(text, 'hex');

@@ -50,7 +50,7 @@ async function waitForSocket(socketPath: string, isAlive: () => boolean): Promis
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { listen: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
   if (values.help) {
-    process.stdout.write(USAGE + '\n');
+    process.stdout.write(`${USAGE}\n`);
     return 0;
   }
   const runtime = mkdtempSync(path.join(tmpdir(), 'gatehouse-example-'));
@@ -80,8 +80,12 @@ export async function main(argv: string[]): Promise<number> {
     scripts = await startFrontSpawner(frontSpawnSettings(config), (line) => process.stderr.write(`${line}\n`));
     const front = new GatehouseFront({ config, spawner: scripts.spawner });
     const addresses = await front.listen();
-    const url = addresses.map((address) => ('path' in address ? formatListenAddress(address) : `http://${formatListenAddress(address)}/`)).join(' ');
-    process.stderr.write(`gatehouse example: serving ${url}  (Ctrl-C to stop)\n  try: curl ${url}cgi-bin/env.sh/extra?x=1   curl ${url}app/hello\n`);
+    const url = addresses
+      .map((address) => ('path' in address ? formatListenAddress(address) : `http://${formatListenAddress(address)}/`))
+      .join(' ');
+    process.stderr.write(
+      `gatehouse example: serving ${url}  (Ctrl-C to stop)\n  try: curl ${url}cgi-bin/env.sh/extra?x=1   curl ${url}app/hello\n`,
+    );
     return await new Promise<number>((resolve) => {
       const stop = () => {
         front

@@ -38,7 +38,12 @@ export async function main(argv: string[]): Promise<number> {
     config = validateOptions(commandLine);
   } catch (error) {
     if (error instanceof UsageError) {
-      process.stderr.write(`${error.message.split('\n').map((line) => `gatehouse kfcgi: ${line}`).join('\n')}\n${usageLine()}\n`);
+      process.stderr.write(
+        `${error.message
+          .split('\n')
+          .map((line) => `gatehouse kfcgi: ${line}`)
+          .join('\n')}\n${usageLine()}\n`,
+      );
       return 1;
     }
     throw error;
@@ -83,7 +88,10 @@ async function startDaemon(argv: string[]): Promise<number> {
   channel.setEncoding('utf8');
   channel.on('data', (chunk: string) => (text += chunk));
   const outcome = await new Promise<string>((resolve) => {
-    const timer = setTimeout(() => resolve(`error no report from the daemon within ${KFCGI_DAEMON_READY_TIMEOUT_MS} ms; see the system log`), KFCGI_DAEMON_READY_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => resolve(`error no report from the daemon within ${KFCGI_DAEMON_READY_TIMEOUT_MS} ms; see the system log`),
+      KFCGI_DAEMON_READY_TIMEOUT_MS,
+    );
     channel.on('end', () => {
       clearTimeout(timer);
       resolve(text.trim() || 'error the daemon exited while starting; see the system log');

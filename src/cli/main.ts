@@ -16,7 +16,10 @@ const COMMANDS: Record<string, Command> = {
   example: { module: './example.js', summary: 'serve the built-in example (CGI scripts, a FastCGI app) on 127.0.0.1' },
   serve: { module: './serve.js', summary: 'the HTTP front: static files, CGI scripts and FastCGI upstreams from one config' },
   cgid: { module: './cgid.js', summary: 'the CGI daemon on ScriptSock, and its FastCGI face for nginx' },
-  kfcgi: { module: './kfcgi.js', summary: 'a FastCGI process manager (kfcgi(8) compatible): fixed and variable pools; `gatehouse kfcgi status SOCKET` reads a pool' },
+  kfcgi: {
+    module: './kfcgi.js',
+    summary: 'a FastCGI process manager (kfcgi(8) compatible): fixed and variable pools; `gatehouse kfcgi status SOCKET` reads a pool',
+  },
 };
 
 function version(): string {
@@ -39,7 +42,7 @@ function usage(): string {
 async function run(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
-    process.stdout.write(usage() + '\n');
+    process.stdout.write(`${usage()}\n`);
     return name === undefined ? 2 : 0;
   }
   if (name === '--version' || name === '-V') {

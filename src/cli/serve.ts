@@ -45,7 +45,8 @@ function parseFlags(argv: string[]) {
   };
   for (const key of SERVE_KEYS) {
     if (!key.flag) continue;
-    options[key.name] = key.kind === 'boolean' ? { type: 'boolean' } : { type: 'string', multiple: key.kind === 'strings' || key.kind === 'listen' };
+    options[key.name] =
+      key.kind === 'boolean' ? { type: 'boolean' } : { type: 'string', multiple: key.kind === 'strings' || key.kind === 'listen' };
   }
   return parseArgs({ args: argv, options, strict: true, allowPositionals: false });
 }
@@ -57,13 +58,20 @@ export async function main(argv: string[]): Promise<number> {
   } catch (error) {
     // parseArgs names the unknown option but not the one meant: suggest it, as the config file does for keys.
     const unknown = /Unknown option '--([^']+)'/.exec((error as Error).message)?.[1];
-    const hint = unknown ? closestName(unknown, [...COMMAND_OPTIONS.map((option) => option.flag), ...SERVE_KEYS.filter((key) => key.flag).map((key) => key.name)]) : undefined;
-    process.stderr.write(`gatehouse serve: ${(error as Error).message}${hint ? `; did you mean --${hint}?` : ''}\nRun 'gatehouse serve --help' for the options.\n`);
+    const hint = unknown
+      ? closestName(unknown, [
+          ...COMMAND_OPTIONS.map((option) => option.flag),
+          ...SERVE_KEYS.filter((key) => key.flag).map((key) => key.name),
+        ])
+      : undefined;
+    process.stderr.write(
+      `gatehouse serve: ${(error as Error).message}${hint ? `; did you mean --${hint}?` : ''}\nRun 'gatehouse serve --help' for the options.\n`,
+    );
     return 2;
   }
   const { config: file, check, help, ...flags } = parsed.values as Record<string, unknown>;
   if (help) {
-    process.stdout.write(serveUsage() + '\n');
+    process.stdout.write(`${serveUsage()}\n`);
     return 0;
   }
   let config;
@@ -95,7 +103,7 @@ export async function main(argv: string[]): Promise<number> {
       `access-log: ${config.accessLog}`,
       `error-log: ${config.errorLog}`,
     ];
-    process.stdout.write(lines.join('\n') + '\n');
+    process.stdout.write(`${lines.join('\n')}\n`);
     return 0;
   }
   // Scripts start through the cgid daemon by default (started here, before the front takes requests).
@@ -121,7 +129,9 @@ export async function main(argv: string[]): Promise<number> {
     await scripts?.stop();
     return 1;
   }
-  front.logError(`gatehouse serve ${process.pid}: listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}`);
+  front.logError(
+    `gatehouse serve ${process.pid}: listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}`,
+  );
   const running = front;
   return new Promise<number>((resolve) => {
     let stopping = false;

@@ -6,7 +6,9 @@ export type ListenAddress = { host: string; port: number } | { path: string };
 export function parseListenAddress(text: string): ListenAddress | string {
   if (text.startsWith('unix:')) {
     const socketPath = text.slice(5);
-    return socketPath.startsWith('/') ? { path: socketPath } : `"${text}": a unix socket needs an absolute path, like unix:/run/gatehouse.sock`;
+    return socketPath.startsWith('/')
+      ? { path: socketPath }
+      : `"${text}": a unix socket needs an absolute path, like unix:/run/gatehouse.sock`;
   }
   const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text);
   if (!match) return `"${text}" is not an address; write HOST:PORT (127.0.0.1:8080), [::1]:8080, or unix:/path`;
@@ -18,5 +20,9 @@ export function parseListenAddress(text: string): ListenAddress | string {
 }
 
 export function formatListenAddress(address: ListenAddress): string {
-  return 'path' in address ? `unix:${address.path}` : net.isIPv6(address.host) ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+  return 'path' in address
+    ? `unix:${address.path}`
+    : net.isIPv6(address.host)
+      ? `[${address.host}]:${address.port}`
+      : `${address.host}:${address.port}`;
 }

@@ -6,7 +6,16 @@
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
-import { SERVE_DEFAULTS, SERVE_KEYS, fieldName, parseDuration, type FastCGIRouteConfig, type KeyDefinition, type ScriptAliasConfig, type ServeConfig } from './schema.js';
+import {
+  SERVE_DEFAULTS,
+  SERVE_KEYS,
+  fieldName,
+  parseDuration,
+  type FastCGIRouteConfig,
+  type KeyDefinition,
+  type ScriptAliasConfig,
+  type ServeConfig,
+} from './schema.js';
 import { parseListenAddress } from './listen.js';
 import { resolveAddress } from '../fastcgi/client/address.js';
 
@@ -117,11 +126,31 @@ function convert(key: KeyDefinition, raw: RawValue, baseDir: string, problems: s
 }
 
 function isPathKey(name: string): boolean {
-  return name === 'docroot' || name === 'cgi-bin' || name === 'script-log' || name === 'access-log' || name === 'error-log' || name === 'runtime-dir';
+  return (
+    name === 'docroot' ||
+    name === 'cgi-bin' ||
+    name === 'script-log' ||
+    name === 'access-log' ||
+    name === 'error-log' ||
+    name === 'runtime-dir'
+  );
 }
 
 /** The keys of a [[fastcgi]] route (exported for the manual page's test). */
-export const FASTCGI_ROUTE_KEYS = ['url', 'upstreams', 'root', 'split-path', 'index', 'script-filename', 'params', 'connect-timeout', 'read-timeout', 'max-connections', 'keep-alive', 'multiplex'];
+export const FASTCGI_ROUTE_KEYS = [
+  'url',
+  'upstreams',
+  'root',
+  'split-path',
+  'index',
+  'script-filename',
+  'params',
+  'connect-timeout',
+  'read-timeout',
+  'max-connections',
+  'keep-alive',
+  'multiplex',
+];
 
 function readScriptAliases(raw: unknown, baseDir: string, problems: string[]): ScriptAliasConfig[] {
   if (!Array.isArray(raw)) {
@@ -135,15 +164,26 @@ function readScriptAliases(raw: unknown, baseDir: string, problems: string[]): S
       return [];
     }
     const { url, dir, user, group, ...rest } = entry as Record<string, unknown>;
-    for (const name of Object.keys(rest)) problems.push(`${where}: unknown key '${name}'; a script alias has url, dir, and optionally user and group`);
-    if (typeof url !== 'string' || !url.startsWith('/')) problems.push(`${where}.url: expected a URL prefix starting with "/", such as "/cgi-bin/"`);
+    for (const name of Object.keys(rest))
+      problems.push(`${where}: unknown key '${name}'; a script alias has url, dir, and optionally user and group`);
+    if (typeof url !== 'string' || !url.startsWith('/'))
+      problems.push(`${where}.url: expected a URL prefix starting with "/", such as "/cgi-bin/"`);
     if (typeof dir !== 'string' || dir === '') problems.push(`${where}.dir: expected the directory of the scripts`);
     const accountName = /^[a-z_][a-z0-9_.-]*\$?$/i;
-    if (user !== undefined && (typeof user !== 'string' || !accountName.test(user))) problems.push(`${where}.user: expected a user name, such as "www-data"`);
-    if (group !== undefined && (typeof group !== 'string' || !accountName.test(group))) problems.push(`${where}.group: expected a group name, such as "www-data"`);
+    if (user !== undefined && (typeof user !== 'string' || !accountName.test(user)))
+      problems.push(`${where}.user: expected a user name, such as "www-data"`);
+    if (group !== undefined && (typeof group !== 'string' || !accountName.test(group)))
+      problems.push(`${where}.group: expected a group name, such as "www-data"`);
     if (group !== undefined && user === undefined) problems.push(`${where}.group: set user too; scripts run as that user and group`);
     if (typeof url !== 'string' || typeof dir !== 'string') return [];
-    return [{ url, dir: path.resolve(baseDir, dir), ...(typeof user === 'string' ? { user } : {}), ...(typeof group === 'string' ? { group } : {}) }];
+    return [
+      {
+        url,
+        dir: path.resolve(baseDir, dir),
+        ...(typeof user === 'string' ? { user } : {}),
+        ...(typeof group === 'string' ? { group } : {}),
+      },
+    ];
   });
 }
 
@@ -162,17 +202,22 @@ function readFastCGIRoutes(raw: unknown, baseDir: string, problems: string[]): F
     for (const name of Object.keys(table)) {
       if (!FASTCGI_ROUTE_KEYS.includes(name)) {
         const hint = closestName(name, FASTCGI_ROUTE_KEYS);
-        problems.push(`${where}: unknown key '${name}'${hint ? ` (did you mean '${hint}'?)` : ''}; keys are ${FASTCGI_ROUTE_KEYS.join(', ')}`);
+        problems.push(
+          `${where}: unknown key '${name}'${hint ? ` (did you mean '${hint}'?)` : ''}; keys are ${FASTCGI_ROUTE_KEYS.join(', ')}`,
+        );
       }
     }
     const route: FastCGIRouteConfig = { url: '', upstreams: [] };
-    if (typeof table.url !== 'string' || !table.url.startsWith('/')) problems.push(`${where}.url: expected a URL prefix starting with "/", such as "/app/"`);
+    if (typeof table.url !== 'string' || !table.url.startsWith('/'))
+      problems.push(`${where}.url: expected a URL prefix starting with "/", such as "/app/"`);
     else route.url = table.url;
     const upstreams = typeof table.upstreams === 'string' ? [table.upstreams] : table.upstreams;
     if (!Array.isArray(upstreams) || upstreams.length === 0 || !upstreams.every((u) => typeof u === 'string' && u !== '')) {
       problems.push(`${where}.upstreams: expected a list of addresses such as ["unix:/run/php/php-fpm.sock", "127.0.0.1:9000"]`);
     } else {
-      route.upstreams = upstreams.map((upstream: string) => (upstream.startsWith('unix:') ? `unix:${path.resolve(baseDir, upstream.slice(5))}` : upstream));
+      route.upstreams = upstreams.map((upstream: string) =>
+        upstream.startsWith('unix:') ? `unix:${path.resolve(baseDir, upstream.slice(5))}` : upstream,
+      );
       // The FastCGI client's own parser: what --check accepts, the server can connect to.
       for (const upstream of route.upstreams) {
         try {
@@ -228,7 +273,9 @@ function apply(config: ServeConfig, raw: Record<string, unknown>, baseDir: strin
     const key = KEY_BY_NAME.get(name);
     if (!key) {
       const hint = closestName(name, KEY_BY_NAME.keys());
-      problems.push(`unknown ${source === 'flag' ? 'option --' : "key '"}${name}${source === 'flag' ? '' : "'"}${hint ? `; did you mean '${hint}'?` : ''} (see gatehouse serve --help)`);
+      problems.push(
+        `unknown ${source === 'flag' ? 'option --' : "key '"}${name}${source === 'flag' ? '' : "'"}${hint ? `; did you mean '${hint}'?` : ''} (see gatehouse serve --help)`,
+      );
       continue;
     }
     const where = source === 'flag' ? `--${key.name}` : name === key.name ? key.name : `${name} (${key.name})`;
@@ -258,26 +305,40 @@ function validate(config: ServeConfig, problems: string[]): void {
   }
   if (config.docroot && !isDirectory(config.docroot)) problems.push(`docroot: ${config.docroot} is not a directory`);
   if (config.cgiBin && !isDirectory(config.cgiBin)) problems.push(`cgi-bin: ${config.cgiBin} is not a directory`);
-  for (const alias of config.scriptAlias) if (!isDirectory(alias.dir)) problems.push(`script-alias ${alias.url}: ${alias.dir} is not a directory`);
-  for (const ext of config.cgiExt) if (!/^\.[A-Za-z0-9_-]+$/.test(ext)) problems.push(`cgi-ext: "${ext}" is not a file ending; write it with its dot, like .cgi`);
+  for (const alias of config.scriptAlias)
+    if (!isDirectory(alias.dir)) problems.push(`script-alias ${alias.url}: ${alias.dir} is not a directory`);
+  for (const ext of config.cgiExt)
+    if (!/^\.[A-Za-z0-9_-]+$/.test(ext)) problems.push(`cgi-ext: "${ext}" is not a file ending; write it with its dot, like .cgi`);
   if (config.cgiExt.length > 0 && !config.docroot) problems.push('cgi-ext: set docroot too; the endings are run inside the document root');
   for (const route of config.fastcgi) {
     if (!route.root && !route.scriptFilename && !config.docroot) {
-      problems.push(`fastcgi ${route.url}: set root (the app's document root) or script-filename, or a docroot, so SCRIPT_FILENAME can be built`);
+      problems.push(
+        `fastcgi ${route.url}: set root (the app's document root) or script-filename, or a docroot, so SCRIPT_FILENAME can be built`,
+      );
     }
   }
   if (config.requestTimeoutMs !== 0 && config.requestTimeoutMs < config.headersTimeoutMs) {
-    problems.push(`request-timeout (${config.requestTimeoutMs} ms) is shorter than headers-timeout (${config.headersTimeoutMs} ms); raise it or set 0 for no limit`);
+    problems.push(
+      `request-timeout (${config.requestTimeoutMs} ms) is shorter than headers-timeout (${config.headersTimeoutMs} ms); raise it or set 0 for no limit`,
+    );
   }
   if (config.maxScripts < 1) problems.push('max-scripts: must be at least 1');
   if (config.listen.length === 0) problems.push('listen: give at least one address, such as "127.0.0.1:8080"');
   // As Apache does, refuse to start with a log that cannot be opened, rather than serve with nothing logged.
-  for (const [key, file] of [['access-log', config.accessLog], ['error-log', config.errorLog], ['script-log', config.scriptLog]] as const) {
+  for (const [key, file] of [
+    ['access-log', config.accessLog],
+    ['error-log', config.errorLog],
+    ['script-log', config.scriptLog],
+  ] as const) {
     if (file === undefined || file === '-' || file === 'off') continue;
-    if (!isDirectory(path.dirname(file))) problems.push(`${key}: the directory of ${file} does not exist; create it, or write - for the console`);
+    if (!isDirectory(path.dirname(file)))
+      problems.push(`${key}: the directory of ${file} does not exist; create it, or write - for the console`);
     else if (isDirectory(file)) problems.push(`${key}: ${file} is a directory; give a file name`);
   }
-  if (config.maxHeaderBytes < 1024) problems.push(`max-header-bytes: ${config.maxHeaderBytes} is too small for any request head; write at least 1024 (default ${SERVE_DEFAULTS.maxHeaderBytes})`);
+  if (config.maxHeaderBytes < 1024)
+    problems.push(
+      `max-header-bytes: ${config.maxHeaderBytes} is too small for any request head; write at least 1024 (default ${SERVE_DEFAULTS.maxHeaderBytes})`,
+    );
   if (config.maxUrlBytes < 1) problems.push(`max-url-bytes: must be at least 1 (default ${SERVE_DEFAULTS.maxUrlBytes})`);
   // 0 would mean "kill every script at once"; there is no "no limit" for scripts (a hung one would hold its slot forever).
   if (config.scriptTimeoutMs < 1) problems.push('script-timeout: must be longer than 0; write a time such as 60s or 500ms');
@@ -308,7 +369,8 @@ export function loadServeConfig(options: LoadOptions): ServeConfig {
     try {
       raw = parseToml(text) as Record<string, unknown>;
     } catch (error) {
-      const detail = error instanceof TomlError ? `line ${error.line}, column ${error.column}: ${error.message.split('\n')[0]}` : String(error);
+      const detail =
+        error instanceof TomlError ? `line ${error.line}, column ${error.column}: ${error.message.split('\n')[0]}` : String(error);
       throw new ConfigError(options.file, [`not valid TOML: ${detail}`]);
     }
     apply(config, raw, path.dirname(path.resolve(cwd, options.file)), problems, 'file');

@@ -27,12 +27,18 @@ export interface FastCGIRecord {
 
 /** Stream records, whose content is delivered in pieces when cut across chunks. */
 function isStreamType(type: number): boolean {
-  return type === RecordType.PARAMS || type === RecordType.STDIN || type === RecordType.STDOUT || type === RecordType.STDERR || type === RecordType.DATA;
+  return (
+    type === RecordType.PARAMS ||
+    type === RecordType.STDIN ||
+    type === RecordType.STDOUT ||
+    type === RecordType.STDERR ||
+    type === RecordType.DATA
+  );
 }
 
 export type RecordHandler = (record: FastCGIRecord) => void;
 
-const enum State {
+enum State {
   Header,
   Content,
   Padding,

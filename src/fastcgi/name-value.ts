@@ -12,7 +12,11 @@ export type NameValuePair = [name: Buffer, value: Buffer];
 const MAX_LENGTH = 0x7fffffff;
 
 function toBytes(input: NameValueInput): Buffer {
-  return typeof input === 'string' ? Buffer.from(input, 'utf8') : Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
+  return typeof input === 'string'
+    ? Buffer.from(input, 'utf8')
+    : Buffer.isBuffer(input)
+      ? input
+      : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
 }
 
 function lengthSize(length: number): number {

@@ -115,7 +115,8 @@ export function encodeParamsRecords(type: number, requestId: number, pairs: Iter
   for (const [name, value] of pairs) {
     const nameLength = byteLengthOf(name);
     const valueLength = byteLengthOf(value);
-    if (allAscii && (typeof name !== 'string' || typeof value !== 'string' || nameLength !== name.length || valueLength !== value.length)) allAscii = false;
+    if (allAscii && (typeof name !== 'string' || typeof value !== 'string' || nameLength !== name.length || valueLength !== value.length))
+      allAscii = false;
     const size = (nameLength < 128 ? 1 : 4) + (valueLength < 128 ? 1 : 4) + nameLength + valueLength;
     if (size > FCGI_MAX_CONTENT_LENGTH) {
       const shownName = (typeof name === 'string' ? name : Buffer.from(name).toString('latin1')).slice(0, 64);

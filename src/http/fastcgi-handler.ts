@@ -19,7 +19,15 @@ import { buildEnvironment, type EnvironmentPolicy } from '../cgi/environment.js'
 import { ResponseHeadParser, type CgiResponseHead } from '../cgi/response-head.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
 import { spoolBody } from '../cgi/body-spool.js';
-import { answerContinue, pairRawHeaders, pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from '../cgi/http-response.js';
+import {
+  answerContinue,
+  pairRawHeaders,
+  pipeCgiBody,
+  redirectPage,
+  sendErrorPage,
+  splitTarget,
+  writeCgiHead,
+} from '../cgi/http-response.js';
 import { CGI_BODY_MEMORY_SPOOL_BYTES, CGI_MAX_REQUEST_BODY_BYTES, CGI_STDERR_LINE_MAX } from '../limits.js';
 
 export interface FastCGIHandlerOptions {
@@ -92,7 +100,7 @@ export function statusForUpstreamError(error: unknown): number {
  */
 function siteTarget(req: IncomingMessage): string {
   const original = (req as { originalUrl?: unknown }).originalUrl;
-  return typeof original === 'string' && original.startsWith('/') ? original : req.url ?? '/';
+  return typeof original === 'string' && original.startsWith('/') ? original : (req.url ?? '/');
 }
 
 interface ScriptLocation {
@@ -102,8 +110,10 @@ interface ScriptLocation {
 }
 
 export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
-  if (options.upstreams.length === 0) throw new TypeError('fastcgi(): give at least one upstream, e.g. upstreams: ["unix:/run/php/php-fpm.sock"]');
-  if (!path.isAbsolute(options.documentRoot)) throw new TypeError(`fastcgi(): documentRoot must be an absolute path, got ${JSON.stringify(options.documentRoot)}`);
+  if (options.upstreams.length === 0)
+    throw new TypeError('fastcgi(): give at least one upstream, e.g. upstreams: ["unix:/run/php/php-fpm.sock"]');
+  if (!path.isAbsolute(options.documentRoot))
+    throw new TypeError(`fastcgi(): documentRoot must be an absolute path, got ${JSON.stringify(options.documentRoot)}`);
   const prefix = options.urlPrefix ?? '/';
   const mountName = prefix.replace(/\/+$/, '');
   const errorLog = options.errorLog ?? ((line: string) => process.stderr.write(`[${new Date().toISOString()}] [fastcgi:error] ${line}\n`));
@@ -134,7 +144,11 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
     if (options.scriptFilename) {
       const mountSegments = mountName.split('/').filter(Boolean).length;
       const rest = segments.slice(mountSegments);
-      return { scriptName: mountName, pathInfo: rest.length ? '/' + rest.join('/') + (trailingSlash ? '/' : '') : trailingSlash && mountName ? '/' : '', scriptFilename: options.scriptFilename };
+      return {
+        scriptName: mountName,
+        pathInfo: rest.length ? `/${rest.join('/')}${trailingSlash ? '/' : ''}` : trailingSlash && mountName ? '/' : '',
+        scriptFilename: options.scriptFilename,
+      };
     }
     let scriptSegments = segments;
     let pathInfo = '';
@@ -143,13 +157,13 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
       if (at !== -1) {
         scriptSegments = segments.slice(0, at + 1);
         const rest = segments.slice(at + 1);
-        pathInfo = rest.length ? '/' + rest.join('/') + (trailingSlash ? '/' : '') : '';
+        pathInfo = rest.length ? `/${rest.join('/')}${trailingSlash ? '/' : ''}` : '';
         trailingSlash = false;
       }
     }
-    let scriptName = '/' + scriptSegments.join('/');
+    let scriptName = `/${scriptSegments.join('/')}`;
     if (trailingSlash || scriptSegments.length === 0) {
-      scriptName = (scriptName === '/' ? '' : scriptName) + '/';
+      scriptName = `${scriptName === '/' ? '' : scriptName}/`;
       if (options.index) scriptName += options.index;
     }
     return { scriptName, pathInfo, scriptFilename: path.join(options.documentRoot, ...scriptName.split('/').filter(Boolean)) };
@@ -226,7 +240,13 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
   }
 
   /** Streams one upstream response to the client. 'retry' when it failed before anything reached the application. */
-  function relay(req: IncomingMessage, res: ServerResponse, response: FastCGIResponse, script: string, canRetry: boolean): Promise<'done' | 'retry'> {
+  function relay(
+    req: IncomingMessage,
+    res: ServerResponse,
+    response: FastCGIResponse,
+    script: string,
+    canRetry: boolean,
+  ): Promise<'done' | 'retry'> {
     return new Promise((resolve) => {
       const parser = new ResponseHeadParser();
       let stderrTail = '';
@@ -247,16 +267,20 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
         stderrTail += chunk.toString('utf8');
         const lines = stderrTail.split('\n');
         stderrTail = lines.pop()!.slice(0, CGI_STDERR_LINE_MAX);
-        for (const line of lines) if (line.trim()) errorLog(`fastcgi: ${response.upstream}: ${script}: ${line.slice(0, CGI_STDERR_LINE_MAX)}`);
+        for (const line of lines)
+          if (line.trim()) errorLog(`fastcgi: ${response.upstream}: ${script}: ${line.slice(0, CGI_STDERR_LINE_MAX)}`);
       });
       const fail = (error: unknown) => {
         if (stderrTail.trim()) errorLog(`fastcgi: ${response.upstream}: ${script}: ${stderrTail}`);
         stderrTail = '';
         // Only when another upstream is left: the last one's failure must be answered (503), or the client waits forever.
-        if (canRetry && error instanceof UpstreamError && error.retryable && error.code !== ErrorCode.REQUEST_ABORTED && !res.headersSent) return settle('retry');
+        if (canRetry && error instanceof UpstreamError && error.retryable && error.code !== ErrorCode.REQUEST_ABORTED && !res.headersSent)
+          return settle('retry');
         const status = statusForUpstreamError(error);
         if ((error as { code?: string }).code !== ErrorCode.REQUEST_ABORTED) {
-          errorLog(`fastcgi: ${req.method} ${siteTarget(req)}: ${(error as Error).message}${res.headersSent ? ' (after the response started: connection closed)' : `: answered ${status}`}`);
+          errorLog(
+            `fastcgi: ${req.method} ${siteTarget(req)}: ${(error as Error).message}${res.headersSent ? ' (after the response started: connection closed)' : `: answered ${status}`}`,
+          );
         }
         sendErrorPage(res, status);
         settle('done');
@@ -267,7 +291,9 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
         response.off('data', onData);
         response.off('end', onEndBeforeHead);
         if (step.state === 'error') {
-          errorLog(`fastcgi: ${response.upstream}: ${script}: bad response head: ${step.error.message}${step.error.line ? `: ${step.error.line}` : ''}`);
+          errorLog(
+            `fastcgi: ${response.upstream}: ${script}: bad response head: ${step.error.message}${step.error.line ? `: ${step.error.line}` : ''}`,
+          );
           response.destroy();
           sendErrorPage(res, 502);
           return settle('done');
@@ -293,19 +319,26 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
           return settle('done');
         }
         writeCgiHead(res, head);
-        pipeCgiBody(response, res, head, (error) => {
-          if (error && (error as { code?: string }).code !== ErrorCode.REQUEST_ABORTED && error.code !== 'ERR_STREAM_PREMATURE_CLOSE') {
-            errorLog(`fastcgi: ${response.upstream}: ${script}: ${error.message}`);
-            res.destroy();
-          }
-          settle('done');
-        }, `${response.upstream} (${script})`, rest);
+        pipeCgiBody(
+          response,
+          res,
+          head,
+          (error) => {
+            if (error && (error as { code?: string }).code !== ErrorCode.REQUEST_ABORTED && error.code !== 'ERR_STREAM_PREMATURE_CLOSE') {
+              errorLog(`fastcgi: ${response.upstream}: ${script}: ${error.message}`);
+              res.destroy();
+            }
+            settle('done');
+          },
+          `${response.upstream} (${script})`,
+          rest,
+        );
       };
       response.on('data', onData);
       response.once('end', onEndBeforeHead);
       response.once('error', fail);
       response.completion.then(
-        (completion) => {
+        (_completion) => {
           // php-fpm's error_log() lines carry no newline: what is left is a whole message, whatever the exit status.
           if (stderrTail.trim()) errorLog(`fastcgi: ${response.upstream}: ${script}: ${stderrTail}`);
           stderrTail = '';

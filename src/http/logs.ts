@@ -18,13 +18,13 @@ export function openLog(target: string, console: 'stdout' | 'stderr'): LogTarget
   if (target === 'off') return { enabled: false, write: () => {}, close: async () => {} };
   if (target === '-') {
     const stream = console === 'stdout' ? process.stdout : process.stderr;
-    return { enabled: true, write: (line) => void stream.write(line + '\n'), close: async () => {} };
+    return { enabled: true, write: (line) => void stream.write(`${line}\n`), close: async () => {} };
   }
   const stream: WriteStream = createWriteStream(target, { flags: 'a', mode: 0o640 });
   stream.on('error', (error) => process.stderr.write(`gatehouse: cannot write log ${target}: ${error.message}\n`));
   return {
     enabled: true,
-    write: (line) => void stream.write(line + '\n'),
+    write: (line) => void stream.write(`${line}\n`),
     close: () => new Promise((resolve) => stream.end(resolve)),
   };
 }
@@ -49,7 +49,9 @@ export function errorLogTime(date: Date): string {
 
 /** Escapes what Apache escapes in log fields: quotes, backslashes and control bytes. */
 function escapeField(value: string): string {
-  return value.replace(/[\\"\x00-\x1f\x7f-\xff]/g, (char) => (char === '"' ? '\\"' : char === '\\' ? '\\\\' : `\\x${char.charCodeAt(0).toString(16).padStart(2, '0')}`));
+  return value.replace(/[\\"\x00-\x1f\x7f-\xff]/g, (char) =>
+    char === '"' ? '\\"' : char === '\\' ? '\\\\' : `\\x${char.charCodeAt(0).toString(16).padStart(2, '0')}`,
+  );
 }
 
 /**
@@ -57,7 +59,14 @@ function escapeField(value: string): string {
  * read when the request arrives: by the time the response has finished, Node
  * may have detached the socket (req.socket is then null).
  */
-export function combinedLogLine(req: IncomingMessage, res: ServerResponse, bodyBytes: number, when: Date, remoteAddress: string | undefined, remoteUser?: string): string {
+export function combinedLogLine(
+  req: IncomingMessage,
+  res: ServerResponse,
+  bodyBytes: number,
+  when: Date,
+  remoteAddress: string | undefined,
+  remoteUser?: string,
+): string {
   const requestLine = `${req.method} ${req.url} HTTP/${req.httpVersion}`;
   const referer = req.headers.referer ?? '-';
   const agent = req.headers['user-agent'] ?? '-';
@@ -70,7 +79,10 @@ export function countResponseBytes(res: ServerResponse): () => number {
   let bytes = 0;
   const count = (chunk: unknown, encoding?: unknown) => {
     if (chunk === undefined || chunk === null || typeof chunk === 'function') return;
-    bytes += typeof chunk === 'string' ? Buffer.byteLength(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8') : (chunk as Uint8Array).length;
+    bytes +=
+      typeof chunk === 'string'
+        ? Buffer.byteLength(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
+        : (chunk as Uint8Array).length;
   };
   const write = res.write;
   const end = res.end;

@@ -83,12 +83,22 @@ async function listenOn(server: http.Server, address: ListenAddress): Promise<vo
       });
     }
     const advice: Record<string, string> = {
-      EADDRINUSE: 'path' in address ? (isSocketFile(address.path) ? 'another server is listening on this socket' : 'a file that is not a socket is in the way') : 'another process is listening on this port (stop it, or choose another --listen)',
-      EACCES: 'path' in address ? 'permission denied (check the directory)' : 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)',
+      EADDRINUSE:
+        'path' in address
+          ? isSocketFile(address.path)
+            ? 'another server is listening on this socket'
+            : 'a file that is not a socket is in the way'
+          : 'another process is listening on this port (stop it, or choose another --listen)',
+      EACCES:
+        'path' in address
+          ? 'permission denied (check the directory)'
+          : 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)',
       EADDRNOTAVAIL: 'no network interface has this address',
       ENOENT: 'the directory does not exist',
     };
-    throw new Error(`cannot listen on ${formatListenAddress(address)}: ${code ?? ''}${code && advice[code] ? `: ${advice[code]}` : `: ${(error as Error).message}`}`);
+    throw new Error(
+      `cannot listen on ${formatListenAddress(address)}: ${code ?? ''}${code && advice[code] ? `: ${advice[code]}` : `: ${(error as Error).message}`}`,
+    );
   }
 }
 
@@ -130,7 +140,10 @@ export class GatehouseFront {
     this.#accessLog = openLog(config.accessLog, 'stdout');
     this.#errorLog = openLog(config.errorLog, 'stderr');
     const errorLog = (line: string) => this.logError(line);
-    const scriptAliases = [...(config.cgiBin ? [{ urlPrefix: '/cgi-bin/', directory: config.cgiBin }] : []), ...config.scriptAlias.map((a) => ({ urlPrefix: a.url, directory: a.dir }))];
+    const scriptAliases = [
+      ...(config.cgiBin ? [{ urlPrefix: '/cgi-bin/', directory: config.cgiBin }] : []),
+      ...config.scriptAlias.map((a) => ({ urlPrefix: a.url, directory: a.dir })),
+    ];
     const environment = {
       ...(config.serverName !== undefined ? { serverName: config.serverName } : {}),
       ...(config.serverAdmin !== undefined ? { serverAdmin: config.serverAdmin } : {}),
@@ -215,11 +228,13 @@ export class GatehouseFront {
     const absolute = /^https?:\/\/[^/?#]*/i.exec(target);
     if (absolute) {
       target = target.slice(absolute[0].length);
-      if (!target.startsWith('/')) target = '/' + target;
+      if (!target.startsWith('/')) target = `/${target}`;
       req.url = target;
     }
     if (Buffer.byteLength(target, 'latin1') > this.config.maxUrlBytes) {
-      this.logError(`request target of ${target.length} bytes from ${req.socket.remoteAddress} exceeds max-url-bytes (${this.config.maxUrlBytes}): 414`);
+      this.logError(
+        `request target of ${target.length} bytes from ${req.socket.remoteAddress} exceeds max-url-bytes (${this.config.maxUrlBytes}): 414`,
+      );
       return sendErrorPage(res, 414, true);
     }
     if (!target.startsWith('/')) {
@@ -234,9 +249,9 @@ export class GatehouseFront {
       this.logError(`refused ${req.method} ${target} from ${req.socket.remoteAddress}: ${normalised.reason}`);
       return sendErrorPage(res, normalised.status);
     }
-    const path = '/' + normalised.segments.join('/') + (normalised.trailingSlash && normalised.segments.length > 0 ? '/' : '');
+    const path = `/${normalised.segments.join('/')}${normalised.trailingSlash && normalised.segments.length > 0 ? '/' : ''}`;
     for (const route of this.#routes) {
-      if (path.startsWith(route.prefix) || path + '/' === route.prefix) {
+      if (path.startsWith(route.prefix) || `${path}/` === route.prefix) {
         route.handler(req, res, () => this.#afterCgi(req, res));
         return;
       }
@@ -286,17 +301,28 @@ export class GatehouseFront {
       server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
         // A connection already answered with an error ends with the client's EOF: a second parse error, not news.
         if (answeredWithError.has(socket)) return socket.destroy();
-        if (error.code !== 'ECONNRESET' && error.code !== 'EPIPE') this.logError(`http: bad request from ${(socket as import('node:net').Socket).remoteAddress ?? '-'}: ${error.code ?? ''} ${error.message}`);
+        if (error.code !== 'ECONNRESET' && error.code !== 'EPIPE')
+          this.logError(
+            `http: bad request from ${(socket as import('node:net').Socket).remoteAddress ?? '-'}: ${error.code ?? ''} ${error.message}`,
+          );
         // A response already under way (request-timeout while a script answers a slow body) cannot be followed by
         // an error response: written now, it would land inside the first one's body. The connection is cut instead.
         const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
         if (!socket.writable || inFlight?.headersSent) return socket.destroy();
         answeredWithError.add(socket);
         const status =
-          error.code === 'HPE_HEADER_OVERFLOW' ? (requestLineTooLong((error as { rawPacket?: unknown }).rawPacket, this.config.maxUrlBytes) ? 414 : 431) : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+          error.code === 'HPE_HEADER_OVERFLOW'
+            ? requestLineTooLong((error as { rawPacket?: unknown }).rawPacket, this.config.maxUrlBytes)
+              ? 414
+              : 431
+            : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+              ? 408
+              : 400;
         socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
         // Apache logs refused requests too ("-" for a request line it could not read): probes and attacks show up.
-        this.#accessLog.write(`${(socket as import('node:net').Socket).remoteAddress ?? '-'} - - ${apacheTime(new Date())} "-" ${status} - "-" "-"`);
+        this.#accessLog.write(
+          `${(socket as import('node:net').Socket).remoteAddress ?? '-'} - - ${apacheTime(new Date())} "-" ${status} - "-" "-"`,
+        );
       });
       await listenOn(server, address);
       if ('path' in address) this.#boundSockets.push({ path: address.path, inode: lstatSync(address.path).ino });
@@ -319,9 +345,13 @@ export class GatehouseFront {
     for (const server of this.#servers) server.closeIdleConnections();
     if (this.#inFlight > 0) {
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([new Promise<void>((resolve) => this.#idleWaiters.push(resolve)), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+      await Promise.race([
+        new Promise<void>((resolve) => this.#idleWaiters.push(resolve)),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs))),
+      ]);
       clearTimeout(timer);
-      if (this.#inFlight > 0) this.logError(`stop: ${this.#inFlight} request(s) still running after ${graceMs} ms: closing their connections`);
+      if (this.#inFlight > 0)
+        this.logError(`stop: ${this.#inFlight} request(s) still running after ${graceMs} ms: closing their connections`);
     }
     for (const server of this.#servers) server.closeAllConnections();
     await Promise.all(closed);

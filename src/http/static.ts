@@ -68,7 +68,7 @@ export function serveStatic(options: StaticOptions): (req: IncomingMessage, res:
       // Dot files (.env, .git, .htpasswd) are never served, by the name asked for or the one a symlink leads to;
       // /.well-known/ is, because ACME (RFC 8555) and security.txt (RFC 9116) live there.
       if (!publicDotNames(normalised.segments) || !publicDotNames(relativeSegments)) return sendErrorPage(res, 404);
-      send(req, '/' + relativeSegments.map(encodeURIComponent).join('/'), { root, index: false, dotfiles: 'allow' })
+      send(req, `/${relativeSegments.map(encodeURIComponent).join('/')}`, { root, index: false, dotfiles: 'allow' })
         .on('error', (error: { status?: number; headers?: Record<string, string>; message: string }) => {
           const contentRange = error.headers?.['Content-Range'];
           // RFC 9110 15.5.17: a 416 says how long the file is, so the client can ask again.
@@ -90,7 +90,12 @@ export function serveStatic(options: StaticOptions): (req: IncomingMessage, res:
 }
 
 /** The first index file of `directory` that is a regular file whose real path lies inside `root`. */
-async function findIndex(directory: string, names: readonly string[], root: string, refuse: (line: string) => void): Promise<string | null> {
+async function findIndex(
+  directory: string,
+  names: readonly string[],
+  root: string,
+  refuse: (line: string) => void,
+): Promise<string | null> {
   for (const name of names) {
     const candidate = path.join(directory, name);
     const real = await realpath(candidate).catch(() => null);

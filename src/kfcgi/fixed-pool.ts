@@ -14,7 +14,7 @@ import { tcpListenQueue } from '../sys/index.js';
 import type { Listener } from './listener.js';
 import type { Logger } from './log.js';
 import { Backoff, failedExit, type Pool, type PoolStatus } from './supervisor.js';
-import { ProcView, WorkerProcess, describeExit } from './worker-process.js';
+import { type ProcView, WorkerProcess, describeExit } from './worker-process.js';
 
 export interface FixedPoolOptions {
   workers: number;
@@ -48,11 +48,18 @@ export class FixedPool implements Pool {
     this.#listener = listener;
     this.#log = log;
     this.#proc = proc;
-    this.#slots = Array.from({ length: options.workers }, (_, index) => ({ index, worker: null, backoff: new Backoff(), respawnTimer: null }));
+    this.#slots = Array.from({ length: options.workers }, (_, index) => ({
+      index,
+      worker: null,
+      backoff: new Backoff(),
+      respawnTimer: null,
+    }));
   }
 
   async start(): Promise<void> {
-    this.#log.info(`fixed pool: starting ${this.#options.workers} worker(s) of ${this.#options.program} on ${this.#listener.describe()} (backlog ${this.#listener.backlog})`);
+    this.#log.info(
+      `fixed pool: starting ${this.#options.workers} worker(s) of ${this.#options.program} on ${this.#listener.describe()} (backlog ${this.#listener.backlog})`,
+    );
     const first = this.#slots.map((slot) => this.#spawn(slot));
     const exits = first.map((worker) => worker.exited);
     // Only failures count: a worker may also leave cleanly after serving its share (php-cgi's PHP_FCGI_MAX_REQUESTS).
@@ -60,7 +67,9 @@ export class FixedPool implements Pool {
     const settled = await Promise.race([allFailed, sleep(KFCGI_STARTUP_CHECK_MS).then(() => false)]);
     if (settled) {
       const how = describeExit(await exits[0]!);
-      throw new Error(`every worker exited within ${KFCGI_STARTUP_CHECK_MS} ms of starting (first: ${how}); check that ${this.#options.program} is a FastCGI program that accepts on fd 0, and its output in the log`);
+      throw new Error(
+        `every worker exited within ${KFCGI_STARTUP_CHECK_MS} ms of starting (first: ${how}); check that ${this.#options.program} is a FastCGI program that accepts on fd 0, and its output in the log`,
+      );
     }
   }
 
@@ -126,7 +135,8 @@ export class FixedPool implements Pool {
         if (await this.#proc.freezeIfIdle(worker)) break;
         await sleep(KFCGI_RESTART_POLL_MS);
       }
-      if (worker.running && Date.now() >= deadline) this.#log.warning(`worker ${worker.pid}: still busy after ${KFCGI_RESTART_IDLE_WAIT_MS} ms; stopping it anyway`);
+      if (worker.running && Date.now() >= deadline)
+        this.#log.warning(`worker ${worker.pid}: still busy after ${KFCGI_RESTART_IDLE_WAIT_MS} ms; stopping it anyway`);
     }
     await worker.stop(reason);
   }
@@ -134,12 +144,14 @@ export class FixedPool implements Pool {
   async stop(): Promise<void> {
     this.#stopping = true;
     for (const slot of this.#slots) if (slot.respawnTimer) clearTimeout(slot.respawnTimer);
-    const workers = [...this.#slots.map((slot) => slot.worker), ...this.#retiring].filter((worker): worker is WorkerProcess => worker !== null);
+    const workers = [...this.#slots.map((slot) => slot.worker), ...this.#retiring].filter(
+      (worker): worker is WorkerProcess => worker !== null,
+    );
     await Promise.all(workers.map((worker) => worker.stop('kfcgi stopping')));
   }
 
   status(): PoolStatus {
-    const workers = this.#slots.map((slot) => slot.worker).filter((worker): worker is WorkerProcess => worker !== null && worker.running);
+    const workers = this.#slots.map((slot) => slot.worker).filter((worker): worker is WorkerProcess => worker?.running === true);
     let busy: number | null = null;
     if (this.#proc.available) {
       busy = 0;

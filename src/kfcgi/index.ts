@@ -55,7 +55,9 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
     listener = openListener(config.listen, backlog, config.socketUser, notes);
     if (config.statusPath) statusServer = openStatusSocket(config.statusPath, config.socketUser, notes);
     for (const note of notes) log.notice(note);
-    log.info(`listening on ${listener.describe()}${config.listen.kind === 'unix' ? ` (mode ${KFCGI_SOCKET_MODE.toString(8)}${config.socketUser ? `, owner ${config.socketUser.name}` : ''})` : ''}, backlog ${backlog}`);
+    log.info(
+      `listening on ${listener.describe()}${config.listen.kind === 'unix' ? ` (mode ${KFCGI_SOCKET_MODE.toString(8)}${config.socketUser ? `, owner ${config.socketUser.name}` : ''})` : ''}, backlog ${backlog}`,
+    );
 
     // 2. What the jail will hide: the user's groups, /proc (to see whether a worker is idle).
     const credentials: Credentials | null = config.processUser ? resolveCredentials(config.processUser) : null;
@@ -66,7 +68,9 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
     if (config.jail !== '/') log.info(`entered the jail ${config.jail}`);
     if (credentials) {
       dropPrivileges(credentials);
-      log.info(`running as ${credentials.user.name} (uid ${credentials.user.uid}, gid ${credentials.user.gid}, groups ${credentials.groups.join(',')})`);
+      log.info(
+        `running as ${credentials.user.name} (uid ${credentials.user.uid}, gid ${credentials.user.gid}, groups ${credentials.groups.join(',')})`,
+      );
     }
 
     // 4. The pool.
@@ -106,7 +110,10 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
 
 function allowedPeers(config: KfcgiConfig): Set<string> | null {
   if (config.listen.kind !== 'tcp' || config.webServerAddrs === null) return null;
-  const addresses = config.webServerAddrs.split(',').map((item) => item.trim()).filter(Boolean);
+  const addresses = config.webServerAddrs
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean);
   // An IPv4 peer shows as ::ffff:a.b.c.d on a dual-stack socket.
   return new Set(addresses.flatMap((address) => (address.includes(':') ? [normalizeAddress(address)] : [address, `::ffff:${address}`])));
 }
@@ -147,7 +154,13 @@ class SignalQueue {
 }
 
 /** Performs SIGTERM/SIGINT (stop) and SIGHUP (restart). */
-async function serveSignals(signals: SignalQueue, pool: Pool, log: Logger, listener: Listener, statusServer: StatusServer | null): Promise<number> {
+async function serveSignals(
+  signals: SignalQueue,
+  pool: Pool,
+  log: Logger,
+  listener: Listener,
+  statusServer: StatusServer | null,
+): Promise<number> {
   // Restarts run one after another; a stop does not wait for them (the pool abandons a restart once stopping).
   let restarts: Promise<void> = Promise.resolve();
   for (;;) {

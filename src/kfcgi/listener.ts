@@ -93,10 +93,16 @@ export function clearStaleSocket(path: string, what: string): string | null {
     return null;
   }
   if (!stat.isSocket()) {
-    throw new GatehouseError(ErrorCode.KFCGI_SETUP, `${what} ${path} exists and is not a socket; kfcgi will not remove it: move it away or choose another path`);
+    throw new GatehouseError(
+      ErrorCode.KFCGI_SETUP,
+      `${what} ${path} exists and is not a socket; kfcgi will not remove it: move it away or choose another path`,
+    );
   }
   if (unixSocketIsLive(path)) {
-    throw new GatehouseError(ErrorCode.KFCGI_SETUP, `another server is accepting connections on ${path}: stop it first, or choose another path`);
+    throw new GatehouseError(
+      ErrorCode.KFCGI_SETUP,
+      `another server is accepting connections on ${path}: stop it first, or choose another path`,
+    );
   }
   rmSync(path, { force: true });
   return `removed stale socket ${path} (nothing was accepting on it)`;

@@ -39,7 +39,8 @@ export function createLogger(options: LoggerOptions): Logger {
   const write = (level: Level, message: string) => {
     if (level === 'debug' && !options.verbose) return;
     if (options.syslog) writeSystemLog(PRIORITY[level], message);
-    if (options.stderr) process.stderr.write(`gatehouse kfcgi[${process.pid}]: ${level === 'info' || level === 'debug' ? '' : `${level}: `}${message}\n`);
+    if (options.stderr)
+      process.stderr.write(`gatehouse kfcgi[${process.pid}]: ${level === 'info' || level === 'debug' ? '' : `${level}: `}${message}\n`);
   };
   return {
     error: (message) => write('error', message),

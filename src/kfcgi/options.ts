@@ -47,20 +47,125 @@ export interface OptionSpec {
 /** The options, in kfcgi(8)'s order, then gatehouse's additions. */
 export const OPTIONS = [
   { short: 'd', long: 'foreground', kind: 'flag', help: 'stay in the foreground and also log to standard error' },
-  { short: 'r', long: 'variable', kind: 'flag', help: 'variable-sized pool (workers must implement the FastCGI Extensions for Management Control)' },
+  {
+    short: 'r',
+    long: 'variable',
+    kind: 'flag',
+    help: 'variable-sized pool (workers must implement the FastCGI Extensions for Management Control)',
+  },
   { short: 'v', long: 'verbose', kind: 'flag', help: 'log more (every connection handed over, every worker state change)' },
-  { short: 'l', long: 'backlog', kind: 'integer', metavar: 'backlog', min: 1, max: 2 ** 31 - 1, help: 'listen backlog', defaultText: 'net.core.somaxconn' },
-  { short: 'n', long: 'workers', kind: 'integer', metavar: 'workers', min: 1, max: KFCGI_MAX_WORKERS, help: 'workers started (the minimum of a variable pool)', defaultText: String(KFCGI_DEFAULT_WORKERS) },
-  { short: 'N', long: 'max-workers', kind: 'integer', metavar: 'maxworkers', min: 1, max: KFCGI_MAX_WORKERS, help: 'largest size of a variable pool', defaultText: '2 x workers' },
-  { short: 'p', long: 'jail', kind: 'string', metavar: 'chroot', help: 'file-system jail (chroot); -p / for none', defaultText: KFCGI_DEFAULT_JAIL },
-  { short: 's', long: 'socket', kind: 'string', metavar: 'sockpath', help: 'unix socket path, or host:port for TCP', defaultText: KFCGI_DEFAULT_SOCKET_PATH },
-  { short: 'u', long: 'socket-user', kind: 'string', metavar: 'sockuser', help: 'owner (user and group) of the socket', defaultText: 'the current user' },
-  { short: 'U', long: 'user', kind: 'string', metavar: 'procuser', help: 'user the manager and its workers run as', defaultText: 'the current user' },
-  { short: 'w', long: 'wait', kind: 'integer', metavar: 'waittime', min: 0, max: 2 ** 31 - 1, help: 'seconds a worker above -n may stay idle before it is released', defaultText: String(KFCGI_DEFAULT_IDLE_SECONDS) },
-  { short: 'R', long: 'max-requests', kind: 'integer', metavar: 'maxrequests', min: 0, max: 2 ** 31 - 1, help: 'variable pool: replace a worker after this many connections (0: never)', defaultText: '0', gatehouse: true },
-  { short: 'C', long: 'worker-connections', kind: 'integer', metavar: 'conns', min: 1, max: 4096, help: 'variable pool: connections one worker is given at once (1 is kcgi\'s model; more for workers that multiplex, such as the gatehouse worker library)', defaultText: '1', gatehouse: true },
-  { short: 'S', long: 'status-socket', kind: 'string', metavar: 'statuspath', help: 'unix socket answering pool status (read with: gatehouse kfcgi status statuspath)', defaultText: 'none', gatehouse: true },
-  { short: 'a', long: 'web-server-addrs', kind: 'string', metavar: 'addrs', help: 'comma-separated web server addresses allowed to connect over TCP (FCGI_WEB_SERVER_ADDRS)', defaultText: 'the environment\'s FCGI_WEB_SERVER_ADDRS', gatehouse: true },
+  {
+    short: 'l',
+    long: 'backlog',
+    kind: 'integer',
+    metavar: 'backlog',
+    min: 1,
+    max: 2 ** 31 - 1,
+    help: 'listen backlog',
+    defaultText: 'net.core.somaxconn',
+  },
+  {
+    short: 'n',
+    long: 'workers',
+    kind: 'integer',
+    metavar: 'workers',
+    min: 1,
+    max: KFCGI_MAX_WORKERS,
+    help: 'workers started (the minimum of a variable pool)',
+    defaultText: String(KFCGI_DEFAULT_WORKERS),
+  },
+  {
+    short: 'N',
+    long: 'max-workers',
+    kind: 'integer',
+    metavar: 'maxworkers',
+    min: 1,
+    max: KFCGI_MAX_WORKERS,
+    help: 'largest size of a variable pool',
+    defaultText: '2 x workers',
+  },
+  {
+    short: 'p',
+    long: 'jail',
+    kind: 'string',
+    metavar: 'chroot',
+    help: 'file-system jail (chroot); -p / for none',
+    defaultText: KFCGI_DEFAULT_JAIL,
+  },
+  {
+    short: 's',
+    long: 'socket',
+    kind: 'string',
+    metavar: 'sockpath',
+    help: 'unix socket path, or host:port for TCP',
+    defaultText: KFCGI_DEFAULT_SOCKET_PATH,
+  },
+  {
+    short: 'u',
+    long: 'socket-user',
+    kind: 'string',
+    metavar: 'sockuser',
+    help: 'owner (user and group) of the socket',
+    defaultText: 'the current user',
+  },
+  {
+    short: 'U',
+    long: 'user',
+    kind: 'string',
+    metavar: 'procuser',
+    help: 'user the manager and its workers run as',
+    defaultText: 'the current user',
+  },
+  {
+    short: 'w',
+    long: 'wait',
+    kind: 'integer',
+    metavar: 'waittime',
+    min: 0,
+    max: 2 ** 31 - 1,
+    help: 'seconds a worker above -n may stay idle before it is released',
+    defaultText: String(KFCGI_DEFAULT_IDLE_SECONDS),
+  },
+  {
+    short: 'R',
+    long: 'max-requests',
+    kind: 'integer',
+    metavar: 'maxrequests',
+    min: 0,
+    max: 2 ** 31 - 1,
+    help: 'variable pool: replace a worker after this many connections (0: never)',
+    defaultText: '0',
+    gatehouse: true,
+  },
+  {
+    short: 'C',
+    long: 'worker-connections',
+    kind: 'integer',
+    metavar: 'conns',
+    min: 1,
+    max: 4096,
+    help: "variable pool: connections one worker is given at once (1 is kcgi's model; more for workers that multiplex, such as the gatehouse worker library)",
+    defaultText: '1',
+    gatehouse: true,
+  },
+  {
+    short: 'S',
+    long: 'status-socket',
+    kind: 'string',
+    metavar: 'statuspath',
+    help: 'unix socket answering pool status (read with: gatehouse kfcgi status statuspath)',
+    defaultText: 'none',
+    gatehouse: true,
+  },
+  {
+    short: 'a',
+    long: 'web-server-addrs',
+    kind: 'string',
+    metavar: 'addrs',
+    help: 'comma-separated web server addresses allowed to connect over TCP (FCGI_WEB_SERVER_ADDRS)',
+    defaultText: "the environment's FCGI_WEB_SERVER_ADDRS",
+    gatehouse: true,
+  },
   { short: 'h', long: 'help', kind: 'flag', help: 'print this help and exit', gatehouse: true },
 ] as const satisfies readonly OptionSpec[];
 
@@ -96,7 +201,8 @@ function convert(spec: OptionSpec, value: string): number | string {
     return value;
   }
   const { min, max } = spec as { min: number; max: number };
-  if (!/^\d+$/.test(value)) throw new UsageError(`${describe(spec)} ${spec.metavar} must be a whole number from ${min} to ${max}, not "${value}"`);
+  if (!/^\d+$/.test(value))
+    throw new UsageError(`${describe(spec)} ${spec.metavar} must be a whole number from ${min} to ${max}, not "${value}"`);
   const number = Number(value);
   if (number < min || number > max) throw new UsageError(`${describe(spec)} ${value}: ${spec.metavar} must be from ${min} to ${max}`);
   return number;
@@ -127,7 +233,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
         set(spec, true);
         continue;
       }
-      let value: string | undefined = equals === -1 ? argv[index++] : word.slice(equals + 1);
+      const value: string | undefined = equals === -1 ? argv[index++] : word.slice(equals + 1);
       if (value === undefined) throw new UsageError(`--${name} needs a value (${spec.metavar})`);
       set(spec, convert(spec, value));
       continue;
@@ -151,7 +257,9 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
 }
 
 export function usageLine(): string {
-  const flags = OPTIONS.filter((spec) => spec.kind === 'flag' && !('gatehouse' in spec)).map((spec) => spec.short).join('');
+  const flags = OPTIONS.filter((spec) => spec.kind === 'flag' && !('gatehouse' in spec))
+    .map((spec) => spec.short)
+    .join('');
   const valued = OPTIONS.filter((spec) => spec.kind !== 'flag').map((spec) => `[-${spec.short} ${spec.metavar}]`);
   return `usage: gatehouse kfcgi [-${flags}] ${valued.join(' ')} prog [arg ...]\n       gatehouse kfcgi status statuspath`;
 }
@@ -212,7 +320,8 @@ export function parseListenAddress(value: string): ListenAddress {
     const host = match[1] === 'localhost' ? '127.0.0.1' : match[1] === '*' ? '0.0.0.0' : match[1]!;
     const port = Number(match[2]);
     if (port < 1 || port > 65535) throw new UsageError(`-s ${value}: the port must be from 1 to 65535`);
-    if (!net.isIP(host)) throw new UsageError(`-s ${value}: "${host}" is not a numeric IP address; write e.g. 127.0.0.1:9000 or [::1]:9000`);
+    if (!net.isIP(host))
+      throw new UsageError(`-s ${value}: "${host}" is not a numeric IP address; write e.g. 127.0.0.1:9000 or [::1]:9000`);
     return { kind: 'tcp', host, port };
   }
   return { kind: 'unix', path: resolve(value) };
@@ -249,21 +358,30 @@ export function validateOptions(commandLine: CommandLine, environment: NodeJS.Pr
   const workers = options.workers ?? KFCGI_DEFAULT_WORKERS;
   const maxWorkers = options['max-workers'] ?? workers * 2;
   if (options['max-workers'] !== undefined && maxWorkers < workers) {
-    problems.push(`-N ${maxWorkers} is below -n ${workers}: a variable pool grows from -n up to -N; raise -N to at least ${workers} or lower -n`);
+    problems.push(
+      `-N ${maxWorkers} is below -n ${workers}: a variable pool grows from -n up to -N; raise -N to at least ${workers} or lower -n`,
+    );
   }
   if (!variable) {
-    if (options['max-workers'] !== undefined) warnings.push(`-N ${maxWorkers} applies only to variable pools (-r); the fixed pool keeps ${workers} workers`);
+    if (options['max-workers'] !== undefined)
+      warnings.push(`-N ${maxWorkers} applies only to variable pools (-r); the fixed pool keeps ${workers} workers`);
     if (options.wait !== undefined) warnings.push('-w applies only to variable pools (-r); ignored');
-    if (options['worker-connections'] !== undefined) problems.push('-C sets how many connections the manager hands one worker, which happens only in a variable pool: add -r or drop -C');
-    if (options['max-requests']) problems.push('-R counts connections the manager hands to workers, which happens only in a variable pool: add -r (with a worker that implements the extension) or drop -R');
+    if (options['worker-connections'] !== undefined)
+      problems.push('-C sets how many connections the manager hands one worker, which happens only in a variable pool: add -r or drop -C');
+    if (options['max-requests'])
+      problems.push(
+        '-R counts connections the manager hands to workers, which happens only in a variable pool: add -r (with a worker that implements the extension) or drop -R',
+      );
   }
 
-  if (program.length === 0) problems.push('no prog given: name the FastCGI program to run, e.g. gatehouse kfcgi -d -p / -s /run/app.sock /usr/bin/php-cgi');
+  if (program.length === 0)
+    problems.push('no prog given: name the FastCGI program to run, e.g. gatehouse kfcgi -d -p / -s /run/app.sock /usr/bin/php-cgi');
 
   const jail = resolve(options.jail ?? KFCGI_DEFAULT_JAIL);
   if (!existsSync(jail)) problems.push(`the jail ${jail} does not exist: create it, or pass -p DIR (-p / to run without a jail)`);
   else if (!statSync(jail).isDirectory()) problems.push(`the jail ${jail} is not a directory: pass -p DIR`);
-  else if (jail !== '/' && !isRoot()) problems.push(`entering the jail ${jail} needs root (chroot(2)): run as root, or pass -p / to run without a jail`);
+  else if (jail !== '/' && !isRoot())
+    problems.push(`entering the jail ${jail} needs root (chroot(2)): run as root, or pass -p / to run without a jail`);
 
   const listen = attempt(() => parseListenAddress(options.socket ?? KFCGI_DEFAULT_SOCKET_PATH));
   if (listen?.kind === 'unix') {
@@ -272,22 +390,32 @@ export function validateOptions(commandLine: CommandLine, environment: NodeJS.Pr
     if (Buffer.byteLength(listen.path) >= 108) problems.push(`-s ${listen.path}: unix socket paths must be shorter than 108 bytes`);
   }
   const statusPath = options['status-socket'] !== undefined ? resolve(options['status-socket']) : null;
-  if (statusPath !== null && !existsSync(dirname(statusPath))) problems.push(`the status socket's directory ${dirname(statusPath)} does not exist: create it or choose another -S path`);
+  if (statusPath !== null && !existsSync(dirname(statusPath)))
+    problems.push(`the status socket's directory ${dirname(statusPath)} does not exist: create it or choose another -S path`);
   if (statusPath !== null && listen?.kind === 'unix' && statusPath === listen.path) problems.push('-S must differ from -s');
 
   const currentUid = process.getuid?.() ?? 0;
   const socketUser = options['socket-user'] !== undefined ? attempt(() => findUser(options['socket-user']!, '-u')) : null;
   const processUser = options.user !== undefined ? attempt(() => findUser(options.user!, '-U')) : null;
-  if (socketUser && socketUser.uid !== currentUid && !isRoot()) problems.push(`-u ${socketUser.name}: giving the socket to another user needs root (chown(2)): run as root or drop -u`);
-  if (processUser && processUser.uid !== currentUid && !isRoot()) problems.push(`-U ${processUser.name}: switching to another user needs root (setuid(2)): run as root or drop -U`);
+  if (socketUser && socketUser.uid !== currentUid && !isRoot())
+    problems.push(`-u ${socketUser.name}: giving the socket to another user needs root (chown(2)): run as root or drop -u`);
+  if (processUser && processUser.uid !== currentUid && !isRoot())
+    problems.push(`-U ${processUser.name}: switching to another user needs root (setuid(2)): run as root or drop -U`);
   if (socketUser && listen?.kind === 'tcp') warnings.push('-u sets the owner of a unix socket; with a TCP address it has no effect');
 
   let webServerAddrs = options['web-server-addrs'] ?? environment.FCGI_WEB_SERVER_ADDRS ?? null;
   if (webServerAddrs !== null) {
-    const bad = webServerAddrs.split(',').map((item) => item.trim()).filter((item) => item !== '' && !net.isIP(item));
-    if (bad.length > 0) problems.push(`-a: ${bad.join(', ')} ${bad.length === 1 ? 'is not an IP address' : 'are not IP addresses'}; list numeric addresses separated by commas`);
+    const bad = webServerAddrs
+      .split(',')
+      .map((item) => item.trim())
+      .filter((item) => item !== '' && !net.isIP(item));
+    if (bad.length > 0)
+      problems.push(
+        `-a: ${bad.join(', ')} ${bad.length === 1 ? 'is not an IP address' : 'are not IP addresses'}; list numeric addresses separated by commas`,
+      );
     if (listen?.kind === 'unix') {
-      if (options['web-server-addrs'] !== undefined) warnings.push('-a (FCGI_WEB_SERVER_ADDRS) applies to TCP listeners only; ignored for a unix socket');
+      if (options['web-server-addrs'] !== undefined)
+        warnings.push('-a (FCGI_WEB_SERVER_ADDRS) applies to TCP listeners only; ignored for a unix socket');
       webServerAddrs = null;
     }
   }
@@ -312,7 +440,9 @@ export function validateOptions(commandLine: CommandLine, environment: NodeJS.Pr
       }
       const name = basename(programInside);
       if (variable && /^(php-cgi[\d.]*|fcgiwrap|spawn-fcgi)$/.test(name)) {
-        problems.push(`-r: ${name} does not implement the FastCGI Extensions for Management Control (FCGI_LISTENSOCK_DESCRIPTORS), so it cannot serve a variable pool: drop -r to run it in a fixed pool`);
+        problems.push(
+          `-r: ${name} does not implement the FastCGI Extensions for Management Control (FCGI_LISTENSOCK_DESCRIPTORS), so it cannot serve a variable pool: drop -r to run it in a fixed pool`,
+        );
       }
     }
   }

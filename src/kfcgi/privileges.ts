@@ -34,7 +34,10 @@ export function dropPrivileges(credentials: Credentials): void {
     process.setgid!(user.gid);
     process.setuid!(user.uid);
   } catch (error) {
-    throw new GatehouseError(ErrorCode.KFCGI_SETUP, `dropping privileges to ${user.name} (uid ${user.uid}, gid ${user.gid}) failed: ${(error as Error).message}`);
+    throw new GatehouseError(
+      ErrorCode.KFCGI_SETUP,
+      `dropping privileges to ${user.name} (uid ${user.uid}, gid ${user.gid}) failed: ${(error as Error).message}`,
+    );
   }
   if (user.uid !== 0) {
     let regained = false;
@@ -50,6 +53,9 @@ export function dropPrivileges(credentials: Credentials): void {
   }
   const now = process.getgroups!();
   if (now.some((gid) => !groups.includes(gid))) {
-    throw new GatehouseError(ErrorCode.KFCGI_SETUP, `after dropping to ${user.name}, unexpected supplementary groups remain (${now.join(', ')}): refusing to run`);
+    throw new GatehouseError(
+      ErrorCode.KFCGI_SETUP,
+      `after dropping to ${user.name}, unexpected supplementary groups remain (${now.join(', ')}): refusing to run`,
+    );
   }
 }

@@ -49,7 +49,9 @@ export function readStatus(path: string, timeoutMs = 5000): Promise<PoolStatus> 
     socket.setEncoding('utf8');
     socket.setTimeout(timeoutMs, () => socket.destroy(new Error(`no answer from ${path} within ${timeoutMs} ms`)));
     socket.on('data', (chunk: string) => (text += chunk));
-    socket.on('error', (error) => reject(new Error(`cannot read kfcgi status from ${path}: ${error.message}; is kfcgi running with -S ${path}?`)));
+    socket.on('error', (error) =>
+      reject(new Error(`cannot read kfcgi status from ${path}: ${error.message}; is kfcgi running with -S ${path}?`)),
+    );
     socket.on('end', () => {
       try {
         resolve(JSON.parse(text) as PoolStatus);

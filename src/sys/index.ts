@@ -163,7 +163,8 @@ export function getResourceLimit(resource: RlimitResource): ResourceLimit {
 /** setrlimit(2); Infinity means no limit. Raising a hard limit needs root. */
 export function setResourceLimit(resource: RlimitResource, limit: ResourceLimit): void {
   withBlock(16, (block) => {
-    const write = (offset: number, value: number) => block.view.setBigUint64(offset, value === Infinity ? RLIM_INFINITY : BigInt(value), true);
+    const write = (offset: number, value: number) =>
+      block.view.setBigUint64(offset, value === Infinity ? RLIM_INFINITY : BigInt(value), true);
     write(0, limit.soft);
     write(8, limit.hard);
     if (c.setrlimit(RLIMIT[resource], block.ptr) !== 0) fail('setrlimit', resource);

@@ -17,7 +17,9 @@ import { Block, closeQuietly, koffi, libc, sysError } from './libc.js';
 import { O_CLOEXEC } from './linux.js';
 
 const c = {
-  posix_spawn: libc.func('int posix_spawn(_Out_ int *pid, const char *path, void *actions, void *attr, const char **argv, const char **envp)'),
+  posix_spawn: libc.func(
+    'int posix_spawn(_Out_ int *pid, const char *path, void *actions, void *attr, const char **argv, const char **envp)',
+  ),
   actionsInit: libc.func('int posix_spawn_file_actions_init(void *actions)'),
   actionsDestroy: libc.func('int posix_spawn_file_actions_destroy(void *actions)'),
   actionsDup2: libc.func('int posix_spawn_file_actions_adddup2(void *actions, int fd, int newfd)'),
@@ -68,7 +70,10 @@ function spawnAttributes(): unknown {
     c.sigfillset(defaults);
     check('posix_spawnattr_setsigmask', c.attrSetSigmask(attributes, mask) as number);
     check('posix_spawnattr_setsigdefault', c.attrSetSigdefault(attributes, defaults) as number);
-    check('posix_spawnattr_setflags', c.attrSetFlags(attributes, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF) as number);
+    check(
+      'posix_spawnattr_setflags',
+      c.attrSetFlags(attributes, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF) as number,
+    );
   } finally {
     maskBlock.free();
     defaultsBlock.free();
@@ -119,7 +124,9 @@ export function posixSpawnAsync(options: PosixSpawnOptions): Promise<number> {
     actionsBlock.free();
   };
   try {
-    options.stdio.forEach((fd, target) => check('posix_spawn_file_actions_adddup2', c.actionsDup2(actions, fd, target) as number, `fd ${fd} -> ${target}`));
+    for (const [target, fd] of options.stdio.entries()) {
+      check('posix_spawn_file_actions_adddup2', c.actionsDup2(actions, fd, target) as number, `fd ${fd} -> ${target}`);
+    }
     check('posix_spawn_file_actions_addchdir_np', c.actionsChdir(actions, options.cwd) as number, options.cwd);
   } catch (error) {
     release();
@@ -127,12 +134,20 @@ export function posixSpawnAsync(options: PosixSpawnOptions): Promise<number> {
   }
   const pid = [0];
   return new Promise((resolve, reject) => {
-    c.posix_spawn.async(pid, options.file, actions, attributes, [...options.argv, null], [...options.env, null], (error: unknown, result: number) => {
-      release();
-      if (error) reject(error instanceof Error ? error : new Error(String(error)));
-      else if (result !== 0) reject(sysError('posix_spawn', options.file, result));
-      else resolve(pid[0]!);
-    });
+    c.posix_spawn.async(
+      pid,
+      options.file,
+      actions,
+      attributes,
+      [...options.argv, null],
+      [...options.env, null],
+      (error: unknown, result: number) => {
+        release();
+        if (error) reject(error instanceof Error ? error : new Error(String(error)));
+        else if (result !== 0) reject(sysError('posix_spawn', options.file, result));
+        else resolve(pid[0]!);
+      },
+    );
   });
 }
 

@@ -73,7 +73,10 @@ function encodeSockaddr(address: ListenAddress): { block: Block; length: number;
   if (address.kind === 'unix') {
     const path = Buffer.from(address.path);
     if (path.length >= UNIX_PATH_MAX) {
-      throw new GatehouseError(ErrorCode.SYSCALL_FAILED, `socket path ${address.path} is ${path.length} bytes; unix socket paths must be shorter than ${UNIX_PATH_MAX} bytes: choose a shorter path`);
+      throw new GatehouseError(
+        ErrorCode.SYSCALL_FAILED,
+        `socket path ${address.path} is ${path.length} bytes; unix socket paths must be shorter than ${UNIX_PATH_MAX} bytes: choose a shorter path`,
+      );
     }
     const block = new Block(2 + UNIX_PATH_MAX);
     block.view.setUint16(0, AF_UNIX, true);
@@ -84,19 +87,22 @@ function encodeSockaddr(address: ListenAddress): { block: Block; length: number;
   if (family === AF_INET) {
     const parts = address.host.split('.').map((part) => Number(part));
     if (parts.length !== 4 || parts.some((part) => !Number.isInteger(part) || part < 0 || part > 255)) {
-      throw new GatehouseError(ErrorCode.SYSCALL_FAILED, `"${address.host}" is not an IPv4 address: write a numeric address such as 127.0.0.1 or [::1]`);
+      throw new GatehouseError(
+        ErrorCode.SYSCALL_FAILED,
+        `"${address.host}" is not an IPv4 address: write a numeric address such as 127.0.0.1 or [::1]`,
+      );
     }
     const block = new Block(16);
     block.view.setUint16(0, AF_INET, true);
     block.view.setUint16(2, address.port, false);
-    parts.forEach((part, index) => block.view.setUint8(4 + index, part));
+    for (const [index, part] of parts.entries()) block.view.setUint8(4 + index, part);
     return { block, length: 16, family };
   }
   const groups = expandIPv6(address.host);
   const block = new Block(28);
   block.view.setUint16(0, AF_INET6, true);
   block.view.setUint16(2, address.port, false);
-  groups.forEach((group, index) => block.view.setUint16(8 + index * 2, group, false));
+  for (const [index, group] of groups.entries()) block.view.setUint16(8 + index * 2, group, false);
   return { block, length: 28, family };
 }
 
@@ -344,13 +350,17 @@ export function sendDescriptors(fd: number, payload: Uint8Array, fds: readonly n
     block.writeSize(block.controlOffset, CMSG_HEADER + 4 * fds.length);
     block.view.setInt32(block.controlOffset + SIZE_T_SIZE, SOL_SOCKET, true);
     block.view.setInt32(block.controlOffset + SIZE_T_SIZE + 4, SCM_RIGHTS, true);
-    fds.forEach((passed, index) => block.view.setInt32(block.controlOffset + CMSG_HEADER + 4 * index, passed, true));
+    for (const [index, passed] of fds.entries()) block.view.setInt32(block.controlOffset + CMSG_HEADER + 4 * index, passed, true);
   }
   block.prepare(payload.length, controlLength);
   for (;;) {
     const sent = Number(c.sendmsg(fd, block.ptr, MSG_DONTWAIT | MSG_NOSIGNAL));
     if (sent === payload.length) return true;
-    if (sent >= 0) throw new GatehouseError(ErrorCode.SYSCALL_FAILED, `sendmsg fd ${fd}: sent ${sent} of ${payload.length} bytes with descriptors attached`);
+    if (sent >= 0)
+      throw new GatehouseError(
+        ErrorCode.SYSCALL_FAILED,
+        `sendmsg fd ${fd}: sent ${sent} of ${payload.length} bytes with descriptors attached`,
+      );
     const errno = koffi.errno();
     if (errno === os.constants.errno.EINTR) continue;
     if (errno === os.constants.errno.EAGAIN) return false;
@@ -399,7 +409,10 @@ export function receiveDescriptors(fd: number, maxBytes: number, maxFds: number)
     }
     if ((block.view.getInt32(MSG_FLAGS, true) & MSG_CTRUNC) !== 0 || fds.length > maxFds) {
       for (const passed of fds) closeQuietly(passed);
-      throw new GatehouseError(ErrorCode.SYSCALL_FAILED, `recvmsg fd ${fd}: more than ${maxFds} descriptor(s) were attached; the message was refused`);
+      throw new GatehouseError(
+        ErrorCode.SYSCALL_FAILED,
+        `recvmsg fd ${fd}: more than ${maxFds} descriptor(s) were attached; the message was refused`,
+      );
     }
     if (received === 0) {
       // A stream socket attaches descriptors only to data, so 0 bytes is end of file; never leak any that came anyway.
@@ -454,7 +467,6 @@ function decodePeer(block: Block): string | null {
   return null;
 }
 
-
 /**
  * An IP address in the form acceptConnection() reports peers: IPv4 dotted
  * quads as written, IPv6 as eight lower-case hex groups without compression
@@ -464,7 +476,9 @@ export function normalizeAddress(address: string): string {
   if (!address.includes(':')) return address;
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
   if (mapped) return `::ffff:${mapped[1]}`;
-  return expandIPv6(address).map((group) => group.toString(16)).join(':');
+  return expandIPv6(address)
+    .map((group) => group.toString(16))
+    .join(':');
 }
 
 // ---------------------------------------------------------------------------

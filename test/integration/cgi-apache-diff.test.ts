@@ -8,7 +8,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import net from 'node:net';
+import type net from 'node:net';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,9 +19,16 @@ import { parseRawResponse, rawRequest } from '../kit/raw-http.js';
 const fixtures = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url)).replace(/\/$/, '');
 
 /** Variables that must differ between the two servers. */
-const EXPECTED_TO_DIFFER = new Set(['SERVER_SOFTWARE', 'SERVER_PORT', 'REMOTE_PORT', 'HTTP_HOST', 'REDIRECT_SERVER_SOFTWARE', 'REDIRECT_SERVER_PORT', 'REDIRECT_REMOTE_PORT', 'REDIRECT_HTTP_HOST']);
-
-
+const EXPECTED_TO_DIFFER = new Set([
+  'SERVER_SOFTWARE',
+  'SERVER_PORT',
+  'REMOTE_PORT',
+  'HTTP_HOST',
+  'REDIRECT_SERVER_SOFTWARE',
+  'REDIRECT_SERVER_PORT',
+  'REDIRECT_REMOTE_PORT',
+  'REDIRECT_HTTP_HOST',
+]);
 
 /**
  * Apache httpd with mod_cgid. (test/kit/apache.ts loads mod_unixd and
@@ -50,7 +57,9 @@ ScriptSock ${root}/run/cgisock
 ${directives}
 `;
   writeFileSync(join(root, 'httpd.conf'), config);
-  const running = startProcess(t, binary, ['-f', join(root, 'httpd.conf'), '-DFOREGROUND'], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  const running = startProcess(t, binary, ['-f', join(root, 'httpd.conf'), '-DFOREGROUND'], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+  });
   await waitForListener({ host: '127.0.0.1', port }, 10_000, () => running.child.exitCode === null).catch((error: Error) => {
     throw new Error(`Apache httpd did not start: ${error.message}\n${running.output()}`);
   });
@@ -73,7 +82,12 @@ ScriptAlias /cgi-bin/ ${fixtures}/
   Require all granted
 </Directory>`,
   );
-  const handler = cgi({ documentRoot: docroot, scriptAliases: [{ urlPrefix: '/cgi-bin/', directory: `${fixtures}/` }], serverName: '127.0.0.1', errorLog: () => {} });
+  const handler = cgi({
+    documentRoot: docroot,
+    scriptAliases: [{ urlPrefix: '/cgi-bin/', directory: `${fixtures}/` }],
+    serverName: '127.0.0.1',
+    errorLog: () => {},
+  });
   const server = http.createServer((req, res) => handler(req, res));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.after(() => {
@@ -84,17 +98,29 @@ ScriptAlias /cgi-bin/ ${fixtures}/
 }
 
 const envRequests: Array<[string, string]> = [
-  ['GET with query and encoded PATH_INFO', 'GET /cgi-bin/env.pl/a%20b/%C3%A9?x=1&y=%41 HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n'],
+  [
+    'GET with query and encoded PATH_INFO',
+    'GET /cgi-bin/env.pl/a%20b/%C3%A9?x=1&y=%41 HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n',
+  ],
   ['search query as argv', 'GET /cgi-bin/env.pl?one+two%21 HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n'],
-  ['POST with a body', 'POST /cgi-bin/env.pl HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\nConnection: close\r\n\r\na=1&b=2'],
+  [
+    'POST with a body',
+    'POST /cgi-bin/env.pl HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\nConnection: close\r\n\r\na=1&b=2',
+  ],
   [
     'underscores, duplicates, Proxy, Authorization, cookies',
     'GET /cgi-bin/env.pl HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nX_Under: 1\r\nX-Dup: a\r\nX-Dup: b\r\nProxy: http://evil:1\r\nAuthorization: Basic dTpw\r\nAccept: text/html\r\nConnection: close\r\n\r\n',
   ],
   ['two Cookie headers', 'GET /cgi-bin/env.pl HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nCookie: a=1\r\nCookie: b=2\r\nConnection: close\r\n\r\n'],
-  ['merged slashes and a trailing slash in PATH_INFO', 'GET /cgi-bin//env.pl/x//y/ HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n'],
+  [
+    'merged slashes and a trailing slash in PATH_INFO',
+    'GET /cgi-bin//env.pl/x//y/ HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n',
+  ],
   ['Host with upper case and no port', 'GET /cgi-bin/env.pl HTTP/1.1\r\nHost: LocalHost\r\nConnection: close\r\n\r\n'],
-  ['raw UTF-8 and Latin-1 bytes in header values', 'GET /cgi-bin/env.pl HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nX-Utf8: caf\u00c3\u00a9\r\nX-Latin1: caf\u00e9\r\nConnection: close\r\n\r\n'],
+  [
+    'raw UTF-8 and Latin-1 bytes in header values',
+    'GET /cgi-bin/env.pl HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nX-Utf8: caf\u00c3\u00a9\r\nX-Latin1: caf\u00e9\r\nConnection: close\r\n\r\n',
+  ],
   ['Latin-1 byte in PATH_INFO', 'GET /cgi-bin/env.pl/caf%E9 HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n'],
   ['HTTP/1.0 without Host', 'GET /cgi-bin/env.pl HTTP/1.0\r\n\r\n'],
   ['local redirect', 'GET /cgi-bin/redirect.sh?orig=1 HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n'],
@@ -128,12 +154,16 @@ test('the script environment matches Apache mod_cgid for the same requests', asy
         continue;
       }
       // Known limit: a spawned environment is UTF-8, so a lone Latin-1 byte (0xE9) arrives as its UTF-8 form (C3 A9). Valid UTF-8 passes unchanged.
-      if ((label.startsWith('raw UTF-8') && name === 'HTTP_X_LATIN1') || (label.startsWith('Latin-1 byte') && (name === 'PATH_INFO' || name === 'PATH_TRANSLATED'))) {
+      if (
+        (label.startsWith('raw UTF-8') && name === 'HTTP_X_LATIN1') ||
+        (label.startsWith('Latin-1 byte') && (name === 'PATH_INFO' || name === 'PATH_TRANSLATED'))
+      ) {
         assert.ok(envA.env[name]!.endsWith('caf\u00e9'));
         assert.ok(envB.env[name]!.endsWith('caf\u00c3\u00a9'));
         continue;
       }
-      if (envA.env[name] !== envB.env[name]) mismatches.push(`${label}: ${name}: apache=${JSON.stringify(envA.env[name])} gatehouse=${JSON.stringify(envB.env[name])}`);
+      if (envA.env[name] !== envB.env[name])
+        mismatches.push(`${label}: ${name}: apache=${JSON.stringify(envA.env[name])} gatehouse=${JSON.stringify(envB.env[name])}`);
     }
   }
   assert.deepEqual(mismatches, []);
@@ -150,7 +180,8 @@ test('statuses and script headers match Apache for status, nph, malformed and re
     for (const name of ['set-cookie', 'location', 'content-type']) {
       assert.deepEqual(b.headers.get(name), a.headers.get(name), `${script}: ${name}`);
     }
-    if (a.status.startsWith('2') || a.status.startsWith('404') || a.status.startsWith('503')) assert.equal(b.body, a.body, `${script}: body`);
+    if (a.status.startsWith('2') || a.status.startsWith('404') || a.status.startsWith('503'))
+      assert.equal(b.body, a.body, `${script}: body`);
   }
   const nph = 'GET /cgi-bin/nph-raw.sh HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n';
   const [nphApache, nphUs] = await Promise.all([rawRequest(apache, nph), rawRequest(ours, nph)]);

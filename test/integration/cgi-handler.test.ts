@@ -27,7 +27,11 @@ interface Site {
   server: http.Server;
 }
 
-async function startSite(t: TestContext, extra: Partial<CgiOptions> = {}, configure?: (server: http.Server, handler: ReturnType<typeof cgi>) => void): Promise<Site> {
+async function startSite(
+  t: TestContext,
+  extra: Partial<CgiOptions> = {},
+  configure?: (server: http.Server, handler: ReturnType<typeof cgi>) => void,
+): Promise<Site> {
   const root = tempDir(t, 'gatehouse-cgi-');
   const docroot = join(root, 'www');
   mkdirSync(join(docroot, 'app'), { recursive: true });
@@ -175,7 +179,11 @@ test('environment: RFC 3875 variables, PATH_INFO decoded, headers filtered and j
 test('POST: a 10 MB body echoed while it streams in; a chunked body spooled with CONTENT_LENGTH set', async (t) => {
   const site = await startSite(t, { bodyMemorySpool: 64 * 1024 });
   const body = randomBytes(10 * 1024 * 1024);
-  const echoed = await httpRequest(`${site.base}/cgi-bin/echo.sh`, { method: 'POST', body, headers: { 'Content-Length': String(body.length) } });
+  const echoed = await httpRequest(`${site.base}/cgi-bin/echo.sh`, {
+    method: 'POST',
+    body,
+    headers: { 'Content-Length': String(body.length) },
+  });
   assert.equal(echoed.status, 200);
   assert.equal(echoed.headers['x-content-length'], String(body.length));
   assert.equal(createHash('sha256').update(echoed.body).digest('hex'), createHash('sha256').update(body).digest('hex'));
@@ -286,7 +294,10 @@ test('client disconnect: the script group gets SIGTERM then SIGKILL; no zombies 
   const responses = await Promise.all(Array.from({ length: 20 }, () => httpRequest(`${site.base}/cgi-bin/env.sh`)));
   assert.ok(responses.every((response) => response.status === 200));
   assert.ok(await waitFor(() => ourChildren().length === 0), `children left: ${JSON.stringify(ourChildren())}`);
-  assert.deepEqual(ourChildren().filter((child) => child.state === 'Z'), []);
+  assert.deepEqual(
+    ourChildren().filter((child) => child.state === 'Z'),
+    [],
+  );
 });
 
 test('traversal and escapes are refused and never run or leak anything', async (t) => {
@@ -352,7 +363,10 @@ test('malformed output, Transfer-Encoding from the script, no output, no #! line
   for (const script of ['malformed.sh', 'transfer-encoding.sh', 'nothing.sh', 'no-shebang.sh']) {
     const response = await httpRequest(`${site.base}/cgi-bin/${script}`);
     assert.equal(response.status, 500, script);
-    assert.ok(site.errors.some((line) => line.includes(`${fixtures}${script}`)), `no log line for ${script}`);
+    assert.ok(
+      site.errors.some((line) => line.includes(`${fixtures}${script}`)),
+      `no log line for ${script}`,
+    );
   }
   assert.ok(site.errors.some((line) => line.includes('Bad header: this is not a header')));
 });
@@ -452,7 +466,12 @@ test('a 50 MB response streams with bounded memory, even through a slow reader',
 
 test('mounted under a prefix (Express app.use): SCRIPT_NAME and REQUEST_URI keep the prefix, PATH_INFO does not', async (t) => {
   const docroot = tempDir(t);
-  const handler = cgi({ documentRoot: docroot, scriptAliases: [{ urlPrefix: '/cgi-bin/', directory: fixtures }], serverName: 'x', errorLog: () => {} });
+  const handler = cgi({
+    documentRoot: docroot,
+    scriptAliases: [{ urlPrefix: '/cgi-bin/', directory: fixtures }],
+    serverName: 'x',
+    errorLog: () => {},
+  });
   // What Express does for app.use('/mounted', handler): strip the prefix from req.url, keep it in req.originalUrl.
   const server = http.createServer((req, res) => {
     const original = req.url ?? '/';
@@ -492,7 +511,12 @@ test('shutdown: running scripts get the grace period, then their groups are stop
 
 test('an IPv4 client on a dual-stack listener is REMOTE_ADDR a.b.c.d, not ::ffff:a.b.c.d', async (t) => {
   const docroot = tempDir(t);
-  const handler = cgi({ documentRoot: docroot, scriptAliases: [{ urlPrefix: '/cgi-bin/', directory: fixtures }], serverName: 'x', errorLog: () => {} });
+  const handler = cgi({
+    documentRoot: docroot,
+    scriptAliases: [{ urlPrefix: '/cgi-bin/', directory: fixtures }],
+    serverName: 'x',
+    errorLog: () => {},
+  });
   const server = http.createServer((req, res) => handler(req, res));
   await new Promise<void>((resolve) => server.listen(0, '::', resolve));
   t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));

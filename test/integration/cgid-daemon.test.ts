@@ -24,7 +24,9 @@ import { startProcess, tempDir, waitForListener } from '../kit/process.js';
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
 function startDaemon(t: TestContext, socket: string, token: Buffer) {
-  return startProcess(t, process.execPath, [MAIN, 'cgid', '--socket', socket], { env: { GATEHOUSE_CGID_TOKEN: token.toString('hex'), PATH: process.env.PATH } });
+  return startProcess(t, process.execPath, [MAIN, 'cgid', '--socket', socket], {
+    env: { GATEHOUSE_CGID_TOKEN: token.toString('hex'), PATH: process.env.PATH },
+  });
 }
 
 test('ScriptSock: a stale socket is removed, a live one and a non-socket are refused', async (t) => {
@@ -36,7 +38,8 @@ test('ScriptSock: a stale socket is removed, a live one and a non-socket are ref
   const daemon = startDaemon(t, stale, token);
   await waitForListener({ path: stale }, 20_000, () => daemon.child.exitCode === null);
   // The socket accepts just before the daemon reports ready.
-  for (let waited = 0; !/ready \d+/.test(daemon.output()) && waited < 10_000; waited += 25) await new Promise((resolve) => setTimeout(resolve, 25));
+  for (let waited = 0; !/ready \d+/.test(daemon.output()) && waited < 10_000; waited += 25)
+    await new Promise((resolve) => setTimeout(resolve, 25));
   assert.match(daemon.output(), /ready \d+/);
 
   const live = join(dir, 'live.sock');
@@ -78,7 +81,14 @@ test('a daemon with another instance token is never trusted, and refuses orders 
     for (const frame of decoder.push(chunk).frames) messages.push(decodeMessage(frame));
   });
   raw.write(encodeMessage({ type: 'hello', nonce: randomBytes(16) }));
-  raw.write(encodeMessage({ type: 'spawn', id: 1, token: randomBytes(32), order: { file: '/bin/true', argv: ['/bin/true'], cwd: '/', env: [], limits: NO_LIMITS, runAs: null } }));
+  raw.write(
+    encodeMessage({
+      type: 'spawn',
+      id: 1,
+      token: randomBytes(32),
+      order: { file: '/bin/true', argv: ['/bin/true'], cwd: '/', env: [], limits: NO_LIMITS, runAs: null },
+    }),
+  );
   await new Promise((resolve) => raw.once('close', resolve));
   assert.deepEqual(
     messages.map((message) => (message as { type: string }).type),
@@ -87,14 +97,33 @@ test('a daemon with another instance token is never trusted, and refuses orders 
   assert.match((messages[1] as { message: string }).message, /instance token mismatch/);
 });
 
-async function run(supervisor: CgidSupervisor, file: string, argv: string[] = [file]): Promise<{ output: string; stderr: string; code: number | null; signal: string | null; kind: string }> {
+async function run(
+  supervisor: CgidSupervisor,
+  file: string,
+  argv: string[] = [file],
+): Promise<{ output: string; stderr: string; code: number | null; signal: string | null; kind: string }> {
   const stderr: string[] = [];
-  const script = runScript({ file, argv, cwd: '/', env: { PATH: '/usr/bin:/bin' }, spawner: supervisor, nph: true, timeoutMs: 20_000, onStderrLine: (line) => stderr.push(line) });
+  const script = runScript({
+    file,
+    argv,
+    cwd: '/',
+    env: { PATH: '/usr/bin:/bin' },
+    spawner: supervisor,
+    nph: true,
+    timeoutMs: 20_000,
+    onStderrLine: (line) => stderr.push(line),
+  });
   const head = await script.head;
   const chunks: Buffer[] = [];
   if (head.kind === 'raw') for await (const chunk of script.body) chunks.push(chunk as Buffer);
   const result = await script.finished;
-  return { output: Buffer.concat(chunks).toString(), stderr: stderr.join('\n'), code: result.code, signal: result.signal, kind: head.kind === 'spawn-failed' ? `spawn-failed:${head.error.errno}:${head.error.message}` : head.kind };
+  return {
+    output: Buffer.concat(chunks).toString(),
+    stderr: stderr.join('\n'),
+    code: result.code,
+    signal: result.signal,
+    kind: head.kind === 'spawn-failed' ? `spawn-failed:${head.error.errno}:${head.error.message}` : head.kind,
+  };
 }
 
 async function supervise(t: TestContext, policy: SpawnPolicy, daemonArgs: string[] = []): Promise<CgidSupervisor> {
@@ -116,7 +145,9 @@ test('limits apply to every script: CPU, address space, open files, output', asy
     chmodSync(join(dir, name), 0o755);
     return join(dir, name);
   };
-  const supervisor = await supervise(t, { limits: limits({ cpuSeconds: 1, memoryBytes: 512 * 1024 * 1024, openFiles: 64, outputBytes: 100_000 }) });
+  const supervisor = await supervise(t, {
+    limits: limits({ cpuSeconds: 1, memoryBytes: 512 * 1024 * 1024, openFiles: 64, outputBytes: 100_000 }),
+  });
 
   const shown = await run(supervisor, script('show.sh', 'echo "nofile $(ulimit -n) as $(ulimit -v) cpu $(ulimit -t)"'));
   assert.equal(shown.output.trim(), `nofile 64 as ${512 * 1024} cpu 1`);
@@ -144,7 +175,8 @@ function ensureTestUser(t: TestContext): { uid: number; gid: number; extraGid: n
   const createdGroup = !exists('group', EXTRA_GROUP);
   if (createdGroup) execFileSync('groupadd', [EXTRA_GROUP]);
   const createdUser = !exists('passwd', TEST_USER);
-  if (createdUser) execFileSync('useradd', ['--no-create-home', '--user-group', '--shell', '/usr/sbin/nologin', '--groups', EXTRA_GROUP, TEST_USER]);
+  if (createdUser)
+    execFileSync('useradd', ['--no-create-home', '--user-group', '--shell', '/usr/sbin/nologin', '--groups', EXTRA_GROUP, TEST_USER]);
   t.after(() => {
     if (createdUser) execFileSync('userdel', [TEST_USER]);
     if (createdGroup) execFileSync('groupdel', [EXTRA_GROUP]);
@@ -155,7 +187,9 @@ function ensureTestUser(t: TestContext): { uid: number; gid: number; extraGid: n
   return { uid, gid, extraGid };
 }
 
-test('suexec: scripts run as the route user with its groups; every rule refuses', { skip: process.getuid?.() !== 0 ? 'suexec needs root (CI runs as root)' : false }, async (t) => {
+test('suexec: scripts run as the route user with its groups; every rule refuses', {
+  skip: process.getuid?.() !== 0 ? 'suexec needs root (CI runs as root)' : false,
+}, async (t) => {
   const { uid, gid, extraGid } = ensureTestUser(t);
   const base = tempDir(t, 'gatehouse-cgid-suexec-');
   chmodSync(base, 0o755);
@@ -196,7 +230,10 @@ test('suexec: scripts run as the route user with its groups; every rule refuses'
   await refusal(groupWritable, /writable by group or others/);
   await refusal(join(root, 'escape.sh'), /outside the route root/);
 
-  const strict = await supervise(t, { suexec: [{ directory: root, user: TEST_USER, group: TEST_USER }] }, ['--suexec-min-uid', String(uid + 1)]);
+  const strict = await supervise(t, { suexec: [{ directory: root, user: TEST_USER, group: TEST_USER }] }, [
+    '--suexec-min-uid',
+    String(uid + 1),
+  ]);
   const belowMinimum = await run(strict, good);
   assert.match(belowMinimum.kind, /spawn-failed:EPERM:.*uid \d+ is below the minimum/);
 
@@ -204,7 +241,10 @@ test('suexec: scripts run as the route user with its groups; every rule refuses'
   assert.match((await run(unknown, good)).kind, /no user named gh-no-such-user/);
 
   // RLimitNPROC bites for a suexec user (Linux does not enforce it for root).
-  const limited = await supervise(t, { suexec: [{ directory: root, user: TEST_USER, group: TEST_USER }], limits: limits({ processes: 1 }) });
+  const limited = await supervise(t, {
+    suexec: [{ directory: root, user: TEST_USER, group: TEST_USER }],
+    limits: limits({ processes: 1 }),
+  });
   const forks = make(root, 'forks.sh');
   writeFileSync(forks, '#!/bin/sh\n/bin/true && echo forked || echo refused\n');
   chownSync(forks, uid, gid);
@@ -247,5 +287,8 @@ test('a daemon that stops answering is replaced: the order fails (503 upstream),
   }
   assert.equal(result.output, 'again\n');
   assert.notEqual(supervisor.daemonPid, first);
-  assert.ok(lines.some((line) => /did not answer a spawn order/.test(line)), lines.join('\n'));
+  assert.ok(
+    lines.some((line) => /did not answer a spawn order/.test(line)),
+    lines.join('\n'),
+  );
 });

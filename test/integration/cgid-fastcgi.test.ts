@@ -36,7 +36,10 @@ async function startFace(t: TestContext, args: string[] = []): Promise<Face> {
   const dir = tempDir(t, 'gatehouse-cgid-fcgi-');
   const root = join(dir, 'www');
   cpSync(fixtures, join(root, 'cgi-bin'), { recursive: true });
-  writeFileSync(join(root, 'cgi-bin', 'pid.sh'), '#!/bin/sh\necho "started $$" >&2\nprintf "Content-Type: text/plain\\n\\npid %s\\n" "$$"\nsleep 30\n');
+  writeFileSync(
+    join(root, 'cgi-bin', 'pid.sh'),
+    '#!/bin/sh\necho "started $$" >&2\nprintf "Content-Type: text/plain\\n\\npid %s\\n" "$$"\nsleep 30\n',
+  );
   chmodSync(join(root, 'cgi-bin', 'pid.sh'), 0o755);
   const socket = join(dir, 'cgid.sock');
   const scriptLog = join(dir, 'script.log');
@@ -101,7 +104,11 @@ test('nginx runs CGI scripts through gatehouse cgid --fastcgi with an fcgiwrap c
 
   await t.test('a POST body reaches the script whole', async () => {
     const body = randomBytes(3 * 1024 * 1024 + 17);
-    const response = await httpRequest(`${nginx.url}/cgi-bin/echo.sh`, { method: 'POST', body, headers: { 'Content-Type': 'application/octet-stream' } });
+    const response = await httpRequest(`${nginx.url}/cgi-bin/echo.sh`, {
+      method: 'POST',
+      body,
+      headers: { 'Content-Type': 'application/octet-stream' },
+    });
     assert.equal(response.status, 200);
     assert.equal(response.headers['x-content-length'], String(body.length));
     assert.ok(response.body.equals(body));
@@ -156,7 +163,13 @@ function processGoneOrZombie(pid: number): boolean {
 }
 
 function params(face: Face, script: string): Record<string, string> {
-  return { SCRIPT_FILENAME: join(face.root, 'cgi-bin', script), REQUEST_METHOD: 'GET', SERVER_PROTOCOL: 'HTTP/1.1', REQUEST_URI: `/cgi-bin/${script}`, QUERY_STRING: '' };
+  return {
+    SCRIPT_FILENAME: join(face.root, 'cgi-bin', script),
+    REQUEST_METHOD: 'GET',
+    SERVER_PROTOCOL: 'HTTP/1.1',
+    REQUEST_URI: `/cgi-bin/${script}`,
+    QUERY_STRING: '',
+  };
 }
 
 test('the FastCGI protocol side: GET_VALUES, UNKNOWN_TYPE, keep-conn, ABORT_REQUEST, malformed records', async (t) => {
@@ -167,7 +180,10 @@ test('the FastCGI protocol side: GET_VALUES, UNKNOWN_TYPE, keep-conn, ABORT_REQU
     t.after(() => peer.close());
     peer.write(encodeRecord(RecordType.GET_VALUES, 0, encodeNameValuePairs([[Buffer.from('FCGI_MPXS_CONNS'), Buffer.alloc(0)]])));
     peer.write(encodeRecord(42, 0, Buffer.alloc(0)));
-    const records = await peer.waitFor((all) => all.some((r) => r.type === RecordType.GET_VALUES_RESULT) && all.some((r) => r.type === RecordType.UNKNOWN_TYPE), SLOW_MACHINE_MS);
+    const records = await peer.waitFor(
+      (all) => all.some((r) => r.type === RecordType.GET_VALUES_RESULT) && all.some((r) => r.type === RecordType.UNKNOWN_TYPE),
+      SLOW_MACHINE_MS,
+    );
     const unknown = records.find((r) => r.type === RecordType.UNKNOWN_TYPE)!;
     assert.equal(unknown.content[0], 42);
   });
@@ -214,11 +230,13 @@ test('output streams to nginx as the script writes it', async (t) => {
   const started = Date.now();
   await new Promise<void>((resolve, reject) => {
     import('node:http').then(({ default: http }) => {
-      http.get(`${nginx.url}/cgi-bin/stream.sh`, { agent: false }, (res) => {
-        res.on('data', () => lines.push(Date.now() - started));
-        res.on('end', resolve);
-        res.on('error', reject);
-      }).on('error', reject);
+      http
+        .get(`${nginx.url}/cgi-bin/stream.sh`, { agent: false }, (res) => {
+          res.on('data', () => lines.push(Date.now() - started));
+          res.on('end', resolve);
+          res.on('error', reject);
+        })
+        .on('error', reject);
     }, reject);
   });
   // stream.sh writes a line every 100 ms: the body arrives in more than one piece, not all at the end.

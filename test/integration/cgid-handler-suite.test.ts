@@ -39,7 +39,14 @@ async function runWithDaemon(file: string): Promise<{ output: string; daemon: nu
 test('the CGI handler suite passes with scripts started by the cgid daemon', { timeout: 600_000 }, async () => {
   const { output, daemon, passed, failures } = await runWithDaemon(suite);
   const unexpected = failures.filter((name) => !name.startsWith('client disconnect'));
-  assert.deepEqual(unexpected, [], output.split('\n').filter((line) => /^not ok|error:/.test(line)).join('\n'));
+  assert.deepEqual(
+    unexpected,
+    [],
+    output
+      .split('\n')
+      .filter((line) => /^not ok|error:/.test(line))
+      .join('\n'),
+  );
   if (failures.length > 0) {
     // The only child the test process has left is the daemon: no script and no zombie.
     assert.match(output, new RegExp(`children left: \\[\\{"pid":${daemon},"state":"S"\\}\\]`), output.slice(-3000));
@@ -49,6 +56,13 @@ test('the CGI handler suite passes with scripts started by the cgid daemon', { t
 
 test('the differential test against Apache mod_cgid passes with scripts started by the cgid daemon', { timeout: 600_000 }, async () => {
   const { output, passed, failures } = await runWithDaemon(fileURLToPath(new URL('./cgi-apache-diff.test.js', import.meta.url)));
-  assert.deepEqual(failures, [], output.split('\n').filter((line) => /^not ok|error:/.test(line)).join('\n'));
+  assert.deepEqual(
+    failures,
+    [],
+    output
+      .split('\n')
+      .filter((line) => /^not ok|error:/.test(line))
+      .join('\n'),
+  );
   assert.ok(passed >= 1, output.slice(-2000));
 });

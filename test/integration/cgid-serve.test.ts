@@ -42,7 +42,11 @@ function makeCgiBin(t: TestContext): string {
   cpSync(fixtures, dir, { recursive: true });
   writeScript(dir, 'ppid.sh', '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\n%s\\n" "$PPID"\n');
   writeScript(dir, 'slow-head.sh', '#!/bin/sh\necho "slow-head pid $$" >&2\nsleep 30\n');
-  writeScript(dir, 'slow.sh', '#!/bin/sh\necho "slow pid $$" >&2\nprintf "Content-Type: text/plain\\n\\nstarted\\n"\nsleep 30 &\nsleep 30\n');
+  writeScript(
+    dir,
+    'slow.sh',
+    '#!/bin/sh\necho "slow pid $$" >&2\nprintf "Content-Type: text/plain\\n\\nstarted\\n"\nsleep 30 &\nsleep 30\n',
+  );
   return dir;
 }
 
@@ -129,7 +133,11 @@ function membersOf(groups: ReadonlySet<number>): number[] {
   return members;
 }
 
-async function eventually<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
+async function eventually<T>(
+  what: string,
+  probe: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 30_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
@@ -186,7 +194,10 @@ test('gatehouse serve runs scripts through its cgid daemon', async (t) => {
     const response = await httpRequest(`${site.base}/cgi-bin/error-status.sh`);
     assert.equal(response.status, 503);
     await eventually('the stderr line', () => /error-status\.sh: error-status\.sh: database unreachable/.test(site.errors()));
-    await eventually('the ScriptLog entry', () => existsSync(site.scriptLog) && /%% 503 .*error-status\.sh/.test(readFileSync(site.scriptLog, 'utf8')));
+    await eventually(
+      'the ScriptLog entry',
+      () => existsSync(site.scriptLog) && /%% 503 .*error-status\.sh/.test(readFileSync(site.scriptLog, 'utf8')),
+    );
   });
 
   await t.test('malformed output is a 500 with the bad line logged', async () => {
@@ -200,7 +211,10 @@ test('gatehouse serve runs scripts through its cgid daemon', async (t) => {
     assert.equal(response.status, 504);
     const match = await eventually('the hang.sh pids', () => /script (\d+) grandchild (\d+)/.exec(site.errors()) ?? undefined);
     const [script, grandchild] = [Number(match[1]), Number(match[2])];
-    await eventually('the script and its grandchild to be gone', () => membersOf(new Set([script])).length === 0 && procStat(grandchild)?.state !== 'S');
+    await eventually(
+      'the script and its grandchild to be gone',
+      () => membersOf(new Set([script])).length === 0 && procStat(grandchild)?.state !== 'S',
+    );
   });
 
   await t.test('a client that goes away takes its script (SIGTERM, then SIGKILL for one that ignores it)', async () => {
@@ -237,18 +251,24 @@ test('gatehouse serve runs scripts through its cgid daemon', async (t) => {
     assert.equal(chunked.body.toString(), 'chunked body');
   });
 
-  await t.test('many requests at once (spawn orders sent to the daemon together): each gets its own script\'s stdin and stdout', async () => {
-    const requests = Array.from({ length: 24 }, (_, index) =>
-      index % 2 === 0
-        ? httpRequest(`${site.base}/cgi-bin/env.sh?request=${index}`).then((response) => ({ index, response }))
-        : httpRequest(`${site.base}/cgi-bin/echo.sh`, { method: 'POST', body: `body of request ${index}` }).then((response) => ({ index, response })),
-    );
-    for (const { index, response } of await Promise.all(requests)) {
-      assert.equal(response.status, 200, `request ${index}`);
-      if (index % 2 === 0) assert.match(response.body.toString(), new RegExp(`^QUERY_STRING=request=${index}$`, 'm'), `request ${index}`);
-      else assert.equal(response.body.toString(), `body of request ${index}`);
-    }
-  });
+  await t.test(
+    "many requests at once (spawn orders sent to the daemon together): each gets its own script's stdin and stdout",
+    async () => {
+      const requests = Array.from({ length: 24 }, (_, index) =>
+        index % 2 === 0
+          ? httpRequest(`${site.base}/cgi-bin/env.sh?request=${index}`).then((response) => ({ index, response }))
+          : httpRequest(`${site.base}/cgi-bin/echo.sh`, { method: 'POST', body: `body of request ${index}` }).then((response) => ({
+              index,
+              response,
+            })),
+      );
+      for (const { index, response } of await Promise.all(requests)) {
+        assert.equal(response.status, 200, `request ${index}`);
+        if (index % 2 === 0) assert.match(response.body.toString(), new RegExp(`^QUERY_STRING=request=${index}$`, 'm'), `request ${index}`);
+        else assert.equal(response.body.toString(), `body of request ${index}`);
+      }
+    },
+  );
 
   await t.test('no zombies: every script the daemon started was reaped', async () => {
     await Promise.all(Array.from({ length: 20 }, () => httpRequest(`${site.base}/cgi-bin/env.sh`)));
@@ -261,7 +281,9 @@ test('gatehouse serve runs scripts through its cgid daemon', async (t) => {
 test('the daemon killed under load: requests in flight end, scripts are killed, the front answers 503 then serves again', async (t) => {
   const site = await startServe(t, ['--script-timeout', '20s']);
   const first = await eventually('the cgid daemon', () => site.daemonPid());
-  const inFlight = Array.from({ length: 6 }, () => httpRequest(`${site.base}/cgi-bin/slow.sh`, { timeoutMs: 20_000 }).catch((error: Error) => error));
+  const inFlight = Array.from({ length: 6 }, () =>
+    httpRequest(`${site.base}/cgi-bin/slow.sh`, { timeoutMs: 20_000 }).catch((error: Error) => error),
+  );
   const pids = await eventually('six running scripts', () => {
     const found = [...site.errors().matchAll(/slow pid (\d+)/g)].map((match) => Number(match[1]));
     return found.length >= 6 ? found : undefined;
@@ -309,7 +331,18 @@ test('the runtime directory is refused when other users can write it', async (t)
     mkdirSync(dir);
     chmodSync(dir, mode);
     const port = await freePort();
-    const proc = startProcess(t, process.execPath, [MAIN, 'serve', '--listen', `127.0.0.1:${port}`, '--cgi-bin', fixtures, '--runtime-dir', dir, '--access-log', 'off']);
+    const proc = startProcess(t, process.execPath, [
+      MAIN,
+      'serve',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--cgi-bin',
+      fixtures,
+      '--runtime-dir',
+      dir,
+      '--access-log',
+      'off',
+    ]);
     const exit = await proc.exited;
     assert.equal(exit.code, 1, proc.output());
     assert.match(proc.output(), /refusing to create the cgid socket in .*writable by (every user|its group) \(mode \d+\).*chmod go-w/);
@@ -330,7 +363,18 @@ test('the config file takes CGIDScriptTimeout, ScriptSock and DefaultRuntimeDir 
   const config = join(dir, 'serve.toml');
   writeFileSync(config, `CGIDScriptTimeout = "500ms"\nScriptSock = "mysock"\nDefaultRuntimeDir = "${runtime}"\n`);
   const port = await freePort();
-  const proc = startProcess(t, process.execPath, [MAIN, 'serve', '--config', config, '--listen', `127.0.0.1:${port}`, '--cgi-bin', makeCgiBin(t), '--access-log', 'off']);
+  const proc = startProcess(t, process.execPath, [
+    MAIN,
+    'serve',
+    '--config',
+    config,
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--cgi-bin',
+    makeCgiBin(t),
+    '--access-log',
+    'off',
+  ]);
   await waitForListener({ host: '127.0.0.1', port }, 20_000, () => proc.child.exitCode === null);
   assert.ok(statSync(join(runtime, `mysock.${proc.child.pid}`)).isSocket());
   const response = await httpRequest(`http://127.0.0.1:${port}/cgi-bin/hang.sh`);

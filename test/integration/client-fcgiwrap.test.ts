@@ -40,7 +40,10 @@ test('fcgiwrap: a POST body reaches the script and comes back', async (t) => {
   const body = Buffer.from('line one\nline two\n'.repeat(5000));
   const result = await client.fetchAll({ params: params('', body.length), body });
   const text = result.stdout.toString();
-  assert.ok(text.startsWith(`Content-Type: text/plain\r\nX-Script: echo.sh\r\n\r\nmethod=POST\nquery=\ncontent-length=${body.length}\n`), text.slice(0, 200));
+  assert.ok(
+    text.startsWith(`Content-Type: text/plain\r\nX-Script: echo.sh\r\n\r\nmethod=POST\nquery=\ncontent-length=${body.length}\n`),
+    text.slice(0, 200),
+  );
   assert.ok(result.stdout.subarray(result.stdout.length - body.length).equals(body));
 });
 

@@ -21,7 +21,8 @@ let program = '';
 before(() => {
   // Built for this run: the program links against the machine's libfcgi, so a prebuilt binary would prove nothing.
   if (!existsSync('/usr/bin/gcc')) throw new Error('gcc is not installed; .ci/run installs it (apt-get install gcc)');
-  if (!existsSync('/usr/include/fcgiapp.h')) throw new Error('libfcgi-dev is not installed (no /usr/include/fcgiapp.h); .ci/run installs it (apt-get install libfcgi-dev)');
+  if (!existsSync('/usr/include/fcgiapp.h'))
+    throw new Error('libfcgi-dev is not installed (no /usr/include/fcgiapp.h); .ci/run installs it (apt-get install libfcgi-dev)');
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-fcgi-c-'));
   process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
   program = join(dir, 'fcgi-echo');
@@ -39,7 +40,12 @@ function newClient(t: Cleanup, address: string, options: Partial<ConstructorPara
 }
 
 function params(method: string, query = '', contentLength?: number): Record<string, string> {
-  return { REQUEST_METHOD: method, QUERY_STRING: query, CONTENT_LENGTH: contentLength === undefined ? '' : String(contentLength), SCRIPT_NAME: '/echo' };
+  return {
+    REQUEST_METHOD: method,
+    QUERY_STRING: query,
+    CONTENT_LENGTH: contentLength === undefined ? '' : String(contentLength),
+    SCRIPT_NAME: '/echo',
+  };
 }
 
 test('libfcgi: GET with a query, and the capability probe answered', async (t) => {
@@ -74,7 +80,7 @@ test('libfcgi: requests reuse the kept-alive connection; MAX_CONNS=1 is honoured
   const client = newClient(t, app.addressString);
   await client.capabilities();
   const results = await Promise.all(Array.from({ length: 8 }, (_, i) => client.fetchAll({ params: params('GET', `n=${i}`) })));
-  results.forEach((result, i) => assert.match(result.stdout.toString(), new RegExp(`query=n=${i}\n`)));
+  for (const [i, result] of results.entries()) assert.match(result.stdout.toString(), new RegExp(`query=n=${i}\n`));
   assert.equal(client.stats.opened, 1, 'the application said FCGI_MAX_CONNS=1');
 });
 

@@ -36,7 +36,11 @@ test('perl FCGI leaves the probe`s GET_VALUES unanswered until another record fo
   socket.on('data', (chunk: Buffer) => (received += chunk.length));
   // The probe's own query: three names, 48 bytes, so a record with no padding. (A one-name query, padded, does get an
   // answer: the library seems to act once it reads past the record's end.)
-  const query = encodeParamsRecords(RecordType.GET_VALUES, 0, [['FCGI_MAX_CONNS', ''], ['FCGI_MAX_REQS', ''], ['FCGI_MPXS_CONNS', '']]);
+  const query = encodeParamsRecords(RecordType.GET_VALUES, 0, [
+    ['FCGI_MAX_CONNS', ''],
+    ['FCGI_MAX_REQS', ''],
+    ['FCGI_MPXS_CONNS', ''],
+  ]);
   assert.equal(query[6], 0, 'the query record has no padding');
   socket.write(query);
   await sleep(500);
@@ -59,7 +63,9 @@ test('a full listen queue (a listener that never accepts) is UPSTREAM_REFUSED wi
   for (let i = 0; i < 200 && !listener.output().includes('ready'); i++) await sleep(10);
   assert.match(listener.output(), /ready/);
   const fillers: net.Socket[] = [];
-  t.after(() => fillers.forEach((socket) => socket.destroy()));
+  t.after(() => {
+    for (const socket of fillers) socket.destroy();
+  });
   for (let i = 0; i < 16; i++) fillers.push(net.connect(path).on('error', () => {}));
   await sleep(100);
   const client = new FastCGIClient({ address: `unix:${path}`, probe: false });

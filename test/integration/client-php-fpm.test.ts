@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FastCGIClient, UpstreamError, ErrorCode } from '../../src/fastcgi/client/index.js';
+import { FastCGIClient, type UpstreamError, ErrorCode } from '../../src/fastcgi/client/index.js';
 import { startPhpFpm } from '../kit/php-fpm.js';
 import { tempDir, type Cleanup } from '../kit/process.js';
 import { countingProxy } from '../kit/counting-proxy.js';
@@ -38,8 +38,11 @@ echo "second part\\n";`,
   'nap.php': '<?php usleep(intval($_GET["ms"] ?? 0) * 1000); echo "rested";',
 };
 
-function cgiParams(scriptFilename: string, options: { method?: string; query?: string; contentLength?: number } = {}): Record<string, string> {
-  const name = '/' + scriptFilename.split('/').pop();
+function cgiParams(
+  scriptFilename: string,
+  options: { method?: string; query?: string; contentLength?: number } = {},
+): Record<string, string> {
+  const name = `/${scriptFilename.split('/').pop()}`;
   return {
     GATEWAY_INTERFACE: 'CGI/1.1',
     SERVER_PROTOCOL: 'HTTP/1.1',
@@ -72,7 +75,10 @@ function newClient(t: Cleanup, address: string, options: Partial<ConstructorPara
 
 test('php-fpm: hello, over a unix socket and over TCP', async (t) => {
   for (const port of [undefined, 0]) {
-    const fpm = await startPhpFpm(t, { scripts: SCRIPTS, ...(port === 0 ? { port: await (await import('../kit/process.js')).freePort() } : {}) });
+    const fpm = await startPhpFpm(t, {
+      scripts: SCRIPTS,
+      ...(port === 0 ? { port: await (await import('../kit/process.js')).freePort() } : {}),
+    });
     const client = newClient(t, fpm.addressString);
     const result = await client.fetchAll({ params: cgiParams(fpm.script('hello.php')) });
     const { head, body } = splitCgi(result.stdout);
@@ -87,7 +93,10 @@ test('php-fpm: a POST body is echoed byte for byte, small and 5 MB streamed', as
   const fpm = await startPhpFpm(t, { scripts: SCRIPTS });
   const client = newClient(t, fpm.addressString);
   const small = Buffer.from('name=value&x=1');
-  const smallResult = await client.fetchAll({ params: cgiParams(fpm.script('echo.php'), { method: 'POST', contentLength: small.length }), body: small });
+  const smallResult = await client.fetchAll({
+    params: cgiParams(fpm.script('echo.php'), { method: 'POST', contentLength: small.length }),
+    body: small,
+  });
   assert.deepEqual(splitCgi(smallResult.stdout).body, small);
 
   const size = 5 * 1024 * 1024;
@@ -168,7 +177,9 @@ test('php-fpm: the probe learns FCGI_MPXS_CONNS=0 and requests never share a con
   const client = newClient(t, fpm.addressString, { maxConnections: 3 });
   const capabilities = await client.capabilities();
   assert.deepEqual(capabilities, { multiplexes: false });
-  const results = await Promise.all(Array.from({ length: 6 }, () => client.fetchAll({ params: cgiParams(fpm.script('slow.php'), { query: 'ms=100' }) })));
+  const results = await Promise.all(
+    Array.from({ length: 6 }, () => client.fetchAll({ params: cgiParams(fpm.script('slow.php'), { query: 'ms=100' }) })),
+  );
   for (const result of results) assert.match(result.stdout.toString(), /first part\nsecond part/);
   assert.equal(client.stats.opened, 3, 'six concurrent requests over a cap of three connections');
 });
@@ -210,10 +221,12 @@ test('php-fpm recycling workers (pm.max_requests = 2): every request succeeds ov
   const fpm = await startPhpFpm(t, { scripts: SCRIPTS, children: 2, poolConfig: 'pm.max_requests = 2' });
   const client = newClient(t, fpm.addressString, { probe: false });
   const pids = new Set<string>();
-  for (let i = 0; i < 20; i++) pids.add((await client.fetchAll({ params: cgiParams(fpm.script('pid.php')) })).stdout.toString().split('\r\n\r\n')[1]!);
+  for (let i = 0; i < 20; i++)
+    pids.add((await client.fetchAll({ params: cgiParams(fpm.script('pid.php')) })).stdout.toString().split('\r\n\r\n')[1]!);
   const lanes = await Promise.all(
     Array.from({ length: 2 }, async () => {
-      for (let i = 0; i < 10; i++) pids.add((await client.fetchAll({ params: cgiParams(fpm.script('pid.php')) })).stdout.toString().split('\r\n\r\n')[1]!);
+      for (let i = 0; i < 10; i++)
+        pids.add((await client.fetchAll({ params: cgiParams(fpm.script('pid.php')) })).stdout.toString().split('\r\n\r\n')[1]!);
       return true;
     }),
   );
@@ -303,7 +316,6 @@ test('a pair too large for one record is FCGI_PAIR_TOO_LARGE, thrown before anyt
   );
   assert.equal(client.stats.opened, 0);
 });
-
 
 /** Kills the php-fpm master's children, found through /proc (no procps needed on a fresh machine). */
 async function killPhpFpmWorkers(masterPid: number): Promise<void> {

@@ -21,7 +21,6 @@ async function startWorker(t: Cleanup, handler: RequestHandler): Promise<string>
   return path;
 }
 
-
 function newClient(t: Cleanup, address: string, options: Partial<ConstructorParameters<typeof FastCGIClient>[0]> = {}): FastCGIClient {
   const client = new FastCGIClient({ address, ...options });
   t.after(() => client.close());
@@ -50,7 +49,7 @@ test('worker: five concurrent requests multiplexed on ONE connection', async (t)
   assert.equal(capabilities?.multiplexes, true);
   const acceptedByProbe = proxy.accepted();
   const results = await Promise.all(Array.from({ length: concurrent }, (_, i) => client.fetchAll({ params: get(`/r${i}`) })));
-  results.forEach((result, i) => assert.match(result.stdout.toString(), new RegExp(`\r\n\r\nanswer for /r${i}$`)));
+  for (const [i, result] of results.entries()) assert.match(result.stdout.toString(), new RegExp(`\r\n\r\nanswer for /r${i}$`));
   assert.equal(proxy.accepted() - acceptedByProbe, 1, 'all requests should have shared one connection');
   assert.deepEqual([...requestIds].sort(), [1, 2, 3, 4, 5]);
 });

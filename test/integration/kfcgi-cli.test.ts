@@ -38,7 +38,9 @@ test('bad flags and impossible combinations exit 1 with a message that says what
   assert.match(help.output, /--max-workers/);
 });
 
-test('a jail without root is refused at start, with the way out (-p /)', { skip: !isRoot && 'needs root to run the check as another user' }, async (t) => {
+test('a jail without root is refused at start, with the way out (-p /)', {
+  skip: !isRoot && 'needs root to run the check as another user',
+}, async (t) => {
   const fixtures = buildFixtures(t);
   const dir = tempDir(t);
   chmodSync(dir, 0o777);

@@ -34,10 +34,27 @@ function nginxFor(socket: string, scriptFilename = '/x') {
   };
 }
 
-const realWorkers: { name: string; program: (f: ReturnType<typeof buildFixtures>) => string[]; script?: (f: ReturnType<typeof buildFixtures>) => string; env?: NodeJS.ProcessEnv; expect: RegExp }[] = [
+const realWorkers: {
+  name: string;
+  program: (f: ReturnType<typeof buildFixtures>) => string[];
+  script?: (f: ReturnType<typeof buildFixtures>) => string;
+  env?: NodeJS.ProcessEnv;
+  expect: RegExp;
+}[] = [
   { name: 'a libfcgi C program', program: (f) => [f.hello], expect: /^hello from libfcgi pid (\d+)/m },
-  { name: 'php-cgi (PHP_FCGI_CHILDREN=0)', program: () => [requireProgram('/usr/bin/php-cgi')], script: (f) => f.phpScript, env: { PHP_FCGI_CHILDREN: '0' }, expect: /^hello from php-cgi pid (\d+)/m },
-  { name: 'fcgiwrap', program: () => [requireProgram('/usr/sbin/fcgiwrap')], script: (f) => f.cgiScript, expect: /^hello from fcgiwrap cgi pid \d+/m },
+  {
+    name: 'php-cgi (PHP_FCGI_CHILDREN=0)',
+    program: () => [requireProgram('/usr/bin/php-cgi')],
+    script: (f) => f.phpScript,
+    env: { PHP_FCGI_CHILDREN: '0' },
+    expect: /^hello from php-cgi pid (\d+)/m,
+  },
+  {
+    name: 'fcgiwrap',
+    program: () => [requireProgram('/usr/sbin/fcgiwrap')],
+    script: (f) => f.cgiScript,
+    expect: /^hello from fcgiwrap cgi pid \d+/m,
+  },
   { name: 'a Perl FCGI script', program: (f) => ['/usr/bin/perl', f.perl], expect: /^hello from perl pid (\d+)/m },
   { name: 'the gatehouse worker library', program: () => [process.execPath, nodeWorker], expect: /^hello from node pid (\d+)/m },
 ];
@@ -47,7 +64,11 @@ for (const worker of realWorkers) {
     const fixtures = buildFixtures(t);
     const dir = tempDir(t);
     const socket = join(dir, 'app.sock');
-    const kfcgi = await startKfcgi(t, ['-p', '/', '-n', '2', '-s', socket, ...worker.program(fixtures)], { socket, env: worker.env, expectWorkers: 2 });
+    const kfcgi = await startKfcgi(t, ['-p', '/', '-n', '2', '-s', socket, ...worker.program(fixtures)], {
+      socket,
+      env: worker.env,
+      expectWorkers: 2,
+    });
     const nginx = await startNginx(t, nginxFor(socket, worker.script?.(fixtures) ?? '/x'));
     const seen = new Set<string>();
     for (let i = 0; i < 20; i += 1) {
@@ -60,12 +81,13 @@ for (const worker of realWorkers) {
     const direct = await cgiFcgi(socket, { SCRIPT_FILENAME: worker.script?.(fixtures) ?? '/x' });
     assert.match(direct, worker.expect);
     // The workers are the pool's processes (fcgiwrap's pid is its CGI child's, not a worker's).
-    for (const pid of seen) assert.ok(kfcgi.workers().includes(Number(pid)), `pid ${pid} answered but is not one of kfcgi's workers ${kfcgi.workers()}`);
+    for (const pid of seen)
+      assert.ok(kfcgi.workers().includes(Number(pid)), `pid ${pid} answered but is not one of kfcgi's workers ${kfcgi.workers()}`);
   });
 }
 
 test('workers start with a clean signal mask and default dispositions, in their own process group', async (t) => {
-  const fixtures = buildFixtures(t);
+  const _fixtures = buildFixtures(t);
   const socket = join(tempDir(t), 'app.sock');
   // sleep(1) changes no disposition itself, so what it shows is what kfcgi gave it. The manager runs with signals handled.
   const kfcgi = await startKfcgi(t, ['-p', '/', '-n', '1', '-s', socket, '/bin/sleep', '600'], { socket, expectWorkers: 1 });
@@ -99,10 +121,18 @@ for (const subject of [
   test(`SIGHUP under steady load (${subject.name}): every worker is replaced and no request fails`, async (t) => {
     const fixtures = buildFixtures(t);
     const socket = join(tempDir(t), 'app.sock');
-    const program = { perl: ['/usr/bin/perl', fixtures.perl], php: [requireProgram('/usr/bin/php-cgi')], abrupt: [fixtures.hello, '--die-on-sigterm'] }[subject.kind];
+    const program = {
+      perl: ['/usr/bin/perl', fixtures.perl],
+      php: [requireProgram('/usr/bin/php-cgi')],
+      abrupt: [fixtures.hello, '--die-on-sigterm'],
+    }[subject.kind];
     // PHP_FCGI_MAX_REQUESTS=0: php-cgi otherwise exits after 500 requests, which this load reaches within
     // seconds; its replacement (correct behaviour) would then race the worker count read below.
-    const kfcgi = await startKfcgi(t, ['-p', '/', '-n', '3', '-s', socket, ...program], { socket, expectWorkers: 3, env: { PHP_FCGI_CHILDREN: '0', PHP_FCGI_MAX_REQUESTS: '0' } });
+    const kfcgi = await startKfcgi(t, ['-p', '/', '-n', '3', '-s', socket, ...program], {
+      socket,
+      expectWorkers: 3,
+      env: { PHP_FCGI_CHILDREN: '0', PHP_FCGI_MAX_REQUESTS: '0' },
+    });
     const nginx = await startNginx(t, nginxFor(socket, subject.kind === 'php' ? fixtures.phpScript : '/x'));
     const before = kfcgi.workers();
     const load = steadyLoad(nginx.url, 6);
@@ -138,7 +168,10 @@ test('-s host:port listens on TCP and passes FCGI_WEB_SERVER_ADDRS (-a) to the w
   const fixtures = buildFixtures(t);
   const { freePort } = await import('../kit/process.js');
   const port = await freePort();
-  const kfcgi = await startKfcgi(t, ['-p', '/', '-n', '2', '-s', `127.0.0.1:${port}`, '-a', '127.0.0.1', fixtures.hello], { socket: { host: '127.0.0.1', port }, expectWorkers: 2 });
+  const kfcgi = await startKfcgi(t, ['-p', '/', '-n', '2', '-s', `127.0.0.1:${port}`, '-a', '127.0.0.1', fixtures.hello], {
+    socket: { host: '127.0.0.1', port },
+    expectWorkers: 2,
+  });
   const [pid] = kfcgi.workers();
   const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
   assert.ok(environ.includes('FCGI_WEB_SERVER_ADDRS=127.0.0.1'), 'the worker got FCGI_WEB_SERVER_ADDRS');
@@ -191,11 +224,16 @@ test('-p with a dynamically linked worker: its libraries copied per ldd', { skip
   assert.match(await cgiFcgi(socket), /hello from libfcgi/);
 });
 
-test('-U runs the workers as that user (groups, gid, uid); -u gives the socket to a user with mode 0660', { skip: !isRoot && 'needs root' }, async (t) => {
+test('-U runs the workers as that user (groups, gid, uid); -u gives the socket to a user with mode 0660', {
+  skip: !isRoot && 'needs root',
+}, async (t) => {
   const fixtures = buildFixtures(t);
   const { jail, program } = buildJail(t, fixtures.helloStatic, 'hello');
   const socket = join(jail, 'run/httpd.sock');
-  const kfcgi = await startKfcgi(t, ['-p', jail, '-n', '2', '-s', socket, '-u', 'nobody', '-U', 'nobody', program], { socket, expectWorkers: 2 });
+  const kfcgi = await startKfcgi(t, ['-p', jail, '-n', '2', '-s', socket, '-u', 'nobody', '-U', 'nobody', program], {
+    socket,
+    expectWorkers: 2,
+  });
   const stat = statSync(socket);
   assert.equal(stat.uid, 65534, 'socket owner');
   assert.equal(stat.mode & 0o777, 0o660, 'socket mode');
@@ -237,6 +275,9 @@ test('the manager holds no connection: a busy worker has it, the manager does no
   const before = socketsOf(kfcgi.pid);
   const pending = cgiFcgi(socket, { QUERY_STRING: 'sleep=500' });
   await sleep(200);
-  assert.deepEqual(socketsOf(kfcgi.pid).filter((inode) => !before.includes(inode)), []);
+  assert.deepEqual(
+    socketsOf(kfcgi.pid).filter((inode) => !before.includes(inode)),
+    [],
+  );
   assert.match(await pending, /hello from libfcgi/);
 });

@@ -26,7 +26,11 @@ import {
 } from '../fixtures/kfcgi/harness.js';
 
 const workerKinds = [
-  { name: 'the C extension worker', program: (f: ReturnType<typeof buildFixtures>) => [f.kcgiExt], expect: /hello from kcgi-ext pid (\d+)/ },
+  {
+    name: 'the C extension worker',
+    program: (f: ReturnType<typeof buildFixtures>) => [f.kcgiExt],
+    expect: /hello from kcgi-ext pid (\d+)/,
+  },
   { name: 'the gatehouse worker library', program: () => [process.execPath, nodeWorker], expect: /hello from node pid (\d+)/ },
 ];
 
@@ -36,7 +40,11 @@ for (const kind of workerKinds) {
     const dir = tempDir(t);
     const socket = join(dir, 'app.sock');
     const status = join(dir, 'status.sock');
-    const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '1', '-N', '4', '-w', '1', '-s', socket, '-S', status, ...kind.program(fixtures)], { socket, expectWorkers: 1 });
+    const kfcgi = await startKfcgi(
+      t,
+      ['-r', '-p', '/', '-n', '1', '-N', '4', '-w', '1', '-s', socket, '-S', status, ...kind.program(fixtures)],
+      { socket, expectWorkers: 1 },
+    );
     const nginx = await startNginx(t, { serverBlock: `location / { ${NGINX_FASTCGI_PARAMS} fastcgi_pass unix:${socket}; }` });
     let most = 0;
     const watch = setInterval(() => (most = Math.max(most, kfcgi.workers().length)), 20);
@@ -46,7 +54,11 @@ for (const kind of workerKinds) {
     clearInterval(watch);
     const pids = new Set<string>();
     for (const response of responses) {
-      assert.equal(response.status, 200, `${response.body.toString()}\nnginx: ${readFileSync(nginx.errorLog, 'utf8').slice(-2000)}\nkfcgi: ${kfcgi.output().slice(-4000)}`);
+      assert.equal(
+        response.status,
+        200,
+        `${response.body.toString()}\nnginx: ${readFileSync(nginx.errorLog, 'utf8').slice(-2000)}\nkfcgi: ${kfcgi.output().slice(-4000)}`,
+      );
       const match = kind.expect.exec(response.body.toString());
       assert.ok(match, response.body.toString());
       pids.add(match[1]!);
@@ -90,7 +102,10 @@ test('variable pool: -R replaces a worker after that many connections', async (t
   const dir = tempDir(t);
   const socket = join(dir, 'app.sock');
   const status = join(dir, 'status.sock');
-  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '1', '-N', '1', '-R', '3', '-s', socket, '-S', status, fixtures.kcgiExt], { socket, expectWorkers: 1 });
+  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '1', '-N', '1', '-R', '3', '-s', socket, '-S', status, fixtures.kcgiExt], {
+    socket,
+    expectWorkers: 1,
+  });
   const pids: string[] = [];
   for (let i = 0; i < 9; i += 1) pids.push(/pid (\d+)/.exec(await cgiFcgi(socket))![1]!);
   // startKfcgi's readiness probe was the first worker's first connection, so its run is one shorter.
@@ -99,7 +114,11 @@ test('variable pool: -R replaces a worker after that many connections', async (t
     else acc.push({ pid, count: 1 });
     return acc;
   }, []);
-  assert.deepEqual(runs.map((run) => run.count), [2, 3, 3, 1], `pids: ${pids.join(' ')}`);
+  assert.deepEqual(
+    runs.map((run) => run.count),
+    [2, 3, 3, 1],
+    `pids: ${pids.join(' ')}`,
+  );
   assert.equal(new Set(pids).size, 4, 'each run is a new worker');
   assert.ok((await readStatus(status)).recycled >= 2);
   await waitFor(() => kfcgi.workers().length === 1, 'one worker');
@@ -164,7 +183,10 @@ test('variable pool on TCP: the manager refuses peers outside -a (FCGI_WEB_SERVE
     ['10.9.9.9', false],
   ] as const) {
     const port = await freePort();
-    const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '1', '-s', `127.0.0.1:${port}`, '-a', allowed, fixtures.kcgiExt], { socket: { host: '127.0.0.1', port }, expectWorkers: 1 });
+    const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '1', '-s', `127.0.0.1:${port}`, '-a', allowed, fixtures.kcgiExt], {
+      socket: { host: '127.0.0.1', port },
+      expectWorkers: 1,
+    });
     const result = await cgiFcgi(`127.0.0.1:${port}`).then(
       (text) => text,
       (error: Error) => `failed: ${error.message}`,
@@ -182,7 +204,11 @@ test('variable pool -C: a multiplexing worker (the Node library) is given severa
   const dir = tempDir(t);
   const socket = join(dir, 'app.sock');
   const status = join(dir, 'status.sock');
-  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '1', '-N', '2', '-C', '4', '-s', socket, '-S', status, process.execPath, nodeWorker], { socket, expectWorkers: 1 });
+  const kfcgi = await startKfcgi(
+    t,
+    ['-r', '-p', '/', '-n', '1', '-N', '2', '-C', '4', '-s', socket, '-S', status, process.execPath, nodeWorker],
+    { socket, expectWorkers: 1 },
+  );
   const pending = Array.from({ length: 8 }, () => cgiFcgi(socket, { QUERY_STRING: 'sleep=600' }));
   await waitFor(() => kfcgi.workers().length === 2, 'the second worker');
   await new Promise((resolve) => setTimeout(resolve, 200));
@@ -198,7 +224,10 @@ test('variable pool -C: a multiplexing worker (the Node library) is given severa
 test('variable pool -C: connections go to the least busy worker, so every worker of the pool is used', async (t) => {
   const dir = tempDir(t);
   const socket = join(dir, 'app.sock');
-  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '2', '-N', '2', '-C', '16', '-s', socket, process.execPath, nodeWorker], { socket, expectWorkers: 2 });
+  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '2', '-N', '2', '-C', '16', '-s', socket, process.execPath, nodeWorker], {
+    socket,
+    expectWorkers: 2,
+  });
   assert.equal(kfcgi.workers().length, 2);
   // Four at once: packing would put all four on one worker (it has room for 16); spreading gives each two.
   const responses = await Promise.all(Array.from({ length: 4 }, () => cgiFcgi(socket, { QUERY_STRING: 'sleep=300' })));
@@ -215,7 +244,11 @@ test('variable pool -C: an extra worker gets connections only while the floor is
   const socket = join(dir, 'app.sock');
   // -C 8: a worker counts a connection as its own until it has written the cookie back, which on a busy
   // machine comes a little after the response; the room keeps that lag from looking like a full floor.
-  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '1', '-N', '2', '-C', '8', '-w', '1', '-s', socket, process.execPath, nodeWorker], { socket, expectWorkers: 1 });
+  const kfcgi = await startKfcgi(
+    t,
+    ['-r', '-p', '/', '-n', '1', '-N', '2', '-C', '8', '-w', '1', '-s', socket, process.execPath, nodeWorker],
+    { socket, expectWorkers: 1 },
+  );
   const [floor] = kfcgi.workers();
   // Nine at once: the floor worker takes eight, the ninth needs an extra worker.
   await Promise.all(Array.from({ length: 9 }, () => cgiFcgi(socket, { QUERY_STRING: 'sleep=300' })));
@@ -226,7 +259,8 @@ test('variable pool -C: an extra worker gets connections only while the floor is
   const pids = new Set<string>();
   const deadline = Date.now() + 3000;
   while (Date.now() < deadline) {
-    for (const response of await Promise.all([cgiFcgi(socket, {}), cgiFcgi(socket, {})])) pids.add(/hello from node pid (\d+)/.exec(response)?.[1] ?? 'none');
+    for (const response of await Promise.all([cgiFcgi(socket, {}), cgiFcgi(socket, {})]))
+      pids.add(/hello from node pid (\d+)/.exec(response)?.[1] ?? 'none');
   }
   assert.deepEqual([...pids], [String(floor)], 'light load went to the floor worker only');
   await waitFor(() => kfcgi.workers().length === 1, 'the extra worker released after -w', kfcgi.output, 15_000);
@@ -250,7 +284,11 @@ test('variable pool: two cookies written back in one write free both connections
   const dir = tempDir(t);
   const socket = join(dir, 'app.sock');
   const status = join(dir, 'status.sock');
-  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '1', '-N', '1', '-C', '2', '-s', socket, '-S', status, process.execPath, cookiePatternWorker, 'together'], { socket, expectWorkers: 1 });
+  const kfcgi = await startKfcgi(
+    t,
+    ['-r', '-p', '/', '-n', '1', '-N', '1', '-C', '2', '-s', socket, '-S', status, process.execPath, cookiePatternWorker, 'together'],
+    { socket, expectWorkers: 1 },
+  );
   const [worker] = kfcgi.workers();
   await releaseProbes(worker!, status, kfcgi.output);
   // Both connections go to the one worker; it returns their cookies together, 16 bytes in one write.
@@ -275,7 +313,11 @@ test('variable pool: a cookie that arrives in two pieces frees the worker only w
   const dir = tempDir(t);
   const socket = join(dir, 'app.sock');
   const status = join(dir, 'status.sock');
-  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '1', '-N', '1', '-s', socket, '-S', status, process.execPath, cookiePatternWorker, 'split'], { socket, expectWorkers: 1 });
+  const kfcgi = await startKfcgi(
+    t,
+    ['-r', '-p', '/', '-n', '1', '-N', '1', '-s', socket, '-S', status, process.execPath, cookiePatternWorker, 'split'],
+    { socket, expectWorkers: 1 },
+  );
   const [worker] = kfcgi.workers();
   await releaseProbes(worker!, status, kfcgi.output);
   assert.match(await cgiFcgi(socket), new RegExp(`hello from pattern pid ${worker}`));
@@ -312,7 +354,17 @@ for (const kind of workerKinds) {
     await startKfcgi(t, ['-r', '-p', '/', '-n', '2', '-N', '4', '-s', socket, ...kind.program(fixtures)], { socket, expectWorkers: 2 });
     const client = new FastCGIClient({ address: socket, maxConnections: 3 });
     t.after(() => client.close());
-    const params = { REQUEST_METHOD: 'GET', SCRIPT_FILENAME: '/x', SCRIPT_NAME: '/x', QUERY_STRING: 'sleep=20', SERVER_PROTOCOL: 'HTTP/1.1', SERVER_NAME: 'localhost', SERVER_PORT: '80', GATEWAY_INTERFACE: 'CGI/1.1', REQUEST_URI: '/x' };
+    const params = {
+      REQUEST_METHOD: 'GET',
+      SCRIPT_FILENAME: '/x',
+      SCRIPT_NAME: '/x',
+      QUERY_STRING: 'sleep=20',
+      SERVER_PROTOCOL: 'HTTP/1.1',
+      SERVER_NAME: 'localhost',
+      SERVER_PORT: '80',
+      GATEWAY_INTERFACE: 'CGI/1.1',
+      REQUEST_URI: '/x',
+    };
     // Kept-alive connections stay with their worker until the client closes them; requests on them keep working.
     const results = await Promise.all(Array.from({ length: 12 }, () => client.fetchAll({ params })));
     for (const result of results) {

@@ -20,9 +20,6 @@ const MUST_DIFFER = new Set(['SERVER_SOFTWARE', 'SERVER_PORT', 'REMOTE_PORT', 'H
 const withRedirect = (names: Set<string>) => new Set([...names, ...[...names].map((name) => `REDIRECT_${name}`)]);
 const IGNORED = withRedirect(MUST_DIFFER);
 
-
-
-
 async function bothServers(t: TestContext): Promise<{ apache: number; gatehouse: number }> {
   const docroot = tempDir(t, 'gatehouse-serve-diff-');
   chmodSync(docroot, 0o755);
@@ -40,15 +37,35 @@ ScriptAlias /cgi-bin/ ${SCRIPTS}/
   Require all granted
 </Directory>`,
   });
-  const gatehouse = await startGatehouse(t, 'serve', ['--docroot', docroot, '--cgi-bin', SCRIPTS, '--server-name', '127.0.0.1', '--access-log', 'off', '--error-log', join(docroot, '..', `${docroot.split('/').pop()}-error.log`)]);
+  const gatehouse = await startGatehouse(t, 'serve', [
+    '--docroot',
+    docroot,
+    '--cgi-bin',
+    SCRIPTS,
+    '--server-name',
+    '127.0.0.1',
+    '--access-log',
+    'off',
+    '--error-log',
+    join(docroot, '..', `${docroot.split('/').pop()}-error.log`),
+  ]);
   return { apache: apache.port, gatehouse: gatehouse.port };
 }
 
 const ENV_REQUESTS: Array<[string, string]> = [
-  ['GET with a query and encoded PATH_INFO', 'GET /cgi-bin/env.pl/a%20b/%C3%A9/x%3Fy?x=1&y=%41 HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n'],
-  ['POST with a body', 'POST /cgi-bin/env.pl HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\nConnection: close\r\n\r\na=1&b=2'],
+  [
+    'GET with a query and encoded PATH_INFO',
+    'GET /cgi-bin/env.pl/a%20b/%C3%A9/x%3Fy?x=1&y=%41 HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n',
+  ],
+  [
+    'POST with a body',
+    'POST /cgi-bin/env.pl HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\nConnection: close\r\n\r\na=1&b=2',
+  ],
   ['HEAD', 'HEAD /cgi-bin/env.pl/h HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n'],
-  ['headers with underscores, duplicates and Proxy', 'GET /cgi-bin/env.pl HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nX_Forwarded_For: 6.6.6.6\r\nRemote_User: admin\r\nX-Dup: a\r\nX-Dup: b\r\nAccept: text/html\r\nAccept: text/plain\r\nProxy: http://evil.example:3128\r\nConnection: close\r\n\r\n'],
+  [
+    'headers with underscores, duplicates and Proxy',
+    'GET /cgi-bin/env.pl HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nX_Forwarded_For: 6.6.6.6\r\nRemote_User: admin\r\nX-Dup: a\r\nX-Dup: b\r\nAccept: text/html\r\nAccept: text/plain\r\nProxy: http://evil.example:3128\r\nConnection: close\r\n\r\n',
+  ],
   ['a local redirect', 'GET /cgi-bin/redirect.sh?orig=1 HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n'],
   ['HTTP/1.0 without Host', 'GET /cgi-bin/env.pl HTTP/1.0\r\n\r\n'],
 ];
@@ -80,7 +97,8 @@ test('gatehouse serve gives scripts the environment Apache mod_cgid gives them',
     }
     for (const name of new Set([...Object.keys(envA), ...Object.keys(envG)])) {
       if (IGNORED.has(name)) continue;
-      if (envA[name] !== envG[name]) mismatches.push(`${label}: ${name}: apache=${JSON.stringify(envA[name])} gatehouse=${JSON.stringify(envG[name])}`);
+      if (envA[name] !== envG[name])
+        mismatches.push(`${label}: ${name}: apache=${JSON.stringify(envA[name])} gatehouse=${JSON.stringify(envG[name])}`);
     }
   }
   assert.deepEqual(mismatches, []);
@@ -95,11 +113,12 @@ test('gatehouse serve answers status, redirect, NPH and malformed scripts as Apa
     const g = parseRawResponse(fromGatehouse);
     const context = `${script}\n--- apache:\n${fromApache.slice(0, 1000)}\n--- gatehouse serve:\n${fromGatehouse.slice(0, 1000)}`;
     assert.equal(g.status, a.status, `status line: ${context}`);
-    for (const name of ['set-cookie', 'location', 'content-type']) assert.deepEqual(g.headers.get(name), a.headers.get(name), `${name}: ${context}`);
+    for (const name of ['set-cookie', 'location', 'content-type'])
+      assert.deepEqual(g.headers.get(name), a.headers.get(name), `${name}: ${context}`);
     // Error pages are each server's own; what a script wrote must arrive unchanged.
     if (a.status.startsWith('2')) assert.equal(g.body, a.body, `body: ${context}`);
   }
   const nph = 'GET /cgi-bin/nph-raw.sh HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nConnection: close\r\n\r\n';
   const [nphApache, nphGatehouse] = await Promise.all([rawRequest(apache, nph), rawRequest(gatehouse, nph)]);
-  assert.equal(nphGatehouse, nphApache, 'an nph- script\'s output passes through byte for byte');
+  assert.equal(nphGatehouse, nphApache, "an nph- script's output passes through byte for byte");
 });

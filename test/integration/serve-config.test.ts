@@ -71,7 +71,24 @@ test('--check with flags only, and flags over a file', async (t) => {
   mkdirSync(join(dir, 'www'));
   mkdirSync(join(dir, 'other'));
   writeFileSync(join(dir, 'gatehouse.toml'), 'docroot = "www"\nscript-timeout = "20s"\nlisten = "127.0.0.1:8001"\n');
-  const result = await runGatehouse(t, ['serve', '--config', 'gatehouse.toml', '--docroot', 'other', '--script-timeout', '250ms', '--listen', '127.0.0.1:8002', '--listen', '[::1]:8003', '--check'], { cwd: dir });
+  const result = await runGatehouse(
+    t,
+    [
+      'serve',
+      '--config',
+      'gatehouse.toml',
+      '--docroot',
+      'other',
+      '--script-timeout',
+      '250ms',
+      '--listen',
+      '127.0.0.1:8002',
+      '--listen',
+      '[::1]:8003',
+      '--check',
+    ],
+    { cwd: dir },
+  );
   assert.equal(result.code, 0, result.stderr);
   assert.match(result.stdout, /^listen: 127\.0\.0\.1:8002, \[::1\]:8003$/m);
   assert.match(result.stdout, new RegExp(`^docroot: ${join(dir, 'other')}$`, 'm'));
@@ -88,7 +105,17 @@ test('an unknown flag: exit 2 and the closest option suggested', async (t) => {
 test('--help lists every flag the issue names', async (t) => {
   const result = await runGatehouse(t, ['serve', '--help']);
   assert.equal(result.code, 0);
-  for (const flag of ['--listen', '--docroot', '--cgi-bin', '--cgi-ext', '--script-timeout', '--server-name', '--script-log', '--config', '--check']) {
+  for (const flag of [
+    '--listen',
+    '--docroot',
+    '--cgi-bin',
+    '--cgi-ext',
+    '--script-timeout',
+    '--server-name',
+    '--script-log',
+    '--config',
+    '--check',
+  ]) {
     assert.match(result.stdout, new RegExp(`^  ${flag}\\b`, 'm'), `--help lacks ${flag}`);
   }
 });
@@ -105,7 +132,12 @@ test('the flags of the simple case serve a CGI script with the configured name a
   mkdirSync(join(dir, 'cgi'));
   writeFileSync(join(dir, 'cgi', 'name.sh'), '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\n%s\\n" "$SERVER_NAME"\n', { mode: 0o755 });
   writeFileSync(join(dir, 'cgi', 'slow.sh'), '#!/bin/sh\nsleep 30\n', { mode: 0o755 });
-  const server = await startGatehouse(t, 'serve', ['--docroot', 'www', '--cgi-bin', 'cgi', '--server-name', 'configured.example', '--script-timeout', '300ms', '--access-log', 'off'], { cwd: dir });
+  const server = await startGatehouse(
+    t,
+    'serve',
+    ['--docroot', 'www', '--cgi-bin', 'cgi', '--server-name', 'configured.example', '--script-timeout', '300ms', '--access-log', 'off'],
+    { cwd: dir },
+  );
   // A request without a Host header: SERVER_NAME comes from --server-name.
   const named = await rawExchange(server.port, 'GET /cgi-bin/name.sh HTTP/1.0\r\n\r\n');
   assert.match(named.text, /^HTTP\/1\.1 200 /);

@@ -20,7 +20,8 @@ test('gatehouse example serves every part of the built-in example, and stops cle
     assert.equal(page.status, 200);
     assert.match(String(page.headers['content-type']), /^text\/html/);
     const html = page.body.toString();
-    for (const link of ['/cgi-bin/env.sh', '/cgi-bin/form.pl', '/cgi-bin/stream.sh', '/app/hello']) assert.ok(html.includes(`href="${link}`), `the page links ${link}`);
+    for (const link of ['/cgi-bin/env.sh', '/cgi-bin/form.pl', '/cgi-bin/stream.sh', '/app/hello'])
+      assert.ok(html.includes(`href="${link}`), `the page links ${link}`);
   });
 
   await t.test('/cgi-bin/env.sh prints PATH_INFO and QUERY_STRING', async () => {
@@ -35,7 +36,11 @@ test('gatehouse example serves every part of the built-in example, and stops cle
 
   await t.test('the Perl form shows what was POSTed', async () => {
     const body = 'name=Ada+Lovelace&message=%3Cb%3Ehi%3C%2Fb%3E';
-    const form = await httpRequest(`${server.base}/cgi-bin/form.pl`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body });
+    const form = await httpRequest(`${server.base}/cgi-bin/form.pl`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      body,
+    });
     assert.equal(form.status, 200);
     const html = form.body.toString();
     assert.ok(html.includes(`You sent (${body.length} bytes)`), html);
@@ -92,7 +97,10 @@ test('gatehouse example serves every part of the built-in example, and stops cle
     server.child.kill('SIGTERM');
     const { code } = await server.exited;
     assert.equal(code, 0, server.output());
-    const gone = await eventually(() => existsSync(`/proc/${appPid}`), (exists) => !exists);
+    const gone = await eventually(
+      () => existsSync(`/proc/${appPid}`),
+      (exists) => !exists,
+    );
     assert.equal(gone, false, `the example's FastCGI app (pid ${appPid}) outlived gatehouse example`);
   });
 });

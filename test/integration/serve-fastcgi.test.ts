@@ -40,9 +40,15 @@ test('FastCGI routes to php-fpm', async (t) => {
   writeFileSync(join(site, 'php', 'index.php'), SERVER_VARS);
   writeFileSync(join(site, 'php', 'body.php'), BODY_READER);
   writeFileSync(join(site, 'php', 'notes.txt'), '<?php echo "notes.txt was run as PHP"; ?>');
-  writeFileSync(join(site, 'php', 'stderr.php'), `<?php error_log('php says hello on stderr'); header('Content-Type: text/plain'); echo "ok\\n";`);
+  writeFileSync(
+    join(site, 'php', 'stderr.php'),
+    `<?php error_log('php says hello on stderr'); header('Content-Type: text/plain'); echo "ok\\n";`,
+  );
   writeFileSync(join(site, 'php', 'sleep.php'), `<?php sleep(20); echo "late\\n";`);
-  writeFileSync(join(site, 'php', 'nap.php'), `<?php touch(__DIR__ . '/nap.started'); while (!file_exists(__DIR__ . '/nap.release')) usleep(20000); echo "woke\\n";`);
+  writeFileSync(
+    join(site, 'php', 'nap.php'),
+    `<?php touch(__DIR__ . '/nap.started'); while (!file_exists(__DIR__ . '/nap.release')) usleep(20000); echo "woke\\n";`,
+  );
   const fpm = await startPhpFpm(t, { scripts: {}, children: 3, poolConfig: 'security.limit_extensions = .php' });
   // Nothing listens on these: connections are refused.
   const dead1 = await freePort();
@@ -103,7 +109,7 @@ read-timeout = "500ms"
     assert.equal(plain.PATH_INFO ?? '', '');
   });
 
-  await t.test('regression: an encoded or dotted spelling of the route\'s path still goes to PHP, never the source', async () => {
+  await t.test("regression: an encoded or dotted spelling of the route's path still goes to PHP, never the source", async () => {
     for (const path of ['/%70hp/info.php', '//php/info.php', '/x/../php/info.php', '/./php/info.php', '/php//info.php']) {
       const raw = await rawExchange(server.port, `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
       assert.ok(!raw.text.includes('<?php'), `${path} served the PHP source:\n${raw.text}`);
@@ -132,8 +138,12 @@ read-timeout = "500ms"
   });
 
   await t.test('a POST body with Content-Length reaches PHP', async () => {
-    const body = 'a=1&b=' + 'x'.repeat(100_000);
-    const response = await httpRequest(`${server.base}/php/body.php`, { method: 'POST', body, headers: { 'Content-Type': 'application/x-www-form-urlencoded' } });
+    const body = `a=1&b=${'x'.repeat(100_000)}`;
+    const response = await httpRequest(`${server.base}/php/body.php`, {
+      method: 'POST',
+      body,
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+    });
     assert.equal(response.status, 200);
     assert.match(response.body.toString(), new RegExp(`^CONTENT_LENGTH=${body.length} read=${body.length} `));
   });
@@ -147,7 +157,11 @@ read-timeout = "500ms"
         await sleep(1);
       }
     }
-    const response = await httpRequest(`${server.base}/php/body.php`, { method: 'POST', body: chunks(), headers: { 'Content-Type': 'application/octet-stream' } });
+    const response = await httpRequest(`${server.base}/php/body.php`, {
+      method: 'POST',
+      body: chunks(),
+      headers: { 'Content-Type': 'application/octet-stream' },
+    });
     assert.equal(response.status, 200, response.body.toString());
     assert.match(response.body.toString(), new RegExp(`^CONTENT_LENGTH=${total} read=${total} `));
   });
@@ -167,7 +181,10 @@ read-timeout = "500ms"
   await t.test('what PHP writes to stderr reaches the error log, naming the script', async () => {
     const response = await httpRequest(`${server.base}/php/stderr.php`);
     assert.equal(response.status, 200);
-    const log = await eventually(() => readFileSync(errorLog, 'utf8'), (text) => text.includes('php says hello on stderr'));
+    const log = await eventually(
+      () => readFileSync(errorLog, 'utf8'),
+      (text) => text.includes('php says hello on stderr'),
+    );
     assert.match(log, new RegExp(`fastcgi: .*: ${join(site, 'php', 'stderr.php').replace(/[.]/g, '\\.')}: .*php says hello on stderr`));
   });
 
@@ -180,7 +197,13 @@ read-timeout = "500ms"
       assert.match(post.body.toString(), new RegExp(`^CONTENT_LENGTH=${`request ${i}`.length} read=${`request ${i}`.length} `));
     }
     const refusedLine = new RegExp(`127\\.0\\.0\\.1:${dead1} refused .*trying the next upstream`);
-    assert.match(await eventually(() => readFileSync(errorLog, 'utf8'), (text) => refusedLine.test(text)), refusedLine);
+    assert.match(
+      await eventually(
+        () => readFileSync(errorLog, 'utf8'),
+        (text) => refusedLine.test(text),
+      ),
+      refusedLine,
+    );
   });
 
   await t.test('every upstream refusing: 503', async () => {
@@ -195,15 +218,24 @@ read-timeout = "500ms"
   await t.test('an upstream that accepts and says nothing: 504 after read-timeout', async () => {
     const response = await httpRequest(`${server.base}/slow/anything`, { timeoutMs: 15_000 });
     assert.equal(response.status, 504);
-    const log = await eventually(() => readFileSync(errorLog, 'utf8'), (text) => text.includes('/slow/anything'));
+    const log = await eventually(
+      () => readFileSync(errorLog, 'utf8'),
+      (text) => text.includes('/slow/anything'),
+    );
     assert.match(log, /fastcgi: GET \/slow\/anything: .*answered 504/);
   });
 
   await t.test('SIGTERM while PHP is answering: the request completes, then gatehouse exits 0', async () => {
     const napping = httpRequest(`${server.base}/php/nap.php`, { timeoutMs: 20_000 });
-    await eventually(() => existsSync(join(site, 'php', 'nap.started')), (started) => started);
+    await eventually(
+      () => existsSync(join(site, 'php', 'nap.started')),
+      (started) => started,
+    );
     server.child.kill('SIGTERM');
-    await eventually(() => readFileSync(errorLog, 'utf8'), (text) => text.includes('SIGTERM: finishing requests in flight'));
+    await eventually(
+      () => readFileSync(errorLog, 'utf8'),
+      (text) => text.includes('SIGTERM: finishing requests in flight'),
+    );
     writeFileSync(join(site, 'php', 'nap.release'), '');
     const response = await napping;
     assert.equal(response.status, 200);
@@ -245,9 +277,10 @@ script-filename = "${join(dir, 'app.js')}"
   const server = await startGatehouse(t, 'serve', ['--config', join(dir, 'gatehouse.toml')]);
   const pid = server.child.pid!;
 
-  const stats = async () => JSON.parse((await httpRequest(`${server.base}/app/stats`)).body.toString()) as { requests: number; aborted: number; completed: number };
+  const stats = async () =>
+    JSON.parse((await httpRequest(`${server.base}/app/stats`)).body.toString()) as { requests: number; aborted: number; completed: number };
 
-  await t.test('a 50 MB response streams through with the front\'s memory bounded and backpressure reaching the app', async () => {
+  await t.test("a 50 MB response streams through with the front's memory bounded and backpressure reaching the app", async () => {
     await httpRequest(`${server.base}/app/stream?mb=1`);
     const baseline = rssBytes(pid);
     let peakWhileHeld = baseline;
@@ -322,7 +355,10 @@ keep-alive = false
   ] as const) {
     // The first request also makes the capability probe's connection: count from after it.
     assert.equal((await httpRequest(`${server.base}${route}stats`)).status, 200);
-    await eventually(() => proxy.accepted(), (count) => count >= 2);
+    await eventually(
+      () => proxy.accepted(),
+      (count) => count >= 2,
+    );
     const before = proxy.accepted();
     for (let i = 0; i < 3; i++) {
       const response = await httpRequest(`${server.base}${route}stats`);

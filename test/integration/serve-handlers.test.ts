@@ -38,7 +38,11 @@ for (const example of ['node-http', 'express', 'fastify']) {
 
     // text/plain and application/json are bodies Express and Fastify parsers would eat; the script must get every byte.
     for (const type of ['application/x-www-form-urlencoded', 'text/plain', 'application/json']) {
-      const form = await httpRequest(`${base}/cgi-bin/form.pl`, { method: 'POST', headers: { 'Content-Type': type }, body: 'name=Grace+Hopper' });
+      const form = await httpRequest(`${base}/cgi-bin/form.pl`, {
+        method: 'POST',
+        headers: { 'Content-Type': type },
+        body: 'name=Grace+Hopper',
+      });
       assert.equal(form.status, 200, `${type}: ${form.body.toString()}`);
       assert.ok(form.body.toString().includes('You sent (17 bytes)'), `${type}: ${form.body.toString()}`);
       assert.ok(form.body.toString().includes('<li><b>name</b>: Grace Hopper</li>'), type);
@@ -47,7 +51,11 @@ for (const example of ['node-http', 'express', 'fastify']) {
       yield Buffer.from('name=');
       yield Buffer.from('Chunked');
     }
-    const chunkedForm = await httpRequest(`${base}/cgi-bin/form.pl`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body: chunked() });
+    const chunkedForm = await httpRequest(`${base}/cgi-bin/form.pl`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: chunked(),
+    });
     assert.equal(chunkedForm.status, 200);
     assert.ok(chunkedForm.body.toString().includes('You sent (12 bytes)'), 'a chunked body reaches the script with CONTENT_LENGTH set');
 
@@ -58,7 +66,11 @@ for (const example of ['node-http', 'express', 'fastify']) {
     assert.equal(fcgi.params.PATH_INFO, '/params');
     assert.equal(fcgi.params.REQUEST_URI, '/app/params?q=1');
     assert.equal(fcgi.params.QUERY_STRING, 'q=1');
-    const hello = await httpRequest(`${base}/app/hello`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"a":1}' });
+    const hello = await httpRequest(`${base}/app/hello`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: '{"a":1}',
+    });
     assert.equal(hello.status, 200);
     assert.match(hello.body.toString(), /You asked for <code>\/app\/hello<\/code> with POST/);
 

@@ -21,17 +21,28 @@ async function startSite(t: { after(fn: () => unknown): void }): Promise<Running
   mkdirSync(join(dir, 'cgi'));
   for (const name of ['echo.sh', 'env.sh', 'stream.sh']) copyFileSync(join(CGI_FIXTURES, name), join(dir, 'cgi', name));
   // Reads the whole body before it answers.
-  writeFileSync(join(dir, 'cgi', 'read-all.sh'), '#!/bin/sh\nbytes=$(wc -c)\nprintf "Content-Type: text/plain\\n\\nread %s bytes\\n" "$bytes"\n', { mode: 0o755 });
+  writeFileSync(
+    join(dir, 'cgi', 'read-all.sh'),
+    '#!/bin/sh\nbytes=$(wc -c)\nprintf "Content-Type: text/plain\\n\\nread %s bytes\\n" "$bytes"\n',
+    { mode: 0o755 },
+  );
   const errorLog = join(dir, 'error.log');
   const accessLog = join(dir, 'access.log');
   const server = await startGatehouse(t, 'serve', [
-    '--docroot', join(dir, 'www'),
-    '--cgi-bin', join(dir, 'cgi'),
-    '--headers-timeout', '1s',
-    '--request-timeout', '3s',
-    '--max-body', '100000',
-    '--error-log', errorLog,
-    '--access-log', accessLog,
+    '--docroot',
+    join(dir, 'www'),
+    '--cgi-bin',
+    join(dir, 'cgi'),
+    '--headers-timeout',
+    '1s',
+    '--request-timeout',
+    '3s',
+    '--max-body',
+    '100000',
+    '--error-log',
+    errorLog,
+    '--access-log',
+    accessLog,
   ]);
   return { ...server, errorLog, accessLog };
 }
@@ -43,14 +54,20 @@ test('HTTP/1.1 framing and limits against gatehouse serve', async (t) => {
 
   await t.test('Content-Length with Transfer-Encoding: 400, connection closed, the smuggled request never answered', async () => {
     const body = `0\r\n\r\n${SMUGGLED}`;
-    const result = await rawExchange(site.port, `POST /cgi-bin/echo.sh HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\nTransfer-Encoding: chunked\r\n\r\n${body}`);
+    const result = await rawExchange(
+      site.port,
+      `POST /cgi-bin/echo.sh HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\nTransfer-Encoding: chunked\r\n\r\n${body}`,
+    );
     assert.deepEqual(statusCodes(result.text), [400], result.text);
     assert.equal(result.closedByServer, true);
     assert.ok(!result.text.includes('file b'));
   });
 
   await t.test('two different Content-Lengths: 400 and closed', async () => {
-    const result = await rawExchange(site.port, `POST /cgi-bin/echo.sh HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: ${3 + SMUGGLED.length}\r\n\r\nabc${SMUGGLED}`);
+    const result = await rawExchange(
+      site.port,
+      `POST /cgi-bin/echo.sh HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: ${3 + SMUGGLED.length}\r\n\r\nabc${SMUGGLED}`,
+    );
     assert.deepEqual(statusCodes(result.text), [400], result.text);
     assert.equal(result.closedByServer, true);
   });
@@ -69,7 +86,7 @@ test('HTTP/1.1 framing and limits against gatehouse serve', async (t) => {
 
   await t.test('a request target over max-url-bytes: 414, also when it is longer than the whole head limit', async () => {
     for (const length of [9000, 20_000, 70_000]) {
-      const target = '/' + 'a'.repeat(length);
+      const target = `/${'a'.repeat(length)}`;
       const result = await rawExchange(site.port, `GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`);
       assert.deepEqual(statusCodes(result.text), [414], `target of ${length} bytes: ${result.text.slice(0, 200)}`);
       assert.equal(result.closedByServer, true);
@@ -118,7 +135,10 @@ test('HTTP/1.1 framing and limits against gatehouse serve', async (t) => {
       assert.equal(other.status, 200);
       assert.equal(other.body.toString(), 'file b\n');
     }
-    for (const [name, exchange] of [['trickling', await slow], ['stalled', await stalled]] as const) {
+    for (const [name, exchange] of [
+      ['trickling', await slow],
+      ['stalled', await stalled],
+    ] as const) {
       // Closed well before the 8 s the trickle would take, or the 12 s this test waits.
       assert.equal(exchange.closedByServer, true, `the ${name} client was not cut off`);
       assert.deepEqual(statusCodes(exchange.text), [408], `${name}: ${exchange.text}`);
@@ -133,37 +153,57 @@ test('HTTP/1.1 framing and limits against gatehouse serve', async (t) => {
     socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
     const closed = new Promise((resolve) => socket.on('close', resolve));
     socket.write('POST /cgi-bin/echo.sh HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n');
-    const continued = await eventually(() => text, (seen) => seen.includes('\r\n\r\n'), 5000);
+    const continued = await eventually(
+      () => text,
+      (seen) => seen.includes('\r\n\r\n'),
+      5000,
+    );
     assert.match(continued, /^HTTP\/1\.1 100 Continue\r\n\r\n$/);
     socket.write('hello');
     await closed;
     assert.deepEqual(statusCodes(text), [100, 200]);
     assert.match(text, /\r\n\r\n5\r\nhello\r\n0\r\n\r\n$/);
 
-    const tooBig = await rawExchange(site.port, 'POST /cgi-bin/echo.sh HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 200000\r\n\r\n');
+    const tooBig = await rawExchange(
+      site.port,
+      'POST /cgi-bin/echo.sh HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 200000\r\n\r\n',
+    );
     assert.deepEqual(statusCodes(tooBig.text), [413], tooBig.text);
     assert.equal(tooBig.closedByServer, true);
   });
 
   await t.test('a body slower than request-timeout: 408 if the script has not answered yet', async () => {
-    const result = await rawExchange(site.port, 'POST /cgi-bin/read-all.sh HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b', { waitMs: 12_000 });
+    const result = await rawExchange(site.port, 'POST /cgi-bin/read-all.sh HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b', {
+      waitMs: 12_000,
+    });
     assert.equal(result.closedByServer, true);
     assert.deepEqual(statusCodes(result.text), [408], result.text);
   });
 
-  await t.test('regression: a body slower than request-timeout while the script already answers: the connection is cut, no 408 inside the body', async () => {
-    const result = await rawExchange(site.port, 'POST /cgi-bin/echo.sh HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b', { waitMs: 12_000 });
-    assert.equal(result.closedByServer, true);
-    assert.deepEqual(statusCodes(result.text), [200], result.text);
-    assert.ok(!result.text.includes('408'), `an error response was written into the running one:\n${result.text}`);
-    assert.ok(!result.text.endsWith('0\r\n\r\n'), 'a cut response must not look complete (no last chunk)');
-  });
+  await t.test(
+    'regression: a body slower than request-timeout while the script already answers: the connection is cut, no 408 inside the body',
+    async () => {
+      const result = await rawExchange(site.port, 'POST /cgi-bin/echo.sh HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b', {
+        waitMs: 12_000,
+      });
+      assert.equal(result.closedByServer, true);
+      assert.deepEqual(statusCodes(result.text), [200], result.text);
+      assert.ok(!result.text.includes('408'), `an error response was written into the running one:\n${result.text}`);
+      assert.ok(!result.text.endsWith('0\r\n\r\n'), 'a cut response must not look complete (no last chunk)');
+    },
+  );
 
   await t.test('absolute-form targets (RFC 9112 3.2.2: a server must accept them) are served as their path', async () => {
-    const result = await rawExchange(site.port, `GET http://127.0.0.1:${site.port}/a.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`);
+    const result = await rawExchange(
+      site.port,
+      `GET http://127.0.0.1:${site.port}/a.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`,
+    );
     assert.deepEqual(statusCodes(result.text), [200], result.text);
     assert.match(result.text, /\r\n\r\nfile a\n$/);
-    const script = await rawExchange(site.port, `GET http://127.0.0.1:${site.port}/cgi-bin/env.sh/p?q=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`);
+    const script = await rawExchange(
+      site.port,
+      `GET http://127.0.0.1:${site.port}/cgi-bin/env.sh/p?q=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`,
+    );
     assert.deepEqual(statusCodes(script.text), [200]);
     assert.match(script.text, /^REQUEST_URI=\/cgi-bin\/env\.sh\/p\?q=1$/m);
     assert.match(script.text, /^PATH_INFO=\/p$/m);
@@ -172,14 +212,20 @@ test('HTTP/1.1 framing and limits against gatehouse serve', async (t) => {
   });
 
   await t.test('refused requests are named in the error log', async () => {
-    const log = await eventually(() => readFileSync(site.errorLog, 'utf8'), (text) => text.includes('HPE_HEADER_OVERFLOW'));
+    const log = await eventually(
+      () => readFileSync(site.errorLog, 'utf8'),
+      (text) => text.includes('HPE_HEADER_OVERFLOW'),
+    );
     assert.match(log, /http: bad request from 127\.0\.0\.1: HPE_UNEXPECTED_CONTENT_LENGTH /);
     assert.match(log, /http: bad request from 127\.0\.0\.1: HPE_HEADER_OVERFLOW /);
     assert.match(log, /request target of 9001 bytes from 127\.0\.0\.1 exceeds max-url-bytes \(8190\): 414/);
   });
 
   await t.test('refused requests are in the access log too, as Apache logs them', async () => {
-    const log = await eventually(() => readFileSync(site.accessLog, 'utf8'), (text) => text.includes('" 408 -'));
+    const log = await eventually(
+      () => readFileSync(site.accessLog, 'utf8'),
+      (text) => text.includes('" 408 -'),
+    );
     for (const status of [400, 408, 414, 431]) {
       assert.match(log, new RegExp(`^127\\.0\\.0\\.1 - - \\[[^\\]]+\\] "[^"]*" ${status} `, 'm'), `no ${status} line in:\n${log}`);
     }

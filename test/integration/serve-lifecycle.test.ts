@@ -41,15 +41,32 @@ printf 'Content-Type: text/plain\\n\\nfinished\\n'
 `,
     { mode: 0o755 },
   );
-  writeFileSync(join(dir, 'cgi', 'chatty.sh'), `#!/bin/sh\necho "a line on stderr from chatty" >&2\nprintf 'Content-Type: text/plain\\n\\nhello\\n'\n`, { mode: 0o755 });
+  writeFileSync(
+    join(dir, 'cgi', 'chatty.sh'),
+    `#!/bin/sh\necho "a line on stderr from chatty" >&2\nprintf 'Content-Type: text/plain\\n\\nhello\\n'\n`,
+    { mode: 0o755 },
+  );
   return dir;
 }
 
 test('access log: Apache combined format, one line per request', async (t) => {
   const dir = site(t);
   const accessLog = join(dir, 'logs-access.log');
-  const server = await startGatehouse(t, 'serve', ['--docroot', join(dir, 'www'), '--cgi-bin', join(dir, 'cgi'), '--max-body', '1000', '--access-log', accessLog, '--error-log', join(dir, 'error.log')]);
-  await httpRequest(`${server.base}/a.txt?x=1`, { headers: { Referer: 'http://referrer.example/page', 'User-Agent': 'agent/1.0 "quoted"' } });
+  const server = await startGatehouse(t, 'serve', [
+    '--docroot',
+    join(dir, 'www'),
+    '--cgi-bin',
+    join(dir, 'cgi'),
+    '--max-body',
+    '1000',
+    '--access-log',
+    accessLog,
+    '--error-log',
+    join(dir, 'error.log'),
+  ]);
+  await httpRequest(`${server.base}/a.txt?x=1`, {
+    headers: { Referer: 'http://referrer.example/page', 'User-Agent': 'agent/1.0 "quoted"' },
+  });
   await httpRequest(`${server.base}/missing.txt`);
   await httpRequest(`${server.base}/cgi-bin/chatty.sh/p?q`, { method: 'POST', body: 'abc' });
   await httpRequest(`${server.base}/a.txt`, { method: 'HEAD' });
@@ -60,12 +77,19 @@ test('access log: Apache combined format, one line per request', async (t) => {
   }
   const tooBig = await httpRequest(`${server.base}/cgi-bin/chatty.sh`, { method: 'POST', body: chunks() }).catch((error: Error) => error);
   if (!(tooBig instanceof Error)) assert.equal(tooBig.status, 413);
-  const lines = (await eventually(() => (existsSync(accessLog) ? readFileSync(accessLog, 'utf8') : ''), (text) => text.split('\n').length > 5)).trimEnd().split('\n');
+  const lines = (
+    await eventually(
+      () => (existsSync(accessLog) ? readFileSync(accessLog, 'utf8') : ''),
+      (text) => text.split('\n').length > 5,
+    )
+  )
+    .trimEnd()
+    .split('\n');
   assert.equal(server.child.exitCode, null, `the server died:\n${server.output()}`);
   assert.equal((await httpRequest(`${server.base}/a.txt`)).status, 200);
   assert.equal(lines.length, 5, lines.join('\n'));
   const exactly = (line: string, expected: string) => {
-    const pattern = new RegExp('^' + expected.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replace('DATE', DATE) + '$');
+    const pattern = new RegExp(`^${expected.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replace('DATE', DATE)}$`);
     assert.match(line, pattern);
   };
   exactly(lines[0]!, '127.0.0.1 - - DATE "GET /a.txt?x=1 HTTP/1.1" 200 7 "http://referrer.example/page" "agent/1.0 \\"quoted\\""');
@@ -75,30 +99,51 @@ test('access log: Apache combined format, one line per request', async (t) => {
   assert.match(lines[4]!, new RegExp(`^127\\.0\\.0\\.1 - - ${DATE} "POST /cgi-bin/chatty\\.sh HTTP/1\\.1" 413 \\d+ "-" "-"$`));
 });
 
-test('access log to stdout by default; error log to a file with the script\'s stderr', async (t) => {
+test("access log to stdout by default; error log to a file with the script's stderr", async (t) => {
   const dir = site(t);
   const errorLog = join(dir, 'error.log');
   const server = await startGatehouse(t, 'serve', ['--docroot', join(dir, 'www'), '--cgi-bin', join(dir, 'cgi'), '--error-log', errorLog]);
   const response = await httpRequest(`${server.base}/cgi-bin/chatty.sh`);
   assert.equal(response.body.toString(), 'hello\n');
-  const log = await eventually(() => readFileSync(errorLog, 'utf8'), (text) => text.includes('a line on stderr from chatty'));
+  const log = await eventually(
+    () => readFileSync(errorLog, 'utf8'),
+    (text) => text.includes('a line on stderr from chatty'),
+  );
   // Apache's error-log time stamp, then the pid; the script's line names the script.
-  assert.match(log, /^\[[A-Z][a-z]{2} [A-Z][a-z]{2} \d{2} \d{2}:\d{2}:\d{2}\.\d{6} \d{4}\] \[pid \d+\] gatehouse serve \d+: listening on 127\.0\.0\.1:\d+\b/m);
+  assert.match(
+    log,
+    /^\[[A-Z][a-z]{2} [A-Z][a-z]{2} \d{2} \d{2}:\d{2}:\d{2}\.\d{6} \d{4}\] \[pid \d+\] gatehouse serve \d+: listening on 127\.0\.0\.1:\d+\b/m,
+  );
   assert.match(log, /chatty\.sh.*a line on stderr from chatty/);
-  const stdout = await eventually(() => server.output(), (text) => text.includes('GET /cgi-bin/chatty.sh'));
+  const stdout = await eventually(
+    () => server.output(),
+    (text) => text.includes('GET /cgi-bin/chatty.sh'),
+  );
   assert.match(stdout, new RegExp(`^127\\.0\\.0\\.1 - - ${DATE} "GET /cgi-bin/chatty\\.sh HTTP/1\\.1" 200 6 "-" "-"$`, 'm'));
   assert.ok(!stdout.includes('listening on'), 'error-log lines went to the file, not the console');
 });
 
 test('SIGTERM while a slow CGI script runs: the request completes, new connections are refused, exit 0', async (t) => {
   const dir = site(t);
-  const server = await startGatehouse(t, 'serve', ['--docroot', join(dir, 'www'), '--cgi-bin', join(dir, 'cgi'), '--shutdown-grace', '20s', '--access-log', 'off']);
+  const server = await startGatehouse(t, 'serve', [
+    '--docroot',
+    join(dir, 'www'),
+    '--cgi-bin',
+    join(dir, 'cgi'),
+    '--shutdown-grace',
+    '20s',
+    '--access-log',
+    'off',
+  ]);
   // An idle keep-alive connection must not hold the stop up.
   const idle = net.connect(server.port, '127.0.0.1');
   idle.on('error', () => {});
   idle.write('GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n');
   const slow = httpRequest(`${server.base}/cgi-bin/slow.sh`);
-  await eventually(() => existsSync(join(dir, 'slow.started')), (started) => started);
+  await eventually(
+    () => existsSync(join(dir, 'slow.started')),
+    (started) => started,
+  );
   server.child.kill('SIGTERM');
   // Once the signal is handled, new connections are refused while the script is still running.
   let refused = false;
@@ -124,20 +169,38 @@ for (const mode of ['daemon', 'in-process', 'fork']) {
   test(`SIGTERM with a hanging script and a short --shutdown-grace: the script's process group is killed and gatehouse exits (--cgi-spawn ${mode})`, async (t) => {
     const dir = site(t);
     const errorLog = join(dir, 'error.log');
-    const server = await startGatehouse(t, 'serve', ['--cgi-bin', CGI_FIXTURES, '--cgi-spawn', mode, '--shutdown-grace', '500ms', '--error-log', errorLog, '--access-log', 'off']);
+    const server = await startGatehouse(t, 'serve', [
+      '--cgi-bin',
+      CGI_FIXTURES,
+      '--cgi-spawn',
+      mode,
+      '--shutdown-grace',
+      '500ms',
+      '--error-log',
+      errorLog,
+      '--access-log',
+      'off',
+    ]);
     const client = http.get(`${server.base}/cgi-bin/hang.sh`, { agent: false });
     const clientDone = new Promise<string>((resolve) => {
       client.on('response', (res) => resolve(`response ${res.statusCode}`));
       client.on('error', (error) => resolve(`error ${error.message}`));
     });
     // hang.sh writes "script PID grandchild PID" to stderr, which goes to the error log.
-    const log = await eventually(() => (existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''), (text) => /script \d+ grandchild \d+/.test(text));
+    const log = await eventually(
+      () => (existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''),
+      (text) => /script \d+ grandchild \d+/.test(text),
+    );
     const [, script, grandchild] = /script (\d+) grandchild (\d+)/.exec(log)!.map(Number) as [number, number, number];
     assert.ok(alive(script) && alive(grandchild), 'the script and its background child run');
     server.child.kill('SIGTERM');
     const { code, signal } = await server.exited;
     assert.deepEqual({ code, signal }, { code: 0, signal: null }, server.output());
-    const stillAlive = await eventually(() => [script, grandchild].filter(alive), (pids) => pids.length === 0, 5000);
+    const stillAlive = await eventually(
+      () => [script, grandchild].filter(alive),
+      (pids) => pids.length === 0,
+      5000,
+    );
     assert.deepEqual(stillAlive, [], `processes of the script's group outlived gatehouse: ${stillAlive.join(', ')}`);
     assert.match(await clientDone, /^error /, 'the client of the killed script sees its connection end');
     assert.match(readFileSync(errorLog, 'utf8'), /stop: 1 request\(s\) still running after 500 ms: closing their connections/);

@@ -24,7 +24,9 @@ function site(t: { after(fn: () => unknown): void }) {
 
 async function occupy(t: { after(fn: () => unknown): void }, where: number | string): Promise<net.Server> {
   const server = net.createServer((socket) => socket.end());
-  await new Promise<void>((resolve) => (typeof where === 'number' ? server.listen(where, '127.0.0.1', resolve) : server.listen(where, resolve)));
+  await new Promise<void>((resolve) =>
+    typeof where === 'number' ? server.listen(where, '127.0.0.1', resolve) : server.listen(where, resolve),
+  );
   t.after(() => new Promise((resolve) => server.close(resolve)));
   return server;
 }
@@ -34,23 +36,45 @@ test('a port in use: a message that says so, exit 1 (with the cgid daemon starte
   const port = await freePort();
   await occupy(t, port);
   const free = await freePort();
-  const result = await runGatehouse(t, ['serve', '--listen', `127.0.0.1:${free}`, '--listen', `127.0.0.1:${port}`, '--docroot', join(dir, 'www'), '--cgi-bin', join(dir, 'cgi')]);
+  const result = await runGatehouse(t, [
+    'serve',
+    '--listen',
+    `127.0.0.1:${free}`,
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--docroot',
+    join(dir, 'www'),
+    '--cgi-bin',
+    join(dir, 'cgi'),
+  ]);
   assert.equal(result.code, 1, result.stderr);
-  assert.match(result.stderr, new RegExp(`gatehouse serve: cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE: another process is listening on this port`));
-  // The address that did bind was closed again.
-  await assert.rejects(
-    new Promise<void>((resolve, reject) => net.connect(free, '127.0.0.1', resolve).on('error', reject)),
-    /ECONNREFUSED/,
+  assert.match(
+    result.stderr,
+    new RegExp(`gatehouse serve: cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE: another process is listening on this port`),
   );
+  // The address that did bind was closed again.
+  await assert.rejects(new Promise<void>((resolve, reject) => net.connect(free, '127.0.0.1', resolve).on('error', reject)), /ECONNREFUSED/);
 });
 
 test('a unix socket left by a dead server is replaced; the socket is served and removed on stop', async (t) => {
   const dir = site(t);
   const socketPath = join(dir, 'gatehouse.sock');
   // A socket file whose server is gone: bind it from a process that then exits.
-  execFileSync(process.execPath, ['-e', `const s=require('net').createServer();s.listen(${JSON.stringify(socketPath)},()=>process.exit(0))`]);
+  execFileSync(process.execPath, [
+    '-e',
+    `const s=require('net').createServer();s.listen(${JSON.stringify(socketPath)},()=>process.exit(0))`,
+  ]);
   assert.ok(lstatSync(socketPath).isSocket());
-  const server = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'serve', '--listen', `unix:${socketPath}`, '--docroot', join(dir, 'www'), '--access-log', 'off']);
+  const server = startProcess(t, process.execPath, [
+    GATEHOUSE_MAIN,
+    'serve',
+    '--listen',
+    `unix:${socketPath}`,
+    '--docroot',
+    join(dir, 'www'),
+    '--access-log',
+    'off',
+  ]);
   await waitForListener({ path: socketPath }, 10_000, () => server.child.exitCode === null);
   const body = await new Promise<string>((resolve, reject) => {
     http

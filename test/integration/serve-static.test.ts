@@ -28,7 +28,8 @@ test('static files from the document root', async (t) => {
   writeFileSync(join(www, 'index.html'), '<p>home</p>\n');
   writeFileSync(join(www, 'docs', 'index.html'), '<p>docs</p>\n');
   writeFileSync(join(www, 'alphabet.txt'), ALPHABET);
-  for (const name of ['page.html', 'style.css', 'data.json', 'app.js', 'logo.svg', 'image.png', 'archive.unknownext']) writeFileSync(join(www, name), 'x');
+  for (const name of ['page.html', 'style.css', 'data.json', 'app.js', 'logo.svg', 'image.png', 'archive.unknownext'])
+    writeFileSync(join(www, name), 'x');
   writeFileSync(join(www, '.env'), `${SECRET}\n`);
   mkdirSync(join(www, '.git'));
   writeFileSync(join(www, '.git', 'config'), `${SECRET}\n`);
@@ -42,7 +43,8 @@ test('static files from the document root', async (t) => {
   symlinkSync('alphabet.txt', join(www, 'link-in.txt'));
   const errorLog = join(dir, 'error.log');
   const server = await startGatehouse(t, 'serve', ['--docroot', www, '--error-log', errorLog, '--access-log', 'off']);
-  const get = (path: string, headers: Record<string, string> = {}, method = 'GET') => httpRequest(`${server.base}${path}`, { headers, method });
+  const get = (path: string, headers: Record<string, string> = {}, method = 'GET') =>
+    httpRequest(`${server.base}${path}`, { headers, method });
 
   await t.test('Range: 206 with exactly the bytes asked for; 416 past the end', async () => {
     const middle = await get('/alphabet.txt', { Range: 'bytes=2-5' });
@@ -177,8 +179,14 @@ test('static files from the document root', async (t) => {
   });
 
   await t.test('refusals are in the error log with the path they resolved to', async () => {
-    const log = await eventually(() => readFileSync(errorLog, 'utf8'), (text) => text.includes('leaky-index'));
+    const log = await eventually(
+      () => readFileSync(errorLog, 'utf8'),
+      (text) => text.includes('leaky-index'),
+    );
     assert.match(log, /static: refused \/link-out\.txt: .*link-out\.txt resolves to .*\/outside\/secret\.txt, outside the document root/);
-    assert.match(log, /static: refused \/leaky-index\/: .*leaky-index\/index\.html resolves to .*\/outside\/index\.html, outside the document root/);
+    assert.match(
+      log,
+      /static: refused \/leaky-index\/: .*leaky-index\/index\.html resolves to .*\/outside\/index\.html, outside the document root/,
+    );
   });
 });

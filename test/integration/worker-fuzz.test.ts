@@ -34,13 +34,13 @@ function validStream(id: number, uri: string, body: Buffer, keepConn: boolean): 
 }
 
 const recordArbitrary = fc.oneof(
-  fc.record({ id: fc.integer({ min: 0, max: 70000 }), keep: fc.boolean(), role: fc.integer({ min: 0, max: 5 }) }).map(({ id, keep, role }) =>
-    encodeBeginRequest(id & 0xffff, role as Role, keep),
-  ),
+  fc
+    .record({ id: fc.integer({ min: 0, max: 70000 }), keep: fc.boolean(), role: fc.integer({ min: 0, max: 5 }) })
+    .map(({ id, keep, role }) => encodeBeginRequest(id & 0xffff, role as Role, keep)),
   fc.integer({ min: 0, max: 5 }).map((id) => encodeAbortRequest(id)),
-  fc.record({ type: fc.integer({ min: 0, max: 255 }), id: fc.integer({ min: 0, max: 5 }), content: fc.uint8Array({ maxLength: 300 }) }).map(({ type, id, content }) =>
-    encodeRecord(type, id, content),
-  ),
+  fc
+    .record({ type: fc.integer({ min: 0, max: 255 }), id: fc.integer({ min: 0, max: 5 }), content: fc.uint8Array({ maxLength: 300 }) })
+    .map(({ type, id, content }) => encodeRecord(type, id, content)),
   fc.uint8Array({ maxLength: 64 }).map((bytes) => Buffer.from(bytes)),
 );
 

@@ -50,7 +50,11 @@ test('nginx -> worker: GET with a query string reaches the handler as method, ur
 test('nginx -> worker: a 10 MB POST body arrives whole and in order', async (t) => {
   const { nginx } = await setup(t);
   const payload = randomBytes(10 * 1024 * 1024);
-  const res = await httpRequest(`${nginx.url}/count`, { method: 'POST', body: payload, headers: { 'Content-Type': 'application/octet-stream' } });
+  const res = await httpRequest(`${nginx.url}/count`, {
+    method: 'POST',
+    body: payload,
+    headers: { 'Content-Type': 'application/octet-stream' },
+  });
   assert.equal(res.status, 200);
   const body = JSON.parse(res.body.toString());
   assert.equal(body.bytes, payload.length);
@@ -78,26 +82,31 @@ test('nginx -> worker: a 100 MB streamed response keeps the worker memory bounde
   t.after(() => clearInterval(sampler));
   const total = 100 * 1024 * 1024;
   const received = await new Promise<number>((resolve, reject) => {
-    http.get(`${nginx.url}/stream?mb=100`, { agent: false }, (res) => {
-      assert.equal(res.statusCode, 200);
-      assert.equal(res.headers['content-length'], String(total));
-      let bytes = 0;
-      // Read slowly for the first part so the whole pipeline fills up and backpressure must hold.
-      res.on('data', (chunk: Buffer) => {
-        bytes += chunk.length;
-        if (bytes < 20 * 1024 * 1024) {
-          res.pause();
-          setTimeout(() => res.resume(), 2);
-        }
-      });
-      res.on('end', () => resolve(bytes));
-      res.on('error', reject);
-    }).on('error', reject);
+    http
+      .get(`${nginx.url}/stream?mb=100`, { agent: false }, (res) => {
+        assert.equal(res.statusCode, 200);
+        assert.equal(res.headers['content-length'], String(total));
+        let bytes = 0;
+        // Read slowly for the first part so the whole pipeline fills up and backpressure must hold.
+        res.on('data', (chunk: Buffer) => {
+          bytes += chunk.length;
+          if (bytes < 20 * 1024 * 1024) {
+            res.pause();
+            setTimeout(() => res.resume(), 2);
+          }
+        });
+        res.on('end', () => resolve(bytes));
+        res.on('error', reject);
+      })
+      .on('error', reject);
   });
   clearInterval(sampler);
   assert.equal(received, total);
   const growth = peak - before;
-  assert.ok(growth < 48 * 1024 * 1024, `worker RSS grew by ${(growth / 1048576).toFixed(1)} MiB while streaming 100 MiB (from ${(before / 1048576).toFixed(1)} MiB)`);
+  assert.ok(
+    growth < 48 * 1024 * 1024,
+    `worker RSS grew by ${(growth / 1048576).toFixed(1)} MiB while streaming 100 MiB (from ${(before / 1048576).toFixed(1)} MiB)`,
+  );
 });
 
 test('nginx -> worker: HEAD gets the head and no body', async (t) => {

@@ -125,7 +125,9 @@ test('FCGI_WEB_SERVER_ADDRS: on TCP, connections from other addresses are refuse
   const dir = tempDir(t);
   const port = await freePort();
   // Listen on all loopback addresses but allow only 127.0.0.2.
-  const running = startProcess(t, process.execPath, [TEST_APP, `127.0.0.1:${port}`], { env: { ...process.env, FCGI_WEB_SERVER_ADDRS: '127.0.0.2' } });
+  const running = startProcess(t, process.execPath, [TEST_APP, `127.0.0.1:${port}`], {
+    env: { ...process.env, FCGI_WEB_SERVER_ADDRS: '127.0.0.2' },
+  });
   await waitForListener({ host: '127.0.0.1', port }, 10_000, () => running.child.exitCode === null).catch(() => {});
   const refused = await RawFastCGIPeer.connect({ host: '127.0.0.1', port });
   refused.sendRequest(1, { REQUEST_URI: '/hello' });

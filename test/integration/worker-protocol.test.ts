@@ -48,16 +48,24 @@ function endRequestBody(content: Buffer) {
 test('GET_VALUES is answered truthfully, only with the names asked', async (t) => {
   const { connect } = await serve(t, hello, { maxConnections: 7, maxRequestsPerConnection: 3 });
   const peer = await connect();
-  peer.write(encodeParamsRecords(RecordType.GET_VALUES, 0, [['FCGI_MPXS_CONNS', ''], ['FCGI_MAX_CONNS', ''], ['FCGI_MAX_REQS', ''], ['SOMETHING_ELSE', '']]));
+  peer.write(
+    encodeParamsRecords(RecordType.GET_VALUES, 0, [
+      ['FCGI_MPXS_CONNS', ''],
+      ['FCGI_MAX_CONNS', ''],
+      ['FCGI_MAX_REQS', ''],
+      ['SOMETHING_ELSE', ''],
+    ]),
+  );
   const records = await peer.waitFor((rs) => rs.some((r) => r.type === RecordType.GET_VALUES_RESULT));
   const result = records.find((r) => r.type === RecordType.GET_VALUES_RESULT)!;
   assert.equal(result.requestId, 0);
   const pairs = decodeNameValuePairs(result.content);
   assert.ok(Array.isArray(pairs));
-  assert.deepEqual(
-    Object.fromEntries(pairs.map(([n, v]) => [n.toString(), v.toString()])),
-    { FCGI_MPXS_CONNS: '1', FCGI_MAX_CONNS: '7', FCGI_MAX_REQS: '21' },
-  );
+  assert.deepEqual(Object.fromEntries(pairs.map(([n, v]) => [n.toString(), v.toString()])), {
+    FCGI_MPXS_CONNS: '1',
+    FCGI_MAX_CONNS: '7',
+    FCGI_MAX_REQS: '21',
+  });
 });
 
 test('an unknown management record type gets FCGI_UNKNOWN_TYPE naming it', async (t) => {
@@ -77,7 +85,7 @@ test('an unknown management record type gets FCGI_UNKNOWN_TYPE naming it', async
 
 test('an unknown role is refused with FCGI_UNKNOWN_ROLE and the handler never runs', async (t) => {
   let calls = 0;
-  const { connect } = await serve(t, (req, res) => {
+  const { connect } = await serve(t, (_req, res) => {
     calls++;
     res.end();
   });
@@ -89,7 +97,7 @@ test('an unknown role is refused with FCGI_UNKNOWN_ROLE and the handler never ru
 });
 
 test('responder: head CGI-style, body as STDOUT, empty STDOUT, END_REQUEST with appStatus', async (t) => {
-  const { connect } = await serve(t, (req, res) => {
+  const { connect } = await serve(t, (_req, res) => {
     res.statusCode = 201;
     res.setHeader('X-Thing', ['a', 'b']);
     res.appStatus = 3;
@@ -136,7 +144,11 @@ test('multiplexed requests on one connection interleave and each gets its own an
     });
   });
   const peer = await connect();
-  peer.write(encodeBeginRequest(1, Role.RESPONDER, true), encodeBeginRequest(2, Role.RESPONDER, true), encodeBeginRequest(3, Role.RESPONDER, true));
+  peer.write(
+    encodeBeginRequest(1, Role.RESPONDER, true),
+    encodeBeginRequest(2, Role.RESPONDER, true),
+    encodeBeginRequest(3, Role.RESPONDER, true),
+  );
   for (const id of [3, 1, 2]) {
     peer.write(encodeParamsRecords(RecordType.PARAMS, id, [['REQUEST_URI', `/r${id}`]]), encodeRecord(RecordType.PARAMS, id));
   }
@@ -206,7 +218,13 @@ test('params are lossless: non-UTF-8 bytes survive in rawParams, UTF-8 decodes i
   });
   const peer = await connect();
   peer.write(encodeBeginRequest(1, Role.RESPONDER, false));
-  peer.write(encodeParamsRecords(RecordType.PARAMS, 1, [[Buffer.from('PATH_INFO'), Buffer.from([0x2f, 0xff, 0xfe])], ['SCRIPT_NAME', '/é']]), encodeRecord(RecordType.PARAMS, 1));
+  peer.write(
+    encodeParamsRecords(RecordType.PARAMS, 1, [
+      [Buffer.from('PATH_INFO'), Buffer.from([0x2f, 0xff, 0xfe])],
+      ['SCRIPT_NAME', '/é'],
+    ]),
+    encodeRecord(RecordType.PARAMS, 1),
+  );
   peer.write(encodeRecord(RecordType.STDIN, 1));
   await peer.waitForEnd(1);
   const raw = captured!.rawParams.find(([name]) => name.toString() === 'PATH_INFO')!;
@@ -276,7 +294,7 @@ test('a handler that throws after the head was sent ends the response; before, i
 });
 
 test('HEAD: the head goes out, body writes are dropped', async (t) => {
-  const { connect } = await serve(t, (req, res) => {
+  const { connect } = await serve(t, (_req, res) => {
     res.end('a body nobody asked for');
   });
   const peer = await connect();
@@ -287,7 +305,7 @@ test('HEAD: the head goes out, body writes are dropped', async (t) => {
 
 test('headers with CR/LF are refused at setHeader (no response splitting)', async (t) => {
   let thrown: unknown;
-  const { connect } = await serve(t, (req, res) => {
+  const { connect } = await serve(t, (_req, res) => {
     try {
       res.setHeader('X-Evil', 'a\r\nSet-Cookie: x=y');
     } catch (error) {
@@ -322,7 +340,10 @@ test('STDIN backpressure: a handler that does not read stops the worker reading 
   assert.ok(req1);
   const buffered = req1!.readableLength;
   assert.ok(buffered < 1024 * 1024, `the request buffered ${buffered} bytes`);
-  assert.ok(peer.socket.writableLength > 4 * 1024 * 1024, `the peer's write buffer holds ${peer.socket.writableLength} bytes: it was not read`);
+  assert.ok(
+    peer.socket.writableLength > 4 * 1024 * 1024,
+    `the peer's write buffer holds ${peer.socket.writableLength} bytes: it was not read`,
+  );
   // Reading resumes the flow.
   let total = buffered;
   req1!.on('data', (c: Buffer) => (total += c.length));

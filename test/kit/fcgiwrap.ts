@@ -21,7 +21,13 @@ export async function startFcgiwrap(t: Cleanup, options: FcgiwrapOptions = {}): 
   const binary = requireProgram('/usr/sbin/fcgiwrap');
   const dir = tempDir(t, 'gatehouse-fcgiwrap-');
   const path = join(dir, 'fcgiwrap.sock');
-  const running = startProcess(t, binary, ['-s', `unix:${path}`, '-c', String(options.children ?? 1), ...(options.stderrOverFastCGI === false ? [] : ['-f'])]);
+  const running = startProcess(t, binary, [
+    '-s',
+    `unix:${path}`,
+    '-c',
+    String(options.children ?? 1),
+    ...(options.stderrOverFastCGI === false ? [] : ['-f']),
+  ]);
   await waitForListener({ path }, 10_000, () => running.child.exitCode === null).catch((error: Error) => {
     throw new Error(`fcgiwrap did not start: ${error.message}\n${running.output()}`);
   });

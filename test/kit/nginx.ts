@@ -22,7 +22,8 @@ export interface RunningNginx extends RunningProcess {
 export async function startNginx(t: Cleanup, options: NginxOptions): Promise<RunningNginx> {
   const binary = requireProgram('/usr/sbin/nginx');
   const prefix = tempDir(t, 'gatehouse-nginx-');
-  for (const dir of ['logs', 'tmp/body', 'tmp/fastcgi', 'tmp/proxy', 'tmp/uwsgi', 'tmp/scgi']) mkdirSync(join(prefix, dir), { recursive: true });
+  for (const dir of ['logs', 'tmp/body', 'tmp/fastcgi', 'tmp/proxy', 'tmp/uwsgi', 'tmp/scgi'])
+    mkdirSync(join(prefix, dir), { recursive: true });
   const port = await freePort();
   const errorLog = join(prefix, 'logs/error.log');
   // As root, nginx workers would drop to "nobody" and could not reach sockets in the test's private (0700) temp dirs.

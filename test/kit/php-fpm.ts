@@ -65,7 +65,14 @@ ${options.poolConfig ?? ''}
   // -n: no system php.ini, so Debian's settings (and their changes) do not leak into tests. fastcgi.logging=1 (the
   // built-in default, spelled out) sends error_log() output to the web server as FCGI_STDERR.
   const ini = { 'fastcgi.logging': '1', log_errors: '1', display_errors: '0', ...options.ini };
-  const args = [...(asRoot ? ['-R'] : []), '-F', '-n', '-y', configPath, ...Object.entries(ini).flatMap(([key, value]) => ['-d', `${key}=${value}`])];
+  const args = [
+    ...(asRoot ? ['-R'] : []),
+    '-F',
+    '-n',
+    '-y',
+    configPath,
+    ...Object.entries(ini).flatMap(([key, value]) => ['-d', `${key}=${value}`]),
+  ];
   const running = startProcess(t, binary, args);
   await waitForListener(address, 10_000, () => running.child.exitCode === null).catch((error: Error) => {
     throw new Error(`php-fpm did not start: ${error.message}\n${running.output()}`);

@@ -106,7 +106,10 @@ export function startProcess(t: Cleanup, command: string, args: readonly string[
       child.kill(signal);
       // An unref'd timer: a test file must not wait for it once the process is gone.
       let timer: NodeJS.Timeout | undefined;
-      const stopped = await Promise.race([exited.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 5000).unref()))]);
+      const stopped = await Promise.race([
+        exited.then(() => true),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 5000).unref())),
+      ]);
       clearTimeout(timer);
       if (!stopped) {
         child.kill('SIGKILL');
@@ -140,6 +143,7 @@ export function rssBytes(pid: number): number {
 
 /** Which of these programs exist; tests of a peer that is missing fail with this message rather than pass silently. */
 export function requireProgram(path: string): string {
-  if (!existsSync(path)) throw new Error(`${path} is not installed; .ci/run installs it (apt-get), run that or install the Debian package by hand`);
+  if (!existsSync(path))
+    throw new Error(`${path} is not installed; .ci/run installs it (apt-get), run that or install the Debian package by hand`);
   return path;
 }

@@ -57,7 +57,11 @@ export class RawFastCGIPeer {
   }
 
   /** BEGIN_REQUEST, the params, the empty PARAMS record, then the body as STDIN and its end. */
-  sendRequest(requestId: number, params: Record<string, string>, options: { body?: Buffer; keepConn?: boolean; role?: number; endStdin?: boolean } = {}): void {
+  sendRequest(
+    requestId: number,
+    params: Record<string, string>,
+    options: { body?: Buffer; keepConn?: boolean; role?: number; endStdin?: boolean } = {},
+  ): void {
     this.write(encodeBeginRequest(requestId, (options.role ?? Role.RESPONDER) as Role, options.keepConn ?? false));
     if (Object.keys(params).length > 0) this.write(encodeParamsRecords(RecordType.PARAMS, requestId, Object.entries(params)));
     this.write(encodeRecord(RecordType.PARAMS, requestId));

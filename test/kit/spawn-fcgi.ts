@@ -36,12 +36,21 @@ export async function startSpawnFcgi(t: Cleanup, options: SpawnFcgiOptions): Pro
   const where = 'path' in address ? ['-s', address.path] : ['-a', '127.0.0.1', '-p', String(address.port)];
   const children = options.children ?? 1;
   const pidFile = join(dir, 'pids');
-  const args = [...where, ...(children === 1 ? ['-n'] : ['-F', String(children), '-P', pidFile]), '--', options.program, ...(options.args ?? [])];
+  const args = [
+    ...where,
+    ...(children === 1 ? ['-n'] : ['-F', String(children), '-P', pidFile]),
+    '--',
+    options.program,
+    ...(options.args ?? []),
+  ];
   const running = startProcess(t, binary, args);
   const pids = (): number[] => {
     if (children === 1) return running.child.pid && running.child.exitCode === null ? [running.child.pid] : [];
     if (!existsSync(pidFile)) return [];
-    return readFileSync(pidFile, 'utf8').split('\n').map(Number).filter((pid) => pid > 0);
+    return readFileSync(pidFile, 'utf8')
+      .split('\n')
+      .map(Number)
+      .filter((pid) => pid > 0);
   };
   const kill = (signal: NodeJS.Signals = 'SIGTERM') => {
     for (const pid of pids()) {
@@ -62,7 +71,14 @@ export async function startSpawnFcgi(t: Cleanup, options: SpawnFcgiOptions): Pro
   await waitForListener(address, 10_000).catch((error: Error) => {
     throw new Error(`spawn-fcgi ${options.program} did not start: ${error.message}\n${running.output()}`);
   });
-  return { address, addressString: 'path' in address ? `unix:${address.path}` : `127.0.0.1:${address.port}`, pids, kill, stop, output: running.output };
+  return {
+    address,
+    addressString: 'path' in address ? `unix:${address.path}` : `127.0.0.1:${address.port}`,
+    pids,
+    kill,
+    stop,
+    output: running.output,
+  };
 }
 
 function isAlive(pid: number): boolean {

@@ -15,16 +15,20 @@ async function readAll(stream: Readable): Promise<Buffer> {
 test('property: whatever the chunking, the spooled body is the bytes sent, in memory or in a temp file', async (t) => {
   const directory = tempDir(t);
   await fc.assert(
-    fc.asyncProperty(fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 20 }), fc.integer({ min: 0, max: 2000 }), async (parts, memoryBytes) => {
-      const buffers = parts.map((part) => Buffer.from(part));
-      const outcome = await spoolBody(Readable.from(buffers), { memoryBytes, directory, keepHeadBytes: 10 });
-      assert.equal(outcome.kind, 'spooled');
-      if (outcome.kind !== 'spooled') return;
-      const whole = Buffer.concat(buffers);
-      assert.equal(outcome.body.length, whole.length);
-      assert.ok(outcome.body.head.equals(whole.subarray(0, 10)));
-      assert.ok((await readAll(outcome.body.stream())).equals(whole));
-    }),
+    fc.asyncProperty(
+      fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 20 }),
+      fc.integer({ min: 0, max: 2000 }),
+      async (parts, memoryBytes) => {
+        const buffers = parts.map((part) => Buffer.from(part));
+        const outcome = await spoolBody(Readable.from(buffers), { memoryBytes, directory, keepHeadBytes: 10 });
+        assert.equal(outcome.kind, 'spooled');
+        if (outcome.kind !== 'spooled') return;
+        const whole = Buffer.concat(buffers);
+        assert.equal(outcome.body.length, whole.length);
+        assert.ok(outcome.body.head.equals(whole.subarray(0, 10)));
+        assert.ok((await readAll(outcome.body.stream())).equals(whole));
+      },
+    ),
     { numRuns: 200 },
   );
   // The temp files were unlinked at once: nothing is left in the directory.

@@ -37,36 +37,42 @@ function describe(overrides: Partial<CgiRequestDescription> = {}): CgiRequestDes
   };
 }
 
-const policy: EnvironmentPolicy = { serverName: 'configured.example', inheritedEnvironment: { PATH: '/usr/bin:/bin', SECRET: 'x', TZ: 'UTC' } };
+const policy: EnvironmentPolicy = {
+  serverName: 'configured.example',
+  inheritedEnvironment: { PATH: '/usr/bin:/bin', SECRET: 'x', TZ: 'UTC' },
+};
 
 test('the RFC 3875 and Apache variables of a GET with PATH_INFO and a query', () => {
   const env = environmentRecord(buildEnvironment(describe(), policy));
-  assert.deepEqual({ ...env }, {
-    HTTP_HOST: 'Example.COM:8080',
-    HTTP_USER_AGENT: 'test',
-    PATH: '/usr/bin:/bin',
-    SERVER_SIGNATURE: '',
-    SERVER_SOFTWARE: 'gatehouse',
-    SERVER_NAME: 'example.com',
-    SERVER_ADDR: '127.0.0.1',
-    SERVER_PORT: '8080',
-    REMOTE_ADDR: '127.0.0.1',
-    DOCUMENT_ROOT: '/srv/www',
-    REQUEST_SCHEME: 'http',
-    CONTEXT_PREFIX: '/cgi-bin/',
-    CONTEXT_DOCUMENT_ROOT: '/srv/cgi-bin/',
-    SERVER_ADMIN: '[no address given]',
-    SCRIPT_FILENAME: '/srv/cgi-bin/env.cgi',
-    REMOTE_PORT: '50000',
-    GATEWAY_INTERFACE: 'CGI/1.1',
-    SERVER_PROTOCOL: 'HTTP/1.1',
-    REQUEST_METHOD: 'GET',
-    QUERY_STRING: 'x=1&y=%41',
-    REQUEST_URI: '/cgi-bin/env.cgi/a%20b?x=1&y=%41',
-    SCRIPT_NAME: '/cgi-bin/env.cgi',
-    PATH_INFO: '/a b',
-    PATH_TRANSLATED: '/srv/www/a b',
-  });
+  assert.deepEqual(
+    { ...env },
+    {
+      HTTP_HOST: 'Example.COM:8080',
+      HTTP_USER_AGENT: 'test',
+      PATH: '/usr/bin:/bin',
+      SERVER_SIGNATURE: '',
+      SERVER_SOFTWARE: 'gatehouse',
+      SERVER_NAME: 'example.com',
+      SERVER_ADDR: '127.0.0.1',
+      SERVER_PORT: '8080',
+      REMOTE_ADDR: '127.0.0.1',
+      DOCUMENT_ROOT: '/srv/www',
+      REQUEST_SCHEME: 'http',
+      CONTEXT_PREFIX: '/cgi-bin/',
+      CONTEXT_DOCUMENT_ROOT: '/srv/cgi-bin/',
+      SERVER_ADMIN: '[no address given]',
+      SCRIPT_FILENAME: '/srv/cgi-bin/env.cgi',
+      REMOTE_PORT: '50000',
+      GATEWAY_INTERFACE: 'CGI/1.1',
+      SERVER_PROTOCOL: 'HTTP/1.1',
+      REQUEST_METHOD: 'GET',
+      QUERY_STRING: 'x=1&y=%41',
+      REQUEST_URI: '/cgi-bin/env.cgi/a%20b?x=1&y=%41',
+      SCRIPT_NAME: '/cgi-bin/env.cgi',
+      PATH_INFO: '/a b',
+      PATH_TRANSLATED: '/srv/www/a b',
+    },
+  );
   assert.equal(Object.getPrototypeOf(env), null);
 });
 
@@ -80,7 +86,17 @@ test('the server environment is an allow-list: only PATH and PassEnv names reach
 });
 
 test('httpoxy: a Proxy header never becomes HTTP_PROXY', () => {
-  const env = environmentRecord(buildEnvironment(describe({ headers: [['Proxy', 'http://evil:1'], ['proxy', 'x']] }), policy));
+  const env = environmentRecord(
+    buildEnvironment(
+      describe({
+        headers: [
+          ['Proxy', 'http://evil:1'],
+          ['proxy', 'x'],
+        ],
+      }),
+      policy,
+    ),
+  );
   assert.equal(env.HTTP_PROXY, undefined);
 });
 
@@ -107,7 +123,12 @@ test('header names with underscores or other characters are dropped, as Apache 2
 });
 
 test('Authorization reaches the script only with passAuthorization (CGIPassAuth)', () => {
-  const request = describe({ headers: [['Authorization', 'Basic dTpw'], ['Proxy-Authorization', 'Basic eDp5']] });
+  const request = describe({
+    headers: [
+      ['Authorization', 'Basic dTpw'],
+      ['Proxy-Authorization', 'Basic eDp5'],
+    ],
+  });
   const hidden = environmentRecord(buildEnvironment(request, policy));
   assert.equal(hidden.HTTP_AUTHORIZATION, undefined);
   assert.equal(hidden.HTTP_PROXY_AUTHORIZATION, undefined);
@@ -184,7 +205,10 @@ test('SERVER_NAME/PORT: Host header (UseCanonicalName Off), the configured name 
 
 test('SetEnv wins over request variables; values with NUL are left out', () => {
   const env = environmentRecord(
-    buildEnvironment(describe({ headers: [['X-A', 'a\0b']] }), { ...policy, setEnv: { APP_MODE: 'prod', SERVER_ADMIN: 'ops@example', 'bad=': 'x' } }),
+    buildEnvironment(describe({ headers: [['X-A', 'a\0b']] }), {
+      ...policy,
+      setEnv: { APP_MODE: 'prod', SERVER_ADMIN: 'ops@example', 'bad=': 'x' },
+    }),
   );
   assert.equal(env.APP_MODE, 'prod');
   assert.equal(env.SERVER_ADMIN, 'ops@example');
@@ -195,7 +219,13 @@ test('SetEnv wins over request variables; values with NUL are left out', () => {
 test('a local redirect keeps REQUEST_URI and adds REDIRECT_* from the first request', () => {
   const first = buildEnvironment(describe(), policy);
   const second = buildEnvironment(
-    describe({ target: '/cgi-bin/other.cgi?q=2', scriptName: '/cgi-bin/other.cgi', scriptFilename: '/srv/cgi-bin/other.cgi', pathInfo: '', redirectedFrom: { environment: first, url: '/cgi-bin/env.cgi/a b', status: 200 } }),
+    describe({
+      target: '/cgi-bin/other.cgi?q=2',
+      scriptName: '/cgi-bin/other.cgi',
+      scriptFilename: '/srv/cgi-bin/other.cgi',
+      pathInfo: '',
+      redirectedFrom: { environment: first, url: '/cgi-bin/env.cgi/a b', status: 200 },
+    }),
     policy,
   );
   const env = environmentRecord(second);
@@ -222,7 +252,12 @@ test('property: names are unique, HTTP_* only from letter/digit/hyphen names, ne
       const back = requestFromEnvironment(environmentRecord(env));
       for (const [name, value] of headers) {
         const lower = name.toLowerCase();
-        if (value === '' || !/^[a-z0-9-]+$/.test(lower) || ['proxy', 'authorization', 'proxy-authorization', 'content-length'].includes(lower)) continue;
+        if (
+          value === '' ||
+          !/^[a-z0-9-]+$/.test(lower) ||
+          ['proxy', 'authorization', 'proxy-authorization', 'content-length'].includes(lower)
+        )
+          continue;
         assert.ok(back.headers[lower]?.includes(value), `${name} did not come back`);
       }
       assert.equal(back.url, '/cgi-bin/env.cgi/a%20b?x=1&y=%41');
@@ -231,7 +266,16 @@ test('property: names are unique, HTTP_* only from letter/digit/hyphen names, ne
 });
 
 test('the same environment is a FastCGI PARAMS block: encoded and decoded back unchanged, in order', () => {
-  const env = buildEnvironment(describe({ headers: [['Host', 'h'], ['X-Caf\u00e9', 'no'], ['X-Utf8', 'caf\u00e9']] }), policy);
+  const env = buildEnvironment(
+    describe({
+      headers: [
+        ['Host', 'h'],
+        ['X-Caf\u00e9', 'no'],
+        ['X-Utf8', 'caf\u00e9'],
+      ],
+    }),
+    policy,
+  );
   const decoded = decodeNameValuePairs(encodeNameValuePairs(env));
   assert.ok(Array.isArray(decoded));
   assert.deepEqual(
@@ -241,7 +285,17 @@ test('the same environment is a FastCGI PARAMS block: encoded and decoded back u
 });
 
 test('wire bytes: valid UTF-8 in header values reaches the script as the same bytes; Latin-1 as its UTF-8 form', () => {
-  const env = environmentRecord(buildEnvironment(describe({ headers: [['X-Utf8', 'caf\u00c3\u00a9'], ['X-Latin1', 'caf\u00e9']] }), policy));
+  const env = environmentRecord(
+    buildEnvironment(
+      describe({
+        headers: [
+          ['X-Utf8', 'caf\u00c3\u00a9'],
+          ['X-Latin1', 'caf\u00e9'],
+        ],
+      }),
+      policy,
+    ),
+  );
   assert.equal(Buffer.from(env.HTTP_X_UTF8!, 'utf8').toString('hex'), Buffer.from('caf\u00c3\u00a9', 'latin1').toString('hex'));
   assert.equal(env.HTTP_X_LATIN1, 'caf\u00e9');
   assert.equal(wireText('plain'), 'plain');

@@ -70,7 +70,10 @@ test('ScriptAlias: SCRIPT_NAME and PATH_INFO split at the script; SCRIPT_FILENAM
     nph: false,
   });
   const plain = await resolveScript('/cgi-bin//sub/./deep.pl', alias);
-  assert.equal(plain.kind === 'script' && `${plain.scriptName}|${plain.pathInfo}|${plain.scriptFilename}`, `/cgi-bin/sub/deep.pl||${join(cgiBin, 'sub/deep.pl')}`);
+  assert.equal(
+    plain.kind === 'script' && `${plain.scriptName}|${plain.pathInfo}|${plain.scriptFilename}`,
+    `/cgi-bin/sub/deep.pl||${join(cgiBin, 'sub/deep.pl')}`,
+  );
   const slash = await resolveScript('/cgi-bin/env.cgi/', alias);
   assert.equal(slash.kind === 'script' && slash.pathInfo, '/');
   const nph = await resolveScript('/cgi-bin/nph-raw', alias);
@@ -106,7 +109,10 @@ test('ScriptAlias refuses directories, non-executables, missing files, symlinks 
 test('extension handler: .cgi runs, other files are static, symlinked directories out of the root refused', async (t) => {
   const { www, site } = layout(t);
   const script = await resolveScript('/app/run.cgi/x', site);
-  assert.equal(script.kind === 'script' && `${script.scriptName}|${script.pathInfo}|${script.contextPrefix}|${script.contextDocumentRoot}`, `/app/run.cgi|/x||${www}`);
+  assert.equal(
+    script.kind === 'script' && `${script.scriptName}|${script.pathInfo}|${script.contextPrefix}|${script.contextDocumentRoot}`,
+    `/app/run.cgi|/x||${www}`,
+  );
   assert.deepEqual(await resolveScript('/index.html', site), { kind: 'static', filename: join(www, 'index.html'), directory: false });
   assert.equal((await resolveScript('/index.html/extra', site)).kind, 'refused');
   const directory = await resolveScript('/app/', site);

@@ -24,7 +24,14 @@ function failed(step: HeadStep, code: ErrorCode) {
 test('a document with LF or CRLF line ends, the body bytes after the blank line kept', () => {
   for (const eol of ['\n', '\r\n']) {
     const { head, rest } = complete(parse(`Content-Type: text/plain${eol}X-A:b  ${eol}${eol}body${eol}more`));
-    assert.deepEqual(head, { kind: 'document', status: 200, headers: [['Content-Type', 'text/plain'], ['X-A', 'b']] });
+    assert.deepEqual(head, {
+      kind: 'document',
+      status: 200,
+      headers: [
+        ['Content-Type', 'text/plain'],
+        ['X-A', 'b'],
+      ],
+    });
     assert.equal(rest.toString(), `body${eol}more`);
   }
 });
@@ -85,7 +92,10 @@ test('Transfer-Encoding from a script is refused; Content-Length is kept, checke
 
 test('repeated headers (Set-Cookie) are all kept in order', () => {
   const { head } = complete(parse('Set-Cookie: a=1\nSet-Cookie: b=2\n\n'));
-  assert.deepEqual(head.headers, [['Set-Cookie', 'a=1'], ['Set-Cookie', 'b=2']]);
+  assert.deepEqual(head.headers, [
+    ['Set-Cookie', 'a=1'],
+    ['Set-Cookie', 'b=2'],
+  ]);
 });
 
 test('an empty head is a 200 document; missing or unfinished heads are errors', () => {
@@ -138,21 +148,42 @@ function parseInChunks(input: Buffer, cuts: number[]): HeadStep {
 const headLike = fc
   .array(
     fc.oneof(
-      fc.constantFrom('Content-Type: text/html', 'Status: 404 Not Found', 'Status: 2x', 'Location: /x', 'Location: http://h/', 'X-A: b', 'Content-Length: 3', 'Transfer-Encoding: chunked', 'bad line', 'X: a\rb', ''),
+      fc.constantFrom(
+        'Content-Type: text/html',
+        'Status: 404 Not Found',
+        'Status: 2x',
+        'Location: /x',
+        'Location: http://h/',
+        'X-A: b',
+        'Content-Length: 3',
+        'Transfer-Encoding: chunked',
+        'bad line',
+        'X: a\rb',
+        '',
+      ),
       fc.string({ maxLength: 50 }),
     ),
     { maxLength: 10 },
   )
-  .chain((lines) => fc.tuple(fc.constant(lines), fc.array(fc.constantFrom('\n', '\r\n'), { minLength: lines.length, maxLength: lines.length })))
+  .chain((lines) =>
+    fc.tuple(fc.constant(lines), fc.array(fc.constantFrom('\n', '\r\n'), { minLength: lines.length, maxLength: lines.length })),
+  )
   .map(([lines, ends]) => Buffer.from(lines.map((line, i) => line + ends[i]).join(''), 'latin1'));
 
 test('property: any chunking of the output parses to the same result', () => {
   fc.assert(
-    fc.property(fc.oneof(headLike, fc.uint8Array({ maxLength: 300 }).map((bytes) => Buffer.from(bytes))), fc.array(fc.nat(400), { maxLength: 12 }), (input, cuts) => {
-      const whole = parseInChunks(input, []);
-      const chunked = parseInChunks(input, cuts);
-      assert.deepEqual(chunked, whole);
-    }),
+    fc.property(
+      fc.oneof(
+        headLike,
+        fc.uint8Array({ maxLength: 300 }).map((bytes) => Buffer.from(bytes)),
+      ),
+      fc.array(fc.nat(400), { maxLength: 12 }),
+      (input, cuts) => {
+        const whole = parseInChunks(input, []);
+        const chunked = parseInChunks(input, cuts);
+        assert.deepEqual(chunked, whole);
+      },
+    ),
     { numRuns: 2000 },
   );
 });

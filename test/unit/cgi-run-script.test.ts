@@ -106,7 +106,9 @@ test('stderr logged per run is capped: one notice, the rest drained', async () =
 
 test('no output for the script timeout: 504-style outcome, the whole process group killed and reaped', async () => {
   let grandchild = 0;
-  const run = runScript(options('hang.sh', { timeoutMs: 300, onStderrLine: (line) => (grandchild = Number(/grandchild (\d+)/.exec(line)?.[1] ?? grandchild)) }));
+  const run = runScript(
+    options('hang.sh', { timeoutMs: 300, onStderrLine: (line) => (grandchild = Number(/grandchild (\d+)/.exec(line)?.[1] ?? grandchild)) }),
+  );
   const head = await run.head;
   assert.equal(head.kind, 'timeout');
   const result = await run.finished;
@@ -205,7 +207,13 @@ test('a script that closes stdout and lingers is terminated after the exit wait'
 
 test('a background job still holding stderr after the script exited is terminated; the run finishes', async () => {
   let holder = 0;
-  const run = runScript(options('stderr-holder.sh', { exitWaitMs: 200, killGraceMs: 200, onStderrLine: (line) => (holder = Number(/holder (\d+)/.exec(line)?.[1] ?? holder)) }));
+  const run = runScript(
+    options('stderr-holder.sh', {
+      exitWaitMs: 200,
+      killGraceMs: 200,
+      onStderrLine: (line) => (holder = Number(/holder (\d+)/.exec(line)?.[1] ?? holder)),
+    }),
+  );
   assert.equal((await collect(run.body)).toString(), 'done\n');
   const result = await run.finished;
   assert.equal(result.code, 0);
@@ -217,7 +225,13 @@ test('a background job still holding stderr after the script exited is terminate
 
 test('a process that left the group and holds stdout: the run still finishes after the timeout and grace', async (t) => {
   let escaped = 0;
-  const run = runScript(options('escape.sh', { timeoutMs: 300, killGraceMs: 200, onStderrLine: (line) => (escaped = Number(/escaped (\d+)/.exec(line)?.[1] ?? escaped)) }));
+  const run = runScript(
+    options('escape.sh', {
+      timeoutMs: 300,
+      killGraceMs: 200,
+      onStderrLine: (line) => (escaped = Number(/escaped (\d+)/.exec(line)?.[1] ?? escaped)),
+    }),
+  );
   t.after(() => {
     if (escaped > 0) {
       try {

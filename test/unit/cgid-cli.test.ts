@@ -26,7 +26,8 @@ test('every option in the table is in the manual with its argument, and in --hel
 
 test('every option the manual documents is in the table', () => {
   const known = new Set(CGID_OPTIONS.map((option) => option.flag));
-  for (const [, flag] of manual.matchAll(/^\.It Fl -([a-z-]+)/gm)) assert.ok(known.has(flag!), `the manual documents --${flag}, which the table lacks`);
+  for (const [, flag] of manual.matchAll(/^\.It Fl -([a-z-]+)/gm))
+    assert.ok(known.has(flag!), `the manual documents --${flag}, which the table lacks`);
 });
 
 test('the manual states the suexec defaults the code uses', () => {

@@ -56,7 +56,9 @@ const limits = fc.record({
 const id = fc.integer({ min: 1, max: 0xffffffff });
 const message: fc.Arbitrary<CgidMessage> = fc.oneof(
   fc.uint8Array({ minLength: 0, maxLength: 32 }).map((nonce) => ({ type: 'hello' as const, nonce: Buffer.from(nonce) })),
-  fc.record({ pid: fc.integer({ min: 0, max: 0xffffffff }), proof: fc.uint8Array({ maxLength: 32 }) }).map((m) => ({ type: 'welcome' as const, pid: m.pid, proof: Buffer.from(m.proof) })),
+  fc
+    .record({ pid: fc.integer({ min: 0, max: 0xffffffff }), proof: fc.uint8Array({ maxLength: 32 }) })
+    .map((m) => ({ type: 'welcome' as const, pid: m.pid, proof: Buffer.from(m.proof) })),
   fc
     .record({
       id,
@@ -68,17 +70,30 @@ const message: fc.Arbitrary<CgidMessage> = fc.oneof(
       limits,
       runAs: fc.option(fc.record({ user: text, group: text, root: text }), { nil: null }),
     })
-    .map((m) => ({ type: 'spawn' as const, id: m.id, token: Buffer.from(m.token), order: { file: m.file, argv: m.argv, cwd: m.cwd, env: m.env, limits: m.limits, runAs: m.runAs } })),
+    .map((m) => ({
+      type: 'spawn' as const,
+      id: m.id,
+      token: Buffer.from(m.token),
+      order: { file: m.file, argv: m.argv, cwd: m.cwd, env: m.env, limits: m.limits, runAs: m.runAs },
+    })),
   fc.record({ id, pid: fc.integer({ min: 0, max: 0xffffffff }) }).map((m) => ({ type: 'spawned' as const, ...m })),
   fc.record({ id, errno: text, message: text }).map((m) => ({ type: 'failed' as const, ...m })),
   fc.record({ id, signal: text }).map((m) => ({ type: 'signal' as const, ...m })),
-  fc.record({ id, code: fc.option(fc.integer({ min: 0, max: 255 }), { nil: null }), signal: fc.option(fc.string({ minLength: 1, maxLength: 10 }), { nil: null }) }).map((m) => ({ type: 'exited' as const, ...m })),
+  fc
+    .record({
+      id,
+      code: fc.option(fc.integer({ min: 0, max: 255 }), { nil: null }),
+      signal: fc.option(fc.string({ minLength: 1, maxLength: 10 }), { nil: null }),
+    })
+    .map((m) => ({ type: 'exited' as const, ...m })),
   text.map((m) => ({ type: 'error' as const, message: m })),
 );
 
 /** Strings survive as UTF-8: lone surrogates become U+FFFD, as they would on any UTF-8 wire. */
 function normalise(value: CgidMessage): unknown {
-  return JSON.parse(JSON.stringify(value, (_key, item: unknown) => (typeof item === 'string' ? Buffer.from(item, 'utf8').toString('utf8') : item)));
+  return JSON.parse(
+    JSON.stringify(value, (_key, item: unknown) => (typeof item === 'string' ? Buffer.from(item, 'utf8').toString('utf8') : item)),
+  );
 }
 
 test('decode(encode(message)) is the message, for every kind', () => {
@@ -95,21 +110,25 @@ test('decode(encode(message)) is the message, for every kind', () => {
 
 test('any chunking of a stream of frames decodes to the same messages', () => {
   fc.assert(
-    fc.property(fc.array(message, { minLength: 1, maxLength: 6 }), fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 50 }), (messages, cuts) => {
-      const wire = Buffer.concat(messages.map(encodeMessage));
-      const decoder = new FrameDecoder();
-      const decoded: unknown[] = [];
-      let offset = 0;
-      for (let index = 0; offset < wire.length; index++) {
-        const size = cuts[index % cuts.length]!;
-        const { frames, error } = decoder.push(wire.subarray(offset, offset + size));
-        assert.equal(error, null);
-        for (const frame of frames) decoded.push(normalise(decodeMessage(frame) as CgidMessage));
-        offset += size;
-      }
-      assert.deepEqual(decoded, messages.map(normalise));
-      assert.equal(decoder.buffered, 0);
-    }),
+    fc.property(
+      fc.array(message, { minLength: 1, maxLength: 6 }),
+      fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 50 }),
+      (messages, cuts) => {
+        const wire = Buffer.concat(messages.map(encodeMessage));
+        const decoder = new FrameDecoder();
+        const decoded: unknown[] = [];
+        let offset = 0;
+        for (let index = 0; offset < wire.length; index++) {
+          const size = cuts[index % cuts.length]!;
+          const { frames, error } = decoder.push(wire.subarray(offset, offset + size));
+          assert.equal(error, null);
+          for (const frame of frames) decoded.push(normalise(decodeMessage(frame) as CgidMessage));
+          offset += size;
+        }
+        assert.deepEqual(decoded, messages.map(normalise));
+        assert.equal(decoder.buffered, 0);
+      },
+    ),
     { numRuns: 200 },
   );
 });
@@ -145,10 +164,21 @@ test('a frame with another magic, another version, or an oversized length is ref
 
 test('a truncated payload, trailing bytes, and absurd list counts are errors, not exceptions', () => {
   const frame = new FrameDecoder().push(
-    encodeMessage({ type: 'spawn', id: 1, token: Buffer.alloc(4), order: { file: '/x', argv: ['/x'], cwd: '/', env: [], limits: NO_LIMITS, runAs: null } }),
+    encodeMessage({
+      type: 'spawn',
+      id: 1,
+      token: Buffer.alloc(4),
+      order: { file: '/x', argv: ['/x'], cwd: '/', env: [], limits: NO_LIMITS, runAs: null },
+    }),
   ).frames[0]!;
-  assert.match((decodeMessage({ ...frame, payload: frame.payload.subarray(0, frame.payload.length - 3) }) as { error: string }).error, /ends inside a field/);
-  assert.match((decodeMessage({ ...frame, payload: Buffer.concat([frame.payload, Buffer.alloc(2)]) }) as { error: string }).error, /more than its fields/);
+  assert.match(
+    (decodeMessage({ ...frame, payload: frame.payload.subarray(0, frame.payload.length - 3) }) as { error: string }).error,
+    /ends inside a field/,
+  );
+  assert.match(
+    (decodeMessage({ ...frame, payload: Buffer.concat([frame.payload, Buffer.alloc(2)]) }) as { error: string }).error,
+    /more than its fields/,
+  );
   const absurd = Buffer.alloc(16);
   absurd.writeUInt32BE(0, 0); // empty token
   absurd.writeUInt32BE(0, 4); // empty file
@@ -158,7 +188,12 @@ test('a truncated payload, trailing bytes, and absurd list counts are errors, no
 });
 
 test('limits must be whole numbers >= 0', () => {
-  const encoded = encodeMessage({ type: 'spawn', id: 1, token: Buffer.alloc(0), order: { file: '', argv: [], cwd: '', env: [], limits: { ...NO_LIMITS, cpuSeconds: -1 }, runAs: null } });
+  const encoded = encodeMessage({
+    type: 'spawn',
+    id: 1,
+    token: Buffer.alloc(0),
+    order: { file: '', argv: [], cwd: '', env: [], limits: { ...NO_LIMITS, cpuSeconds: -1 }, runAs: null },
+  });
   const frame = new FrameDecoder().push(encoded).frames[0]!;
   assert.match((decodeMessage(frame) as { error: string }).error, /limit cpuSeconds is -1/);
 });

@@ -22,9 +22,16 @@ interface Script {
 }
 
 const scriptArbitrary: fc.Arbitrary<Script> = fc.record({
-  records: fc.array(fc.record({ stderr: fc.boolean(), content: fc.uint8Array({ minLength: 1, maxLength: 3000 }), padding: fc.integer({ min: 0, max: 255 }) }), {
-    maxLength: 12,
-  }),
+  records: fc.array(
+    fc.record({
+      stderr: fc.boolean(),
+      content: fc.uint8Array({ minLength: 1, maxLength: 3000 }),
+      padding: fc.integer({ min: 0, max: 255 }),
+    }),
+    {
+      maxLength: 12,
+    },
+  ),
   cuts: fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 8 }),
 });
 
@@ -40,7 +47,11 @@ test('any record split, padding and socket chunking of STDOUT/STDERR reaches the
         const id = record.requestId;
         const parts: Buffer[] = [];
         for (const { stderr, content, padding } of current.records) {
-          parts.push(encodeHeader(stderr ? RecordType.STDERR : RecordType.STDOUT, id, content.length, padding), Buffer.from(content), Buffer.alloc(padding, 0xee));
+          parts.push(
+            encodeHeader(stderr ? RecordType.STDERR : RecordType.STDOUT, id, content.length, padding),
+            Buffer.from(content),
+            Buffer.alloc(padding, 0xee),
+          );
         }
         parts.push(encodeEndRequest(id, 0, ProtocolStatus.REQUEST_COMPLETE));
         const wire = Buffer.concat(parts);

@@ -48,7 +48,8 @@ async function scriptedServer(t: Cleanup, onConnection: (connection: ScriptedCon
           const record = records[consumed++]!;
           if (record.type === RecordType.BEGIN_REQUEST) begin = record;
           if (record.type === RecordType.STDIN && begin && record.requestId === begin.requestId) {
-            if (record.content.length === 0) return { requestId: begin.requestId, stdin: Buffer.concat(stdin), keepConn: (begin.content[2]! & 1) === 1 };
+            if (record.content.length === 0)
+              return { requestId: begin.requestId, stdin: Buffer.concat(stdin), keepConn: (begin.content[2]! & 1) === 1 };
             stdin.push(record.content);
           }
         }
@@ -65,7 +66,12 @@ async function scriptedServer(t: Cleanup, onConnection: (connection: ScriptedCon
   return `unix:${path}`;
 }
 
-function answer(socket: net.Socket, requestId: number, body: string, endRequest = encodeEndRequest(requestId, 0, ProtocolStatus.REQUEST_COMPLETE)): void {
+function answer(
+  socket: net.Socket,
+  requestId: number,
+  body: string,
+  endRequest = encodeEndRequest(requestId, 0, ProtocolStatus.REQUEST_COMPLETE),
+): void {
   socket.write(Buffer.concat([encodeRecord(RecordType.STDOUT, requestId, Buffer.from(body)), endRequest]));
 }
 
@@ -156,7 +162,10 @@ test('END_REQUEST protocol statuses map to codes: OVERLOADED, UNKNOWN_ROLE, and 
     }
   });
   const client = newClient(t, address);
-  await assert.rejects(client.fetchAll({ params: {} }), (error: UpstreamError) => error.code === ErrorCode.UPSTREAM_OVERLOADED && error.retryable);
+  await assert.rejects(
+    client.fetchAll({ params: {} }),
+    (error: UpstreamError) => error.code === ErrorCode.UPSTREAM_OVERLOADED && error.retryable,
+  );
   await assert.rejects(client.fetchAll({ params: {} }), (error: UpstreamError) => error.code === ErrorCode.UPSTREAM_UNKNOWN_ROLE);
   // CANT_MPX_CONN: one retry on a fresh connection, then the error.
   await assert.rejects(client.fetchAll({ params: {} }), (error: UpstreamError) => error.code === ErrorCode.UPSTREAM_CANT_MPX);
@@ -241,7 +250,10 @@ test('fetchAll past maxBytes is UPSTREAM_RESPONSE_TOO_LARGE; a queue wait past i
     }
   });
   const client = newClient(t, address, { maxConnections: 1, idleTimeoutMs: 1000 });
-  await assert.rejects(client.fetchAll({ params: {}, maxBytes: 1000 }), (error: UpstreamError) => error.code === ErrorCode.UPSTREAM_RESPONSE_TOO_LARGE);
+  await assert.rejects(
+    client.fetchAll({ params: {}, maxBytes: 1000 }),
+    (error: UpstreamError) => error.code === ErrorCode.UPSTREAM_RESPONSE_TOO_LARGE,
+  );
   const busy = client.fetchAll({ params: {} });
   await assert.rejects(client.fetchAll({ params: {}, idleTimeoutMs: 100 }), (error: UpstreamError) => {
     assert.equal(error.code, ErrorCode.UPSTREAM_TIMEOUT);

@@ -33,7 +33,7 @@ function problemsOf(load: () => unknown): string[] {
   assert.fail('the configuration was accepted');
 }
 
-test('relative paths in the file resolve against the file\'s directory, not the working directory', (t) => {
+test("relative paths in the file resolve against the file's directory, not the working directory", (t) => {
   const { dir, file } = site(
     t,
     `docroot = "www"
@@ -85,7 +85,7 @@ max-scripts = 3
     flags: { listen: ['127.0.0.1:9090'], 'cgi-ext': ['.pl'], 'script-timeout': '500ms', 'server-name': 'from.flag', 'max-scripts': '7' },
   });
   assert.deepEqual(config.listen, ['127.0.0.1:9090']);
-  assert.deepEqual(config.cgiExt, ['.pl'], 'a --cgi-ext flag replaces the file\'s list (as --listen does)');
+  assert.deepEqual(config.cgiExt, ['.pl'], "a --cgi-ext flag replaces the file's list (as --listen does)");
   assert.equal(config.scriptTimeoutMs, 500);
   assert.equal(config.serverName, 'from.flag');
   assert.equal(config.maxScripts, 7);
@@ -117,13 +117,22 @@ CGIPassAuth = true
 test('an unknown key names the closest known one', (t) => {
   const { file } = site(t, 'docroot = "www"\nscript-timout = "5s"\nScriptLogLenght = 10\n');
   const problems = problemsOf(() => loadServeConfig({ file }));
-  assert.ok(problems.some((line) => line.includes("unknown key 'script-timout'") && line.includes("did you mean 'script-timeout'?")), problems.join('\n'));
-  assert.ok(problems.some((line) => line.includes("unknown key 'ScriptLogLenght'") && line.includes("did you mean 'ScriptLogLength'?")), problems.join('\n'));
+  assert.ok(
+    problems.some((line) => line.includes("unknown key 'script-timout'") && line.includes("did you mean 'script-timeout'?")),
+    problems.join('\n'),
+  );
+  assert.ok(
+    problems.some((line) => line.includes("unknown key 'ScriptLogLenght'") && line.includes("did you mean 'ScriptLogLength'?")),
+    problems.join('\n'),
+  );
 });
 
 test('an unknown flag names the closest option too', () => {
   const problems = problemsOf(() => loadServeConfig({ flags: { docroot: '/', 'scipt-log': '/tmp/x' } }));
-  assert.ok(problems.some((line) => line.includes('unknown option --scipt-log') && line.includes("did you mean 'script-log'?")), problems.join('\n'));
+  assert.ok(
+    problems.some((line) => line.includes('unknown option --scipt-log') && line.includes("did you mean 'script-log'?")),
+    problems.join('\n'),
+  );
 });
 
 test('every problem is reported at once, each naming its key and what to write', (t) => {
@@ -141,7 +150,11 @@ rooot = "x"
 `,
   );
   const problems = problemsOf(() => loadServeConfig({ file }));
-  const expect = (pattern: RegExp) => assert.ok(problems.some((line) => pattern.test(line)), `no problem matches ${pattern}:\n${problems.join('\n')}`);
+  const expect = (pattern: RegExp) =>
+    assert.ok(
+      problems.some((line) => pattern.test(line)),
+      `no problem matches ${pattern}:\n${problems.join('\n')}`,
+    );
   expect(/^listen: "127\.0\.0\.1:99999": port 99999 is above 65535/);
   expect(/^CGIDScriptTimeout \(script-timeout\): "soon" is not a duration; write 20 \(seconds\), 20s, 500ms/);
   expect(/^max-body: expected a whole number >= 0, got -1/);
@@ -155,9 +168,15 @@ rooot = "x"
 test('cross-field checks: nothing to serve, missing directories, endings without a docroot', (t) => {
   const dir = tempDir(t, 'gatehouse-config-');
   assert.match(problemsOf(() => loadServeConfig({ flags: {} }))[0]!, /nothing to serve: give --docroot DIR, --cgi-bin DIR/);
-  assert.match(problemsOf(() => loadServeConfig({ flags: { docroot: join(dir, 'missing') } }))[0]!, /^docroot: .*missing is not a directory/);
+  assert.match(
+    problemsOf(() => loadServeConfig({ flags: { docroot: join(dir, 'missing') } }))[0]!,
+    /^docroot: .*missing is not a directory/,
+  );
   assert.match(problemsOf(() => loadServeConfig({ flags: { 'cgi-bin': dir, 'cgi-ext': ['.cgi'] } }))[0]!, /^cgi-ext: set docroot too/);
-  assert.match(problemsOf(() => loadServeConfig({ flags: { docroot: dir, 'cgi-ext': ['cgi'] } }))[0]!, /^cgi-ext: "cgi" is not a file ending; write it with its dot, like \.cgi/);
+  assert.match(
+    problemsOf(() => loadServeConfig({ flags: { docroot: dir, 'cgi-ext': ['cgi'] } }))[0]!,
+    /^cgi-ext: "cgi" is not a file ending; write it with its dot, like \.cgi/,
+  );
   assert.match(
     problemsOf(() => loadServeConfig({ flags: { docroot: dir, 'headers-timeout': '30s', 'request-timeout': '10s' } }))[0]!,
     /^request-timeout \(10000 ms\) is shorter than headers-timeout \(30000 ms\)/,
@@ -166,17 +185,23 @@ test('cross-field checks: nothing to serve, missing directories, endings without
 
 test('regression: script-timeout 0 is refused by the check instead of crashing the server at start', (t) => {
   const dir = tempDir(t, 'gatehouse-config-');
-  assert.match(problemsOf(() => loadServeConfig({ flags: { 'cgi-bin': dir, 'script-timeout': '0' } }))[0]!, /^script-timeout: must be longer than 0/);
+  assert.match(
+    problemsOf(() => loadServeConfig({ flags: { 'cgi-bin': dir, 'script-timeout': '0' } }))[0]!,
+    /^script-timeout: must be longer than 0/,
+  );
 });
 
 test('a file that is not TOML, or cannot be read, is one problem with its line', (t) => {
   const { file } = site(t, 'docroot = "www"\nlisten = [\n');
   assert.match(problemsOf(() => loadServeConfig({ file }))[0]!, /^not valid TOML: line \d+, column \d+/);
-  assert.match(problemsOf(() => loadServeConfig({ file: file + '.missing' }))[0]!, /^cannot read the config file: .*ENOENT/);
+  assert.match(problemsOf(() => loadServeConfig({ file: `${file}.missing` }))[0]!, /^cannot read the config file: .*ENOENT/);
 });
 
 test('regression: an upstream the FastCGI client cannot parse fails the check, not the start', (t) => {
-  const { file } = site(t, 'docroot = "www"\n[[fastcgi]]\nurl = "/php/"\nupstreams = ["php-fpm.sock", "127.0.0.1:99999", "unix:run/ok.sock"]\n');
+  const { file } = site(
+    t,
+    'docroot = "www"\n[[fastcgi]]\nurl = "/php/"\nupstreams = ["php-fpm.sock", "127.0.0.1:99999", "unix:run/ok.sock"]\n',
+  );
   const problems = problemsOf(() => loadServeConfig({ file }));
   assert.equal(problems.length, 2, problems.join('\n'));
   assert.match(problems[0]!, /^fastcgi\[0\]\.upstreams: FastCGI address "php-fpm\.sock" is neither "unix:\/path" nor "host:port"/);
@@ -188,12 +213,21 @@ test('values that would leave the server useless are refused: no listen address,
   const file = join(dir, 'g.toml');
   writeFileSync(file, `docroot = "${dir}"\nlisten = []\nmax-header-bytes = 10\n`);
   const problems = problemsOf(() => loadServeConfig({ file }));
-  assert.ok(problems.some((line) => /^listen: give at least one address/.test(line)), problems.join('\n'));
-  assert.ok(problems.some((line) => /^max-header-bytes: 10 is too small for any request head; write at least 1024/.test(line)), problems.join('\n'));
+  assert.ok(
+    problems.some((line) => /^listen: give at least one address/.test(line)),
+    problems.join('\n'),
+  );
+  assert.ok(
+    problems.some((line) => /^max-header-bytes: 10 is too small for any request head; write at least 1024/.test(line)),
+    problems.join('\n'),
+  );
 });
 
 test('a FastCGI route may turn keep-alive to the application off (fastcgi_keep_conn); it is on unless told', (t) => {
-  const { file } = site(t, 'docroot = "www"\n[[fastcgi]]\nurl = "/a/"\nupstreams = ["127.0.0.1:9000"]\nkeep-alive = false\n[[fastcgi]]\nurl = "/b/"\nupstreams = ["127.0.0.1:9001"]\n');
+  const { file } = site(
+    t,
+    'docroot = "www"\n[[fastcgi]]\nurl = "/a/"\nupstreams = ["127.0.0.1:9000"]\nkeep-alive = false\n[[fastcgi]]\nurl = "/b/"\nupstreams = ["127.0.0.1:9001"]\n',
+  );
   const config = loadServeConfig({ file });
   assert.equal(config.fastcgi[0]!.keepAlive, false);
   assert.equal(config.fastcgi[1]!.keepAlive, undefined);
@@ -202,7 +236,10 @@ test('a FastCGI route may turn keep-alive to the application off (fastcgi_keep_c
 });
 
 test('a FastCGI route may turn connection multiplexing on; it is off unless asked for', (t) => {
-  const { file } = site(t, 'docroot = "www"\n[[fastcgi]]\nurl = "/a/"\nupstreams = ["127.0.0.1:9000"]\nmultiplex = true\n[[fastcgi]]\nurl = "/b/"\nupstreams = ["127.0.0.1:9001"]\n');
+  const { file } = site(
+    t,
+    'docroot = "www"\n[[fastcgi]]\nurl = "/a/"\nupstreams = ["127.0.0.1:9000"]\nmultiplex = true\n[[fastcgi]]\nurl = "/b/"\nupstreams = ["127.0.0.1:9001"]\n',
+  );
   const config = loadServeConfig({ file });
   assert.equal(config.fastcgi[0]!.multiplex, true);
   assert.equal(config.fastcgi[1]!.multiplex, undefined);
@@ -212,7 +249,16 @@ test('a FastCGI route may turn connection multiplexing on; it is off unless aske
 
 test('a log that cannot be opened stops the start, as in Apache, instead of serving with nothing logged', (t) => {
   const dir = tempDir(t, 'gatehouse-config-');
-  const problems = problemsOf(() => loadServeConfig({ flags: { docroot: dir, 'access-log': join(dir, 'missing', 'access.log'), 'error-log': dir, 'script-log': join(dir, 'nope', 'script.log') } }));
+  const problems = problemsOf(() =>
+    loadServeConfig({
+      flags: {
+        docroot: dir,
+        'access-log': join(dir, 'missing', 'access.log'),
+        'error-log': dir,
+        'script-log': join(dir, 'nope', 'script.log'),
+      },
+    }),
+  );
   assert.deepEqual(problems, [
     `access-log: the directory of ${join(dir, 'missing', 'access.log')} does not exist; create it, or write - for the console`,
     `error-log: ${dir} is a directory; give a file name`,

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, loadServeConfig } from '../../src/config/load.js';
+import { type ConfigError, loadServeConfig } from '../../src/config/load.js';
 import { frontSpawnSettings } from '../../src/cgid/front.js';
 
 function withConfig(t: { after(fn: () => void): void }, text: string): string {
@@ -31,12 +31,21 @@ test('a script alias with user and group becomes a suexec route of the spawn pol
 });
 
 test('bad suexec names and a group without a user are refused with the key named', (t) => {
-  const file = withConfig(t, `[[script-alias]]\nurl = "/u/"\ndir = "users"\nuser = "al ice;rm"\n\n[[script-alias]]\nurl = "/v/"\ndir = "users"\ngroup = "staff"\n`);
+  const file = withConfig(
+    t,
+    `[[script-alias]]\nurl = "/u/"\ndir = "users"\nuser = "al ice;rm"\n\n[[script-alias]]\nurl = "/v/"\ndir = "users"\ngroup = "staff"\n`,
+  );
   assert.throws(
     () => loadServeConfig({ file }),
     (error: ConfigError) => {
-      assert.ok(error.problems.some((problem) => /script-alias\[0\]\.user: expected a user name/.test(problem)), error.message);
-      assert.ok(error.problems.some((problem) => /script-alias\[1\]\.group: set user too/.test(problem)), error.message);
+      assert.ok(
+        error.problems.some((problem) => /script-alias\[0\]\.user: expected a user name/.test(problem)),
+        error.message,
+      );
+      assert.ok(
+        error.problems.some((problem) => /script-alias\[1\]\.group: set user too/.test(problem)),
+        error.message,
+      );
       return true;
     },
   );

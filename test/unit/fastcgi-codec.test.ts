@@ -34,7 +34,7 @@ import { FCGI_MAX_CONTENT_LENGTH } from '../../src/limits.js';
  * Re-run one with GATEHOUSE_FC_SEED=<seed> to reproduce it.
  */
 const fcRuns = (numRuns: number): fc.Parameters<unknown> => {
-  const seed = process.env['GATEHOUSE_FC_SEED'];
+  const seed = process.env.GATEHOUSE_FC_SEED;
   return seed === undefined ? { numRuns } : { numRuns, seed: Number(seed) };
 };
 
@@ -50,7 +50,9 @@ interface DecodedRecord {
 function decodeAll(stream: Buffer): DecodedRecord[] {
   const decoder = new RecordDecoder();
   const records: DecodedRecord[] = [];
-  const error = decoder.push(stream, (record) => records.push({ type: record.type, requestId: record.requestId, content: Buffer.from(record.content) }));
+  const error = decoder.push(stream, (record) =>
+    records.push({ type: record.type, requestId: record.requestId, content: Buffer.from(record.content) }),
+  );
   assert.equal(error, null, `decoder error: ${error?.message}`);
   assert.equal(decoder.end(), null);
   return records;
@@ -95,8 +97,16 @@ test('padding brings content to a multiple of 8', () => {
 
 const exactRecords: Array<[what: string, encoded: Buffer, expected: Buffer]> = [
   ['an empty STDOUT record (end of stream)', encodeRecord(RecordType.STDOUT, 1), hex('01 06 0001 0000 00 00')],
-  ['STDOUT "hello", padded with 3 zero bytes', encodeRecord(RecordType.STDOUT, 1, Buffer.from('hello')), Buffer.concat([hex('01 06 0001 0005 03 00'), Buffer.from('hello'), hex('000000')])],
-  ['an 8-byte STDERR record, no padding', encodeRecord(RecordType.STDERR, 2, Buffer.from('12345678')), Buffer.concat([hex('01 07 0002 0008 00 00'), Buffer.from('12345678')])],
+  [
+    'STDOUT "hello", padded with 3 zero bytes',
+    encodeRecord(RecordType.STDOUT, 1, Buffer.from('hello')),
+    Buffer.concat([hex('01 06 0001 0005 03 00'), Buffer.from('hello'), hex('000000')]),
+  ],
+  [
+    'an 8-byte STDERR record, no padding',
+    encodeRecord(RecordType.STDERR, 2, Buffer.from('12345678')),
+    Buffer.concat([hex('01 07 0002 0008 00 00'), Buffer.from('12345678')]),
+  ],
   ['a request id above 255 in big-endian order', encodeRecord(RecordType.STDIN, 0x1234), hex('01 05 1234 0000 00 00')],
   ['the highest request id', encodeRecord(RecordType.DATA, 0xffff), hex('01 08 ffff 0000 00 00')],
   ['a header alone', encodeHeader(RecordType.PARAMS, 300, 1000, 0), hex('01 04 012c 03e8 00 00')],
@@ -111,10 +121,26 @@ const exactRecords: Array<[what: string, encoded: Buffer, expected: Buffer]> = [
     hex('01 01 0007 0008 00 00' + '0003 00 0000000000'),
   ],
   ['BEGIN_REQUEST, authorizer', encodeBeginRequest(2, Role.AUTHORIZER, false), hex('01 01 0002 0008 00 00' + '0002 00 0000000000')],
-  ['END_REQUEST, complete, status 0', encodeEndRequest(1, 0, ProtocolStatus.REQUEST_COMPLETE), hex('01 03 0001 0008 00 00' + '00000000 00 000000')],
-  ['END_REQUEST, status 256', encodeEndRequest(1, 256, ProtocolStatus.REQUEST_COMPLETE), hex('01 03 0001 0008 00 00' + '00000100 00 000000')],
-  ['END_REQUEST, status -1 as two\'s complement', encodeEndRequest(3, -1, ProtocolStatus.REQUEST_COMPLETE), hex('01 03 0003 0008 00 00' + 'ffffffff 00 000000')],
-  ['END_REQUEST, cannot multiplex', encodeEndRequest(9, 0, ProtocolStatus.CANT_MPX_CONN), hex('01 03 0009 0008 00 00' + '00000000 01 000000')],
+  [
+    'END_REQUEST, complete, status 0',
+    encodeEndRequest(1, 0, ProtocolStatus.REQUEST_COMPLETE),
+    hex('01 03 0001 0008 00 00' + '00000000 00 000000'),
+  ],
+  [
+    'END_REQUEST, status 256',
+    encodeEndRequest(1, 256, ProtocolStatus.REQUEST_COMPLETE),
+    hex('01 03 0001 0008 00 00' + '00000100 00 000000'),
+  ],
+  [
+    "END_REQUEST, status -1 as two's complement",
+    encodeEndRequest(3, -1, ProtocolStatus.REQUEST_COMPLETE),
+    hex('01 03 0003 0008 00 00' + 'ffffffff 00 000000'),
+  ],
+  [
+    'END_REQUEST, cannot multiplex',
+    encodeEndRequest(9, 0, ProtocolStatus.CANT_MPX_CONN),
+    hex('01 03 0009 0008 00 00' + '00000000 01 000000'),
+  ],
   ['END_REQUEST, overloaded', encodeEndRequest(9, 0, ProtocolStatus.OVERLOADED), hex('01 03 0009 0008 00 00' + '00000000 02 000000')],
   ['END_REQUEST, unknown role', encodeEndRequest(4, 0, ProtocolStatus.UNKNOWN_ROLE), hex('01 03 0004 0008 00 00' + '00000000 03 000000')],
   ['ABORT_REQUEST', encodeAbortRequest(5), hex('01 02 0005 0000 00 00')],
@@ -145,7 +171,13 @@ const exactRecords: Array<[what: string, encoded: Buffer, expected: Buffer]> = [
   [
     'PARAMS with a pair needing a 4-byte length',
     encodeParamsRecords(RecordType.PARAMS, 1, [['QUERY_STRING', 'q'.repeat(128)]]),
-    Buffer.concat([hex('01 04 0001 0091 07 00'), hex('0c 80000080'), Buffer.from('QUERY_STRING'), Buffer.from('q'.repeat(128)), Buffer.alloc(7)]),
+    Buffer.concat([
+      hex('01 04 0001 0091 07 00'),
+      hex('0c 80000080'),
+      Buffer.from('QUERY_STRING'),
+      Buffer.from('q'.repeat(128)),
+      Buffer.alloc(7),
+    ]),
   ],
 ];
 
@@ -177,7 +209,7 @@ test('a 66000-byte STDOUT becomes a 65535-byte record with padding 1, then a 465
   assert.ok(Buffer.concat(records.map((record) => record.content)).equals(data));
 });
 
-test('frameStream does not copy the data: its slices share the caller\'s memory', () => {
+test("frameStream does not copy the data: its slices share the caller's memory", () => {
   const data = Buffer.alloc(70000, 0x41);
   const parts = frameStream(RecordType.STDOUT, 1, data);
   const slices = parts.filter((part) => part.buffer === data.buffer);
@@ -196,11 +228,14 @@ test('frameStream of empty data is no records (the empty end-of-stream record is
 
 test('a record exactly 65535 bytes long fits; one byte more is a RangeError naming frameStream', () => {
   assert.equal(encodeRecord(RecordType.STDOUT, 1, Buffer.alloc(FCGI_MAX_CONTENT_LENGTH)).length, 8 + 65535 + 1);
-  assert.throws(() => encodeRecord(RecordType.STDOUT, 1, Buffer.alloc(FCGI_MAX_CONTENT_LENGTH + 1)), (error: unknown) => {
-    assert.ok(error instanceof RangeError);
-    assert.match(error.message, /65536 bytes.*frameStream/);
-    return true;
-  });
+  assert.throws(
+    () => encodeRecord(RecordType.STDOUT, 1, Buffer.alloc(FCGI_MAX_CONTENT_LENGTH + 1)),
+    (error: unknown) => {
+      assert.ok(error instanceof RangeError);
+      assert.match(error.message, /65536 bytes.*frameStream/);
+      return true;
+    },
+  );
 });
 
 test('padding bytes are zero even when the output buffer came from an unzeroed pool', () => {
@@ -213,8 +248,15 @@ test('padding bytes are zero even when the output buffer came from an unzeroed p
 
 test('BEGIN_REQUEST and END_REQUEST bodies decode back', () => {
   assert.deepEqual(decodeBeginRequestBody(encodeBeginRequest(1, Role.FILTER, true).subarray(8)), { role: 3, keepConn: true });
-  assert.deepEqual(decodeBeginRequestBody(hex('0001 fe 0000000000')), { role: 1, keepConn: false }, 'only bit 0 of flags is FCGI_KEEP_CONN');
-  assert.deepEqual(decodeEndRequestBody(encodeEndRequest(1, -1, ProtocolStatus.OVERLOADED).subarray(8)), { appStatus: -1, protocolStatus: 2 });
+  assert.deepEqual(
+    decodeBeginRequestBody(hex('0001 fe 0000000000')),
+    { role: 1, keepConn: false },
+    'only bit 0 of flags is FCGI_KEEP_CONN',
+  );
+  assert.deepEqual(decodeEndRequestBody(encodeEndRequest(1, -1, ProtocolStatus.OVERLOADED).subarray(8)), {
+    appStatus: -1,
+    protocolStatus: 2,
+  });
   // php-fpm fills the reserved bytes: they are ignored.
   assert.deepEqual(decodeEndRequestBody(hex('0000002a 00 616263')), { appStatus: 42, protocolStatus: 0 });
 });
@@ -340,14 +382,21 @@ test('property: pairs given as strings encode to the same bytes as the same pair
   // Strings that are all ASCII take a faster path (one latin1 write per record); bytes never do.
   // Long values stay under 30000 bytes, so a pair of two still fits in one record.
   const textArb = fc.oneof(
-    { weight: 4, arbitrary: fc.string({ unit: fc.integer({ min: 0, max: 127 }).map((code) => String.fromCharCode(code)), maxLength: 200 }) },
+    {
+      weight: 4,
+      arbitrary: fc.string({ unit: fc.integer({ min: 0, max: 127 }).map((code) => String.fromCharCode(code)), maxLength: 200 }),
+    },
     { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 60 }) },
     { weight: 1, arbitrary: fc.integer({ min: 120, max: 30000 }).map((length) => 'v'.repeat(length)) },
   );
   fc.assert(
     fc.property(fc.array(fc.tuple(textArb, textArb), { maxLength: 12 }), fc.integer({ min: 1, max: 0xffff }), (pairs, requestId) => {
       const fromStrings = encodeParamsRecords(RecordType.PARAMS, requestId, pairs);
-      const fromBytes = encodeParamsRecords(RecordType.PARAMS, requestId, pairs.map(([name, value]) => [Buffer.from(name, 'utf8'), Buffer.from(value, 'utf8')] as const));
+      const fromBytes = encodeParamsRecords(
+        RecordType.PARAMS,
+        requestId,
+        pairs.map(([name, value]) => [Buffer.from(name, 'utf8'), Buffer.from(value, 'utf8')] as const),
+      );
       assert.ok(fromStrings.equals(fromBytes), 'the string and byte encodings differ');
     }),
     fcRuns(200),

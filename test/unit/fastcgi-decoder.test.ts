@@ -14,7 +14,7 @@ import { ErrorCode, FastCGIProtocolError } from '../../src/errors.js';
  * Re-run one with GATEHOUSE_FC_SEED=<seed> to reproduce it.
  */
 const fcRuns = (numRuns: number): fc.Parameters<unknown> => {
-  const seed = process.env['GATEHOUSE_FC_SEED'];
+  const seed = process.env.GATEHOUSE_FC_SEED;
   return seed === undefined ? { numRuns } : { numRuns, seed: Number(seed) };
 };
 
@@ -44,15 +44,21 @@ function wire(record: WireRecord): Buffer {
   return Buffer.concat([head, record.content, Buffer.alloc(record.paddingLength, record.paddingByte)]);
 }
 
-const plain = (record: PlainRecord): PlainRecord => ({ type: record.type, requestId: record.requestId, content: Buffer.from(record.content) });
+const plain = (record: PlainRecord): PlainRecord => ({
+  type: record.type,
+  requestId: record.requestId,
+  content: Buffer.from(record.content),
+});
 
 const wireRecordArb: fc.Arbitrary<WireRecord> = fc.record({
   type: fc.integer({ min: 0, max: 255 }),
   requestId: fc.integer({ min: 0, max: 0xffff }),
-  content: fc.oneof(
-    { weight: 8, arbitrary: fc.uint8Array({ maxLength: 100 }) },
-    { weight: 1, arbitrary: fc.uint8Array({ minLength: 1000, maxLength: 5000 }) },
-  ).map((bytes) => Buffer.from(bytes)),
+  content: fc
+    .oneof(
+      { weight: 8, arbitrary: fc.uint8Array({ maxLength: 100 }) },
+      { weight: 1, arbitrary: fc.uint8Array({ minLength: 1000, maxLength: 5000 }) },
+    )
+    .map((bytes) => Buffer.from(bytes)),
   paddingLength: fc.oneof(fc.integer({ min: 0, max: 7 }), fc.integer({ min: 0, max: 255 })),
   paddingByte: fc.integer({ min: 0, max: 255 }),
 });
@@ -91,7 +97,10 @@ function feed(chunks: readonly Buffer[]): FeedResult {
     error = decoder.push(Buffer.from(chunk), (record) => {
       if (record.partial) {
         assert.ok(record.content.length > 0, 'a partial piece is never empty');
-        assert.ok([RecordType.PARAMS, RecordType.STDIN, RecordType.STDOUT, RecordType.STDERR, RecordType.DATA].includes(record.type as never), `type ${record.type} came in pieces`);
+        assert.ok(
+          [RecordType.PARAMS, RecordType.STDIN, RecordType.STDOUT, RecordType.STDERR, RecordType.DATA].includes(record.type as never),
+          `type ${record.type} came in pieces`,
+        );
         pieces.push(Buffer.from(record.content));
         return;
       }
@@ -129,7 +138,10 @@ test('a stream of several records in one chunk', () => {
 });
 
 test('a record wholly inside one chunk is handed on as a slice of that chunk (no copy)', () => {
-  const chunk = Buffer.concat([encodeRecord(RecordType.STDOUT, 1, Buffer.alloc(1000, 0x61)), encodeRecord(RecordType.STDOUT, 1, Buffer.from('xyz'))]);
+  const chunk = Buffer.concat([
+    encodeRecord(RecordType.STDOUT, 1, Buffer.alloc(1000, 0x61)),
+    encodeRecord(RecordType.STDOUT, 1, Buffer.from('xyz')),
+  ]);
   const seen: FastCGIRecord[] = [];
   assert.equal(
     new RecordDecoder().push(chunk, (record) => seen.push(record)),
@@ -145,10 +157,16 @@ test('a header cut across chunks, with the content whole in the second chunk, st
   const record = encodeRecord(RecordType.STDOUT, 1, Buffer.alloc(64, 0x62));
   const decoder = new RecordDecoder();
   const seen: FastCGIRecord[] = [];
-  assert.equal(decoder.push(record.subarray(0, 5), (r) => seen.push(r)), null);
+  assert.equal(
+    decoder.push(record.subarray(0, 5), (r) => seen.push(r)),
+    null,
+  );
   assert.equal(decoder.pendingBytes, 5);
   const second = Buffer.from(record.subarray(5));
-  assert.equal(decoder.push(second, (r) => seen.push(r)), null);
+  assert.equal(
+    decoder.push(second, (r) => seen.push(r)),
+    null,
+  );
   assert.equal(seen.length, 1);
   assert.equal(seen[0]!.content.buffer, second.buffer);
   assert.equal(decoder.end(), null);
@@ -187,9 +205,15 @@ test('a record is handed on as soon as its content is in, before its padding arr
   const record = wire({ type: 6, requestId: 3, content: Buffer.from('body'), paddingLength: 200, paddingByte: 0 });
   const decoder = new RecordDecoder();
   const seen: string[] = [];
-  assert.equal(decoder.push(record.subarray(0, 6), (r) => seen.push(r.content.toString())), null);
+  assert.equal(
+    decoder.push(record.subarray(0, 6), (r) => seen.push(r.content.toString())),
+    null,
+  );
   assert.equal(decoder.pendingBytes, 6, 'a partial header is held');
-  assert.equal(decoder.push(record.subarray(6, 12), (r) => seen.push(r.content.toString())), null);
+  assert.equal(
+    decoder.push(record.subarray(6, 12), (r) => seen.push(r.content.toString())),
+    null,
+  );
   assert.deepEqual(seen, ['body'], 'delivered with all of its padding still to come');
   const truncated = decoder.end();
   assert.ok(truncated instanceof FastCGIProtocolError);
@@ -243,7 +267,10 @@ test('once failed, the decoder stays failed and delivers nothing more', () => {
 
 test('fail() from inside a callback stops the decoder before the next record', () => {
   const decoder = new RecordDecoder();
-  const stream = Buffer.concat([encodeRecord(RecordType.STDOUT, 1, Buffer.from('a')), encodeRecord(RecordType.STDOUT, 2, Buffer.from('b'))]);
+  const stream = Buffer.concat([
+    encodeRecord(RecordType.STDOUT, 1, Buffer.from('a')),
+    encodeRecord(RecordType.STDOUT, 2, Buffer.from('b')),
+  ]);
   const stateMachineError = new FastCGIProtocolError(ErrorCode.FCGI_UNEXPECTED_RECORD, 'STDOUT for request 1 was not expected');
   const seen: number[] = [];
   const result = decoder.push(stream, (record) => {
@@ -314,29 +341,34 @@ test('property: 1-byte chunks give the same records', () => {
 
 test('property: a stream cut anywhere but a record boundary ends with FCGI_TRUNCATED, after every record whose content came before the cut', () => {
   fc.assert(
-    fc.property(fc.array(wireRecordArb, { minLength: 1, maxLength: 6 }), fc.nat(), fc.array(fc.nat(), { maxLength: 5 }), (records, cutSeed, chunkCuts) => {
-      const encoded = records.map(wire);
-      const stream = Buffer.concat(encoded);
-      const cutAt = cutSeed % (stream.length + 1);
-      let boundary = 0;
-      let delivered = 0;
-      const boundaries = new Set([0]);
-      records.forEach((record, i) => {
-        // A record is handed on once its content is in; its padding may still be on the way.
-        if (boundary + 8 + record.content.length <= cutAt) delivered++;
-        boundary += encoded[i]!.length;
-        boundaries.add(boundary);
-      });
-      const result = feed(split(stream.subarray(0, cutAt), chunkCuts));
-      assert.equal(result.error, null);
-      assert.deepEqual(result.records, records.slice(0, delivered).map(plain));
-      if (boundaries.has(cutAt)) {
-        assert.equal(result.endError, null);
-      } else {
-        assert.ok(result.endError instanceof FastCGIProtocolError, `no error for a cut at ${cutAt} of ${stream.length}`);
-        assert.equal(result.endError.code, ErrorCode.FCGI_TRUNCATED);
-      }
-    }),
+    fc.property(
+      fc.array(wireRecordArb, { minLength: 1, maxLength: 6 }),
+      fc.nat(),
+      fc.array(fc.nat(), { maxLength: 5 }),
+      (records, cutSeed, chunkCuts) => {
+        const encoded = records.map(wire);
+        const stream = Buffer.concat(encoded);
+        const cutAt = cutSeed % (stream.length + 1);
+        let boundary = 0;
+        let delivered = 0;
+        const boundaries = new Set([0]);
+        records.forEach((record, i) => {
+          // A record is handed on once its content is in; its padding may still be on the way.
+          if (boundary + 8 + record.content.length <= cutAt) delivered++;
+          boundary += encoded[i]!.length;
+          boundaries.add(boundary);
+        });
+        const result = feed(split(stream.subarray(0, cutAt), chunkCuts));
+        assert.equal(result.error, null);
+        assert.deepEqual(result.records, records.slice(0, delivered).map(plain));
+        if (boundaries.has(cutAt)) {
+          assert.equal(result.endError, null);
+        } else {
+          assert.ok(result.endError instanceof FastCGIProtocolError, `no error for a cut at ${cutAt} of ${stream.length}`);
+          assert.equal(result.endError.code, ErrorCode.FCGI_TRUNCATED);
+        }
+      },
+    ),
     fcRuns(300),
   );
 });
@@ -407,8 +439,14 @@ test('a STDOUT record cut across chunks comes in pieces, each a slice of its own
   const second = Buffer.from(record.subarray(20_000));
   const seen: FastCGIRecord[] = [];
   const decoder = new RecordDecoder();
-  assert.equal(decoder.push(first, (r) => seen.push(r)), null);
-  assert.equal(decoder.push(second, (r) => seen.push(r)), null);
+  assert.equal(
+    decoder.push(first, (r) => seen.push(r)),
+    null,
+  );
+  assert.equal(
+    decoder.push(second, (r) => seen.push(r)),
+    null,
+  );
   assert.equal(seen.length, 2);
   assert.deepEqual(
     seen.map((r) => [r.type, r.requestId, r.content.length, r.partial]),
@@ -425,7 +463,8 @@ test('a BEGIN_REQUEST cut across chunks is assembled whole, never in pieces', ()
   const record = encodeRecord(RecordType.BEGIN_REQUEST, 1, Buffer.from([0, 1, 1, 0, 0, 0, 0, 0]));
   const seen: FastCGIRecord[] = [];
   const decoder = new RecordDecoder();
-  for (let i = 0; i < record.length; i++) decoder.push(record.subarray(i, i + 1), (r) => seen.push({ ...r, content: Buffer.from(r.content) }));
+  for (let i = 0; i < record.length; i++)
+    decoder.push(record.subarray(i, i + 1), (r) => seen.push({ ...r, content: Buffer.from(r.content) }));
   assert.equal(seen.length, 1);
   assert.equal(seen[0]!.partial, false);
   assert.deepEqual([...seen[0]!.content], [0, 1, 1, 0, 0, 0, 0, 0]);

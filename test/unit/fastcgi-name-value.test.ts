@@ -13,7 +13,7 @@ import { ErrorCode, FastCGIProtocolError } from '../../src/errors.js';
  * Re-run one with GATEHOUSE_FC_SEED=<seed> to reproduce it.
  */
 const fcRuns = (numRuns: number): fc.Parameters<unknown> => {
-  const seed = process.env['GATEHOUSE_FC_SEED'];
+  const seed = process.env.GATEHOUSE_FC_SEED;
   return seed === undefined ? { numRuns } : { numRuns, seed: Number(seed) };
 };
 
@@ -187,13 +187,16 @@ test('property: decode(encode(pairs)) = pairs, for any bytes', () => {
 
 test('property: decode(encode(pairs)) = pairs, for any strings (UTF-8)', () => {
   fc.assert(
-    fc.property(fc.array(fc.tuple(fc.fullUnicodeString({ maxLength: 30 }), fc.fullUnicodeString({ maxLength: 200 })), { maxLength: 8 }), (pairs) => {
-      const decoded = decodeOk(encodeNameValuePairs(pairs));
-      assert.deepEqual(
-        decoded.map(([name, value]) => [name.toString('utf8'), value.toString('utf8')]),
-        pairs,
-      );
-    }),
+    fc.property(
+      fc.array(fc.tuple(fc.fullUnicodeString({ maxLength: 30 }), fc.fullUnicodeString({ maxLength: 200 })), { maxLength: 8 }),
+      (pairs) => {
+        const decoded = decodeOk(encodeNameValuePairs(pairs));
+        assert.deepEqual(
+          decoded.map(([name, value]) => [name.toString('utf8'), value.toString('utf8')]),
+          pairs,
+        );
+      },
+    ),
     fcRuns(200),
   );
 });

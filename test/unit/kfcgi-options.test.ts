@@ -20,7 +20,10 @@ test('every option in the table is documented in the manual, with its value name
     const item = `.It Fl ${spec.short}${metavar} Pq Fl -${spec.long}`;
     assert.ok(manual.includes(item), `man/gatehouse-kfcgi.8 lacks "${item}"`);
     if (spec.short !== 'h') {
-      const synopsis = spec.kind === 'flag' ? new RegExp(`^\\.Op Fl [a-zA-Z]*${spec.short}[a-zA-Z]*$`, 'm') : new RegExp(`^\\.Op Fl ${spec.short} Ar ${'metavar' in spec ? spec.metavar : ''}$`, 'm');
+      const synopsis =
+        spec.kind === 'flag'
+          ? new RegExp(`^\\.Op Fl [a-zA-Z]*${spec.short}[a-zA-Z]*$`, 'm')
+          : new RegExp(`^\\.Op Fl ${spec.short} Ar ${'metavar' in spec ? spec.metavar : ''}$`, 'm');
       assert.match(manual, synopsis, `the SYNOPSIS lacks -${spec.short}`);
     }
   }
@@ -56,13 +59,25 @@ test('options stop at prog: its own arguments are never read as ours', () => {
 });
 
 test('bundled flags, attached values, long options and --', () => {
-  assert.deepEqual(parseCommandLine(['-drv', '-n4', '-N', '8', 'prog']).options, { foreground: true, variable: true, verbose: true, workers: 4, 'max-workers': 8 });
+  assert.deepEqual(parseCommandLine(['-drv', '-n4', '-N', '8', 'prog']).options, {
+    foreground: true,
+    variable: true,
+    verbose: true,
+    workers: 4,
+    'max-workers': 8,
+  });
   assert.deepEqual(parseCommandLine(['-dn', '2', 'prog']).options, { foreground: true, workers: 2 });
-  assert.deepEqual(parseCommandLine(['--workers=5', '--jail', '/', '--', '-prog-with-dash']), { options: { workers: 5, jail: '/' }, program: ['-prog-with-dash'] });
+  assert.deepEqual(parseCommandLine(['--workers=5', '--jail', '/', '--', '-prog-with-dash']), {
+    options: { workers: 5, jail: '/' },
+    program: ['-prog-with-dash'],
+  });
 });
 
 test('bad values say which option and what is allowed', () => {
-  assert.throws(() => parseCommandLine(['-n', '0', 'prog']), (error: UsageError) => /-n 0: workers must be from 1 to/.test(error.message));
+  assert.throws(
+    () => parseCommandLine(['-n', '0', 'prog']),
+    (error: UsageError) => /-n 0: workers must be from 1 to/.test(error.message),
+  );
   assert.throws(() => parseCommandLine(['-n', 'three', 'prog']), /-n workers must be a whole number/);
   assert.throws(() => parseCommandLine(['-l', '-5', 'prog']), /-l backlog must be a whole number/);
   assert.throws(() => parseCommandLine(['-x', 'prog']), /unknown option -x/);
@@ -101,8 +116,14 @@ function problems(argv: string[]): string {
 test('validation: impossible combinations fail with what to change', (t) => {
   const { dir, program } = scratch(t);
   const socket = join(dir, 's.sock');
-  assert.match(problems(['-r', '-n', '4', '-N', '2', '-p', '/', '-s', socket, program]), /-N 2 is below -n 4: .*raise -N to at least 4 or lower -n/);
-  assert.match(problems(['-p', join(dir, 'nowhere'), '-s', socket, program]), /the jail .*nowhere does not exist: create it, or pass -p DIR/);
+  assert.match(
+    problems(['-r', '-n', '4', '-N', '2', '-p', '/', '-s', socket, program]),
+    /-N 2 is below -n 4: .*raise -N to at least 4 or lower -n/,
+  );
+  assert.match(
+    problems(['-p', join(dir, 'nowhere'), '-s', socket, program]),
+    /the jail .*nowhere does not exist: create it, or pass -p DIR/,
+  );
   assert.match(problems(['-U', 'no-such-user-kfcgi', '-p', '/', '-s', socket, program]), /-U no-such-user-kfcgi: no such user/);
   assert.match(problems(['-u', 'no-such-user-kfcgi', '-p', '/', '-s', socket, program]), /-u no-such-user-kfcgi: no such user/);
   assert.match(problems(['-R', '10', '-p', '/', '-s', socket, program]), /-R counts connections .* add -r/);
@@ -120,7 +141,8 @@ test('validation: prog is looked up inside the jail', (t) => {
   const { dir } = scratch(t);
   mkdirSync(join(dir, 'fcgi-bin'));
   const message = process.getuid?.() === 0 ? problems(['-p', dir, '-s', join(dir, 's.sock'), '/fcgi-bin/app']) : '';
-  if (process.getuid?.() === 0) assert.match(message, /prog \/fcgi-bin\/app was not found inside the jail .* \(looked for .*fcgi-bin\/app\)/);
+  if (process.getuid?.() === 0)
+    assert.match(message, /prog \/fcgi-bin\/app was not found inside the jail .* \(looked for .*fcgi-bin\/app\)/);
   writeFileSync(join(dir, 'fcgi-bin/app'), '#!/bin/sh\n');
   chmodSync(join(dir, 'fcgi-bin/app'), 0o755);
   if (process.getuid?.() === 0) {
@@ -131,7 +153,7 @@ test('validation: prog is looked up inside the jail', (t) => {
   }
 });
 
-test('defaults: kfcgi(8)\'s, except the backlog (the system maximum), and -N is 2 x -n', (t) => {
+test("defaults: kfcgi(8)'s, except the backlog (the system maximum), and -N is 2 x -n", (t) => {
   const { dir, program } = scratch(t);
   const config = validateOptions(parseCommandLine(['-r', '-p', '/', '-s', join(dir, 's.sock'), program]), {});
   assert.equal(config.workers, KFCGI_DEFAULT_WORKERS);

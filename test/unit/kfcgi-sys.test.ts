@@ -5,7 +5,18 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, constants as fsConstants, fstatSync } from 'node:fs';
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  constants as fsConstants,
+  fstatSync,
+} from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +34,7 @@ import {
   sendDescriptors,
   setResourceLimit,
   socketPair,
-  SysError,
+  type SysError,
   tcpListenQueue,
   unixSocketIsLive,
   unlinkAt,
@@ -61,7 +72,10 @@ test('unixSocketIsLive: false for a missing path and for a socket nobody listens
 
 test('createListener: errors name the call and the object', (t) => {
   const path = join(scratch(t), 'missing-dir', 'x.sock');
-  assert.throws(() => createListener({ kind: 'unix', path }, { backlog: 1 }), (error: SysError) => error.syscall === 'bind' && error.errnoName === 'ENOENT' && error.message.includes(path));
+  assert.throws(
+    () => createListener({ kind: 'unix', path }, { backlog: 1 }),
+    (error: SysError) => error.syscall === 'bind' && error.errnoName === 'ENOENT' && error.message.includes(path),
+  );
 });
 
 test('tcpListenQueue reports the backlog of a TCP listener; null for a unix socket', (t) => {
@@ -76,10 +90,12 @@ test('tcpListenQueue reports the backlog of a TCP listener; null for a unix sock
 
 test('sendDescriptors / receiveDescriptors: a payload with a descriptor, received as a working copy', async (t) => {
   const path = join(scratch(t), 'srv.sock');
-  const server = net.createServer((socket) => {
-    socket.on('error', () => undefined);
-    socket.end('from the server\n');
-  }).listen(path);
+  const server = net
+    .createServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.end('from the server\n');
+    })
+    .listen(path);
   t.after(() => server.close());
   await new Promise((resolve) => server.once('listening', resolve));
   const client = net.connect(path);
@@ -130,7 +146,9 @@ test('sendDescriptors / receiveDescriptors: several descriptors in one message a
     writeFileSync(path, name);
     return openSync(path, 'r');
   });
-  t.after(() => files.forEach((fd) => closeSync(fd)));
+  t.after(() => {
+    for (const fd of files) closeSync(fd);
+  });
   const [a, b] = socketPair();
   t.after(() => {
     closeDescriptor(a);

@@ -22,7 +22,8 @@ test('every flag in the key table is in the manual and in --help', () => {
     } else {
       assert.match(manual, new RegExp(`^\\.It Cm ${key.name}\\b`, 'm'), `man/gatehouse-serve.8 does not document the key ${key.name}`);
     }
-    for (const alias of key.aliases ?? []) assert.ok(manual.includes(`Cm ${alias}`), `the manual does not name the alias ${alias} of ${key.name}`);
+    for (const alias of key.aliases ?? [])
+      assert.ok(manual.includes(`Cm ${alias}`), `the manual does not name the alias ${alias} of ${key.name}`);
   }
 });
 
@@ -30,7 +31,11 @@ test('every key of a [[fastcgi]] route is in the manual', () => {
   const section = manual.slice(manual.indexOf('.It Cm fastcgi'));
   for (const key of FASTCGI_ROUTE_KEYS) {
     // One .It may name several keys: ".It Cm connect-timeout , Cm read-timeout".
-    assert.match(section, new RegExp(`^\\.It Cm (?:[a-z-]+ , Cm )*${key}\\b`, 'm'), `man/gatehouse-serve.8 does not document the [[fastcgi]] key ${key}`);
+    assert.match(
+      section,
+      new RegExp(`^\\.It Cm (?:[a-z-]+ , Cm )*${key}\\b`, 'm'),
+      `man/gatehouse-serve.8 does not document the [[fastcgi]] key ${key}`,
+    );
   }
 });
 
@@ -49,6 +54,9 @@ test('defaults in the manual match the key table', () => {
     // Macros split text over lines ("Default\n.Li 127.0.0.1:8080 ."): read it as prose.
     const text = section.slice(0, next === -1 ? undefined : next).replace(/\n\.(Li|Ar) /g, ' ');
     const expected = key.defaultText.replace(/s$/, '');
-    assert.ok(text.includes(`Default ${key.defaultText}`) || text.includes(`Default ${expected}`), `the manual's default for --${key.name} is not ${key.defaultText}: ${text}`);
+    assert.ok(
+      text.includes(`Default ${key.defaultText}`) || text.includes(`Default ${expected}`),
+      `the manual's default for --${key.name} is not ${key.defaultText}: ${text}`,
+    );
   }
 });

@@ -131,7 +131,8 @@ export class FastCGIClient {
   request(options: FastCGIRequestOptions): FastCGIResponse {
     const role = typeof options.role === 'string' ? ROLES[options.role] : (options.role ?? Role.RESPONDER);
     if (role === undefined) throw new TypeError(`unknown FastCGI role ${String(options.role)}; use responder, authorizer or filter`);
-    if (options.data !== undefined && role !== Role.FILTER) throw new TypeError('`data` is the FCGI_DATA stream of the filter role; set role: "filter"');
+    if (options.data !== undefined && role !== Role.FILTER)
+      throw new TypeError('`data` is the FCGI_DATA stream of the filter role; set role: "filter"');
     const params = encodeParamsRecords(RecordType.PARAMS, 0, paramPairs(options.params));
     const response = new FastCGIResponse(this.upstream);
     const run = new RequestRun(
@@ -162,7 +163,11 @@ export class FastCGIClient {
     let stderrBytes = 0;
     let tooLarge: UpstreamError | null = null;
     const overflow = (which: string) => {
-      tooLarge ??= new UpstreamError(ErrorCode.UPSTREAM_RESPONSE_TOO_LARGE, this.upstream, `${which} exceeded ${maxBytes} bytes; read the response as a stream instead`);
+      tooLarge ??= new UpstreamError(
+        ErrorCode.UPSTREAM_RESPONSE_TOO_LARGE,
+        this.upstream,
+        `${which} exceeded ${maxBytes} bytes; read the response as a stream instead`,
+      );
       response.destroy(); // aborts the request
     };
     response.on('stderr', (chunk: Buffer) => {
@@ -206,10 +211,17 @@ function paramPairs(params: FastCGIParams): Iterable<readonly [NameValueInput, N
   if (Symbol.iterator in Object(params) && typeof (params as Iterable<unknown>)[Symbol.iterator] === 'function') {
     return params as Iterable<readonly [NameValueInput, NameValueInput]>;
   }
-  return Object.entries(params as Record<string, NameValueInput | number>).map(([name, value]) => [name, typeof value === 'number' ? String(value) : value] as const);
+  return Object.entries(params as Record<string, NameValueInput | number>).map(
+    ([name, value]) => [name, typeof value === 'number' ? String(value) : value] as const,
+  );
 }
 
-function positiveInteger<K extends keyof FastCGIClientOptions>(options: FastCGIClientOptions, key: K, fallback: number, allowZero = false): number {
+function positiveInteger<K extends keyof FastCGIClientOptions>(
+  options: FastCGIClientOptions,
+  key: K,
+  fallback: number,
+  allowZero = false,
+): number {
   const value = options[key] ?? fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < (allowZero ? 0 : 1)) {
     throw new RangeError(`FastCGIClient option ${key} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${String(value)}`);

@@ -10,7 +10,14 @@ import net from 'node:net';
 import { ErrorCode, UpstreamError } from '../../errors.js';
 import { RecordDecoder, type FastCGIRecord } from '../decoder.js';
 import { RecordType, RECORD_TYPE_NAMES, type Role } from '../protocol.js';
-import { decodeEndRequestBody, encodeAbortRequest, encodeBeginRequest, encodeRecord, frameStream, setRecordsRequestId } from '../records.js';
+import {
+  decodeEndRequestBody,
+  encodeAbortRequest,
+  encodeBeginRequest,
+  encodeRecord,
+  frameStream,
+  setRecordsRequestId,
+} from '../records.js';
 import type { ResolvedAddress } from './address.js';
 
 /** What a request gets told about its records. Called from the socket's data handler: none may throw. */
@@ -94,7 +101,9 @@ export class Connection {
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('end', () => this.#onEnd());
     socket.on('drain', () => this.#flushDrainWaiters());
-    socket.on('error', (error: NodeJS.ErrnoException) => this.#fail(ErrorCode.UPSTREAM_RESET, `connection failed (${error.code ?? error.message})`, error));
+    socket.on('error', (error: NodeJS.ErrnoException) =>
+      this.#fail(ErrorCode.UPSTREAM_RESET, `connection failed (${error.code ?? error.message})`, error),
+    );
     socket.on('close', () => this.#fail(ErrorCode.UPSTREAM_RESET, 'connection closed by the application before it ended the request'));
   }
 
@@ -114,19 +123,29 @@ export class Connection {
         socket.destroy();
         const hint =
           error.code === 'EAGAIN'
-            ? "its listen queue is full: the application accepts too slowly (more processes, or a larger backlog: spawn-fcgi -b, php-fpm listen.backlog)"
+            ? 'its listen queue is full: the application accepts too slowly (more processes, or a larger backlog: spawn-fcgi -b, php-fpm listen.backlog)'
             : error.code === 'EACCES'
               ? 'no permission on the socket file (its mode or owner)'
               : 'is the application running and listening there?';
-        reject(new UpstreamError(ErrorCode.UPSTREAM_REFUSED, address.label, `cannot connect (${error.code ?? error.message}): ${hint}`, { cause: error, retryable: true }));
+        reject(
+          new UpstreamError(ErrorCode.UPSTREAM_REFUSED, address.label, `cannot connect (${error.code ?? error.message}): ${hint}`, {
+            cause: error,
+            retryable: true,
+          }),
+        );
       };
       const timer = setTimeout(() => {
         cleanup();
         socket.destroy();
         reject(
-          new UpstreamError(ErrorCode.UPSTREAM_CONNECT_TIMEOUT, address.label, `no connection within ${connectTimeoutMs} ms (application overloaded or its listen queue full?)`, {
-            retryable: true,
-          }),
+          new UpstreamError(
+            ErrorCode.UPSTREAM_CONNECT_TIMEOUT,
+            address.label,
+            `no connection within ${connectTimeoutMs} ms (application overloaded or its listen queue full?)`,
+            {
+              retryable: true,
+            },
+          ),
         );
       }, connectTimeoutMs);
       socket.once('error', onError);
@@ -223,7 +242,11 @@ export class Connection {
     this.#socket.cork();
     process.nextTick(() => this.#socket.uncork());
     // The params were encoded before this id was known: stamp it on each record.
-    this.#writeAll([encodeBeginRequest(id, options.role, options.keepConn), setRecordsRequestId(options.params, id), encodeRecord(RecordType.PARAMS, id)]);
+    this.#writeAll([
+      encodeBeginRequest(id, options.role, options.keepConn),
+      setRecordsRequestId(options.params, id),
+      encodeRecord(RecordType.PARAMS, id),
+    ]);
     const connection = this;
     return {
       id,

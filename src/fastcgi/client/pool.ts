@@ -103,7 +103,10 @@ export class Pool {
    * request on it or give the slot back with unreserve().
    */
   acquire(options: AcquireOptions = {}): Promise<Connection> {
-    if (this.#closed) return Promise.reject(new UpstreamError(ErrorCode.CLIENT_CLOSED, this.upstream, 'the FastCGI client was closed', { retryable: true }));
+    if (this.#closed)
+      return Promise.reject(
+        new UpstreamError(ErrorCode.CLIENT_CLOSED, this.upstream, 'the FastCGI client was closed', { retryable: true }),
+      );
     if (this.#options.probe) void this.#startProbe();
     return new Promise((resolve, reject) => {
       const handle = options.cancel;
@@ -151,7 +154,11 @@ export class Pool {
     this.#closed = true;
     this.#cancelProbe?.();
     for (const waiter of this.#waiters.splice(0)) {
-      waiter.reject(new UpstreamError(ErrorCode.CLIENT_CLOSED, this.upstream, 'the FastCGI client was closed before a connection was free', { retryable: true }));
+      waiter.reject(
+        new UpstreamError(ErrorCode.CLIENT_CLOSED, this.upstream, 'the FastCGI client was closed before a connection was free', {
+          retryable: true,
+        }),
+      );
     }
     for (const connection of this.#connections) connection.retire();
     if (this.#connections.size === 0 && this.#pending.size === 0) return Promise.resolve();

@@ -104,7 +104,9 @@ export class RequestRun {
     response.onRead = () => this.#onRead();
     response.onDestroy = () => {
       if (!this.#finished) {
-        this.#fail(new UpstreamError(ErrorCode.REQUEST_ABORTED, pool.upstream, 'response stream destroyed by its reader before the request ended'));
+        this.#fail(
+          new UpstreamError(ErrorCode.REQUEST_ABORTED, pool.upstream, 'response stream destroyed by its reader before the request ended'),
+        );
       }
     };
   }
@@ -183,7 +185,14 @@ export class RequestRun {
       this.#exchange = connection.begin({ role: settings.role, keepConn: settings.keepConn, params: settings.params }, handlers);
       this.#touch();
       this.#sendBody(this.#exchange).catch((error: unknown) => {
-        this.#fail(new UpstreamError(ErrorCode.REQUEST_ABORTED, this.#pool.upstream, `the request body failed: ${String((error as Error)?.message ?? error)}`, { cause: error }));
+        this.#fail(
+          new UpstreamError(
+            ErrorCode.REQUEST_ABORTED,
+            this.#pool.upstream,
+            `the request body failed: ${String((error as Error)?.message ?? error)}`,
+            { cause: error },
+          ),
+        );
         resolveAttempt('done');
       });
     });
@@ -243,16 +252,29 @@ export class RequestRun {
     if (this.#finished || this.#timerStopped) return;
     if (this.#wait.cancel) {
       this.#wait.cancel(
-        new UpstreamError(ErrorCode.UPSTREAM_TIMEOUT, this.#pool.upstream, `no connection became free within ${this.#settings.idleTimeoutMs} ms`, { retryable: true }),
+        new UpstreamError(
+          ErrorCode.UPSTREAM_TIMEOUT,
+          this.#pool.upstream,
+          `no connection became free within ${this.#settings.idleTimeoutMs} ms`,
+          { retryable: true },
+        ),
       );
       return;
     }
-    this.#fail(new UpstreamError(ErrorCode.UPSTREAM_TIMEOUT, this.#pool.upstream, `no data from the application for ${this.#settings.idleTimeoutMs} ms`));
+    this.#fail(
+      new UpstreamError(
+        ErrorCode.UPSTREAM_TIMEOUT,
+        this.#pool.upstream,
+        `no data from the application for ${this.#settings.idleTimeoutMs} ms`,
+      ),
+    );
   }
 
   #abortedByCaller(): void {
     if (this.#finished) return;
-    const error = new UpstreamError(ErrorCode.REQUEST_ABORTED, this.#pool.upstream, 'request aborted by the caller', { cause: this.#settings.signal?.reason });
+    const error = new UpstreamError(ErrorCode.REQUEST_ABORTED, this.#pool.upstream, 'request aborted by the caller', {
+      cause: this.#settings.signal?.reason,
+    });
     this.#fail(error);
     this.#wait.cancel?.(error);
   }
@@ -292,12 +314,23 @@ function toBuffer(chunk: Uint8Array | string): Buffer {
 export function protocolStatusError(upstream: string, protocolStatus: number): UpstreamError {
   switch (protocolStatus) {
     case ProtocolStatus.CANT_MPX_CONN:
-      return new UpstreamError(ErrorCode.UPSTREAM_CANT_MPX, upstream, 'refused the request with CANT_MPX_CONN (it takes one request per connection)', { retryable: true });
+      return new UpstreamError(
+        ErrorCode.UPSTREAM_CANT_MPX,
+        upstream,
+        'refused the request with CANT_MPX_CONN (it takes one request per connection)',
+        { retryable: true },
+      );
     case ProtocolStatus.OVERLOADED:
-      return new UpstreamError(ErrorCode.UPSTREAM_OVERLOADED, upstream, 'refused the request with OVERLOADED (out of workers or memory)', { retryable: true });
+      return new UpstreamError(ErrorCode.UPSTREAM_OVERLOADED, upstream, 'refused the request with OVERLOADED (out of workers or memory)', {
+        retryable: true,
+      });
     case ProtocolStatus.UNKNOWN_ROLE:
       return new UpstreamError(ErrorCode.UPSTREAM_UNKNOWN_ROLE, upstream, 'does not support the requested FastCGI role (UNKNOWN_ROLE)');
     default:
-      return new UpstreamError(ErrorCode.UPSTREAM_PROTOCOL, upstream, `ended the request with protocol status ${protocolStatus}, which FastCGI 1.0 does not define`);
+      return new UpstreamError(
+        ErrorCode.UPSTREAM_PROTOCOL,
+        upstream,
+        `ended the request with protocol status ${protocolStatus}, which FastCGI 1.0 does not define`,
+      );
   }
 }

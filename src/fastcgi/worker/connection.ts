@@ -8,14 +8,7 @@
 import type { Duplex } from 'node:stream';
 import { RecordDecoder, type FastCGIRecord } from '../decoder.js';
 import { decodeNameValuePairs, type NameValuePair } from '../name-value.js';
-import {
-  decodeBeginRequestBody,
-  encodeEndRequest,
-  encodeParamsRecords,
-  encodeRecord,
-  encodeUnknownType,
-  frameStream,
-} from '../records.js';
+import { decodeBeginRequestBody, encodeEndRequest, encodeParamsRecords, encodeRecord, encodeUnknownType, frameStream } from '../records.js';
 import { FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MAXTYPE, FCGI_MPXS_CONNS, ProtocolStatus, RecordType, Role } from '../protocol.js';
 import { ErrorCode, FastCGIProtocolError, GatehouseError } from '../../errors.js';
 import { WORKER_DRAIN_TIMEOUT_MS } from '../../limits.js';
@@ -87,7 +80,8 @@ export class WorkerConnection implements ResponseSink {
     socket.on('drain', () => this.#onDrain());
     socket.on('error', (error: NodeJS.ErrnoException) => {
       // A reset from the web server is routine (nginx closes on client abort); requests in flight are aborted in 'close'.
-      if (error.code !== 'ECONNRESET' && error.code !== 'EPIPE') this.#host.reportError(new GatehouseError(ErrorCode.CLIENT_CLOSED, `FastCGI connection error: ${error.message}`, { cause: error }));
+      if (error.code !== 'ECONNRESET' && error.code !== 'EPIPE')
+        this.#host.reportError(new GatehouseError(ErrorCode.CLIENT_CLOSED, `FastCGI connection error: ${error.message}`, { cause: error }));
     });
     socket.on('close', () => this.#onClose());
   }
@@ -197,7 +191,9 @@ export class WorkerConnection implements ResponseSink {
       const value = known[key];
       if (value !== undefined) answer.push([key, value]);
     }
-    this.#write([answer.length ? encodeParamsRecords(RecordType.GET_VALUES_RESULT, 0, answer) : encodeRecord(RecordType.GET_VALUES_RESULT, 0)]);
+    this.#write([
+      answer.length ? encodeParamsRecords(RecordType.GET_VALUES_RESULT, 0, answer) : encodeRecord(RecordType.GET_VALUES_RESULT, 0),
+    ]);
   }
 
   #onBeginRequest(requestId: number, content: Buffer): void {
@@ -205,11 +201,16 @@ export class WorkerConnection implements ResponseSink {
     if (body instanceof FastCGIProtocolError) return this.#protocolFailure(body);
     const { limits } = this.#host;
     if (requestId > limits.maxRequestId) {
-      return this.#protocolFailure(new FastCGIProtocolError(ErrorCode.FCGI_TOO_MANY_REQUESTS, `request id ${requestId} is above the limit of ${limits.maxRequestId}`));
+      return this.#protocolFailure(
+        new FastCGIProtocolError(ErrorCode.FCGI_TOO_MANY_REQUESTS, `request id ${requestId} is above the limit of ${limits.maxRequestId}`),
+      );
     }
     if (this.#requests.has(requestId)) {
       return this.#protocolFailure(
-        new FastCGIProtocolError(ErrorCode.FCGI_UNEXPECTED_RECORD, `BEGIN_REQUEST for request id ${requestId}, which is still in progress on this connection`),
+        new FastCGIProtocolError(
+          ErrorCode.FCGI_UNEXPECTED_RECORD,
+          `BEGIN_REQUEST for request id ${requestId}, which is still in progress on this connection`,
+        ),
       );
     }
     if (this.#closing) {
@@ -231,17 +232,26 @@ export class WorkerConnection implements ResponseSink {
 
   #onParams(requestId: number, content: Buffer): void {
     const state = this.#requests.get(requestId);
-    if (!state || state.phase !== 'params') return;
+    if (state?.phase !== 'params') return;
     if (content.length > 0) {
       state.paramsBytes += content.length;
       if (state.paramsBytes > this.#host.limits.maxParamsBytes) {
         // Answer this request alone (431, as an HTTP server would) and keep the connection for the others.
         this.#requests.delete(requestId);
         this.#host.reportError(
-          new FastCGIProtocolError(ErrorCode.FCGI_PARAMS_TOO_LARGE, `request ${requestId}: params exceed ${this.#host.limits.maxParamsBytes} bytes; answered 431`),
+          new FastCGIProtocolError(
+            ErrorCode.FCGI_PARAMS_TOO_LARGE,
+            `request ${requestId}: params exceed ${this.#host.limits.maxParamsBytes} bytes; answered 431`,
+          ),
         );
-        const body = Buffer.from('Status: 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n\r\nrequest header fields too large\n');
-        this.#write([encodeRecord(RecordType.STDOUT, requestId, body), encodeRecord(RecordType.STDOUT, requestId), encodeEndRequest(requestId, 0, ProtocolStatus.REQUEST_COMPLETE)]);
+        const body = Buffer.from(
+          'Status: 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n\r\nrequest header fields too large\n',
+        );
+        this.#write([
+          encodeRecord(RecordType.STDOUT, requestId, body),
+          encodeRecord(RecordType.STDOUT, requestId),
+          encodeEndRequest(requestId, 0, ProtocolStatus.REQUEST_COMPLETE),
+        ]);
         this.#afterRequest(state.keepConn);
         return;
       }
@@ -277,7 +287,7 @@ export class WorkerConnection implements ResponseSink {
 
   #onInput(type: number, requestId: number, content: Buffer): void {
     const state = this.#requests.get(requestId);
-    if (!state || state.phase !== 'active') return;
+    if (state?.phase !== 'active') return;
     const isData = type === RecordType.DATA;
     if (isData ? state.dataDone : state.stdinDone) return;
     const stream = isData ? state.req.data : state.req;
@@ -302,7 +312,7 @@ export class WorkerConnection implements ResponseSink {
 
   #resumeFor(requestId: number): void {
     const state = this.#requests.get(requestId);
-    if (!state || state.phase !== 'active' || !state.paused) return;
+    if (state?.phase !== 'active' || !state.paused) return;
     state.paused = false;
     if (--this.#pausedCount === 0) this.#socket.resume();
   }
@@ -318,7 +328,8 @@ export class WorkerConnection implements ResponseSink {
       req.aborted = true;
       req.emit('aborted');
       // Like node:http: readers see an error only if they listen for one.
-      if (!req.complete && req.listenerCount('error') > 0) req.destroy(new GatehouseError(ErrorCode.REQUEST_ABORTED, `request ${requestId} aborted: ${reason}`));
+      if (!req.complete && req.listenerCount('error') > 0)
+        req.destroy(new GatehouseError(ErrorCode.REQUEST_ABORTED, `request ${requestId} aborted: ${reason}`));
       else req.destroy();
       state.req.data?.destroy();
     }
@@ -336,7 +347,8 @@ export class WorkerConnection implements ResponseSink {
     let total = 0;
     for (const chunk of chunks) total += chunk.length;
     let parts: Buffer[];
-    if (total <= SMALL_WRITE) parts = [encodeRecord(RecordType.STDOUT, requestId, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total))];
+    if (total <= SMALL_WRITE)
+      parts = [encodeRecord(RecordType.STDOUT, requestId, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total))];
     else {
       parts = [];
       for (const chunk of chunks) parts.push(...frameStream(RecordType.STDOUT, requestId, chunk));
@@ -352,13 +364,16 @@ export class WorkerConnection implements ResponseSink {
 
   endRequest(requestId: number, appStatus: number, done: (error?: Error | null) => void): void {
     const state = this.#requests.get(requestId);
-    if (!state || state.phase !== 'active') return done();
+    if (state?.phase !== 'active') return done();
     this.#requests.delete(requestId);
     if (state.paused) {
       state.paused = false;
       if (--this.#pausedCount === 0) this.#socket.resume();
     }
-    this.#write([encodeRecord(RecordType.STDOUT, requestId, EMPTY), encodeEndRequest(requestId, appStatus, ProtocolStatus.REQUEST_COMPLETE)]);
+    this.#write([
+      encodeRecord(RecordType.STDOUT, requestId, EMPTY),
+      encodeEndRequest(requestId, appStatus, ProtocolStatus.REQUEST_COMPLETE),
+    ]);
     // The handler may stop reading the body early; discard the rest as it arrives.
     if (!state.stdinDone) state.req.resume();
     done();

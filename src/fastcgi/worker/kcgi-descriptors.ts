@@ -47,7 +47,10 @@ export function parseDescriptorVariable(value: string | undefined): number | nul
 export function listenOnKcgiDescriptors(server: ConnectionServer, controlFd: number): Promise<void> {
   if (!Number.isInteger(controlFd) || controlFd < 0) {
     return Promise.reject(
-      new GatehouseError(ErrorCode.KFCGI_SETUP, `FCGI_LISTENSOCK_DESCRIPTORS=${controlFd} is not a descriptor number; a kfcgi variable pool sets it to the worker's control socket`),
+      new GatehouseError(
+        ErrorCode.KFCGI_SETUP,
+        `FCGI_LISTENSOCK_DESCRIPTORS=${controlFd} is not a descriptor number; a kfcgi variable pool sets it to the worker's control socket`,
+      ),
     );
   }
   return new Promise<void>((resolve, reject) => {
@@ -99,16 +102,19 @@ export function listenOnKcgiDescriptors(server: ConnectionServer, controlFd: num
         return;
       }
       inFlight += 1;
-      server.handleConnection(socket).then(
-        () => undefined,
-        (error: unknown) => server.emit('error', error),
-      ).finally(() => {
-        // Our copy must be closed before the cookie goes back: the manager then treats the connection as done.
-        socket.destroy();
-        inFlight -= 1;
-        writeCookie(cookie);
-        finishIfDone();
-      });
+      server
+        .handleConnection(socket)
+        .then(
+          () => undefined,
+          (error: unknown) => server.emit('error', error),
+        )
+        .finally(() => {
+          // Our copy must be closed before the cookie goes back: the manager then treats the connection as done.
+          socket.destroy();
+          inFlight -= 1;
+          writeCookie(cookie);
+          finishIfDone();
+        });
     };
     const release = () => {
       if (released) return;

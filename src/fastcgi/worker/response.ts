@@ -81,7 +81,11 @@ export class FastCGIResponse extends Writable {
     return [...this.#headers.keys()];
   }
 
-  writeHead(statusCode: number, statusMessageOrHeaders?: string | Record<string, HeaderValue>, headers?: Record<string, HeaderValue>): this {
+  writeHead(
+    statusCode: number,
+    statusMessageOrHeaders?: string | Record<string, HeaderValue>,
+    headers?: Record<string, HeaderValue>,
+  ): this {
     if (this.headersSent) throw new Error('writeHead called after the response head was sent');
     if (!Number.isInteger(statusCode) || statusCode < 100 || statusCode > 999) throw new RangeError(`invalid status code ${statusCode}`);
     this.statusCode = statusCode;

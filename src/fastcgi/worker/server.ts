@@ -165,7 +165,12 @@ export class FastCGIServer extends EventEmitter implements ConnectionHost {
 
   #accept(socket: net.Socket): void {
     if (this.#allowedAddrs && socket.remoteAddress !== undefined && !this.#allowedAddrs.has(socket.remoteAddress)) {
-      this.reportError(new GatehouseError(ErrorCode.CLIENT_CLOSED, `refused FastCGI connection from ${socket.remoteAddress}: not in FCGI_WEB_SERVER_ADDRS`));
+      this.reportError(
+        new GatehouseError(
+          ErrorCode.CLIENT_CLOSED,
+          `refused FastCGI connection from ${socket.remoteAddress}: not in FCGI_WEB_SERVER_ADDRS`,
+        ),
+      );
       socket.destroy();
       return;
     }
@@ -189,7 +194,7 @@ export class FastCGIServer extends EventEmitter implements ConnectionHost {
 
   /** Fail closed, as node:http does: a 500 if nothing was sent, else the response ends where it is. */
   #handlerFailed(res: FastCGIResponse, error: unknown): void {
-    const message = error instanceof Error ? error.stack ?? error.message : String(error);
+    const message = error instanceof Error ? (error.stack ?? error.message) : String(error);
     this.emit('handlerError', error, res);
     if (res.destroyed || res.writableEnded) return;
     res.writeStderr(`gatehouse worker: request handler failed: ${message}\n`);
@@ -212,7 +217,9 @@ export class FastCGIServer extends EventEmitter implements ConnectionHost {
     let signals = 0;
     this.#signalHandler = (signal) => {
       if (++signals > 1) process.exit(0);
-      process.stderr.write(`gatehouse worker ${process.pid}: ${signal}: finishing ${this.activeRequests} request(s) in flight, then exiting\n`);
+      process.stderr.write(
+        `gatehouse worker ${process.pid}: ${signal}: finishing ${this.activeRequests} request(s) in flight, then exiting\n`,
+      );
       const timer = setTimeout(() => process.exit(0), this.#options.shutdownTimeoutMs ?? WORKER_SHUTDOWN_TIMEOUT_MS);
       timer.unref();
       this.close();
