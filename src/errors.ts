@@ -41,6 +41,7 @@ export const ErrorCode = {
   CGI_QUEUE_FULL: 'GH_CGI_QUEUE_FULL',
   CGI_BODY_TOO_LARGE: 'GH_CGI_BODY_TOO_LARGE',
   CGI_REDIRECT_LOOP: 'GH_CGI_REDIRECT_LOOP',
+  CGI_OUTPUT_LENGTH_MISMATCH: 'GH_CGI_OUTPUT_LENGTH_MISMATCH',
   // System calls Node lacks (src/sys)
   SYSCALL_FAILED: 'GH_SYSCALL_FAILED',
   // kfcgi process manager
@@ -51,6 +52,10 @@ export const ErrorCode = {
   CGID_PROTOCOL: 'GH_CGID_PROTOCOL',
   CGID_SETUP: 'GH_CGID_SETUP',
   CGID_UNAVAILABLE: 'GH_CGID_UNAVAILABLE',
+  // gatehouse serve: starting up (listening, the example)
+  SERVE_SETUP: 'GH_SERVE_SETUP',
+  // An API called in a state where it cannot work (a header set after the head was sent, a body read twice)
+  INVALID_STATE: 'GH_INVALID_STATE',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -19,7 +19,7 @@ export {
   type RequestHandler,
   type WorkerServerOptions,
 } from './fastcgi/index.js';
-export { FastCGIClient, type FastCGIClientOptions, type FastCGIRequestOptions } from './fastcgi/client/index.js';
+export { FastCGIClient, UpstreamResponse, type FastCGIClientOptions, type FastCGIRequestOptions } from './fastcgi/client/index.js';
 export { loadServeConfig, ConfigError } from './config/load.js';
 export type { ServeConfig } from './config/schema.js';
 export { ErrorCode, GatehouseError, FastCGIProtocolError, UpstreamError } from './errors.js';

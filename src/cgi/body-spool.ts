@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { CGI_BODY_MEMORY_SPOOL_BYTES, CGI_MAX_REQUEST_BODY_BYTES } from '../limits.js';
+import { ErrorCode, GatehouseError } from '../errors.js';
 
 export interface SpoolOptions {
   memoryBytes?: number;
@@ -81,7 +82,7 @@ export async function spoolBody(source: Readable, options: SpoolOptions = {}): P
       length,
       head: Buffer.concat(headParts),
       stream() {
-        if (used) throw new Error('a spooled body can be read once');
+        if (used) throw new GatehouseError(ErrorCode.INVALID_STATE, 'a spooled body can be read once');
         used = true;
         if (!spooledFile)
           return Readable.from(length === 0 ? [] : [memory.length === 1 ? memory[0]! : Buffer.concat(memory)], { objectMode: false });

@@ -29,7 +29,7 @@ import { resolveInRoutes, type ResolvedScript, type ScriptRoute } from './resolv
 import type { CgiResponseHead } from './response-head.js';
 import { parseScriptTimeout, runScript, type ScriptRun } from './run-script.js';
 import { ScriptLog } from './script-log.js';
-import type { ScriptSpawner } from './spawner.js';
+import type { ScriptSpawner, SpawnError } from '../spawn/spawner.js';
 
 export interface CgiOptions {
   /** DOCUMENT_ROOT, the base of PATH_TRANSLATED, and where `extensions` run scripts. */
@@ -399,7 +399,7 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
     case 'aborted':
       return;
     case 'spawn-failed': {
-      const status = spawnFailureStatus(outcome.error.errno);
+      const status = spawnFailureStatus(outcome.error);
       settings.errorLog(`cgi: ${outcome.error.message}`);
       logFailure(status, outcome.error.message);
       completed = true;
@@ -473,12 +473,12 @@ async function runResolved(settings: Settings, dispatch: Dispatch, script: Resol
 
 /**
  * EACCES (not executable) and EPERM (a suexec refusal) -> 403, ENOENT -> 404,
- * ECGIDDOWN (the cgid daemon is gone and being restarted) -> 503, others 500.
+ * a daemon that is gone and being restarted (CGID_UNAVAILABLE) -> 503, others 500.
  */
-function spawnFailureStatus(errno: string): number {
-  if (errno === 'EACCES' || errno === 'EPERM') return 403;
-  if (errno === 'ENOENT') return 404;
-  if (errno === 'ECGIDDOWN') return 503;
+function spawnFailureStatus(error: SpawnError): number {
+  if (error.code === ErrorCode.CGID_UNAVAILABLE) return 503;
+  if (error.errno === 'EACCES' || error.errno === 'EPERM') return 403;
+  if (error.errno === 'ENOENT') return 404;
   return 500;
 }
 
@@ -529,7 +529,7 @@ function sendBody(
     (error) => {
       if (!error) return done();
       const code = (error as { code?: string }).code;
-      if (code === ErrorCode.REQUEST_ABORTED || code === 'ERR_STREAM_PREMATURE_CLOSE') return;
+      if (code === ErrorCode.REQUEST_ABORTED || code === ErrorCode.CLIENT_CLOSED) return;
       if (code === ErrorCode.CGI_SCRIPT_TIMEOUT)
         errorLog(`cgi: ${file}: no output for the script timeout after the body started: script killed, response cut short`);
       else errorLog(`cgi: ${error.message}`);

@@ -8,6 +8,7 @@
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { CgiResponseHead } from './response-head.js';
+import { ErrorCode, GatehouseError } from '../errors.js';
 
 /** Response headers an application may not set: they describe the connection, which the server owns. */
 export const HOP_BY_HOP_HEADERS: ReadonlySet<string> = new Set([
@@ -93,7 +94,9 @@ export function pipeCgiBody(
   const onDrain = () => body.resume();
   const onEnd = () => {
     if (expected !== undefined && sent < expected) {
-      settle(new Error(`${source} announced Content-Length ${expected} but wrote ${sent} bytes`));
+      settle(
+        new GatehouseError(ErrorCode.CGI_OUTPUT_LENGTH_MISMATCH, `${source} announced Content-Length ${expected} but wrote ${sent} bytes`),
+      );
       return;
     }
     res.end(() => settle(null));
@@ -102,9 +105,7 @@ export function pipeCgiBody(
   const onClose = () => {
     if (res.writableFinished) return;
     body.destroy();
-    const error: NodeJS.ErrnoException = new Error('the client closed the connection before the response was sent');
-    error.code = 'ERR_STREAM_PREMATURE_CLOSE';
-    settle(error);
+    settle(new GatehouseError(ErrorCode.CLIENT_CLOSED, 'the client closed the connection before the response was sent'));
   };
   body.on('data', onData);
   body.once('end', onEnd);

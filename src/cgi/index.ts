@@ -25,7 +25,8 @@ export {
 } from './response-head.js';
 export { resolveScript, resolveInRoutes, normaliseUrlPath, type ScriptRoute, type Resolution, type ResolvedScript } from './resolve.js';
 export { runScript, parseScriptTimeout, ScriptRun, type RunScriptOptions, type HeadOutcome, type RunResult } from './run-script.js';
-export { ChildProcessSpawner, SpawnError, type ScriptSpawner, type SpawnRequest, type SpawnedScript, type ScriptExit } from './spawner.js';
+export { SpawnError, type ScriptSpawner, type SpawnRequest, type SpawnedScript, type ScriptExit } from '../spawn/spawner.js';
+export { ChildProcessSpawner } from '../spawn/fork.js';
 export { ScriptLimiter } from './limiter.js';
 export { ScriptLog, type ScriptLogOptions, type ScriptLogEntry } from './script-log.js';
 export { spoolBody, type SpooledBody, type SpoolOutcome } from './body-spool.js';

@@ -22,8 +22,9 @@ import {
   CGI_STDERR_LOG_MAX_BYTES,
 } from '../limits.js';
 import { ResponseHeadParser, type CgiHeadError, type CgiResponseHead, type HeadLimits } from './response-head.js';
-import { ChildProcessSpawner, SpawnError, type ScriptExit, type ScriptSpawner, type SpawnedScript } from './spawner.js';
-import { parseDuration } from '../config/duration.js';
+import { ChildProcessSpawner } from '../spawn/fork.js';
+import { SpawnError, type ScriptExit, type ScriptSpawner, type SpawnedScript } from '../spawn/spawner.js';
+import { parseDuration } from '../options/duration.js';
 
 export interface RunScriptOptions {
   file: string;

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { ErrorCode, GatehouseError } from '../errors.js';
-import { SpawnError, type ScriptExit } from '../cgi/spawner.js';
+import { SpawnError, type ScriptExit } from '../spawn/spawner.js';
 import {
   CGID_BATCH_BYTES,
   CGID_BATCH_DESCRIPTORS,
@@ -96,7 +96,13 @@ export class CgidConnection extends EventEmitter {
     let timer: NodeJS.Timeout | undefined;
     const answer = await Promise.race([
       welcome,
-      new Promise<Error>((resolve) => (timer = setTimeout(() => resolve(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs))),
+      new Promise<Error>(
+        (resolve) =>
+          (timer = setTimeout(
+            () => resolve(new GatehouseError(ErrorCode.CGID_UNAVAILABLE, `no answer within ${timeoutMs} ms`)),
+            timeoutMs,
+          )),
+      ),
     ]);
     clearTimeout(timer);
     if (answer instanceof Error) {
@@ -133,7 +139,7 @@ export class CgidConnection extends EventEmitter {
    * copies of `stdio` once this resolves or rejects.
    */
   spawn(order: SpawnOrder, stdio: readonly [number, number, number]): Promise<SpawnedRemote> {
-    if (this.#closed) return Promise.reject(new SpawnError(order.file, 'ECGIDDOWN', 'the cgid daemon connection is closed'));
+    if (this.#closed) return Promise.reject(SpawnError.daemonUnavailable(order.file, 'the cgid daemon connection is closed'));
     const id = this.#nextId;
     this.#nextId = this.#nextId >= 0x7fffffff ? 1 : this.#nextId + 1;
     return new Promise<SpawnedRemote>((resolveSpawn, rejectSpawn) => {
@@ -261,7 +267,7 @@ export class CgidConnection extends EventEmitter {
         const entry = this.#pending.get(message.id);
         if (!entry) return;
         this.#pending.delete(message.id);
-        entry.rejectSpawn(new SpawnError(entry.file, message.errno, message.message.replace(/ \([A-Z0-9]+\)$/, '')));
+        entry.rejectSpawn(new SpawnError(entry.file, message.errno, message.message));
         return;
       }
       case 'exited': {
@@ -311,20 +317,20 @@ export class CgidConnection extends EventEmitter {
     this.#answerTimer.unref();
   }
 
-  /** Closes the connection: spawns in flight fail with ECGIDDOWN, running scripts resolve exited with null. */
+  /** Closes the connection: spawns in flight fail (SpawnError.daemonUnavailable), running scripts resolve exited with null. */
   close(reason = 'closed by the front'): void {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#answerTimer);
     this.#watcher.close();
     closeDescriptor(this.#fd);
-    this.#welcome?.(new Error(reason));
+    this.#welcome?.(new GatehouseError(ErrorCode.CGID_UNAVAILABLE, reason));
     this.#welcome = null;
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const entry of pending) {
       if (entry.resolveExit) entry.resolveExit(null);
-      else entry.rejectSpawn(new SpawnError(entry.file, 'ECGIDDOWN', `the cgid daemon went away before starting the script: ${reason}`));
+      else entry.rejectSpawn(SpawnError.daemonUnavailable(entry.file, `the cgid daemon went away before starting the script: ${reason}`));
     }
     this.emit(
       'close',

@@ -15,7 +15,7 @@
 import { randomBytes } from 'node:crypto';
 import { unlinkSync } from 'node:fs';
 import path from 'node:path';
-import { SpawnError } from '../cgi/spawner.js';
+import { SpawnError } from '../spawn/spawner.js';
 import {
   CGID_BATCH_DESCRIPTORS,
   CGID_KILL_GRACE_MS,
@@ -24,6 +24,7 @@ import {
   CGID_LISTEN_BACKLOG,
 } from '../limits.js';
 import {
+  AT_FDCWD,
   acceptConnection,
   closeDescriptor,
   createListener,
@@ -36,10 +37,11 @@ import {
   watchDescriptor,
   type DescriptorWatcher,
   type FileIdentity,
+  watchChildExit,
+  type ExitWatcher,
 } from '../sys/index.js';
-import { watchChildExit, type ExitWatcher } from '../sys/posix-spawn.js';
-import { launchScript, type LaunchPolicy } from './launcher.js';
-import { signalScript } from './posix-spawner.js';
+import { launchScript, type LaunchPolicy } from '../spawn/launcher.js';
+import { signalScript } from '../spawn/posix-spawner.js';
 import {
   daemonProof,
   decodeMessage,
@@ -106,7 +108,7 @@ export class CgidDaemon {
     this.#listenFd = createListener({ kind: 'unix', path: socketPath }, { backlog: CGID_LISTEN_BACKLOG, mode: 0o600 });
     // Accepted in a loop until EAGAIN: the listener must not block.
     setNonBlocking(this.#listenFd, true);
-    const directoryFd = openAt(-100, path.dirname(socketPath), true);
+    const directoryFd = openAt(AT_FDCWD, path.dirname(socketPath), true);
     try {
       this.#identity = identityAt(directoryFd, path.basename(socketPath));
     } finally {
@@ -197,7 +199,7 @@ export class CgidDaemon {
   #removeSocket(): void {
     if (!this.#identity) return;
     try {
-      const directoryFd = openAt(-100, path.dirname(this.socketPath), true);
+      const directoryFd = openAt(AT_FDCWD, path.dirname(this.socketPath), true);
       try {
         const now = identityAt(directoryFd, path.basename(this.socketPath));
         if (now && now.dev === this.#identity.dev && now.ino === this.#identity.ino) unlinkSync(this.socketPath);
@@ -328,7 +330,7 @@ class DaemonConnection {
         this.#starting.delete(id);
         closeStdio();
         const spawnError = error instanceof SpawnError ? error : new SpawnError(order.file, 'EUNKNOWN', String(error));
-        this.#send({ type: 'failed', id, errno: spawnError.errno, message: spawnError.message });
+        this.#send({ type: 'failed', id, errno: spawnError.errno ?? 'EIO', message: spawnError.detail });
       },
     );
   }

@@ -19,7 +19,7 @@ import { runScript } from '../cgi/run-script.js';
 import { BodyTap } from '../cgi/body-tap.js';
 import { writeCgiHead } from '../cgi/http-response.js';
 import type { ScriptLog } from '../cgi/script-log.js';
-import type { ScriptSpawner } from '../cgi/spawner.js';
+import type { ScriptSpawner } from '../spawn/spawner.js';
 import { CGID_FASTCGI_HOLD_BYTES, CGI_KILL_GRACE_MS, CGI_SCRIPT_TIMEOUT_MS } from '../limits.js';
 import { createServer, type FastCGIServer, type WorkerServerOptions } from '../fastcgi/worker/server.js';
 import type { FastCGIRequest } from '../fastcgi/worker/request.js';

@@ -13,7 +13,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { SpawnError, type ScriptExit, type ScriptSpawner, type SpawnedScript, type SpawnRequest } from '../cgi/spawner.js';
+import { SpawnError, type ScriptExit, type ScriptSpawner, type SpawnedScript, type SpawnRequest } from '../spawn/spawner.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
 import {
   CGID_RESTART_HEALTHY_MS,
@@ -24,9 +24,9 @@ import {
 } from '../limits.js';
 import { CgidConnection } from './client.js';
 import { newInstanceToken } from './daemon.js';
-import { runAsFor, type SpawnPolicy } from './posix-spawner.js';
+import { runAsFor, type SpawnPolicy } from '../spawn/posix-spawner.js';
 import { environmentList, NO_LIMITS, type ScriptLimits } from './protocol.js';
-import { capOutput, createScriptStdio } from './stdio.js';
+import { capOutput, createScriptStdio } from '../spawn/stdio.js';
 
 export interface SupervisorOptions {
   /** The full socket path (ScriptSock prefix + the front's pid). */
@@ -157,7 +157,7 @@ export class CgidSupervisor implements ScriptSpawner {
 
   async spawn(request: SpawnRequest): Promise<SpawnedScript> {
     const connection = this.#connection;
-    if (!connection || connection.closed) throw new SpawnError(request.file, 'ECGIDDOWN', 'the cgid daemon is not running (restarting)');
+    if (!connection || connection.closed) throw SpawnError.daemonUnavailable(request.file, 'the cgid daemon is not running (restarting)');
     const stdio = createScriptStdio(request.stdinEmpty === true);
     let remote;
     try {

@@ -10,12 +10,12 @@ import { readFileSync, statSync, writeFileSync, unlinkSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { CgidDaemon, newInstanceToken } from '../cgid/daemon.js';
 import { createFastCGIFace } from '../cgid/fastcgi-face.js';
-import { PosixSpawnSpawner } from '../cgid/posix-spawner.js';
+import { PosixSpawnSpawner } from '../spawn/posix-spawner.js';
 import type { ScriptLimits } from '../cgid/protocol.js';
 import { defaultRuntimeDirectory, ensureRuntimeDirectory, scriptSockPath } from '../cgid/socket-path.js';
 import { ScriptLog } from '../cgi/script-log.js';
-import { parseDuration } from '../config/duration.js';
-import { parseListenAddress } from '../config/listen.js';
+import { parseDuration } from '../options/duration.js';
+import { parseListenAddress } from '../options/listen-address.js';
 import {
   CGID_SCRIPT_SOCK,
   CGID_SUEXEC_MIN_GID,
@@ -25,7 +25,7 @@ import {
   CGI_SCRIPT_LOG_LENGTH,
   CGI_SCRIPT_TIMEOUT_MS,
 } from '../limits.js';
-import { dieWithParent } from '../sys/posix-spawn.js';
+import { dieWithParent } from '../sys/index.js';
 
 type Kind = 'string' | 'boolean' | 'duration' | 'count' | 'bytes';
 

@@ -14,8 +14,10 @@ import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadServeConfig } from '../config/load.js';
 import { GatehouseFront } from '../http/server.js';
-import { frontSpawnSettings, startFrontSpawner, type FrontSpawner } from '../cgid/front.js';
-import { formatListenAddress } from '../config/listen.js';
+import { frontSpawnSettings } from '../config/spawn-settings.js';
+import { startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
+import { formatListenAddress } from '../options/listen-address.js';
+import { ErrorCode, GatehouseError } from '../errors.js';
 
 const EXAMPLES = fileURLToPath(new URL('../../../examples/', import.meta.url));
 
@@ -33,7 +35,7 @@ options:
 
 async function waitForSocket(socketPath: string, isAlive: () => boolean): Promise<void> {
   for (let waited = 0; waited < 10_000; waited += 50) {
-    if (!isAlive()) throw new Error('the example FastCGI application exited before it listened');
+    if (!isAlive()) throw new GatehouseError(ErrorCode.SERVE_SETUP, 'the example FastCGI application exited before it listened');
     const ok = await new Promise<boolean>((resolve) => {
       const socket = net.connect(socketPath, () => {
         socket.destroy();
@@ -44,7 +46,7 @@ async function waitForSocket(socketPath: string, isAlive: () => boolean): Promis
     if (ok) return;
     await sleep(50);
   }
-  throw new Error(`the example FastCGI application did not listen on ${socketPath}`);
+  throw new GatehouseError(ErrorCode.SERVE_SETUP, `the example FastCGI application did not listen on ${socketPath}`);
 }
 
 export async function main(argv: string[]): Promise<number> {

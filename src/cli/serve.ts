@@ -6,8 +6,9 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { SERVE_KEYS } from '../config/schema.js';
 import { ConfigError, closestName, loadServeConfig } from '../config/load.js';
 import { GatehouseFront } from '../http/server.js';
-import { formatListenAddress } from '../config/listen.js';
-import { frontSpawnSettings, parseSpawnMode, startFrontSpawner, type FrontSpawner } from '../cgid/front.js';
+import { formatListenAddress } from '../options/listen-address.js';
+import { frontSpawnSettings } from '../config/spawn-settings.js';
+import { parseSpawnMode, startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
 
 const COMMAND_OPTIONS = [
   { flag: 'config', argument: 'FILE', summary: 'read the configuration from this TOML file (see gatehouse-serve(8)); flags override it' },

@@ -16,7 +16,7 @@ import {
   type ScriptAliasConfig,
   type ServeConfig,
 } from './schema.js';
-import { parseListenAddress } from './listen.js';
+import { parseListenAddress } from '../options/listen-address.js';
 import { resolveAddress } from '../fastcgi/client/address.js';
 
 export class ConfigError extends Error {

@@ -6,7 +6,7 @@
  * by a test. Apache directive names are accepted as aliases where the issue
  * asks for them (CGIDScriptTimeout, ScriptLog, ScriptLogLength, ScriptLogBuffer).
  */
-import { parseDuration } from './duration.js';
+import { parseDuration } from '../options/duration.js';
 import {
   CGID_SCRIPT_SOCK,
   CGID_SUEXEC_MIN_GID,
@@ -372,7 +372,7 @@ export interface ServeConfig {
   maxHeaderBytes: number;
   maxUrlBytes: number;
   shutdownGraceMs: number;
-  /** daemon | in-process | fork (src/cgid/front.ts). */
+  /** daemon | in-process | fork (src/spawn/modes.ts). */
   cgiSpawn: string;
   scriptSock?: string;
   runtimeDir?: string;

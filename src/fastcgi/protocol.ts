@@ -57,3 +57,10 @@ export const FCGI_MPXS_CONNS = 'FCGI_MPXS_CONNS';
 export function isManagementType(type: number): boolean {
   return type === RecordType.GET_VALUES || type === RecordType.GET_VALUES_RESULT || type === RecordType.UNKNOWN_TYPE;
 }
+
+/**
+ * kcgi's FastCGI Extensions for Management Control (variable pools): the
+ * manager passes each accepted connection with a cookie of this size, and the
+ * worker writes the cookie back when it is done with the connection.
+ */
+export const KCGI_COOKIE_BYTES = 8;

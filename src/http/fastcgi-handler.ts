@@ -13,7 +13,7 @@ import path from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import type { Readable } from 'node:stream';
 import { FastCGIClient } from '../fastcgi/client/index.js';
-import type { FastCGIResponse } from '../fastcgi/client/request.js';
+import type { UpstreamResponse } from '../fastcgi/client/request.js';
 import { ErrorCode, UpstreamError } from '../errors.js';
 import { buildEnvironment, type EnvironmentPolicy } from '../cgi/environment.js';
 import { ResponseHeadParser, type CgiResponseHead } from '../cgi/response-head.js';
@@ -243,7 +243,7 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
   function relay(
     req: IncomingMessage,
     res: ServerResponse,
-    response: FastCGIResponse,
+    response: UpstreamResponse,
     script: string,
     canRetry: boolean,
   ): Promise<'done' | 'retry'> {
@@ -324,7 +324,7 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
           res,
           head,
           (error) => {
-            if (error && (error as { code?: string }).code !== ErrorCode.REQUEST_ABORTED && error.code !== 'ERR_STREAM_PREMATURE_CLOSE') {
+            if (error && (error as { code?: string }).code !== ErrorCode.REQUEST_ABORTED && error.code !== ErrorCode.CLIENT_CLOSED) {
               errorLog(`fastcgi: ${response.upstream}: ${script}: ${error.message}`);
               res.destroy();
             }

@@ -12,15 +12,16 @@ import { lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cgi, type CgiHandler } from '../cgi/handler.js';
-import type { ScriptSpawner } from '../cgi/spawner.js';
+import type { ScriptSpawner } from '../spawn/spawner.js';
 import type { ServeConfig } from '../config/schema.js';
-import { formatListenAddress, parseListenAddress, type ListenAddress } from '../config/listen.js';
+import { formatListenAddress, parseListenAddress, type ListenAddress } from '../options/listen-address.js';
 import { fastcgi, type FastCGIHandler } from './fastcgi-handler.js';
 import { apacheTime, combinedLogLine, countResponseBytes, errorLogTime, openLog, type LogTarget } from './logs.js';
 import { serveStatic } from './static.js';
 import { sendErrorPage } from '../cgi/http-response.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
 import { HTTP_MAX_REQUESTS_PER_SOCKET, HTTP_TIMEOUT_CHECK_MAX_MS, HTTP_TIMEOUT_CHECK_MIN_MS } from '../limits.js';
+import { ErrorCode, GatehouseError } from '../errors.js';
 
 export interface FrontOptions {
   config: ServeConfig;
@@ -79,7 +80,7 @@ async function listenOn(server: http.Server, address: ListenAddress): Promise<vo
     if ('path' in address && code === 'EADDRINUSE' && isSocketFile(address.path) && !(await answers(address.path))) {
       unlinkSync(address.path);
       return attempt().catch((again: NodeJS.ErrnoException) => {
-        throw new Error(`cannot listen on ${formatListenAddress(address)}: ${again.code ?? again.message}`);
+        throw new GatehouseError(ErrorCode.SERVE_SETUP, `cannot listen on ${formatListenAddress(address)}: ${again.code ?? again.message}`);
       });
     }
     const advice: Record<string, string> = {
@@ -96,7 +97,8 @@ async function listenOn(server: http.Server, address: ListenAddress): Promise<vo
       EADDRNOTAVAIL: 'no network interface has this address',
       ENOENT: 'the directory does not exist',
     };
-    throw new Error(
+    throw new GatehouseError(
+      ErrorCode.SERVE_SETUP,
       `cannot listen on ${formatListenAddress(address)}: ${code ?? ''}${code && advice[code] ? `: ${advice[code]}` : `: ${(error as Error).message}`}`,
     );
   }
@@ -277,7 +279,7 @@ export class GatehouseFront {
     const bound: ListenAddress[] = [];
     for (const text of this.config.listen) {
       const address = parseListenAddress(text);
-      if (typeof address === 'string') throw new Error(address);
+      if (typeof address === 'string') throw new GatehouseError(ErrorCode.SERVE_SETUP, address);
       const answeredWithError = new WeakSet<object>();
       const server = http.createServer(
         {

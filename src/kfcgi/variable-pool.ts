@@ -29,7 +29,7 @@
 import { randomFillSync } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KFCGI_ACCEPT_BATCH, KFCGI_COOKIES_PER_READ, KFCGI_IDLE_SWEEP_MS, KFCGI_STARTUP_CHECK_MS } from '../limits.js';
-import { KCGI_COOKIE_BYTES } from '../fastcgi/worker/kcgi-descriptors.js';
+import { KCGI_COOKIE_BYTES } from '../fastcgi/protocol.js';
 import {
   acceptConnection,
   closeDescriptor,

@@ -5,7 +5,7 @@
  * point: the jail, users and groups, resource limits, the system log and
  * files by directory descriptor live here; sockets (listening, accepting,
  * passing descriptors, watching them) in ./sockets.ts, re-exported here;
- * starting and reaping processes in ./posix-spawn.ts; what they all share
+ * starting and reaping processes in ./posix-spawn.ts (re-exported too); what they all share
  * (the libc handle, SysError, memory blocks) in ./libc.ts.
  *
  * Linux only (glibc). Each call is checked; a failure throws SysError naming
@@ -25,6 +25,8 @@ import { POINTER_SIZE, SysError, closeDescriptor, fail, koffi, libc, withBlock }
 
 export { SysError, closeDescriptor } from './libc.js';
 export * from './sockets.js';
+export * from './posix-spawn.js';
+export { AT_FDCWD } from './linux.js';
 
 const c = {
   chroot: libc.func('int chroot(const char *path)'),

@@ -2,6 +2,8 @@
  * Constants from the Linux UAPI headers (identical on x86_64 and aarch64),
  * shared by the modules of src/sys so each is written once.
  */
+/** openat(2) and friends: a path relative to the current directory. */
+export const AT_FDCWD = -100;
 export const AF_UNIX = 1;
 export const AF_INET = 2;
 export const AF_INET6 = 10;

@@ -15,6 +15,7 @@
 import os from 'node:os';
 import { Block, closeQuietly, koffi, libc, sysError } from './libc.js';
 import { O_CLOEXEC } from './linux.js';
+import { ErrorCode, GatehouseError } from '../errors.js';
 
 const c = {
   posix_spawn: libc.func(
@@ -143,7 +144,10 @@ export function posixSpawnAsync(options: PosixSpawnOptions): Promise<number> {
       [...options.env, null],
       (error: unknown, result: number) => {
         release();
-        if (error) reject(error instanceof Error ? error : new Error(String(error)));
+        if (error)
+          reject(
+            error instanceof Error ? error : new GatehouseError(ErrorCode.SYSCALL_FAILED, `posix_spawn ${options.file}: ${String(error)}`),
+          );
         else if (result !== 0) reject(sysError('posix_spawn', options.file, result));
         else resolve(pid[0]!);
       },

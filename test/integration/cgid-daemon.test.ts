@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CgidConnection } from '../../src/cgid/client.js';
 import { CgidSupervisor } from '../../src/cgid/supervisor.js';
-import type { SpawnPolicy } from '../../src/cgid/posix-spawner.js';
+import type { SpawnPolicy } from '../../src/spawn/posix-spawner.js';
 import { decodeMessage, encodeMessage, FrameDecoder, NO_LIMITS, type ScriptLimits } from '../../src/cgid/protocol.js';
 import { runScript } from '../../src/cgi/run-script.js';
 import { closeDescriptor, createListener } from '../../src/sys/index.js';
@@ -122,7 +122,7 @@ async function run(
     stderr: stderr.join('\n'),
     code: result.code,
     signal: result.signal,
-    kind: head.kind === 'spawn-failed' ? `spawn-failed:${head.error.errno}:${head.error.message}` : head.kind,
+    kind: head.kind === 'spawn-failed' ? `spawn-failed:${head.error.errno ?? head.error.code}:${head.error.message}` : head.kind,
   };
 }
 
@@ -278,7 +278,7 @@ test('a daemon that stops answering is replaced: the order fails (503 upstream),
   const first = supervisor.daemonPid!;
   process.kill(first, 'SIGSTOP');
   const wedged = await run(supervisor, '/bin/true');
-  assert.match(wedged.kind, /^spawn-failed:ECGIDDOWN:/);
+  assert.match(wedged.kind, /^spawn-failed:GH_CGID_UNAVAILABLE:/);
   const deadline = Date.now() + 15_000;
   let result = await run(supervisor, '/bin/echo', ['/bin/echo', 'again']);
   while (result.kind !== 'raw' && Date.now() < deadline) {

@@ -8,9 +8,9 @@ import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CGID_OPTIONS, cgidUsage, parseBytes } from '../../src/cli/cgid.js';
-import { runAsFor } from '../../src/cgid/posix-spawner.js';
+import { runAsFor } from '../../src/spawn/posix-spawner.js';
 import { checkSocketDirectory, scriptSockPath } from '../../src/cgid/socket-path.js';
-import { parseSpawnMode } from '../../src/cgid/front.js';
+import { parseSpawnMode } from '../../src/spawn/modes.js';
 import { CGID_SUEXEC_MIN_GID, CGID_SUEXEC_MIN_UID } from '../../src/limits.js';
 import { tempDir } from '../kit/process.js';
 

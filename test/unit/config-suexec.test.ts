@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type ConfigError, loadServeConfig } from '../../src/config/load.js';
-import { frontSpawnSettings } from '../../src/cgid/front.js';
+import { frontSpawnSettings } from '../../src/config/spawn-settings.js';
 
 function withConfig(t: { after(fn: () => void): void }, text: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-suexec-config-'));

@@ -1,8 +1,8 @@
 /** The value syntaxes of `gatehouse serve`: durations (mod_cgid style) and listen addresses. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MAX_DURATION_MS, parseDuration } from '../../src/config/duration.js';
-import { formatListenAddress, parseListenAddress } from '../../src/config/listen.js';
+import { MAX_DURATION_MS, parseDuration } from '../../src/options/duration.js';
+import { formatListenAddress, parseListenAddress } from '../../src/options/listen-address.js';
 
 test('parseDuration: bare numbers are seconds, as CGIDScriptTimeout takes them', () => {
   assert.equal(parseDuration('20'), 20_000);

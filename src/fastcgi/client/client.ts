@@ -27,7 +27,7 @@ import type { NameValueInput } from '../name-value.js';
 import { resolveAddress, type UpstreamAddress } from './address.js';
 import { Pool, type PoolStats } from './pool.js';
 import type { UpstreamCapabilities } from './probe.js';
-import { FastCGIResponse, RequestRun, type BodySource, type FastCGICompletion } from './request.js';
+import { UpstreamResponse, RequestRun, type BodySource, type FastCGICompletion } from './request.js';
 
 export interface FastCGIClientOptions {
   /** `unix:/path`, `/path`, `host:port`, `{ path }` or `{ host, port }`. */
@@ -126,15 +126,15 @@ export class FastCGIClient {
   /**
    * Starts a request. Throws at once (FastCGIProtocolError FCGI_PAIR_TOO_LARGE)
    * when one param cannot fit in a record; every other failure arrives through
-   * the response (see FastCGIResponse).
+   * the response (see UpstreamResponse).
    */
-  request(options: FastCGIRequestOptions): FastCGIResponse {
+  request(options: FastCGIRequestOptions): UpstreamResponse {
     const role = typeof options.role === 'string' ? ROLES[options.role] : (options.role ?? Role.RESPONDER);
     if (role === undefined) throw new TypeError(`unknown FastCGI role ${String(options.role)}; use responder, authorizer or filter`);
     if (options.data !== undefined && role !== Role.FILTER)
       throw new TypeError('`data` is the FCGI_DATA stream of the filter role; set role: "filter"');
     const params = encodeParamsRecords(RecordType.PARAMS, 0, paramPairs(options.params));
-    const response = new FastCGIResponse(this.upstream);
+    const response = new UpstreamResponse(this.upstream);
     const run = new RequestRun(
       this.#pool,
       {

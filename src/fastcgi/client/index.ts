@@ -4,7 +4,7 @@
  */
 export { FastCGIClient } from './client.js';
 export type { FastCGIClientOptions, FastCGIRequestOptions, FastCGIParams, FetchAllOptions, FetchAllResult, RoleName } from './client.js';
-export { FastCGIResponse } from './request.js';
+export { UpstreamResponse } from './request.js';
 export type { BodySource, FastCGICompletion } from './request.js';
 export type { UpstreamCapabilities } from './probe.js';
 export type { PoolStats } from './pool.js';

@@ -48,7 +48,7 @@ export interface RequestSettings {
  * (as pipeline() and `for await` add), and just destroyed otherwise.
  * Destroying the stream before it ends aborts the request.
  */
-export class FastCGIResponse extends Readable {
+export class UpstreamResponse extends Readable {
   /** `unix:/path` or `host:port`. */
   readonly upstream: string;
   readonly completion: Promise<FastCGICompletion>;
@@ -85,7 +85,7 @@ type AttemptOutcome = 'done' | 'retry';
 export class RequestRun {
   readonly #pool: Pool;
   readonly #settings: RequestSettings;
-  readonly #response: FastCGIResponse;
+  readonly #response: UpstreamResponse;
   /** Gives up a wait in the pool's queue (caller's abort or the idle timer). */
   readonly #wait: CancelHandle = { cancel: null };
   #onCallerAbort: (() => void) | null = null;
@@ -97,7 +97,7 @@ export class RequestRun {
   #receivedThisAttempt = false;
   #attempts = 0;
 
-  constructor(pool: Pool, settings: RequestSettings, response: FastCGIResponse) {
+  constructor(pool: Pool, settings: RequestSettings, response: UpstreamResponse) {
     this.#pool = pool;
     this.#settings = settings;
     this.#response = response;

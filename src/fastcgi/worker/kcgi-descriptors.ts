@@ -18,10 +18,8 @@
 import net from 'node:net';
 import { writeSync } from 'node:fs';
 import { ErrorCode, GatehouseError } from '../../errors.js';
+import { KCGI_COOKIE_BYTES } from '../protocol.js';
 import { closeDescriptor, receiveDescriptors, setNonBlocking, watchReadable } from '../../sys/index.js';
-
-/** The cookie's size: kcgi's extension passes a 64-bit value. */
-export const KCGI_COOKIE_BYTES = 8;
 
 /** What this module needs of the worker server (FastCGIServer has it). */
 export interface ConnectionServer {

@@ -8,6 +8,7 @@
 import { Writable } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
 import { WORKER_RESPONSE_HIGH_WATER_MARK } from '../../limits.js';
+import { ErrorCode, GatehouseError } from '../../errors.js';
 
 /** What the response needs from its connection; the connection owns the socket and the framing. */
 export interface ResponseSink {
@@ -52,7 +53,8 @@ export class FastCGIResponse extends Writable {
   }
 
   setHeader(name: string, value: HeaderValue): this {
-    if (this.headersSent) throw new Error(`cannot set header ${name}: the response head was already sent`);
+    if (this.headersSent)
+      throw new GatehouseError(ErrorCode.INVALID_STATE, `cannot set header ${name}: the response head was already sent`);
     validateHeader(name, value);
     this.#headers.set(name.toLowerCase(), [name, value]);
     return this;
@@ -67,7 +69,8 @@ export class FastCGIResponse extends Writable {
   }
 
   removeHeader(name: string): void {
-    if (this.headersSent) throw new Error(`cannot remove header ${name}: the response head was already sent`);
+    if (this.headersSent)
+      throw new GatehouseError(ErrorCode.INVALID_STATE, `cannot remove header ${name}: the response head was already sent`);
     this.#headers.delete(name.toLowerCase());
   }
 
@@ -86,7 +89,7 @@ export class FastCGIResponse extends Writable {
     statusMessageOrHeaders?: string | Record<string, HeaderValue>,
     headers?: Record<string, HeaderValue>,
   ): this {
-    if (this.headersSent) throw new Error('writeHead called after the response head was sent');
+    if (this.headersSent) throw new GatehouseError(ErrorCode.INVALID_STATE, 'writeHead called after the response head was sent');
     if (!Number.isInteger(statusCode) || statusCode < 100 || statusCode > 999) throw new RangeError(`invalid status code ${statusCode}`);
     this.statusCode = statusCode;
     if (typeof statusMessageOrHeaders === 'string') {

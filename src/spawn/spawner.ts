@@ -5,7 +5,6 @@
  * src/sys) or the cgid daemon's client can replace it without touching the
  * CGI logic.
  */
-import { spawn } from 'node:child_process';
 import { closeSync, openSync, readSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { ErrorCode, GatehouseError } from '../errors.js';
@@ -57,64 +56,26 @@ export interface ScriptSpawner {
   spawn(request: SpawnRequest): Promise<SpawnedScript>;
 }
 
-/** Errno codes a failed start carries; the handler maps them to statuses (EACCES -> 403, ENOENT -> 404, others -> 500). */
+/**
+ * A script that did not start. `errno` names the failed system call's error
+ * (the handler maps EACCES -> 403, ENOENT -> 404, others -> 500); it is null
+ * when no system call failed because the order never reached a spawner: the
+ * cgid daemon is down or being replaced (code CGID_UNAVAILABLE, answered 503).
+ */
 export class SpawnError extends GatehouseError {
-  readonly errno: string;
-  constructor(file: string, errno: string, detail: string) {
-    super(ErrorCode.CGI_SPAWN_FAILED, `cannot run ${file}: ${detail} (${errno})`);
+  readonly errno: string | null;
+  /** What went wrong, without the file name (the cgid daemon sends this part back to the front). */
+  readonly detail: string;
+  constructor(file: string, errno: string | null, detail: string, code: ErrorCode = ErrorCode.CGI_SPAWN_FAILED) {
+    super(code, `cannot run ${file}: ${detail}${errno ? ` (${errno})` : ''}`);
     this.name = 'SpawnError';
     this.errno = errno;
+    this.detail = detail;
   }
-}
 
-/**
- * child_process.spawn with `detached` (setsid: the script leads its own
- * process group and session, so one kill(-pid) reaches everything it forked).
- * About 1.2 ms of blocked event loop per start on this machine (libuv forks).
- */
-export class ChildProcessSpawner implements ScriptSpawner {
-  async spawn(request: SpawnRequest): Promise<SpawnedScript> {
-    refuseShellFallback(request.file);
-    const child = spawn(request.file, request.argv.slice(1), {
-      argv0: request.argv[0] ?? request.file,
-      cwd: request.cwd,
-      env: request.env,
-      detached: true,
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    const exited = new Promise<ScriptExit>((resolve) => {
-      child.once('exit', (code, signal) => resolve({ code, signal }));
-    });
-    if (child.pid === undefined) {
-      const error = await new Promise<NodeJS.ErrnoException>((resolve) => child.once('error', resolve));
-      throw new SpawnError(request.file, error.code ?? 'EUNKNOWN', error.message);
-    }
-    // Later 'error' events (a failed kill) must not crash the server; signalGroup handles its own errors.
-    child.on('error', () => {});
-    const pid = child.pid;
-    let reaped = false;
-    void exited.then(() => (reaped = true));
-    return {
-      pid,
-      stdin: child.stdin!,
-      stdout: child.stdout!,
-      stderr: child.stderr!,
-      exited,
-      signalGroup(signal) {
-        try {
-          process.kill(-pid, signal);
-        } catch {
-          // ESRCH: the group is already gone. Before reaping, the leader's pid cannot be reused, so -pid is still ours.
-          if (!reaped) {
-            try {
-              child.kill(signal);
-            } catch {
-              /* already gone */
-            }
-          }
-        }
-      },
-    };
+  /** The cgid daemon could not take the order (down, restarting, wedged): worth a retry in a moment. */
+  static daemonUnavailable(file: string, detail: string): SpawnError {
+    return new SpawnError(file, null, detail, ErrorCode.CGID_UNAVAILABLE);
   }
 }
 

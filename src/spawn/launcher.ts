@@ -13,11 +13,11 @@
  */
 import { accessSync, constants, lstatSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { refuseShellFallback, SpawnError } from '../cgi/spawner.js';
+import { refuseShellFallback, SpawnError } from './spawner.js';
 import { CGID_PRLIMIT_PATH, CGID_SETPRIV_PATH, CGID_SUEXEC_MIN_GID, CGID_SUEXEC_MIN_UID } from '../limits.js';
 import { lookupGroupId, lookupUser, SysError } from '../sys/index.js';
-import { posixSpawnAsync } from '../sys/posix-spawn.js';
-import type { RunAs, ScriptLimits, SpawnOrder } from './protocol.js';
+import { posixSpawnAsync } from '../sys/index.js';
+import type { RunAs, ScriptLimits, SpawnOrder } from '../cgid/protocol.js';
 
 export interface LaunchPolicy {
   /** suexec: lowest uid and gid a script may run as. */

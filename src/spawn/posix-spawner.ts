@@ -4,10 +4,10 @@
  * heap) and reaps them through a pidfd. The daemon uses the same launcher;
  * the FastCGI face and `gatehouse serve --cgi-spawn in-process` use this.
  */
-import { SpawnError, type ScriptExit, type ScriptSpawner, type SpawnedScript, type SpawnRequest } from '../cgi/spawner.js';
-import { watchChildExit } from '../sys/posix-spawn.js';
+import { SpawnError, type ScriptExit, type ScriptSpawner, type SpawnedScript, type SpawnRequest } from './spawner.js';
+import { watchChildExit } from '../sys/index.js';
 import { launchScript, type LaunchPolicy } from './launcher.js';
-import { environmentList, NO_LIMITS, type RunAs, type ScriptLimits } from './protocol.js';
+import { environmentList, NO_LIMITS, type RunAs, type ScriptLimits } from '../cgid/protocol.js';
 import { capOutput, createScriptStdio } from './stdio.js';
 
 /** suexec for a route: scripts under `directory` run as `user`:`group`. */

@@ -10,7 +10,7 @@ import net from 'node:net';
 import { openSync } from 'node:fs';
 import { Transform, Writable, type Readable } from 'node:stream';
 import { closeDescriptor, socketPair } from '../sys/index.js';
-import { makePipe } from '../sys/posix-spawn.js';
+import { makePipe } from '../sys/index.js';
 
 export interface ScriptStdio {
   /** The script's ends, in order stdin, stdout, stderr. Close them (closeScriptEnds) once handed over. */

@@ -10,14 +10,14 @@
  *   grows); kept for comparison and for systems without the binding.
  */
 import path from 'node:path';
-import { ChildProcessSpawner, type ScriptSpawner } from '../cgi/spawner.js';
+import { ChildProcessSpawner } from './fork.js';
+import type { ScriptSpawner } from './spawner.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
 import { CGID_SCRIPT_SOCK, CGID_SUEXEC_MIN_GID, CGID_SUEXEC_MIN_UID } from '../limits.js';
 import { PosixSpawnSpawner, type SuexecRoute } from './posix-spawner.js';
-import { NO_LIMITS, type ScriptLimits } from './protocol.js';
-import { defaultRuntimeDirectory, ensureRuntimeDirectory, scriptSockPath } from './socket-path.js';
-import { CgidSupervisor } from './supervisor.js';
-import type { ServeConfig } from '../config/schema.js';
+import { NO_LIMITS, type ScriptLimits } from '../cgid/protocol.js';
+import { defaultRuntimeDirectory, ensureRuntimeDirectory, scriptSockPath } from '../cgid/socket-path.js';
+import { CgidSupervisor } from '../cgid/supervisor.js';
 
 export const CGI_SPAWN_MODES = ['daemon', 'in-process', 'fork'] as const;
 export type CgiSpawnMode = (typeof CGI_SPAWN_MODES)[number];
@@ -90,26 +90,5 @@ export async function startFrontSpawner(settings: FrontSpawnSettings, log: (line
     description: `cgid daemon (pid ${supervisor.daemonPid}) on ${socketPath}`,
     stop: () => supervisor.stop(),
     supervisor,
-  };
-}
-
-/** The spawn settings from `gatehouse serve`'s configuration. */
-export function frontSpawnSettings(config: ServeConfig): FrontSpawnSettings {
-  return {
-    mode: config.cgiSpawn,
-    ...(config.scriptSock !== undefined ? { scriptSock: config.scriptSock } : {}),
-    ...(config.runtimeDir !== undefined ? { runtimeDir: config.runtimeDir } : {}),
-    limits: {
-      cpuSeconds: config.rlimitCpu,
-      memoryBytes: config.rlimitMem,
-      processes: config.rlimitNproc,
-      openFiles: config.rlimitNofile,
-      outputBytes: config.maxScriptOutput,
-    },
-    suexecMinUid: config.suexecMinUid,
-    suexecMinGid: config.suexecMinGid,
-    suexec: config.scriptAlias.flatMap((alias) =>
-      alias.user ? [{ directory: alias.dir, user: alias.user, group: alias.group ?? alias.user }] : [],
-    ),
   };
 }

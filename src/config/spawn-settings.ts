@@ -1,0 +1,24 @@
+/** How `gatehouse serve`'s configuration chooses and sets up the script spawner (src/spawn/modes.ts). */
+import type { FrontSpawnSettings } from '../spawn/modes.js';
+import type { ServeConfig } from './schema.js';
+
+/** The spawn settings from `gatehouse serve`'s configuration. */
+export function frontSpawnSettings(config: ServeConfig): FrontSpawnSettings {
+  return {
+    mode: config.cgiSpawn,
+    ...(config.scriptSock !== undefined ? { scriptSock: config.scriptSock } : {}),
+    ...(config.runtimeDir !== undefined ? { runtimeDir: config.runtimeDir } : {}),
+    limits: {
+      cpuSeconds: config.rlimitCpu,
+      memoryBytes: config.rlimitMem,
+      processes: config.rlimitNproc,
+      openFiles: config.rlimitNofile,
+      outputBytes: config.maxScriptOutput,
+    },
+    suexecMinUid: config.suexecMinUid,
+    suexecMinGid: config.suexecMinGid,
+    suexec: config.scriptAlias.flatMap((alias) =>
+      alias.user ? [{ directory: alias.dir, user: alias.user, group: alias.group ?? alias.user }] : [],
+    ),
+  };
+}

@@ -1,0 +1,136 @@
+/**
+ * The layering the README's layout promises, checked on the sources so it
+ * cannot drift: dependencies point down only. A failure names the file, the
+ * import and the rule it breaks.
+ */
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const src = path.join(root, 'src');
+
+interface ImportEdge {
+  /** The importing file, relative to src/ ("cgi/handler.ts"). */
+  from: string;
+  /** The specifier as written. */
+  specifier: string;
+  /** For relative specifiers: the imported file relative to src/ ("errors.ts"); null for packages and node: modules. */
+  target: string | null;
+}
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((entry) => {
+    const full = path.join(dir, entry);
+    if (statSync(full).isDirectory()) return sourceFiles(full);
+    return entry.endsWith('.ts') ? [full] : [];
+  });
+}
+
+function importsOf(file: string): ImportEdge[] {
+  const text = readFileSync(file, 'utf8');
+  const from = path.relative(src, file);
+  const edges: ImportEdge[] = [];
+  // Static imports and re-exports (`import x from`, `import type`, `export * from`), side-effect imports
+  // (`import './x.js'`) and dynamic import('...').
+  const pattern =
+    /(?:^|\n)\s*(?:import|export)\b[^'"`;]*?\bfrom\s*['"]([^'"]+)['"]|\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)|(?:^|\n)\s*import\s*['"]([^'"]+)['"]/g;
+  for (const match of text.matchAll(pattern)) {
+    const specifier = (match[1] ?? match[2] ?? match[3])!;
+    const target = specifier.startsWith('.')
+      ? path.relative(src, path.resolve(path.dirname(file), specifier)).replace(/\.js$/, '.ts')
+      : null;
+    edges.push({ from, specifier, target });
+  }
+  return edges;
+}
+
+const edges = sourceFiles(src).flatMap(importsOf);
+const topFolder = (relative: string) => (relative.includes(path.sep) ? relative.split(path.sep)[0]! : '');
+
+function violations(rule: (edge: ImportEdge) => boolean): string[] {
+  return edges.filter(rule).map((edge) => `${edge.from} imports ${edge.specifier}`);
+}
+
+test('the parser finds the imports it must judge (a walk that finds nothing would pass every rule)', () => {
+  assert.ok(edges.length > 200, `only ${edges.length} imports found`);
+  assert.ok(edges.some((edge) => edge.from === path.join('cgi', 'handler.ts') && edge.target === 'errors.ts'));
+  assert.ok(edges.some((edge) => edge.specifier === 'koffi'));
+});
+
+test('the pure codecs import nothing but errors, limits, each other and hashing', () => {
+  const codecs = new Set(
+    [
+      'fastcgi/protocol.ts',
+      'fastcgi/records.ts',
+      'fastcgi/decoder.ts',
+      'fastcgi/name-value.ts',
+      'fastcgi/codec.ts',
+      'cgid/protocol.ts',
+      'cgi/environment.ts',
+      'cgi/response-head.ts',
+      'cgi/request-from-env.ts',
+    ].map(path.normalize),
+  );
+  const allowed = (edge: ImportEdge) =>
+    edge.target === 'errors.ts' ||
+    edge.target === 'limits.ts' ||
+    (edge.target !== null && codecs.has(edge.target)) ||
+    edge.specifier === 'node:crypto';
+  assert.deepEqual(
+    violations((edge) => codecs.has(edge.from) && !allowed(edge)),
+    [],
+  );
+});
+
+test('only src/sys loads the system-call binding', () => {
+  assert.deepEqual(
+    violations((edge) => edge.specifier === 'koffi' && topFolder(edge.from) !== 'sys'),
+    [],
+  );
+});
+
+test('src/sys is entered through its index only', () => {
+  assert.deepEqual(
+    violations(
+      (edge) =>
+        topFolder(edge.from) !== 'sys' &&
+        edge.target !== null &&
+        topFolder(edge.target) === 'sys' &&
+        edge.target !== path.join('sys', 'index.ts'),
+    ),
+    [],
+  );
+});
+
+test('the cores (cgi, fastcgi, sys, spawn, options) never import the layers above them (config, cli, http)', () => {
+  const cores = new Set(['cgi', 'fastcgi', 'sys', 'spawn', 'options']);
+  const above = new Set(['config', 'cli', 'http']);
+  assert.deepEqual(
+    violations((edge) => cores.has(topFolder(edge.from)) && edge.target !== null && above.has(topFolder(edge.target))),
+    [],
+  );
+});
+
+test('src/sys depends on nothing of gatehouse but errors and limits', () => {
+  assert.deepEqual(
+    violations(
+      (edge) =>
+        topFolder(edge.from) === 'sys' &&
+        edge.target !== null &&
+        topFolder(edge.target) !== 'sys' &&
+        edge.target !== 'errors.ts' &&
+        edge.target !== 'limits.ts',
+    ),
+    [],
+  );
+});
+
+test('nothing imports the command-line layer but the command line', () => {
+  assert.deepEqual(
+    violations((edge) => topFolder(edge.from) !== 'cli' && edge.target !== null && topFolder(edge.target) === 'cli'),
+    [],
+  );
+});
