@@ -130,7 +130,7 @@ export function cgidUsage(): string {
 
 /** The flags' values, read by their grammars (src/options); UsageError for any mistake. */
 export function parseCgidOptions(argv: readonly string[]): Record<string, unknown> {
-  return readOptionValues(splitLongOptions(argv, CGID_OPTIONS, 'cgid'), CGID_OPTIONS);
+  return readOptionValues(splitLongOptions(argv, CGID_OPTIONS), CGID_OPTIONS);
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -57,10 +57,10 @@ const EXAMPLE_OPTIONS: LongOption[] = [
 export async function main(argv: string[]): Promise<number> {
   let values: { listen?: string; help?: boolean };
   try {
-    values = splitLongOptions(argv, EXAMPLE_OPTIONS, 'example') as typeof values;
+    values = splitLongOptions(argv, EXAMPLE_OPTIONS) as typeof values;
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
-    process.stderr.write(`gatehouse example: ${error.message}\n`);
+    process.stderr.write(`gatehouse example: ${error.message}\nRun 'gatehouse example --help' for the options.\n`);
     return 2;
   }
   if (values.help) {

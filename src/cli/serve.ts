@@ -73,12 +73,7 @@ export async function main(argv: string[]): Promise<number> {
   let file: string | undefined;
   let check = false;
   try {
-    const {
-      config: configFile,
-      check: checkOnly,
-      help,
-      ...flags
-    } = splitLongOptions(argv, [...COMMAND_OPTIONS, ...serveFlagOptions()], 'serve');
+    const { config: configFile, check: checkOnly, help, ...flags } = splitLongOptions(argv, [...COMMAND_OPTIONS, ...serveFlagOptions()]);
     if (help) {
       process.stdout.write(`${serveUsage()}\n`);
       return 0;

@@ -51,7 +51,7 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
     kind: 'addresses',
     flag: true,
     argument: 'ADDR',
-    summary: 'where to accept HTTP: HOST:PORT, [::1]:PORT, or unix:/path (repeatable)',
+    summary: 'where to accept HTTP: HOST:PORT, [::1]:PORT, *:PORT, unix:/path, or fd:N for an inherited socket (repeatable)',
     defaultText: '127.0.0.1:8080',
   },
   {
@@ -270,7 +270,7 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
     flag: true,
     argument: 'SIZE',
     aliases: ['RLimitMEM'],
-    summary: 'RLimitMEM: address space per script in bytes (0: none)',
+    summary: 'RLimitMEM: address space per script, e.g. 512M (0: none)',
     defaultText: '0',
   },
   {

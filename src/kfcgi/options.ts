@@ -177,7 +177,7 @@ export const OPTIONS = [
 ] as const satisfies readonly OptionSpec[];
 
 type Spec = (typeof OPTIONS)[number];
-type ValueOf<S extends Spec> = S['kind'] extends 'flag' ? boolean : S['kind'] extends 'integer' ? number : string;
+type ValueOf<S extends Spec> = S['kind'] extends 'flag' ? boolean : S['kind'] extends 'integer' | 'size' | 'duration' ? number : string;
 /** What the command line said, keyed by long name; absent means not given. */
 export type RawOptions = { -readonly [S in Spec as S['long']]?: ValueOf<S> };
 
@@ -385,7 +385,8 @@ export function validateOptions(commandLine: CommandLine, environment: NodeJS.Pr
     const bad = webServerAddrs
       .split(',')
       .map((item) => item.trim())
-      .filter((item) => item !== '' && !net.isIP(item));
+      // A zone index (fe80::1%eth0) is not part of a peer's address: refused here rather than at start.
+      .filter((item) => item !== '' && (!net.isIP(item) || item.includes('%')));
     if (bad.length > 0)
       problems.push(
         `-a: ${bad.join(', ')} ${bad.length === 1 ? 'is not an IP address' : 'are not IP addresses'}; list numeric addresses separated by commas`,

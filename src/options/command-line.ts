@@ -35,7 +35,7 @@ export function isRepeatable(option: ValueRule): boolean {
  * repeatable ones, true for flags). Values are not read yet: readOptionValues()
  * does that, or the serve configuration, which also reads the file.
  */
-export function splitLongOptions(argv: readonly string[], options: readonly LongOption[], command: string): Record<string, unknown> {
+export function splitLongOptions(argv: readonly string[], options: readonly LongOption[]): Record<string, unknown> {
   const config: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {};
   for (const option of options) {
     config[option.name] = {
@@ -56,7 +56,7 @@ export function splitLongOptions(argv: readonly string[], options: readonly Long
           options.map((option) => option.name),
         )
       : undefined;
-    throw new UsageError(`${message}${hint ? `; did you mean --${hint}?` : ''} (see gatehouse ${command} --help)`);
+    throw new UsageError(`${message}${hint ? `; did you mean --${hint}?` : ''}`);
   }
 }
 

@@ -135,6 +135,7 @@ test('validation: impossible combinations fail with what to change', (t) => {
   assert.match(problems(['-p', '/', '-s', socket, join(dir, 'absent')]), /prog .*absent does not exist/);
   assert.match(problems(['-r', '-p', '/', '-s', socket, '/usr/bin/php-cgi']), /php-cgi does not implement the FastCGI Extensions/);
   assert.match(problems(['-a', 'example.com', '-p', '/', '-s', '127.0.0.1:9000', program]), /-a: example\.com is not an IP address/);
+  assert.match(problems(['-a', 'fe80::1%eth0', '-p', '/', '-s', '127.0.0.1:9000', program]), /-a: fe80::1%eth0 is not an IP address/);
   // Several problems are reported together.
   const many = problems(['-r', '-n', '4', '-N', '2', '-U', 'no-such-user-kfcgi', '-p', '/', '-s', socket]).split('\n');
   assert.equal(many.length, 3);
