@@ -124,7 +124,8 @@ function tcpAddress(
     host = '0.0.0.0';
   } else if (plain === 'localhost') host = grammar.hostNames ? 'localhost' : '127.0.0.1';
   else if (net.isIPv4(plain!)) host = plain!;
-  else if (grammar.hostNames && HOST_NAME.test(plain!)) host = plain!;
+  // Digits and dots that are not an IPv4 address are a mistake, not a host name (the resolver would read 1.2.3 as 1.2.0.3).
+  else if (grammar.hostNames && HOST_NAME.test(plain!) && !/^[\d.]+$/.test(plain!)) host = plain!;
   else return `"${text}": ${plain} is not an IP address; write 127.0.0.1, ::1 or 0.0.0.0`;
   if (host.includes('%') && !grammar.zoneIndex)
     return `"${text}": a zone index (%${host.split('%')[1]}) cannot be used here; write the address without it`;

@@ -159,6 +159,7 @@ test('FastCGI upstreams: unix: or an explicit path, host names, numeric hosts, n
   assert.deepEqual(parseListenAddress('php-fpm.internal:9000', UPSTREAM_ADDRESS), { kind: 'tcp', host: 'php-fpm.internal', port: 9000 });
   assert.deepEqual(parseListenAddress('localhost:9000', UPSTREAM_ADDRESS), { kind: 'tcp', host: 'localhost', port: 9000 });
   assert.match(parseListenAddress('php-fpm.sock', UPSTREAM_ADDRESS) as string, /is not an address/);
+  assert.match(parseListenAddress('10.0.2:9000', UPSTREAM_ADDRESS) as string, /10\.0\.2 is not an IP address/);
   assert.match(parseListenAddress('127.0.0.1:0', UPSTREAM_ADDRESS) as string, /port must be from 1 to 65535/);
   assert.match(parseListenAddress('*:9000', UPSTREAM_ADDRESS) as string, /every interface\) is for listening/);
   assert.match(parseListenAddress('fd:3', UPSTREAM_ADDRESS) as string, /inherited descriptor/);
