@@ -44,8 +44,11 @@ export const ErrorCode = {
   CGI_OUTPUT_LENGTH_MISMATCH: 'GH_CGI_OUTPUT_LENGTH_MISMATCH',
   // System calls Node lacks (src/sys)
   SYSCALL_FAILED: 'GH_SYSCALL_FAILED',
+  // Options and configuration of every command (src/options, src/config)
+  USAGE: 'GH_USAGE',
+  CONFIG_INVALID: 'GH_CONFIG_INVALID',
+  ADDRESS_INVALID: 'GH_ADDRESS_INVALID',
   // kfcgi process manager
-  KFCGI_USAGE: 'GH_KFCGI_USAGE',
   KFCGI_SETUP: 'GH_KFCGI_SETUP',
   UPSTREAM_RESPONSE_TOO_LARGE: 'GH_UPSTREAM_RESPONSE_TOO_LARGE',
   // cgid daemon: its wire protocol, its socket, its availability
@@ -90,5 +93,43 @@ export class UpstreamError extends GatehouseError {
     this.name = 'UpstreamError';
     this.upstream = upstream;
     this.retryable = options?.retryable ?? false;
+  }
+}
+
+/**
+ * A mistake on a command line: an unknown flag, a missing value, a value the
+ * flag's grammar does not take (src/options). `problems` holds one line per
+ * mistake, each naming the flag and what to write instead. The commands exit
+ * with status 2, except `gatehouse kfcgi`, which exits 1 as kfcgi(8) does.
+ */
+export class UsageError extends GatehouseError {
+  readonly problems: readonly string[];
+  constructor(problems: string | readonly string[]) {
+    const list = typeof problems === 'string' ? [problems] : [...problems];
+    super(ErrorCode.USAGE, list.join('\n'));
+    this.name = 'UsageError';
+    this.problems = list;
+  }
+}
+
+/**
+ * A configuration that cannot be served as written (`gatehouse serve`'s TOML
+ * file, or what its flags name: a missing directory, an unknown user, a route
+ * that can never match). `problems` holds one line per problem, each naming
+ * the key and what to write instead; every problem is collected, not only the
+ * first. `gatehouse serve` exits with status 1.
+ */
+export class ConfigError extends GatehouseError {
+  readonly problems: readonly string[];
+  /** The file, or "command line". */
+  readonly source: string;
+  constructor(source: string, problems: readonly string[]) {
+    super(
+      ErrorCode.CONFIG_INVALID,
+      `${source}: ${problems.length === 1 ? problems[0] : `${problems.length} problems:\n  - ${problems.join('\n  - ')}`}`,
+    );
+    this.name = 'ConfigError';
+    this.source = source;
+    this.problems = [...problems];
   }
 }

@@ -9,7 +9,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadServeConfig } from '../config/load.js';
@@ -17,7 +16,8 @@ import { GatehouseFront } from '../http/server.js';
 import { frontSpawnSettings } from '../config/spawn-settings.js';
 import { startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
 import { formatListenAddress } from '../options/listen-address.js';
-import { ErrorCode, GatehouseError } from '../errors.js';
+import { ErrorCode, GatehouseError, UsageError } from '../errors.js';
+import { type LongOption, splitLongOptions } from '../options/command-line.js';
 
 const EXAMPLES = fileURLToPath(new URL('../../../examples/', import.meta.url));
 
@@ -49,8 +49,20 @@ async function waitForSocket(socketPath: string, isAlive: () => boolean): Promis
   throw new GatehouseError(ErrorCode.SERVE_SETUP, `the example FastCGI application did not listen on ${socketPath}`);
 }
 
+const EXAMPLE_OPTIONS: LongOption[] = [
+  { name: 'listen', kind: 'address', argument: 'HOST:PORT', summary: 'where to listen', defaultText: '127.0.0.1:8080' },
+  { name: 'help', kind: 'flag', short: 'h', summary: 'print this help' },
+];
+
 export async function main(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { listen: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  let values: { listen?: string; help?: boolean };
+  try {
+    values = splitLongOptions(argv, EXAMPLE_OPTIONS) as typeof values;
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`gatehouse example: ${error.message}\nRun 'gatehouse example --help' for the options.\n`);
+    return 2;
+  }
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);
     return 0;
@@ -107,6 +119,10 @@ export async function main(argv: string[]): Promise<number> {
     });
   } catch (error) {
     await cleanup();
+    if (error instanceof UsageError) {
+      process.stderr.write(`gatehouse example: ${error.message}\n`);
+      return 2;
+    }
     throw error;
   }
 }

@@ -1,30 +1,30 @@
 /**
  * `gatehouse serve`: the HTTP front. Flags and config keys come from one
- * table (src/config/schema.ts); flags win over the file.
+ * table (src/config/schema.ts), their values read by the grammars of
+ * src/options; flags win over the file.
  */
-import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { SERVE_KEYS } from '../config/schema.js';
-import { ConfigError, closestName, loadServeConfig } from '../config/load.js';
+import { serveFlagOptions } from '../config/schema.js';
+import { loadServeConfig } from '../config/load.js';
 import { GatehouseFront } from '../http/server.js';
+import { type LongOption, optionHelpRows, splitLongOptions } from '../options/command-line.js';
 import { formatListenAddress } from '../options/listen-address.js';
 import { frontSpawnSettings } from '../config/spawn-settings.js';
-import { parseSpawnMode, startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
+import { startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
+import { ConfigError, UsageError } from '../errors.js';
+import type { FastCGIRouteConfig, ServeConfig } from '../config/schema.js';
 
-const COMMAND_OPTIONS = [
-  { flag: 'config', argument: 'FILE', summary: 'read the configuration from this TOML file (see gatehouse-serve(8)); flags override it' },
-  { flag: 'check', summary: 'validate the configuration, print what would be served, and exit (0 when valid)' },
-  { flag: 'help', summary: 'print this help' },
+const COMMAND_OPTIONS: LongOption[] = [
+  {
+    name: 'config',
+    kind: 'string',
+    argument: 'FILE',
+    summary: 'read the configuration from this TOML file (see gatehouse-serve(8)); flags override it',
+  },
+  { name: 'check', kind: 'flag', summary: 'validate the configuration, print what would be served, and exit (0 when valid)' },
+  { name: 'help', kind: 'flag', short: 'h', summary: 'print this help' },
 ];
 
 export function serveUsage(): string {
-  const rows: Array<[string, string]> = [];
-  for (const option of COMMAND_OPTIONS) rows.push([`--${option.flag}${option.argument ? ` ${option.argument}` : ''}`, option.summary]);
-  for (const key of SERVE_KEYS) {
-    if (!key.flag) continue;
-    const argument = key.kind === 'boolean' ? '' : ` ${key.argument ?? 'VALUE'}`;
-    rows.push([`--${key.name}${argument}`, `${key.summary}${key.defaultText ? ` (default: ${key.defaultText})` : ''}`]);
-  }
-  const width = Math.max(...rows.map(([left]) => left.length));
   return [
     'usage: gatehouse serve [--config FILE] [options]',
     '',
@@ -32,79 +32,69 @@ export function serveUsage(): string {
     'Example: gatehouse serve --listen 127.0.0.1:8080 --docroot ./public --cgi-bin ./cgi-bin --cgi-ext .cgi --script-timeout 5s',
     '',
     'options:',
-    ...rows.map(([left, right]) => `  ${left.padEnd(width)}  ${right}`),
+    ...optionHelpRows([...COMMAND_OPTIONS, ...serveFlagOptions()]),
     '',
+    'Sizes are bytes or 512K, 64M, 2G; times 20 (seconds), 20s, 500ms, 2m.',
     'Config-file-only keys: [[fastcgi]] routes, [[script-alias]] routes, [set-env]. See man/gatehouse-serve.8.',
   ].join('\n');
 }
 
-function parseFlags(argv: string[]) {
-  const options: NonNullable<ParseArgsConfig['options']> = {
-    config: { type: 'string' },
-    check: { type: 'boolean' },
-    help: { type: 'boolean', short: 'h' },
-  };
-  for (const key of SERVE_KEYS) {
-    if (!key.flag) continue;
-    options[key.name] =
-      key.kind === 'boolean' ? { type: 'boolean' } : { type: 'string', multiple: key.kind === 'strings' || key.kind === 'listen' };
-  }
-  return parseArgs({ args: argv, options, strict: true, allowPositionals: false });
+function describeFastCGIRoute(route: FastCGIRouteConfig): string {
+  const condition =
+    route.match !== undefined
+      ? ` matching '${route.match}'`
+      : route.extensions !== undefined
+        ? ` ending in ${route.extensions.join(' ')}`
+        : '';
+  return `${route.url}${condition} -> FastCGI ${route.upstreams.join(', ')}`;
+}
+
+/** What --check prints: what would be served, routes in the order they are tried. */
+function checkReport(config: ServeConfig, file: string | undefined): string[] {
+  const patterns = config.fastcgi.filter((route) => route.match !== undefined || route.extensions !== undefined);
+  const prefixes = config.fastcgi.filter((route) => route.match === undefined && route.extensions === undefined);
+  return [
+    `configuration OK${file !== undefined ? ` (${file})` : ''}`,
+    `listen: ${config.listen.join(', ')}`,
+    ...patterns.map(describeFastCGIRoute),
+    ...prefixes.map(describeFastCGIRoute),
+    ...(config.cgiBin ? [`/cgi-bin/ -> ${config.cgiBin}`] : []),
+    ...config.scriptAlias.map((alias) => `${alias.url} -> ${alias.dir} (CGI${alias.user ? ` as ${alias.user}` : ''})`),
+    ...(config.docroot ? [`docroot: ${config.docroot}${config.cgiExt.length ? ` (CGI: ${config.cgiExt.join(' ')})` : ''}`] : []),
+    `script-timeout: ${config.scriptTimeoutMs} ms`,
+    ...(config.scriptLog ? [`script-log: ${config.scriptLog}`] : []),
+    `access-log: ${config.accessLog}`,
+    `error-log: ${config.errorLog}`,
+  ];
 }
 
 export async function main(argv: string[]): Promise<number> {
-  let parsed: ReturnType<typeof parseFlags>;
+  let config: ServeConfig;
+  let file: string | undefined;
+  let check = false;
   try {
-    parsed = parseFlags(argv);
+    const { config: configFile, check: checkOnly, help, ...flags } = splitLongOptions(argv, [...COMMAND_OPTIONS, ...serveFlagOptions()]);
+    if (help) {
+      process.stdout.write(`${serveUsage()}\n`);
+      return 0;
+    }
+    file = typeof configFile === 'string' ? configFile : undefined;
+    check = checkOnly === true;
+    config = loadServeConfig({ ...(file !== undefined ? { file } : {}), flags });
   } catch (error) {
-    // parseArgs names the unknown option but not the one meant: suggest it, as the config file does for keys.
-    const unknown = /Unknown option '--([^']+)'/.exec((error as Error).message)?.[1];
-    const hint = unknown
-      ? closestName(unknown, [
-          ...COMMAND_OPTIONS.map((option) => option.flag),
-          ...SERVE_KEYS.filter((key) => key.flag).map((key) => key.name),
-        ])
-      : undefined;
-    process.stderr.write(
-      `gatehouse serve: ${(error as Error).message}${hint ? `; did you mean --${hint}?` : ''}\nRun 'gatehouse serve --help' for the options.\n`,
-    );
-    return 2;
-  }
-  const { config: file, check, help, ...flags } = parsed.values as Record<string, unknown>;
-  if (help) {
-    process.stdout.write(`${serveUsage()}\n`);
-    return 0;
-  }
-  let config;
-  try {
-    config = loadServeConfig({ ...(typeof file === 'string' ? { file } : {}), flags });
-  } catch (error) {
+    if (error instanceof UsageError) {
+      const lines = error.problems.map((problem) => `gatehouse serve: ${problem}`).join('\n');
+      process.stderr.write(`${lines}\nRun 'gatehouse serve --help' for the options.\n`);
+      return 2;
+    }
     if (error instanceof ConfigError) {
       process.stderr.write(`gatehouse serve: invalid configuration: ${error.message}\n`);
       return 1;
     }
     throw error;
   }
-  try {
-    parseSpawnMode(config.cgiSpawn);
-  } catch (error) {
-    process.stderr.write(`gatehouse serve: invalid configuration: ${(error as Error).message}\n`);
-    return 1;
-  }
   if (check) {
-    const lines = [
-      `configuration OK${typeof file === 'string' ? ` (${file})` : ''}`,
-      `listen: ${config.listen.join(', ')}`,
-      ...(config.docroot ? [`docroot: ${config.docroot}${config.cgiExt.length ? ` (CGI: ${config.cgiExt.join(' ')})` : ''}`] : []),
-      ...(config.cgiBin ? [`/cgi-bin/ -> ${config.cgiBin}`] : []),
-      ...config.scriptAlias.map((alias) => `${alias.url} -> ${alias.dir} (CGI)`),
-      ...config.fastcgi.map((route) => `${route.url} -> FastCGI ${route.upstreams.join(', ')}`),
-      `script-timeout: ${config.scriptTimeoutMs} ms`,
-      ...(config.scriptLog ? [`script-log: ${config.scriptLog}`] : []),
-      `access-log: ${config.accessLog}`,
-      `error-log: ${config.errorLog}`,
-    ];
-    process.stdout.write(`${lines.join('\n')}\n`);
+    process.stdout.write(`${checkReport(config, file).join('\n')}\n`);
     return 0;
   }
   // Scripts start through the cgid daemon by default (started here, before the front takes requests).

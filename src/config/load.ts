@@ -1,7 +1,9 @@
 /**
  * Reading and validating `gatehouse serve`'s configuration: a TOML file and/or
- * flags, one key table for both (schema.ts). Every error names the key and
- * says what to write instead; all errors are collected, not just the first.
+ * flags, one key table for both (schema.ts), values read by the grammars of
+ * src/options. Every error names the key and says what to write instead; all
+ * errors are collected, not just the first. A flag's value that does not fit
+ * its grammar is a UsageError; anything else a ConfigError.
  */
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -10,23 +12,19 @@ import {
   SERVE_DEFAULTS,
   SERVE_KEYS,
   fieldName,
-  parseDuration,
   type FastCGIRouteConfig,
   type KeyDefinition,
   type ScriptAliasConfig,
   type ServeConfig,
 } from './schema.js';
-import { parseListenAddress } from '../options/listen-address.js';
+import { ConfigError, UsageError } from '../errors.js';
+import { closestName } from '../options/command-line.js';
+import { readValue, type ValueRule } from '../options/values.js';
 import { resolveAddress } from '../fastcgi/client/address.js';
+import { RouteTable } from '../http/routes.js';
+import { lookupGroupId, lookupUser } from '../sys/index.js';
 
-export class ConfigError extends Error {
-  readonly problems: string[];
-  constructor(source: string, problems: string[]) {
-    super(`${source}: ${problems.length === 1 ? problems[0] : `${problems.length} problems:\n  - ${problems.join('\n  - ')}`}`);
-    this.name = 'ConfigError';
-    this.problems = problems;
-  }
-}
+export { ConfigError, UsageError, closestName };
 
 const KEY_BY_NAME = new Map<string, KeyDefinition>();
 for (const key of SERVE_KEYS) {
@@ -34,95 +32,33 @@ for (const key of SERVE_KEYS) {
   for (const alias of key.aliases ?? []) KEY_BY_NAME.set(alias, key);
 }
 
-/** The closest known name, for "did you mean" hints. */
-export function closestName(name: string, names: Iterable<string>): string | undefined {
-  let best: string | undefined;
-  let bestDistance = Math.max(2, Math.floor(name.length / 3)) + 1;
-  for (const candidate of names) {
-    const distance = editDistance(name.toLowerCase(), candidate.toLowerCase());
-    if (distance < bestDistance) {
-      best = candidate;
-      bestDistance = distance;
-    }
-  }
-  return best;
-}
-
-function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let previous = row[0]!;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const current = row[j]!;
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, previous + (a[i - 1] === b[j - 1] ? 0 : 1));
-      previous = current;
-    }
-  }
-  return row[b.length]!;
-}
-
-type RawValue = unknown;
-
-/** Converts one raw value (TOML or flag text) for `key`; returns an error message on failure. */
-function convert(key: KeyDefinition, raw: RawValue, baseDir: string, problems: string[], where: string): unknown {
-  const fail = (expected: string) => {
-    problems.push(`${where}: expected ${expected}, got ${JSON.stringify(raw)}`);
+/** Reads one raw value (TOML or flag text) for `key`; pushes a problem and returns undefined when it does not fit. */
+function convert(key: KeyDefinition, raw: unknown, baseDir: string, problems: string[], where: string): unknown {
+  if (key.kind === 'routes') return raw;
+  if (key.kind === 'table') return readVariables(raw, problems, where);
+  const result = readValue(key as ValueRule, raw);
+  if ('problem' in result) {
+    problems.push(`${where}: ${result.problem}`);
     return undefined;
-  };
-  switch (key.kind) {
-    case 'string': {
-      if (typeof raw !== 'string' || raw === '') return fail('a non-empty string');
-      return isPathKey(key.name) && raw !== '-' && raw !== 'off' ? path.resolve(baseDir, raw) : raw;
-    }
-    case 'strings': {
-      const list = Array.isArray(raw) ? raw : [raw];
-      if (!list.every((item) => typeof item === 'string' && item !== '')) return fail('a string or a list of strings');
-      return list as string[];
-    }
-    case 'integer': {
-      const value = typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : raw;
-      if (typeof value !== 'number' && typeof value !== 'bigint') return fail('a whole number');
-      const number = Number(value);
-      if (!Number.isSafeInteger(number) || number < 0) return fail('a whole number >= 0');
-      return number;
-    }
-    case 'boolean': {
-      if (raw === true || raw === 'true' || raw === '') return true;
-      if (raw === false || raw === 'false') return false;
-      return fail('true or false');
-    }
-    case 'duration': {
-      if (typeof raw !== 'string' && typeof raw !== 'number') return fail('a duration such as 20, "20s" or "500ms"');
-      const ms = parseDuration(raw);
-      if (typeof ms === 'string') {
-        problems.push(`${where}: ${ms}`);
-        return undefined;
-      }
-      return ms;
-    }
-    case 'listen': {
-      const list = Array.isArray(raw) ? raw : [raw];
-      for (const item of list) {
-        if (typeof item !== 'string') return fail('an address such as "127.0.0.1:8080" or "unix:/run/gatehouse.sock"');
-        const parsed = parseListenAddress(item);
-        if (typeof parsed === 'string') problems.push(`${where}: ${parsed}`);
-      }
-      return list as string[];
-    }
-    case 'table': {
-      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return fail('a table of NAME = "value"');
-      const out: Record<string, string> = {};
-      for (const [name, value] of Object.entries(raw as Record<string, unknown>)) {
-        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) problems.push(`${where}.${name}: variable names are letters, digits and _`);
-        else if (typeof value !== 'string') problems.push(`${where}.${name}: expected a string value`);
-        else out[name] = value;
-      }
-      return out;
-    }
-    case 'routes':
-      return raw;
   }
+  // Addresses stay as written: the front reads them again when it listens (and names them as written).
+  if (key.kind === 'addresses') return Array.isArray(raw) ? raw : [raw];
+  if (key.kind === 'string' && isPathKey(key.name) && raw !== '-' && raw !== 'off') return path.resolve(baseDir, raw as string);
+  return result.value;
+}
+
+function readVariables(raw: unknown, problems: string[], where: string): Record<string, string> | undefined {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    problems.push(`${where}: expected a table of NAME = "value", got ${JSON.stringify(raw)}`);
+    return undefined;
+  }
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(raw as Record<string, unknown>)) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) problems.push(`${where}.${name}: variable names are letters, digits and _`);
+    else if (typeof value !== 'string') problems.push(`${where}.${name}: expected a string value`);
+    else out[name] = value;
+  }
+  return out;
 }
 
 function isPathKey(name: string): boolean {
@@ -139,6 +75,8 @@ function isPathKey(name: string): boolean {
 /** The keys of a [[fastcgi]] route (exported for the manual page's test). */
 export const FASTCGI_ROUTE_KEYS = [
   'url',
+  'match',
+  'extensions',
   'upstreams',
   'root',
   'split-path',
@@ -207,10 +145,16 @@ function readFastCGIRoutes(raw: unknown, baseDir: string, problems: string[]): F
         );
       }
     }
-    const route: FastCGIRouteConfig = { url: '', upstreams: [] };
-    if (typeof table.url !== 'string' || !table.url.startsWith('/'))
-      problems.push(`${where}.url: expected a URL prefix starting with "/", such as "/app/"`);
-    else route.url = table.url;
+    const before = problems.length;
+    const route: FastCGIRouteConfig = { url: '/', upstreams: [] };
+    readRoutePattern(table, route, where, problems);
+    if (table.url === undefined && route.match === undefined && route.extensions === undefined)
+      problems.push(`${where}: give url = "/prefix/", or match = '\\.php$' or extensions = [".php"] to choose the requests it serves`);
+    else if (table.url !== undefined) {
+      if (typeof table.url !== 'string' || !table.url.startsWith('/'))
+        problems.push(`${where}.url: expected a URL prefix starting with "/", such as "/app/"`);
+      else route.url = table.url;
+    }
     const upstreams = typeof table.upstreams === 'string' ? [table.upstreams] : table.upstreams;
     if (!Array.isArray(upstreams) || upstreams.length === 0 || !upstreams.every((u) => typeof u === 'string' && u !== '')) {
       problems.push(`${where}.upstreams: expected a list of addresses such as ["unix:/run/php/php-fpm.sock", "127.0.0.1:9000"]`);
@@ -227,44 +171,53 @@ function readFastCGIRoutes(raw: unknown, baseDir: string, problems: string[]): F
         }
       }
     }
-    const optionalString = (name: string, set: (value: string) => void) => {
-      const value = table[name];
-      if (value === undefined) return;
-      if (typeof value !== 'string' || value === '') problems.push(`${where}.${name}: expected a non-empty string`);
-      else set(value);
+    const read = (name: string, rule: ValueRule, set: (value: unknown) => void) => {
+      if (table[name] === undefined) return;
+      const result = readValue(rule, table[name]);
+      if ('problem' in result) problems.push(`${where}.${name}: ${result.problem}`);
+      else set(result.value);
     };
-    optionalString('root', (value) => (route.root = path.resolve(baseDir, value)));
-    optionalString('split-path', (value) => (route.splitPath = value));
-    optionalString('index', (value) => (route.index = value));
-    optionalString('script-filename', (value) => (route.scriptFilename = path.resolve(baseDir, value)));
-    for (const [name, field] of [
-      ['connect-timeout', 'connectTimeoutMs'],
-      ['read-timeout', 'readTimeoutMs'],
-    ] as const) {
-      if (table[name] === undefined) continue;
-      const ms = parseDuration(table[name] as string);
-      if (typeof ms === 'string') problems.push(`${where}.${name}: ${ms}`);
-      else route[field] = ms;
-    }
-    if (table['max-connections'] !== undefined) {
-      const value = Number(table['max-connections']);
-      if (!Number.isSafeInteger(value) || value < 1) problems.push(`${where}.max-connections: expected a whole number >= 1`);
-      else route.maxConnections = value;
-    }
-    if (table['keep-alive'] !== undefined) {
-      if (typeof table['keep-alive'] !== 'boolean') problems.push(`${where}.keep-alive: expected true or false`);
-      else route.keepAlive = table['keep-alive'];
-    }
-    if (table.multiplex !== undefined) {
-      if (typeof table.multiplex !== 'boolean') problems.push(`${where}.multiplex: expected true or false`);
-      else route.multiplex = table.multiplex;
-    }
+    read('root', { kind: 'string' }, (value) => (route.root = path.resolve(baseDir, value as string)));
+    read('split-path', { kind: 'string' }, (value) => (route.splitPath = value as string));
+    read('index', { kind: 'string' }, (value) => (route.index = value as string));
+    read('script-filename', { kind: 'string' }, (value) => (route.scriptFilename = path.resolve(baseDir, value as string)));
+    read('connect-timeout', { kind: 'duration' }, (value) => (route.connectTimeoutMs = value as number));
+    read('read-timeout', { kind: 'duration' }, (value) => (route.readTimeoutMs = value as number));
+    read('max-connections', { kind: 'integer', min: 1 }, (value) => (route.maxConnections = value as number));
+    read('keep-alive', { kind: 'flag' }, (value) => (route.keepAlive = value as boolean));
+    read('multiplex', { kind: 'flag' }, (value) => (route.multiplex = value as boolean));
     if (table.params !== undefined) {
-      const params = convert({ name: 'params', kind: 'table', summary: '' }, table.params, baseDir, problems, `${where}.params`);
-      if (params) route.params = params as Record<string, string>;
+      const params = readVariables(table.params, problems, `${where}.params`);
+      if (params) route.params = params;
     }
-    return route.url && route.upstreams.length ? [route] : [];
+    return problems.length === before ? [route] : [];
   });
+}
+
+/** `match` (a regular expression) or `extensions` (file endings): which requests under the url the route takes. */
+function readRoutePattern(table: Record<string, unknown>, route: FastCGIRouteConfig, where: string, problems: string[]): void {
+  if (table.match !== undefined && table.extensions !== undefined) {
+    problems.push(`${where}: give match or extensions, not both; extensions = [".php"] is match = '\\.php$' with PATH_INFO allowed`);
+    return;
+  }
+  if (table.match !== undefined) {
+    if (typeof table.match !== 'string' || table.match === '') {
+      problems.push(`${where}.match: expected a regular expression in single quotes, such as '\\.php$'`);
+      return;
+    }
+    try {
+      new RegExp(table.match);
+      route.match = table.match;
+    } catch (error) {
+      problems.push(`${where}.match: ${(error as Error).message}; write a JavaScript regular expression such as '\\.php$'`);
+    }
+  }
+  if (table.extensions !== undefined) {
+    const list = typeof table.extensions === 'string' ? [table.extensions] : table.extensions;
+    if (!Array.isArray(list) || list.length === 0 || !list.every((item) => typeof item === 'string' && /^\.[A-Za-z0-9_.-]+$/.test(item)))
+      problems.push(`${where}.extensions: expected a list of file endings with their dot, such as [".php"]`);
+    else route.extensions = list as string[];
+  }
 }
 
 /** Applies raw key/values (from TOML or flags) onto `config`. */
@@ -310,13 +263,13 @@ function validate(config: ServeConfig, problems: string[]): void {
   for (const ext of config.cgiExt)
     if (!/^\.[A-Za-z0-9_-]+$/.test(ext)) problems.push(`cgi-ext: "${ext}" is not a file ending; write it with its dot, like .cgi`);
   if (config.cgiExt.length > 0 && !config.docroot) problems.push('cgi-ext: set docroot too; the endings are run inside the document root');
-  for (const route of config.fastcgi) {
+  config.fastcgi.forEach((route, index) => {
     if (!route.root && !route.scriptFilename && !config.docroot) {
       problems.push(
-        `fastcgi ${route.url}: set root (the app's document root) or script-filename, or a docroot, so SCRIPT_FILENAME can be built`,
+        `fastcgi[${index}] (url = "${route.url}"): set root (the app's document root) or script-filename, or a docroot, so SCRIPT_FILENAME can be built`,
       );
     }
-  }
+  });
   if (config.requestTimeoutMs !== 0 && config.requestTimeoutMs < config.headersTimeoutMs) {
     problems.push(
       `request-timeout (${config.requestTimeoutMs} ms) is shorter than headers-timeout (${config.headersTimeoutMs} ms); raise it or set 0 for no limit`,
@@ -342,6 +295,40 @@ function validate(config: ServeConfig, problems: string[]): void {
   if (config.maxUrlBytes < 1) problems.push(`max-url-bytes: must be at least 1 (default ${SERVE_DEFAULTS.maxUrlBytes})`);
   // 0 would mean "kill every script at once"; there is no "no limit" for scripts (a hung one would hold its slot forever).
   if (config.scriptTimeoutMs < 1) problems.push('script-timeout: must be longer than 0; write a time such as 60s or 500ms');
+  checkSuexecAccounts(config, problems);
+  problems.push(...new RouteTable(config).shadowed(config));
+}
+
+/**
+ * suexec routes name accounts that exist and that the launcher will accept:
+ * otherwise every request to the route would be answered 403, found out one
+ * request at a time.
+ */
+function checkSuexecAccounts(config: ServeConfig, problems: string[]): void {
+  config.scriptAlias.forEach((alias, index) => {
+    if (alias.user === undefined) return;
+    const where = `script-alias[${index}]`;
+    const user = lookupUser(alias.user);
+    if (user === null)
+      problems.push(`${where}.user: there is no user "${alias.user}" on this system; create it (useradd), or name an existing user`);
+    else if (user.uid < config.suexecMinUid)
+      problems.push(
+        `${where}.user: ${alias.user} has uid ${user.uid}, below suexec-min-uid (${config.suexecMinUid}), so its scripts would all be refused; name a user with a uid of at least ${config.suexecMinUid}, or lower suexec-min-uid`,
+      );
+    // The launcher runs the scripts with the group named like the user when the route names none.
+    const groupName = alias.group ?? alias.user;
+    const gid = lookupGroupId(groupName);
+    if (gid === null)
+      problems.push(
+        alias.group !== undefined
+          ? `${where}.group: there is no group "${groupName}" on this system; create it (groupadd), or name an existing group`
+          : `${where}.group: there is no group "${groupName}" (without group, scripts run with the group named like the user); write group = "..." with the user's group`,
+      );
+    else if (gid < config.suexecMinGid)
+      problems.push(
+        `${where}.group: ${groupName} has gid ${gid}, below suexec-min-gid (${config.suexecMinGid}), so its scripts would all be refused; name a group with a gid of at least ${config.suexecMinGid}, or lower suexec-min-gid`,
+      );
+  });
 }
 
 export interface LoadOptions {
@@ -375,7 +362,10 @@ export function loadServeConfig(options: LoadOptions): ServeConfig {
     }
     apply(config, raw, path.dirname(path.resolve(cwd, options.file)), problems, 'file');
   }
-  if (options.flags) apply(config, options.flags, cwd, problems, 'flag');
+  // A flag the command line got wrong is a usage error (exit 2); what the file says, or what the values name, a configuration error.
+  const flagProblems: string[] = [];
+  if (options.flags) apply(config, options.flags, cwd, flagProblems, 'flag');
+  if (flagProblems.length > 0) throw new UsageError([...flagProblems, ...problems.map((problem) => `${source}: ${problem}`)]);
   if (problems.length === 0) validate(config, problems);
   if (problems.length > 0) throw new ConfigError(source, problems);
   return config;

@@ -6,7 +6,9 @@
  * by a test. Apache directive names are accepted as aliases where the issue
  * asks for them (CGIDScriptTimeout, ScriptLog, ScriptLogLength, ScriptLogBuffer).
  */
-import { parseDuration } from '../options/duration.js';
+import type { LongOption } from '../options/command-line.js';
+import type { ValueKind } from '../options/values.js';
+import { CGI_SPAWN_MODES } from '../spawn/modes.js';
 import {
   CGID_SCRIPT_SOCK,
   CGID_SUEXEC_MIN_GID,
@@ -25,29 +27,31 @@ import {
   HTTP_SHUTDOWN_GRACE_MS,
 } from '../limits.js';
 
-export type ValueKind = 'string' | 'strings' | 'integer' | 'boolean' | 'duration' | 'listen' | 'table' | 'routes';
-
-export interface KeyDefinition {
-  name: string;
-  kind: ValueKind;
-  summary: string;
-  /** Shown in --help and the manual. */
-  defaultText?: string;
+/**
+ * A key: a value grammar of src/options (a size, a duration, an address...),
+ * or one of the file's structures: a table of variables, an array of route
+ * tables.
+ */
+export interface KeyDefinition extends Omit<LongOption, 'kind'> {
+  kind: ValueKind | 'table' | 'routes';
   /** A command-line flag exists for this key (same name). */
   flag?: boolean;
   /** Other names accepted in the config file (Apache's directive names). */
   aliases?: string[];
-  /** Argument name shown in --help. */
-  argument?: string;
+}
+
+/** The keys that are also flags, as the command line reads them. */
+export function serveFlagOptions(): LongOption[] {
+  return SERVE_KEYS.filter((key): key is KeyDefinition & LongOption => key.flag === true && key.kind !== 'table' && key.kind !== 'routes');
 }
 
 export const SERVE_KEYS: readonly KeyDefinition[] = [
   {
     name: 'listen',
-    kind: 'listen',
+    kind: 'addresses',
     flag: true,
     argument: 'ADDR',
-    summary: 'where to accept HTTP: HOST:PORT, [::1]:PORT, or unix:/path (repeatable)',
+    summary: 'where to accept HTTP: HOST:PORT, [::1]:PORT, *:PORT, unix:/path, or fd:N for an inherited socket (repeatable)',
     defaultText: '127.0.0.1:8080',
   },
   {
@@ -80,7 +84,8 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
   {
     name: 'fastcgi',
     kind: 'routes',
-    summary: 'FastCGI routes: [[fastcgi]] tables with url, upstreams, root, split-path, index (see gatehouse-serve(8))',
+    summary:
+      'FastCGI routes: [[fastcgi]] tables with url, match or extensions, upstreams, root, split-path, index (see gatehouse-serve(8))',
   },
   {
     name: 'server-name',
@@ -110,32 +115,32 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
   },
   {
     name: 'script-log-length',
-    kind: 'integer',
+    kind: 'size',
     flag: true,
-    argument: 'BYTES',
+    argument: 'SIZE',
     aliases: ['ScriptLogLength'],
     summary: 'ScriptLogLength: stop writing the script log at this size',
     defaultText: String(CGI_SCRIPT_LOG_LENGTH),
   },
   {
     name: 'script-log-buffer',
-    kind: 'integer',
+    kind: 'size',
     flag: true,
-    argument: 'BYTES',
+    argument: 'SIZE',
     aliases: ['ScriptLogBuffer'],
     summary: 'ScriptLogBuffer: request body bytes kept in the script log',
     defaultText: String(CGI_SCRIPT_LOG_BUFFER),
   },
   {
     name: 'script-log-secrets',
-    kind: 'boolean',
+    kind: 'flag',
     flag: true,
     summary: 'write Authorization, Cookie and Set-Cookie to the script log instead of redacting them',
     defaultText: 'false',
   },
   {
     name: 'pass-authorization',
-    kind: 'boolean',
+    kind: 'flag',
     flag: true,
     aliases: ['CGIPassAuth'],
     summary: 'CGIPassAuth: give scripts and FastCGI apps the Authorization header',
@@ -167,9 +172,9 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
   },
   {
     name: 'max-body',
-    kind: 'integer',
+    kind: 'size',
     flag: true,
-    argument: 'BYTES',
+    argument: 'SIZE',
     summary: 'largest request body (LimitRequestBody); 413 above',
     defaultText: String(CGI_MAX_REQUEST_BODY_BYTES),
   },
@@ -208,23 +213,24 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
   },
   {
     name: 'max-header-bytes',
-    kind: 'integer',
+    kind: 'size',
     flag: true,
-    argument: 'BYTES',
+    argument: 'SIZE',
     summary: 'largest request head (431 above)',
     defaultText: String(HTTP_MAX_HEADER_BYTES),
   },
   {
     name: 'max-url-bytes',
-    kind: 'integer',
+    kind: 'size',
     flag: true,
-    argument: 'BYTES',
+    argument: 'SIZE',
     summary: 'longest request target (414 above)',
     defaultText: String(HTTP_MAX_URL_BYTES),
   },
   {
     name: 'cgi-spawn',
-    kind: 'string',
+    kind: 'choice',
+    choices: CGI_SPAWN_MODES,
     flag: true,
     argument: 'MODE',
     summary:
@@ -260,11 +266,11 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
   },
   {
     name: 'rlimit-mem',
-    kind: 'integer',
+    kind: 'size',
     flag: true,
-    argument: 'BYTES',
+    argument: 'SIZE',
     aliases: ['RLimitMEM'],
-    summary: 'RLimitMEM: address space per script in bytes (0: none)',
+    summary: 'RLimitMEM: address space per script, e.g. 512M (0: none)',
     defaultText: '0',
   },
   {
@@ -279,9 +285,9 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
   { name: 'rlimit-nofile', kind: 'integer', flag: true, argument: 'N', summary: 'open files per script (0: none)', defaultText: '0' },
   {
     name: 'max-script-output',
-    kind: 'integer',
+    kind: 'size',
     flag: true,
-    argument: 'BYTES',
+    argument: 'SIZE',
     summary: "a script's output cap: past it the script is killed and its response cut (0: none)",
     defaultText: '0',
   },
@@ -321,8 +327,12 @@ export interface ScriptAliasConfig {
 }
 
 export interface FastCGIRouteConfig {
-  /** URL prefix this route serves ("/app/", or "/" for everything not matched before). */
+  /** URL prefix this route serves ("/app/", or "/" for everything not matched before); "/" when only match or extensions is given. */
   url: string;
+  /** A regular expression the request path must match (nginx's `location ~`), such as "\\.php$". */
+  match?: string;
+  /** File endings the script must have (".php"): the path's script part, after split-path and index, ends in one. */
+  extensions?: string[];
   /** One or more upstreams (unix:/path, host:port); tried in order on connection failure. */
   upstreams: string[];
   /** Directory that SCRIPT_FILENAME is built from (DOCUMENT_ROOT for the app); default: docroot. */
@@ -423,5 +433,3 @@ export function fieldName(key: KeyDefinition): keyof ServeConfig {
   const camel = key.name.replace(/-([a-z])/g, (_, letter: string) => letter.toUpperCase());
   return (key.kind === 'duration' ? `${camel}Ms` : camel) as keyof ServeConfig;
 }
-
-export { parseDuration };

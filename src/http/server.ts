@@ -1,7 +1,8 @@
 /**
  * The HTTP front (`gatehouse serve`): node:http with safe limits, and the
- * routes from the configuration in a fixed order: FastCGI routes (longest
- * prefix first), then CGI (script aliases and extensions), then static files.
+ * routes from the configuration in the order src/http/routes.ts documents:
+ * FastCGI routes by pattern or ending, then the longest URL prefix (FastCGI
+ * routes and CGI directories), then CGI by ending and static files.
  * node:http's parser already refuses request smuggling (Content-Length with
  * Transfer-Encoding, several Content-Lengths, obsolete line folding) with 400
  * and oversized heads with 431; the front adds 414 for long targets, an
@@ -14,8 +15,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { cgi, type CgiHandler } from '../cgi/handler.js';
 import type { ScriptSpawner } from '../spawn/spawner.js';
 import type { ServeConfig } from '../config/schema.js';
-import { formatListenAddress, parseListenAddress, type ListenAddress } from '../options/listen-address.js';
+import { formatListenAddress, netListenOptions, parseListenAddress, type ListenAddress } from '../options/listen-address.js';
 import { fastcgi, type FastCGIHandler } from './fastcgi-handler.js';
+import { RouteTable } from './routes.js';
 import { apacheTime, combinedLogLine, countResponseBytes, errorLogTime, openLog, type LogTarget } from './logs.js';
 import { serveStatic } from './static.js';
 import { sendErrorPage } from '../cgi/http-response.js';
@@ -27,13 +29,6 @@ export interface FrontOptions {
   config: ServeConfig;
   /** How CGI scripts are started (the cgid daemon's client, or in-process spawning). */
   spawner?: ScriptSpawner;
-}
-
-type Handler = (req: IncomingMessage, res: ServerResponse, next: () => void) => void;
-
-interface Route {
-  prefix: string;
-  handler: Handler;
 }
 
 /** How often Node sweeps connections for headers-timeout and request-timeout: a fraction of the shorter one, at most 1 s. */
@@ -70,8 +65,7 @@ async function listenOn(server: http.Server, address: ListenAddress): Promise<vo
         server.off('error', onError);
         resolve();
       };
-      if ('path' in address) server.listen(address.path, listening);
-      else server.listen(address.port, address.host, listening);
+      server.listen(netListenOptions(address), listening);
     });
   try {
     await attempt();
@@ -127,7 +121,7 @@ export class GatehouseFront {
   readonly #servers: http.Server[] = [];
   readonly #accessLog: LogTarget;
   readonly #errorLog: LogTarget;
-  readonly #routes: Route[] = [];
+  readonly #routes: RouteTable;
   readonly #cgi: CgiHandler | null;
   readonly #fastcgi: FastCGIHandler[] = [];
   readonly #static: ((req: IncomingMessage, res: ServerResponse) => void) | null;
@@ -153,7 +147,9 @@ export class GatehouseFront {
       setEnv: config.setEnv,
       passEnv: config.passEnv,
     };
-    for (const route of [...config.fastcgi].sort((a, b) => b.url.length - a.url.length)) {
+    this.#routes = new RouteTable(config);
+    // In the configuration's order: the route table names a FastCGI route by its position.
+    for (const route of config.fastcgi) {
       const handler = fastcgi({
         ...environment,
         urlPrefix: route.url,
@@ -172,7 +168,6 @@ export class GatehouseFront {
         errorLog,
       });
       this.#fastcgi.push(handler);
-      this.#routes.push({ prefix: route.url, handler });
     }
     this.#cgi =
       scriptAliases.length > 0 || config.cgiExt.length > 0
@@ -252,12 +247,12 @@ export class GatehouseFront {
       return sendErrorPage(res, normalised.status);
     }
     const path = `/${normalised.segments.join('/')}${normalised.trailingSlash && normalised.segments.length > 0 ? '/' : ''}`;
-    for (const route of this.#routes) {
-      if (path.startsWith(route.prefix) || `${path}/` === route.prefix) {
-        route.handler(req, res, () => this.#afterCgi(req, res));
-        return;
-      }
+    const route = this.#routes.select(path);
+    if (route.kind === 'fastcgi') {
+      this.#fastcgi[route.index]!(req, res, () => this.#afterCgi(req, res));
+      return;
     }
+    // A CGI directory, or the document root: the CGI handler resolves the script (or finds none), then static files.
     this.#afterCgi(req, res, true);
   };
 
@@ -329,7 +324,7 @@ export class GatehouseFront {
       await listenOn(server, address);
       if ('path' in address) this.#boundSockets.push({ path: address.path, inode: lstatSync(address.path).ino });
       const actual = server.address();
-      bound.push(typeof actual === 'string' || actual === null ? address : { host: actual.address, port: actual.port });
+      bound.push(typeof actual === 'string' || actual === null ? address : { kind: 'tcp', host: actual.address, port: actual.port });
       this.#servers.push(server);
     }
     return bound;

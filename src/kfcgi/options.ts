@@ -9,12 +9,18 @@
  * bundled (`-dv`), values attached (`-n4`) or separate (`-n 4`); every short
  * option also has a long name (`--workers 4`, `--workers=4`).
  *
+ * Values are read by the grammars every command shares (src/options): whole
+ * numbers with their ranges here, and -s by the address grammar, which for
+ * kfcgi takes any path as kfcgi(8) does, and HOST:PORT.
+ *
  * parseCommandLine() is pure. validateOptions() looks at the system (users,
  * the jail, the program) and returns every problem with what to change.
  */
 import { existsSync, statSync, accessSync, constants as fsConstants } from 'node:fs';
 import { isAbsolute, join, resolve, dirname, basename } from 'node:path';
 import net from 'node:net';
+import { KFCGI_SOCKET_ADDRESS, parseListenAddress } from '../options/listen-address.js';
+import { readValue, type ValueKind } from '../options/values.js';
 import {
   KFCGI_DEFAULT_IDLE_SECONDS,
   KFCGI_DEFAULT_JAIL,
@@ -22,15 +28,16 @@ import {
   KFCGI_DEFAULT_WORKERS,
   KFCGI_MAX_WORKERS,
 } from '../limits.js';
-import { ErrorCode, GatehouseError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { isRoot, lookupUser, type ListenAddress, type UserEntry } from '../sys/index.js';
 
-type OptionKind = 'flag' | 'integer' | 'string';
+export { UsageError };
 
 export interface OptionSpec {
   short: string;
   long: string;
-  kind: OptionKind;
+  /** A value grammar of src/options: 'flag' takes no value; 'integer' and 'string' are kfcgi(8)'s. */
+  kind: ValueKind;
   /** The value's name in usage and in the manual (`Ar backlog`). */
   metavar?: string;
   /** One line for --help. */
@@ -170,7 +177,7 @@ export const OPTIONS = [
 ] as const satisfies readonly OptionSpec[];
 
 type Spec = (typeof OPTIONS)[number];
-type ValueOf<S extends Spec> = S['kind'] extends 'flag' ? boolean : S['kind'] extends 'integer' ? number : string;
+type ValueOf<S extends Spec> = S['kind'] extends 'flag' ? boolean : S['kind'] extends 'integer' | 'size' | 'duration' ? number : string;
 /** What the command line said, keyed by long name; absent means not given. */
 export type RawOptions = { -readonly [S in Spec as S['long']]?: ValueOf<S> };
 
@@ -180,38 +187,20 @@ export interface CommandLine {
   program: string[];
 }
 
-/** A command-line or configuration mistake: the message says what to change. Exit status 1. */
-export class UsageError extends GatehouseError {
-  constructor(message: string) {
-    super(ErrorCode.KFCGI_USAGE, message);
-    this.name = 'UsageError';
-  }
-}
-
 const byShort = new Map<string, OptionSpec>(OPTIONS.map((spec) => [spec.short, spec]));
 const byLong = new Map<string, OptionSpec>(OPTIONS.map((spec) => [spec.long, spec]));
 
-function describe(spec: OptionSpec): string {
-  return `-${spec.short}`;
-}
-
-function convert(spec: OptionSpec, value: string): number | string {
-  if (spec.kind === 'string') {
-    if (value === '') throw new UsageError(`${describe(spec)} needs a non-empty ${spec.metavar}`);
-    return value;
-  }
-  const { min, max } = spec as { min: number; max: number };
-  if (!/^\d+$/.test(value))
-    throw new UsageError(`${describe(spec)} ${spec.metavar} must be a whole number from ${min} to ${max}, not "${value}"`);
-  const number = Number(value);
-  if (number < min || number > max) throw new UsageError(`${describe(spec)} ${value}: ${spec.metavar} must be from ${min} to ${max}`);
-  return number;
+/** Reads an option's value by its grammar; a mistake names the option (-n workers: expected ...). */
+function convert(spec: OptionSpec, value: string): unknown {
+  const result = readValue(spec, value);
+  if ('problem' in result) throw new UsageError(`-${spec.short} ${spec.metavar ?? ''}: ${result.problem}`.replace(' :', ':'));
+  return result.value;
 }
 
 /** Splits argv into our options and `prog [arg ...]` (getopt-style: options stop at the first non-option). */
 export function parseCommandLine(argv: readonly string[]): CommandLine {
-  const options: Record<string, boolean | number | string> = {};
-  const set = (spec: OptionSpec, value: boolean | number | string) => {
+  const options: Record<string, unknown> = {};
+  const set = (spec: OptionSpec, value: unknown) => {
     options[spec.long] = value;
   };
   let index = 0;
@@ -311,22 +300,6 @@ export interface KfcgiConfig {
   warnings: string[];
 }
 
-/** Parses `host:port` / `[v6]:port`, or returns null for a path. */
-export function parseListenAddress(value: string): ListenAddress {
-  const bracketed = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(value);
-  const plain = /^([0-9.]+|localhost|\*):(\d+)$/.exec(value);
-  const match = bracketed ?? plain;
-  if (match) {
-    const host = match[1] === 'localhost' ? '127.0.0.1' : match[1] === '*' ? '0.0.0.0' : match[1]!;
-    const port = Number(match[2]);
-    if (port < 1 || port > 65535) throw new UsageError(`-s ${value}: the port must be from 1 to 65535`);
-    if (!net.isIP(host))
-      throw new UsageError(`-s ${value}: "${host}" is not a numeric IP address; write e.g. 127.0.0.1:9000 or [::1]:9000`);
-    return { kind: 'tcp', host, port };
-  }
-  return { kind: 'unix', path: resolve(value) };
-}
-
 function findUser(name: string, flag: string): UserEntry {
   const user = /^\d+$/.test(name) ? null : lookupUser(name);
   if (!user) throw new UsageError(`${flag} ${name}: no such user; create it or name an existing user (see /etc/passwd)`);
@@ -383,7 +356,11 @@ export function validateOptions(commandLine: CommandLine, environment: NodeJS.Pr
   else if (jail !== '/' && !isRoot())
     problems.push(`entering the jail ${jail} needs root (chroot(2)): run as root, or pass -p / to run without a jail`);
 
-  const listen = attempt(() => parseListenAddress(options.socket ?? KFCGI_DEFAULT_SOCKET_PATH));
+  const listen = attempt(() => {
+    const address = parseListenAddress(options.socket ?? KFCGI_DEFAULT_SOCKET_PATH, KFCGI_SOCKET_ADDRESS);
+    if (typeof address === 'string') throw new UsageError(`-s ${address}`);
+    return address;
+  });
   if (listen?.kind === 'unix') {
     const directory = dirname(listen.path);
     if (!existsSync(directory)) problems.push(`the socket's directory ${directory} does not exist: create it or choose another -s path`);
@@ -408,7 +385,8 @@ export function validateOptions(commandLine: CommandLine, environment: NodeJS.Pr
     const bad = webServerAddrs
       .split(',')
       .map((item) => item.trim())
-      .filter((item) => item !== '' && !net.isIP(item));
+      // A zone index (fe80::1%eth0) is not part of a peer's address: refused here rather than at start.
+      .filter((item) => item !== '' && (!net.isIP(item) || item.includes('%')));
     if (bad.length > 0)
       problems.push(
         `-a: ${bad.join(', ')} ${bad.length === 1 ? 'is not an IP address' : 'are not IP addresses'}; list numeric addresses separated by commas`,
@@ -432,12 +410,14 @@ export function validateOptions(commandLine: CommandLine, environment: NodeJS.Pr
           : `prog ${programInside} was not found inside the jail ${jail} (looked for ${programOutside}): prog is run relative to the jail's root; copy it (and its libraries) there, or pass -p`,
       );
     } else {
+      let executable: boolean;
       try {
-        if (!statSync(programOutside).isFile()) throw new Error('not a file');
         accessSync(programOutside, fsConstants.X_OK);
+        executable = statSync(programOutside).isFile();
       } catch {
-        problems.push(`prog ${programOutside} is not an executable file: chmod +x it or name the program itself`);
+        executable = false;
       }
+      if (!executable) problems.push(`prog ${programOutside} is not an executable file: chmod +x it or name the program itself`);
       const name = basename(programInside);
       if (variable && /^(php-cgi[\d.]*|fcgiwrap|spawn-fcgi)$/.test(name)) {
         problems.push(
@@ -447,7 +427,7 @@ export function validateOptions(commandLine: CommandLine, environment: NodeJS.Pr
     }
   }
 
-  if (problems.length > 0) throw new UsageError(problems.join('\n'));
+  if (problems.length > 0) throw new UsageError(problems);
   return {
     foreground: options.foreground === true,
     verbose: options.verbose === true,

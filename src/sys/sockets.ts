@@ -51,6 +51,7 @@ const c = {
   recvmsg: libc.func('intptr_t recvmsg(int fd, void *msg, int flags)'),
   fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
   umask: libc.func('uint32_t umask(uint32_t mask)'),
+  inet_pton: libc.func('int inet_pton(int af, const char *src, _Out_ uint8_t *dst)'),
 };
 
 /** umask(2): sets the mask and returns the previous one; only createListener uses it, around bind(). */
@@ -61,20 +62,59 @@ function setUmask(mask: number): number {
 // ---------------------------------------------------------------------------
 // Listening sockets
 
-/** A listening address: a unix socket path, or a TCP host and port. */
-export type ListenAddress = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
+/**
+ * Where a socket listens (or, for the FastCGI client, where it connects): a
+ * unix socket path, a numeric TCP host and port, or a descriptor inherited
+ * already listening (systemd's socket activation, a process manager). The one
+ * address type of gatehouse; src/options/listen-address.ts reads it from what
+ * operators write.
+ */
+export type ListenAddress = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number } | { kind: 'fd'; fd: number };
 
 export function describeListenAddress(address: ListenAddress): string {
-  return address.kind === 'unix' ? address.path : `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
+  if (address.kind === 'unix') return address.path;
+  if (address.kind === 'fd') return `fd:${address.fd}`;
+  return `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
+}
+
+function invalidAddress(message: string): GatehouseError {
+  return new GatehouseError(ErrorCode.ADDRESS_INVALID, message);
+}
+
+/**
+ * The bytes of a numeric IP address in network order (4 for IPv4, 16 for
+ * IPv6), read by libc's inet_pton(3), or null when it is not one. A zone
+ * index (fe80::1%eth0) is not part of the address: null.
+ */
+export function ipAddressBytes(host: string): { family: typeof AF_INET | typeof AF_INET6; bytes: Uint8Array } | null {
+  const family = host.includes(':') ? AF_INET6 : AF_INET;
+  const bytes = new Uint8Array(family === AF_INET6 ? 16 : 4);
+  // inet_pton writes at most 16 bytes; the buffer always has room for them.
+  const buffer = Buffer.alloc(16);
+  if (c.inet_pton(family, host, buffer) !== 1) return null;
+  bytes.set(buffer.subarray(0, bytes.length));
+  return { family, bytes };
+}
+
+/**
+ * An IPv6 address as eight lower-case hex groups without compression, or
+ * ::ffff:a.b.c.d for an IPv4-mapped one: how acceptConnection() reports
+ * peers and normalizeAddress() writes allow-lists, so that the two compare.
+ */
+function formatIPv6(bytes: Uint8Array): string {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, 16);
+  const groups = Array.from({ length: 8 }, (_, index) => view.getUint16(index * 2, false));
+  if (groups.slice(0, 5).every((group) => group === 0) && groups[5] === 0xffff) return `::ffff:${[...bytes.subarray(12)].join('.')}`;
+  return groups.map((group) => group.toString(16)).join(':');
 }
 
 /** Encodes a sockaddr for `address` into a block (the caller frees it) and returns its length. */
 function encodeSockaddr(address: ListenAddress): { block: Block; length: number; family: number } {
+  if (address.kind === 'fd') throw invalidAddress(`fd:${address.fd} is a descriptor already listening: there is nothing to bind`);
   if (address.kind === 'unix') {
     const path = Buffer.from(address.path);
     if (path.length >= UNIX_PATH_MAX) {
-      throw new GatehouseError(
-        ErrorCode.SYSCALL_FAILED,
+      throw invalidAddress(
         `socket path ${address.path} is ${path.length} bytes; unix socket paths must be shorter than ${UNIX_PATH_MAX} bytes: choose a shorter path`,
       );
     }
@@ -83,39 +123,24 @@ function encodeSockaddr(address: ListenAddress): { block: Block; length: number;
     block.bytes.set(path, 2);
     return { block, length: 2 + path.length + 1, family: AF_UNIX };
   }
-  const family = address.host.includes(':') ? AF_INET6 : AF_INET;
-  if (family === AF_INET) {
-    const parts = address.host.split('.').map((part) => Number(part));
-    if (parts.length !== 4 || parts.some((part) => !Number.isInteger(part) || part < 0 || part > 255)) {
-      throw new GatehouseError(
-        ErrorCode.SYSCALL_FAILED,
-        `"${address.host}" is not an IPv4 address: write a numeric address such as 127.0.0.1 or [::1]`,
-      );
-    }
+  const ip = ipAddressBytes(address.host);
+  if (ip === null) {
+    throw invalidAddress(`"${address.host}" is not a numeric IP address: write one such as 127.0.0.1 or [::1]`);
+  }
+  if (ip.family === AF_INET) {
+    // struct sockaddr_in: family, port (network order), 4 address bytes, 8 bytes of zero.
     const block = new Block(16);
     block.view.setUint16(0, AF_INET, true);
     block.view.setUint16(2, address.port, false);
-    for (const [index, part] of parts.entries()) block.view.setUint8(4 + index, part);
-    return { block, length: 16, family };
+    block.bytes.set(ip.bytes, 4);
+    return { block, length: 16, family: AF_INET };
   }
-  const groups = expandIPv6(address.host);
+  // struct sockaddr_in6: family, port, flowinfo (4), 16 address bytes, scope id (4).
   const block = new Block(28);
   block.view.setUint16(0, AF_INET6, true);
   block.view.setUint16(2, address.port, false);
-  for (const [index, group] of groups.entries()) block.view.setUint16(8 + index * 2, group, false);
-  return { block, length: 28, family };
-}
-
-function expandIPv6(host: string): number[] {
-  const [head = '', tail] = host.split('::');
-  const parse = (text: string) => (text === '' ? [] : text.split(':').map((group) => Number.parseInt(group, 16)));
-  const left = parse(head);
-  const right = tail === undefined ? [] : parse(tail);
-  const groups = tail === undefined ? left : [...left, ...new Array(8 - left.length - right.length).fill(0), ...right];
-  if (groups.length !== 8 || groups.some((group) => !Number.isInteger(group) || group < 0 || group > 0xffff)) {
-    throw new GatehouseError(ErrorCode.SYSCALL_FAILED, `"${host}" is not an IPv6 address`);
-  }
-  return groups;
+  block.bytes.set(ip.bytes, 8);
+  return { block, length: 28, family: AF_INET6 };
 }
 
 export interface ListenOptions {
@@ -457,13 +482,8 @@ export function acceptConnection(listenFd: number, { nonBlocking = false }: { no
 
 function decodePeer(block: Block): string | null {
   const family = block.view.getUint16(0, true);
-  if (family === AF_INET) return [4, 5, 6, 7].map((offset) => block.view.getUint8(offset)).join('.');
-  if (family === AF_INET6) {
-    const groups = Array.from({ length: 8 }, (_, index) => block.view.getUint16(8 + index * 2, false).toString(16));
-    const mapped = groups.slice(0, 5).every((group) => group === '0') && groups[5] === 'ffff';
-    if (mapped) return `::ffff:${[20, 21, 22, 23].map((offset) => block.view.getUint8(offset)).join('.')}`;
-    return groups.join(':');
-  }
+  if (family === AF_INET) return [...block.bytes.subarray(4, 8)].join('.');
+  if (family === AF_INET6) return formatIPv6(block.bytes.subarray(8, 24));
   return null;
 }
 
@@ -474,11 +494,9 @@ function decodePeer(block: Block): string | null {
  */
 export function normalizeAddress(address: string): string {
   if (!address.includes(':')) return address;
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (mapped) return `::ffff:${mapped[1]}`;
-  return expandIPv6(address)
-    .map((group) => group.toString(16))
-    .join(':');
+  const ip = ipAddressBytes(address);
+  if (ip === null) throw invalidAddress(`"${address}" is not an IPv6 address`);
+  return formatIPv6(ip.bytes);
 }
 
 // ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ test('bad flags and impossible combinations exit 1 with a message that says what
   const fixtures = buildFixtures(t);
   const socket = join(tempDir(t), 'app.sock');
   const cases: [string[], RegExp][] = [
-    [['-n', '0', fixtures.hello], /-n 0: workers must be from 1 to \d+/],
+    [['-n', '0', fixtures.hello], /-n workers: expected a whole number from 1 to \d+, got "0"/],
     [['-r', '-n', '3', '-N', '2', '-p', '/', fixtures.kcgiExt], /-N 2 is below -n 3/],
     [['-p', '/nonexistent-jail', fixtures.hello], /the jail \/nonexistent-jail does not exist/],
     [['-p', '/', '-U', 'no-such-user-kfcgi', fixtures.hello], /-U no-such-user-kfcgi: no such user/],

@@ -34,9 +34,10 @@ index = "index.php"
     [
       'configuration OK (site/gatehouse.toml)',
       'listen: 127.0.0.1:8099',
-      `docroot: ${join(dir, 'site', 'www')} (CGI: .cgi)`,
-      `/cgi-bin/ -> ${join(dir, 'site', 'cgi')}`,
+      // Routes in the order they are tried: FastCGI patterns, then prefixes, then the document root.
       `/php/ -> FastCGI unix:${join(dir, 'site', 'php.sock')}, 127.0.0.1:9000`,
+      `/cgi-bin/ -> ${join(dir, 'site', 'cgi')}`,
+      `docroot: ${join(dir, 'site', 'www')} (CGI: .cgi)`,
       'script-timeout: 5000 ms',
       `script-log: ${join(dir, 'site', 'script.log')}`,
       'access-log: -',
@@ -100,6 +101,67 @@ test('an unknown flag: exit 2 and the closest option suggested', async (t) => {
   assert.equal(result.code, 2);
   assert.match(result.stderr, /Unknown option '--script-timout'; did you mean --script-timeout\?/);
   assert.match(result.stderr, /Run 'gatehouse serve --help'/);
+});
+
+test('sizes and durations: serve takes what cgid takes (512M, 10M), and a value outside the grammar is a usage error (exit 2)', async (t) => {
+  const dir = tempDir(t, 'gatehouse-serve-config-');
+  const sizes = ['--max-body', '10M', '--rlimit-mem', '512M', '--script-log-length', '10M', '--max-script-output', '1G'];
+  const ok = await runGatehouse(t, ['serve', '--docroot', dir, ...sizes, '--shutdown-grace', '2m', '--check']);
+  assert.equal(ok.code, 0, ok.stderr);
+  const cgid = await runGatehouse(t, ['cgid', '--rlimit-mem', '1.5G', '--script-timeout', 'soon']);
+  assert.equal(cgid.code, 2, cgid.stderr);
+  assert.match(cgid.stderr, /^gatehouse cgid: --script-timeout: "soon" is not a duration/m);
+  assert.match(cgid.stderr, /^gatehouse cgid: --rlimit-mem: "1\.5G" is not a size; write bytes \(1048576\) or a number with K, M or G/m);
+  const serve = await runGatehouse(t, ['serve', '--docroot', dir, '--max-body', '10X', '--rlimit-mem', '1.5G']);
+  assert.equal(serve.code, 2, serve.stderr);
+  assert.match(serve.stderr, /^gatehouse serve: --max-body: "10X" is not a size; write bytes \(1048576\) or a number with K, M or G/m);
+  assert.match(serve.stderr, /^gatehouse serve: --rlimit-mem: "1\.5G" is not a size/m);
+  assert.match(serve.stderr, /Run 'gatehouse serve --help'/);
+  const listen = await runGatehouse(t, ['serve', '--docroot', dir, '--listen', '[::1g]:80']);
+  assert.equal(listen.code, 2, listen.stderr);
+  assert.match(listen.stderr, /--listen: "\[::1g\]:80": ::1g is not an IPv6 address/);
+  const example = await runGatehouse(t, ['example', '--lisen', '127.0.0.1:1']);
+  assert.equal(example.code, 2, example.stderr);
+  assert.match(example.stderr, /did you mean --listen\?/);
+});
+
+test('--check reports a shadowed route and a suexec user below the minimum, one line each with what to write', async (t) => {
+  const dir = tempDir(t, 'gatehouse-serve-config-');
+  mkdirSync(join(dir, 'www'));
+  mkdirSync(join(dir, 'cgi'));
+  writeFileSync(
+    join(dir, 'gatehouse.toml'),
+    `docroot = "www"
+cgi-bin = "cgi"
+[[fastcgi]]
+extensions = [".php"]
+upstreams = ["127.0.0.1:9000"]
+[[fastcgi]]
+url = "/blog/"
+extensions = [".php"]
+upstreams = ["127.0.0.1:9001"]
+[[script-alias]]
+url = "/cgi-bin/"
+dir = "cgi"
+user = "www-data"
+`,
+  );
+  const result = await runGatehouse(t, ['serve', '--config', join(dir, 'gatehouse.toml'), '--check']);
+  assert.equal(result.code, 1, result.stdout);
+  assert.match(result.stderr, /: 4 problems:/);
+  assert.match(
+    result.stderr,
+    /^ {2}- script-alias\[0\]\.user: www-data has uid 33, below suexec-min-uid \(1000\), .*; name a user with a uid of at least 1000, or lower suexec-min-uid$/m,
+  );
+  assert.match(result.stderr, /^ {2}- script-alias\[0\]\.group: www-data has gid 33, below suexec-min-gid \(1000\)/m);
+  assert.match(
+    result.stderr,
+    /^ {2}- fastcgi\[1\] \(url = "\/blog\/", extensions = \[".php"\]\): never used: fastcgi\[0\] \(url = "\/", extensions = \[".php"\]\) comes first and takes every path it would; remove it, or give it another url, match or extensions$/m,
+  );
+  assert.match(
+    result.stderr,
+    /^ {2}- script-alias\[0\] \(url = "\/cgi-bin\/"\): never used: cgi-bin \(url = "\/cgi-bin\/"\) has the same url and comes first/m,
+  );
 });
 
 test('--help lists every flag the issue names', async (t) => {

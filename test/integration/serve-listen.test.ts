@@ -13,6 +13,7 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { freePort, startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { GATEHOUSE_MAIN, runGatehouse } from '../fixtures/serve/serve-kit.js';
+import { FastCGIClient } from '../../src/fastcgi/client/index.js';
 
 function site(t: { after(fn: () => unknown): void }) {
   const dir = tempDir(t, 'gatehouse-serve-listen-');
@@ -105,4 +106,51 @@ test('a unix socket a live server listens on is refused and left in place; so is
   assert.equal(fileResult.code, 1);
   assert.match(fileResult.stderr, /EADDRINUSE: a file that is not a socket is in the way/);
   assert.equal(readFileSync(file, 'utf8'), 'precious\n');
+});
+
+/** A listening socket on 127.0.0.1 the test owns, to hand to a child as an inherited descriptor. */
+async function inheritedListener(t: { after(fn: () => unknown): void }): Promise<{ server: net.Server; port: number; fd: number }> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise((resolve) => server.close(resolve)));
+  // spawn's stdio takes the descriptor of the listening socket; the child gets its own copy.
+  const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
+  return { server, port: (server.address() as net.AddressInfo).port, fd };
+}
+
+test('fd:N: serve --listen and cgid --fastcgi serve on a socket inherited already listening (as a supervisor passes one)', async (t) => {
+  const dir = site(t);
+  const web = await inheritedListener(t);
+  const serve = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'serve', '--listen', 'fd:3', '--docroot', join(dir, 'www')], {
+    stdio: ['ignore', 'pipe', 'pipe', web.fd],
+  });
+  // The test's own copy stops accepting: from now on only the child answers on the port.
+  await new Promise((resolve) => web.server.close(resolve));
+  await waitForListener({ host: '127.0.0.1', port: web.port }, 15_000, () => serve.child.exitCode === null);
+  const body = await new Promise<string>((resolve, reject) => {
+    http
+      .get(`http://127.0.0.1:${web.port}/a.txt`, (response) => {
+        let text = '';
+        response.on('data', (chunk) => (text += chunk));
+        response.on('end', () => resolve(text));
+      })
+      .on('error', reject);
+  });
+  assert.equal(body, 'file a\n');
+  assert.match(serve.output(), /listening on 127\.0\.0\.1:\d+/);
+
+  writeFileSync(join(dir, 'cgi', 'hi.sh'), '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\nhi from fd\\n"\n', { mode: 0o755 });
+  const face = await inheritedListener(t);
+  const cgid = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'cgid', '--fastcgi', 'fd:3'], {
+    stdio: ['ignore', 'pipe', 'pipe', face.fd],
+  });
+  await new Promise((resolve) => face.server.close(resolve));
+  await waitForListener({ host: '127.0.0.1', port: face.port }, 15_000, () => cgid.child.exitCode === null);
+  const client = new FastCGIClient({ address: `127.0.0.1:${face.port}` });
+  t.after(() => client.close());
+  const answer = await client.fetchAll({
+    params: { REQUEST_METHOD: 'GET', SCRIPT_FILENAME: join(dir, 'cgi', 'hi.sh'), SCRIPT_NAME: '/hi.sh', GATEWAY_INTERFACE: 'CGI/1.1' },
+  });
+  assert.match(answer.stdout.toString(), /\r?\n\r?\nhi from fd\n$/, `${answer.stdout.toString()}\n${cgid.output()}`);
+  assert.match(cgid.output(), /^ready \d+ fd:3$/m);
 });

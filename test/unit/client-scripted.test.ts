@@ -302,8 +302,9 @@ test('the request body is read no faster than the application reads it (STDIN ba
 });
 
 test('options are validated up front', () => {
-  assert.throws(() => new FastCGIClient({ address: 'localhost' }), /neither "unix:\/path" nor "host:port"/);
-  assert.throws(() => new FastCGIClient({ address: '127.0.0.1:0' }), /no valid port/);
+  assert.throws(() => new FastCGIClient({ address: 'localhost' }), /FastCGI address "localhost" is not an address; write HOST:PORT/);
+  assert.throws(() => new FastCGIClient({ address: '127.0.0.1:0' }), /FastCGI address "127\.0\.0\.1:0": the port must be from 1 to 65535/);
+  assert.throws(() => new FastCGIClient({ address: { host: '127.0.0.1', port: 0 } }), /no valid port/);
   assert.throws(() => new FastCGIClient({ address: 'unix:/x', maxConnections: 0 }), /maxConnections must be a positive integer/);
   assert.throws(() => new FastCGIClient({ address: 'unix:/x', idleTimeoutMs: 1.5 }), /idleTimeoutMs/);
   const client = new FastCGIClient({ address: 'unix:/x', probe: false });

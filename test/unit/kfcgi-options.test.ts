@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync, mkdirSync 
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { OPTIONS, helpText, parseCommandLine, validateOptions, UsageError, parseListenAddress } from '../../src/kfcgi/options.js';
+import { OPTIONS, helpText, parseCommandLine, validateOptions, UsageError } from '../../src/kfcgi/options.js';
 import { KFCGI_DEFAULT_IDLE_SECONDS, KFCGI_DEFAULT_JAIL, KFCGI_DEFAULT_SOCKET_PATH, KFCGI_DEFAULT_WORKERS } from '../../src/limits.js';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -76,22 +76,25 @@ test('bundled flags, attached values, long options and --', () => {
 test('bad values say which option and what is allowed', () => {
   assert.throws(
     () => parseCommandLine(['-n', '0', 'prog']),
-    (error: UsageError) => /-n 0: workers must be from 1 to/.test(error.message),
+    (error: UsageError) => /^-n workers: expected a whole number from 1 to \d+, got "0"$/.test(error.message),
   );
-  assert.throws(() => parseCommandLine(['-n', 'three', 'prog']), /-n workers must be a whole number/);
-  assert.throws(() => parseCommandLine(['-l', '-5', 'prog']), /-l backlog must be a whole number/);
+  assert.throws(() => parseCommandLine(['-n', 'three', 'prog']), /-n workers: expected a whole number from 1 to \d+, got "three"/);
+  assert.throws(() => parseCommandLine(['-l', '-5', 'prog']), /-l backlog: expected a whole number from 1 to \d+, got "-5"/);
   assert.throws(() => parseCommandLine(['-x', 'prog']), /unknown option -x/);
   assert.throws(() => parseCommandLine(['--nope', 'prog']), /unknown option --nope/);
   assert.throws(() => parseCommandLine(['-s']), /-s needs a value \(sockpath\)/);
   assert.throws(() => parseCommandLine(['--foreground=1', 'prog']), /--foreground takes no value/);
 });
 
-test('listen addresses: paths, host:port and [v6]:port', () => {
-  assert.deepEqual(parseListenAddress('127.0.0.1:9000'), { kind: 'tcp', host: '127.0.0.1', port: 9000 });
-  assert.deepEqual(parseListenAddress('[::1]:9001'), { kind: 'tcp', host: '::1', port: 9001 });
-  assert.deepEqual(parseListenAddress('/run/app.sock'), { kind: 'unix', path: '/run/app.sock' });
-  assert.throws(() => parseListenAddress('127.0.0.1:0'), /port must be from 1 to 65535/);
-  assert.throws(() => parseListenAddress('300.1.1.1:80'), /not a numeric IP address/);
+test('-s: paths, host:port and [v6]:port, read by the address grammar every command shares', (t) => {
+  const { dir, program } = scratch(t);
+  const listen = (socket: string) => validateOptions(parseCommandLine(['-p', '/', '-s', socket, program]), {}).listen;
+  assert.deepEqual(listen('127.0.0.1:9000'), { kind: 'tcp', host: '127.0.0.1', port: 9000 });
+  assert.deepEqual(listen('[::1]:9001'), { kind: 'tcp', host: '::1', port: 9001 });
+  assert.deepEqual(listen(join(dir, 'app.sock')), { kind: 'unix', path: join(dir, 'app.sock') });
+  assert.match(problems(['-p', '/', '-s', '127.0.0.1:0', program]), /^-s "127\.0\.0\.1:0": the port must be from 1 to 65535/);
+  assert.match(problems(['-p', '/', '-s', '300.1.1.1:80', program]), /^-s "300\.1\.1\.1:80": 300\.1\.1\.1 is not an IP address/);
+  assert.match(problems(['-p', '/', '-s', '[::1g]:80', program]), /::1g is not an IPv6 address/);
 });
 
 function scratch(t: { after(fn: () => void): void }) {
@@ -132,6 +135,7 @@ test('validation: impossible combinations fail with what to change', (t) => {
   assert.match(problems(['-p', '/', '-s', socket, join(dir, 'absent')]), /prog .*absent does not exist/);
   assert.match(problems(['-r', '-p', '/', '-s', socket, '/usr/bin/php-cgi']), /php-cgi does not implement the FastCGI Extensions/);
   assert.match(problems(['-a', 'example.com', '-p', '/', '-s', '127.0.0.1:9000', program]), /-a: example\.com is not an IP address/);
+  assert.match(problems(['-a', 'fe80::1%eth0', '-p', '/', '-s', '127.0.0.1:9000', program]), /-a: fe80::1%eth0 is not an IP address/);
   // Several problems are reported together.
   const many = problems(['-r', '-n', '4', '-N', '2', '-U', 'no-such-user-kfcgi', '-p', '/', '-s', socket]).split('\n');
   assert.equal(many.length, 3);
