@@ -6,12 +6,12 @@
  * the socket between our bind and the front's connect); a socket file left by
  * a dead server is removed only after nothing answered a connect to it.
  */
-import { lstatSync, mkdirSync, statSync, unlinkSync } from 'node:fs';
+import { chownSync, mkdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ErrorCode, GatehouseError } from '../errors.js';
 import { CGID_SCRIPT_SOCK } from '../limits.js';
-import { unixSocketIsLive } from '../sys/index.js';
+import { claimUnixSocketPath, unixSocketPathState } from '../sys/index.js';
 
 /** DefaultRuntimeDir for gatehouse: /run/gatehouse as root, else $XDG_RUNTIME_DIR/gatehouse, else $TMPDIR/gatehouse-UID. */
 export function defaultRuntimeDirectory(): string {
@@ -39,10 +39,19 @@ function setupError(message: string): GatehouseError {
  * Creates the runtime directory (mode 0700) when missing; refuses one that
  * other users can write. Only the last component is created: a missing
  * parent is a configuration mistake worth hearing about.
+ *
+ * `owner`: the user gatehouse serve will run as once it drops root. The
+ * directory is given to it when created here, or when it is root's and
+ * private (0700, as systemd's RuntimeDirectory= with RuntimeDirectoryMode=0700
+ * makes it), so that the front can reach the daemon's socket and a daemon
+ * restarted after the drop can bind there. Any other directory is used as it
+ * is, never chowned (it may be shared, like /run).
  */
-export function ensureRuntimeDirectory(directory: string): void {
+export function ensureRuntimeDirectory(directory: string, owner?: { uid: number; gid: number }): void {
+  let created = false;
   try {
     mkdirSync(directory, { mode: 0o700 });
+    created = true;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
       throw setupError(
@@ -50,11 +59,19 @@ export function ensureRuntimeDirectory(directory: string): void {
       );
     }
   }
-  checkSocketDirectory(directory);
+  if (owner && (process.geteuid?.() ?? 0) === 0) {
+    const stat = statSync(directory);
+    if (created || (stat.uid === 0 && stat.isDirectory() && (stat.mode & 0o077) === 0)) chownSync(directory, owner.uid, owner.gid);
+  }
+  checkSocketDirectory(directory, owner?.uid);
 }
 
-/** Refuses a directory that is writable by group or others, or owned by another user (root excepted). */
-export function checkSocketDirectory(directory: string): void {
+/**
+ * Refuses a directory that is writable by group or others, or owned by
+ * another user: root, this process's user and `trustedUid` (the user the
+ * front runs as) may own it.
+ */
+export function checkSocketDirectory(directory: string, trustedUid?: number): void {
   let stat;
   try {
     stat = statSync(directory);
@@ -70,7 +87,7 @@ export function checkSocketDirectory(directory: string): void {
     );
   }
   const uid = process.geteuid?.() ?? 0;
-  if (stat.uid !== uid && stat.uid !== 0) {
+  if (stat.uid !== uid && stat.uid !== 0 && stat.uid !== trustedUid) {
     throw setupError(
       `refusing to create the cgid socket in ${directory}: it belongs to uid ${stat.uid}, who could replace the socket; use a directory owned by you (uid ${uid}) or root`,
     );
@@ -83,15 +100,11 @@ export function checkSocketDirectory(directory: string): void {
  * never removed.
  */
 export function clearStaleSocket(socketPath: string): void {
-  let stat;
-  try {
-    stat = lstatSync(socketPath);
-  } catch {
-    return;
-  }
-  if (!stat.isSocket()) throw setupError(`${socketPath} exists and is not a socket: remove it yourself or choose another ScriptSock`);
-  if (unixSocketIsLive(socketPath)) {
+  // The state is read as every command reads it (src/sys); the messages are the daemon's own.
+  const state = unixSocketPathState(socketPath);
+  if (state === 'not-a-socket')
+    throw setupError(`${socketPath} exists and is not a socket: remove it yourself or choose another ScriptSock`);
+  if (state === 'live')
     throw setupError(`another process answers on ${socketPath} (a cgid daemon still running?): stop it, or choose another ScriptSock`);
-  }
-  unlinkSync(socketPath);
+  if (state === 'stale') claimUnixSocketPath(socketPath);
 }

@@ -76,6 +76,10 @@ export class CgidSupervisor implements ScriptSpawner {
   }
 
   async #startDaemon(): Promise<void> {
+    if (this.starts > 0 && (this.#options.policy?.suexec?.length ?? 0) > 0 && process.geteuid?.() !== 0)
+      this.#options.log(
+        `cgid: the front no longer runs as root, so the new daemon cannot either: scripts of routes with a user (suexec) will fail until gatehouse serve is restarted`,
+      );
     const { file, args } = this.#options.command ?? { file: process.execPath, args: [MAIN_SCRIPT, 'cgid'] };
     const child = spawn(
       file,
@@ -128,7 +132,7 @@ export class CgidSupervisor implements ScriptSpawner {
       for (const pid of pids) killGroup(pid);
       if (!this.#stopping) {
         this.#options.log(`cgid: lost the daemon connection (${reason}); ${pids.length} running script(s) killed; restarting the daemon`);
-        if (this.#child === child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        if (this.#child === child && child.exitCode === null && child.signalCode === null) signalDaemon(child, 'SIGKILL');
       }
     });
   }
@@ -211,10 +215,23 @@ export class CgidSupervisor implements ScriptSpawner {
     this.#connection = null;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), CGID_START_TIMEOUT_MS);
+    // A daemon that kept root (suexec routes) cannot be signalled by a front that dropped root: it stops with this
+    // process instead (its parent-death signal is SIGTERM), terminating its scripts then.
+    if (!signalDaemon(child, 'SIGTERM')) return;
+    const timer = setTimeout(() => signalDaemon(child, 'SIGKILL'), CGID_START_TIMEOUT_MS);
     await exited;
     clearTimeout(timer);
+  }
+}
+
+/** Signals the daemon; false when it is gone or this process may not (EPERM: it kept root, the front did not). */
+function signalDaemon(child: ChildProcess, signal: NodeJS.Signals): boolean {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return false;
+  try {
+    process.kill(child.pid, signal);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -14,7 +14,7 @@ import type { ScriptLimits } from '../cgid/protocol.js';
 import { defaultRuntimeDirectory, ensureRuntimeDirectory, scriptSockPath } from '../cgid/socket-path.js';
 import { ScriptLog } from '../cgi/script-log.js';
 import { type LongOption, optionHelpRows, readOptionValues, splitLongOptions } from '../options/command-line.js';
-import { formatListenAddress, LISTEN_ADDRESS, netListenOptions, type ListenAddress } from '../options/listen-address.js';
+import { formatListenAddress, LISTEN_ADDRESS, type ListenAddress } from '../options/listen-address.js';
 import { ErrorCode, GatehouseError, UsageError } from '../errors.js';
 import {
   CGID_SCRIPT_SOCK,
@@ -25,7 +25,9 @@ import {
   CGI_SCRIPT_LOG_LENGTH,
   CGI_SCRIPT_TIMEOUT_MS,
 } from '../limits.js';
-import { dieWithParent } from '../sys/index.js';
+import { dieWithParent, dropPrivileges, notifySystemd, resolveActivatedAddress, runsAs } from '../sys/index.js';
+import { handleCgidSignals } from './cgid-signals.js';
+import { describeAccount, planRunAs, type RunAsPlan } from './run-as.js';
 
 /** Every flag, for parsing, --help and the manual page (a test keeps man/gatehouse-cgid.8 in step). */
 export const CGID_OPTIONS: readonly LongOption[] = [
@@ -63,7 +65,48 @@ export const CGID_OPTIONS: readonly LongOption[] = [
     address: LISTEN_ADDRESS,
     argument: 'ADDR',
     summary:
-      'run the FastCGI face instead: listen as a FastCGI responder on unix:PATH, HOST:PORT or fd:N (an inherited socket), for nginx, like fcgiwrap',
+      'run the FastCGI face instead: listen as a FastCGI responder on unix:PATH, HOST:PORT, fd:N (an inherited socket) or systemd (socket activation), for nginx, like fcgiwrap',
+  },
+  {
+    name: 'user',
+    kind: 'string',
+    argument: 'USER',
+    summary:
+      'run as this user once the socket is bound (spawn-fcgi -u); --fastcgi started as root needs it ("root" keeps root, with a warning)',
+  },
+  {
+    name: 'keep-root',
+    kind: 'flag',
+    summary:
+      'daemon: stay root for suexec routes (scripts an order names a user for), running every other script as --user; what gatehouse serve passes when a [[script-alias]] has a user',
+  },
+  {
+    name: 'group',
+    kind: 'string',
+    argument: 'GROUP',
+    summary: 'with --user: run as this group (spawn-fcgi -g)',
+    defaultText: "the user's login group",
+  },
+  {
+    name: 'socket-user',
+    kind: 'string',
+    argument: 'USER',
+    summary: 'owner of the unix socket (spawn-fcgi -U, php-fpm listen.owner); the daemon also lets this user connect',
+    defaultText: '--user, else the user cgid runs as',
+  },
+  {
+    name: 'socket-group',
+    kind: 'string',
+    argument: 'GROUP',
+    summary: "group of the unix socket, e.g. the web server's (spawn-fcgi -G, php-fpm listen.group)",
+    defaultText: "--socket-user's login group",
+  },
+  {
+    name: 'socket-mode',
+    kind: 'mode',
+    argument: 'MODE',
+    summary: 'permissions of the unix socket, set at bind (spawn-fcgi -M, php-fpm listen.mode)',
+    defaultText: '0660 for --fastcgi, 0600 for the daemon',
   },
   {
     name: 'script-timeout',
@@ -161,7 +204,31 @@ export async function main(argv: string[]): Promise<number> {
     log,
   };
 
-  if (v.fastcgi !== undefined) return runFastCGIFace(v.fastcgi as ListenAddress, v, limits, launch, log);
+  // Who the process runs as once its socket is bound: the FastCGI face refuses root without --user; the daemon
+  // (started by gatehouse serve, which decides) keeps root unless told --user.
+  let plan: RunAsPlan;
+  try {
+    plan = planRunAs(
+      {
+        user: v.user as string | undefined,
+        group: v.group as string | undefined,
+        socketUser: v['socket-user'] as string | undefined,
+        socketGroup: v['socket-group'] as string | undefined,
+      },
+      CGID_RUN_AS_NAMES,
+      v.fastcgi !== undefined ? { command: 'gatehouse cgid --fastcgi', what: 'every CGI script' } : null,
+    );
+    if (v.group !== undefined && v.user === undefined) throw new UsageError('--group: give --user too (the user to run as)');
+    if (v['keep-root'] === true && v.fastcgi !== undefined)
+      throw new UsageError('--keep-root is for the daemon (suexec routes); the FastCGI face runs every script as --user');
+  } catch (error) {
+    if (!(error instanceof GatehouseError)) throw error;
+    process.stderr.write(`gatehouse cgid: ${error.message}\n`);
+    return error instanceof UsageError ? 2 : 1;
+  }
+  for (const warning of plan.warnings) log(warning);
+
+  if (v.fastcgi !== undefined) return runFastCGIFace(v.fastcgi as ListenAddress, v, limits, launch, log, plan);
 
   if (typeof v['parent-pid'] === 'number' && !dieWithParent('SIGTERM', v['parent-pid'])) {
     log(`the front (pid ${v['parent-pid']}) is already gone: not starting`);
@@ -173,7 +240,7 @@ export async function main(argv: string[]): Promise<number> {
     if (typeof v.socket === 'string') socketPath = v.socket;
     else {
       const runtimeDir = typeof v['runtime-dir'] === 'string' ? v['runtime-dir'] : defaultRuntimeDirectory();
-      ensureRuntimeDirectory(runtimeDir);
+      ensureRuntimeDirectory(runtimeDir, plan.socketOwner);
       socketPath = scriptSockPath(typeof v['script-sock'] === 'string' ? v['script-sock'] : CGID_SCRIPT_SOCK, runtimeDir);
     }
     token = readToken(v['token-file'] as string | undefined, socketPath);
@@ -181,16 +248,41 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`gatehouse cgid: ${(error as Error).message}\n`);
     return 1;
   }
-  const daemon = new CgidDaemon({ socketPath, token, log, launch, limits });
+  // Keeping root (for suexec routes), the daemon still runs every other script as --user, never as root.
+  const keepRoot = v['keep-root'] === true && plan.account !== null;
+  const daemon = new CgidDaemon({
+    socketPath,
+    token,
+    log,
+    launch: keepRoot ? { ...launch, defaultRunAs: { uid: plan.account!.user.uid, gid: plan.account!.gid } } : launch,
+    limits,
+    ...(plan.socketOwner ? { socketOwner: plan.socketOwner } : {}),
+    ...(typeof v['socket-mode'] === 'number' ? { socketMode: v['socket-mode'] } : {}),
+  });
   try {
     daemon.start();
+    if (keepRoot) log(`keeping root for suexec routes; other scripts run as ${describeAccount(plan.account!)}`);
+    else if (plan.account && !runsAs(plan.account)) {
+      dropPrivileges(plan.account);
+      // Changing credentials clears the parent-death signal (prctl(2)): set it again, or the daemon would outlive its front.
+      if (typeof v['parent-pid'] === 'number' && !dieWithParent('SIGTERM', v['parent-pid'])) {
+        log(`the front (pid ${v['parent-pid']}) is already gone: not starting`);
+        await daemon.stop();
+        return 1;
+      }
+      log(`running as ${describeAccount(plan.account)}`);
+    }
   } catch (error) {
     process.stderr.write(`gatehouse cgid: ${(error as Error).message}\n`);
+    await daemon.stop();
     return 1;
   }
   process.stdout.write(`ready ${process.pid} ${socketPath}\n`);
   return new Promise<number>((resolve) => {
+    let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
       log(`${signal}: terminating ${daemon.running} script(s) and exiting`);
       void daemon.stop().then(() => {
         if (generatedTokenFile) {
@@ -204,10 +296,12 @@ export async function main(argv: string[]): Promise<number> {
         setTimeout(() => process.exit(0), 100).unref();
       });
     };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
+    handleCgidSignals({ stop });
   });
 }
+
+/** How cgid's messages name the account options. */
+const CGID_RUN_AS_NAMES = { user: '--user', group: '--group', socketUser: '--socket-user', socketGroup: '--socket-group' };
 
 let generatedTokenFile: string | null = null;
 
@@ -245,12 +339,14 @@ function readToken(tokenFile: string | undefined, socketPath: string): Buffer {
 }
 
 async function runFastCGIFace(
-  address: ListenAddress,
+  requested: ListenAddress,
   v: Record<string, unknown>,
   limits: ScriptLimits,
   launch: { minUid: number; minGid: number; log: (line: string) => void },
   log: (line: string) => void,
+  plan: RunAsPlan,
 ): Promise<number> {
+  // The face runs its scripts itself: once it runs as --user, so do they.
   const scriptLog =
     typeof v['script-log'] === 'string'
       ? new ScriptLog({
@@ -267,24 +363,43 @@ async function runFastCGIFace(
     log,
   });
   server.on('connectionError', (error: Error) => log(`fastcgi: ${error.message}`));
-  const previousUmask = address.kind === 'unix' ? process.umask(0o117) : null;
+  let listening: { address: ListenAddress; replacedStale: boolean; removeSocket(): string | null };
+  const switching = plan.account !== null && !runsAs(plan.account);
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(netListenOptions(address), () => resolve());
+    const addresses = resolveActivatedAddress(requested);
+    if (addresses.length !== 1)
+      throw new UsageError(
+        `--fastcgi ${formatListenAddress(requested)}: systemd passed ${addresses.length} sockets; name one with systemd:NAME (FileDescriptorName=)`,
+      );
+    listening = await server.listenOn(addresses[0]!, {
+      unix: {
+        ...(typeof v['socket-mode'] === 'number' ? { mode: v['socket-mode'] } : {}),
+        ...(plan.socketOwner ? { owner: plan.socketOwner } : {}),
+      },
     });
+    if (switching) dropPrivileges(plan.account!);
   } catch (error) {
-    process.stderr.write(`gatehouse cgid: cannot listen on ${formatListenAddress(address)}: ${(error as Error).message}\n`);
-    return 1;
-  } finally {
-    if (previousUmask !== null) process.umask(previousUmask);
+    if (!(error instanceof GatehouseError)) throw error;
+    process.stderr.write(`gatehouse cgid: ${error.message}\n`);
+    server.close();
+    return error instanceof UsageError ? 2 : 1;
   }
-  process.stdout.write(`ready ${process.pid} ${formatListenAddress(address)}\n`);
+  if (listening.replacedStale) log(`replaced a stale socket at ${formatListenAddress(listening.address)} (nothing was accepting on it)`);
+  if (switching) log(`running as ${describeAccount(plan.account!)}`);
+  process.stdout.write(
+    `ready ${process.pid} ${formatListenAddress(requested.kind === 'unix' || requested.kind === 'tcp' ? listening.address : requested)}\n`,
+  );
+  notifySystemd('READY=1', `STATUS=serving CGI scripts over FastCGI on ${formatListenAddress(listening.address)}`);
   return new Promise<number>((resolve) => {
+    let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      notifySystemd('STOPPING=1');
       log(`${signal}: finishing ${server.activeRequests} request(s), then exiting`);
       server.close();
       const exit = () => {
+        listening.removeSocket();
         resolve(0);
         setTimeout(() => process.exit(0), 100).unref();
       };
@@ -297,7 +412,6 @@ async function runFastCGIFace(
         }, 10_000).unref();
       }
     };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
+    handleCgidSignals({ stop });
   });
 }

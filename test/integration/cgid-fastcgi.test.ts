@@ -18,6 +18,7 @@ import { RecordType } from '../../src/fastcgi/protocol.js';
 import { startProcess, tempDir, waitForListener, type RunningProcess } from '../kit/process.js';
 import { startNginx, type RunningNginx } from '../kit/nginx.js';
 import { httpRequest } from '../kit/http.js';
+import { asRootOnPurpose } from '../fixtures/serve/serve-kit.js';
 import { RawFastCGIPeer } from '../kit/raw-fastcgi.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -43,7 +44,10 @@ async function startFace(t: TestContext, args: string[] = []): Promise<Face> {
   chmodSync(join(root, 'cgi-bin', 'pid.sh'), 0o755);
   const socket = join(dir, 'cgid.sock');
   const scriptLog = join(dir, 'script.log');
-  const proc = startProcess(t, process.execPath, [MAIN, 'cgid', '--fastcgi', `unix:${socket}`, '--script-log', scriptLog, ...args]);
+  const proc = startProcess(t, process.execPath, [
+    MAIN,
+    ...asRootOnPurpose(['cgid', '--fastcgi', `unix:${socket}`, '--script-log', scriptLog, ...args]),
+  ]);
   await waitForListener({ path: socket }, 20_000, () => proc.child.exitCode === null).catch((error: Error) => {
     throw new Error(`gatehouse cgid --fastcgi did not start: ${error.message}\n${proc.output()}`);
   });

@@ -15,6 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { freePort, startProcess, tempDir, waitForListener, type RunningProcess } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
+import { asRootOnPurpose } from '../fixtures/serve/serve-kit.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const fixtures = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
@@ -58,7 +59,7 @@ async function startServe(t: TestContext, args: string[] = [], cgiBin = makeCgiB
   const port = await freePort();
   const proc = startProcess(t, process.execPath, [
     MAIN,
-    'serve',
+    ...asRootOnPurpose(['serve']),
     '--listen',
     `127.0.0.1:${port}`,
     '--cgi-bin',
@@ -333,7 +334,7 @@ test('the runtime directory is refused when other users can write it', async (t)
     const port = await freePort();
     const proc = startProcess(t, process.execPath, [
       MAIN,
-      'serve',
+      ...asRootOnPurpose(['serve']),
       '--listen',
       `127.0.0.1:${port}`,
       '--cgi-bin',
@@ -365,7 +366,7 @@ test('the config file takes CGIDScriptTimeout, ScriptSock and DefaultRuntimeDir 
   const port = await freePort();
   const proc = startProcess(t, process.execPath, [
     MAIN,
-    'serve',
+    ...asRootOnPurpose(['serve']),
     '--config',
     config,
     '--listen',
