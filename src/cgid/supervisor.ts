@@ -81,14 +81,28 @@ export class CgidSupervisor implements ScriptSpawner {
         `cgid: the front no longer runs as root, so the new daemon cannot either: scripts of routes with a user (suexec) will fail until gatehouse serve is restarted`,
       );
     const { file, args } = this.#options.command ?? { file: process.execPath, args: [MAIN_SCRIPT, 'cgid'] };
+    // fd 3 is the daemon's lifeline: this process holds the other end, so the daemon sees end of file when the front
+    // is gone, however it went. The parent-death signal alone is not enough: the kernel checks the dying parent's
+    // credentials, so a front that dropped root cannot signal a daemon that kept it (suexec).
     const child = spawn(
       file,
-      [...args, '--socket', this.#options.socketPath, '--parent-pid', String(process.pid), ...(this.#options.daemonArgs ?? [])],
+      [
+        ...args,
+        '--socket',
+        this.#options.socketPath,
+        '--parent-pid',
+        String(process.pid),
+        '--lifeline-fd',
+        '3',
+        ...(this.#options.daemonArgs ?? []),
+      ],
       {
         env: { GATEHOUSE_CGID_TOKEN: this.#token.toString('hex'), ...(process.env.PATH ? { PATH: process.env.PATH } : {}) },
-        stdio: ['ignore', 'pipe', 'pipe'],
+        stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
       },
     );
+    // Never read or written; only held open. It must not keep the front alive.
+    (child.stdio[3] as unknown as { unref?(): void }).unref?.();
     this.#child = child;
     this.starts++;
     this.#startedAt = Date.now();
@@ -217,9 +231,13 @@ export class CgidSupervisor implements ScriptSpawner {
     const exited = new Promise((resolve) => child.once('exit', resolve));
     // A daemon that kept root (suexec routes) cannot be signalled by a front that dropped root: it stops with this
     // process instead (its parent-death signal is SIGTERM), terminating its scripts then.
-    if (!signalDaemon(child, 'SIGTERM')) return;
+    // A daemon that kept root (suexec routes) cannot be signalled by a front that dropped root: closing its lifeline
+    // stops it the same way (it terminates its scripts and exits).
+    const signalled = signalDaemon(child, 'SIGTERM');
+    (child.stdio[3] as unknown as { destroy(): void } | null)?.destroy();
     const timer = setTimeout(() => signalDaemon(child, 'SIGKILL'), CGID_START_TIMEOUT_MS);
-    await exited;
+    if (signalled) await exited;
+    else await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, CGID_START_TIMEOUT_MS).unref())]);
     clearTimeout(timer);
   }
 }

@@ -7,6 +7,7 @@
  * the FastCGI face or the daemon: runtime directory, token, socket, ready.
  */
 import { readFileSync, statSync, writeFileSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
 import { CgidDaemon, newInstanceToken } from '../cgid/daemon.js';
 import { createFastCGIFace } from '../cgid/fastcgi-face.js';
 import { PosixSpawnSpawner } from '../spawn/posix-spawner.js';
@@ -58,6 +59,13 @@ export const CGID_OPTIONS: readonly LongOption[] = [
     min: 1,
     argument: 'PID',
     summary: 'exit (terminating scripts) when this process, the front that started the daemon, dies',
+  },
+  {
+    name: 'lifeline-fd',
+    kind: 'integer',
+    min: 3,
+    argument: 'FD',
+    summary: 'exit, terminating the scripts, when this inherited pipe reaches end of file (the front that started the daemon is gone)',
   },
   {
     name: 'fastcgi',
@@ -226,7 +234,6 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`gatehouse cgid: ${error.message}\n`);
     return error instanceof UsageError ? 2 : 1;
   }
-  for (const warning of plan.warnings) log(warning);
 
   if (v.fastcgi !== undefined) return runFastCGIFace(v.fastcgi as ListenAddress, v, limits, launch, log, plan);
 
@@ -277,6 +284,7 @@ export async function main(argv: string[]): Promise<number> {
     await daemon.stop();
     return 1;
   }
+  for (const warning of plan.warnings) log(warning);
   process.stdout.write(`ready ${process.pid} ${socketPath}\n`);
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -297,7 +305,35 @@ export async function main(argv: string[]): Promise<number> {
       });
     };
     handleCgidSignals({ stop });
+    if (typeof v['lifeline-fd'] === 'number') watchLifeline(v['lifeline-fd'], () => stop('SIGTERM'), log);
   });
+}
+
+/**
+ * Calls `onGone` when the pipe on `fd` reaches end of file or fails: the
+ * front holding its other end exited, however it exited. Held unreferenced,
+ * so it never keeps the daemon alive by itself.
+ */
+function watchLifeline(fd: number, onGone: () => void, log: (line: string) => void): void {
+  let lifeline: net.Socket;
+  try {
+    lifeline = new net.Socket({ fd, readable: true, writable: false });
+  } catch (error) {
+    log(`--lifeline-fd ${fd}: ${(error as Error).message}; the daemon relies on its parent-death signal alone`);
+    return;
+  }
+  let gone = false;
+  const end = () => {
+    if (gone) return;
+    gone = true;
+    log('the front that started this daemon is gone (its lifeline closed)');
+    onGone();
+  };
+  lifeline.on('end', end);
+  lifeline.on('close', end);
+  lifeline.on('error', end);
+  lifeline.resume();
+  lifeline.unref();
 }
 
 /** How cgid's messages name the account options. */
@@ -386,6 +422,7 @@ async function runFastCGIFace(
   }
   if (listening.replacedStale) log(`replaced a stale socket at ${formatListenAddress(listening.address)} (nothing was accepting on it)`);
   if (switching) log(`running as ${describeAccount(plan.account!)}`);
+  for (const warning of plan.warnings) log(warning);
   process.stdout.write(
     `ready ${process.pid} ${formatListenAddress(requested.kind === 'unix' || requested.kind === 'tcp' ? listening.address : requested)}\n`,
   );

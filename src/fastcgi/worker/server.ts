@@ -175,13 +175,15 @@ export class FastCGIServer extends EventEmitter implements ConnectionHost {
         const account = resolveAccount(userName, options.socketGroup, { user: 'socketUser', group: 'socketGroup' });
         owner = { uid: account.user.uid, gid: account.gid };
       }
-      await this.listenOn(
+      const listening = await this.listenOn(
         { kind: 'unix', path },
         {
           ...(options.backlog !== undefined ? { backlog: options.backlog } : {}),
           unix: { ...(options.socketMode !== undefined ? { mode: options.socketMode } : {}), ...(owner ? { owner } : {}) },
         },
       );
+      if (listening.replacedStale)
+        process.stderr.write(`gatehouse worker ${process.pid}: replaced a stale socket at ${path} (nothing was accepting on it)\n`);
     } catch (error) {
       this.#listenFailed(error);
     }

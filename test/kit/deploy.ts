@@ -1,0 +1,105 @@
+/**
+ * What the deployment tests read about processes and sockets from /proc
+ * (Linux only): the user and groups a process runs as, its children, whether
+ * it listens on a TCP port; and a bounded wait for a condition. Every reader
+ * tolerates a process that exits while it is being read.
+ */
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export interface Credentials {
+  /** Real, effective, saved and file-system uid. */
+  uids: number[];
+  gids: number[];
+  /** Supplementary groups. */
+  groups: number[];
+}
+
+/** The ids of a process from /proc/PID/status. */
+export function credentialsOf(pid: number): Credentials {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const field = (name: string) =>
+    (new RegExp(`^${name}:[ \\t]*(.*)$`, 'm').exec(status)?.[1] ?? '').trim().split(/\s+/).filter(Boolean).map(Number);
+  return { uids: field('Uid'), gids: field('Gid'), groups: field('Groups') };
+}
+
+/** The ids a script printed with `grep -E '^(Uid|Gid|Groups):' /proc/$$/status`. */
+export function credentialsFromText(text: string): Credentials {
+  const field = (name: string) =>
+    (new RegExp(`^${name}:[ \\t]*(.*)$`, 'm').exec(text)?.[1] ?? '').trim().split(/\s+/).filter(Boolean).map(Number);
+  return { uids: field('Uid'), gids: field('Gid'), groups: field('Groups') };
+}
+
+/** A shell CGI script that prints the ids it runs with, read from /proc. */
+export const ID_SCRIPT = `#!/bin/sh
+printf 'Content-Type: text/plain\\n\\n'
+grep -E '^(Uid|Gid|Groups):' /proc/$$/status
+`;
+
+/** Live children of `pid` (from /proc/PID/task/TID/children). */
+export function childrenOf(pid: number): number[] {
+  const children: number[] = [];
+  try {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      const text = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
+      if (text) children.push(...text.split(/\s+/).map(Number));
+    }
+  } catch {
+    /* gone */
+  }
+  return children;
+}
+
+export function commandLine(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** The inodes of the sockets `pid` holds open. */
+function socketInodes(pid: number): Set<string> {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const match = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (match) inodes.add(match[1]!);
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+  return inodes;
+}
+
+/** The TCP ports `pid` itself listens on (IPv4 and IPv6), from /proc/net/tcp{,6} matched by socket inode. */
+export function listeningTcpPorts(pid: number): number[] {
+  const mine = socketInodes(pid);
+  const ports: number[] = [];
+  for (const table of ['tcp', 'tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${pid}/net/${table}`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      // local_address is HEX_IP:HEX_PORT; st 0A is LISTEN; the inode is the tenth field.
+      if (fields.length < 10 || fields[3] !== '0A' || !mine.has(fields[9]!)) continue;
+      ports.push(Number.parseInt(fields[1]!.split(':')[1]!, 16));
+    }
+  }
+  return ports;
+}
+
+/** Polls `condition` until it returns a truthy value (returned), or throws naming `what` after `timeoutMs`. */
+export async function waitUntil<T>(condition: () => T | Promise<T>, what: string, timeoutMs = 15_000, context?: () => string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await condition();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${context ? `\n${context()}` : ''}`);
+    await sleep(25);
+  }
+}
