@@ -184,7 +184,19 @@ export function parseCgidOptions(argv: readonly string[]): Record<string, unknow
   return readOptionValues(splitLongOptions(argv, CGID_OPTIONS), CGID_OPTIONS);
 }
 
+/** What TERM and INT do once the daemon or the face runs; before that, a stop ends the start-up as Node's default would. */
+let stopAction: ((signal: NodeJS.Signals) => void) | null = null;
+
 export async function main(argv: string[]): Promise<number> {
+  // Handlers first: a HUP during start-up must not kill the process (its default), a TERM must still stop it.
+  const uninstall = handleCgidSignals({
+    stop: (signal) => {
+      if (stopAction) return stopAction(signal);
+      // Not running yet: die of the signal, as without a handler.
+      uninstall();
+      process.kill(process.pid, signal);
+    },
+  });
   let v: Record<string, unknown>;
   try {
     v = parseCgidOptions(argv);
@@ -304,7 +316,7 @@ export async function main(argv: string[]): Promise<number> {
         setTimeout(() => process.exit(0), 100).unref();
       });
     };
-    handleCgidSignals({ stop });
+    stopAction = stop;
     if (typeof v['lifeline-fd'] === 'number') watchLifeline(v['lifeline-fd'], () => stop('SIGTERM'), log);
   });
 }
@@ -449,6 +461,6 @@ async function runFastCGIFace(
         }, 10_000).unref();
       }
     };
-    handleCgidSignals({ stop });
+    stopAction = stop;
   });
 }

@@ -181,6 +181,14 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${checkReport(config, file, plan).join('\n')}\n`);
     return 0;
   }
+  // Handlers first: a HUP or TERM that arrives while serve starts is kept for when it runs (HUP's default would kill it).
+  let act: { stop(signal: NodeJS.Signals): void; reload(): void } | null = null;
+  let stopEarly: NodeJS.Signals | null = null;
+  let reloadEarly = false;
+  handleServeSignals({
+    stop: (signal) => (act ? act.stop(signal) : (stopEarly = signal)),
+    reload: () => (act ? act.reload() : (reloadEarly = true)),
+  });
   let running: RunningFront;
   try {
     running = await startFront(config, plan, (line) => process.stderr.write(`${line}\n`));
@@ -216,7 +224,9 @@ export async function main(argv: string[]): Promise<number> {
           },
         );
     };
-    handleServeSignals({ stop, reload: () => reloader.request() });
+    act = { stop, reload: () => reloader.request() };
+    if (stopEarly) stop(stopEarly);
+    else if (reloadEarly) reloader.request();
   });
 }
 

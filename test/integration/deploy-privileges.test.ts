@@ -46,10 +46,12 @@ function assertRunsAs(
   assert.deepEqual([...ids.groups].sort(), groupList(name, gid).sort(), `${label}: groups ${ids.groups.join(' ')}`);
 }
 
-function daemonPidFrom(errorLog: string): number {
-  const match = /CGI scripts through the cgid daemon \(pid (\d+)\)/.exec(readFileSync(errorLog, 'utf8'));
-  assert.ok(match, readFileSync(errorLog, 'utf8'));
-  return Number(match[1]);
+async function daemonPidFrom(errorLog: string): Promise<number> {
+  const pid = await waitUntil(
+    () => /CGI scripts through the cgid daemon \(pid (\d+)\)/.exec(readFileSync(errorLog, 'utf8'))?.[1],
+    'the daemon named in the error log',
+  );
+  return Number(pid);
 }
 
 test('serve started as root without user refuses to start, with one line naming the option', asRoot, async (t) => {
@@ -89,7 +91,7 @@ test(
     assert.equal(script.status, 200, script.body.toString());
     assertRunsAs('the script', credentialsFromText(script.body.toString()), WWW.uid, WWW.gid, 'www-data');
     assertRunsAs('the front', credentialsOf(server.child.pid!), WWW.uid, WWW.gid, 'www-data');
-    const daemon = daemonPidFrom(errorLog);
+    const daemon = await daemonPidFrom(errorLog);
     assert.ok(commandLine(daemon).includes(' cgid '), commandLine(daemon));
     assertRunsAs('the cgid daemon', credentialsOf(daemon), WWW.uid, WWW.gid, 'www-data');
     assert.equal((await httpRequest(`${server.base}/a.txt`)).body.toString(), 'file a\n');
@@ -128,10 +130,10 @@ test(
     assert.equal(suexec.status, 200, `${suexec.body.toString()}\n${readFileSync(errorLog, 'utf8')}`);
     assertRunsAs('the suexec script', credentialsFromText(suexec.body.toString()), NOBODY.uid, NOBODY.gid, 'nobody');
     assertRunsAs('the front', credentialsOf(server.child.pid!), WWW.uid, WWW.gid, 'www-data');
-    assert.deepEqual(credentialsOf(daemonPidFrom(errorLog)).uids, [0, 0, 0, 0], 'the daemon keeps root for the suexec route');
+    assert.deepEqual(credentialsOf(await daemonPidFrom(errorLog)).uids, [0, 0, 0, 0], 'the daemon keeps root for the suexec route');
     // A front that dropped root cannot signal the daemon that kept it, and the kernel does not deliver the parent-death
     // signal across that either: the daemon watches its lifeline, and goes with its front however the front ends.
-    const daemon = daemonPidFrom(errorLog);
+    const daemon = await daemonPidFrom(errorLog);
     server.child.kill('SIGKILL');
     await server.exited;
     await waitUntil(() => !commandLine(daemon).includes(' cgid '), 'the root daemon to exit with its killed front');
