@@ -38,7 +38,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${helpText()}\n`);
       return 0;
     }
-    config = validateOptions(commandLine);
+    config = validateOptions(commandLine, process.env, { socketActivated: systemd.sockets.length > 0 });
   } catch (error) {
     if (error instanceof UsageError) {
       process.stderr.write(

@@ -6,6 +6,8 @@
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { closeDescriptor, openDatagramReceiver, receiveDatagram } from '../../src/sys/index.js';
+import { requireProgram, startProcess, type RunningProcess } from './process.js';
 
 export interface Credentials {
   /** Real, effective, saved and file-system uid. */
@@ -102,4 +104,39 @@ export async function waitUntil<T>(condition: () => T | Promise<T>, what: string
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${context ? `\n${context()}` : ''}`);
     await sleep(25);
   }
+}
+
+/**
+ * A unix datagram socket standing in for systemd's NOTIFY_SOCKET: `address`
+ * is a path or "@name" (the abstract namespace); messages() returns every
+ * datagram received so far, in order.
+ */
+export function notifyListener(t: { after(fn: () => unknown): void }, address: string): { address: string; messages(): string[] } {
+  const fd = openDatagramReceiver(address);
+  t.after(() => closeDescriptor(fd));
+  const received: string[] = [];
+  return {
+    address,
+    messages: () => {
+      for (let datagram = receiveDatagram(fd); datagram !== null; datagram = receiveDatagram(fd)) received.push(datagram.toString());
+      return received;
+    },
+  };
+}
+
+/** `systemd-socket-activate -l ADDRESS ... COMMAND`: the command is started on the first connection, with the socket as fd 3. */
+export function startActivated(
+  t: { after(fn: () => unknown): void },
+  listen: string,
+  command: readonly string[],
+  options: { fdname?: string; env?: Record<string, string> } = {},
+): RunningProcess {
+  const binary = requireProgram('/usr/bin/systemd-socket-activate');
+  return startProcess(t, binary, [
+    '-l',
+    listen,
+    ...(options.fdname ? [`--fdname=${options.fdname}`] : []),
+    ...Object.entries(options.env ?? {}).flatMap(([name, value]) => ['-E', `${name}=${value}`]),
+    ...command,
+  ]);
 }
