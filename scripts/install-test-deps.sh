@@ -2,7 +2,8 @@
 # Installs the real peers the tests start (Debian 12 packages): nginx, Apache
 # httpd, lighttpd, php-fpm, php-cgi, spawn-fcgi, libfcgi (cgi-fcgi and the C
 # library), fcgiwrap, Perl FCGI, gcc, wrk, systemd (systemd-socket-activate and
-# systemd-analyze, for the deployment tests). Needs root (or sudo). Does nothing
+# systemd-analyze) and logrotate (for the deployment tests and docs/deploy.md).
+# Needs root (or sudo). Does nothing
 # for packages already installed.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -10,7 +11,7 @@ packages=(
   nginx-light apache2 lighttpd
   php-fpm php-cgi
   spawn-fcgi libfcgi-bin libfcgi-dev fcgiwrap libfcgi-perl
-  gcc libc6-dev make perl wrk procps passwd systemd
+  gcc libc6-dev make perl wrk procps passwd systemd logrotate
 )
 missing=()
 for package in "${packages[@]}"; do

@@ -13,10 +13,15 @@ import { ErrorCode, GatehouseError } from '../errors.js';
 import { CGID_SCRIPT_SOCK } from '../limits.js';
 import { claimUnixSocketPath, unixSocketPathState } from '../sys/index.js';
 
-/** DefaultRuntimeDir for gatehouse: /run/gatehouse as root, else $XDG_RUNTIME_DIR/gatehouse, else $TMPDIR/gatehouse-UID. */
-export function defaultRuntimeDirectory(): string {
+/**
+ * DefaultRuntimeDir for gatehouse: /run/gatehouse as root, /run/gatehouse-USER
+ * as root for a front that drops to USER (a directory of that user's own, so
+ * root's is never handed over), else $XDG_RUNTIME_DIR/gatehouse, else
+ * $TMPDIR/gatehouse-UID.
+ */
+export function defaultRuntimeDirectory(runAsUser?: string): string {
   const uid = process.geteuid?.() ?? 0;
-  if (uid === 0) return '/run/gatehouse';
+  if (uid === 0) return runAsUser !== undefined && runAsUser !== 'root' ? `/run/gatehouse-${runAsUser}` : '/run/gatehouse';
   const xdg = process.env.XDG_RUNTIME_DIR;
   if (xdg && path.isAbsolute(xdg)) return path.join(xdg, 'gatehouse');
   return path.join(tmpdir(), `gatehouse-${uid}`);
@@ -40,12 +45,11 @@ function setupError(message: string): GatehouseError {
  * other users can write. Only the last component is created: a missing
  * parent is a configuration mistake worth hearing about.
  *
- * `owner`: the user gatehouse serve will run as once it drops root. The
- * directory is given to it when created here, or when it is root's and
- * private (0700, as systemd's RuntimeDirectory= with RuntimeDirectoryMode=0700
- * makes it), so that the front can reach the daemon's socket and a daemon
- * restarted after the drop can bind there. Any other directory is used as it
- * is, never chowned (it may be shared, like /run).
+ * `owner`: the user gatehouse serve's front runs as once it drops root. A
+ * directory created here is given to it, so that the front reaches the
+ * daemon's socket and a daemon restarted after the drop can bind there. An
+ * existing directory is never chowned: it must belong to that user or to
+ * root, and the user must be able to reach the socket through it.
  */
 export function ensureRuntimeDirectory(directory: string, owner?: { uid: number; gid: number }): void {
   let created = false;
@@ -59,11 +63,16 @@ export function ensureRuntimeDirectory(directory: string, owner?: { uid: number;
       );
     }
   }
-  if (owner && (process.geteuid?.() ?? 0) === 0) {
-    const stat = statSync(directory);
-    if (created || (stat.uid === 0 && stat.isDirectory() && (stat.mode & 0o077) === 0)) chownSync(directory, owner.uid, owner.gid);
-  }
+  if (owner && created && (process.geteuid?.() ?? 0) === 0) chownSync(directory, owner.uid, owner.gid);
   checkSocketDirectory(directory, owner?.uid);
+  if (owner && !created) {
+    const stat = statSync(directory);
+    const search = stat.uid === owner.uid ? 0o100 : stat.gid === owner.gid ? 0o010 : 0o001;
+    if ((stat.mode & search) === 0)
+      throw setupError(
+        `the runtime directory ${directory} is closed to uid ${owner.uid}, the user the front runs as, who could not reach the cgid socket: run 'chown ${owner.uid}:${owner.gid} ${directory}', or choose another runtime-dir (leave it unset for one of its own)`,
+      );
+  }
 }
 
 /**

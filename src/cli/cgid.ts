@@ -44,7 +44,7 @@ export const CGID_OPTIONS: readonly LongOption[] = [
     kind: 'string',
     argument: 'DIR',
     summary: 'DefaultRuntimeDir: where a relative ScriptSock lives (created 0700; refused when others can write it)',
-    defaultText: '/run/gatehouse as root, else $XDG_RUNTIME_DIR/gatehouse or $TMPDIR/gatehouse-UID',
+    defaultText: '/run/gatehouse as root (/run/gatehouse-USER with --user), else $XDG_RUNTIME_DIR/gatehouse or $TMPDIR/gatehouse-UID',
   },
   { name: 'socket', kind: 'string', argument: 'PATH', summary: 'the exact socket path (no pid appended); what gatehouse serve passes' },
   {
@@ -258,7 +258,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     if (typeof v.socket === 'string') socketPath = v.socket;
     else {
-      const runtimeDir = typeof v['runtime-dir'] === 'string' ? v['runtime-dir'] : defaultRuntimeDirectory();
+      const runtimeDir = typeof v['runtime-dir'] === 'string' ? v['runtime-dir'] : defaultRuntimeDirectory(plan.account?.user.name);
       ensureRuntimeDirectory(runtimeDir, plan.socketOwner);
       socketPath = scriptSockPath(typeof v['script-sock'] === 'string' ? v['script-sock'] : CGID_SCRIPT_SOCK, runtimeDir);
     }

@@ -294,7 +294,7 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
     argument: 'DIR',
     aliases: ['DefaultRuntimeDir'],
     summary: 'where the cgid socket lives (created 0700; refused when other users can write it)',
-    defaultText: '/run/gatehouse as root, else $XDG_RUNTIME_DIR/gatehouse or $TMPDIR/gatehouse-UID',
+    defaultText: '/run/gatehouse as root (/run/gatehouse-USER with user), else $XDG_RUNTIME_DIR/gatehouse or $TMPDIR/gatehouse-UID',
   },
   {
     name: 'rlimit-cpu',

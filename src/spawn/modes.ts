@@ -82,9 +82,9 @@ export async function startFrontSpawner(settings: FrontSpawnSettings, log: (line
       supervisor: null,
     };
   }
-  const runtimeDir = path.resolve(settings.runtimeDir ?? defaultRuntimeDirectory());
-  const prefix = settings.scriptSock ?? CGID_SCRIPT_SOCK;
   const runAs = settings.runAs;
+  const runtimeDir = path.resolve(settings.runtimeDir ?? defaultRuntimeDirectory(runAs?.user));
+  const prefix = settings.scriptSock ?? CGID_SCRIPT_SOCK;
   if (!path.isAbsolute(prefix)) ensureRuntimeDirectory(runtimeDir, runAs);
   const socketPath = scriptSockPath(prefix, runtimeDir);
   // The daemon keeps root only while some route runs its scripts as another user (suexec).

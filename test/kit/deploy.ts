@@ -4,7 +4,7 @@
  * it listens on a TCP port; and a bounded wait for a condition. Every reader
  * tolerates a process that exits while it is being read.
  */
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { chmodSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { closeDescriptor, openDatagramReceiver, receiveDatagram } from '../../src/sys/index.js';
 import { requireProgram, startProcess, type RunningProcess } from './process.js';
@@ -114,6 +114,8 @@ export async function waitUntil<T>(condition: () => T | Promise<T>, what: string
 export function notifyListener(t: { after(fn: () => unknown): void }, address: string): { address: string; messages(): string[] } {
   const fd = openDatagramReceiver(address);
   t.after(() => closeDescriptor(fd));
+  // As systemd's /run/systemd/notify: any process of the service may write to it, after it dropped root too.
+  if (!address.startsWith('@')) chmodSync(address, 0o777);
   const received: string[] = [];
   return {
     address,
