@@ -88,8 +88,8 @@ export function parseListenAddress(text: string, grammar: AddressGrammar = LISTE
     if (!/^\d{1,9}$/.test(digits)) return `"${text}": write fd:N with N the number of a descriptor inherited already listening, like fd:3`;
     return { kind: 'fd', fd: Number(digits) };
   }
-  if (text === 'systemd' || text.startsWith('systemd:')) {
-    if (!grammar.descriptors) return `"${text}": sockets passed by systemd cannot be used here; ${forms(grammar)}`;
+  // Where descriptors are not taken (kfcgi's -s, upstreams), "systemd" is read as any other word: a path, or a mistake.
+  if (grammar.descriptors && (text === 'systemd' || text.startsWith('systemd:'))) {
     if (text === 'systemd') return { kind: 'systemd' };
     const name = text.slice('systemd:'.length);
     // FileDescriptorName=: up to 255 printable characters, no colon (systemd.socket(5)).

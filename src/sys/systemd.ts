@@ -37,30 +37,49 @@ function systemdError(message: string): GatehouseError {
   return new GatehouseError(ErrorCode.SYSTEMD, message);
 }
 
+/** What the four variables say, read without touching any descriptor (pure). */
+export interface SystemdVariables {
+  /** Descriptors passed (from 3 on) and their names; empty when LISTEN_PID names another process. */
+  sockets: Array<{ fd: number; name: string }>;
+  notifySocket: string | null;
+}
+
+/**
+ * Reads LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES and NOTIFY_SOCKET as
+ * sd_listen_fds(3) and sd_notify(3) do: sockets only when LISTEN_PID is
+ * `pid` (a child that inherited the variables by mistake takes none);
+ * unnamed ones are "unknown". Throws SYSTEMD for a LISTEN_FDS that is not a
+ * number.
+ */
+export function readSystemdVariables(env: NodeJS.ProcessEnv, pid: number): SystemdVariables {
+  const { LISTEN_FDS: count, LISTEN_PID: listenPid, LISTEN_FDNAMES: names, NOTIFY_SOCKET: notify } = env;
+  const sockets: Array<{ fd: number; name: string }> = [];
+  if (count !== undefined && listenPid !== undefined && Number(listenPid) === pid) {
+    if (!/^\d{1,4}$/.test(count)) throw systemdError(`LISTEN_FDS=${count} is not a number of sockets`);
+    const nameList = names === undefined ? [] : names.split(':');
+    for (let index = 0; index < Number(count); index++)
+      sockets.push({ fd: SYSTEMD_LISTEN_FDS_START + index, name: nameList[index] || 'unknown' });
+  }
+  return { sockets, notifySocket: notify !== undefined && notify !== '' ? notify : null };
+}
+
 /**
  * The sockets and the notification socket systemd gave this process (empty
  * and null when it gave none), read once; the variables are then removed
- * from process.env. LISTEN_FDS for another pid (inherited by mistake) is
- * ignored, as sd_listen_fds(3) does.
+ * from process.env and the sockets made close-on-exec.
  */
 export function takeSystemdEnvironment(env: NodeJS.ProcessEnv = process.env): SystemdEnvironment {
   if (taken) return taken;
-  const { LISTEN_FDS: count, LISTEN_PID: pid, LISTEN_FDNAMES: names, NOTIFY_SOCKET: notify } = env;
+  const variables = readSystemdVariables(env, process.pid);
   delete env.LISTEN_FDS;
   delete env.LISTEN_PID;
   delete env.LISTEN_FDNAMES;
   delete env.NOTIFY_SOCKET;
-  const sockets: ActivatedSocket[] = [];
-  if (count !== undefined && pid !== undefined && Number(pid) === process.pid) {
-    if (!/^\d{1,4}$/.test(count)) throw systemdError(`LISTEN_FDS=${count} is not a number of sockets`);
-    const nameList = names === undefined ? [] : names.split(':');
-    for (let index = 0; index < Number(count); index++) {
-      const fd = SYSTEMD_LISTEN_FDS_START + index;
-      setCloseOnExec(fd);
-      sockets.push({ fd, name: nameList[index] || 'unknown', address: socketAddress(fd) });
-    }
-  }
-  taken = { sockets, notifySocket: notify !== undefined && notify !== '' ? notify : null };
+  const sockets = variables.sockets.map(({ fd, name }) => {
+    setCloseOnExec(fd);
+    return { fd, name, address: socketAddress(fd) };
+  });
+  taken = { sockets, notifySocket: variables.notifySocket };
   return taken;
 }
 
