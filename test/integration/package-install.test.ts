@@ -146,6 +146,10 @@ test('the packed package installs into an empty prefix and works as installed', 
     assert.equal(version.stdout, `gatehouse ${SOURCE_PACKAGE.version}\n`);
     const help = await run(gatehouse, ['--help'], { cwd: work, timeoutMs: 60_000 });
     assert.match(help.stdout, /--version/);
+    // The command starts through `#!/usr/bin/env node`: the node first in PATH
+    // is the one under test (run-tests.mjs --node puts it there).
+    const pathNode = await run('node', ['--version'], { cwd: work, timeoutMs: 60_000 });
+    assert.equal(pathNode.stdout.trim(), process.version, 'the installed command runs on the Node under test');
   });
 
   await t.test('the installed gatehouse serve runs a CGI script', async (t) => {
