@@ -68,6 +68,7 @@ export class WorkerConnection implements ResponseSink {
   /** Set when a request without FCGI_KEEP_CONN finished: close once nothing is in flight. */
   #closeWhenIdle = false;
   #closing = false;
+  #failed = false;
   #corked = false;
   readonly closed: Promise<void>;
 
@@ -128,6 +129,9 @@ export class WorkerConnection implements ResponseSink {
   }
 
   #protocolFailure(error: FastCGIProtocolError): void {
+    // A failure found inside a record callback comes back once more as push()'s result: one log line, not two.
+    if (this.#failed) return;
+    this.#failed = true;
     this.#host.reportError(error);
     this.#decoder.fail(error);
     for (const [id, state] of this.#requests) {
