@@ -11,6 +11,8 @@ export const FCGI_MAX_CONTENT_LENGTH = 65535;
  * Largest PARAMS block (all name-value pairs of one request) the worker
  * library accepts. nginx's default fastcgi buffer is 4-8 KiB; Apache sends
  * about 2-4 KiB. 1 MiB leaves room for large cookies while bounding memory.
+ * It also bounds the PARAMS one connection holds for all its requests whose
+ * PARAMS have not ended (many ids opened and never finished).
  */
 export const DEFAULT_MAX_PARAMS_BYTES = 1024 * 1024;
 

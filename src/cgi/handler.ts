@@ -66,7 +66,7 @@ export interface CgiOptions {
   scriptLogSecrets?: boolean;
   /** Where error-log lines go (one line per call, no newline); default stderr. */
   errorLog?: (line: string) => void;
-  /** How scripts are started (default child_process.spawn; cgid and posix_spawn plug in here). */
+  /** How scripts are started (default: posix_spawn where the system-call binding loads, else child_process.spawn; the cgid daemon plugs in here). */
   spawner?: ScriptSpawner;
   /** LimitInternalRecursion for local redirects. */
   maxLocalRedirects?: number;

@@ -22,7 +22,8 @@ import {
   CGI_STDERR_LOG_MAX_BYTES,
 } from '../limits.js';
 import { ResponseHeadParser, type CgiHeadError, type CgiResponseHead, type HeadLimits } from './response-head.js';
-import { ChildProcessSpawner } from '../spawn/fork.js';
+import { DefaultSpawner } from '../spawn/default.js';
+import type { EnvironmentValue } from './environment.js';
 import { SpawnError, type ScriptExit, type ScriptSpawner, type SpawnedScript } from '../spawn/spawner.js';
 import { parseDuration } from '../options/duration.js';
 
@@ -31,7 +32,8 @@ export interface RunScriptOptions {
   /** argv[0] first (the script's path), then the search words (environment.ts searchWords). */
   argv: readonly string[];
   cwd: string;
-  env: Readonly<Record<string, string>>;
+  /** A string is text (its UTF-8 bytes), a Buffer exact bytes (see environment.ts). */
+  env: Readonly<Record<string, EnvironmentValue>>;
   /** The request body: a stream (piped with backpressure), bytes, or nothing (stdin closed at once). */
   stdin?: Readable | Buffer | null;
   /** No stdout for this long (while the consumer is not holding it back) kills the script's group. */
@@ -440,12 +442,13 @@ export class ScriptRun {
   }
 }
 
-let defaultSpawner: ScriptSpawner = new ChildProcessSpawner();
+let defaultSpawner: ScriptSpawner = new DefaultSpawner();
 
 /**
- * Replaces the spawner used by runs that name none (child_process.spawn
- * unless changed): a program that starts the cgid daemon, or wants
- * posix_spawn, can make every cgi() handler use it without passing it to each.
+ * Replaces the spawner used by runs that name none (posix_spawn where the
+ * system-call binding loads, else child_process.spawn: spawn/default.ts): a
+ * program that starts the cgid daemon can make every cgi() handler use it
+ * without passing it to each.
  */
 export function setDefaultSpawner(spawner: ScriptSpawner): void {
   defaultSpawner = spawner;

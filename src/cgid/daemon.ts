@@ -52,7 +52,7 @@ import {
   type ScriptLimits,
   type SpawnOrder,
 } from './protocol.js';
-import { checkSocketDirectory, clearStaleSocket } from './socket-path.js';
+import { clearStaleSocket } from './socket-path.js';
 
 export interface DaemonOptions {
   socketPath: string;
@@ -100,10 +100,9 @@ export class CgidDaemon {
     return count;
   }
 
-  /** Checks the directory, clears a stale socket, binds with mode 0600 from the start, and accepts. */
+  /** Checks the directory and the path, clears a stale socket, binds with mode 0600 from the start, and accepts. */
   start(): void {
     const socketPath = this.#options.socketPath;
-    checkSocketDirectory(path.dirname(socketPath));
     clearStaleSocket(socketPath);
     this.#listenFd = createListener({ kind: 'unix', path: socketPath }, { backlog: CGID_LISTEN_BACKLOG, mode: 0o600 });
     // Accepted in a loop until EAGAIN: the listener must not block.

@@ -24,6 +24,8 @@ import { CGID_FASTCGI_HOLD_BYTES, CGI_KILL_GRACE_MS, CGI_SCRIPT_TIMEOUT_MS } fro
 import { createServer, type FastCGIServer, type WorkerServerOptions } from '../fastcgi/worker/server.js';
 import type { FastCGIRequest } from '../fastcgi/worker/request.js';
 import type { FastCGIResponse } from '../fastcgi/worker/response.js';
+import type { NameValuePair } from '../fastcgi/name-value.js';
+import type { EnvironmentValue } from '../cgi/environment.js';
 
 export interface FastCGIFaceOptions {
   spawner: ScriptSpawner;
@@ -71,7 +73,7 @@ async function runRequest(req: FastCGIRequest, res: FastCGIResponse, options: Fa
   if (!stat.isFile()) return fail(403, `${file} is not a file`);
   if ((stat.mode & 0o111) === 0) return fail(403, `${file} is not executable`);
 
-  const env: Record<string, string> = { ...params };
+  const env = scriptEnvironment(req.rawParams);
   if (env.PATH === undefined) env.PATH = DEFAULT_PATH;
   // RFC 3875 4.2: a script reads CONTENT_LENGTH bytes; with none (nginx sends it empty for a request without a
   // body) the script gets /dev/null, and whatever FCGI_STDIN brings is drained once the script is done.
@@ -176,6 +178,30 @@ async function runRequest(req: FastCGIRequest, res: FastCGIResponse, options: Fa
     });
   });
   void run.finished.then(() => req.resume());
+}
+
+const utf8Name = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/**
+ * The script's environment: the PARAMS as the web server sent them, values
+ * byte for byte (as fcgiwrap passes them; req.params is a text view). A pair
+ * execve cannot carry is left out: an empty name, a name with '=' or a NUL,
+ * a value with a NUL (C would cut it there), a name that is not UTF-8 (names
+ * are strings here; nginx sends only ASCII names).
+ */
+export function scriptEnvironment(pairs: readonly NameValuePair[]): Record<string, EnvironmentValue> {
+  const env: Record<string, EnvironmentValue> = Object.create(null);
+  for (const [nameBytes, value] of pairs) {
+    if (nameBytes.length === 0 || nameBytes.includes(0x3d) || nameBytes.includes(0) || value.includes(0)) continue;
+    let name: string;
+    try {
+      name = utf8Name.decode(nameBytes);
+    } catch {
+      continue;
+    }
+    env[name] = value;
+  }
+  return env;
 }
 
 /**

@@ -78,20 +78,39 @@ export function checkSocketDirectory(directory: string): void {
 }
 
 /**
- * Makes `socketPath` free for bind: nothing there, or a stale socket that no
- * longer answers (removed). A live socket or a file that is not a socket is
- * never removed.
+ * Checks, without changing anything, that a daemon may take `socketPath`: its
+ * directory is safe (checkSocketDirectory), and nothing is there but, at
+ * most, a stale socket that no longer answers. Returns whether such a stale
+ * socket is there. A start-up runs every check before it writes anything
+ * (the stale socket, the token file, the new socket), so a refused daemon
+ * leaves a live daemon's files alone.
  */
-export function clearStaleSocket(socketPath: string): void {
+export function checkSocketPlace(socketPath: string): { stale: boolean } {
+  checkSocketDirectory(path.dirname(socketPath));
   let stat;
   try {
     stat = lstatSync(socketPath);
   } catch {
-    return;
+    return { stale: false };
   }
   if (!stat.isSocket()) throw setupError(`${socketPath} exists and is not a socket: remove it yourself or choose another ScriptSock`);
   if (unixSocketIsLive(socketPath)) {
     throw setupError(`another process answers on ${socketPath} (a cgid daemon still running?): stop it, or choose another ScriptSock`);
   }
-  unlinkSync(socketPath);
+  return { stale: true };
+}
+
+/**
+ * Makes `socketPath` free for bind: nothing there, or a stale socket that no
+ * longer answers (removed). A live socket or a file that is not a socket is
+ * never removed; an unsafe directory is refused.
+ */
+export function clearStaleSocket(socketPath: string): void {
+  if (!checkSocketPlace(socketPath).stale) return;
+  try {
+    unlinkSync(socketPath);
+  } catch (error) {
+    // Another starting daemon removed it first; bind() decides which of us gets the path.
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
 }

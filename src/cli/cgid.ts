@@ -4,14 +4,15 @@
  * scripts for nginx (fcgiwrap's place). See man/gatehouse-cgid.8.
  *
  * main() reads as a straight line: parse and check every flag, then either
- * the FastCGI face or the daemon: runtime directory, token, socket, ready.
+ * the FastCGI face or the daemon: runtime directory, every check of the
+ * socket's place, token, socket, token file, ready (checks before writes).
  */
-import { readFileSync, statSync, writeFileSync, unlinkSync } from 'node:fs';
+import { readFileSync, renameSync, statSync, writeFileSync, unlinkSync } from 'node:fs';
 import { CgidDaemon, newInstanceToken } from '../cgid/daemon.js';
 import { createFastCGIFace } from '../cgid/fastcgi-face.js';
 import { PosixSpawnSpawner } from '../spawn/posix-spawner.js';
 import type { ScriptLimits } from '../cgid/protocol.js';
-import { defaultRuntimeDirectory, ensureRuntimeDirectory, scriptSockPath } from '../cgid/socket-path.js';
+import { checkSocketPlace, defaultRuntimeDirectory, ensureRuntimeDirectory, scriptSockPath } from '../cgid/socket-path.js';
 import { ScriptLog } from '../cgi/script-log.js';
 import { type LongOption, optionHelpRows, readOptionValues, splitLongOptions } from '../options/command-line.js';
 import { formatListenAddress, LISTEN_ADDRESS, netListenOptions, type ListenAddress } from '../options/listen-address.js';
@@ -167,8 +168,10 @@ export async function main(argv: string[]): Promise<number> {
     log(`the front (pid ${v['parent-pid']}) is already gone: not starting`);
     return 1;
   }
+  // Every check comes before any write: a daemon refused because another one answers on the socket, or because the
+  // directory is unsafe, must not have replaced that daemon's token file or left one of its own behind.
   let socketPath: string;
-  let token: Buffer;
+  let token: { token: Buffer; generated: boolean };
   try {
     if (typeof v.socket === 'string') socketPath = v.socket;
     else {
@@ -176,16 +179,20 @@ export async function main(argv: string[]): Promise<number> {
       ensureRuntimeDirectory(runtimeDir);
       socketPath = scriptSockPath(typeof v['script-sock'] === 'string' ? v['script-sock'] : CGID_SCRIPT_SOCK, runtimeDir);
     }
-    token = readToken(v['token-file'] as string | undefined, socketPath);
+    checkSocketPlace(socketPath);
+    token = readToken(v['token-file'] as string | undefined);
   } catch (error) {
     process.stderr.write(`gatehouse cgid: ${(error as Error).message}\n`);
     return 1;
   }
-  const daemon = new CgidDaemon({ socketPath, token, log, launch, limits });
+  const daemon = new CgidDaemon({ socketPath, token: token.token, log, launch, limits });
   try {
     daemon.start();
+    // Written once the socket is ours (bind succeeded): a daemon that lost a race for the path never touches it.
+    if (token.generated) writeTokenFile(`${socketPath}.token`, token.token);
   } catch (error) {
     process.stderr.write(`gatehouse cgid: ${(error as Error).message}\n`);
+    void daemon.stop();
     return 1;
   }
   process.stdout.write(`ready ${process.pid} ${socketPath}\n`);
@@ -211,14 +218,18 @@ export async function main(argv: string[]): Promise<number> {
 
 let generatedTokenFile: string | null = null;
 
-/** The instance token: $GATEHOUSE_CGID_TOKEN (hex, removed from the environment), a token file, or a new one written 0600 next to the socket. */
-function readToken(tokenFile: string | undefined, socketPath: string): Buffer {
+/**
+ * The instance token: $GATEHOUSE_CGID_TOKEN (hex, removed from the
+ * environment), a token file, or a new one (`generated`: the caller writes it
+ * next to the socket once the socket is bound). Reads, never writes.
+ */
+function readToken(tokenFile: string | undefined): { token: Buffer; generated: boolean } {
   const fromEnvironment = process.env.GATEHOUSE_CGID_TOKEN;
   delete process.env.GATEHOUSE_CGID_TOKEN;
   if (fromEnvironment) {
     if (!/^([0-9a-f]{2}){16,}$/i.test(fromEnvironment))
       throw new GatehouseError(ErrorCode.CGID_SETUP, 'GATEHOUSE_CGID_TOKEN must be at least 32 hex digits');
-    return Buffer.from(fromEnvironment, 'hex');
+    return { token: Buffer.from(fromEnvironment, 'hex'), generated: false };
   }
   if (tokenFile) {
     const stat = statSync(tokenFile);
@@ -230,18 +241,26 @@ function readToken(tokenFile: string | undefined, socketPath: string): Buffer {
     const text = readFileSync(tokenFile, 'utf8').trim();
     if (!/^([0-9a-f]{2}){16,}$/i.test(text))
       throw new GatehouseError(ErrorCode.CGID_SETUP, `the token file ${tokenFile} must hold at least 32 hex digits`);
-    return Buffer.from(text, 'hex');
+    return { token: Buffer.from(text, 'hex'), generated: false };
   }
-  const token = newInstanceToken(CGID_TOKEN_BYTES);
-  const file = `${socketPath}.token`;
+  return { token: newInstanceToken(CGID_TOKEN_BYTES), generated: true };
+}
+
+/**
+ * Writes a generated token, mode 0600 from creation, to a private name first
+ * and then renamed over `file` (a stale one left by a daemon that died): a
+ * reader sees the old file or the whole new one, never a half-written one.
+ */
+function writeTokenFile(file: string, token: Buffer): void {
+  const temporary = `${file}.${process.pid}.tmp`;
+  writeFileSync(temporary, `${token.toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
   try {
-    unlinkSync(file);
-  } catch {
-    /* none left over */
+    renameSync(temporary, file);
+  } catch (error) {
+    unlinkSync(temporary);
+    throw error;
   }
-  writeFileSync(file, `${token.toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
   generatedTokenFile = file;
-  return token;
 }
 
 async function runFastCGIFace(

@@ -225,7 +225,7 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
       },
       policy,
     );
-    const params: Array<readonly [string, string]> = extraParams.length ? [...environment, ...extraParams] : environment;
+    const params: Array<readonly [string, string | Buffer]> = extraParams.length ? [...environment, ...extraParams] : environment;
 
     // Try the upstreams in turn, starting with the next one in the rotation.
     const first = turn++ % clients.length;

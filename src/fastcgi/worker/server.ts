@@ -23,7 +23,7 @@ import type { FastCGIResponse } from './response.js';
 export type RequestHandler = (req: FastCGIRequest, res: FastCGIResponse) => void | Promise<void>;
 
 export interface WorkerServerOptions {
-  /** Largest PARAMS block per request, in bytes; larger requests get a 431. */
+  /** Largest PARAMS block per request, in bytes, and the most one connection holds for requests still receiving PARAMS; past either, a 431. */
   maxParamsBytes?: number;
   /** Requests one connection may multiplex; more get FCGI_OVERLOADED. */
   maxRequestsPerConnection?: number;
