@@ -25,6 +25,9 @@ import { POINTER_SIZE, SysError, closeDescriptor, fail, koffi, libc, withBlock }
 
 export { SysError, closeDescriptor } from './libc.js';
 export * from './sockets.js';
+export { armLifeline, createLifeline, type Lifeline } from './lifeline.js';
+export { SockDiag, UnixDiagShow, UnixState, type UnixSocketInfo } from './sock-diag.js';
+export { clockTicksPerSecond, pageSize } from './sysconf.js';
 
 const c = {
   chroot: libc.func('int chroot(const char *path)'),
