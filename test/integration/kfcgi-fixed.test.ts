@@ -190,12 +190,11 @@ test('an existing socket: a stale one is replaced, a live one is refused', async
   assert.notEqual(refused.status, 0);
   assert.match(refused.output, /another server is accepting connections on .*app\.sock/);
   assert.ok(existsSync(socket), 'the live socket was left in place');
-  // A crash leaves the socket file behind: the next start replaces it.
-  const orphans = first.workers();
+  // A crash leaves the socket file behind (its workers die with the manager: kfcgi-lifeline.test.ts): the next start replaces it.
+  const workers = first.workers();
   process.kill(first.pid, 'SIGKILL');
   await first.exited;
-  for (const pid of orphans) process.kill(pid, 'SIGKILL');
-  await waitFor(() => orphans.every((pid) => !processExists(pid)), 'the old workers to exit');
+  await waitFor(() => workers.every((pid) => !processExists(pid)), 'the old workers to exit');
   assert.ok(existsSync(socket));
   const second = await startKfcgi(t, ['-p', '/', '-n', '1', '-s', socket, fixtures.hello], { socket, expectWorkers: 1 });
   assert.match(second.output(), /removed stale socket/);
