@@ -57,6 +57,8 @@ interface PoolWorker {
   ready: boolean;
   /** Why it is on its way out (released, replaced by a restart); it no longer counts in the pool's size. */
   leaving: string | null;
+  /** Frozen while the manager checks whether it holds a connection, before a release. */
+  checking: boolean;
   /** The CPU use of its process tree when last read, and when that last changed. */
   cpuSignature: string | null;
   cpuChangedAt: number;
@@ -134,7 +136,7 @@ export class SharedSocketPool implements Pool {
       { program: this.#options.program, args: this.#options.args, env: this.#options.env, stdin: this.#listener.fd },
       this.#log,
     );
-    const worker: PoolWorker = { process, ready: false, leaving: null, cpuSignature: null, cpuChangedAt: Date.now() };
+    const worker: PoolWorker = { process, ready: false, leaving: null, checking: false, cpuSignature: null, cpuChangedAt: Date.now() };
     this.#workers.add(worker);
     this.#socket.recordGivenSockets(process);
     this.#log.info(`worker ${process.pid}: started (${this.#active().length} worker(s))`);
@@ -216,7 +218,7 @@ export class SharedSocketPool implements Pool {
         worker.cpuSignature = usage.cpuSignature;
         worker.cpuChangedAt = now;
       }
-      if (worker.ready) candidates.push({ worker, cpuChangedAt: worker.cpuChangedAt });
+      if (worker.ready && !worker.checking) candidates.push({ worker, cpuChangedAt: worker.cpuChangedAt });
     }
     const idleMs = this.#options.idleSeconds * 1000;
     for (const worker of idleToRelease(candidates, this.#active().length, this.#options.workers, idleMs, now))
@@ -225,14 +227,19 @@ export class SharedSocketPool implements Pool {
 
   /** Stops an idle worker: only once it is frozen holding no connection; one that is busy stays for another -w. */
   async #release(worker: PoolWorker, reason: string): Promise<void> {
-    worker.leaving = reason;
-    if (!(await this.#socket.freezeIfIdle(worker.process))) {
-      if (!worker.process.running) return;
-      worker.leaving = null;
+    worker.checking = true;
+    const idle = await this.#socket.freezeIfIdle(worker.process);
+    worker.checking = false;
+    // A restart or a stop may have taken it meanwhile; the pool may have fallen to -n (a worker died).
+    if (worker.leaving !== null || this.#stopping || !worker.process.running) return;
+    if (!idle || this.#active().length <= this.#options.workers) {
+      if (idle) worker.process.signal('SIGCONT');
       worker.cpuChangedAt = Date.now();
-      this.#log.debug(`worker ${worker.process.pid}: used no CPU for ${this.#options.idleSeconds} s but holds a connection; kept`);
+      if (!idle)
+        this.#log.debug(`worker ${worker.process.pid}: used no CPU for ${this.#options.idleSeconds} s but holds a connection; kept`);
       return;
     }
+    worker.leaving = reason;
     this.#released += 1;
     this.#log.info(`worker ${worker.process.pid}: releasing (${reason})`);
     await worker.process.stop(reason);

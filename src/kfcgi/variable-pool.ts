@@ -340,6 +340,8 @@ export class VariablePool implements Pool {
       }
       // A stream may split a cookie; the rest comes with the next read.
       worker.partial = bytes.subarray(offset);
+      if (this.#log.verbose && worker.partial.length > 0)
+        this.#log.debug(`worker ${worker.process.pid}: ${worker.partial.length} of ${KCGI_COOKIE_BYTES} bytes of a cookie so far`);
       this.#drainQueue();
       // A short read emptied the socket: asking again would only return EAGAIN (one system call per connection saved).
       if (message.payload.length < CONTROL_READ_BYTES) return;
