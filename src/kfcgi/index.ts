@@ -37,7 +37,8 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
   for (const warning of config.warnings) log.warning(warning);
   // Installed first: a SIGTERM during the start is acted on once the pool runs, instead of killing the manager.
   const signals = new SignalQueue();
-  // Should the manager itself fail, its workers must not outlive it (nothing would supervise or stop them).
+  // Should the manager itself fail, its workers must not outlive it (nothing would supervise or stop them): they get
+  // SIGTERM here, and whatever is left of them SIGKILL from their lifelines once this process is gone (worker-process.ts).
   process.on('uncaughtException', (error) => {
     log.error(`internal error, stopping every worker and exiting: ${error.stack ?? error.message}`);
     process.exit(70);

@@ -144,6 +144,16 @@ export class SharedSocketPool implements Pool {
     return worker;
   }
 
+  /** #spawn from a timer: a failure (out of descriptors, of processes) is logged, and the next timer tries again. */
+  #trySpawn(what: string): PoolWorker | null {
+    try {
+      return this.#spawn();
+    } catch (error) {
+      this.#log.error(`cannot start ${what}: ${(error as Error).message}`);
+      return null;
+    }
+  }
+
   #onExit(worker: PoolWorker, exit: WorkerExit): void {
     this.#workers.delete(worker);
     const { process } = worker;
@@ -157,13 +167,22 @@ export class SharedSocketPool implements Pool {
     this.#toRespawn.push(exit);
     if (this.#respawnTimer) return;
     this.#log.notice(`worker ${process.pid} exited unexpectedly; starting a replacement in ${delay} ms`);
+    this.#scheduleRespawn(delay);
+  }
+
+  /** Brings the pool back to -n after `delay`; tries again later (with back-off) if a start fails. */
+  #scheduleRespawn(delay: number): void {
     this.#respawnTimer = setTimeout(() => {
       this.#respawnTimer = null;
       if (this.#stopping) return;
       while (this.#active().length < this.#options.workers) {
+        const replacement = this.#trySpawn('a replacement');
+        if (!replacement) {
+          this.#scheduleRespawn(this.#backoff.next({ code: null, signal: null, ranMs: 0 }));
+          return;
+        }
         const cause = this.#toRespawn.shift();
         if (cause) this.#respawns.record(cause);
-        this.#spawn();
       }
       this.#toRespawn.length = 0;
     }, delay);
@@ -195,7 +214,7 @@ export class SharedSocketPool implements Pool {
       if (growth.start > 0) {
         this.#budget.take(growth.start, now);
         this.#log.debug(`${queue.queued} connection(s) waiting: starting ${growth.start} more worker(s)`);
-        for (let count = 0; count < growth.start; count += 1) this.#spawn();
+        for (let count = 0; count < growth.start; count += 1) if (!this.#trySpawn('a worker for waiting connections')) break;
       }
     }
     if (atMax && !this.#atMax) {
@@ -252,9 +271,10 @@ export class SharedSocketPool implements Pool {
     for (const worker of old) {
       if (this.#stopping) return;
       if (worker.leaving !== null || !worker.process.running) continue;
-      worker.leaving = 'restart (SIGHUP)';
       // The replacement starts first, so the pool never runs short while the old one finishes.
-      const replacement = this.#spawn();
+      const replacement = this.#trySpawn(`a replacement for worker ${worker.process.pid}`);
+      if (!replacement) continue;
+      worker.leaving = 'restart (SIGHUP)';
       await this.#retireWhenIdle(worker.process, 'restart (SIGHUP)');
       this.#log.info(`worker ${worker.process.pid} replaced by ${replacement.process.pid}`);
     }

@@ -131,6 +131,7 @@ test('status: the listen queue with a known number of waiting connections, worke
 
   // Freeze the idle one too: nobody accepts, so three new connections wait in the listen queue, and exactly three.
   const idleWorker = busyWorker.pid === first ? second! : first!;
+  const before = await readStatus(status);
   process.kill(idleWorker, 'SIGSTOP');
   // Stopped for real before the first connect (a blocked accept() woken by a connection takes it before it stops).
   await waitFor(() => procState(idleWorker) === 'T', 'the idle worker stopped', kfcgi.output);
@@ -148,7 +149,7 @@ test('status: the listen queue with a known number of waiting connections, worke
   assert.equal(queued.backlog.queued, 3);
   // Connections wait while every worker is busy (or frozen): the manager's next reading of the queue counts that
   // as a fixed pool's maximum reached, and remembers the most that waited.
-  const saturated = await statusWhen(status, (now) => now.maxReached === 1, 'a max-reached event', kfcgi.output);
+  const saturated = await statusWhen(status, (now) => now.maxReached > before.maxReached, 'a max-reached event', kfcgi.output);
   assert.equal(saturated.backlog.maxQueued, 3);
   for (const connection of waiting) connection.destroy();
   process.kill(idleWorker, 'SIGCONT');

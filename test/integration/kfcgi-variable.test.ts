@@ -92,21 +92,26 @@ test('variable pool: the manager closes its copy of each connection it hands ove
     expectWorkers: 2,
   });
   const pending = [cgiFcgi(socket, { QUERY_STRING: 'sleep=2000' }), cgiFcgi(socket, { QUERY_STRING: 'sleep=2000' })];
-  // The event after which the manager would hold a copy: both connections handed over.
-  await statusWhen(status, (now) => now.busy === 2, 'both connections handed over', kfcgi.output);
-  // The pool's connections, as the kernel lists them (accepted sockets carry the listener's name): the workers hold
-  // both, the manager none (its other sockets, such as the status socket's connections, do not count).
+  // The pool's connections, as the kernel lists them (accepted sockets carry the listener's name): the manager must
+  // hold none of them (its other sockets, such as the status socket's connections, do not count).
   const diag = new SockDiag();
   t.after(() => diag.close());
-  const connections = new Set(
-    diag
-      .unixSockets(UnixDiagShow.NAME, ~(1 << UnixState.LISTEN) >>> 0)
-      .filter((info) => info.name?.toString().replace(/\0$/, '') === socket)
-      .map((info) => `socket:[${info.inode}]`),
+  const connections = () =>
+    new Set(
+      diag
+        .unixSockets(UnixDiagShow.NAME, ~(1 << UnixState.LISTEN) >>> 0)
+        .filter((info) => info.name?.toString().replace(/\0$/, '') === socket)
+        .map((info) => `socket:[${info.inode}]`),
+    );
+  const heldBy = (pid: number, pool: Set<string>) => socketsOf(pid).filter((inode) => pool.has(inode));
+  // The event after which the manager would still hold a copy: both connections handed over and received.
+  await statusWhen(status, (now) => now.busy === 2, 'both connections handed over', kfcgi.output);
+  await waitFor(
+    () => kfcgi.workers().flatMap((pid) => heldBy(pid, connections())).length === 2,
+    'the workers to hold both connections',
+    kfcgi.output,
   );
-  const heldBy = (pid: number) => socketsOf(pid).filter((inode) => connections.has(inode));
-  assert.equal(kfcgi.workers().flatMap(heldBy).length, 2, 'the workers hold the two connections');
-  assert.deepEqual(heldBy(kfcgi.pid), [], 'the manager holds no accepted connection while workers serve them');
+  assert.deepEqual(heldBy(kfcgi.pid, connections()), [], 'the manager holds no accepted connection while workers serve them');
   for (const response of await Promise.all(pending)) assert.match(response, /hello from kcgi-ext/);
 });
 
