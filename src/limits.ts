@@ -149,6 +149,8 @@ export const KFCGI_DYNAMIC_SPAWN_RATE = 32;
 export const KFCGI_DYNAMIC_SPAWN_BURST = 8;
 /** Stopping an idle worker: how long its process group has to reach the stopped state after SIGSTOP. */
 export const KFCGI_FREEZE_WAIT_MS = 100;
+/** Start: how long a socket that answers is asked again before it counts as a live server's (the workers of a killed manager are dying). */
+export const KFCGI_STALE_SOCKET_WAIT_MS = 500;
 /** Processes of one worker's tree (it and what it forked) that /proc is read for, a bound on the walk. */
 export const KFCGI_PROCESS_TREE_MAX = 1024;
 /** Longest line of a worker's stdout/stderr logged as one message; longer lines are cut. */
