@@ -27,8 +27,8 @@
  * as kfcgi does, so that connections wait in the kernel's listen queue.
  */
 import { randomFillSync } from 'node:crypto';
-import { ErrorCode, GatehouseError } from '../errors.js';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ErrorCode, GatehouseError } from '../errors.js';
 import { KFCGI_ACCEPT_BATCH, KFCGI_COOKIES_PER_READ, KFCGI_IDLE_SWEEP_MS, KFCGI_STARTUP_CHECK_MS } from '../limits.js';
 import { KCGI_COOKIE_BYTES } from '../fastcgi/worker/kcgi-descriptors.js';
 import {
