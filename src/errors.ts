@@ -50,6 +50,8 @@ export const ErrorCode = {
   ADDRESS_INVALID: 'GH_ADDRESS_INVALID',
   // kfcgi process manager
   KFCGI_SETUP: 'GH_KFCGI_SETUP',
+  /** A status socket that does not answer, or answers something that is not status. */
+  STATUS_UNAVAILABLE: 'GH_STATUS_UNAVAILABLE',
   UPSTREAM_RESPONSE_TOO_LARGE: 'GH_UPSTREAM_RESPONSE_TOO_LARGE',
   // cgid daemon: its wire protocol, its socket, its availability
   CGID_PROTOCOL: 'GH_CGID_PROTOCOL',

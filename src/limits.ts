@@ -142,8 +142,19 @@ export const KFCGI_RESPAWN_HEALTHY_MS = 10_000;
 export const KFCGI_RESTART_IDLE_WAIT_MS = 10_000;
 /** SIGHUP restart: pause between idleness checks of a busy worker. */
 export const KFCGI_RESTART_POLL_MS = 10;
-/** How often a variable pool looks for workers idle longer than -w. */
+/** How often a variable or dynamic pool looks for workers idle longer than -w. */
 export const KFCGI_IDLE_SWEEP_MS = 1000;
+/** Fixed and dynamic pools: how often the manager reads the listen queue (growth, the most seen waiting, max-reached events). */
+export const KFCGI_QUEUE_POLL_MS = 50;
+/** Dynamic pools: workers started per second at most while connections wait, and at most this many at once. */
+export const KFCGI_DYNAMIC_SPAWN_RATE = 32;
+export const KFCGI_DYNAMIC_SPAWN_BURST = 8;
+/** Stopping an idle worker: how long its process group has to reach the stopped state after SIGSTOP. */
+export const KFCGI_FREEZE_WAIT_MS = 100;
+/** Start: how long a socket that answers is asked again before it counts as a live server's (the workers of a killed manager are dying). */
+export const KFCGI_STALE_SOCKET_WAIT_MS = 500;
+/** Processes of one worker's tree (it and what it forked) that /proc is read for, a bound on the walk. */
+export const KFCGI_PROCESS_TREE_MAX = 1024;
 /** Longest line of a worker's stdout/stderr logged as one message; longer lines are cut. */
 export const KFCGI_LOG_LINE_MAX = 4096;
 /** Daemon start: how long the parent waits for the daemon to report that its workers started. */

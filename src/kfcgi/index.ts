@@ -9,19 +9,22 @@
  */
 import { KFCGI_SOCKET_MODE } from '../limits.js';
 import { normalizeAddress } from '../sys/index.js';
-import { FixedPool } from './fixed-pool.js';
 import { openListener, systemMaxBacklog, type Listener } from './listener.js';
 import { createLogger, type Logger } from './log.js';
 import type { KfcgiConfig } from './options.js';
 import { dropPrivileges, enterJail, resolveCredentials, type Credentials } from './privileges.js';
+import { ProcView } from './proc-view.js';
+import { SharedSocketPool } from './shared-socket-pool.js';
+import { SocketView } from './socket-view.js';
 import { openStatusSocket, type StatusServer } from './status.js';
 import { workerEnvironment, type Pool } from './supervisor.js';
 import { VariablePool } from './variable-pool.js';
-import { ProcView, signalAllWorkers } from './worker-process.js';
+import { signalAllWorkers } from './worker-process.js';
+import { ErrorCode, GatehouseError } from '../errors.js';
 
 export { OPTIONS, parseCommandLine, validateOptions, helpText, usageLine, UsageError, type KfcgiConfig } from './options.js';
 export { readStatus, formatStatus } from './status.js';
-export type { PoolStatus } from './supervisor.js';
+export type { PoolStatus, WorkerStatus } from './supervisor.js';
 
 export interface RunHooks {
   /** Called once the workers are running (the daemon tells its parent), or with the error that stopped the start. */
@@ -35,7 +38,8 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
   for (const warning of config.warnings) log.warning(warning);
   // Installed first: a SIGTERM during the start is acted on once the pool runs, instead of killing the manager.
   const signals = new SignalQueue();
-  // Should the manager itself fail, its workers must not outlive it (nothing would supervise or stop them).
+  // Should the manager itself fail, its workers must not outlive it (nothing would supervise or stop them): they get
+  // SIGTERM here, and whatever is left of them SIGKILL from their lifelines once this process is gone (worker-process.ts).
   process.on('uncaughtException', (error) => {
     log.error(`internal error, stopping every worker and exiting: ${error.stack ?? error.message}`);
     process.exit(70);
@@ -48,6 +52,7 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
   let listener: Listener | null = null;
   let statusServer: StatusServer | null = null;
   let pool: Pool | null = null;
+  let socketView: SocketView | null = null;
   try {
     // 1. The socket: stale ones removed, live ones refused; mode 0660 from bind on; owned by -u.
     const backlog = config.backlog ?? systemMaxBacklog();
@@ -59,9 +64,11 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
       `listening on ${listener.describe()}${config.listen.kind === 'unix' ? ` (mode ${KFCGI_SOCKET_MODE.toString(8)}${config.socketUser ? `, owner ${config.socketUser.name}` : ''})` : ''}, backlog ${backlog}`,
     );
 
-    // 2. What the jail will hide: the user's groups, /proc (to see whether a worker is idle).
+    // 2. What the jail will hide: the user's groups, /proc (to see whether a worker is idle, its CPU and memory).
+    //    The kernel's view of the socket (sock_diag: its listen queue, its connections) needs no file system.
     const credentials: Credentials | null = config.processUser ? resolveCredentials(config.processUser) : null;
     const proc = new ProcView();
+    socketView = new SocketView(listener, proc);
 
     // 3. The jail, then the privilege drop.
     enterJail(config.jail);
@@ -90,8 +97,24 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
           },
           listener,
           log,
+          proc,
+          socketView,
         )
-      : new FixedPool({ workers: config.workers, program: config.program, args: config.args, env }, listener, log, proc);
+      : new SharedSocketPool(
+          {
+            workers: config.workers,
+            maxWorkers: config.maxWorkers,
+            dynamic: config.dynamic,
+            idleSeconds: config.idleSeconds,
+            program: config.program,
+            args: config.args,
+            env,
+          },
+          listener,
+          log,
+          proc,
+          socketView,
+        );
     await pool.start();
     const running = pool;
     statusServer?.serve(() => running.status());
@@ -99,13 +122,16 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
     const message = error instanceof Error ? error.message : String(error);
     log.error(`cannot start: ${message}`);
     await pool?.stop();
+    socketView?.close();
     cleanup(log, listener, statusServer);
-    hooks.onReady?.(error instanceof Error ? error : new Error(message));
+    hooks.onReady?.(error instanceof Error ? error : new GatehouseError(ErrorCode.KFCGI_SETUP, message));
     signals.close();
     return 1;
   }
   hooks.onReady?.(null);
-  return serveSignals(signals, pool, log, listener, statusServer);
+  const status = await serveSignals(signals, pool, log, listener, statusServer);
+  socketView.close();
+  return status;
 }
 
 function allowedPeers(config: KfcgiConfig): Set<string> | null {

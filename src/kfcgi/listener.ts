@@ -8,7 +8,7 @@
 import { chownSync, closeSync, lstatSync, openSync, constants as fsConstants, readFileSync, rmSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { ErrorCode, GatehouseError } from '../errors.js';
-import { KFCGI_FALLBACK_BACKLOG, KFCGI_SOCKET_MODE, KFCGI_SOMAXCONN_PATH } from '../limits.js';
+import { KFCGI_FALLBACK_BACKLOG, KFCGI_SOCKET_MODE, KFCGI_SOMAXCONN_PATH, KFCGI_STALE_SOCKET_WAIT_MS } from '../limits.js';
 import {
   closeDescriptor,
   createListener,
@@ -98,7 +98,7 @@ export function clearStaleSocket(path: string, what: string): string | null {
       `${what} ${path} exists and is not a socket; kfcgi will not remove it: move it away or choose another path`,
     );
   }
-  if (unixSocketIsLive(path)) {
+  if (stillLive(path)) {
     throw new GatehouseError(
       ErrorCode.KFCGI_SETUP,
       `another server is accepting connections on ${path}: stop it first, or choose another path`,
@@ -106,6 +106,22 @@ export function clearStaleSocket(path: string, what: string): string | null {
   }
   rmSync(path, { force: true });
   return `removed stale socket ${path} (nothing was accepting on it)`;
+}
+
+/**
+ * Whether a server accepts on `path`, asked again for a moment when it does:
+ * a manager killed an instant ago takes its workers with it (their
+ * lifelines), but they may need a few milliseconds to go, and a supervisor
+ * restarting kfcgi at once must find the socket stale, not live. A blocking
+ * wait is fine here: this runs once, at start, before anything else.
+ */
+function stillLive(path: string): boolean {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let waited = 0; waited < KFCGI_STALE_SOCKET_WAIT_MS; waited += 20) {
+    if (!unixSocketIsLive(path)) return false;
+    Atomics.wait(pause, 0, 0, 20);
+  }
+  return unixSocketIsLive(path);
 }
 
 /** Creates a unix socket (mode 0660 from bind on, owned by `owner`) or a TCP listener. */

@@ -60,6 +60,13 @@ export const OPTIONS = [
     kind: 'flag',
     help: 'variable-sized pool (workers must implement the FastCGI Extensions for Management Control)',
   },
+  {
+    short: 'D',
+    long: 'dynamic',
+    kind: 'flag',
+    help: 'dynamic pool of any FastCGI program: workers accept on the socket as in a fixed pool; grows to -N while connections wait, releases workers that used no CPU for -w seconds',
+    gatehouse: true,
+  },
   { short: 'v', long: 'verbose', kind: 'flag', help: 'log more (every connection handed over, every worker state change)' },
   {
     short: 'l',
@@ -78,7 +85,7 @@ export const OPTIONS = [
     metavar: 'workers',
     min: 1,
     max: KFCGI_MAX_WORKERS,
-    help: 'workers started (the minimum of a variable pool)',
+    help: 'workers started (the minimum of a variable or dynamic pool)',
     defaultText: String(KFCGI_DEFAULT_WORKERS),
   },
   {
@@ -88,7 +95,7 @@ export const OPTIONS = [
     metavar: 'maxworkers',
     min: 1,
     max: KFCGI_MAX_WORKERS,
-    help: 'largest size of a variable pool',
+    help: 'largest size of a variable or dynamic pool',
     defaultText: '2 x workers',
   },
   {
@@ -246,7 +253,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
 }
 
 export function usageLine(): string {
-  const flags = OPTIONS.filter((spec) => spec.kind === 'flag' && !('gatehouse' in spec))
+  const flags = OPTIONS.filter((spec) => spec.kind === 'flag' && spec.short !== 'h')
     .map((spec) => spec.short)
     .join('');
   const valued = OPTIONS.filter((spec) => spec.kind !== 'flag').map((spec) => `[-${spec.short} ${spec.metavar}]`);
@@ -278,6 +285,8 @@ export interface KfcgiConfig {
   foreground: boolean;
   verbose: boolean;
   variable: boolean;
+  /** -D: a dynamic pool of workers accepting on the shared socket. */
+  dynamic: boolean;
   /** null: the system's maximum (net.core.somaxconn), read at start. */
   backlog: number | null;
   workers: number;
@@ -328,17 +337,24 @@ export function validateOptions(commandLine: CommandLine, environment: NodeJS.Pr
   };
 
   const variable = options.variable === true;
+  const dynamic = options.dynamic === true;
+  if (variable && dynamic)
+    problems.push(
+      '-r and -D are two kinds of pool: -r for workers of the FastCGI Extensions for Management Control, -D for any FastCGI program; choose one',
+    );
   const workers = options.workers ?? KFCGI_DEFAULT_WORKERS;
   const maxWorkers = options['max-workers'] ?? workers * 2;
   if (options['max-workers'] !== undefined && maxWorkers < workers) {
     problems.push(
-      `-N ${maxWorkers} is below -n ${workers}: a variable pool grows from -n up to -N; raise -N to at least ${workers} or lower -n`,
+      `-N ${maxWorkers} is below -n ${workers}: a variable or dynamic pool grows from -n up to -N; raise -N to at least ${workers} or lower -n`,
     );
   }
-  if (!variable) {
+  if (!variable && !dynamic) {
     if (options['max-workers'] !== undefined)
-      warnings.push(`-N ${maxWorkers} applies only to variable pools (-r); the fixed pool keeps ${workers} workers`);
-    if (options.wait !== undefined) warnings.push('-w applies only to variable pools (-r); ignored');
+      warnings.push(`-N ${maxWorkers} applies only to variable (-r) and dynamic (-D) pools; the fixed pool keeps ${workers} workers`);
+    if (options.wait !== undefined) warnings.push('-w applies only to variable (-r) and dynamic (-D) pools; ignored');
+  }
+  if (!variable) {
     if (options['worker-connections'] !== undefined)
       problems.push('-C sets how many connections the manager hands one worker, which happens only in a variable pool: add -r or drop -C');
     if (options['max-requests'])
@@ -421,7 +437,7 @@ export function validateOptions(commandLine: CommandLine, environment: NodeJS.Pr
       const name = basename(programInside);
       if (variable && /^(php-cgi[\d.]*|fcgiwrap|spawn-fcgi)$/.test(name)) {
         problems.push(
-          `-r: ${name} does not implement the FastCGI Extensions for Management Control (FCGI_LISTENSOCK_DESCRIPTORS), so it cannot serve a variable pool: drop -r to run it in a fixed pool`,
+          `-r: ${name} does not implement the FastCGI Extensions for Management Control (FCGI_LISTENSOCK_DESCRIPTORS), so it cannot serve a variable pool: drop -r to run it in a fixed pool, or use -D for a dynamic one`,
         );
       }
     }
@@ -432,9 +448,10 @@ export function validateOptions(commandLine: CommandLine, environment: NodeJS.Pr
     foreground: options.foreground === true,
     verbose: options.verbose === true,
     variable,
+    dynamic,
     backlog: options.backlog ?? null,
     workers,
-    maxWorkers: variable ? maxWorkers : workers,
+    maxWorkers: variable || dynamic ? maxWorkers : workers,
     idleSeconds: options.wait ?? KFCGI_DEFAULT_IDLE_SECONDS,
     maxRequests: options['max-requests'] ?? 0,
     connectionsPerWorker: options['worker-connections'] ?? 1,

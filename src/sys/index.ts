@@ -27,6 +27,9 @@ export { SysError, closeDescriptor } from './libc.js';
 export * from './sockets.js';
 export * from './posix-spawn.js';
 export { AT_FDCWD } from './linux.js';
+export { armLifeline, createLifeline, type Lifeline } from './lifeline.js';
+export { SockDiag, UnixDiagShow, UnixState, type UnixSocketInfo } from './sock-diag.js';
+export { clockTicksPerSecond, pageSize } from './sysconf.js';
 
 const c = {
   chroot: libc.func('int chroot(const char *path)'),
