@@ -238,3 +238,17 @@ export const HTTP_TIMEOUT_CHECK_MIN_MS = 50;
 export const HTTP_TIMEOUT_CHECK_MAX_MS = 1000;
 /** listen(2) backlog of the daemon's socket (fronts connect once and keep the connection; the kernel caps it at somaxconn). */
 export const CGID_LISTEN_BACKLOG = 4096;
+
+/**
+ * Log lines held in memory by one log (error or access log) while the disk or
+ * the reader of a pipe is slower than they come. Past it, lines are dropped,
+ * counted, and one line says how many; logging never blocks the event loop
+ * and never holds memory unbounded. 1 MiB is about 7,000 access log lines.
+ */
+export const LOG_BUFFER_MAX_BYTES = 1024 * 1024;
+
+/** A graceful stop waits this long for a log written to a pipe or terminal to drain (a file is always written out). */
+export const LOG_DRAIN_TIMEOUT_MS = 5000;
+
+/** Where syslog(3) sends its messages; without it kfcgi logs to standard error instead (containers, minimal systems). */
+export const SYSLOG_SOCKET_PATH = '/dev/log';

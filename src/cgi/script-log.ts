@@ -69,7 +69,6 @@ export class ScriptLog {
   readonly bodyBytes: number;
   readonly #redact: Set<string>;
   readonly #onError: ((error: Error) => void) | undefined;
-  #size: number | undefined;
   #queue: string[] = [];
   #writing = false;
   #idle: Promise<void> = Promise.resolve();
@@ -191,16 +190,14 @@ export class ScriptLog {
       while (this.#queue.length > 0) {
         const text = this.#queue.shift()!;
         try {
-          if (this.#size === undefined) this.#size = await currentSize(this.path);
-          const room = this.maxLength - this.#size;
+          // Read for every entry (entries are rare: failed requests): after logrotate moves the file away, the next
+          // entry starts a new one with the whole ScriptLogLength, and no reopen signal is needed (opened per entry).
+          const room = this.maxLength - (await currentSize(this.path));
           if (room <= 0) continue;
           const bytes = Buffer.from(text, 'utf8');
           const written = bytes.length <= room ? bytes : bytes.subarray(0, room);
           await fs.appendFile(this.path, written, { mode: 0o640 });
-          this.#size += written.length;
         } catch (error) {
-          // Re-read the size next time: the file may have been rotated or the directory fixed.
-          this.#size = undefined;
           this.#onError?.(error as Error);
         }
       }

@@ -27,6 +27,17 @@ import {
   CGI_SCRIPT_TIMEOUT_MS,
 } from '../limits.js';
 import { dieWithParent } from '../sys/index.js';
+import {
+  DEFAULT_LOG_FORMAT,
+  DEFAULT_LOG_LEVEL,
+  LOG_FORMATS,
+  LOG_LEVELS,
+  type LogFormat,
+  type LogLevel,
+  type Logger,
+  onReopenSignal,
+  openLogger,
+} from '../log/index.js';
 
 /** Every flag, for parsing, --help and the manual page (a test keeps man/gatehouse-cgid.8 in step). */
 export const CGID_OPTIONS: readonly LongOption[] = [
@@ -114,6 +125,29 @@ export const CGID_OPTIONS: readonly LongOption[] = [
     summary: 'suexec: lowest gid a script may run as',
     defaultText: String(CGID_SUEXEC_MIN_GID),
   },
+  {
+    name: 'error-log',
+    kind: 'string',
+    argument: 'FILE',
+    summary: 'write the log to FILE (reopened on SIGUSR1); - for standard error',
+    defaultText: '-',
+  },
+  {
+    name: 'log-level',
+    kind: 'choice',
+    choices: LOG_LEVELS,
+    argument: 'LEVEL',
+    summary: `least serious lines logged: ${LOG_LEVELS.join(', ')}`,
+    defaultText: DEFAULT_LOG_LEVEL,
+  },
+  {
+    name: 'log-format',
+    kind: 'choice',
+    choices: LOG_FORMATS,
+    argument: 'FORMAT',
+    summary: 'text (TIME LEVEL cgid[PID]: MESSAGE) or json (one object per line, same fields; what gatehouse serve reads from its daemon)',
+    defaultText: DEFAULT_LOG_FORMAT,
+  },
   { name: 'help', kind: 'flag', short: 'h', summary: 'print this help' },
 ];
 
@@ -148,7 +182,36 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${cgidUsage()}\n`);
     return 0;
   }
-  const log = (line: string) => process.stderr.write(`[${new Date().toISOString()}] [cgid:error] [pid ${process.pid}] ${line}\n`);
+  let logger: Logger;
+  try {
+    logger = openLogger({
+      role: 'cgid',
+      level: (v['log-level'] as LogLevel | undefined) ?? DEFAULT_LOG_LEVEL,
+      format: (v['log-format'] as LogFormat | undefined) ?? DEFAULT_LOG_FORMAT,
+      target: (v['error-log'] as string | undefined) ?? '-',
+    });
+  } catch (error) {
+    process.stderr.write(`gatehouse cgid: ${(error as Error).message}\n`);
+    return 1;
+  }
+  // Also what keeps Node from opening its inspector on SIGUSR1.
+  const stopReopening = onReopenSignal(async () => {
+    await logger.reopen();
+    logger.info('SIGUSR1: log files reopened');
+  });
+  const finish = async (status: number) => {
+    stopReopening();
+    await logger.close();
+    return status;
+  };
+  const log = logger.line;
+  // Failures to start go to the log (under gatehouse serve: to the front, as records); with a log file, to stderr as well.
+  const cannotStart = (error: unknown) => {
+    const message = (error as Error).message;
+    logger.error(message);
+    if (v['error-log'] !== undefined && v['error-log'] !== '-') process.stderr.write(`gatehouse cgid: ${message}\n`);
+    return finish(1);
+  };
   const limits: ScriptLimits = {
     cpuSeconds: (v['rlimit-cpu'] as number) ?? 0,
     memoryBytes: (v['rlimit-mem'] as number) ?? 0,
@@ -162,11 +225,11 @@ export async function main(argv: string[]): Promise<number> {
     log,
   };
 
-  if (v.fastcgi !== undefined) return runFastCGIFace(v.fastcgi as ListenAddress, v, limits, launch, log);
+  if (v.fastcgi !== undefined) return finish(await runFastCGIFace(v.fastcgi as ListenAddress, v, limits, launch, logger));
 
   if (typeof v['parent-pid'] === 'number' && !dieWithParent('SIGTERM', v['parent-pid'])) {
     log(`the front (pid ${v['parent-pid']}) is already gone: not starting`);
-    return 1;
+    return finish(1);
   }
   // Every check comes before any write: a daemon refused because another one answers on the socket, or because the
   // directory is unsafe, must not have replaced that daemon's token file or left one of its own behind.
@@ -182,8 +245,7 @@ export async function main(argv: string[]): Promise<number> {
     checkSocketPlace(socketPath);
     token = readToken(v['token-file'] as string | undefined);
   } catch (error) {
-    process.stderr.write(`gatehouse cgid: ${(error as Error).message}\n`);
-    return 1;
+    return cannotStart(error);
   }
   const daemon = new CgidDaemon({ socketPath, token: token.token, log, launch, limits });
   try {
@@ -191,28 +253,33 @@ export async function main(argv: string[]): Promise<number> {
     // Written once the socket is ours (bind succeeded): a daemon that lost a race for the path never touches it.
     if (token.generated) writeTokenFile(`${socketPath}.token`, token.token);
   } catch (error) {
-    process.stderr.write(`gatehouse cgid: ${(error as Error).message}\n`);
     void daemon.stop();
-    return 1;
+    return cannotStart(error);
   }
   process.stdout.write(`ready ${process.pid} ${socketPath}\n`);
   return new Promise<number>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
-      log(`${signal}: terminating ${daemon.running} script(s) and exiting`);
-      void daemon.stop().then(() => {
-        if (generatedTokenFile) {
-          try {
-            unlinkSync(generatedTokenFile);
-          } catch {
-            /* already gone */
+      log(`${signal}: terminating ${daemon.running} script(s) and exiting`, 'info');
+      void daemon
+        .stop()
+        .then(() => {
+          if (generatedTokenFile) {
+            try {
+              unlinkSync(generatedTokenFile);
+            } catch {
+              /* already gone */
+            }
           }
-        }
-        resolve(0);
-        setTimeout(() => process.exit(0), 100).unref();
-      });
+          return finish(0);
+        })
+        .then((status) => {
+          resolve(status);
+          setTimeout(() => process.exit(status), 100).unref();
+        });
     };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
+    process.once('SIGQUIT', stop);
   });
 }
 
@@ -267,9 +334,10 @@ async function runFastCGIFace(
   address: ListenAddress,
   v: Record<string, unknown>,
   limits: ScriptLimits,
-  launch: { minUid: number; minGid: number; log: (line: string) => void },
-  log: (line: string) => void,
+  launch: { minUid: number; minGid: number; log: (line: string, level?: LogLevel) => void },
+  logger: Logger,
 ): Promise<number> {
+  const log = logger.line;
   const scriptLog =
     typeof v['script-log'] === 'string'
       ? new ScriptLog({
@@ -285,7 +353,7 @@ async function runFastCGIFace(
     ...(scriptLog ? { scriptLog } : {}),
     log,
   });
-  server.on('connectionError', (error: Error) => log(`fastcgi: ${error.message}`));
+  server.on('connectionError', (error: Error) => log(error.message, 'warn'));
   const previousUmask = address.kind === 'unix' ? process.umask(0o117) : null;
   try {
     await new Promise<void>((resolve, reject) => {
@@ -301,11 +369,17 @@ async function runFastCGIFace(
   process.stdout.write(`ready ${process.pid} ${formatListenAddress(address)}\n`);
   return new Promise<number>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
-      log(`${signal}: finishing ${server.activeRequests} request(s), then exiting`);
+      log(`${signal}: finishing ${server.activeRequests} request(s), then exiting`, 'info');
       server.close();
+      let exiting = false;
       const exit = () => {
-        resolve(0);
-        setTimeout(() => process.exit(0), 100).unref();
+        if (exiting) return;
+        exiting = true;
+        // Script log entries of the last requests are written before the logs close.
+        void (scriptLog?.flushed() ?? Promise.resolve()).then(() => {
+          resolve(0);
+          setTimeout(() => process.exit(0), 1000).unref();
+        });
       };
       if (server.activeRequests === 0) exit();
       else {
@@ -318,5 +392,6 @@ async function runFastCGIFace(
     };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
+    process.once('SIGQUIT', stop);
   });
 }

@@ -13,6 +13,7 @@ import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadServeConfig } from '../config/load.js';
 import { GatehouseFront } from '../http/server.js';
+import { onReopenSignal, openLogger } from '../log/index.js';
 import { frontSpawnSettings } from '../config/spawn-settings.js';
 import { startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
 import { formatListenAddress } from '../options/listen-address.js';
@@ -91,8 +92,15 @@ export async function main(argv: string[]): Promise<number> {
       },
     });
     // As gatehouse serve does: scripts start through the cgid daemon.
-    scripts = await startFrontSpawner(frontSpawnSettings(config), (line) => process.stderr.write(`${line}\n`));
-    const front = new GatehouseFront({ config, spawner: scripts.spawner });
+    const logger = openLogger({ role: 'serve', level: config.logLevel, format: config.logFormat, target: config.errorLog });
+    scripts = await startFrontSpawner(frontSpawnSettings(config), logger.line, logger);
+    // The front closes the logger it is given only when it made it: this one is closed after the front stops.
+    const front = new GatehouseFront({ config, logger, spawner: scripts.spawner });
+    const stopReopening = onReopenSignal(() => front.reopenLogs());
+    const closeLogs = () => {
+      stopReopening();
+      return logger.close();
+    };
     const addresses = await front.listen();
     const url = addresses
       .map((address) => ('path' in address ? formatListenAddress(address) : `http://${formatListenAddress(address)}/`))
@@ -105,6 +113,7 @@ export async function main(argv: string[]): Promise<number> {
         front
           .stop(2000)
           .then(cleanup)
+          .then(closeLogs)
           .finally(() => resolve(0));
       };
       process.once('SIGINT', stop);
@@ -114,6 +123,7 @@ export async function main(argv: string[]): Promise<number> {
         front
           .stop(2000)
           .then(cleanup)
+          .then(closeLogs)
           .finally(() => resolve(1));
       });
     });

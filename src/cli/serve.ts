@@ -12,6 +12,7 @@ import { frontSpawnSettings } from '../config/spawn-settings.js';
 import { startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
 import { ConfigError, UsageError } from '../errors.js';
 import type { FastCGIRouteConfig, ServeConfig } from '../config/schema.js';
+import { type Logger, onReopenSignal, openLogger } from '../log/index.js';
 
 const COMMAND_OPTIONS: LongOption[] = [
   {
@@ -63,8 +64,8 @@ function checkReport(config: ServeConfig, file: string | undefined): string[] {
     ...(config.docroot ? [`docroot: ${config.docroot}${config.cgiExt.length ? ` (CGI: ${config.cgiExt.join(' ')})` : ''}`] : []),
     `script-timeout: ${config.scriptTimeoutMs} ms`,
     ...(config.scriptLog ? [`script-log: ${config.scriptLog}`] : []),
-    `access-log: ${config.accessLog}`,
-    `error-log: ${config.errorLog}`,
+    `access-log: ${config.accessLog}${config.accessLog !== 'off' ? ` (${config.accessLogFormat})` : ''}`,
+    `error-log: ${config.errorLog} (level ${config.logLevel}, ${config.logFormat})`,
   ];
 }
 
@@ -97,19 +98,42 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${checkReport(config, file).join('\n')}\n`);
     return 0;
   }
-  // Scripts start through the cgid daemon by default (started here, before the front takes requests).
+  // The error log first: the cgid daemon's records go to it from its start on.
+  let logger: Logger;
+  try {
+    logger = openLogger({ role: 'serve', level: config.logLevel, format: config.logFormat, target: config.errorLog });
+  } catch (error) {
+    process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
+    return 1;
+  }
   let front: GatehouseFront | undefined;
-  const log = (line: string) => (front ? front.logError(line) : process.stderr.write(`${line}\n`));
+  // SIGUSR1 reopens the logs (and, listened for, no longer opens Node's inspector).
+  const stopReopening = onReopenSignal(async () => {
+    if (front) await front.reopenLogs();
+    else await logger.reopen();
+  });
+  const finish = async (status: number) => {
+    stopReopening();
+    await logger.close();
+    return status;
+  };
+  // Scripts start through the cgid daemon by default (started here, before the front takes requests).
   let scripts: FrontSpawner | null = null;
   if (config.cgiBin || config.scriptAlias.length > 0 || config.cgiExt.length > 0) {
     try {
-      scripts = await startFrontSpawner(frontSpawnSettings(config), log);
+      scripts = await startFrontSpawner(frontSpawnSettings(config), logger.line, logger);
     } catch (error) {
       process.stderr.write(`gatehouse serve: cannot start CGI scripts: ${(error as Error).message}\n`);
-      return 1;
+      return finish(1);
     }
   }
-  front = new GatehouseFront({ config, ...(scripts ? { spawner: scripts.spawner } : {}) });
+  try {
+    front = new GatehouseFront({ config, logger, ...(scripts ? { spawner: scripts.spawner } : {}) });
+  } catch (error) {
+    process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
+    await scripts?.stop();
+    return finish(1);
+  }
   let addresses;
   try {
     addresses = await front.listen();
@@ -118,33 +142,40 @@ export async function main(argv: string[]): Promise<number> {
     // Close what did open (other addresses, the cgid daemon): left running, they would keep this process alive.
     await front.stop(0);
     await scripts?.stop();
-    return 1;
+    return finish(1);
   }
-  front.logError(
-    `gatehouse serve ${process.pid}: listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}`,
+  logger.info(
+    `listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}`,
   );
   const running = front;
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
       if (stopping) {
-        running.logError(`${signal} again: exiting now`);
+        logger.warn(`${signal} again: exiting now`);
+        // The logs' exit hook writes what they still hold.
         process.exit(1);
       }
       stopping = true;
-      running.logError(`${signal}: finishing requests in flight (up to ${config.shutdownGraceMs} ms), then exiting`);
+      logger.info(`${signal}: finishing requests in flight (up to ${config.shutdownGraceMs} ms), then exiting`);
       running
         .stop()
         .then(() => scripts?.stop())
         .then(
-          () => resolve(0),
+          () => 0,
           (error: unknown) => {
-            running.logError(`stop failed: ${(error as Error).message}`);
-            resolve(1);
+            logger.error(`stop failed: ${(error as Error).message}`);
+            return 1;
           },
-        );
+        )
+        .then((status) => {
+          logger.info('stopped');
+          return finish(status);
+        })
+        .then(resolve);
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
+    process.on('SIGQUIT', stop);
   });
 }

@@ -18,7 +18,8 @@ import type { ServeConfig } from '../config/schema.js';
 import { formatListenAddress, netListenOptions, parseListenAddress, type ListenAddress } from '../options/listen-address.js';
 import { fastcgi, type FastCGIHandler } from './fastcgi-handler.js';
 import { RouteTable } from './routes.js';
-import { apacheTime, combinedLogLine, countResponseBytes, errorLogTime, openLog, type LogTarget } from './logs.js';
+import { AccessLog, countResponseBytes } from './logs.js';
+import { openLogger, type Logger, type LogLevel } from '../log/index.js';
 import { serveStatic } from './static.js';
 import { sendErrorPage } from '../cgi/http-response.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
@@ -29,6 +30,12 @@ export interface FrontOptions {
   config: ServeConfig;
   /** How CGI scripts are started (the cgid daemon's client, or in-process spawning). */
   spawner?: ScriptSpawner;
+  /**
+   * The error log, when the caller made it (gatehouse serve opens it first, for
+   * the cgid daemon's lines); the caller then closes it. Default: opened from
+   * the configuration (error-log, log-level, log-format) and closed by stop().
+   */
+  logger?: Logger;
 }
 
 /** How often Node sweeps connections for headers-timeout and request-timeout: a fraction of the shorter one, at most 1 s. */
@@ -119,8 +126,10 @@ function answers(socketPath: string): Promise<boolean> {
 export class GatehouseFront {
   readonly config: ServeConfig;
   readonly #servers: http.Server[] = [];
-  readonly #accessLog: LogTarget;
-  readonly #errorLog: LogTarget;
+  readonly #accessLog: AccessLog;
+  /** The error log. */
+  readonly log: Logger;
+  readonly #ownsLogger: boolean;
   readonly #routes: RouteTable;
   readonly #cgi: CgiHandler | null;
   readonly #fastcgi: FastCGIHandler[] = [];
@@ -133,9 +142,12 @@ export class GatehouseFront {
   constructor(options: FrontOptions) {
     const { config } = options;
     this.config = config;
-    this.#accessLog = openLog(config.accessLog, 'stdout');
-    this.#errorLog = openLog(config.errorLog, 'stderr');
-    const errorLog = (line: string) => this.logError(line);
+    this.#ownsLogger = options.logger === undefined;
+    this.log =
+      options.logger ??
+      openLogger({ role: 'serve', level: config.logLevel, format: config.logFormat, target: config.errorLog, console: 'stderr' });
+    this.#accessLog = new AccessLog(config.accessLog, config.accessLogFormat, this.log);
+    const errorLog = this.log.line;
     const scriptAliases = [
       ...(config.cgiBin ? [{ urlPrefix: '/cgi-bin/', directory: config.cgiBin }] : []),
       ...config.scriptAlias.map((a) => ({ urlPrefix: a.url, directory: a.dir })),
@@ -191,13 +203,30 @@ export class GatehouseFront {
     this.#static = config.docroot ? serveStatic({ documentRoot: config.docroot, errorLog }) : null;
   }
 
-  logError(line: string): void {
-    this.#errorLog.write(`${errorLogTime(new Date())} [pid ${process.pid}] ${line}`);
+  /** One line in the error log (an error unless `level` says otherwise). */
+  logError(line: string, level: LogLevel = 'error'): void {
+    this.log.log(level, line);
+  }
+
+  /**
+   * SIGUSR1: the access log and the error log are flushed to the files they
+   * had and opened again by name (after logrotate's mv). The script log needs
+   * nothing: it is opened for each entry.
+   */
+  async reopenLogs(): Promise<void> {
+    try {
+      await this.#accessLog.reopen();
+    } catch (error) {
+      this.log.error(`${(error as Error).message}; still writing to the file it had`);
+    }
+    await this.log.reopen();
+    this.log.info('SIGUSR1: log files reopened');
   }
 
   /** The request pipeline: limits, access log, then the routes. */
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
     const started = new Date();
+    const startedNs = process.hrtime.bigint();
     const remoteAddress = req.socket.remoteAddress;
     const bodyBytes = countResponseBytes(res);
     this.#inFlight++;
@@ -206,7 +235,16 @@ export class GatehouseFront {
       if (logged) return;
       logged = true;
       try {
-        if (this.#accessLog.enabled) this.#accessLog.write(combinedLogLine(req, res, bodyBytes(), started, remoteAddress));
+        if (this.#accessLog.enabled)
+          this.#accessLog.write({
+            remoteAddress,
+            time: started,
+            requestLine: `${req.method} ${req.url} HTTP/${req.httpVersion}`,
+            status: res.headersSent ? res.statusCode : 0,
+            bodyBytes: bodyBytes(),
+            headers: req.headers,
+            durationMicros: Number(process.hrtime.bigint() - startedNs) / 1000,
+          });
       } catch (error) {
         // A log line is never worth the server: this runs in an event handler, where a throw ends the process.
         this.logError(`access log: cannot log ${req.method} ${req.url}: ${(error as Error).message}`);
@@ -317,9 +355,15 @@ export class GatehouseFront {
               : 400;
         socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
         // Apache logs refused requests too ("-" for a request line it could not read): probes and attacks show up.
-        this.#accessLog.write(
-          `${(socket as import('node:net').Socket).remoteAddress ?? '-'} - - ${apacheTime(new Date())} "-" ${status} - "-" "-"`,
-        );
+        this.#accessLog.write({
+          remoteAddress: (socket as import('node:net').Socket).remoteAddress,
+          time: new Date(),
+          requestLine: null,
+          status,
+          bodyBytes: 0,
+          headers: {},
+          durationMicros: 0,
+        });
       });
       await listenOn(server, address);
       if ('path' in address) this.#boundSockets.push({ path: address.path, inode: lstatSync(address.path).ino });
@@ -348,7 +392,7 @@ export class GatehouseFront {
       ]);
       clearTimeout(timer);
       if (this.#inFlight > 0)
-        this.logError(`stop: ${this.#inFlight} request(s) still running after ${graceMs} ms: closing their connections`);
+        this.logError(`stop: ${this.#inFlight} request(s) still running after ${graceMs} ms: closing their connections`, 'warn');
     }
     for (const server of this.#servers) server.closeAllConnections();
     await Promise.all(closed);
@@ -364,7 +408,7 @@ export class GatehouseFront {
       }
     }
     await this.#accessLog.close();
-    await this.#errorLog.close();
+    if (this.#ownsLogger) await this.log.close();
   }
 
   describe(addresses: ListenAddress[]): string {

@@ -11,6 +11,7 @@ import { KFCGI_SOCKET_MODE } from '../limits.js';
 import { normalizeAddress } from '../sys/index.js';
 import { openListener, systemMaxBacklog, type Listener } from './listener.js';
 import { createLogger, type Logger } from './log.js';
+import { onReopenSignal } from '../log/index.js';
 import type { KfcgiConfig } from './options.js';
 import { dropPrivileges, enterJail, resolveCredentials, type Credentials } from './privileges.js';
 import { ProcView } from './proc-view.js';
@@ -24,6 +25,7 @@ import { ErrorCode, GatehouseError } from '../errors.js';
 
 export { OPTIONS, parseCommandLine, validateOptions, helpText, usageLine, UsageError, type KfcgiConfig } from './options.js';
 export { readStatus, formatStatus } from './status.js';
+export { logDestination } from './log.js';
 export type { PoolStatus, WorkerStatus } from './supervisor.js';
 
 export interface RunHooks {
@@ -34,7 +36,17 @@ export interface RunHooks {
 type Action = 'stop' | 'restart';
 
 export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promise<number> {
-  const log = createLogger({ stderr: config.foreground, syslog: true, verbose: config.verbose });
+  // 0. The log: the system log (or -E's file, or stderr without a syslog socket), opened before the jail.
+  let log: Logger;
+  try {
+    log = createLogger({ stderr: config.foreground, file: config.errorLog, level: config.logLevel, format: config.logFormat });
+  } catch (error) {
+    process.stderr.write(`gatehouse kfcgi: ${(error as Error).message}\n`);
+    hooks.onReady?.(error as Error);
+    return 1;
+  }
+  // SIGUSR1 reopens the log file (logrotate); listened for, it no longer opens Node's inspector. Workers are not told.
+  const stopReopening = onReopenSignal(() => log.reopen());
   for (const warning of config.warnings) log.warning(warning);
   // Installed first: a SIGTERM during the start is acted on once the pool runs, instead of killing the manager.
   const signals = new SignalQueue();
@@ -126,11 +138,15 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
     cleanup(log, listener, statusServer);
     hooks.onReady?.(error instanceof Error ? error : new GatehouseError(ErrorCode.KFCGI_SETUP, message));
     signals.close();
+    stopReopening();
+    await log.close();
     return 1;
   }
   hooks.onReady?.(null);
   const status = await serveSignals(signals, pool, log, listener, statusServer);
   socketView.close();
+  stopReopening();
+  await log.close();
   return status;
 }
 

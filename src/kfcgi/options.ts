@@ -29,6 +29,7 @@ import {
   KFCGI_MAX_WORKERS,
 } from '../limits.js';
 import { UsageError } from '../errors.js';
+import { DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log/index.js';
 import { isRoot, lookupUser, type ListenAddress, type UserEntry } from '../sys/index.js';
 
 export { UsageError };
@@ -44,6 +45,8 @@ export interface OptionSpec {
   help: string;
   /** The default, as --help shows it. */
   defaultText?: string;
+  /** The words a 'choice' takes. */
+  choices?: readonly string[];
   /** Inclusive range for integers. */
   min?: number;
   max?: number;
@@ -180,6 +183,35 @@ export const OPTIONS = [
     defaultText: "the environment's FCGI_WEB_SERVER_ADDRS",
     gatehouse: true,
   },
+  {
+    short: 'E',
+    long: 'error-log',
+    kind: 'string',
+    metavar: 'logfile',
+    help: 'log to this file instead of the system log (reopened on SIGUSR1)',
+    defaultText: 'the system log; standard error when there is no /dev/log',
+    gatehouse: true,
+  },
+  {
+    short: 'L',
+    long: 'log-level',
+    kind: 'choice',
+    choices: LOG_LEVELS,
+    metavar: 'level',
+    help: `least serious messages logged: ${LOG_LEVELS.join(', ')} (-v is debug)`,
+    defaultText: DEFAULT_LOG_LEVEL,
+    gatehouse: true,
+  },
+  {
+    short: 'F',
+    long: 'log-format',
+    kind: 'choice',
+    choices: LOG_FORMATS,
+    metavar: 'format',
+    help: 'lines on standard error and in -E as text (TIME LEVEL kfcgi[PID]: MESSAGE) or json (one object per line, same fields)',
+    defaultText: DEFAULT_LOG_FORMAT,
+    gatehouse: true,
+  },
   { short: 'h', long: 'help', kind: 'flag', help: 'print this help and exit', gatehouse: true },
 ] as const satisfies readonly OptionSpec[];
 
@@ -272,7 +304,8 @@ export function helpText(): string {
     '',
     'A FastCGI process manager (kfcgi(8)): binds the socket, enters the jail, drops',
     'privileges and keeps a pool of prog workers running. SIGTERM stops it (and',
-    'removes the socket), SIGHUP restarts the workers one at a time.',
+    'removes the socket), SIGHUP restarts the workers one at a time, SIGUSR1',
+    "reopens -E's log file.",
     '',
     ...rows.map((row) => `${row.left.padEnd(width)}  ${row.right}`),
     '',
@@ -284,6 +317,11 @@ export function helpText(): string {
 export interface KfcgiConfig {
   foreground: boolean;
   verbose: boolean;
+  /** -L, or debug with -v. */
+  logLevel: LogLevel;
+  logFormat: LogFormat;
+  /** -E: a log file instead of the system log. */
+  errorLog: string | null;
   variable: boolean;
   /** -D: a dynamic pool of workers accepting on the shared socket. */
   dynamic: boolean;
@@ -387,6 +425,10 @@ export function validateOptions(commandLine: CommandLine, environment: NodeJS.Pr
     problems.push(`the status socket's directory ${dirname(statusPath)} does not exist: create it or choose another -S path`);
   if (statusPath !== null && listen?.kind === 'unix' && statusPath === listen.path) problems.push('-S must differ from -s');
 
+  const errorLog = options['error-log'] !== undefined ? resolve(options['error-log']) : null;
+  if (errorLog !== null && !existsSync(dirname(errorLog)))
+    problems.push(`-E ${errorLog}: the directory ${dirname(errorLog)} does not exist: create it or choose another log file`);
+
   const currentUid = process.getuid?.() ?? 0;
   const socketUser = options['socket-user'] !== undefined ? attempt(() => findUser(options['socket-user']!, '-u')) : null;
   const processUser = options.user !== undefined ? attempt(() => findUser(options.user!, '-U')) : null;
@@ -447,6 +489,9 @@ export function validateOptions(commandLine: CommandLine, environment: NodeJS.Pr
   return {
     foreground: options.foreground === true,
     verbose: options.verbose === true,
+    logLevel: (options['log-level'] as LogLevel | undefined) ?? (options.verbose === true ? 'debug' : DEFAULT_LOG_LEVEL),
+    logFormat: (options['log-format'] as LogFormat | undefined) ?? DEFAULT_LOG_FORMAT,
+    errorLog,
     variable,
     dynamic,
     backlog: options.backlog ?? null,

@@ -99,7 +99,9 @@ export function refuseShellFallback(file: string): void {
     length = readSync(fd, magic, 0, 4, 0);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? 'EUNKNOWN';
-    throw new SpawnError(file, code, (error as Error).message);
+    // Node's text repeats the code and the path ("ENOENT: no such file or directory, open '/x'"): SpawnError names both.
+    const why = (error as Error).message.replace(/^[A-Z0-9_]+: /, '').replace(/, \w+ '.*'$/s, '');
+    throw new SpawnError(file, code, why);
   } finally {
     if (fd !== undefined) closeSync(fd);
   }

@@ -237,6 +237,21 @@ export function openAt(dirFd: number, path: string, directory = false): number {
   return fd;
 }
 
+const O_WRONLY = 1;
+const O_CREAT = 0o100;
+const O_APPEND = 0o2000;
+
+/**
+ * openat(2) to append (a log file), created with `mode` (less the umask) when
+ * missing, close-on-exec. Through a directory opened before chroot, a log
+ * outside the jail can be opened again by name from inside it (SIGUSR1).
+ */
+export function openForAppendAt(dirFd: number, name: string, mode: number): number {
+  const fd = libcDirectory.openat(dirFd, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 'uint32_t', mode) as number;
+  if (fd < 0) fail('openat', name);
+  return fd;
+}
+
 /** The entry names of the directory `path` under `dirFd` (without "." and ".."). */
 export function listDirectoryAt(dirFd: number, path: string): string[] {
   const fd = openAt(dirFd, path, true);

@@ -198,7 +198,8 @@ test('an existing socket: a stale one is replaced, a live one is refused', async
   await waitFor(() => workers.every((pid) => !processExists(pid)), 'the old workers to exit');
   assert.ok(existsSync(socket));
   const second = await startKfcgi(t, ['-p', '/', '-n', '1', '-s', socket, fixtures.hello], { socket, expectWorkers: 1 });
-  assert.match(second.output(), /removed stale socket/);
+  // Logged before the socket was bound, written out on a later turn of the manager's event loop.
+  await waitFor(() => /removed stale socket/.test(second.output()), 'the stale socket to be reported', second.output);
   assert.match(await cgiFcgi(socket), /hello from libfcgi/);
 });
 

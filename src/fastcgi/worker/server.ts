@@ -33,7 +33,8 @@ export interface WorkerServerOptions {
    * Stop gracefully on SIGTERM and SIGUSR1 (as libfcgi does): stop accepting,
    * finish requests in flight, exit 0; a second signal or shutdownTimeoutMs
    * ends the process at once. Default true. Set false when the application
-   * handles signals itself and calls server.close().
+   * handles signals itself and calls server.close(). Listening for SIGUSR1
+   * also keeps Node from opening its inspector on it.
    */
   handleSignals?: boolean;
   shutdownTimeoutMs?: number;
