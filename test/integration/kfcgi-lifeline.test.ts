@@ -65,7 +65,8 @@ test('kill -9 of the manager: php-cgi workers and the children they forked (PHP_
   await killManagerAndWait(first.pid, processes, first.output);
 
   const second = await startKfcgi(t, ['-p', '/', '-n', '3', '-s', socket, php], { socket, env, expectWorkers: 3 });
-  assert.match(second.output(), /removed stale socket/);
+  // Log lines are written asynchronously: wait for the line rather than read the output once.
+  await waitFor(() => /removed stale socket/.test(second.output()), 'the manager to log that it removed the stale socket', second.output);
   assert.match(await cgiFcgi(socket, { SCRIPT_FILENAME: fixtures.phpScript }), /hello from php-cgi/);
 });
 
@@ -88,7 +89,7 @@ test('kill -9 of a daemonised manager (no -d): its libfcgi workers die with it; 
   await killManagerAndWait(manager, processes, () => started.output);
 
   const again = await startKfcgi(t, ['-p', '/', '-n', '2', '-s', socket, fixtures.hello], { socket, expectWorkers: 2 });
-  assert.match(again.output(), /removed stale socket/);
+  await waitFor(() => /removed stale socket/.test(again.output()), 'the manager to log that it removed the stale socket', again.output);
   assert.match(await cgiFcgi(socket), /hello from libfcgi/);
 });
 
