@@ -4,8 +4,9 @@
  * prefix first), then CGI (script aliases and extensions), then static files.
  * node:http's parser already refuses request smuggling (Content-Length with
  * Transfer-Encoding, several Content-Lengths, obsolete line folding) with 400
- * and oversized heads with 431; the front adds 414 for long targets, an
- * access and error log, and a graceful stop.
+ * and oversized heads with 431; the front adds 414 for long targets, 400
+ * for a request that names its host twice or badly (the request description,
+ * src/cgi/http-request.ts), an access and error log, and a graceful stop.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { lstatSync, unlinkSync } from 'node:fs';
@@ -20,6 +21,7 @@ import { apacheTime, combinedLogLine, countResponseBytes, errorLogTime, openLog,
 import { serveStatic } from './static.js';
 import { sendErrorPage } from '../cgi/http-response.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
+import { readHttpRequest, splitAbsoluteForm } from '../cgi/http-request.js';
 import { HTTP_MAX_REQUESTS_PER_SOCKET, HTTP_TIMEOUT_CHECK_MAX_MS, HTTP_TIMEOUT_CHECK_MIN_MS } from '../limits.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
 
@@ -200,7 +202,7 @@ export class GatehouseFront {
     this.#errorLog.write(`${errorLogTime(new Date())} [pid ${process.pid}] ${line}`);
   }
 
-  /** The request pipeline: limits, access log, then the routes. */
+  /** The request pipeline: limits, access log, the request description's checks, then the routes. */
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
     const started = new Date();
     const remoteAddress = req.socket.remoteAddress;
@@ -225,12 +227,17 @@ export class GatehouseFront {
     res.once('finish', done);
     res.once('close', done);
     if (this.#stopping) res.setHeader('Connection', 'close');
+    // Read before req.url is rewritten below: an absolute-form target's host is the request's host (RFC 9112 3.2.2).
+    const reading = readHttpRequest(req);
+    if (reading.kind === 'refused') {
+      this.logError(`refused ${req.method} ${req.url} from ${req.socket.remoteAddress}: ${reading.reason}`);
+      return sendErrorPage(res, reading.status, true);
+    }
     let target = req.url ?? '/';
     // RFC 9112 3.2.2: an origin server must accept the absolute-form (http://host/path); it is served as its path.
-    const absolute = /^https?:\/\/[^/?#]*/i.exec(target);
+    const absolute = splitAbsoluteForm(target);
     if (absolute) {
-      target = target.slice(absolute[0].length);
-      if (!target.startsWith('/')) target = `/${target}`;
+      target = absolute.originForm;
       req.url = target;
     }
     if (Buffer.byteLength(target, 'latin1') > this.config.maxUrlBytes) {

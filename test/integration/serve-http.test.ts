@@ -211,6 +211,27 @@ test('HTTP/1.1 framing and limits against gatehouse serve', async (t) => {
     assert.deepEqual(statusCodes(odd.text), [400]);
   });
 
+  await t.test('RFC 9112 3.2: two Host headers, or a Host that is not a host, are answered 400 and the connection closed', async () => {
+    for (const hosts of ['Host: a\r\nHost: a\r\n', 'Host: a\r\nHost: b\r\n', 'Host: a b\r\n']) {
+      const result = await rawExchange(site.port, `GET /cgi-bin/env.sh HTTP/1.1\r\n${hosts}\r\n`);
+      assert.deepEqual(statusCodes(result.text), [400], `${JSON.stringify(hosts)}: ${result.text}`);
+      assert.equal(result.closedByServer, true);
+      assert.ok(!result.text.includes('HTTP_HOST'), 'the script never ran');
+    }
+  });
+
+  await t.test("RFC 9112 3.2.2: an absolute-form target's host wins over the Host header (SERVER_NAME, HTTP_HOST)", async () => {
+    const result = await rawExchange(
+      site.port,
+      'GET http://target.example:8080/cgi-bin/env.sh HTTP/1.1\r\nHost: header.example\r\nConnection: close\r\n\r\n',
+    );
+    assert.deepEqual(statusCodes(result.text), [200], result.text);
+    assert.match(result.text, /^SERVER_NAME=target\.example$/m);
+    assert.match(result.text, /^SERVER_PORT=8080$/m);
+    assert.match(result.text, /^HTTP_HOST=target\.example:8080$/m);
+    assert.match(result.text, /^REQUEST_URI=\/cgi-bin\/env\.sh$/m);
+  });
+
   await t.test('refused requests are named in the error log', async () => {
     const log = await eventually(
       () => readFileSync(site.errorLog, 'utf8'),
