@@ -6,7 +6,8 @@
  * Transfer-Encoding, several Content-Lengths, obsolete line folding) with 400
  * and oversized heads with 431; the front adds 414 for long targets, 400
  * for a request that names its host twice or badly (the request description,
- * src/cgi/http-request.ts), an access and error log, and a graceful stop.
+ * src/cgi/http-request.ts), 413 at once for a chunk announced above max-body
+ * (chunk-size-guard.ts), an access and error log, and a graceful stop.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { lstatSync, unlinkSync } from 'node:fs';
@@ -22,6 +23,7 @@ import { serveStatic } from './static.js';
 import { sendErrorPage } from '../cgi/http-response.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
 import { readHttpRequest, splitAbsoluteForm } from '../cgi/http-request.js';
+import { ChunkSizeGuard } from './chunk-size-guard.js';
 import { HTTP_MAX_REQUESTS_PER_SOCKET, HTTP_TIMEOUT_CHECK_MAX_MS, HTTP_TIMEOUT_CHECK_MIN_MS } from '../limits.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
 
@@ -134,6 +136,7 @@ export class GatehouseFront {
   readonly #fastcgi: FastCGIHandler[] = [];
   readonly #static: ((req: IncomingMessage, res: ServerResponse) => void) | null;
   readonly #boundSockets: Array<{ path: string; inode: number }> = [];
+  readonly #chunkSizeGuard: ChunkSizeGuard;
   #inFlight = 0;
   #idleWaiters: Array<() => void> = [];
   #stopping = false;
@@ -196,6 +199,7 @@ export class GatehouseFront {
           })
         : null;
     this.#static = config.docroot ? serveStatic({ documentRoot: config.docroot, errorLog }) : null;
+    this.#chunkSizeGuard = new ChunkSizeGuard(config.maxBody, config.maxHeaderBytes);
   }
 
   logError(line: string): void {
@@ -204,6 +208,7 @@ export class GatehouseFront {
 
   /** The request pipeline: limits, access log, the request description's checks, then the routes. */
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    this.#chunkSizeGuard.noteRequest(req, res);
     const started = new Date();
     const remoteAddress = req.socket.remoteAddress;
     const bodyBytes = countResponseBytes(res);
@@ -304,6 +309,8 @@ export class GatehouseFront {
         this.handle,
       );
       server.maxRequestsPerSocket = HTTP_MAX_REQUESTS_PER_SOCKET;
+      // A chunk announced above max-body is refused at once (413) instead of waited for: see chunk-size-guard.ts.
+      server.on('connection', (socket: net.Socket) => this.#chunkSizeGuard.watch(socket));
       // Expect: 100-continue goes to the handlers, which send the 100 only when they will read the body:
       // a body over max-body gets its 413 before the client sends it (Node would otherwise answer 100 at once).
       server.on('checkContinue', this.handle);
