@@ -33,7 +33,7 @@ import { startGatehouse } from '../fixtures/serve/serve-kit.js';
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const FIXTURES = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
 /** Requests per abort pattern: enough that a leak of one descriptor each stands out, few enough to stay quick. */
-const BATCH = 8;
+const BATCH = 6;
 /** The longest any wait here may take before the test fails (never reached when things work: a failure bound, not a timing). */
 const BOUND_MS = 20_000;
 
@@ -209,42 +209,41 @@ const httpPatterns: HttpPattern[] = [
   },
 ];
 
-for (const scriptLog of [false, true]) {
-  test(`gatehouse serve: aborted uploads and responses leave no descriptor open (${scriptLog ? 'with' : 'without'} --script-log)`, async (t) => {
-    const dir = tempDir(t, 'gatehouse-leaks-serve-');
-    // One script slot: the queued pattern waits behind a held script; the others run one at a time.
-    const server = await startGatehouse(t, 'serve', [
-      '--cgi-bin',
-      FIXTURES,
-      '--max-scripts',
-      '1',
-      '--access-log',
-      'off',
-      '--error-log',
-      join(dir, 'error.log'),
-      ...(scriptLog ? ['--script-log', join(dir, 'script.log')] : []),
-    ]);
-    const pid = server.child.pid!;
-    // Warm-up: what the front opens once and keeps (/dev/null for scripts without a body, the script log).
-    assert.equal((await httpRequest(`${server.base}/cgi-bin/env.sh`)).status, 200);
-    assert.equal((await httpRequest(`${server.base}/cgi-bin/malformed.sh`)).status, 500);
-    for (const pattern of httpPatterns) {
-      await t.test(pattern.name, async () => {
-        const before = await settledCount(pid);
-        let holder: RawClient | undefined;
-        if (pattern.hold) {
-          holder = await RawClient.open(server.port);
-          holder.write('GET /cgi-bin/hang-after-head.sh HTTP/1.1\r\nHost: x\r\n\r\n');
-          await holder.waitFor(includes('started'), 'the holding script');
-        }
-        for (let i = 0; i < BATCH; i++) await pattern.run(server.port);
-        await holder?.abort();
-        await assertDescriptorsBack(pid, before, pattern.name);
-        // And the front still serves (no EMFILE, no stuck slot).
-        assert.equal((await httpRequest(`${server.base}/cgi-bin/env.sh`)).status, 200);
-      });
-    }
-  });
+/** The abort patterns against `gatehouse serve`, counting the front's descriptors. */
+async function checkFront(t: TestContext, scriptLog: boolean): Promise<void> {
+  const dir = tempDir(t, 'gatehouse-leaks-serve-');
+  // One script slot: the queued pattern waits behind a held script; the others run one at a time.
+  const server = await startGatehouse(t, 'serve', [
+    '--cgi-bin',
+    FIXTURES,
+    '--max-scripts',
+    '1',
+    '--access-log',
+    'off',
+    '--error-log',
+    join(dir, 'error.log'),
+    ...(scriptLog ? ['--script-log', join(dir, 'script.log')] : []),
+  ]);
+  const pid = server.child.pid!;
+  // Warm-up: what the front opens once and keeps (/dev/null for scripts without a body, the script log).
+  assert.equal((await httpRequest(`${server.base}/cgi-bin/env.sh`)).status, 200);
+  assert.equal((await httpRequest(`${server.base}/cgi-bin/malformed.sh`)).status, 500);
+  for (const pattern of httpPatterns) {
+    await t.test(pattern.name, async () => {
+      const before = await settledCount(pid);
+      let holder: RawClient | undefined;
+      if (pattern.hold) {
+        holder = await RawClient.open(server.port);
+        holder.write('GET /cgi-bin/hang-after-head.sh HTTP/1.1\r\nHost: x\r\n\r\n');
+        await holder.waitFor(includes('started'), 'the holding script');
+      }
+      for (let i = 0; i < BATCH; i++) await pattern.run(server.port);
+      await holder?.abort();
+      await assertDescriptorsBack(pid, before, pattern.name);
+      // And the front still serves (no EMFILE, no stuck slot).
+      assert.equal((await httpRequest(`${server.base}/cgi-bin/env.sh`)).status, 200);
+    });
+  }
 }
 
 interface FacePattern {
@@ -359,22 +358,31 @@ async function startFace(t: TestContext, scriptLog: boolean): Promise<{ socket: 
   return { socket, root, pid: face.child.pid! };
 }
 
-for (const scriptLog of [false, true]) {
-  test(`gatehouse cgid --fastcgi: aborted requests leave no descriptor open (${scriptLog ? 'with' : 'without'} --script-log)`, async (t) => {
-    const face = await startFace(t, scriptLog);
-    // Warm-up: a script without a body (/dev/null) and a failing one (the script log).
-    for (const script of ['env.sh', 'malformed.sh']) {
-      const peer = await RawFastCGIPeer.connect({ path: face.socket });
-      peer.socket.write(Buffer.concat([requestHead(face.root, script), encodeRecord(RecordType.STDIN, 1)]));
-      await peer.waitForEnd(1, BOUND_MS);
-      await closePeer(peer);
-    }
-    for (const pattern of facePatterns) {
-      await t.test(pattern.name, async () => {
-        const before = await settledCount(face.pid);
-        for (let i = 0; i < BATCH; i++) await pattern.run(face);
-        await assertDescriptorsBack(face.pid, before, pattern.name);
-      });
-    }
-  });
+/** The abort patterns against `gatehouse cgid --fastcgi`, counting the face's descriptors. */
+async function checkFace(t: TestContext, scriptLog: boolean): Promise<void> {
+  const face = await startFace(t, scriptLog);
+  // Warm-up: a script without a body (/dev/null) and a failing one (the script log).
+  for (const script of ['env.sh', 'malformed.sh']) {
+    const peer = await RawFastCGIPeer.connect({ path: face.socket });
+    peer.socket.write(Buffer.concat([requestHead(face.root, script), encodeRecord(RecordType.STDIN, 1)]));
+    await peer.waitForEnd(1, BOUND_MS);
+    await closePeer(peer);
+  }
+  for (const pattern of facePatterns) {
+    await t.test(pattern.name, async () => {
+      const before = await settledCount(face.pid);
+      for (let i = 0; i < BATCH; i++) await pattern.run(face);
+      await assertDescriptorsBack(face.pid, before, pattern.name);
+    });
+  }
 }
+
+// Four servers, each counted on its own: they run side by side (most of the time goes to waiting on them).
+test('aborted uploads and requests leave no descriptor open', { concurrency: 4 }, async (t) => {
+  await Promise.all([
+    t.test('gatehouse serve, without --script-log', (t) => checkFront(t, false)),
+    t.test('gatehouse serve, with --script-log', (t) => checkFront(t, true)),
+    t.test('gatehouse cgid --fastcgi, without --script-log', (t) => checkFace(t, false)),
+    t.test('gatehouse cgid --fastcgi, with --script-log', (t) => checkFace(t, true)),
+  ]);
+});
