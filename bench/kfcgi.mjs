@@ -6,9 +6,12 @@
  *      (target: within 5%, since the manager is out of the data path);
  *   2. variable pool vs fixed pool with the gatehouse worker library (Node)
  *      (target: at least 0.8x);
- *   3. the manager's resident memory after each run.
+ *   3. dynamic pool (-D, starting at one worker, growing to -N) vs fixed
+ *      pool of the same size, with the libfcgi program and with php-cgi
+ *      (issue 17: at least 0.95x); the dynamic pool's size after the run;
+ *   4. the manager's resident memory after each run.
  *
- *   npx tsc -p . && node bench/kfcgi.mjs [--duration SECONDS] [--rounds N] [--connections C]
+ *   npx tsc -p . && node bench/kfcgi.mjs [--duration SECONDS] [--rounds N] [--connections C] [--only TEXT ...]
  *
  * Rounds alternate their order (A B C, then C B A) so that load from
  * elsewhere on the machine hits every side alike; the table gives the median
@@ -16,7 +19,7 @@
  * to standard output; bench/KFCGI.md records them with this command.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -79,6 +82,13 @@ async function waitForPath(path, connect) {
   throw new Error(`nothing answered on ${path} (${connect})`);
 }
 
+/** CPU seconds a process has used (utime + stime), from /proc. */
+function cpuSeconds(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 function rss(pid) {
   const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return match ? Number(match[1]) * 1024 : 0;
@@ -91,10 +101,18 @@ const kcgiExt = join(work, 'kcgi-extension-worker');
 execFileSync('gcc', ['-O2', '-o', kcgiExt, join(root, 'test/fixtures/kfcgi/kcgi-extension-worker.c')]);
 const nodeWorker = join(root, 'dist/test/fixtures/kfcgi/node-worker.js');
 const gatehouse = join(root, 'dist/src/cli/main.js');
+const { readStatus } = await import(join(root, 'dist/src/kfcgi/status.js'));
 const socket = join(work, 'app.sock');
+const statusSocket = join(work, 'status.sock');
+// php-cgi runs SCRIPT_FILENAME; the other programs ignore it, so one nginx serves every side.
+const phpScript = join(work, 'hello.php');
+writeFileSync(phpScript, '<?php header("Content-Type: text/plain"); echo "hello from php-cgi pid ", getmypid(), "\\n";');
+const phpCgi = '/usr/bin/php-cgi';
+// One php-cgi process per worker (no children of its own), never leaving after a number of requests.
+const phpEnv = { ...process.env, PHP_FCGI_CHILDREN: '0', PHP_FCGI_MAX_REQUESTS: '0' };
 
 // One nginx for every side, started before them (each side binds the socket it passes to).
-const nginx = await startNginx({ fastcgiPass: `unix:${socket}`, scriptFilename: '/x' });
+const nginx = await startNginx({ fastcgiPass: `unix:${socket}`, scriptFilename: phpScript });
 cleanups.push(stopPeers);
 
 async function wrk() {
@@ -128,13 +146,16 @@ async function withSpawnFcgi(run) {
   }
 }
 
-async function withKfcgi(args, run) {
-  const kfcgi = start(process.execPath, [gatehouse, 'kfcgi', '-d', '-p', '/', '-s', socket, ...args]);
+async function withKfcgi(args, run, env = process.env) {
+  const kfcgi = start(process.execPath, [gatehouse, 'kfcgi', '-d', '-p', '/', '-s', socket, '-S', statusSocket, ...args], { env });
   try {
     await waitForPath(socket, `kfcgi ${args.join(' ')}`);
     await sleep(1200); // past the start-up check
+    const cpuBefore = cpuSeconds(kfcgi.child.pid);
     const result = await run();
-    return { ...result, managerRss: rss(kfcgi.child.pid) };
+    const managerCpu = cpuSeconds(kfcgi.child.pid) - cpuBefore;
+    const status = await readStatus(statusSocket);
+    return { ...result, managerRss: rss(kfcgi.child.pid), managerCpu, workersAfter: status.workers };
   } finally {
     await kfcgi.stop();
   }
@@ -153,6 +174,10 @@ const sides = {
   [`kfcgi variable -n ${cpus().length} -C 16, Node worker`]: () =>
     withKfcgi(['-r', '-n', String(cpus().length), '-N', String(cpus().length), '-C', '16', process.execPath, nodeWorker], wrk),
   'kfcgi variable, C extension worker': () => withKfcgi(['-r', '-n', String(workers), '-N', String(connections), kcgiExt], wrk),
+  // The dynamic pool starts at one worker and grows to the fixed pool's size under the load (-w long enough to keep them).
+  'kfcgi dynamic, libfcgi': () => withKfcgi(['-D', '-n', '1', '-N', String(workers), '-w', '60', hello], wrk),
+  'kfcgi fixed, php-cgi': () => withKfcgi(['-n', String(workers), phpCgi], wrk, phpEnv),
+  'kfcgi dynamic, php-cgi': () => withKfcgi(['-D', '-n', '1', '-N', String(workers), '-w', '60', phpCgi], wrk, phpEnv),
 };
 
 if (values.only) for (const name of Object.keys(sides)) if (!values.only.some((text) => name.includes(text))) delete sides[name];
@@ -166,7 +191,7 @@ try {
       const result = await run();
       results[name].push(result);
       console.error(
-        `round ${round + 1} ${name}: ${result.requestsPerSecond.toFixed(0)} req/s, latency ${result.latency}, non-2xx ${result.non2xx}${result.errors ? `, socket errors ${result.errors}` : ''}${result.managerRss ? `, manager RSS ${(result.managerRss / 1048576).toFixed(1)} MiB` : ''}`,
+        `round ${round + 1} ${name}: ${result.requestsPerSecond.toFixed(0)} req/s, latency ${result.latency}, non-2xx ${result.non2xx}${result.errors ? `, socket errors ${result.errors}` : ''}${result.managerRss ? `, manager RSS ${(result.managerRss / 1048576).toFixed(1)} MiB` : ''}${result.managerCpu !== undefined ? `, manager CPU ${(result.managerCpu * 1000).toFixed(0)} ms` : ''}${result.workersAfter ? `, ${result.workersAfter} worker(s) after the run` : ''}`,
       );
     }
   }
@@ -220,4 +245,10 @@ console.log(
 );
 console.log(
   `kfcgi variable (C extension worker) / fixed (libfcgi): ${pairedRatio('kfcgi variable, C extension worker', 'kfcgi fixed, libfcgi')}`,
+);
+console.log(
+  `kfcgi dynamic -n 1 -N ${workers} / fixed -n ${workers} (libfcgi): ${pairedRatio('kfcgi dynamic, libfcgi', 'kfcgi fixed, libfcgi')} (target >= 0.95)`,
+);
+console.log(
+  `kfcgi dynamic -n 1 -N ${workers} / fixed -n ${workers} (php-cgi): ${pairedRatio('kfcgi dynamic, php-cgi', 'kfcgi fixed, php-cgi')} (target >= 0.95)`,
 );

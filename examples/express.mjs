@@ -8,7 +8,7 @@
 // Environment: PORT (default 3000), FASTCGI_UPSTREAM (default unix:/tmp/gatehouse-app.sock).
 import express from 'express';
 import { fileURLToPath } from 'node:url';
-import { cgi, fastcgi } from 'gatehouse';
+import { cgi, fastcgi } from 'gatehouse-server';
 
 const site = fileURLToPath(new URL('./site/', import.meta.url));
 const scripts = cgi({

@@ -4,7 +4,7 @@
 //   node examples/fastcgi-app.mjs /tmp/app.sock      (a unix socket)
 //   node examples/fastcgi-app.mjs 127.0.0.1:9000     (TCP)
 //   spawn-fcgi -s /tmp/app.sock -- node examples/fastcgi-app.mjs   (fd 0)
-import { createServer } from 'gatehouse/fastcgi';
+import { createServer } from 'gatehouse-server/fastcgi';
 
 let served = 0;
 const server = createServer((req, res) => {

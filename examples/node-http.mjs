@@ -8,7 +8,7 @@
 // Environment: PORT (default 3000), FASTCGI_UPSTREAM (default unix:/tmp/gatehouse-app.sock).
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
-import { cgi, fastcgi } from 'gatehouse';
+import { cgi, fastcgi } from 'gatehouse-server';
 
 const site = fileURLToPath(new URL('./site/', import.meta.url));
 

@@ -54,6 +54,8 @@ export const ErrorCode = {
   ADDRESS_INVALID: 'GH_ADDRESS_INVALID',
   // kfcgi process manager
   KFCGI_SETUP: 'GH_KFCGI_SETUP',
+  /** A status socket that does not answer, or answers something that is not status. */
+  STATUS_UNAVAILABLE: 'GH_STATUS_UNAVAILABLE',
   UPSTREAM_RESPONSE_TOO_LARGE: 'GH_UPSTREAM_RESPONSE_TOO_LARGE',
   // cgid daemon: its wire protocol, its socket, its availability
   CGID_PROTOCOL: 'GH_CGID_PROTOCOL',
@@ -61,6 +63,10 @@ export const ErrorCode = {
   CGID_UNAVAILABLE: 'GH_CGID_UNAVAILABLE',
   // gatehouse serve: starting up (listening, the example)
   SERVE_SETUP: 'GH_SERVE_SETUP',
+  // Logs: opening, reopening or writing a log file
+  LOG_SETUP: 'GH_LOG_SETUP',
+  // A server that is stopping refuses new work (503 and the connection closed)
+  SERVER_STOPPING: 'GH_SERVER_STOPPING',
   // An API called in a state where it cannot work (a header set after the head was sent, a body read twice)
   INVALID_STATE: 'GH_INVALID_STATE',
 } as const;

@@ -4,9 +4,9 @@
  * - `cgi(options)` and `fastcgi(options)`: `(req, res, next?)` handlers for
  *   node:http, Express and Fastify.
  * - `createServer(handler)`: run a Node application as a FastCGI responder,
- *   authorizer or filter (also at 'gatehouse/fastcgi').
+ *   authorizer or filter (also at 'gatehouse-server/fastcgi').
  * - `FastCGIClient`: talk to php-fpm, kfcgi pools and other FastCGI
- *   applications (also at 'gatehouse/fastcgi/client').
+ *   applications (also at 'gatehouse-server/fastcgi/client').
  * - `GatehouseFront` and `loadServeConfig`: what `gatehouse serve` runs.
  */
 export { cgi, type CgiOptions, type CgiHandler } from './cgi/index.js';

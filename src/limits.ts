@@ -11,6 +11,8 @@ export const FCGI_MAX_CONTENT_LENGTH = 65535;
  * Largest PARAMS block (all name-value pairs of one request) the worker
  * library accepts. nginx's default fastcgi buffer is 4-8 KiB; Apache sends
  * about 2-4 KiB. 1 MiB leaves room for large cookies while bounding memory.
+ * It also bounds the PARAMS one connection holds for all its requests whose
+ * PARAMS have not ended (many ids opened and never finished).
  */
 export const DEFAULT_MAX_PARAMS_BYTES = 1024 * 1024;
 
@@ -140,8 +142,19 @@ export const KFCGI_RESPAWN_HEALTHY_MS = 10_000;
 export const KFCGI_RESTART_IDLE_WAIT_MS = 10_000;
 /** SIGHUP restart: pause between idleness checks of a busy worker. */
 export const KFCGI_RESTART_POLL_MS = 10;
-/** How often a variable pool looks for workers idle longer than -w. */
+/** How often a variable or dynamic pool looks for workers idle longer than -w. */
 export const KFCGI_IDLE_SWEEP_MS = 1000;
+/** Fixed and dynamic pools: how often the manager reads the listen queue (growth, the most seen waiting, max-reached events). */
+export const KFCGI_QUEUE_POLL_MS = 50;
+/** Dynamic pools: workers started per second at most while connections wait, and at most this many at once. */
+export const KFCGI_DYNAMIC_SPAWN_RATE = 32;
+export const KFCGI_DYNAMIC_SPAWN_BURST = 8;
+/** Stopping an idle worker: how long its process group has to reach the stopped state after SIGSTOP. */
+export const KFCGI_FREEZE_WAIT_MS = 100;
+/** Start: how long a socket that answers is asked again before it counts as a live server's (the workers of a killed manager are dying). */
+export const KFCGI_STALE_SOCKET_WAIT_MS = 500;
+/** Processes of one worker's tree (it and what it forked) that /proc is read for, a bound on the walk. */
+export const KFCGI_PROCESS_TREE_MAX = 1024;
 /** Longest line of a worker's stdout/stderr logged as one message; longer lines are cut. */
 export const KFCGI_LOG_LINE_MAX = 4096;
 /** Daemon start: how long the parent waits for the daemon to report that its workers started. */
@@ -160,6 +173,11 @@ export const HTTP_MAX_URL_BYTES = 8190;
 export const HTTP_SHUTDOWN_GRACE_MS = 10_000;
 /** Requests one keep-alive connection may serve before it is closed (0: no limit). */
 export const HTTP_MAX_REQUESTS_PER_SOCKET = 0;
+/**
+ * Longest chunk-size line (with its extensions) or trailer line the front's chunk-size guard follows;
+ * node:http itself answers 413 past 16 KiB of chunk extensions, so a longer line never gets that far.
+ */
+export const HTTP_CHUNK_LINE_MAX_BYTES = 32 * 1024;
 
 /* ---- cgid daemon (src/cgid) ---- */
 
@@ -240,3 +258,17 @@ export const UNIX_SOCKET_BACKLOG = 1024;
 export const EXAMPLE_UNPRIVILEGED_USERS = ['www-data', 'nobody'] as const;
 /** sd_listen_fds(3): the first descriptor systemd passes. */
 export const SYSTEMD_LISTEN_FDS_START = 3;
+
+/**
+ * Log lines held in memory by one log (error or access log) while the disk or
+ * the reader of a pipe is slower than they come. Past it, lines are dropped,
+ * counted, and one line says how many; logging never blocks the event loop
+ * and never holds memory unbounded. 1 MiB is about 7,000 access log lines.
+ */
+export const LOG_BUFFER_MAX_BYTES = 1024 * 1024;
+
+/** A graceful stop waits this long for a log written to a pipe or terminal to drain (a file is always written out). */
+export const LOG_DRAIN_TIMEOUT_MS = 5000;
+
+/** Where syslog(3) sends its messages; without it kfcgi logs to standard error instead (containers, minimal systems). */
+export const SYSLOG_SOCKET_PATH = '/dev/log';

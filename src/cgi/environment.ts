@@ -5,6 +5,13 @@
  * disagree on what a variable means. Pure: no sockets, no processes, no
  * reading of process.env except through the `inheritedEnvironment` the caller
  * passes in.
+ *
+ * An environment is bytes, not text (execve and FastCGI PARAMS carry bytes).
+ * What came off the wire (the request line and the headers) is passed on
+ * byte for byte, as Apache, nginx and fcgiwrap do: a header `X-Raw: ff fe 80`
+ * reaches the script as HTTP_X_RAW = ff fe 80, never re-encoded. What came
+ * from the configuration or the file system (paths, SetEnv, PassEnv) is text
+ * and goes out as its UTF-8 bytes.
  */
 
 /** One request as the builder sees it: plain data, so cgid and FastCGI can describe a request without node:http. */
@@ -26,8 +33,11 @@ export interface CgiRequestDescription {
   scriptName: string;
   /** The script's file on disk; never contains PATH_INFO. */
   scriptFilename: string;
-  /** Decoded extra path after the script (empty or starting with '/'). */
-  pathInfo: string;
+  /**
+   * Decoded extra path after the script (empty or starting with '/'): text,
+   * or a Buffer of the decoded bytes when they are not UTF-8 (resolve.ts).
+   */
+  pathInfo: EnvironmentValue;
   documentRoot: string;
   /** Apache's CONTEXT_PREFIX: the URL prefix of the alias that mapped the script ("" for the document root). */
   contextPrefix?: string;
@@ -74,8 +84,17 @@ export interface EnvironmentPolicy {
   inheritedEnvironment?: Readonly<Record<string, string | undefined>>;
 }
 
+/**
+ * One value of an environment: a string is text and goes out as its UTF-8
+ * bytes (configuration, paths, numbers); a Buffer goes out exactly as it is
+ * (bytes from the wire that are not plain ASCII). ASCII from the wire stays a
+ * string: its UTF-8 bytes are the wire bytes, and strings keep the common case
+ * cheap (one PARAMS record written as one string).
+ */
+export type EnvironmentValue = string | Buffer;
+
 /** Ordered, unique names. An array so FastCGI PARAMS keep a stable order; `environmentRecord` makes a spawn env. */
-export type CgiEnvironment = Array<[name: string, value: string]>;
+export type CgiEnvironment = Array<[name: string, value: EnvironmentValue]>;
 
 export const GATEWAY_INTERFACE = 'CGI/1.1';
 export const DEFAULT_SERVER_SOFTWARE = 'gatehouse';
@@ -91,14 +110,14 @@ const OPERATOR_VARIABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** Builds the environment of one request. Never throws on odd input: unusable headers and values are left out. */
 export function buildEnvironment(request: CgiRequestDescription, policy: EnvironmentPolicy): CgiEnvironment {
-  const env = new Map<string, string>();
-  const set = (name: string, value: string | undefined): void => {
+  const env = new Map<string, EnvironmentValue>();
+  const set = (name: string, value: EnvironmentValue | undefined): void => {
     // A NUL cannot be passed through execve (and would truncate the value in C); such a variable is left out.
     if (value === undefined || value.includes('\0')) return;
     env.set(name, value);
   };
-  /** A value that came off the wire (node:http decodes those bytes as Latin-1). */
-  const setWire = (name: string, value: string | undefined): void => set(name, value === undefined ? undefined : wireText(value));
+  /** A value that came off the wire: one character per byte (node:http's Latin-1), passed on as those bytes. */
+  const setWire = (name: string, value: string | undefined): void => set(name, value === undefined ? undefined : wireBytes(value));
 
   const redirect = request.redirectedFrom;
   if (redirect) {
@@ -159,7 +178,7 @@ export function buildEnvironment(request: CgiRequestDescription, policy: Environ
   if (originalUri !== undefined) set('REQUEST_URI', originalUri);
   else setWire('REQUEST_URI', request.target);
   set('SCRIPT_NAME', request.scriptName);
-  if (request.pathInfo !== '') {
+  if (request.pathInfo.length > 0) {
     set('PATH_INFO', request.pathInfo);
     set('PATH_TRANSLATED', joinPath(request.documentRoot, request.pathInfo));
   }
@@ -175,34 +194,31 @@ export function buildEnvironment(request: CgiRequestDescription, policy: Environ
   return [...env];
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
-
 /**
- * node:http hands header values and the target over as Latin-1 strings (one
- * character per byte), while a spawned environment and FastCGI PARAMS encode
- * strings as UTF-8. Bytes that are valid UTF-8 are decoded so they reach the
- * script unchanged, as Apache passes them; other bytes (raw Latin-1) cannot
- * be expressed in a UTF-8 environment and arrive as their UTF-8 form.
+ * A value off the wire, given one character per byte (node:http's Latin-1
+ * strings), as the bytes it was: plain ASCII stays a string (its UTF-8 bytes
+ * are the same bytes), anything else becomes a Buffer of exactly those bytes.
+ * Decoding it as UTF-8 or re-encoding it would change what the client sent.
  */
-export function wireText(value: string): string {
-  // eslint-disable-next-line no-control-regex
+export function wireBytes(value: string): EnvironmentValue {
   if (/^[\x00-\x7f]*$/.test(value)) return value;
-  try {
-    return utf8.decode(Buffer.from(value, 'latin1'));
-  } catch {
-    return value;
-  }
+  return Buffer.from(value, 'latin1');
 }
 
-/** The environment as the object child_process.spawn wants. */
-export function environmentRecord(env: CgiEnvironment): Record<string, string> {
-  const record: Record<string, string> = Object.create(null);
+/** The bytes a value stands for (a string's UTF-8 encoding). */
+export function environmentBytes(value: EnvironmentValue): Buffer {
+  return typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
+}
+
+/** The environment as one object, name -> value (what a ScriptSpawner takes). */
+export function environmentRecord(env: CgiEnvironment): Record<string, EnvironmentValue> {
+  const record: Record<string, EnvironmentValue> = Object.create(null);
   for (const [name, value] of env) record[name] = value;
   return record;
 }
 
 /** One value of an environment (undefined when absent). */
-export function environmentValue(env: CgiEnvironment, name: string): string | undefined {
+export function environmentValue(env: CgiEnvironment, name: string): EnvironmentValue | undefined {
   for (const [entryName, value] of env) if (entryName === name) return value;
   return undefined;
 }
@@ -253,8 +269,9 @@ export function parseHostHeader(host: string): { name: string; port?: number } |
   return { name, port };
 }
 
-function joinPath(root: string, pathInfo: string): string {
-  return root.endsWith('/') ? root + pathInfo.slice(1) : root + pathInfo;
+function joinPath(root: string, pathInfo: EnvironmentValue): EnvironmentValue {
+  const base = root.endsWith('/') ? root.slice(0, -1) : root;
+  return typeof pathInfo === 'string' ? base + pathInfo : Buffer.concat([Buffer.from(base, 'utf8'), pathInfo]);
 }
 
 /**

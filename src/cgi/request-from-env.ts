@@ -21,24 +21,35 @@ const UNPREFIXED_HEADERS: ReadonlyArray<readonly [variable: string, header: stri
   ['CONTENT_LENGTH', 'content-length'],
 ];
 
-export function requestFromEnvironment(env: Readonly<Record<string, string | undefined>>): RequestHead {
-  const method = env.REQUEST_METHOD || 'GET';
-  let url = env.REQUEST_URI;
+/**
+ * Reads a request back from its variables. Text values are taken as they are;
+ * byte values (an environment built from the wire: environment.ts) are read
+ * one character per byte, as node:http gives header values, so a request
+ * described, built and read back has the headers it started with.
+ */
+export function requestFromEnvironment(variables: Readonly<Record<string, string | Buffer | undefined>>): RequestHead {
+  const env = (name: string): string | undefined => {
+    const value = variables[name];
+    return typeof value === 'string' || value === undefined ? value : value.toString('latin1');
+  };
+  const method = env('REQUEST_METHOD') || 'GET';
+  let url = env('REQUEST_URI');
   if (!url) {
-    const query = env.QUERY_STRING ? `?${env.QUERY_STRING}` : '';
-    url = `${env.SCRIPT_NAME ?? ''}${env.PATH_INFO ?? ''}${query}` || '/';
+    const queryString = env('QUERY_STRING');
+    const query = queryString ? `?${queryString}` : '';
+    url = `${env('SCRIPT_NAME') ?? ''}${env('PATH_INFO') ?? ''}${query}` || '/';
   }
   const headers: Record<string, string> = {};
-  for (const name in env) {
+  for (const name in variables) {
     if (!name.startsWith('HTTP_')) continue;
-    const value = env[name];
+    const value = env(name);
     if (value === undefined) continue;
     headers[name.slice(5).toLowerCase().replaceAll('_', '-')] = value;
   }
   for (const [variable, header] of UNPREFIXED_HEADERS) {
-    const value = env[variable];
+    const value = env(variable);
     if (value) headers[header] = value;
   }
-  const protocol = /^HTTP\/(\d+\.\d+)$/.exec(env.SERVER_PROTOCOL ?? '');
+  const protocol = /^HTTP\/(\d+\.\d+)$/.exec(env('SERVER_PROTOCOL') ?? '');
   return { method, url, headers, httpVersion: protocol ? protocol[1]! : '1.1' };
 }

@@ -25,6 +25,7 @@ import { promises as fs, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode } from '../errors.js';
 import { CGI_ROOT_REALPATH_CACHE_MS } from '../limits.js';
+import type { EnvironmentValue } from './environment.js';
 
 export interface ScriptAliasRoute {
   kind: 'script-alias';
@@ -51,8 +52,12 @@ export interface ResolvedScript {
   scriptName: string;
   /** The script file under the configured directory (its real path checked to be inside the root); never contains PATH_INFO. */
   scriptFilename: string;
-  /** Decoded rest of the path after the script: "" or starting with '/'. */
-  pathInfo: string;
+  /**
+   * Decoded rest of the path after the script: "" or starting with '/'. Text
+   * when every decoded segment is UTF-8; otherwise a Buffer of the decoded
+   * bytes exactly (`%E9` is the byte e9, as Apache passes it).
+   */
+  pathInfo: EnvironmentValue;
   /** Apache's CONTEXT_PREFIX and CONTEXT_DOCUMENT_ROOT for this route. */
   contextPrefix: string;
   contextDocumentRoot: string;
@@ -79,8 +84,28 @@ export type Resolution = ResolvedScript | ResolvedStatic | RefusedPath | { kind:
 
 /** The URL path decoded and normalised: segments without '.', '..' or empties, and whether it ended with '/'. */
 export interface NormalisedPath {
+  /** Decoded segments: UTF-8 text, or one character per byte for a segment whose bytes are not UTF-8. */
   segments: string[];
+  /** For each segment, true when its bytes were not UTF-8 (the string holds them one character per byte). */
+  bytewise: boolean[];
   trailingSlash: boolean;
+}
+
+/**
+ * The decoded path from segment `start` on ("" when there is none), with a
+ * trailing slash when the URL had one: text when every segment is UTF-8, else
+ * the exact decoded bytes. PATH_INFO is made this way.
+ */
+export function decodedPathFrom(normalised: NormalisedPath, start: number): EnvironmentValue {
+  const { segments, bytewise, trailingSlash } = normalised;
+  if (start >= segments.length) return trailingSlash ? '/' : '';
+  const slash = trailingSlash ? '/' : '';
+  if (!bytewise.slice(start).includes(true)) return `/${segments.slice(start).join('/')}${slash}`;
+  const parts: Buffer[] = [];
+  for (let index = start; index < segments.length; index++)
+    parts.push(Buffer.from('/'), Buffer.from(segments[index]!, bytewise[index] ? 'latin1' : 'utf8'));
+  if (slash) parts.push(Buffer.from(slash));
+  return Buffer.concat(parts);
 }
 
 /** Decodes and normalises a raw URL path (no query). Returns a refusal instead of throwing. */
@@ -88,13 +113,15 @@ export function normaliseUrlPath(rawPath: string): NormalisedPath | RefusedPath 
   if (!rawPath.startsWith('/'))
     return refuse(400, ErrorCode.CGI_PATH_BAD_REQUEST, `the path ${JSON.stringify(rawPath)} does not start with '/'`);
   const segments: string[] = [];
+  const bytewise: boolean[] = [];
   const rawSegments = rawPath.split('/');
   for (let index = 1; index < rawSegments.length; index++) {
     const raw = rawSegments[index]!;
     // An encoded slash would let one segment carry a path: Apache (AllowEncodedSlashes Off) answers 404.
     if (/%2f/i.test(raw)) return refuse(404, ErrorCode.CGI_PATH_NOT_FOUND, `encoded slash in ${JSON.stringify(rawPath)}`);
-    const segment = percentDecode(raw);
-    if (segment === null) return refuse(400, ErrorCode.CGI_PATH_BAD_REQUEST, `bad percent escape in ${JSON.stringify(rawPath)}`);
+    const decoded = percentDecode(raw);
+    if (decoded === null) return refuse(400, ErrorCode.CGI_PATH_BAD_REQUEST, `bad percent escape in ${JSON.stringify(rawPath)}`);
+    const segment = decoded.text;
     if (segment.includes('\0')) return refuse(404, ErrorCode.CGI_PATH_NOT_FOUND, `NUL byte in ${JSON.stringify(rawPath)}`);
     if (segment.includes('\\')) return refuse(400, ErrorCode.CGI_PATH_BAD_REQUEST, `backslash in ${JSON.stringify(rawPath)}`);
     if (segment === '' || segment === '.') continue;
@@ -102,44 +129,38 @@ export function normaliseUrlPath(rawPath: string): NormalisedPath | RefusedPath 
       if (segments.length === 0)
         return refuse(400, ErrorCode.CGI_PATH_BAD_REQUEST, `'..' climbs above the root in ${JSON.stringify(rawPath)}`);
       segments.pop();
+      bytewise.pop();
       continue;
     }
     segments.push(segment);
+    bytewise.push(decoded.bytewise);
   }
   const last = rawSegments[rawSegments.length - 1]!;
   const trailingSlash = rawSegments.length > 1 && (last === '' || last === '.' || last === '..' || /^(%2e|\.){1,2}$/i.test(last));
-  return { segments, trailingSlash };
+  return { segments, bytewise, trailingSlash };
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
  * Percent-decodes one segment (null for a '%' without two hex digits, which
  * Apache answers with 400). The decoded bytes are read as UTF-8 when they are
- * valid UTF-8, else one character per byte (Latin-1), as Apache accepts any
- * byte: such a path is then simply not found, instead of refused.
+ * valid UTF-8, else one character per byte (Latin-1, `bytewise`), as Apache
+ * accepts any byte: such a path is then simply not found, instead of refused,
+ * and as PATH_INFO it is passed on as those bytes.
  */
-function percentDecode(raw: string): string | null {
-  if (!raw.includes('%')) return wireTextOf(raw);
+function percentDecode(raw: string): { text: string; bytewise: boolean } | null {
+  if (/^[\x00-\x7f]*$/.test(raw) && !raw.includes('%')) return { text: raw, bytewise: false };
   if (/%(?![0-9A-Fa-f]{2})/.test(raw)) return null;
+  // The raw segment is one character per byte (node:http); escapes add their byte.
   const bytes = Buffer.from(
     raw.replace(/%([0-9A-Fa-f]{2})/g, (_match, hex: string) => String.fromCharCode(Number.parseInt(hex, 16))),
     'latin1',
   );
   try {
-    return utf8.decode(bytes);
+    return { text: utf8.decode(bytes), bytewise: false };
   } catch {
-    return bytes.toString('latin1');
-  }
-}
-
-/** A raw segment as node:http gives it (one character per byte). */
-function wireTextOf(raw: string): string {
-  if (/^[\x00-\x7f]*$/.test(raw)) return raw;
-  try {
-    return utf8.decode(Buffer.from(raw, 'latin1'));
-  } catch {
-    return raw;
+    return { text: bytes.toString('latin1'), bytewise: true };
   }
 }
 
@@ -182,8 +203,7 @@ export async function resolveScript(rawPath: string, route: ScriptRoute): Promis
     if (!stat.isFile()) return refuse(403, ErrorCode.CGI_PATH_FORBIDDEN, `${candidate} is not a regular file`);
     const real = realpathInside(candidate, realRoot);
     if (!real) return refuse(404, ErrorCode.CGI_PATH_NOT_FOUND, `${candidate} leads outside ${realRoot} (symlink)`);
-    const rest = segments.slice(index + 1);
-    const pathInfo = rest.length === 0 ? (normalised.trailingSlash ? '/' : '') : `/${rest.join('/')}${normalised.trailingSlash ? '/' : ''}`;
+    const pathInfo = decodedPathFrom(normalised, index + 1);
     const isScript = route.kind === 'script-alias' || route.extensions.some((extension) => segment.endsWith(extension));
     if (!isScript) {
       // A static file with trailing path is not found (Apache's AcceptPathInfo default for files).

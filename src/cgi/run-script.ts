@@ -10,7 +10,7 @@
  * Used by the node:http handler and, unchanged, by the cgid daemon and its
  * FastCGI face; none of it knows about HTTP.
  */
-import { Readable, type Writable } from 'node:stream';
+import { finished, Readable, type Writable } from 'node:stream';
 import { ErrorCode, GatehouseError } from '../errors.js';
 import {
   CGI_EXIT_WAIT_MS,
@@ -22,7 +22,8 @@ import {
   CGI_STDERR_LOG_MAX_BYTES,
 } from '../limits.js';
 import { ResponseHeadParser, type CgiHeadError, type CgiResponseHead, type HeadLimits } from './response-head.js';
-import { ChildProcessSpawner } from '../spawn/fork.js';
+import { DefaultSpawner } from '../spawn/default.js';
+import type { EnvironmentValue } from './environment.js';
 import { SpawnError, type ScriptExit, type ScriptSpawner, type SpawnedScript } from '../spawn/spawner.js';
 import { parseDuration } from '../options/duration.js';
 
@@ -31,7 +32,8 @@ export interface RunScriptOptions {
   /** argv[0] first (the script's path), then the search words (environment.ts searchWords). */
   argv: readonly string[];
   cwd: string;
-  env: Readonly<Record<string, string>>;
+  /** A string is text (its UTF-8 bytes), a Buffer exact bytes (see environment.ts). */
+  env: Readonly<Record<string, EnvironmentValue>>;
   /** The request body: a stream (piped with backpressure), bytes, or nothing (stdin closed at once). */
   stdin?: Readable | Buffer | null;
   /** No stdout for this long (while the consumer is not holding it back) kills the script's group. */
@@ -136,6 +138,11 @@ export class ScriptRun {
     this.finished = this.#run();
   }
 
+  /** The script's file. */
+  get file(): string {
+    return this.#options.file;
+  }
+
   get pid(): number | undefined {
     return this.#script?.pid;
   }
@@ -211,6 +218,9 @@ export class ScriptRun {
     this.#disarmIdle();
     clearTimeout(this.#killTimer);
     clearTimeout(this.#lingerTimer);
+    // Our end of the script's stdin is ours to close: a body that never ended (the request was aborted
+    // before or while it was fed) would otherwise keep the socket open with nobody at the other end.
+    script.stdin.destroy();
     return { ...exit, timedOut: this.#timedOut, aborted: this.#aborted, lingered: this.#lingered };
   }
 
@@ -299,8 +309,12 @@ export class ScriptRun {
       stdin.end(source);
       return;
     }
+    // pipe() passes on the end of the body but not its abort; a body that stops short (or had already
+    // stopped when the script started) closes stdin, so the script sees the end of its input at once.
+    finished(source, { writable: false }, (error) => {
+      if (error) stdin.destroy();
+    });
     source.pipe(stdin);
-    source.once('error', () => stdin.destroy());
     stdin.once('close', () => source.unpipe(stdin));
   }
 
@@ -440,12 +454,13 @@ export class ScriptRun {
   }
 }
 
-let defaultSpawner: ScriptSpawner = new ChildProcessSpawner();
+let defaultSpawner: ScriptSpawner = new DefaultSpawner();
 
 /**
- * Replaces the spawner used by runs that name none (child_process.spawn
- * unless changed): a program that starts the cgid daemon, or wants
- * posix_spawn, can make every cgi() handler use it without passing it to each.
+ * Replaces the spawner used by runs that name none (posix_spawn where the
+ * system-call binding loads, else child_process.spawn: spawn/default.ts): a
+ * program that starts the cgid daemon can make every cgi() handler use it
+ * without passing it to each.
  */
 export function setDefaultSpawner(spawner: ScriptSpawner): void {
   defaultSpawner = spawner;

@@ -14,7 +14,10 @@
  *   %stderr
  *
  * Unlike mod_cgi, Authorization, Proxy-Authorization, Cookie and Set-Cookie
- * values are redacted unless the operator asks otherwise, the file stops
+ * values are redacted unless the operator asks otherwise, in every section a
+ * header can appear in: the request headers, the response headers, the
+ * script's own header block under %stdout, and the offending line quoted in
+ * the error. The file stops
  * growing at ScriptLogLength (mod_cgi only checks before each entry), and
  * writing never holds up a request: entries are queued and appended in order.
  */
@@ -51,6 +54,13 @@ export interface ScriptLogEntry {
   stderr?: string;
 }
 
+/** A header name at the start of a line, then whatever separates it from the value (colon, spaces, '='). */
+const HEADER_NAME_AT_START = /^([ \t]*)([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?=[^!#$%&'*+.^_`|~0-9A-Za-z-]|$)[ \t]*[:=]?[ \t]*/;
+/** "Name:" anywhere in a line, the name not glued to a preceding token character. */
+const HEADER_NAME_WITH_COLON = /(^|[^!#$%&'*+.^_`|~0-9A-Za-z-])([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*:/g;
+/** Where the handler and the FastCGI face quote a script's bad header line. */
+const BAD_HEADER_QUOTE = /Bad header: /;
+
 export const DEFAULT_REDACTED_HEADERS: readonly string[] = ['authorization', 'proxy-authorization', 'cookie', 'set-cookie'];
 
 export class ScriptLog {
@@ -59,7 +69,6 @@ export class ScriptLog {
   readonly bodyBytes: number;
   readonly #redact: Set<string>;
   readonly #onError: ((error: Error) => void) | undefined;
-  #size: number | undefined;
   #queue: string[] = [];
   #writing = false;
   #idle: Promise<void> = Promise.resolve();
@@ -107,9 +116,9 @@ export class ScriptLog {
     }
     lines.push('%response');
     for (const [name, value] of entry.responseHeaders ?? []) lines.push(`${name}: ${this.#value(name, value)}`);
-    if (entry.error) lines.push(entry.error);
+    if (entry.error) lines.push(this.#redactError(entry.error));
     lines.push('%stdout');
-    const stdout = typeof entry.stdout === 'string' ? entry.stdout : (entry.stdout?.toString('utf8') ?? '');
+    const stdout = this.#redactHead(typeof entry.stdout === 'string' ? entry.stdout : (entry.stdout?.toString('utf8') ?? ''));
     if (stdout !== '') lines.push(stdout.endsWith('\n') ? stdout.slice(0, -1) : stdout);
     lines.push('%stderr');
     const stderr = entry.stderr ?? '';
@@ -121,21 +130,74 @@ export class ScriptLog {
     return this.#redact.has(name.toLowerCase()) ? '[redacted]' : value;
   }
 
+  /**
+   * A line of a header block with a redacted header's value replaced: the
+   * name and its separator are kept, everything after them goes. Generous on
+   * purpose: a malformed line (`Set-Cookie session=x`, `set-cookie : x`) is
+   * what a failing script prints, and it is redacted too.
+   */
+  #redactLine(line: string): { line: string; redacted: boolean } {
+    const match = HEADER_NAME_AT_START.exec(line);
+    if (!match || !this.#redact.has(match[2]!.toLowerCase())) return { line, redacted: false };
+    const carriageReturn = line.endsWith('\r') ? '\r' : '';
+    return { line: `${match[0]}[redacted]${carriageReturn}`, redacted: true };
+  }
+
+  /** The script's output with its header block (up to the first empty line) redacted; continuation lines of a redacted header too. */
+  #redactHead(stdout: string): string {
+    if (this.#redact.size === 0 || stdout === '') return stdout;
+    const lines = stdout.split('\n');
+    let previousRedacted = false;
+    for (let index = 0; index < lines.length; index++) {
+      const line = lines[index]!;
+      if (line === '' || line === '\r') break;
+      if (previousRedacted && /^[ \t]/.test(line)) {
+        lines[index] = `${line.startsWith('\t') ? '\t' : ' '}[redacted]${line.endsWith('\r') ? '\r' : ''}`;
+        continue;
+      }
+      const result = this.#redactLine(line);
+      lines[index] = result.line;
+      previousRedacted = result.redacted;
+    }
+    return lines.join('\n');
+  }
+
+  /**
+   * The error text quotes the offending header line ("Bad header: LINE"): a
+   * redacted header's value there is cut, and so is one quoted anywhere else
+   * as "Name: value".
+   */
+  #redactError(error: string): string {
+    if (this.#redact.size === 0) return error;
+    return error
+      .split('\n')
+      .map((line) => {
+        const quoted = BAD_HEADER_QUOTE.exec(line);
+        if (quoted) {
+          const result = this.#redactLine(line.slice(quoted.index + quoted[0].length));
+          if (result.redacted) return line.slice(0, quoted.index + quoted[0].length) + result.line;
+        }
+        for (const match of line.matchAll(HEADER_NAME_WITH_COLON)) {
+          if (this.#redact.has(match[2]!.toLowerCase())) return `${line.slice(0, match.index + match[0].length)} [redacted]`;
+        }
+        return line;
+      })
+      .join('\n');
+  }
+
   async #drain(): Promise<void> {
     try {
       while (this.#queue.length > 0) {
         const text = this.#queue.shift()!;
         try {
-          if (this.#size === undefined) this.#size = await currentSize(this.path);
-          const room = this.maxLength - this.#size;
+          // Read for every entry (entries are rare: failed requests): after logrotate moves the file away, the next
+          // entry starts a new one with the whole ScriptLogLength, and no reopen signal is needed (opened per entry).
+          const room = this.maxLength - (await currentSize(this.path));
           if (room <= 0) continue;
           const bytes = Buffer.from(text, 'utf8');
           const written = bytes.length <= room ? bytes : bytes.subarray(0, room);
           await fs.appendFile(this.path, written, { mode: 0o640 });
-          this.#size += written.length;
         } catch (error) {
-          // Re-read the size next time: the file may have been rotated or the directory fixed.
-          this.#size = undefined;
           this.#onError?.(error as Error);
         }
       }

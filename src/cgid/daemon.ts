@@ -52,13 +52,15 @@ import {
   type ScriptLimits,
   type SpawnOrder,
 } from './protocol.js';
-import { checkSocketDirectory, clearStaleSocket } from './socket-path.js';
+import { clearStaleSocket } from './socket-path.js';
+import type { LogLevel } from '../log/index.js';
 
 export interface DaemonOptions {
   socketPath: string;
   /** The instance token every spawn order must carry. */
   token: Buffer;
-  log: (line: string) => void;
+  /** One line per event; an error unless a level is given (the daemon's role, cgid, is in every line already). */
+  log: (line: string, level?: LogLevel) => void;
   launch?: LaunchPolicy;
   /** Ceilings applied to every script whatever the order asks (0: none). */
   limits?: Partial<ScriptLimits>;
@@ -108,12 +110,11 @@ export class CgidDaemon {
     return count;
   }
 
-  /** Checks the directory, clears a stale socket, binds with mode 0600 from the start, and accepts. */
+  /** Checks the directory and the path, clears a stale socket, binds with mode 0600 from the start, and accepts. */
   start(): void {
     const socketPath = this.#options.socketPath;
     const owner = this.#options.socketOwner;
-    checkSocketDirectory(path.dirname(socketPath), owner?.uid);
-    clearStaleSocket(socketPath);
+    clearStaleSocket(socketPath, owner?.uid);
     this.#listenFd = createListener(
       { kind: 'unix', path: socketPath },
       { backlog: CGID_LISTEN_BACKLOG, mode: this.#options.socketMode ?? 0o600, ...(owner ? { owner } : {}) },
@@ -135,7 +136,7 @@ export class CgidDaemon {
       try {
         accepted = acceptConnection(this.#listenFd, { nonBlocking: true });
       } catch (error) {
-        this.#options.log(`cgid: accept on ${this.socketPath}: ${(error as Error).message}`);
+        this.#options.log(`${this.socketPath}: ${(error as Error).message}`, 'error');
         return;
       }
       if (accepted === null) return;
@@ -145,7 +146,8 @@ export class CgidDaemon {
       const peer = peerCredentials(fd);
       if (peer.uid !== ownUid && peer.uid !== 0 && peer.uid !== frontUid) {
         this.#options.log(
-          `cgid: refused a connection from uid ${peer.uid} (pid ${peer.pid}): only uid ${ownUid}${frontUid !== ownUid ? `, uid ${frontUid}` : ''} and root may start scripts`,
+          `refused a connection from uid ${peer.uid} (pid ${peer.pid}): only uid ${ownUid}${frontUid !== ownUid ? `, uid ${frontUid}` : ''} and root may start scripts`,
+          'warn',
         );
         closeDescriptor(fd);
         continue;
@@ -295,7 +297,7 @@ class DaemonConnection {
         const script = this.scripts.get(message.id);
         if (!script) return; // already exited: its EXITED is on the way
         if (!ALLOWED_SIGNALS.has(message.signal)) {
-          this.#daemon.options.log(`cgid: front (pid ${this.#peerPid}) asked for signal ${JSON.stringify(message.signal)}: refused`);
+          this.#daemon.options.log(`the front (pid ${this.#peerPid}) asked for signal ${JSON.stringify(message.signal)}: refused`, 'warn');
           return;
         }
         signalScript(script.pid, message.signal as NodeJS.Signals, () => script.reaped);
@@ -317,7 +319,7 @@ class DaemonConnection {
         type: 'error',
         message: 'instance token mismatch: this daemon was started by another gatehouse front; connect to your own daemon',
       });
-      this.#daemon.options.log(`cgid: spawn order with a wrong instance token from pid ${this.#peerPid}: connection closed`);
+      this.#daemon.options.log(`spawn order with a wrong instance token from pid ${this.#peerPid}: connection closed`, 'warn');
       this.#closeAfterFlush();
       return;
     }
@@ -414,7 +416,7 @@ class DaemonConnection {
   }
 
   #fail(reason: string): void {
-    this.#daemon.options.log(`cgid: connection from the front (pid ${this.#peerPid}) closed: ${reason}`);
+    this.#daemon.options.log(`connection from the front (pid ${this.#peerPid}) closed: ${reason}`, 'error');
     this.#send({ type: 'error', message: reason });
     this.#closeAfterFlush();
   }

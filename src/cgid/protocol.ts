@@ -9,9 +9,11 @@
  *   4  u32  request id (0 for connection-level messages)
  *   8  u32  payload length (at most CGID_MAX_FRAME_BYTES)
  *
- * Inside payloads: strings are u32 length + UTF-8 bytes; lists are u32 count
- * + items; numbers are u32, or f64 where a limit may exceed 4 GiB. All
- * big-endian.
+ * Inside payloads: strings are u32 length + UTF-8 bytes; the environment's
+ * NAME=VALUE entries are u32 length + their bytes exactly (request bytes that
+ * are not UTF-8 reach the script unchanged); lists are u32 count + items;
+ * numbers are u32, or f64 where a limit may exceed 4 GiB. All big-endian.
+ * Version 2 carries the environment as bytes (version 1 decoded it as UTF-8).
  *
  * Conversation: the front sends HELLO with a random nonce; the daemon
  * answers WELCOME with its pid and HMAC-SHA256(token, "cgid-daemon" +
@@ -26,8 +28,9 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { CGID_MAX_FRAME_BYTES } from '../limits.js';
+import type { EnvironmentValue } from '../cgi/environment.js';
 
-export const CGID_PROTOCOL_VERSION = 1;
+export const CGID_PROTOCOL_VERSION = 2;
 export const CGID_MAGIC = 0x4763;
 export const CGID_HEADER_BYTES = 12;
 export const CGID_NONCE_BYTES = 16;
@@ -70,8 +73,8 @@ export interface SpawnOrder {
   file: string;
   argv: string[];
   cwd: string;
-  /** NAME=VALUE, the whole environment. */
-  env: string[];
+  /** NAME=VALUE, the whole environment, as the bytes execve passes. */
+  env: Buffer[];
   limits: ScriptLimits;
   runAs: RunAs | null;
 }
@@ -138,6 +141,11 @@ class Writer {
     for (const value of values) this.string(value);
     return this;
   }
+  bytesList(values: readonly Buffer[]): this {
+    this.u32(values.length);
+    for (const value of values) this.bytes(value);
+    return this;
+  }
   frame(type: number, id: number): Buffer {
     const header = Buffer.allocUnsafe(CGID_HEADER_BYTES);
     header.writeUInt16BE(CGID_MAGIC, 0);
@@ -162,7 +170,7 @@ export function encodeMessage(message: CgidMessage): Buffer {
       break;
     case 'spawn': {
       const { order } = message;
-      w.bytes(message.token).string(order.file).strings(order.argv).string(order.cwd).strings(order.env);
+      w.bytes(message.token).string(order.file).strings(order.argv).string(order.cwd).bytesList(order.env);
       w.f64(order.limits.cpuSeconds)
         .f64(order.limits.memoryBytes)
         .f64(order.limits.processes)
@@ -233,11 +241,18 @@ class Reader {
     return this.bytes().toString('utf8');
   }
   strings(): string[] {
+    return this.#list(() => this.string());
+  }
+  /** Copies, so a decoded order does not pin the connection's read buffer. */
+  bytesList(): Buffer[] {
+    return this.#list(() => Buffer.from(this.bytes()));
+  }
+  #list<T>(item: () => T): T[] {
     const count = this.u32();
-    // Each string needs at least its 4-byte length: a count beyond that is garbage, refused before allocating.
+    // Each item needs at least its 4-byte length: a count beyond that is garbage, refused before allocating.
     if (count * 4 > this.buffer.length - this.#offset) throw new TruncatedPayload();
-    const values: string[] = [];
-    for (let index = 0; index < count; index++) values.push(this.string());
+    const values: T[] = [];
+    for (let index = 0; index < count; index++) values.push(item());
     return values;
   }
   get done(): boolean {
@@ -271,7 +286,7 @@ export function decodeMessage(frame: Frame): CgidMessage | ProtocolError {
         const file = r.string();
         const argv = r.strings();
         const cwd = r.string();
-        const env = r.strings();
+        const env = r.bytesList();
         const limits: ScriptLimits = {
           cpuSeconds: r.f64(),
           memoryBytes: r.f64(),
@@ -381,9 +396,14 @@ export class FrameDecoder {
   }
 }
 
-/** The environment record as NAME=VALUE strings (what execve takes). */
-export function environmentList(env: Readonly<Record<string, string>>): string[] {
-  const list: string[] = [];
-  for (const name in env) list.push(`${name}=${env[name]}`);
+/** The environment record as NAME=VALUE entries, in bytes (what execve takes): text as UTF-8, bytes as they are. */
+export function environmentList(env: Readonly<Record<string, EnvironmentValue>>): Buffer[] {
+  const list: Buffer[] = [];
+  for (const name in env) {
+    const value = env[name]!;
+    list.push(
+      typeof value === 'string' ? Buffer.from(`${name}=${value}`, 'utf8') : Buffer.concat([Buffer.from(`${name}=`, 'utf8'), value]),
+    );
+  }
   return list;
 }

@@ -104,16 +104,30 @@ export function checkSocketDirectory(directory: string, trustedUid?: number): vo
 }
 
 /**
- * Makes `socketPath` free for bind: nothing there, or a stale socket that no
- * longer answers (removed). A live socket or a file that is not a socket is
- * never removed.
+ * Checks, without changing anything, that a daemon may take `socketPath`: its
+ * directory is safe (checkSocketDirectory), and nothing is there but, at
+ * most, a stale socket that no longer answers. Returns whether such a stale
+ * socket is there. A start-up runs every check before it writes anything
+ * (the stale socket, the token file, the new socket), so a refused daemon
+ * leaves a live daemon's files alone.
  */
-export function clearStaleSocket(socketPath: string): void {
+export function checkSocketPlace(socketPath: string, trustedUid?: number): { stale: boolean } {
+  checkSocketDirectory(path.dirname(socketPath), trustedUid);
   // The state is read as every command reads it (src/sys); the messages are the daemon's own.
   const state = unixSocketPathState(socketPath);
   if (state === 'not-a-socket')
     throw setupError(`${socketPath} exists and is not a socket: remove it yourself or choose another ScriptSock`);
   if (state === 'live')
     throw setupError(`another process answers on ${socketPath} (a cgid daemon still running?): stop it, or choose another ScriptSock`);
-  if (state === 'stale') claimUnixSocketPath(socketPath);
+  return { stale: state === 'stale' };
+}
+
+/**
+ * Makes `socketPath` free for bind: nothing there, or a stale socket that no
+ * longer answers (removed). A live socket or a file that is not a socket is
+ * never removed; an unsafe directory is refused. `trustedUid` as for
+ * checkSocketDirectory.
+ */
+export function clearStaleSocket(socketPath: string, trustedUid?: number): void {
+  if (checkSocketPlace(socketPath, trustedUid).stale) claimUnixSocketPath(socketPath);
 }

@@ -21,17 +21,26 @@ import {
   CGID_RESTART_MIN_DELAY_MS,
   CGID_START_TIMEOUT_MS,
   CGID_TOKEN_BYTES,
+  LOG_DRAIN_TIMEOUT_MS,
 } from '../limits.js';
 import { CgidConnection } from './client.js';
 import { newInstanceToken } from './daemon.js';
 import { runAsFor, type SpawnPolicy } from '../spawn/posix-spawner.js';
 import { environmentList, NO_LIMITS, type ScriptLimits } from './protocol.js';
 import { capOutput, createScriptStdio } from '../spawn/stdio.js';
+import { type LogLevel, type LogRecord, parseJsonRecord } from '../log/index.js';
 
 export interface SupervisorOptions {
   /** The full socket path (ScriptSock prefix + the front's pid). */
   socketPath: string;
-  log: (line: string) => void;
+  /** The supervisor's own lines (an error unless a level is given). */
+  log: (line: string, level?: LogLevel) => void;
+  /**
+   * Where the daemon's records go, with their own time, role and pid (the
+   * front's Logger.emit); and the least serious level the daemon should send.
+   * Without it they are passed to `log` with their level.
+   */
+  daemonLog?: { emit(record: LogRecord): void; level: LogLevel };
   policy?: SpawnPolicy;
   /** Extra `gatehouse cgid` flags for the daemon (limit ceilings, suexec minimums). */
   daemonArgs?: readonly string[];
@@ -79,6 +88,7 @@ export class CgidSupervisor implements ScriptSpawner {
     if (this.starts > 0 && (this.#options.policy?.suexec?.length ?? 0) > 0 && process.geteuid?.() !== 0)
       this.#options.log(
         `cgid: the front no longer runs as root, so the new daemon cannot either: scripts of routes with a user (suexec) will fail until gatehouse serve is restarted`,
+        'warn',
       );
     const { file, args } = this.#options.command ?? { file: process.execPath, args: [MAIN_SCRIPT, 'cgid'] };
     // fd 3 is the daemon's lifeline: this process holds the other end, so the daemon sees end of file when the front
@@ -94,6 +104,11 @@ export class CgidSupervisor implements ScriptSpawner {
         String(process.pid),
         '--lifeline-fd',
         '3',
+        // Records, not lines: the front writes them in its own format, never a line inside a line.
+        '--log-format',
+        'json',
+        '--log-level',
+        this.#options.daemonLog?.level ?? 'info',
         ...(this.#options.daemonArgs ?? []),
       ],
       {
@@ -108,8 +123,11 @@ export class CgidSupervisor implements ScriptSpawner {
     this.#startedAt = Date.now();
     const errors: string[] = [];
     createInterface({ input: child.stderr! }).on('line', (line) => {
-      if (errors.length < 20) errors.push(line);
-      this.#options.log(`cgid daemon ${child.pid}: ${line}`);
+      // A record; anything else (a crash trace from Node itself) is logged as an error of the daemon.
+      const record = parseJsonRecord(line) ?? { time: new Date(), level: 'error', role: 'cgid', pid: child.pid ?? 0, message: line };
+      if (record.level === 'error' && errors.length < 20) errors.push(record.message);
+      if (this.#options.daemonLog) this.#options.daemonLog.emit(record);
+      else this.#options.log(record.message, record.level);
     });
     const ready = new Promise<boolean>((resolve) => {
       createInterface({ input: child.stdout! }).on('line', (line) => {
@@ -145,7 +163,10 @@ export class CgidSupervisor implements ScriptSpawner {
       // Scripts whose daemon is gone are killed: no one would reap them, time them out or stop them.
       for (const pid of pids) killGroup(pid);
       if (!this.#stopping) {
-        this.#options.log(`cgid: lost the daemon connection (${reason}); ${pids.length} running script(s) killed; restarting the daemon`);
+        this.#options.log(
+          `cgid: lost the daemon connection (${reason}); ${pids.length} running script(s) killed; restarting the daemon`,
+          'error',
+        );
         if (this.#child === child && child.exitCode === null && child.signalCode === null) signalDaemon(child, 'SIGKILL');
       }
     });
@@ -167,8 +188,8 @@ export class CgidSupervisor implements ScriptSpawner {
       this.#restartTimer = undefined;
       if (this.#stopping) return;
       this.#startDaemon().then(
-        () => this.#options.log(`cgid: daemon restarted (pid ${this.#child?.pid})`),
-        (error: unknown) => this.#options.log(`cgid: restarting the daemon failed: ${(error as Error).message}`),
+        () => this.#options.log(`cgid: daemon restarted (pid ${this.#child?.pid})`, 'info'),
+        (error: unknown) => this.#options.log(`cgid: restarting the daemon failed: ${(error as Error).message}`, 'error'),
       );
     }, delay);
   }
@@ -229,8 +250,8 @@ export class CgidSupervisor implements ScriptSpawner {
     this.#connection = null;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((resolve) => child.once('exit', resolve));
-    // A daemon that kept root (suexec routes) cannot be signalled by a front that dropped root: it stops with this
-    // process instead (its parent-death signal is SIGTERM), terminating its scripts then.
+    // 'close' comes once its stderr is read to the end: the daemon's last records reach the log before it closes.
+    const drained = new Promise((resolve) => child.once('close', resolve));
     // A daemon that kept root (suexec routes) cannot be signalled by a front that dropped root: closing its lifeline
     // stops it the same way (it terminates its scripts and exits).
     const signalled = signalDaemon(child, 'SIGTERM');
@@ -239,6 +260,9 @@ export class CgidSupervisor implements ScriptSpawner {
     if (signalled) await exited;
     else await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, CGID_START_TIMEOUT_MS).unref())]);
     clearTimeout(timer);
+    let drainTimer: NodeJS.Timeout | undefined;
+    await Promise.race([drained, new Promise((resolve) => (drainTimer = setTimeout(resolve, LOG_DRAIN_TIMEOUT_MS)))]);
+    clearTimeout(drainTimer);
   }
 }
 

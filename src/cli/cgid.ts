@@ -4,15 +4,16 @@
  * scripts for nginx (fcgiwrap's place). See man/gatehouse-cgid.8.
  *
  * main() reads as a straight line: parse and check every flag, then either
- * the FastCGI face or the daemon: runtime directory, token, socket, ready.
+ * the FastCGI face or the daemon: runtime directory, every check of the
+ * socket's place, token, socket, token file, ready (checks before writes).
  */
-import { readFileSync, statSync, writeFileSync, unlinkSync } from 'node:fs';
+import { readFileSync, renameSync, statSync, writeFileSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { CgidDaemon, newInstanceToken } from '../cgid/daemon.js';
 import { createFastCGIFace } from '../cgid/fastcgi-face.js';
 import { PosixSpawnSpawner } from '../spawn/posix-spawner.js';
 import type { ScriptLimits } from '../cgid/protocol.js';
-import { defaultRuntimeDirectory, ensureRuntimeDirectory, scriptSockPath } from '../cgid/socket-path.js';
+import { checkSocketPlace, defaultRuntimeDirectory, ensureRuntimeDirectory, scriptSockPath } from '../cgid/socket-path.js';
 import { ScriptLog } from '../cgi/script-log.js';
 import { type LongOption, optionHelpRows, readOptionValues, splitLongOptions } from '../options/command-line.js';
 import { formatListenAddress, LISTEN_ADDRESS, type ListenAddress } from '../options/listen-address.js';
@@ -29,6 +30,18 @@ import {
 import { dieWithParent, dropPrivileges, notifySystemd, resolveActivatedAddress, runsAs } from '../sys/index.js';
 import { handleCgidSignals } from './cgid-signals.js';
 import { describeAccount, planRunAs, type RunAsPlan } from './run-as.js';
+import {
+  DEFAULT_LOG_FORMAT,
+  DEFAULT_LOG_LEVEL,
+  LOG_FORMATS,
+  LOG_LEVELS,
+  type LogFormat,
+  type LogLevel,
+  type LogLine,
+  type Logger,
+  onReopenSignal,
+  openLogger,
+} from '../log/index.js';
 
 /** Every flag, for parsing, --help and the manual page (a test keeps man/gatehouse-cgid.8 in step). */
 export const CGID_OPTIONS: readonly LongOption[] = [
@@ -164,6 +177,29 @@ export const CGID_OPTIONS: readonly LongOption[] = [
     summary: 'suexec: lowest gid a script may run as',
     defaultText: String(CGID_SUEXEC_MIN_GID),
   },
+  {
+    name: 'error-log',
+    kind: 'string',
+    argument: 'FILE',
+    summary: 'write the log to FILE (reopened on SIGUSR1); - for standard error',
+    defaultText: '-',
+  },
+  {
+    name: 'log-level',
+    kind: 'choice',
+    choices: LOG_LEVELS,
+    argument: 'LEVEL',
+    summary: `least serious lines logged: ${LOG_LEVELS.join(', ')}`,
+    defaultText: DEFAULT_LOG_LEVEL,
+  },
+  {
+    name: 'log-format',
+    kind: 'choice',
+    choices: LOG_FORMATS,
+    argument: 'FORMAT',
+    summary: 'text (TIME LEVEL cgid[PID]: MESSAGE) or json (one object per line, same fields; what gatehouse serve reads from its daemon)',
+    defaultText: DEFAULT_LOG_FORMAT,
+  },
   { name: 'help', kind: 'flag', short: 'h', summary: 'print this help' },
 ];
 
@@ -210,7 +246,36 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${cgidUsage()}\n`);
     return 0;
   }
-  const log = (line: string) => process.stderr.write(`[${new Date().toISOString()}] [cgid:error] [pid ${process.pid}] ${line}\n`);
+  let logger: Logger;
+  try {
+    logger = openLogger({
+      role: 'cgid',
+      level: (v['log-level'] as LogLevel | undefined) ?? DEFAULT_LOG_LEVEL,
+      format: (v['log-format'] as LogFormat | undefined) ?? DEFAULT_LOG_FORMAT,
+      target: (v['error-log'] as string | undefined) ?? '-',
+    });
+  } catch (error) {
+    process.stderr.write(`gatehouse cgid: ${(error as Error).message}\n`);
+    return 1;
+  }
+  // Also what keeps Node from opening its inspector on SIGUSR1.
+  const stopReopening = onReopenSignal(async () => {
+    await logger.reopen();
+    logger.info('SIGUSR1: log files reopened');
+  });
+  const finish = async (status: number) => {
+    stopReopening();
+    await logger.close();
+    return status;
+  };
+  const log = logger.line;
+  // Failures to start go to the log (under gatehouse serve: to the front, as records); with a log file, to stderr as well.
+  const cannotStart = (error: unknown) => {
+    const message = (error as Error).message;
+    logger.error(message);
+    if (v['error-log'] !== undefined && v['error-log'] !== '-') process.stderr.write(`gatehouse cgid: ${message}\n`);
+    return finish(1);
+  };
   const limits: ScriptLimits = {
     cpuSeconds: (v['rlimit-cpu'] as number) ?? 0,
     memoryBytes: (v['rlimit-mem'] as number) ?? 0,
@@ -244,17 +309,19 @@ export async function main(argv: string[]): Promise<number> {
   } catch (error) {
     if (!(error instanceof GatehouseError)) throw error;
     process.stderr.write(`gatehouse cgid: ${error.message}\n`);
-    return error instanceof UsageError ? 2 : 1;
+    return finish(error instanceof UsageError ? 2 : 1);
   }
 
-  if (v.fastcgi !== undefined) return runFastCGIFace(v.fastcgi as ListenAddress, v, limits, launch, log, plan);
+  if (v.fastcgi !== undefined) return finish(await runFastCGIFace(v.fastcgi as ListenAddress, v, limits, launch, logger, plan));
 
   if (typeof v['parent-pid'] === 'number' && !dieWithParent('SIGTERM', v['parent-pid'])) {
     log(`the front (pid ${v['parent-pid']}) is already gone: not starting`);
-    return 1;
+    return finish(1);
   }
+  // Every check comes before any write: a daemon refused because another one answers on the socket, or because the
+  // directory is unsafe, must not have replaced that daemon's token file or left one of its own behind.
   let socketPath: string;
-  let token: Buffer;
+  let token: { token: Buffer; generated: boolean };
   try {
     if (typeof v.socket === 'string') socketPath = v.socket;
     else {
@@ -262,16 +329,16 @@ export async function main(argv: string[]): Promise<number> {
       ensureRuntimeDirectory(runtimeDir, plan.socketOwner);
       socketPath = scriptSockPath(typeof v['script-sock'] === 'string' ? v['script-sock'] : CGID_SCRIPT_SOCK, runtimeDir);
     }
-    token = readToken(v['token-file'] as string | undefined, socketPath);
+    checkSocketPlace(socketPath, plan.socketOwner?.uid);
+    token = readToken(v['token-file'] as string | undefined);
   } catch (error) {
-    process.stderr.write(`gatehouse cgid: ${(error as Error).message}\n`);
-    return 1;
+    return cannotStart(error);
   }
   // Keeping root (for suexec routes), the daemon still runs every other script as --user, never as root.
   const keepRoot = v['keep-root'] === true && plan.account !== null;
   const daemon = new CgidDaemon({
     socketPath,
-    token,
+    token: token.token,
     log,
     launch: keepRoot ? { ...launch, defaultRunAs: { uid: plan.account!.user.uid, gid: plan.account!.gid } } : launch,
     limits,
@@ -280,41 +347,47 @@ export async function main(argv: string[]): Promise<number> {
   });
   try {
     daemon.start();
-    if (keepRoot) log(`keeping root for suexec routes; other scripts run as ${describeAccount(plan.account!)}`);
+    // Written once the socket is ours (bind succeeded): a daemon that lost a race for the path never touches it.
+    if (token.generated) writeTokenFile(`${socketPath}.token`, token.token);
+    if (keepRoot) log(`keeping root for suexec routes; other scripts run as ${describeAccount(plan.account!)}`, 'info');
     else if (plan.account && !runsAs(plan.account)) {
       dropPrivileges(plan.account);
       // Changing credentials clears the parent-death signal (prctl(2)): set it again, or the daemon would outlive its front.
       if (typeof v['parent-pid'] === 'number' && !dieWithParent('SIGTERM', v['parent-pid'])) {
         log(`the front (pid ${v['parent-pid']}) is already gone: not starting`);
         await daemon.stop();
-        return 1;
+        return finish(1);
       }
-      log(`running as ${describeAccount(plan.account)}`);
+      log(`running as ${describeAccount(plan.account)}`, 'info');
     }
   } catch (error) {
-    process.stderr.write(`gatehouse cgid: ${(error as Error).message}\n`);
-    await daemon.stop();
-    return 1;
+    void daemon.stop();
+    return cannotStart(error);
   }
-  for (const warning of plan.warnings) log(warning);
+  for (const warning of plan.warnings) log(warning, 'warn');
   process.stdout.write(`ready ${process.pid} ${socketPath}\n`);
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
       if (stopping) return;
       stopping = true;
-      log(`${signal}: terminating ${daemon.running} script(s) and exiting`);
-      void daemon.stop().then(() => {
-        if (generatedTokenFile) {
-          try {
-            unlinkSync(generatedTokenFile);
-          } catch {
-            /* already gone */
+      log(`${signal}: terminating ${daemon.running} script(s) and exiting`, 'info');
+      void daemon
+        .stop()
+        .then(() => {
+          if (generatedTokenFile) {
+            try {
+              unlinkSync(generatedTokenFile);
+            } catch {
+              /* already gone */
+            }
           }
-        }
-        resolve(0);
-        setTimeout(() => process.exit(0), 100).unref();
-      });
+          return finish(0);
+        })
+        .then((status) => {
+          resolve(status);
+          setTimeout(() => process.exit(status), 100).unref();
+        });
     };
     stopAction = stop;
     if (typeof v['lifeline-fd'] === 'number') watchLifeline(v['lifeline-fd'], () => stop('SIGTERM'), log);
@@ -326,19 +399,19 @@ export async function main(argv: string[]): Promise<number> {
  * front holding its other end exited, however it exited. Held unreferenced,
  * so it never keeps the daemon alive by itself.
  */
-function watchLifeline(fd: number, onGone: () => void, log: (line: string) => void): void {
+function watchLifeline(fd: number, onGone: () => void, log: LogLine): void {
   let lifeline: net.Socket;
   try {
     lifeline = new net.Socket({ fd, readable: true, writable: false });
   } catch (error) {
-    log(`--lifeline-fd ${fd}: ${(error as Error).message}; the daemon relies on its parent-death signal alone`);
+    log(`--lifeline-fd ${fd}: ${(error as Error).message}; the daemon relies on its parent-death signal alone`, 'warn');
     return;
   }
   let gone = false;
   const end = () => {
     if (gone) return;
     gone = true;
-    log('the front that started this daemon is gone (its lifeline closed)');
+    log('the front that started this daemon is gone (its lifeline closed)', 'info');
     onGone();
   };
   lifeline.on('end', end);
@@ -353,14 +426,18 @@ const CGID_RUN_AS_NAMES = { user: '--user', group: '--group', socketUser: '--soc
 
 let generatedTokenFile: string | null = null;
 
-/** The instance token: $GATEHOUSE_CGID_TOKEN (hex, removed from the environment), a token file, or a new one written 0600 next to the socket. */
-function readToken(tokenFile: string | undefined, socketPath: string): Buffer {
+/**
+ * The instance token: $GATEHOUSE_CGID_TOKEN (hex, removed from the
+ * environment), a token file, or a new one (`generated`: the caller writes it
+ * next to the socket once the socket is bound). Reads, never writes.
+ */
+function readToken(tokenFile: string | undefined): { token: Buffer; generated: boolean } {
   const fromEnvironment = process.env.GATEHOUSE_CGID_TOKEN;
   delete process.env.GATEHOUSE_CGID_TOKEN;
   if (fromEnvironment) {
     if (!/^([0-9a-f]{2}){16,}$/i.test(fromEnvironment))
       throw new GatehouseError(ErrorCode.CGID_SETUP, 'GATEHOUSE_CGID_TOKEN must be at least 32 hex digits');
-    return Buffer.from(fromEnvironment, 'hex');
+    return { token: Buffer.from(fromEnvironment, 'hex'), generated: false };
   }
   if (tokenFile) {
     const stat = statSync(tokenFile);
@@ -372,28 +449,37 @@ function readToken(tokenFile: string | undefined, socketPath: string): Buffer {
     const text = readFileSync(tokenFile, 'utf8').trim();
     if (!/^([0-9a-f]{2}){16,}$/i.test(text))
       throw new GatehouseError(ErrorCode.CGID_SETUP, `the token file ${tokenFile} must hold at least 32 hex digits`);
-    return Buffer.from(text, 'hex');
+    return { token: Buffer.from(text, 'hex'), generated: false };
   }
-  const token = newInstanceToken(CGID_TOKEN_BYTES);
-  const file = `${socketPath}.token`;
+  return { token: newInstanceToken(CGID_TOKEN_BYTES), generated: true };
+}
+
+/**
+ * Writes a generated token, mode 0600 from creation, to a private name first
+ * and then renamed over `file` (a stale one left by a daemon that died): a
+ * reader sees the old file or the whole new one, never a half-written one.
+ */
+function writeTokenFile(file: string, token: Buffer): void {
+  const temporary = `${file}.${process.pid}.tmp`;
+  writeFileSync(temporary, `${token.toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
   try {
-    unlinkSync(file);
-  } catch {
-    /* none left over */
+    renameSync(temporary, file);
+  } catch (error) {
+    unlinkSync(temporary);
+    throw error;
   }
-  writeFileSync(file, `${token.toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
   generatedTokenFile = file;
-  return token;
 }
 
 async function runFastCGIFace(
   requested: ListenAddress,
   v: Record<string, unknown>,
   limits: ScriptLimits,
-  launch: { minUid: number; minGid: number; log: (line: string) => void },
-  log: (line: string) => void,
+  launch: { minUid: number; minGid: number; log: LogLine },
+  logger: Logger,
   plan: RunAsPlan,
 ): Promise<number> {
+  const log = logger.line;
   // The face runs its scripts itself: once it runs as --user, so do they.
   const scriptLog =
     typeof v['script-log'] === 'string'
@@ -410,7 +496,7 @@ async function runFastCGIFace(
     ...(scriptLog ? { scriptLog } : {}),
     log,
   });
-  server.on('connectionError', (error: Error) => log(`fastcgi: ${error.message}`));
+  server.on('connectionError', (error: Error) => log(error.message, 'warn'));
   let listening: { address: ListenAddress; replacedStale: boolean; removeSocket(): string | null };
   const switching = plan.account !== null && !runsAs(plan.account);
   try {
@@ -432,9 +518,10 @@ async function runFastCGIFace(
     server.close();
     return error instanceof UsageError ? 2 : 1;
   }
-  if (listening.replacedStale) log(`replaced a stale socket at ${formatListenAddress(listening.address)} (nothing was accepting on it)`);
-  if (switching) log(`running as ${describeAccount(plan.account!)}`);
-  for (const warning of plan.warnings) log(warning);
+  if (listening.replacedStale)
+    log(`replaced a stale socket at ${formatListenAddress(listening.address)} (nothing was accepting on it)`, 'info');
+  if (switching) log(`running as ${describeAccount(plan.account!)}`, 'info');
+  for (const warning of plan.warnings) log(warning, 'warn');
   process.stdout.write(
     `ready ${process.pid} ${formatListenAddress(requested.kind === 'unix' || requested.kind === 'tcp' ? listening.address : requested)}\n`,
   );
@@ -445,12 +532,18 @@ async function runFastCGIFace(
       if (stopping) return;
       stopping = true;
       notifySystemd('STOPPING=1');
-      log(`${signal}: finishing ${server.activeRequests} request(s), then exiting`);
+      log(`${signal}: finishing ${server.activeRequests} request(s), then exiting`, 'info');
       server.close();
+      let exiting = false;
       const exit = () => {
+        if (exiting) return;
+        exiting = true;
         listening.removeSocket();
-        resolve(0);
-        setTimeout(() => process.exit(0), 100).unref();
+        // Script log entries of the last requests are written before the logs close.
+        void (scriptLog?.flushed() ?? Promise.resolve()).then(() => {
+          resolve(0);
+          setTimeout(() => process.exit(0), 1000).unref();
+        });
       };
       if (server.activeRequests === 0) exit();
       else {

@@ -13,6 +13,7 @@ import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadServeConfig } from '../config/load.js';
 import type { FrontSpawner } from '../spawn/modes.js';
+import { onReopenSignal, openLogger } from '../log/index.js';
 import { formatListenAddress } from '../options/listen-address.js';
 import { ErrorCode, GatehouseError, UsageError } from '../errors.js';
 import { type LongOption, splitLongOptions } from '../options/command-line.js';
@@ -129,6 +130,7 @@ export async function main(argv: string[]): Promise<number> {
     ...(account ? { uid: account.user.uid, gid: account.gid } : {}),
   });
   let scripts: FrontSpawner | null = null;
+  let closeLogs: () => Promise<void> = async () => {};
   const cleanup = async () => {
     app.kill('SIGTERM');
     await scripts?.stop();
@@ -150,13 +152,21 @@ export async function main(argv: string[]): Promise<number> {
       },
     });
     // As gatehouse serve does: scripts start through the cgid daemon, and as root everything drops to the user.
+    const logger = openLogger({ role: 'serve', level: config.logLevel, format: config.logFormat, target: config.errorLog });
+    closeLogs = () => logger.close();
     const running = await startFront(
       config,
       { account, socketOwner: account ? { uid: account.user.uid, gid: account.gid } : undefined, warnings: [] },
-      (line) => process.stderr.write(`${line}\n`),
+      logger,
     );
     scripts = running.scripts;
     const front = running.front;
+    // The front closes the logger it is given only when it made it: this one is closed after the front stops.
+    const stopReopening = onReopenSignal(() => front.reopenLogs());
+    closeLogs = () => {
+      stopReopening();
+      return logger.close();
+    };
     const url = running.addresses
       .map((address) => (address.kind === 'unix' ? formatListenAddress(address) : `http://${formatListenAddress(address)}/`))
       .join(' ');
@@ -168,6 +178,7 @@ export async function main(argv: string[]): Promise<number> {
         front
           .stop(2000)
           .then(cleanup)
+          .then(closeLogs)
           .finally(() => resolve(0));
       };
       process.once('SIGINT', stop);
@@ -177,11 +188,13 @@ export async function main(argv: string[]): Promise<number> {
         front
           .stop(2000)
           .then(cleanup)
+          .then(closeLogs)
           .finally(() => resolve(1));
       });
     });
   } catch (error) {
     await cleanup();
+    await closeLogs();
     if (error instanceof UsageError) {
       process.stderr.write(`gatehouse example: ${error.message}\n`);
       return 2;

@@ -16,6 +16,7 @@ import { notifySystemd, takeSystemdEnvironment } from '../sys/index.js';
 import {
   formatStatus,
   helpText,
+  logDestination,
   parseCommandLine,
   readStatus,
   runKfcgi,
@@ -61,7 +62,7 @@ export async function main(argv: string[]): Promise<number> {
       );
       return 1;
     }
-    return startDaemon(argv);
+    return startDaemon(argv, config);
   }
   // Type=notify: READY=1 once the workers run, STOPPING=1 on the stop signal (the manager's own handlers act on it).
   const stopping = () => notifySystemd('STOPPING=1');
@@ -89,12 +90,18 @@ async function runAsDaemon(config: KfcgiConfig, readyFd: number): Promise<number
   return finish(status);
 }
 
-/** Starts this same command detached (a new session, no terminal), and waits for its report. */
-async function startDaemon(argv: string[]): Promise<number> {
+/**
+ * Starts this same command detached (a new session, no terminal), and waits
+ * for its report. The daemon's standard error is this command's only when it
+ * will log there (no syslog socket and no -E): a daemon otherwise holds no
+ * terminal or pipe open (kfcgi(8) daemonises with daemon(3)).
+ */
+async function startDaemon(argv: string[], config: KfcgiConfig): Promise<number> {
   const script = process.argv[1]!;
+  const destination = logDestination({ file: config.errorLog });
   const child = spawn(process.execPath, [...process.execArgv, script, 'kfcgi', ...argv], {
     detached: true,
-    stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', 'ignore', destination === 'stderr' ? 'inherit' : 'ignore', 'pipe'],
     env: { ...process.env, [DAEMON_FD_VARIABLE]: '3' },
     cwd: '/',
   });
@@ -104,12 +111,12 @@ async function startDaemon(argv: string[]): Promise<number> {
   channel.on('data', (chunk: string) => (text += chunk));
   const outcome = await new Promise<string>((resolve) => {
     const timer = setTimeout(
-      () => resolve(`error no report from the daemon within ${KFCGI_DAEMON_READY_TIMEOUT_MS} ms; see the system log`),
+      () => resolve(`error no report from the daemon within ${KFCGI_DAEMON_READY_TIMEOUT_MS} ms; see its log`),
       KFCGI_DAEMON_READY_TIMEOUT_MS,
     );
     channel.on('end', () => {
       clearTimeout(timer);
-      resolve(text.trim() || 'error the daemon exited while starting; see the system log');
+      resolve(text.trim() || 'error the daemon exited while starting; see its log');
     });
     child.on('error', (error) => {
       clearTimeout(timer);
@@ -119,7 +126,13 @@ async function startDaemon(argv: string[]): Promise<number> {
   child.unref();
   (channel as unknown as { destroy(): void }).destroy();
   if (outcome.startsWith('ready ')) {
-    process.stderr.write(`gatehouse kfcgi: running in the background as pid ${outcome.slice(6)}; logging to the system log\n`);
+    const where =
+      destination === 'file'
+        ? `logging to ${config.errorLog}`
+        : destination === 'syslog'
+          ? 'logging to the system log'
+          : 'logging to standard error';
+    process.stderr.write(`gatehouse kfcgi: running in the background as pid ${outcome.slice(6)}; ${where}\n`);
     return 0;
   }
   process.stderr.write(`gatehouse kfcgi: ${outcome.replace(/^error /, '')}\n`);

@@ -27,13 +27,22 @@ function version(): string {
   return pkg.version;
 }
 
+const OPTIONS: Array<[string, string]> = [
+  ['-V, --version', 'print the version of this installation (from its package.json) and exit'],
+  ['-h, --help', 'print this help and exit'],
+];
+
 function usage(): string {
-  const width = Math.max(...Object.keys(COMMANDS).map((name) => name.length));
+  const width = Math.max(...Object.keys(COMMANDS).map((name) => name.length), ...OPTIONS.map(([flags]) => flags.length));
   return [
     'usage: gatehouse <command> [options]',
+    '       gatehouse --version | --help',
     '',
     'commands:',
     ...Object.entries(COMMANDS).map(([name, command]) => `  ${name.padEnd(width)}  ${command.summary}`),
+    '',
+    'options:',
+    ...OPTIONS.map(([flags, summary]) => `  ${flags.padEnd(width)}  ${summary}`),
     '',
     "Run 'gatehouse <command> --help' for a command's options; manual pages are in man/.",
   ].join('\n');

@@ -15,6 +15,7 @@ import { dropPrivileges, notifySystemd, reloadingStates, takeSystemdEnvironment 
 import { handleServeSignals } from './serve-signals.js';
 import { describeAccount, planRunAs, type RunAsPlan } from './run-as.js';
 import type { FastCGIRouteConfig, ServeConfig } from '../config/schema.js';
+import { type Logger, onReopenSignal, openLogger } from '../log/index.js';
 
 const COMMAND_OPTIONS: LongOption[] = [
   {
@@ -70,8 +71,8 @@ function checkReport(config: ServeConfig, file: string | undefined, plan: RunAsP
     ...(config.docroot ? [`docroot: ${config.docroot}${config.cgiExt.length ? ` (CGI: ${config.cgiExt.join(' ')})` : ''}`] : []),
     `script-timeout: ${config.scriptTimeoutMs} ms`,
     ...(config.scriptLog ? [`script-log: ${config.scriptLog}`] : []),
-    `access-log: ${config.accessLog}`,
-    `error-log: ${config.errorLog}`,
+    `access-log: ${config.accessLog}${config.accessLog !== 'off' ? ` (${config.accessLogFormat})` : ''}`,
+    `error-log: ${config.errorLog} (level ${config.logLevel}, ${config.logFormat})`,
   ];
 }
 
@@ -110,24 +111,28 @@ export interface RunningFront {
  * front itself becomes the user (setgroups, setgid, setuid, checked). Every
  * failure closes what did open and throws.
  */
-export async function startFront(config: ServeConfig, plan: RunAsPlan, log: (line: string) => void): Promise<RunningFront> {
-  // The daemon's lines go to the console until the front's error log is open, then there.
-  let front: GatehouseFront | undefined;
-  const forward = (line: string) => (front ? front.logError(line) : log(line));
+export async function startFront(config: ServeConfig, plan: RunAsPlan, logger: Logger): Promise<RunningFront> {
   let scripts: FrontSpawner | null = null;
   if (config.cgiBin || config.scriptAlias.length > 0 || config.cgiExt.length > 0) {
     try {
-      scripts = await startFrontSpawner(frontSpawnSettings(config, plan.account), forward);
+      // The daemon's records go to the error log from its start on.
+      scripts = await startFrontSpawner(frontSpawnSettings(config, plan.account), logger.line, logger);
     } catch (error) {
       throw new GatehouseError(ErrorCode.SERVE_SETUP, `cannot start CGI scripts: ${(error as Error).message}`, { cause: error });
     }
   }
-  const opened = new GatehouseFront({
-    config,
-    ...(scripts ? { spawner: scripts.spawner } : {}),
-    unixSocket: { mode: config.socketMode, ...(plan.socketOwner ? { owner: plan.socketOwner } : {}) },
-  });
-  front = opened;
+  let opened: GatehouseFront;
+  try {
+    opened = new GatehouseFront({
+      config,
+      logger,
+      ...(scripts ? { spawner: scripts.spawner } : {}),
+      unixSocket: { mode: config.socketMode, ...(plan.socketOwner ? { owner: plan.socketOwner } : {}) },
+    });
+  } catch (error) {
+    await scripts?.stop();
+    throw error;
+  }
   try {
     const addresses = await opened.listen();
     if (plan.account) dropPrivileges(plan.account);
@@ -189,17 +194,35 @@ export async function main(argv: string[]): Promise<number> {
     stop: (signal) => (act ? act.stop(signal) : (stopEarly = signal)),
     reload: () => (act ? act.reload() : (reloadEarly = true)),
   });
-  let running: RunningFront;
+  // The error log first, as root (like the sockets): the cgid daemon's records go to it from its start on.
+  let logger: Logger;
   try {
-    running = await startFront(config, plan, (line) => process.stderr.write(`${line}\n`));
+    logger = openLogger({ role: 'serve', level: config.logLevel, format: config.logFormat, target: config.errorLog });
   } catch (error) {
     process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
     return 1;
   }
+  let running: RunningFront | undefined;
+  // SIGUSR1 reopens the logs (and, listened for, no longer opens Node's inspector).
+  const stopReopening = onReopenSignal(async () => {
+    if (running) await running.front.reopenLogs();
+    else await logger.reopen();
+  });
+  const finish = async (status: number) => {
+    stopReopening();
+    await logger.close();
+    return status;
+  };
+  try {
+    running = await startFront(config, plan, logger);
+  } catch (error) {
+    process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
+    return finish(1);
+  }
   const { front, scripts, addresses } = running;
-  for (const warning of plan.warnings) front.logError(`warning: ${warning}`);
-  front.logError(
-    `gatehouse serve ${process.pid}: listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}${plan.account ? `; running as ${describeAccount(plan.account)}` : ''}`,
+  for (const warning of plan.warnings) logger.warn(warning);
+  logger.info(
+    `listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}${plan.account ? `; running as ${describeAccount(plan.account)}` : ''}`,
   );
   notifySystemd('READY=1', `STATUS=serving on ${addresses.map(formatListenAddress).join(', ')}`);
   const reloader = new Reloader(front, () => loadServeConfig({ ...(file !== undefined ? { file } : {}), flags }), file);
@@ -207,22 +230,28 @@ export async function main(argv: string[]): Promise<number> {
     let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
       if (stopping) {
-        front.logError(`${signal} again: exiting now`);
+        logger.warn(`${signal} again: exiting now`);
+        // The logs' exit hook writes what they still hold.
         process.exit(1);
       }
       stopping = true;
       notifySystemd('STOPPING=1');
-      front.logError(`${signal}: finishing requests in flight (up to ${front.config.shutdownGraceMs} ms), then exiting`);
+      logger.info(`${signal}: finishing requests in flight (up to ${front.config.shutdownGraceMs} ms), then exiting`);
       front
         .stop()
         .then(() => scripts?.stop())
         .then(
-          () => resolve(0),
+          () => 0,
           (error: unknown) => {
-            front.logError(`stop failed: ${(error as Error).message}`);
-            resolve(1);
+            logger.error(`stop failed: ${(error as Error).message}`);
+            return 1;
           },
-        );
+        )
+        .then((status) => {
+          logger.info('stopped');
+          return finish(status);
+        })
+        .then(resolve);
     };
     act = { stop, reload: () => reloader.request() };
     if (stopEarly) stop(stopEarly);
@@ -275,9 +304,9 @@ class Reloader {
       this.front.reload(next);
     } catch (error) {
       const problems = error instanceof ConfigError || error instanceof UsageError ? error.problems.join('; ') : (error as Error).message;
-      this.front.logError(`SIGHUP: reload refused, still serving the previous configuration: ${source}: ${problems}`);
+      this.front.logError(`SIGHUP: reload refused, still serving the previous configuration: ${source}: ${problems}`, 'error');
       return;
     }
-    this.front.logError(`SIGHUP: reloaded the configuration from ${source}`);
+    this.front.logError(`SIGHUP: reloaded the configuration from ${source}`, 'info');
   }
 }

@@ -23,6 +23,7 @@ import { readValue, type ValueRule } from '../options/values.js';
 import { resolveAddress } from '../fastcgi/client/address.js';
 import { RouteTable } from '../http/routes.js';
 import { activatedSockets, lookupGroupId, lookupUser } from '../sys/index.js';
+import { compileAccessLogFormat } from '../http/access-log-format.js';
 
 export { ConfigError, UsageError, closestName };
 
@@ -288,6 +289,8 @@ function validate(config: ServeConfig, problems: string[]): void {
       problems.push(`${key}: the directory of ${file} does not exist; create it, or write - for the console`);
     else if (isDirectory(file)) problems.push(`${key}: ${file} is a directory; give a file name`);
   }
+  const accessLogFormat = compileAccessLogFormat(config.accessLogFormat);
+  if (typeof accessLogFormat !== 'function') problems.push(`access-log-format: ${accessLogFormat.problem}`);
   if (config.maxHeaderBytes < 1024)
     problems.push(
       `max-header-bytes: ${config.maxHeaderBytes} is too small for any request head; write at least 1024 (default ${SERVE_DEFAULTS.maxHeaderBytes})`,

@@ -18,6 +18,10 @@ export const RESTART_ONLY_KEYS: ReadonlyArray<readonly [string, (config: ServeCo
   ['socket-mode', (config) => config.socketMode],
   ['access-log', (config) => config.accessLog],
   ['error-log', (config) => config.errorLog],
+  // The logs are opened once, with their level and formats (the cgid daemon was started with the level too).
+  ['access-log-format', (config) => config.accessLogFormat],
+  ['log-level', (config) => config.logLevel],
+  ['log-format', (config) => config.logFormat],
   ['cgi-spawn', (config) => config.cgiSpawn],
   ['script-sock', (config) => config.scriptSock],
   ['runtime-dir', (config) => config.runtimeDir],

@@ -9,6 +9,8 @@
 import type { LongOption } from '../options/command-line.js';
 import type { ValueKind } from '../options/values.js';
 import { CGI_SPAWN_MODES } from '../spawn/modes.js';
+import { ACCESS_LOG_DIRECTIVES, DEFAULT_ACCESS_LOG_FORMAT } from '../http/access-log-format.js';
+import { DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log/index.js';
 import {
   CGID_SCRIPT_SOCK,
   CGID_SUEXEC_MIN_GID,
@@ -224,10 +226,43 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
     kind: 'string',
     flag: true,
     argument: 'FILE',
-    summary: 'access log in Apache combined format; - for stdout, off for none',
+    summary: 'access log, one line per request (see access-log-format); - for stdout, off for none; reopened on SIGUSR1',
     defaultText: '-',
   },
-  { name: 'error-log', kind: 'string', flag: true, argument: 'FILE', summary: 'error log; - for stderr', defaultText: '-' },
+  {
+    name: 'access-log-format',
+    kind: 'string',
+    flag: true,
+    argument: 'FORMAT',
+    summary: `the access log's line: combined, common, or Apache LogFormat directives ${ACCESS_LOG_DIRECTIVES.join(' ')}`,
+    defaultText: DEFAULT_ACCESS_LOG_FORMAT,
+  },
+  {
+    name: 'error-log',
+    kind: 'string',
+    flag: true,
+    argument: 'FILE',
+    summary: "error log (with the cgid daemon's lines); - for stderr; reopened on SIGUSR1",
+    defaultText: '-',
+  },
+  {
+    name: 'log-level',
+    kind: 'choice',
+    choices: LOG_LEVELS,
+    flag: true,
+    argument: 'LEVEL',
+    summary: `least serious error-log lines written: ${LOG_LEVELS.join(', ')}`,
+    defaultText: DEFAULT_LOG_LEVEL,
+  },
+  {
+    name: 'log-format',
+    kind: 'choice',
+    choices: LOG_FORMATS,
+    flag: true,
+    argument: 'FORMAT',
+    summary: 'error log lines as text (TIME LEVEL serve[PID]: MESSAGE) or json (one object per line, same fields)',
+    defaultText: DEFAULT_LOG_FORMAT,
+  },
   {
     name: 'headers-timeout',
     kind: 'duration',
@@ -423,7 +458,11 @@ export interface ServeConfig {
   maxQueuedScripts: number;
   maxBody: number;
   accessLog: string;
+  /** combined, common, or an Apache LogFormat string (src/http/access-log-format.ts). */
+  accessLogFormat: string;
   errorLog: string;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
   headersTimeoutMs: number;
   requestTimeoutMs: number;
   keepaliveTimeoutMs: number;
@@ -460,7 +499,10 @@ export const SERVE_DEFAULTS: ServeConfig = {
   maxQueuedScripts: CGI_MAX_QUEUED_SCRIPTS,
   maxBody: CGI_MAX_REQUEST_BODY_BYTES,
   accessLog: '-',
+  accessLogFormat: DEFAULT_ACCESS_LOG_FORMAT,
   errorLog: '-',
+  logLevel: DEFAULT_LOG_LEVEL,
+  logFormat: DEFAULT_LOG_FORMAT,
   headersTimeoutMs: HTTP_HEADERS_TIMEOUT_MS,
   requestTimeoutMs: HTTP_REQUEST_TIMEOUT_MS,
   keepaliveTimeoutMs: HTTP_KEEPALIVE_TIMEOUT_MS,

@@ -1,5 +1,5 @@
 /**
- * gatehouse/fastcgi: run a Node application as a FastCGI responder,
+ * gatehouse-server/fastcgi: run a Node application as a FastCGI responder,
  * authorizer or filter (under nginx, Apache, spawn-fcgi or gatehouse kfcgi),
  * plus the pure FastCGI 1.0 codec.
  */

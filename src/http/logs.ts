@@ -1,77 +1,59 @@
 /**
- * The access log (Apache's combined format) and the error log, to files or to
- * stdout/stderr. Writes are appended through a stream so a slow disk never
- * blocks a request; lines are built only when the log is on.
+ * The access log: one line per request in a format of Apache's LogFormat
+ * (combined by default, see access-log-format.ts), to a file or stdout,
+ * written without blocking (src/log/writer.ts); lines are built only when
+ * the log is on. The error log is a src/log Logger.
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerResponse } from 'node:http';
+import { droppedMessage, openLogWriter, type LogWriter, type Logger } from '../log/index.js';
+import { ErrorCode, GatehouseError } from '../errors.js';
+import { type AccessEntry, type AccessLineFormatter, compileAccessLogFormat } from './access-log-format.js';
 
-export interface LogTarget {
-  /** False for "off": callers skip building lines. */
+export { apacheTime, type AccessEntry } from './access-log-format.js';
+
+export class AccessLog {
+  /** False for "off": callers skip building entries. */
   readonly enabled: boolean;
-  write(line: string): void;
-  close(): Promise<void>;
-}
+  readonly #writer: LogWriter | null;
+  readonly #format: AccessLineFormatter;
 
-/** "-" is stdout (access log) or stderr (error log); "off" discards. */
-export function openLog(target: string, console: 'stdout' | 'stderr'): LogTarget {
-  if (target === 'off') return { enabled: false, write: () => {}, close: async () => {} };
-  if (target === '-') {
-    const stream = console === 'stdout' ? process.stdout : process.stderr;
-    return { enabled: true, write: (line) => void stream.write(`${line}\n`), close: async () => {} };
+  /**
+   * `target`: a file, "-" for stdout, or "off". Lines dropped because they
+   * came faster than they could be written are counted in the error log (a
+   * line of another shape here would break the access log's parsers).
+   */
+  constructor(target: string, format: string, errorLog: Logger, maxBufferedBytes?: number) {
+    const compiled = compileAccessLogFormat(format);
+    if (typeof compiled !== 'function') throw new GatehouseError(ErrorCode.CONFIG_INVALID, `access-log-format: ${compiled.problem}`);
+    this.#format = compiled;
+    this.enabled = target !== 'off';
+    this.#writer = this.enabled
+      ? openLogWriter(target, 'stdout', {
+          ...(maxBufferedBytes !== undefined ? { maxBufferedBytes } : {}),
+          onDrop: (count) => {
+            errorLog.warn(droppedMessage(count, 'access log'));
+            return undefined;
+          },
+          onError: (error) => errorLog.error(`cannot write the access log ${target}: ${error.message}`),
+        })
+      : null;
   }
-  const stream: WriteStream = createWriteStream(target, { flags: 'a', mode: 0o640 });
-  stream.on('error', (error) => process.stderr.write(`gatehouse: cannot write log ${target}: ${error.message}\n`));
-  return {
-    enabled: true,
-    write: (line) => void stream.write(`${line}\n`),
-    close: () => new Promise((resolve) => stream.end(resolve)),
-  };
-}
 
-const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
-const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
-const two = (n: number) => String(n).padStart(2, '0');
+  write(entry: AccessEntry): void {
+    this.#writer?.write(`${this.#format(entry)}\n`);
+  }
 
-/** Apache's %t: [23/Nov/2026:17:40:00 +0000]. */
-export function apacheTime(date: Date): string {
-  const offset = -date.getTimezoneOffset();
-  const sign = offset >= 0 ? '+' : '-';
-  const zone = `${sign}${two(Math.floor(Math.abs(offset) / 60))}${two(Math.abs(offset) % 60)}`;
-  return `[${two(date.getDate())}/${MONTHS[date.getMonth()]}/${date.getFullYear()}:${two(date.getHours())}:${two(date.getMinutes())}:${two(date.getSeconds())} ${zone}]`;
-}
+  reopen(): Promise<void> {
+    return this.#writer?.reopen() ?? Promise.resolve();
+  }
 
-/** The error log's time stamp, as Apache 2.4 writes it: [Mon Nov 23 17:40:00.123456 2026]. */
-export function errorLogTime(date: Date): string {
-  const micros = String(date.getMilliseconds() * 1000).padStart(6, '0');
-  return `[${DAYS[date.getDay()]} ${MONTHS[date.getMonth()]} ${two(date.getDate())} ${two(date.getHours())}:${two(date.getMinutes())}:${two(date.getSeconds())}.${micros} ${date.getFullYear()}]`;
-}
+  flush(): Promise<void> {
+    return this.#writer?.flush() ?? Promise.resolve();
+  }
 
-/** Escapes what Apache escapes in log fields: quotes, backslashes and control bytes. */
-function escapeField(value: string): string {
-  return value.replace(/[\\"\x00-\x1f\x7f-\xff]/g, (char) =>
-    char === '"' ? '\\"' : char === '\\' ? '\\\\' : `\\x${char.charCodeAt(0).toString(16).padStart(2, '0')}`,
-  );
-}
-
-/**
- * %h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i". `remoteAddress` is
- * read when the request arrives: by the time the response has finished, Node
- * may have detached the socket (req.socket is then null).
- */
-export function combinedLogLine(
-  req: IncomingMessage,
-  res: ServerResponse,
-  bodyBytes: number,
-  when: Date,
-  remoteAddress: string | undefined,
-  remoteUser?: string,
-): string {
-  const requestLine = `${req.method} ${req.url} HTTP/${req.httpVersion}`;
-  const referer = req.headers.referer ?? '-';
-  const agent = req.headers['user-agent'] ?? '-';
-  const status = res.headersSent ? res.statusCode : 0;
-  return `${remoteAddress ?? '-'} - ${remoteUser ? escapeField(remoteUser) : '-'} ${apacheTime(when)} "${escapeField(requestLine)}" ${status || '-'} ${bodyBytes > 0 ? bodyBytes : '-'} "${escapeField(referer)}" "${escapeField(agent)}"`;
+  close(): Promise<void> {
+    return this.#writer?.close() ?? Promise.resolve();
+  }
 }
 
 /** Counts the body bytes a response sends, for %b, by watching write() and end(). */

@@ -5,10 +5,13 @@
  * routes and CGI directories), then CGI by ending and static files.
  * node:http's parser already refuses request smuggling (Content-Length with
  * Transfer-Encoding, several Content-Lengths, obsolete line folding) with 400
- * and oversized heads with 431; the front adds 414 for long targets, an
- * access and error log, and a graceful stop.
+ * and oversized heads with 431; the front adds 414 for long targets, 400
+ * for a request that names its host twice or badly (the request description,
+ * src/cgi/http-request.ts), 413 at once for a chunk announced above max-body
+ * (chunk-size-guard.ts), an access and error log, and a graceful stop.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cgi, type CgiHandler } from '../cgi/handler.js';
 import type { ScriptSpawner } from '../spawn/spawner.js';
@@ -18,10 +21,13 @@ import { listenServer, resolveActivatedAddress, type ServerListening, type UnixS
 import { restartOnlyChanges } from '../config/reload.js';
 import { fastcgi, type FastCGIHandler } from './fastcgi-handler.js';
 import { RouteTable } from './routes.js';
-import { apacheTime, combinedLogLine, countResponseBytes, errorLogTime, openLog, type LogTarget } from './logs.js';
+import { AccessLog, countResponseBytes } from './logs.js';
+import { openLogger, type Logger, type LogLevel } from '../log/index.js';
 import { serveStatic } from './static.js';
 import { sendErrorPage } from '../cgi/http-response.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
+import { readHttpRequest, splitAbsoluteForm } from '../cgi/http-request.js';
+import { ChunkSizeGuard } from './chunk-size-guard.js';
 import { HTTP_MAX_REQUESTS_PER_SOCKET, HTTP_TIMEOUT_CHECK_MAX_MS, HTTP_TIMEOUT_CHECK_MIN_MS } from '../limits.js';
 import { ConfigError, ErrorCode, GatehouseError } from '../errors.js';
 
@@ -31,6 +37,12 @@ export interface FrontOptions {
   spawner?: ScriptSpawner;
   /** Mode and owner of unix listeners (serve's socket-mode, socket-user, socket-group, resolved to ids). */
   unixSocket?: UnixSocketOptions;
+  /**
+   * The error log, when the caller made it (gatehouse serve opens it first, for
+   * the cgid daemon's lines); the caller then closes it. Default: opened from
+   * the configuration (error-log, log-level, log-format) and closed by stop().
+   */
+  logger?: Logger;
 }
 
 /**
@@ -84,10 +96,14 @@ function requestLineTooLong(rawPacket: unknown, maxUrlBytes: number): boolean {
 export class GatehouseFront {
   readonly #servers: http.Server[] = [];
   readonly #listening: ServerListening[] = [];
-  readonly #accessLog: LogTarget;
-  readonly #errorLog: LogTarget;
+  readonly #accessLog: AccessLog;
+  /** The error log. */
+  readonly log: Logger;
+  readonly #ownsLogger: boolean;
   readonly #spawner: ScriptSpawner | undefined;
   readonly #unixSocket: UnixSocketOptions | undefined;
+  /** Refuses a chunk announced above max-body at once; its limits follow a reload for new connections. */
+  readonly #chunkSizeGuard: ChunkSizeGuard;
   /** What the current configuration serves; replaced by reload(). */
   #site: Site;
   /** Sites replaced by a reload whose requests are still running. */
@@ -100,8 +116,12 @@ export class GatehouseFront {
     const { config } = options;
     this.#spawner = options.spawner;
     this.#unixSocket = options.unixSocket;
-    this.#accessLog = openLog(config.accessLog, 'stdout');
-    this.#errorLog = openLog(config.errorLog, 'stderr');
+    this.#ownsLogger = options.logger === undefined;
+    this.log =
+      options.logger ??
+      openLogger({ role: 'serve', level: config.logLevel, format: config.logFormat, target: config.errorLog, console: 'stderr' });
+    this.#accessLog = new AccessLog(config.accessLog, config.accessLogFormat, this.log);
+    this.#chunkSizeGuard = new ChunkSizeGuard(config.maxBody, config.maxHeaderBytes);
     this.#site = this.#buildSite(config);
   }
 
@@ -112,7 +132,7 @@ export class GatehouseFront {
 
   /** Routes and handlers for `config`. */
   #buildSite(config: ServeConfig): Site {
-    const errorLog = (line: string) => this.logError(line);
+    const errorLog = this.log.line;
     const scriptAliases = [
       ...(config.cgiBin ? [{ urlPrefix: '/cgi-bin/', directory: config.cgiBin }] : []),
       ...config.scriptAlias.map((a) => ({ urlPrefix: a.url, directory: a.dir })),
@@ -170,13 +190,31 @@ export class GatehouseFront {
     return { config, routes, cgi: cgiHandler, fastcgi: fastcgiHandlers, static: staticFiles, inFlight: 0, retired: false };
   }
 
-  logError(line: string): void {
-    this.#errorLog.write(`${errorLogTime(new Date())} [pid ${process.pid}] ${line}`);
+  /** One line in the error log (an error unless `level` says otherwise). */
+  logError(line: string, level: LogLevel = 'error'): void {
+    this.log.log(level, line);
   }
 
-  /** The request pipeline: limits, access log, then the routes. */
+  /**
+   * SIGUSR1: the access log and the error log are flushed to the files they
+   * had and opened again by name (after logrotate's mv). The script log needs
+   * nothing: it is opened for each entry.
+   */
+  async reopenLogs(): Promise<void> {
+    try {
+      await this.#accessLog.reopen();
+    } catch (error) {
+      this.log.error(`${(error as Error).message}; still writing to the file it had`);
+    }
+    await this.log.reopen();
+    this.log.info('SIGUSR1: log files reopened');
+  }
+
+  /** The request pipeline: limits, access log, the request description's checks, then the routes. */
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    this.#chunkSizeGuard.noteRequest(req, res);
     const started = new Date();
+    const startedNs = process.hrtime.bigint();
     const remoteAddress = req.socket.remoteAddress;
     const bodyBytes = countResponseBytes(res);
     // The site this request started on serves it to the end, whatever a reload swaps in meanwhile.
@@ -188,7 +226,16 @@ export class GatehouseFront {
       if (logged) return;
       logged = true;
       try {
-        if (this.#accessLog.enabled) this.#accessLog.write(combinedLogLine(req, res, bodyBytes(), started, remoteAddress));
+        if (this.#accessLog.enabled)
+          this.#accessLog.write({
+            remoteAddress,
+            time: started,
+            requestLine: `${req.method} ${req.url} HTTP/${req.httpVersion}`,
+            status: res.headersSent ? res.statusCode : 0,
+            bodyBytes: bodyBytes(),
+            headers: req.headers,
+            durationMicros: Number(process.hrtime.bigint() - startedNs) / 1000,
+          });
       } catch (error) {
         // A log line is never worth the server: this runs in an event handler, where a throw ends the process.
         this.logError(`access log: cannot log ${req.method} ${req.url}: ${(error as Error).message}`);
@@ -203,12 +250,17 @@ export class GatehouseFront {
     res.once('finish', done);
     res.once('close', done);
     if (this.#stopping) res.setHeader('Connection', 'close');
+    // Read before req.url is rewritten below: an absolute-form target's host is the request's host (RFC 9112 3.2.2).
+    const reading = readHttpRequest(req);
+    if (reading.kind === 'refused') {
+      this.logError(`refused ${req.method} ${req.url} from ${req.socket.remoteAddress}: ${reading.reason}`);
+      return sendErrorPage(res, reading.status, true);
+    }
     let target = req.url ?? '/';
     // RFC 9112 3.2.2: an origin server must accept the absolute-form (http://host/path); it is served as its path.
-    const absolute = /^https?:\/\/[^/?#]*/i.exec(target);
+    const absolute = splitAbsoluteForm(target);
     if (absolute) {
-      target = target.slice(absolute[0].length);
-      if (!target.startsWith('/')) target = `/${target}`;
+      target = absolute.originForm;
       req.url = target;
     }
     if (Buffer.byteLength(target, 'latin1') > site.config.maxUrlBytes) {
@@ -268,7 +320,7 @@ export class GatehouseFront {
         const server = this.#createServer();
         const listening = await listenServer(server, address, this.#unixSocket ? { unix: this.#unixSocket } : {});
         if (listening.replacedStale)
-          this.logError(`replaced a stale socket at ${formatListenAddress(address)} (nothing was accepting on it)`);
+          this.logError(`replaced a stale socket at ${formatListenAddress(address)} (nothing was accepting on it)`, 'info');
         this.#listening.push(listening);
         this.#servers.push(server);
         bound.push(listening.address);
@@ -293,6 +345,8 @@ export class GatehouseFront {
     );
     applyServerLimits(server, this.config);
     server.maxRequestsPerSocket = HTTP_MAX_REQUESTS_PER_SOCKET;
+    // A chunk announced above max-body is refused at once (413) instead of waited for: see chunk-size-guard.ts.
+    server.on('connection', (socket: net.Socket) => this.#chunkSizeGuard.watch(socket));
     // Expect: 100-continue goes to the handlers, which send the 100 only when they will read the body:
     // a body over max-body gets its 413 before the client sends it (Node would otherwise answer 100 at once).
     server.on('checkContinue', this.handle);
@@ -318,9 +372,15 @@ export class GatehouseFront {
             : 400;
       socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       // Apache logs refused requests too ("-" for a request line it could not read): probes and attacks show up.
-      this.#accessLog.write(
-        `${(socket as import('node:net').Socket).remoteAddress ?? '-'} - - ${apacheTime(new Date())} "-" ${status} - "-" "-"`,
-      );
+      this.#accessLog.write({
+        remoteAddress: (socket as import('node:net').Socket).remoteAddress,
+        time: new Date(),
+        requestLine: null,
+        status,
+        bodyBytes: 0,
+        headers: {},
+        durationMicros: 0,
+      });
     });
     return server;
   }
@@ -342,6 +402,7 @@ export class GatehouseFront {
     const previous = this.#site;
     this.#site = this.#buildSite(config);
     for (const server of this.#servers) applyServerLimits(server, config);
+    this.#chunkSizeGuard.setLimits(config.maxBody, config.maxHeaderBytes);
     previous.retired = true;
     if (previous.inFlight === 0) this.#closeSite(previous);
     else this.#retired.add(previous);
@@ -373,7 +434,7 @@ export class GatehouseFront {
       ]);
       clearTimeout(timer);
       if (this.#inFlight > 0)
-        this.logError(`stop: ${this.#inFlight} request(s) still running after ${graceMs} ms: closing their connections`);
+        this.logError(`stop: ${this.#inFlight} request(s) still running after ${graceMs} ms: closing their connections`, 'warn');
     }
     for (const server of this.#servers) server.closeAllConnections();
     await Promise.all(closed);
@@ -385,7 +446,7 @@ export class GatehouseFront {
     // Only sockets this front bound, and only while the path is still the same socket: never another server's.
     for (const listening of this.#listening) listening.removeSocket();
     await this.#accessLog.close();
-    await this.#errorLog.close();
+    if (this.#ownsLogger) await this.log.close();
   }
 
   describe(addresses: ListenAddress[]): string {

@@ -9,19 +9,24 @@
  */
 import { KFCGI_SOCKET_MODE } from '../limits.js';
 import { activatedSockets, normalizeAddress } from '../sys/index.js';
-import { FixedPool } from './fixed-pool.js';
 import { adoptActivatedListener, openListener, systemMaxBacklog, type Listener } from './listener.js';
 import { createLogger, type Logger } from './log.js';
+import { onReopenSignal } from '../log/index.js';
 import type { KfcgiConfig } from './options.js';
 import { dropPrivileges, enterJail, resolveCredentials, type Credentials } from './privileges.js';
+import { ProcView } from './proc-view.js';
+import { SharedSocketPool } from './shared-socket-pool.js';
+import { SocketView } from './socket-view.js';
 import { openStatusSocket, type StatusServer } from './status.js';
 import { workerEnvironment, type Pool } from './supervisor.js';
 import { VariablePool } from './variable-pool.js';
-import { ProcView, signalAllWorkers } from './worker-process.js';
+import { signalAllWorkers } from './worker-process.js';
+import { ErrorCode, GatehouseError } from '../errors.js';
 
 export { OPTIONS, parseCommandLine, validateOptions, helpText, usageLine, UsageError, type KfcgiConfig } from './options.js';
 export { readStatus, formatStatus } from './status.js';
-export type { PoolStatus } from './supervisor.js';
+export { logDestination } from './log.js';
+export type { PoolStatus, WorkerStatus } from './supervisor.js';
 
 export interface RunHooks {
   /** Called once the workers are running (the daemon tells its parent), or with the error that stopped the start. */
@@ -31,11 +36,22 @@ export interface RunHooks {
 type Action = 'stop' | 'restart';
 
 export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promise<number> {
-  const log = createLogger({ stderr: config.foreground, syslog: true, verbose: config.verbose });
+  // 0. The log: the system log (or -E's file, or stderr without a syslog socket), opened before the jail.
+  let log: Logger;
+  try {
+    log = createLogger({ stderr: config.foreground, file: config.errorLog, level: config.logLevel, format: config.logFormat });
+  } catch (error) {
+    process.stderr.write(`gatehouse kfcgi: ${(error as Error).message}\n`);
+    hooks.onReady?.(error as Error);
+    return 1;
+  }
+  // SIGUSR1 reopens the log file (logrotate); listened for, it no longer opens Node's inspector. Workers are not told.
+  const stopReopening = onReopenSignal(() => log.reopen());
   for (const warning of config.warnings) log.warning(warning);
   // Installed first: a SIGTERM during the start is acted on once the pool runs, instead of killing the manager.
   const signals = new SignalQueue();
-  // Should the manager itself fail, its workers must not outlive it (nothing would supervise or stop them).
+  // Should the manager itself fail, its workers must not outlive it (nothing would supervise or stop them): they get
+  // SIGTERM here, and whatever is left of them SIGKILL from their lifelines once this process is gone (worker-process.ts).
   process.on('uncaughtException', (error) => {
     log.error(`internal error, stopping every worker and exiting: ${error.stack ?? error.message}`);
     process.exit(70);
@@ -48,6 +64,7 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
   let listener: Listener | null = null;
   let statusServer: StatusServer | null = null;
   let pool: Pool | null = null;
+  let socketView: SocketView | null = null;
   try {
     // 1. The socket: stale ones removed, live ones refused; mode 0660 from bind on; owned by -u.
     const backlog = config.backlog ?? systemMaxBacklog();
@@ -65,9 +82,11 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
         : `listening on ${listener.describe()}${config.listen.kind === 'unix' ? ` (mode ${KFCGI_SOCKET_MODE.toString(8)}${config.socketUser ? `, owner ${config.socketUser.name}` : ''})` : ''}, backlog ${backlog}`,
     );
 
-    // 2. What the jail will hide: the user's groups, /proc (to see whether a worker is idle).
+    // 2. What the jail will hide: the user's groups, /proc (to see whether a worker is idle, its CPU and memory).
+    //    The kernel's view of the socket (sock_diag: its listen queue, its connections) needs no file system.
     const credentials: Credentials | null = config.processUser ? resolveCredentials(config.processUser) : null;
     const proc = new ProcView();
+    socketView = new SocketView(listener, proc);
 
     // 3. The jail, then the privilege drop.
     enterJail(config.jail);
@@ -96,8 +115,24 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
           },
           listener,
           log,
+          proc,
+          socketView,
         )
-      : new FixedPool({ workers: config.workers, program: config.program, args: config.args, env }, listener, log, proc);
+      : new SharedSocketPool(
+          {
+            workers: config.workers,
+            maxWorkers: config.maxWorkers,
+            dynamic: config.dynamic,
+            idleSeconds: config.idleSeconds,
+            program: config.program,
+            args: config.args,
+            env,
+          },
+          listener,
+          log,
+          proc,
+          socketView,
+        );
     await pool.start();
     const running = pool;
     statusServer?.serve(() => running.status());
@@ -105,13 +140,20 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
     const message = error instanceof Error ? error.message : String(error);
     log.error(`cannot start: ${message}`);
     await pool?.stop();
+    socketView?.close();
     cleanup(log, listener, statusServer);
-    hooks.onReady?.(error instanceof Error ? error : new Error(message));
+    hooks.onReady?.(error instanceof Error ? error : new GatehouseError(ErrorCode.KFCGI_SETUP, message));
     signals.close();
+    stopReopening();
+    await log.close();
     return 1;
   }
   hooks.onReady?.(null);
-  return serveSignals(signals, pool, log, listener, statusServer);
+  const status = await serveSignals(signals, pool, log, listener, statusServer);
+  socketView.close();
+  stopReopening();
+  await log.close();
+  return status;
 }
 
 function allowedPeers(config: KfcgiConfig): Set<string> | null {

@@ -8,13 +8,15 @@
 import { chownSync, closeSync, openSync, constants as fsConstants, readFileSync, rmSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { ErrorCode, GatehouseError } from '../errors.js';
-import { KFCGI_FALLBACK_BACKLOG, KFCGI_SOCKET_MODE, KFCGI_SOMAXCONN_PATH } from '../limits.js';
+import { KFCGI_FALLBACK_BACKLOG, KFCGI_SOCKET_MODE, KFCGI_SOMAXCONN_PATH, KFCGI_STALE_SOCKET_WAIT_MS } from '../limits.js';
 import {
   claimUnixSocketPath,
   closeDescriptor,
   createListener,
   describeListenAddress,
   identityAt,
+  unixSocketIsLive,
+  unixSocketPathState,
   unlinkAt,
   type ActivatedSocket,
   type FileIdentity,
@@ -89,6 +91,8 @@ export function systemMaxBacklog(): number {
  */
 export function clearStaleSocket(path: string, what: string): string | null {
   try {
+    // A socket that answers is asked again for a moment first (stillLive): it may be a killed manager's dying workers'.
+    if (unixSocketPathState(path) === 'live') stillLive(path);
     return claimUnixSocketPath(path) ? `removed stale socket ${path} (nothing was accepting on it)` : null;
   } catch (error) {
     throw new GatehouseError(ErrorCode.KFCGI_SETUP, `${what}: ${(error as Error).message}`, { cause: error });
@@ -119,6 +123,22 @@ export function adoptActivatedListener(sockets: readonly ActivatedSocket[], back
       open = false;
     },
   };
+}
+
+/**
+ * Whether a server accepts on `path`, asked again for a moment when it does:
+ * a manager killed an instant ago takes its workers with it (their
+ * lifelines), but they may need a few milliseconds to go, and a supervisor
+ * restarting kfcgi at once must find the socket stale, not live. A blocking
+ * wait is fine here: this runs once, at start, before anything else.
+ */
+function stillLive(path: string): boolean {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let waited = 0; waited < KFCGI_STALE_SOCKET_WAIT_MS; waited += 20) {
+    if (!unixSocketIsLive(path)) return false;
+    Atomics.wait(pause, 0, 0, 20);
+  }
+  return unixSocketIsLive(path);
 }
 
 /** Creates a unix socket (mode 0660 from bind on, owned by `owner`) or a TCP listener. */

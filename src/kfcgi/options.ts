@@ -29,6 +29,7 @@ import {
   KFCGI_MAX_WORKERS,
 } from '../limits.js';
 import { UsageError } from '../errors.js';
+import { DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log/index.js';
 import { isRoot, lookupUser, type ListenAddress, type UserEntry } from '../sys/index.js';
 
 export { UsageError };
@@ -44,6 +45,8 @@ export interface OptionSpec {
   help: string;
   /** The default, as --help shows it. */
   defaultText?: string;
+  /** The words a 'choice' takes. */
+  choices?: readonly string[];
   /** Inclusive range for integers. */
   min?: number;
   max?: number;
@@ -59,6 +62,13 @@ export const OPTIONS = [
     long: 'variable',
     kind: 'flag',
     help: 'variable-sized pool (workers must implement the FastCGI Extensions for Management Control)',
+  },
+  {
+    short: 'D',
+    long: 'dynamic',
+    kind: 'flag',
+    help: 'dynamic pool of any FastCGI program: workers accept on the socket as in a fixed pool; grows to -N while connections wait, releases workers that used no CPU for -w seconds',
+    gatehouse: true,
   },
   { short: 'v', long: 'verbose', kind: 'flag', help: 'log more (every connection handed over, every worker state change)' },
   {
@@ -78,7 +88,7 @@ export const OPTIONS = [
     metavar: 'workers',
     min: 1,
     max: KFCGI_MAX_WORKERS,
-    help: 'workers started (the minimum of a variable pool)',
+    help: 'workers started (the minimum of a variable or dynamic pool)',
     defaultText: String(KFCGI_DEFAULT_WORKERS),
   },
   {
@@ -88,7 +98,7 @@ export const OPTIONS = [
     metavar: 'maxworkers',
     min: 1,
     max: KFCGI_MAX_WORKERS,
-    help: 'largest size of a variable pool',
+    help: 'largest size of a variable or dynamic pool',
     defaultText: '2 x workers',
   },
   {
@@ -173,6 +183,35 @@ export const OPTIONS = [
     defaultText: "the environment's FCGI_WEB_SERVER_ADDRS",
     gatehouse: true,
   },
+  {
+    short: 'E',
+    long: 'error-log',
+    kind: 'string',
+    metavar: 'logfile',
+    help: 'log to this file instead of the system log (reopened on SIGUSR1)',
+    defaultText: 'the system log; standard error when there is no /dev/log',
+    gatehouse: true,
+  },
+  {
+    short: 'L',
+    long: 'log-level',
+    kind: 'choice',
+    choices: LOG_LEVELS,
+    metavar: 'level',
+    help: `least serious messages logged: ${LOG_LEVELS.join(', ')} (-v is debug)`,
+    defaultText: DEFAULT_LOG_LEVEL,
+    gatehouse: true,
+  },
+  {
+    short: 'F',
+    long: 'log-format',
+    kind: 'choice',
+    choices: LOG_FORMATS,
+    metavar: 'format',
+    help: 'lines on standard error and in -E as text (TIME LEVEL kfcgi[PID]: MESSAGE) or json (one object per line, same fields)',
+    defaultText: DEFAULT_LOG_FORMAT,
+    gatehouse: true,
+  },
   { short: 'h', long: 'help', kind: 'flag', help: 'print this help and exit', gatehouse: true },
 ] as const satisfies readonly OptionSpec[];
 
@@ -246,7 +285,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
 }
 
 export function usageLine(): string {
-  const flags = OPTIONS.filter((spec) => spec.kind === 'flag' && !('gatehouse' in spec))
+  const flags = OPTIONS.filter((spec) => spec.kind === 'flag' && spec.short !== 'h')
     .map((spec) => spec.short)
     .join('');
   const valued = OPTIONS.filter((spec) => spec.kind !== 'flag').map((spec) => `[-${spec.short} ${spec.metavar}]`);
@@ -265,7 +304,8 @@ export function helpText(): string {
     '',
     'A FastCGI process manager (kfcgi(8)): binds the socket, enters the jail, drops',
     'privileges and keeps a pool of prog workers running. SIGTERM stops it (and',
-    'removes the socket), SIGHUP restarts the workers one at a time.',
+    'removes the socket), SIGHUP restarts the workers one at a time, SIGUSR1',
+    "reopens -E's log file.",
     '',
     ...rows.map((row) => `${row.left.padEnd(width)}  ${row.right}`),
     '',
@@ -277,7 +317,14 @@ export function helpText(): string {
 export interface KfcgiConfig {
   foreground: boolean;
   verbose: boolean;
+  /** -L, or debug with -v. */
+  logLevel: LogLevel;
+  logFormat: LogFormat;
+  /** -E: a log file instead of the system log. */
+  errorLog: string | null;
   variable: boolean;
+  /** -D: a dynamic pool of workers accepting on the shared socket. */
+  dynamic: boolean;
   /** null: the system's maximum (net.core.somaxconn), read at start. */
   backlog: number | null;
   workers: number;
@@ -333,17 +380,24 @@ export function validateOptions(
   };
 
   const variable = options.variable === true;
+  const dynamic = options.dynamic === true;
+  if (variable && dynamic)
+    problems.push(
+      '-r and -D are two kinds of pool: -r for workers of the FastCGI Extensions for Management Control, -D for any FastCGI program; choose one',
+    );
   const workers = options.workers ?? KFCGI_DEFAULT_WORKERS;
   const maxWorkers = options['max-workers'] ?? workers * 2;
   if (options['max-workers'] !== undefined && maxWorkers < workers) {
     problems.push(
-      `-N ${maxWorkers} is below -n ${workers}: a variable pool grows from -n up to -N; raise -N to at least ${workers} or lower -n`,
+      `-N ${maxWorkers} is below -n ${workers}: a variable or dynamic pool grows from -n up to -N; raise -N to at least ${workers} or lower -n`,
     );
   }
-  if (!variable) {
+  if (!variable && !dynamic) {
     if (options['max-workers'] !== undefined)
-      warnings.push(`-N ${maxWorkers} applies only to variable pools (-r); the fixed pool keeps ${workers} workers`);
-    if (options.wait !== undefined) warnings.push('-w applies only to variable pools (-r); ignored');
+      warnings.push(`-N ${maxWorkers} applies only to variable (-r) and dynamic (-D) pools; the fixed pool keeps ${workers} workers`);
+    if (options.wait !== undefined) warnings.push('-w applies only to variable (-r) and dynamic (-D) pools; ignored');
+  }
+  if (!variable) {
     if (options['worker-connections'] !== undefined)
       problems.push('-C sets how many connections the manager hands one worker, which happens only in a variable pool: add -r or drop -C');
     if (options['max-requests'])
@@ -375,6 +429,10 @@ export function validateOptions(
   if (statusPath !== null && !existsSync(dirname(statusPath)))
     problems.push(`the status socket's directory ${dirname(statusPath)} does not exist: create it or choose another -S path`);
   if (statusPath !== null && listen?.kind === 'unix' && statusPath === listen.path) problems.push('-S must differ from -s');
+
+  const errorLog = options['error-log'] !== undefined ? resolve(options['error-log']) : null;
+  if (errorLog !== null && !existsSync(dirname(errorLog)))
+    problems.push(`-E ${errorLog}: the directory ${dirname(errorLog)} does not exist: create it or choose another log file`);
 
   const currentUid = process.getuid?.() ?? 0;
   const socketUser = options['socket-user'] !== undefined ? attempt(() => findUser(options['socket-user']!, '-u')) : null;
@@ -426,7 +484,7 @@ export function validateOptions(
       const name = basename(programInside);
       if (variable && /^(php-cgi[\d.]*|fcgiwrap|spawn-fcgi)$/.test(name)) {
         problems.push(
-          `-r: ${name} does not implement the FastCGI Extensions for Management Control (FCGI_LISTENSOCK_DESCRIPTORS), so it cannot serve a variable pool: drop -r to run it in a fixed pool`,
+          `-r: ${name} does not implement the FastCGI Extensions for Management Control (FCGI_LISTENSOCK_DESCRIPTORS), so it cannot serve a variable pool: drop -r to run it in a fixed pool, or use -D for a dynamic one`,
         );
       }
     }
@@ -436,10 +494,14 @@ export function validateOptions(
   return {
     foreground: options.foreground === true,
     verbose: options.verbose === true,
+    logLevel: (options['log-level'] as LogLevel | undefined) ?? (options.verbose === true ? 'debug' : DEFAULT_LOG_LEVEL),
+    logFormat: (options['log-format'] as LogFormat | undefined) ?? DEFAULT_LOG_FORMAT,
+    errorLog,
     variable,
+    dynamic,
     backlog: options.backlog ?? null,
     workers,
-    maxWorkers: variable ? maxWorkers : workers,
+    maxWorkers: variable || dynamic ? maxWorkers : workers,
     idleSeconds: options.wait ?? KFCGI_DEFAULT_IDLE_SECONDS,
     maxRequests: options['max-requests'] ?? 0,
     connectionsPerWorker: options['worker-connections'] ?? 1,

@@ -9,6 +9,7 @@ import { KFCGI_SOCKET_MODE } from '../limits.js';
 import { createListener, closeDescriptor, type UserEntry } from '../sys/index.js';
 import { clearStaleSocket, OwnedSocketPath } from './listener.js';
 import type { PoolStatus } from './supervisor.js';
+import { ErrorCode, GatehouseError } from '../errors.js';
 
 export interface StatusServer {
   owned: OwnedSocketPath;
@@ -47,34 +48,57 @@ export function readStatus(path: string, timeoutMs = 5000): Promise<PoolStatus> 
     const socket = net.connect({ path });
     let text = '';
     socket.setEncoding('utf8');
-    socket.setTimeout(timeoutMs, () => socket.destroy(new Error(`no answer from ${path} within ${timeoutMs} ms`)));
+    socket.setTimeout(timeoutMs, () =>
+      socket.destroy(new GatehouseError(ErrorCode.STATUS_UNAVAILABLE, `no answer from ${path} within ${timeoutMs} ms`)),
+    );
     socket.on('data', (chunk: string) => (text += chunk));
     socket.on('error', (error) =>
-      reject(new Error(`cannot read kfcgi status from ${path}: ${error.message}; is kfcgi running with -S ${path}?`)),
+      reject(
+        new GatehouseError(
+          ErrorCode.STATUS_UNAVAILABLE,
+          `cannot read kfcgi status from ${path}: ${error.message}; is kfcgi running with -S ${path}?`,
+        ),
+      ),
     );
     socket.on('end', () => {
       try {
         resolve(JSON.parse(text) as PoolStatus);
       } catch {
-        reject(new Error(`${path} answered something that is not kfcgi status: ${text.slice(0, 80)}`));
+        reject(
+          new GatehouseError(ErrorCode.STATUS_UNAVAILABLE, `${path} answered something that is not kfcgi status: ${text.slice(0, 80)}`),
+        );
       }
     });
   });
 }
 
 export function formatStatus(status: PoolStatus): string {
-  const show = (value: number | null) => (value === null ? '-' : String(value));
-  return [
+  const show = (value: number | null | undefined) => (value === null || value === undefined ? '-' : String(value));
+  const causes = Object.entries(status.respawnCauses ?? {})
+    .map(([cause, count]) => `${cause}: ${count}`)
+    .join(', ');
+  const lines = [
     `pid:        ${status.pid}`,
     `mode:       ${status.mode} (${status.minWorkers}..${status.maxWorkers} workers)`,
     `listen:     ${status.listen}`,
     `started:    ${status.startedAt}`,
-    `workers:    ${status.workers} (busy ${show(status.busy)}, idle ${show(status.idle)})`,
+    `workers:    ${status.workers} (busy ${show(status.busy)}, idle ${show(status.idle)}, starting ${show(status.starting)})`,
     `pids:       ${status.pids.join(' ')}`,
-    `accepted:   ${show(status.accepted)}`,
-    `pool full:  ${show(status.poolFull)}`,
+    `accepted:   ${show(status.accepted)}   handed over: ${show(status.handedOver)}`,
+    `max reached: ${show(status.maxReached)}   pool full: ${show(status.poolFull)}`,
     `queued:     ${show(status.queued)}`,
-    `respawns:   ${status.respawns}   restarts: ${status.restarts}   recycled: ${status.recycled}`,
-    `backlog:    ${status.backlog.configured} (queued ${show(status.backlog.queued)}, limit ${show(status.backlog.limit)})`,
-  ].join('\n');
+    `respawns:   ${status.respawns}${causes ? ` (${causes})` : ''}   restarts: ${status.restarts}   recycled: ${status.recycled}   released: ${show(status.released)}`,
+    `backlog:    ${status.backlog.configured} (queued ${show(status.backlog.queued)}, most ${show(status.backlog.maxQueued)}, limit ${show(status.backlog.limit)})`,
+  ];
+  if (status.processes?.length) {
+    lines.push('', '  pid      state     cpu s     rss MiB  conns  started');
+    for (const worker of status.processes) {
+      const rss = worker.rssBytes === null ? '-' : (worker.rssBytes / 1048576).toFixed(1);
+      const cpu = worker.cpuSeconds === null ? '-' : worker.cpuSeconds.toFixed(2);
+      lines.push(
+        `  ${String(worker.pid).padEnd(8)} ${(worker.state ?? '-').padEnd(9)} ${cpu.padStart(7)}  ${rss.padStart(9)}  ${show(worker.connections).padStart(5)}  ${worker.startedAt}`,
+      );
+    }
+  }
+  return lines.join('\n');
 }

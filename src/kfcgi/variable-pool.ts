@@ -28,6 +28,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ErrorCode, GatehouseError } from '../errors.js';
 import { KFCGI_ACCEPT_BATCH, KFCGI_COOKIES_PER_READ, KFCGI_IDLE_SWEEP_MS, KFCGI_STARTUP_CHECK_MS } from '../limits.js';
 import { KCGI_COOKIE_BYTES } from '../fastcgi/protocol.js';
 import {
@@ -38,14 +39,15 @@ import {
   setNonBlocking,
   sendDescriptors,
   socketPair,
-  tcpListenQueue,
   watchReadable,
   type AcceptedConnection,
   type DescriptorWatcher,
 } from '../sys/index.js';
 import type { Listener } from './listener.js';
 import type { Logger } from './log.js';
-import { Backoff, type Pool, type PoolStatus } from './supervisor.js';
+import type { ProcView } from './proc-view.js';
+import type { SocketView } from './socket-view.js';
+import { Backoff, RespawnTally, type Pool, type PoolStatus, type WorkerStatus } from './supervisor.js';
 import { WorkerProcess, describeExit } from './worker-process.js';
 
 /** The descriptor number a variable-pool worker finds its control socket at (FCGI_LISTENSOCK_DESCRIPTORS). */
@@ -94,6 +96,8 @@ interface PoolWorker {
   /** Bytes of a cookie read so far (a stream may split the 8 bytes). */
   partial: Buffer;
   idleSince: number;
+  /** Seen asleep (waiting for its control socket) or given a connection since it started: no longer "starting". */
+  ready: boolean;
   /** Connections handed over, and finished. */
   handed: number;
   served: number;
@@ -103,6 +107,8 @@ export class VariablePool implements Pool {
   readonly #options: VariablePoolOptions;
   readonly #listener: Listener;
   readonly #log: Logger;
+  readonly #proc: ProcView;
+  readonly #socket: SocketView;
   readonly #workers = new Set<PoolWorker>();
   /** Accepted connections whose hand-over failed, waiting for another worker. */
   readonly #queue: AcceptedConnection[] = [];
@@ -116,14 +122,18 @@ export class VariablePool implements Pool {
   #stopping = false;
   #accepted = 0;
   #poolFull = 0;
-  #respawns = 0;
+  readonly #respawns = new RespawnTally();
   #restarts = 0;
   #recycled = 0;
+  #released = 0;
+  #handedOver = 0;
 
-  constructor(options: VariablePoolOptions, listener: Listener, log: Logger) {
+  constructor(options: VariablePoolOptions, listener: Listener, log: Logger, proc: ProcView, socket: SocketView) {
     this.#options = options;
     this.#listener = listener;
     this.#log = log;
+    this.#proc = proc;
+    this.#socket = socket;
   }
 
   async start(): Promise<void> {
@@ -139,7 +149,8 @@ export class VariablePool implements Pool {
     const failed = await Promise.race([allLeft, sleep(KFCGI_STARTUP_CHECK_MS).then(() => false)]);
     if (failed) {
       const how = describeExit(await exits[0]!);
-      throw new Error(
+      throw new GatehouseError(
+        ErrorCode.KFCGI_SETUP,
         `every worker exited within ${KFCGI_STARTUP_CHECK_MS} ms of starting (first: ${how}): ${this.#options.program} does not seem to implement the FastCGI Extensions for Management Control (FCGI_LISTENSOCK_DESCRIPTORS); run it without -r`,
       );
     }
@@ -218,6 +229,7 @@ export class VariablePool implements Pool {
       inFlight: new Set(),
       partial: Buffer.alloc(0),
       idleSince: Date.now(),
+      ready: false,
       handed: 0,
       served: 0,
     };
@@ -277,7 +289,8 @@ export class VariablePool implements Pool {
   #dispatch(worker: PoolWorker, connection: AcceptedConnection): void {
     const cookie = this.#cookies.next();
     try {
-      if (!sendDescriptors(worker.control, cookie, [connection.fd])) throw new Error('control socket full');
+      if (!sendDescriptors(worker.control, cookie, [connection.fd]))
+        throw new GatehouseError(ErrorCode.SYSCALL_FAILED, 'control socket full');
     } catch (error) {
       this.#log.error(`sendmsg: passing connection to worker ${worker.process.pid}: ${(error as Error).message}; retiring it`);
       this.#retire(worker, 'control socket failed');
@@ -288,6 +301,8 @@ export class VariablePool implements Pool {
     }
     worker.inFlight.add(cookie.toString('hex'));
     worker.handed += 1;
+    worker.ready = true;
+    this.#handedOver += 1;
     if (this.#log.verbose) this.#log.debug(`worker ${worker.process.pid}: connection handed over (${worker.inFlight.size} in flight)`);
     // The worker has its own copy now; ours must go, or the connection would outlive the worker's close().
     closeDescriptor(connection.fd);
@@ -325,6 +340,8 @@ export class VariablePool implements Pool {
       }
       // A stream may split a cookie; the rest comes with the next read.
       worker.partial = bytes.subarray(offset);
+      if (this.#log.verbose && worker.partial.length > 0)
+        this.#log.debug(`worker ${worker.process.pid}: ${worker.partial.length} of ${KCGI_COOKIE_BYTES} bytes of a cookie so far`);
       this.#drainQueue();
       // A short read emptied the socket: asking again would only return EAGAIN (one system call per connection saved).
       if (message.payload.length < CONTROL_READ_BYTES) return;
@@ -380,6 +397,7 @@ export class VariablePool implements Pool {
       .sort((a, b) => a.idleSince - b.idleSince);
     for (const worker of idle) {
       if (this.#activeCount() <= this.#options.workers) return;
+      this.#released += 1;
       this.#retire(worker, `idle for more than ${this.#options.idleSeconds} s`);
     }
   }
@@ -406,7 +424,7 @@ export class VariablePool implements Pool {
     this.#respawnTimer = setTimeout(() => {
       this.#respawnTimer = null;
       if (this.#stopping) return;
-      if (!expected) this.#respawns += 1;
+      if (!expected) this.#respawns.record(exit);
       this.#ensureMinimum();
       this.#drainQueue();
     }, delay);
@@ -439,9 +457,23 @@ export class VariablePool implements Pool {
   }
 
   status(): PoolStatus {
-    const workers = [...this.#workers].filter((worker) => worker.process.running);
-    const busy = workers.filter((worker) => worker.inFlight.size > 0).length;
-    const queue = this.#listener.address.kind === 'tcp' ? tcpListenQueue(this.#listener.fd) : null;
+    const workers = [...this.#workers].filter((worker) => worker.process.running && !worker.retiring);
+    const processes = workers.map((worker): WorkerStatus => {
+      const { pid } = worker.process;
+      if (!worker.ready && this.#proc.state(pid) === 'S') worker.ready = true;
+      const usage = this.#proc.usage(pid);
+      return {
+        pid,
+        state: worker.inFlight.size > 0 ? 'busy' : worker.ready ? 'idle' : 'starting',
+        startedAt: new Date(worker.process.startedAt).toISOString(),
+        cpuSeconds: usage?.cpuSeconds ?? null,
+        rssBytes: usage?.rssBytes ?? null,
+        connections: worker.inFlight.size,
+        handed: worker.handed,
+      };
+    });
+    const count = (state: WorkerStatus['state']) => processes.filter((worker) => worker.state === state).length;
+    const queue = this.#socket.queue();
     return {
       pid: process.pid,
       mode: 'variable',
@@ -450,16 +482,22 @@ export class VariablePool implements Pool {
       workers: workers.length,
       minWorkers: this.#options.workers,
       maxWorkers: this.#options.maxWorkers,
-      busy,
-      idle: workers.filter((worker) => worker.inFlight.size === 0 && !worker.retiring).length,
+      busy: count('busy'),
+      idle: count('idle'),
+      starting: count('starting'),
       pids: workers.map((worker) => worker.process.pid),
       accepted: this.#accepted,
+      handedOver: this.#handedOver,
       poolFull: this.#poolFull,
+      maxReached: this.#poolFull,
       queued: this.#queue.length,
-      respawns: this.#respawns,
+      respawns: this.#respawns.total,
+      respawnCauses: this.#respawns.causes(),
       restarts: this.#restarts,
       recycled: this.#recycled,
-      backlog: { configured: this.#listener.backlog, queued: queue?.queued ?? null, limit: queue?.limit ?? null },
+      released: this.#released,
+      backlog: { configured: this.#listener.backlog, queued: queue?.queued ?? null, limit: queue?.limit ?? null, maxQueued: null },
+      processes,
     };
   }
 }

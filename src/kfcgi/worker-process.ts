@@ -3,13 +3,16 @@
  * dispositions (libuv resets both in the child, unlike kfcgi, which leaves
  * SIGTERM, SIGHUP and SIGCHLD blocked), in its own process group (so that a
  * stop reaches anything it started), with stdout and stderr logged line by
- * line with its pid.
+ * line with its pid, and tied to the manager by a lifeline (src/sys/lifeline.ts):
+ * should the manager die, however it dies, the kernel sends SIGKILL to the
+ * worker's process group, so no worker (nor anything it forked) outlives it
+ * to keep a dead pool's socket busy. The lifeline's write end is the
+ * worker's last descriptor (3 in fixed and dynamic pools, 4 in variable
+ * pools); the worker need not know it is there.
  */
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { closeSync, openSync, readFileSync, constants as fsConstants } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { KFCGI_KILL_GRACE_MS, KFCGI_LOG_LINE_MAX } from '../limits.js';
-import { listDirectoryAt, openAt, readLinkAt } from '../sys/index.js';
+import { armLifeline, closeDescriptor, createLifeline } from '../sys/index.js';
 import type { Logger } from './log.js';
 
 export interface WorkerSpawn {
@@ -45,21 +48,41 @@ export class WorkerProcess {
   readonly startedAt = Date.now();
   readonly exited: Promise<WorkerExit>;
   #exit: WorkerExit | null = null;
-  /** Socket inodes it was started with (see ProcView.recordGivenSockets); null when unknown. */
+  /** Socket inodes it was started with (see SocketView.recordGivenSockets); null when unknown. */
   givenSockets: Set<string> | null = null;
   /** Why we are stopping it (logged with its exit), or null if it exits on its own. */
   stopReason: string | null = null;
 
   constructor(spec: WorkerSpawn, log: Logger) {
-    const stdio: StdioOptions = [spec.stdin, 'pipe', 'pipe', ...(spec.extra ?? [])];
-    this.child = spawn(spec.program, spec.args, { stdio, env: spec.env, detached: true, cwd: '/' });
+    const lifeline = createLifeline('SIGKILL');
+    const stdio: StdioOptions = [spec.stdin, 'pipe', 'pipe', ...(spec.extra ?? []), lifeline.give];
+    try {
+      this.child = spawn(spec.program, spec.args, { stdio, env: spec.env, detached: true, cwd: '/' });
+    } catch (error) {
+      closeDescriptor(lifeline.keep);
+      closeDescriptor(lifeline.give);
+      throw error;
+    }
     this.pid = this.child.pid ?? -1;
-    if (this.pid > 0) liveWorkers.add(this);
+    if (this.pid > 0) {
+      liveWorkers.add(this);
+      try {
+        armLifeline(lifeline.give, this.pid);
+      } catch (error) {
+        log.error(`worker ${this.pid}: ${(error as Error).message}; it would outlive a manager that crashes`);
+      }
+    }
+    // The worker has its copy (the same open file description: the same owner and signal); ours is not needed.
+    closeDescriptor(lifeline.give);
+    let lifelineOpen = true;
     this.exited = new Promise<WorkerExit>((resolve) => {
       const finish = (exit: WorkerExit) => {
         if (this.#exit) return;
         this.#exit = exit;
         liveWorkers.delete(this);
+        // Closing our end now fires the lifeline at whatever the worker left in its process group.
+        if (lifelineOpen) closeDescriptor(lifeline.keep);
+        lifelineOpen = false;
         resolve(exit);
       };
       this.child.once('exit', (code, signal) => finish({ code, signal, ranMs: Date.now() - this.startedAt }));
@@ -132,90 +155,4 @@ export function describeExit(exit: WorkerExit): string {
   if (exit.error) return `could not start: ${exit.error.message}`;
   if (exit.signal) return `killed by ${exit.signal}`;
   return `exited with status ${exit.code}`;
-}
-
-/**
- * A view of /proc kept open from before the jail, to tell whether a worker
- * is between connections (a fixed-pool restart stops only idle workers, so
- * that no accepted connection is lost).
- */
-export class ProcView {
-  readonly #fd: number | null;
-
-  constructor() {
-    let fd: number | null = null;
-    try {
-      fd = openSync('/proc', fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
-    } catch {
-      fd = null;
-    }
-    this.#fd = fd;
-  }
-
-  get available(): boolean {
-    return this.#fd !== null;
-  }
-
-  /** The socket inodes a process holds, by descriptor number; null when it cannot be read. */
-  sockets(pid: number): Map<number, string> | null {
-    if (this.#fd === null) return null;
-    try {
-      const result = new Map<number, string>();
-      for (const name of listDirectoryAt(this.#fd, `${pid}/fd`)) {
-        const target = readLinkAt(this.#fd, `${pid}/fd/${name}`);
-        if (target?.startsWith('socket:')) result.set(Number(name), target);
-      }
-      return result;
-    } catch {
-      return null;
-    }
-  }
-
-  /** The process state letter from /proc/PID/stat (R, S, T, Z, ...), or null. */
-  state(pid: number): string | null {
-    if (this.#fd === null) return null;
-    try {
-      const fd = openAt(this.#fd, `${pid}/stat`);
-      try {
-        const text = readFileSync(fd, 'utf8');
-        return text.slice(text.lastIndexOf(')') + 2, text.lastIndexOf(')') + 3) || null;
-      } finally {
-        closeSync(fd);
-      }
-    } catch {
-      return null;
-    }
-  }
-
-  /**
-   * Freezes `worker` with SIGSTOP when it holds no socket besides its
-   * listening one (fd `listenFd`), that is, when it is between connections.
-   * A stopped process cannot accept, so a worker frozen idle can be ended
-   * without losing a connection: new ones wait in the listen queue for the
-   * others. Returns false (and lets it run on) when it is busy.
-   */
-  async freezeIfIdle(worker: WorkerProcess): Promise<boolean> {
-    worker.signal('SIGSTOP');
-    for (let attempt = 0; attempt < 100 && this.state(worker.pid) !== 'T' && worker.running; attempt += 1) await sleep(1);
-    const idle = this.isIdle(worker);
-    if (!idle) worker.signal('SIGCONT');
-    return idle;
-  }
-
-  /**
-   * Records the sockets a worker was started with (its listening socket and
-   * the log pipes, which libuv makes as socketpairs): any other socket it
-   * holds later is a connection it is serving.
-   */
-  recordGivenSockets(worker: WorkerProcess): void {
-    const sockets = this.sockets(worker.pid);
-    worker.givenSockets = sockets ? new Set(sockets.values()) : null;
-  }
-
-  /** Whether the worker holds no socket besides those it was started with; false when unknown. */
-  isIdle(worker: WorkerProcess): boolean {
-    if (worker.givenSockets === null) return false;
-    const sockets = this.sockets(worker.pid);
-    return sockets !== null && [...sockets.values()].every((socket) => worker.givenSockets!.has(socket));
-  }
 }

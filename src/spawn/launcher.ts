@@ -18,13 +18,14 @@ import { CGID_PRLIMIT_PATH, CGID_SETPRIV_PATH, CGID_SUEXEC_MIN_GID, CGID_SUEXEC_
 import { lookupGroupId, lookupUser, SysError } from '../sys/index.js';
 import { posixSpawnAsync } from '../sys/index.js';
 import type { RunAs, ScriptLimits, SpawnOrder } from '../cgid/protocol.js';
+import type { LogLevel } from '../log/index.js';
 
 export interface LaunchPolicy {
   /** suexec: lowest uid and gid a script may run as. */
   minUid?: number;
   minGid?: number;
-  /** Refusals and other notes (one line each). */
-  log?: (line: string) => void;
+  /** Notes about scripts it started (one line each, an error unless a level is given); refusals are thrown, not logged. */
+  log?: (line: string, level?: LogLevel) => void;
   /**
    * Scripts whose order names no user run as this account, when the process
    * is root: a cgid daemon that kept root for suexec routes runs every other
@@ -106,10 +107,9 @@ function limitFlags(limits: ScriptLimits): string[] {
  * writable by group or others either.
  */
 export function checkSuexec(file: string, runAs: RunAs, policy: LaunchPolicy): { uid: number; gid: number } {
+  // Not logged here: whoever asked for the spawn logs the SpawnError ("cannot run FILE: suexec refused ..."), once.
   const refuse = (why: string): never => {
-    const message = `suexec refused ${file} as ${runAs.user}:${runAs.group}: ${why}`;
-    policy.log?.(`cgid: ${message}`);
-    throw new SpawnError(file, 'EPERM', message);
+    throw new SpawnError(file, 'EPERM', `suexec refused to run it as ${runAs.user}:${runAs.group}: ${why}`);
   };
   if (process.geteuid?.() !== 0)
     refuse('the cgid daemon is not running as root, so it cannot change user; start it as root or remove user/group from the route');

@@ -18,6 +18,7 @@ import { PosixSpawnSpawner, type SuexecRoute } from './posix-spawner.js';
 import { NO_LIMITS, type ScriptLimits } from '../cgid/protocol.js';
 import { defaultRuntimeDirectory, ensureRuntimeDirectory, scriptSockPath } from '../cgid/socket-path.js';
 import { CgidSupervisor } from '../cgid/supervisor.js';
+import type { LogLevel, LogRecord } from '../log/index.js';
 
 export const CGI_SPAWN_MODES = ['daemon', 'in-process', 'fork'] as const;
 export type CgiSpawnMode = (typeof CGI_SPAWN_MODES)[number];
@@ -59,7 +60,15 @@ export function parseSpawnMode(mode: string | undefined): CgiSpawnMode {
   return value as CgiSpawnMode;
 }
 
-export async function startFrontSpawner(settings: FrontSpawnSettings, log: (line: string) => void): Promise<FrontSpawner> {
+/**
+ * `log` takes the front's own lines about scripts; `daemonLog` (the front's
+ * Logger) takes the cgid daemon's records, so they keep the daemon's role and pid.
+ */
+export async function startFrontSpawner(
+  settings: FrontSpawnSettings,
+  log: (line: string, level?: LogLevel) => void,
+  daemonLog?: { emit(record: LogRecord): void; level: LogLevel },
+): Promise<FrontSpawner> {
   const mode = parseSpawnMode(settings.mode);
   const limits: ScriptLimits = { ...NO_LIMITS, ...settings.limits };
   const launch = { minUid: settings.suexecMinUid ?? CGID_SUEXEC_MIN_UID, minGid: settings.suexecMinGid ?? CGID_SUEXEC_MIN_GID, log };
@@ -92,6 +101,7 @@ export async function startFrontSpawner(settings: FrontSpawnSettings, log: (line
   const supervisor = new CgidSupervisor({
     socketPath,
     log,
+    ...(daemonLog ? { daemonLog } : {}),
     policy,
     daemonArgs: [
       '--suexec-min-uid',

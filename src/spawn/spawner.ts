@@ -8,6 +8,7 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { ErrorCode, GatehouseError } from '../errors.js';
+import type { EnvironmentValue } from '../cgi/environment.js';
 
 export interface SpawnRequest {
   /** Absolute path of the program: executed directly (execve), never through a shell. */
@@ -15,8 +16,12 @@ export interface SpawnRequest {
   /** Full argv, argv[0] included (RFC 3875 4.4: the script's path, then the search words). */
   argv: readonly string[];
   cwd: string;
-  /** The complete environment: nothing is inherited from the server. */
-  env: Readonly<Record<string, string>>;
+  /**
+   * The complete environment: nothing is inherited from the server. A string
+   * value is text (passed as its UTF-8 bytes), a Buffer is passed byte for
+   * byte (request bytes that are not ASCII).
+   */
+  env: Readonly<Record<string, EnvironmentValue>>;
   /**
    * True when the script gets no request body: a spawner may then give it
    * /dev/null as stdin and return a stdin that only needs end() (saves a
@@ -94,7 +99,9 @@ export function refuseShellFallback(file: string): void {
     length = readSync(fd, magic, 0, 4, 0);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? 'EUNKNOWN';
-    throw new SpawnError(file, code, (error as Error).message);
+    // Node's text repeats the code and the path ("ENOENT: no such file or directory, open '/x'"): SpawnError names both.
+    const why = (error as Error).message.replace(/^[A-Z0-9_]+: /, '').replace(/, \w+ '.*'$/s, '');
+    throw new SpawnError(file, code, why);
   } finally {
     if (fd !== undefined) closeSync(fd);
   }

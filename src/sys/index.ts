@@ -30,6 +30,9 @@ export * from './privileges.js';
 export * from './systemd.js';
 export * from './listen-server.js';
 export { AT_FDCWD } from './linux.js';
+export { armLifeline, createLifeline, type Lifeline } from './lifeline.js';
+export { SockDiag, UnixDiagShow, UnixState, type UnixSocketInfo } from './sock-diag.js';
+export { clockTicksPerSecond, pageSize } from './sysconf.js';
 
 const c = {
   chroot: libc.func('int chroot(const char *path)'),
@@ -252,6 +255,21 @@ const DIRENT_NAME = 19;
 export function openAt(dirFd: number, path: string, directory = false): number {
   const fd = libcDirectory.openat(dirFd, path, O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : 0), 'int', 0) as number;
   if (fd < 0) fail('openat', path);
+  return fd;
+}
+
+const O_WRONLY = 1;
+const O_CREAT = 0o100;
+const O_APPEND = 0o2000;
+
+/**
+ * openat(2) to append (a log file), created with `mode` (less the umask) when
+ * missing, close-on-exec. Through a directory opened before chroot, a log
+ * outside the jail can be opened again by name from inside it (SIGUSR1).
+ */
+export function openForAppendAt(dirFd: number, name: string, mode: number): number {
+  const fd = libcDirectory.openat(dirFd, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 'uint32_t', mode) as number;
+  if (fd < 0) fail('openat', name);
   return fd;
 }
 

@@ -92,8 +92,12 @@ export interface PosixSpawnOptions {
   file: string;
   /** argv[0] included. */
   argv: readonly string[];
-  /** Complete environment, NAME=VALUE. */
-  env: readonly string[];
+  /**
+   * Complete environment, NAME=VALUE: a string is passed as its UTF-8 bytes,
+   * a byte array exactly (environment values are bytes, and request bytes that
+   * are not UTF-8 must reach the script unchanged). Neither may hold a NUL.
+   */
+  env: readonly (string | Uint8Array)[];
   cwd: string;
   /** Descriptors that become the child's 0, 1 and 2 (dup2: the copies lose close-on-exec). */
   stdio: readonly [number, number, number];
@@ -134,25 +138,43 @@ export function posixSpawnAsync(options: PosixSpawnOptions): Promise<number> {
     throw error;
   }
   const pid = [0];
+  const envp = environmentPointers(options.env);
   return new Promise((resolve, reject) => {
-    c.posix_spawn.async(
-      pid,
-      options.file,
-      actions,
-      attributes,
-      [...options.argv, null],
-      [...options.env, null],
-      (error: unknown, result: number) => {
-        release();
-        if (error)
-          reject(
-            error instanceof Error ? error : new GatehouseError(ErrorCode.SYSCALL_FAILED, `posix_spawn ${options.file}: ${String(error)}`),
-          );
-        else if (result !== 0) reject(sysError('posix_spawn', options.file, result));
-        else resolve(pid[0]!);
-      },
-    );
+    c.posix_spawn.async(pid, options.file, actions, attributes, [...options.argv, null], envp, (error: unknown, result: number) => {
+      release();
+      if (error)
+        reject(
+          error instanceof Error ? error : new GatehouseError(ErrorCode.SYSCALL_FAILED, `posix_spawn ${options.file}: ${String(error)}`),
+        );
+      else if (result !== 0) reject(sysError('posix_spawn', options.file, result));
+      else resolve(pid[0]!);
+    });
   });
+}
+
+/**
+ * envp for posix_spawn: koffi turns a string into a NUL-terminated UTF-8 copy
+ * and passes a byte array's own memory, so byte entries are copied once into
+ * one block with a NUL after each, and each entry is a view of that block.
+ * The array (and so the block) stays referenced until the call settles.
+ */
+function environmentPointers(env: readonly (string | Uint8Array)[]): Array<string | Uint8Array | null> {
+  let bytes = 0;
+  for (const entry of env) if (typeof entry !== 'string') bytes += entry.byteLength + 1;
+  const block = bytes > 0 ? Buffer.alloc(bytes) : null;
+  let offset = 0;
+  const pointers: Array<string | Uint8Array | null> = [];
+  for (const entry of env) {
+    if (typeof entry === 'string') {
+      pointers.push(entry);
+      continue;
+    }
+    block!.set(entry, offset);
+    pointers.push(block!.subarray(offset, offset + entry.byteLength + 1));
+    offset += entry.byteLength + 1;
+  }
+  pointers.push(null);
+  return pointers;
 }
 
 export interface ProcessExit {

@@ -376,10 +376,7 @@ test('log rotation with copytruncate: the old lines in access.log.1, the next on
   assert.doesNotMatch(lines(join(log, 'access.log')), /\?before/);
 });
 
-test('log rotation with mv and SIGUSR1: the next lines land in the new file', {
-  ...asRoot,
-  todo: 'reopening the logs on SIGUSR1 comes with the logging branch',
-}, async (t) => {
+test('log rotation with mv and SIGUSR1: the next lines land in the new file', asRoot, async (t) => {
   const logrotate = requireProgram('/usr/sbin/logrotate');
   const { log, config, state } = rotationSetup(t, 'logrotate-usr1');
   const { serve, request } = await serveWithLogs(t, log);

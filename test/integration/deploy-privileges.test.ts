@@ -164,7 +164,7 @@ test('serve user = "root" on purpose: allowed, and logged as a warning', asRoot,
   const server = await startGatehouse(t, 'serve', ['--user', 'root', '--docroot', www, '--cgi-bin', cgi, '--error-log', errorLog]);
   const script = await httpRequest(`${server.base}/cgi-bin/id.sh`);
   assert.deepEqual(credentialsFromText(script.body.toString()).uids, [0, 0, 0, 0]);
-  assert.match(readFileSync(errorLog, 'utf8'), /warning: running as root on purpose \(user root\)/);
+  assert.match(readFileSync(errorLog, 'utf8'), / warn serve\[\d+\]: running as root on purpose \(user root\)/);
 });
 
 test('cgid --fastcgi: refused as root without --user; with --user www-data the face and its scripts run as www-data', asRoot, async (t) => {

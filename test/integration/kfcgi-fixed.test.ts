@@ -8,7 +8,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { statSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { startNginx, NGINX_FASTCGI_PARAMS } from '../kit/nginx.js';
 import { httpRequest } from '../kit/http.js';
 import { requireProgram, tempDir } from '../kit/process.js';
@@ -136,16 +135,18 @@ for (const subject of [
     const nginx = await startNginx(t, nginxFor(socket, subject.kind === 'php' ? fixtures.phpScript : '/x'));
     const before = kfcgi.workers();
     const load = steadyLoad(nginx.url, 6);
-    await sleep(300);
+    await waitFor(() => load.served() >= 25, 'the load to run', kfcgi.output);
     process.kill(kfcgi.pid, 'SIGHUP');
     await waitFor(() => /SIGHUP: restart done/.test(kfcgi.output()), 'the restart to finish', kfcgi.output, 60_000);
-    await sleep(300);
+    // Requests go on being served by the new workers.
+    const afterRestart = load.served();
+    await waitFor(() => load.served() >= afterRestart + 25, 'requests served after the restart', kfcgi.output);
     const { ok, failures } = await load.stop();
     const after = kfcgi.workers();
     assert.equal(after.length, 3);
     for (const pid of after) assert.ok(!before.includes(pid), `worker ${pid} was not replaced`);
     assert.deepEqual(failures, [], `${failures.length} of ${ok + failures.length} requests failed`);
-    assert.ok(ok > 50, `only ${ok} requests were made`);
+    assert.ok(ok >= 50, `only ${ok} requests were made`);
   });
 }
 
@@ -190,15 +191,15 @@ test('an existing socket: a stale one is replaced, a live one is refused', async
   assert.notEqual(refused.status, 0);
   assert.match(refused.output, /another server is accepting connections on .*app\.sock/);
   assert.ok(existsSync(socket), 'the live socket was left in place');
-  // A crash leaves the socket file behind: the next start replaces it.
-  const orphans = first.workers();
+  // A crash leaves the socket file behind (its workers die with the manager: kfcgi-lifeline.test.ts): the next start replaces it.
+  const workers = first.workers();
   process.kill(first.pid, 'SIGKILL');
   await first.exited;
-  for (const pid of orphans) process.kill(pid, 'SIGKILL');
-  await waitFor(() => orphans.every((pid) => !processExists(pid)), 'the old workers to exit');
+  await waitFor(() => workers.every((pid) => !processExists(pid)), 'the old workers to exit');
   assert.ok(existsSync(socket));
   const second = await startKfcgi(t, ['-p', '/', '-n', '1', '-s', socket, fixtures.hello], { socket, expectWorkers: 1 });
-  assert.match(second.output(), /removed stale socket/);
+  // Logged before the socket was bound, written out on a later turn of the manager's event loop.
+  await waitFor(() => /removed stale socket/.test(second.output()), 'the stale socket to be reported', second.output);
   assert.match(await cgiFcgi(socket), /hello from libfcgi/);
 });
 
@@ -273,8 +274,15 @@ test('the manager holds no connection: a busy worker has it, the manager does no
   // Compared by inode, not counted: sockets the manager had right after start may close meanwhile (two did
   // in one fresh-clone CI run, which failed a count), and that is no connection held; a new one would be.
   const before = socketsOf(kfcgi.pid);
-  const pending = cgiFcgi(socket, { QUERY_STRING: 'sleep=500' });
-  await sleep(200);
+  const [worker] = kfcgi.workers();
+  const workerBefore = socketsOf(worker!);
+  const pending = cgiFcgi(socket, { QUERY_STRING: 'sleep=2000' });
+  // The event after which the manager could hold the connection: the worker has accepted it.
+  await waitFor(
+    () => socketsOf(worker!).some((inode) => !workerBefore.includes(inode)),
+    'the worker to accept the connection',
+    kfcgi.output,
+  );
   assert.deepEqual(
     socketsOf(kfcgi.pid).filter((inode) => !before.includes(inode)),
     [],

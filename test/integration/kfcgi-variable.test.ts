@@ -12,6 +12,7 @@ import { startNginx, NGINX_FASTCGI_PARAMS } from '../kit/nginx.js';
 import { httpRequest } from '../kit/http.js';
 import { tempDir } from '../kit/process.js';
 import { readStatus } from '../../src/kfcgi/status.js';
+import { SockDiag, UnixDiagShow, UnixState } from '../../src/sys/index.js';
 import {
   buildFixtures,
   cgiFcgi,
@@ -21,6 +22,7 @@ import {
   runKfcgiCommand,
   socketsOf,
   startKfcgi,
+  statusWhen,
   waitFor,
   steadyLoad,
 } from '../fixtures/kfcgi/harness.js';
@@ -69,14 +71,11 @@ for (const kind of workerKinds) {
     assert.equal(during.mode, 'variable');
     assert.ok(during.poolFull! >= 1, 'some connections found the pool full');
     assert.ok(during.accepted! >= 8);
-    await waitFor(() => kfcgi.workers().length === 1, 'the pool to shrink back to -n 1', kfcgi.output, 15_000);
-    // The manager counts a worker until it has reaped it, a moment after /proc shows it gone.
-    let after = await readStatus(status);
-    for (let i = 0; i < 50 && after.workers !== 1; i += 1) {
-      await sleep(100);
-      after = await readStatus(status);
-    }
+    assert.equal(during.handedOver, during.accepted, 'every accepted connection was handed to a worker');
+    const after = await statusWhen(status, (now) => now.released === 3, 'the three extra workers released', kfcgi.output);
     assert.equal(after.workers, 1);
+    assert.equal(after.respawns, 0, 'released workers are not respawned');
+    await waitFor(() => kfcgi.workers().length === 1, 'the pool to shrink back to -n 1', kfcgi.output, 15_000);
     assert.match(kfcgi.output(), /releasing \(idle for more than 1 s\)/);
     // Still serving after the shrink.
     assert.match((await httpRequest(`${nginx.url}/`)).body.toString(), kind.expect);
@@ -85,15 +84,34 @@ for (const kind of workerKinds) {
 
 test('variable pool: the manager closes its copy of each connection it hands over', async (t) => {
   const fixtures = buildFixtures(t);
-  const socket = join(tempDir(t), 'app.sock');
-  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '2', '-N', '2', '-s', socket, fixtures.kcgiExt], { socket, expectWorkers: 2 });
-  await cgiFcgi(socket);
-  const baseline = socketsOf(kfcgi.pid);
-  const pending = [cgiFcgi(socket, { QUERY_STRING: 'sleep=800' }), cgiFcgi(socket, { QUERY_STRING: 'sleep=800' })];
-  await sleep(300);
-  // Sockets the manager opened meanwhile (compared by inode: one it had may close meanwhile, which is no leak).
-  const opened = socketsOf(kfcgi.pid).filter((inode) => !baseline.includes(inode));
-  assert.deepEqual(opened, [], 'the manager holds no accepted connection while workers serve them');
+  const dir = tempDir(t);
+  const socket = join(dir, 'app.sock');
+  const status = join(dir, 'status.sock');
+  const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '2', '-N', '2', '-s', socket, '-S', status, fixtures.kcgiExt], {
+    socket,
+    expectWorkers: 2,
+  });
+  const pending = [cgiFcgi(socket, { QUERY_STRING: 'sleep=2000' }), cgiFcgi(socket, { QUERY_STRING: 'sleep=2000' })];
+  // The pool's connections, as the kernel lists them (accepted sockets carry the listener's name): the manager must
+  // hold none of them (its other sockets, such as the status socket's connections, do not count).
+  const diag = new SockDiag();
+  t.after(() => diag.close());
+  const connections = () =>
+    new Set(
+      diag
+        .unixSockets(UnixDiagShow.NAME, ~(1 << UnixState.LISTEN) >>> 0)
+        .filter((info) => info.name?.toString().replace(/\0$/, '') === socket)
+        .map((info) => `socket:[${info.inode}]`),
+    );
+  const heldBy = (pid: number, pool: Set<string>) => socketsOf(pid).filter((inode) => pool.has(inode));
+  // The event after which the manager would still hold a copy: both connections handed over and received.
+  await statusWhen(status, (now) => now.busy === 2, 'both connections handed over', kfcgi.output);
+  await waitFor(
+    () => kfcgi.workers().flatMap((pid) => heldBy(pid, connections())).length === 2,
+    'the workers to hold both connections',
+    kfcgi.output,
+  );
+  assert.deepEqual(heldBy(kfcgi.pid, connections()), [], 'the manager holds no accepted connection while workers serve them');
   for (const response of await Promise.all(pending)) assert.match(response, /hello from kcgi-ext/);
 });
 
@@ -141,13 +159,15 @@ test('variable pool: SIGHUP under steady load replaces every worker and no reque
   const nginx = await startNginx(t, { serverBlock: `location / { ${NGINX_FASTCGI_PARAMS} fastcgi_pass unix:${socket}; }` });
   const before = kfcgi.workers();
   const load = steadyLoad(nginx.url, 4);
-  await sleep(300);
+  await waitFor(() => load.served() >= 25, 'the load to run', kfcgi.output);
   process.kill(kfcgi.pid, 'SIGHUP');
   await waitFor(() => kfcgi.workers().every((pid) => !before.includes(pid)), 'every old worker to go', kfcgi.output);
-  await sleep(300);
+  // Requests go on being served by the new workers.
+  const afterRestart = load.served();
+  await waitFor(() => load.served() >= afterRestart + 25, 'requests served after the restart', kfcgi.output);
   const { ok, failures } = await load.stop();
   assert.deepEqual(failures, [], `${failures.length} of ${ok + failures.length} requests failed`);
-  assert.ok(ok > 50, `only ${ok} requests`);
+  assert.ok(ok >= 50, `only ${ok} requests`);
 });
 
 test('variable pool: SIGTERM removes the socket and leaves no worker', async (t) => {
@@ -194,7 +214,12 @@ test('variable pool on TCP: the manager refuses peers outside -a (FCGI_WEB_SERVE
     if (served) assert.match(result, /hello from kcgi-ext/);
     else {
       assert.match(result, /^failed/);
-      assert.match(kfcgi.output(), /refused connection from 127\.0\.0\.1: not in FCGI_WEB_SERVER_ADDRS/);
+      // The manager's log is written on a later turn of its event loop: waited for, not read at once.
+      await waitFor(
+        () => /refused connection from 127\.0\.0\.1: not in FCGI_WEB_SERVER_ADDRS/.test(kfcgi.output()),
+        'the refusal in the log',
+        kfcgi.output,
+      );
     }
     await kfcgi.stop();
   }
@@ -211,9 +236,12 @@ test('variable pool -C: a multiplexing worker (the Node library) is given severa
   );
   const pending = Array.from({ length: 8 }, () => cgiFcgi(socket, { QUERY_STRING: 'sleep=600' }));
   await waitFor(() => kfcgi.workers().length === 2, 'the second worker');
-  await new Promise((resolve) => setTimeout(resolve, 200));
-  const during = await readStatus(status);
-  assert.equal(during.busy, 2, 'both workers serve connections at once');
+  const during = await statusWhen(status, (now) => now.busy === 2, 'both workers serving connections at once', kfcgi.output);
+  assert.equal(during.processes.length, 2);
+  assert.ok(
+    during.processes.every((worker) => worker.connections! >= 1 && worker.handed! >= 1),
+    JSON.stringify(during.processes),
+  );
   const responses = await Promise.all(pending);
   const pids = new Set(responses.map((response) => /hello from node pid (\d+)/.exec(response)?.[1]));
   assert.equal(pids.size, 2, `8 connections at 4 per worker need 2 workers: ${[...pids].join(', ')}`);
@@ -295,13 +323,7 @@ test('variable pool: two cookies written back in one write free both connections
   const responses = await Promise.all([cgiFcgi(socket), cgiFcgi(socket)]);
   for (const response of responses) assert.match(response, new RegExp(`hello from pattern pid ${worker}`));
   // A manager that took only the first cookie of a read would count one connection as open for ever.
-  const deadline = Date.now() + 5000;
-  let after = await readStatus(status);
-  while (after.busy !== 0 && Date.now() < deadline) {
-    await sleep(50);
-    after = await readStatus(status);
-  }
-  assert.equal(after.busy, 0, `both connections released: ${JSON.stringify(after)}`);
+  await statusWhen(status, (now) => now.busy === 0, 'both connections released', kfcgi.output);
   // And the worker was not retired for a protocol error: the next two connections go to it again.
   const again = await Promise.all([cgiFcgi(socket), cgiFcgi(socket)]);
   for (const response of again) assert.match(response, new RegExp(`hello from pattern pid ${worker}`));
@@ -315,7 +337,7 @@ test('variable pool: a cookie that arrives in two pieces frees the worker only w
   const status = join(dir, 'status.sock');
   const kfcgi = await startKfcgi(
     t,
-    ['-r', '-p', '/', '-n', '1', '-N', '1', '-s', socket, '-S', status, process.execPath, cookiePatternWorker, 'split'],
+    ['-r', '-v', '-p', '/', '-n', '1', '-N', '1', '-s', socket, '-S', status, process.execPath, cookiePatternWorker, 'split'],
     { socket, expectWorkers: 1 },
   );
   const [worker] = kfcgi.workers();
@@ -327,9 +349,13 @@ test('variable pool: a cookie that arrives in two pieces frees the worker only w
     secondDone = true;
     return response;
   });
-  await sleep(300);
+  // The event that would free the worker, were a partial cookie taken for a whole one: the manager reading those 3 bytes.
+  await waitFor(() => /3 of 8 bytes of a cookie so far/.test(kfcgi.output()), 'the manager to read the partial cookie', kfcgi.output);
+  // And the second connection is there to be taken: waiting in the listen queue.
+  const partial = await statusWhen(status, (now) => now.backlog.queued === 1, 'the next connection in the listen queue', kfcgi.output);
+  assert.equal(partial.busy, 1, 'the worker still counts as busy');
+  assert.equal(partial.handedOver, partial.accepted, 'the next connection was not accepted and handed over');
   assert.equal(secondDone, false, 'the next connection waits for the whole cookie');
-  assert.equal((await readStatus(status)).busy, 1);
   process.kill(worker!, 'SIGWINCH');
   const served = await Promise.race([second, sleep(10_000).then(() => null)]);
   assert.notEqual(served, null, `the next connection is served once the cookie is whole\n${kfcgi.output()}`);

@@ -42,8 +42,8 @@ index = "index.php"
       `docroot: ${join(dir, 'site', 'www')} (CGI: .cgi)`,
       'script-timeout: 5000 ms',
       `script-log: ${join(dir, 'site', 'script.log')}`,
-      'access-log: -',
-      'error-log: -',
+      'access-log: - (combined)',
+      'error-log: - (level info, text)',
       '',
     ].join('\n'),
   );

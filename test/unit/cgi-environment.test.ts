@@ -2,8 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
-  wireText,
   buildEnvironment,
+  environmentBytes,
   environmentRecord,
   environmentValue,
   parseHostHeader,
@@ -279,24 +279,58 @@ test('the same environment is a FastCGI PARAMS block: encoded and decoded back u
   const decoded = decodeNameValuePairs(encodeNameValuePairs(env));
   assert.ok(Array.isArray(decoded));
   assert.deepEqual(
-    decoded.map(([name, value]) => [name.toString('utf8'), value.toString('utf8')]),
-    env,
+    decoded.map(([name, value]) => [name.toString('utf8'), value.toString('hex')]),
+    env.map(([name, value]) => [name, environmentBytes(value).toString('hex')]),
   );
 });
 
-test('wire bytes: valid UTF-8 in header values reaches the script as the same bytes; Latin-1 as its UTF-8 form', () => {
+// Issue 15 item 3: Apache, nginx and fcgiwrap pass these bytes untouched; gatehouse used to re-encode them.
+test('wire bytes reach the environment unchanged: headers, cookies, the query and REQUEST_URI, every byte 0x80-0xff', () => {
+  const high = Buffer.from(Array.from({ length: 128 }, (_, index) => 0x80 + index));
+  const wire = (bytes: Buffer) => bytes.toString('latin1'); // node:http's one character per byte
   const env = environmentRecord(
     buildEnvironment(
       describe({
+        target: `/cgi-bin/env.cgi?q=${wire(high)}`,
         headers: [
-          ['X-Utf8', 'caf\u00c3\u00a9'],
-          ['X-Latin1', 'caf\u00e9'],
+          ['Host', 'h.example'],
+          ['X-Raw', wire(Buffer.from('fffe80', 'hex'))],
+          ['X-Mixed', wire(Buffer.from('c3a9e9', 'hex'))],
+          ['X-High', wire(high)],
+          ['Cookie', `a=${wire(high)}`],
+          ['Cookie', `b=${wire(Buffer.from('ff', 'hex'))}`],
+          ['Content-Type', `text/plain; x=${wire(Buffer.from('e9', 'hex'))}`],
         ],
       }),
       policy,
     ),
   );
-  assert.equal(Buffer.from(env.HTTP_X_UTF8!, 'utf8').toString('hex'), Buffer.from('caf\u00c3\u00a9', 'latin1').toString('hex'));
-  assert.equal(env.HTTP_X_LATIN1, 'caf\u00e9');
-  assert.equal(wireText('plain'), 'plain');
+  const hex = (name: string) => environmentBytes(env[name]!).toString('hex');
+  assert.equal(hex('HTTP_X_RAW'), 'fffe80');
+  assert.equal(hex('HTTP_X_MIXED'), 'c3a9e9');
+  assert.equal(hex('HTTP_X_HIGH'), high.toString('hex'));
+  assert.equal(hex('HTTP_COOKIE'), Buffer.concat([Buffer.from('a='), high, Buffer.from('; b=\xff', 'latin1')]).toString('hex'));
+  assert.equal(hex('CONTENT_TYPE'), Buffer.from('text/plain; x=\xe9', 'latin1').toString('hex'));
+  assert.equal(hex('QUERY_STRING'), Buffer.concat([Buffer.from('q='), high]).toString('hex'));
+  assert.equal(hex('REQUEST_URI'), Buffer.concat([Buffer.from('/cgi-bin/env.cgi?q='), high]).toString('hex'));
+  // ASCII from the wire stays a string (the same bytes, and the cheap case).
+  assert.equal(env.HTTP_HOST, 'h.example');
+});
+
+test('configuration and file-system values are text: their UTF-8 bytes, whatever the wire carries', () => {
+  const env = environmentRecord(
+    buildEnvironment(describe({ scriptFilename: '/srv/caf\u00e9.cgi', pathInfo: '/\u20ac' }), {
+      ...policy,
+      setEnv: { GREETING: 'gr\u00fc\u00df' },
+    }),
+  );
+  assert.equal(environmentBytes(env.SCRIPT_FILENAME!).toString('hex'), Buffer.from('/srv/caf\u00e9.cgi', 'utf8').toString('hex'));
+  assert.equal(environmentBytes(env.PATH_INFO!).toString('hex'), Buffer.from('/\u20ac', 'utf8').toString('hex'));
+  assert.equal(environmentBytes(env.GREETING!).toString('hex'), Buffer.from('gr\u00fc\u00df', 'utf8').toString('hex'));
+});
+
+test('read back, byte values become one character per byte again (node:http headers)', () => {
+  const raw = Buffer.from('fffe80', 'hex').toString('latin1');
+  const env = environmentRecord(buildEnvironment(describe({ headers: [['X-Raw', raw]] }), policy));
+  assert.equal(requestFromEnvironment(env).headers['x-raw'], raw);
 });

@@ -33,11 +33,20 @@ function layout(t: { after(fn: () => unknown): void }) {
 }
 
 test('normalising: segments decoded, dot segments resolved, refusals typed', () => {
-  assert.deepEqual(normaliseUrlPath('/a//b/./c/../d%20e/'), { segments: ['a', 'b', 'd e'], trailingSlash: true });
-  assert.deepEqual(normaliseUrlPath('/a/%2e%2e/b'), { segments: ['b'], trailingSlash: false });
+  assert.deepEqual(normaliseUrlPath('/a//b/./c/../d%20e/'), {
+    segments: ['a', 'b', 'd e'],
+    bytewise: [false, false, false],
+    trailingSlash: true,
+  });
+  assert.deepEqual(normaliseUrlPath('/a/%2e%2e/b'), { segments: ['b'], bytewise: [false], trailingSlash: false });
   // UTF-8 escapes decode to text; other bytes (Latin-1) are kept one character per byte, not refused (Apache accepts them).
-  assert.deepEqual(normaliseUrlPath('/caf%C3%A9/caf%E9'), { segments: ['caf\u00e9', 'caf\u00e9'], trailingSlash: false });
-  assert.deepEqual(normaliseUrlPath('/%e0%80'), { segments: ['\u00e0\u0080'], trailingSlash: false });
+  // Both read 'café'; `bytewise` tells them apart, so PATH_INFO can carry the byte e9 itself.
+  assert.deepEqual(normaliseUrlPath('/caf%C3%A9/caf%E9'), {
+    segments: ['caf\u00e9', 'caf\u00e9'],
+    bytewise: [false, true],
+    trailingSlash: false,
+  });
+  assert.deepEqual(normaliseUrlPath('/%e0%80'), { segments: ['\u00e0\u0080'], bytewise: [true], trailingSlash: false });
   const cases: Array<[string, number]> = [
     ['/../etc/passwd', 400],
     ['/a/../../etc', 400],
@@ -76,6 +85,10 @@ test('ScriptAlias: SCRIPT_NAME and PATH_INFO split at the script; SCRIPT_FILENAM
   );
   const slash = await resolveScript('/cgi-bin/env.cgi/', alias);
   assert.equal(slash.kind === 'script' && slash.pathInfo, '/');
+  // PATH_INFO whose decoded bytes are not UTF-8 is those bytes (Apache passes e9; text would make it c3 a9).
+  const latin1 = await resolveScript('/cgi-bin/env.cgi/caf%E9/%C3%A9/', alias);
+  assert.ok(latin1.kind === 'script' && Buffer.isBuffer(latin1.pathInfo));
+  assert.equal(latin1.pathInfo.toString('hex'), Buffer.from('/caf\xe9/\xc3\xa9/', 'latin1').toString('hex'));
   const nph = await resolveScript('/cgi-bin/nph-raw', alias);
   assert.equal(nph.kind === 'script' && nph.nph, true);
   const inside = await resolveScript('/cgi-bin/inside-link.cgi', alias);
@@ -135,6 +148,7 @@ test('property: a resolved script never escapes its root and SCRIPT_NAME + PATH_
       if (result.kind !== 'script') return;
       assert.ok(result.scriptFilename.startsWith(`${cgiBin}/`), raw);
       assert.ok(result.scriptName === '' || result.scriptName.startsWith('/'));
+      assert.ok(typeof result.pathInfo === 'string', 'these segments are all UTF-8');
       assert.ok(result.pathInfo === '' || result.pathInfo.startsWith('/'));
       const normalised = normaliseUrlPath(raw);
       assert.ok(!('kind' in normalised));

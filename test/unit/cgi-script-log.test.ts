@@ -93,3 +93,31 @@ test('a log that cannot be written reports the error and never throws', async (t
   assert.equal(errors.length, 1);
   assert.equal(apacheCtime(new Date(2026, 0, 5, 1, 2, 3)), 'Mon Jan 05 01:02:03 2026');
 });
+
+// Issue 15 item 4: the head a failing script printed shows under %stdout and in the error's quoted line too.
+test('redacted headers are redacted in every section: %response, the script head under %stdout, the quoted bad line', () => {
+  const log = new ScriptLog({ path: '/nonexistent' });
+  const text = log.format({
+    ...entry,
+    responseHeaders: [['Set-Cookie', 'session=SECRET1']],
+    error: 'malformed header from script: Bad header: set-cookie session=SECRET2 (bad header line 3: expected "Name: value")',
+    stdout:
+      'Status: 500\r\nSet-Cookie: session=SECRET3\r\n\tcontinued=SECRET4\r\nset-cookie : x=SECRET5\r\nAuthorization:SECRET6\r\nX-Fine: visible\r\n\r\nbody Set-Cookie: stays\n',
+  });
+  assert.doesNotMatch(text, /SECRET/, text);
+  assert.match(text, /^Set-Cookie: \[redacted\]\r$/m);
+  assert.match(text, /^\t\[redacted\]\r$/m);
+  assert.match(text, /^set-cookie : \[redacted\]\r$/m);
+  assert.match(text, /Bad header: set-cookie \[redacted\]/);
+  assert.match(text, /^X-Fine: visible\r$/m, 'other headers are kept');
+  assert.match(text, /^Status: 500\r$/m);
+  assert.match(text, /^body Set-Cookie: stays$/m, 'the body after the head is not a header block');
+});
+
+test('an error quoting "Cookie: value" anywhere is cut after the name; redaction off keeps everything', () => {
+  const log = new ScriptLog({ path: '/nonexistent' });
+  assert.match(log.format({ ...entry, error: 'odd: Cookie: a=SECRET' }), /odd: Cookie: \[redacted\]/);
+  const open = new ScriptLog({ path: '/nonexistent', redactHeaders: [] });
+  const text = open.format({ ...entry, stdout: 'Set-Cookie: session=SECRET\n\n' });
+  assert.match(text, /Set-Cookie: session=SECRET/);
+});

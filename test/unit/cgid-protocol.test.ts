@@ -42,7 +42,26 @@ test('the daemon proof depends on the token and the nonce', () => {
 });
 
 test('environmentList writes NAME=VALUE, values with = kept whole', () => {
-  assert.deepEqual(environmentList({ A: '1', QUERY_STRING: 'a=b&c=d' }), ['A=1', 'QUERY_STRING=a=b&c=d']);
+  assert.deepEqual(
+    environmentList({ A: '1', QUERY_STRING: 'a=b&c=d' }).map((entry) => entry.toString('utf8')),
+    ['A=1', 'QUERY_STRING=a=b&c=d'],
+  );
+});
+
+test('environmentList: text as UTF-8, bytes exactly; a SPAWN order carries them byte for byte', () => {
+  const env = environmentList({ TEXT: 'caf\u00e9', HTTP_X_RAW: Buffer.from('fffe80', 'hex') });
+  assert.deepEqual(
+    env.map((entry) => entry.toString('hex')),
+    [Buffer.from('TEXT=caf\u00e9', 'utf8').toString('hex'), Buffer.from('HTTP_X_RAW=\xff\xfe\x80', 'latin1').toString('hex')],
+  );
+  const order = { file: '/x', argv: ['/x'], cwd: '/', env, limits: NO_LIMITS, runAs: null };
+  const { frames } = new FrameDecoder().push(encodeMessage({ type: 'spawn', id: 1, token: Buffer.alloc(4), order }));
+  const decoded = decodeMessage(frames[0]!);
+  assert.ok('type' in decoded && decoded.type === 'spawn');
+  assert.deepEqual(
+    decoded.order.env.map((entry) => entry.toString('hex')),
+    env.map((entry) => entry.toString('hex')),
+  );
 });
 
 const text = fc.string({ maxLength: 40 });
@@ -66,7 +85,7 @@ const message: fc.Arbitrary<CgidMessage> = fc.oneof(
       file: text,
       argv: fc.array(text, { maxLength: 5 }),
       cwd: text,
-      env: fc.array(text, { maxLength: 8 }),
+      env: fc.array(fc.uint8Array({ maxLength: 24 }), { maxLength: 8 }),
       limits,
       runAs: fc.option(fc.record({ user: text, group: text, root: text }), { nil: null }),
     })
@@ -74,7 +93,7 @@ const message: fc.Arbitrary<CgidMessage> = fc.oneof(
       type: 'spawn' as const,
       id: m.id,
       token: Buffer.from(m.token),
-      order: { file: m.file, argv: m.argv, cwd: m.cwd, env: m.env, limits: m.limits, runAs: m.runAs },
+      order: { file: m.file, argv: m.argv, cwd: m.cwd, env: m.env.map((entry) => Buffer.from(entry)), limits: m.limits, runAs: m.runAs },
     })),
   fc.record({ id, pid: fc.integer({ min: 0, max: 0xffffffff }) }).map((m) => ({ type: 'spawned' as const, ...m })),
   fc.record({ id, errno: text, message: text }).map((m) => ({ type: 'failed' as const, ...m })),
@@ -152,7 +171,10 @@ test('a frame with another magic, another version, or an oversized length is ref
   assert.match(new FrameDecoder().push(badMagic).error!.error, /not a cgid frame/);
   const badVersion = Buffer.from(good);
   badVersion[2] = CGID_PROTOCOL_VERSION + 1;
-  assert.match(new FrameDecoder().push(badVersion).error!.error, /protocol version 2, this end speaks 1/);
+  assert.match(
+    new FrameDecoder().push(badVersion).error!.error,
+    new RegExp(`protocol version ${CGID_PROTOCOL_VERSION + 1}, this end speaks ${CGID_PROTOCOL_VERSION}`),
+  );
   const huge = Buffer.from(good);
   huge.writeUInt32BE(0xffffffff, 8);
   assert.match(new FrameDecoder(1024).push(huge).error!.error, /exceeds the limit of 1024/);

@@ -167,5 +167,27 @@ test("defaults: kfcgi(8)'s, except the backlog (the system maximum), and -N is 2
   assert.equal(config.foreground, false);
   const fixed = validateOptions(parseCommandLine(['-N', '9', '-p', '/', '-s', join(dir, 's.sock'), program]), {});
   assert.equal(fixed.maxWorkers, KFCGI_DEFAULT_WORKERS, 'a fixed pool ignores -N');
-  assert.match(fixed.warnings.join('\n'), /-N 9 applies only to variable pools/);
+  assert.match(fixed.warnings.join('\n'), /-N 9 applies only to variable \(-r\) and dynamic \(-D\) pools/);
+});
+
+test('-D: a dynamic pool takes -n, -N and -w without a warning, runs any program, and excludes -r, -R and -C', (t) => {
+  const { dir, program } = scratch(t);
+  const socket = join(dir, 's.sock');
+  assert.deepEqual(parseCommandLine(['-dD', '-n', '2', 'prog']).options, { foreground: true, dynamic: true, workers: 2 });
+  assert.deepEqual(parseCommandLine(['--dynamic', 'prog']).options, { dynamic: true });
+  const config = validateOptions(parseCommandLine(['-D', '-n', '2', '-N', '8', '-w', '5', '-p', '/', '-s', socket, program]), {});
+  assert.equal(config.dynamic, true);
+  assert.equal(config.variable, false);
+  assert.equal(config.workers, 2);
+  assert.equal(config.maxWorkers, 8);
+  assert.equal(config.idleSeconds, 5);
+  assert.deepEqual(config.warnings, []);
+  assert.equal(validateOptions(parseCommandLine(['-D', '-p', '/', '-s', socket, program]), {}).maxWorkers, KFCGI_DEFAULT_WORKERS * 2);
+  assert.equal(validateOptions(parseCommandLine(['-p', '/', '-s', socket, program]), {}).dynamic, false);
+  assert.match(problems(['-D', '-r', '-p', '/', '-s', socket, program]), /-r and -D are two kinds of pool/);
+  assert.match(problems(['-D', '-n', '4', '-N', '2', '-p', '/', '-s', socket, program]), /-N 2 is below -n 4/);
+  assert.match(problems(['-D', '-R', '10', '-p', '/', '-s', socket, program]), /-R counts connections/);
+  assert.match(problems(['-D', '-C', '2', '-p', '/', '-s', socket, program]), /-C sets how many connections/);
+  // php-cgi is what -D is for (only -r refuses it).
+  assert.equal(validateOptions(parseCommandLine(['-D', '-p', '/', '-s', socket, '/usr/bin/php-cgi']), {}).dynamic, true);
 });

@@ -20,8 +20,11 @@ import {
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import {
+  armLifeline,
   closeDescriptor,
+  createLifeline,
   createListener,
   getResourceLimit,
   groupList,
@@ -212,4 +215,45 @@ test('files by directory descriptor: identity, unlink, listing and links (they k
   assert.equal(readLinkAt(proc, `${process.pid}/fd/${dirFd}`), dir);
   assert.equal(readLinkAt(proc, `${process.pid}/fd/99999`), null);
   assert.ok(fstatSync(dirFd).isDirectory());
+});
+
+/** Alive and not a zombie. */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+test('a lifeline: closing its kept end sends SIGKILL to the armed process group, what the leader forked included', async (t) => {
+  const lifeline = createLifeline('SIGKILL');
+  // A leader that forks a child of its own and then waits, as php-cgi does with PHP_FCGI_CHILDREN.
+  const child = spawn('/bin/sh', ['-c', 'sleep 600 & echo $!; wait'], {
+    detached: true,
+    stdio: ['ignore', 'pipe', 'ignore', lifeline.give],
+  });
+  t.after(() => {
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      // gone, as it should be
+    }
+  });
+  armLifeline(lifeline.give, child.pid!);
+  closeDescriptor(lifeline.give);
+  const grandchild = Number(
+    await new Promise<string>((resolve) => child.stdout!.once('data', (chunk: Buffer) => resolve(chunk.toString()))),
+  );
+  assert.ok(running(child.pid!) && running(grandchild), 'both run while the lifeline is held');
+  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+  closeDescriptor(lifeline.keep);
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<string>((resolve) => (timer = setTimeout(() => resolve('still running after 10 s'), 10_000)));
+  assert.equal(await Promise.race([exited, bound]), 'SIGKILL');
+  clearTimeout(timer);
+  // The grandchild went in the same signal (reparented to init, it shows as a zombie until init reaps it).
+  for (let attempt = 0; attempt < 200 && running(grandchild); attempt += 1) await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.equal(running(grandchild), false, "the worker's own child was killed with it");
 });

@@ -68,6 +68,9 @@ export class WorkerConnection implements ResponseSink {
   /** Set when a request without FCGI_KEEP_CONN finished: close once nothing is in flight. */
   #closeWhenIdle = false;
   #closing = false;
+  #failed = false;
+  /** PARAMS bytes held for requests whose PARAMS stream has not ended yet (bounded by maxParamsBytes). */
+  #pendingParamsBytes = 0;
   #corked = false;
   readonly closed: Promise<void>;
 
@@ -111,8 +114,10 @@ export class WorkerConnection implements ResponseSink {
     if (error && this.#requests.size > 0) this.#host.reportError(error);
     // The web server closed its side: nothing more will arrive for requests still reading their body.
     for (const [id, state] of this.#requests) {
-      if (state.phase === 'params') this.#requests.delete(id);
-      else if (!state.stdinDone) this.#abort(id, state, 'the web server closed the connection before the request body ended');
+      if (state.phase === 'params') {
+        this.#requests.delete(id);
+        this.#pendingParamsBytes -= state.paramsBytes;
+      } else if (!state.stdinDone) this.#abort(id, state, 'the web server closed the connection before the request body ended');
     }
     if (this.#requests.size === 0) this.#finish();
   }
@@ -122,18 +127,23 @@ export class WorkerConnection implements ResponseSink {
       if (state.phase === 'active') this.#abort(id, state, 'the connection to the web server closed', false);
     }
     this.#requests.clear();
+    this.#pendingParamsBytes = 0;
     const waiters = this.#drainWaiters;
     this.#drainWaiters = [];
     for (const waiter of waiters) waiter();
   }
 
   #protocolFailure(error: FastCGIProtocolError): void {
+    // A failure found inside a record callback comes back once more as push()'s result: one log line, not two.
+    if (this.#failed) return;
+    this.#failed = true;
     this.#host.reportError(error);
     this.#decoder.fail(error);
     for (const [id, state] of this.#requests) {
       if (state.phase === 'active') this.#abort(id, state, error.message, false);
     }
     this.#requests.clear();
+    this.#pendingParamsBytes = 0;
     this.#socket.destroy();
   }
 
@@ -151,6 +161,7 @@ export class WorkerConnection implements ResponseSink {
         if (!state) return;
         if (state.phase === 'params') {
           this.#requests.delete(requestId);
+          this.#pendingParamsBytes -= state.paramsBytes;
           this.#write([encodeEndRequest(requestId, 0, ProtocolStatus.REQUEST_COMPLETE)]);
           this.#afterRequest(state.keepConn);
         } else this.#abort(requestId, state, 'the web server aborted the request (FCGI_ABORT_REQUEST)');
@@ -235,15 +246,19 @@ export class WorkerConnection implements ResponseSink {
     if (state?.phase !== 'params') return;
     if (content.length > 0) {
       state.paramsBytes += content.length;
-      if (state.paramsBytes > this.#host.limits.maxParamsBytes) {
+      this.#pendingParamsBytes += content.length;
+      const { maxParamsBytes } = this.#host.limits;
+      // Two bounds: one request's PARAMS, and all PARAMS this connection holds for requests whose PARAMS have not
+      // ended (many ids opened and never finished must not hold maxRequestsPerConnection times the limit).
+      if (state.paramsBytes > maxParamsBytes || this.#pendingParamsBytes > maxParamsBytes) {
         // Answer this request alone (431, as an HTTP server would) and keep the connection for the others.
         this.#requests.delete(requestId);
-        this.#host.reportError(
-          new FastCGIProtocolError(
-            ErrorCode.FCGI_PARAMS_TOO_LARGE,
-            `request ${requestId}: params exceed ${this.#host.limits.maxParamsBytes} bytes; answered 431`,
-          ),
-        );
+        this.#pendingParamsBytes -= state.paramsBytes;
+        const which =
+          state.paramsBytes > maxParamsBytes
+            ? `params exceed ${maxParamsBytes} bytes`
+            : `params of the requests still receiving them on this connection exceed ${maxParamsBytes} bytes`;
+        this.#host.reportError(new FastCGIProtocolError(ErrorCode.FCGI_PARAMS_TOO_LARGE, `request ${requestId}: ${which}; answered 431`));
         const body = Buffer.from(
           'Status: 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n\r\nrequest header fields too large\n',
         );
@@ -259,6 +274,7 @@ export class WorkerConnection implements ResponseSink {
       state.params.push(Buffer.from(content));
       return;
     }
+    this.#pendingParamsBytes -= state.paramsBytes;
     const pairs = decodeNameValuePairs(state.params.length === 1 ? state.params[0]! : Buffer.concat(state.params, state.paramsBytes));
     if (pairs instanceof FastCGIProtocolError) return this.#protocolFailure(pairs);
     this.#startRequest(requestId, state, pairs);

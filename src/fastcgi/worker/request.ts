@@ -17,7 +17,7 @@ export function paramsToObject(pairs: readonly NameValuePair[]): Record<string, 
   return params;
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 function decodeParamText(bytes: Buffer): string {
   // ASCII is by far the common case and needs no validation.

@@ -24,7 +24,7 @@ import type { FastCGIResponse } from './response.js';
 export type RequestHandler = (req: FastCGIRequest, res: FastCGIResponse) => void | Promise<void>;
 
 export interface WorkerServerOptions {
-  /** Largest PARAMS block per request, in bytes; larger requests get a 431. */
+  /** Largest PARAMS block per request, in bytes, and the most one connection holds for requests still receiving PARAMS; past either, a 431. */
   maxParamsBytes?: number;
   /** Requests one connection may multiplex; more get FCGI_OVERLOADED. */
   maxRequestsPerConnection?: number;
@@ -34,7 +34,8 @@ export interface WorkerServerOptions {
    * Stop gracefully on SIGTERM and SIGUSR1 (as libfcgi does): stop accepting,
    * finish requests in flight, exit 0; a second signal or shutdownTimeoutMs
    * ends the process at once. Default true. Set false when the application
-   * handles signals itself and calls server.close().
+   * handles signals itself and calls server.close(). Listening for SIGUSR1
+   * also keeps Node from opening its inspector on it.
    */
   handleSignals?: boolean;
   shutdownTimeoutMs?: number;
