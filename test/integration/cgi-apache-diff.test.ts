@@ -60,9 +60,7 @@ ${directives}
   const running = startProcess(t, binary, ['-f', join(root, 'httpd.conf'), '-DFOREGROUND'], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
   });
-  await waitForListener({ host: '127.0.0.1', port }, 10_000, () => running.child.exitCode === null).catch((error: Error) => {
-    throw new Error(`Apache httpd did not start: ${error.message}\n${running.output()}`);
-  });
+  await waitForListener({ host: '127.0.0.1', port }, { what: 'Apache httpd', process: running });
   return port;
 }
 

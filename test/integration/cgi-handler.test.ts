@@ -8,12 +8,13 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { cgi, type CgiOptions } from '../../src/cgi/handler.js';
+import { childProcesses, groupMembers } from '../kit/proc.js';
 import { tempDir } from '../kit/process.js';
+import { waitFor, waitForText } from '../kit/wait.js';
 import { httpRequest } from '../kit/http.js';
 
 const fixtures = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
@@ -85,51 +86,8 @@ async function rawExchange(port: number, request: string | Buffer, untilMs = 300
   });
 }
 
-function liveGroupMembers(pgid: number): number[] {
-  const members: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(fields[2]) === pgid && fields[0] !== 'Z') members.push(Number(entry));
-    } catch {
-      /* exited while listing */
-    }
-  }
-  return members;
-}
-
-/** Children of this process (the server is in-process) with their state letter, from /proc. */
-function ourChildren(): Array<{ pid: number; state: string }> {
-  const children: Array<{ pid: number; state: string }> = [];
-  for (const task of readdirSync('/proc/self/task')) {
-    let list = '';
-    try {
-      list = readFileSync(`/proc/self/task/${task}/children`, 'utf8');
-    } catch {
-      continue;
-    }
-    for (const pid of list.split(' ').filter(Boolean).map(Number)) {
-      try {
-        const state = /State:\s+(\S)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '?';
-        children.push({ pid, state });
-      } catch {
-        /* gone */
-      }
-    }
-  }
-  return children;
-}
-
-async function waitFor(condition: () => boolean, timeoutMs = 5000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (condition()) return true;
-    await sleep(25);
-  }
-  return condition();
-}
+/** Children of this process (the server is in-process) with their state letter, zombies included. */
+const ourChildren = () => childProcesses(process.pid);
 
 test('environment: RFC 3875 variables, PATH_INFO decoded, headers filtered and joined, argv from a search query', async (t) => {
   const site = await startSite(t, { setEnv: { SITE: 'test' } });
@@ -248,7 +206,7 @@ test('a stderr flood while stdout is written: no deadlock, every line in the err
   const response = await httpRequest(`${site.base}/cgi-bin/stderr-flood.pl`);
   assert.equal(response.status, 200);
   assert.equal(response.body.length, 1024 * 1024);
-  await waitFor(() => site.errors.filter((line) => line.includes('stderr-flood.pl: eeee')).length === 2048);
+  await waitFor(() => site.errors.filter((line) => line.includes('stderr-flood.pl: eeee')).length === 2048, 'every stderr line logged');
   assert.equal(site.errors.filter((line) => line.includes(`${fixtures}stderr-flood.pl: eeee`)).length, 2048);
 });
 
@@ -259,9 +217,9 @@ test('timeout before the head: 504, the process group (grandchild included) kill
   const match = /script (\d+) grandchild (\d+)/.exec(site.errors.join('\n'));
   assert.ok(match, 'the script reported its pid and its grandchild');
   const [scriptPid, grandchild] = [Number(match[1]), Number(match[2])];
-  assert.ok(await waitFor(() => liveGroupMembers(scriptPid).length === 0), 'the whole process group is gone');
-  assert.ok(!liveGroupMembers(scriptPid).includes(grandchild));
-  assert.ok(await waitFor(() => !ourChildren().some((child) => child.pid === scriptPid)), 'the script was reaped');
+  await waitFor(() => groupMembers(scriptPid).length === 0, 'the whole process group to be gone');
+  assert.ok(!groupMembers(scriptPid).includes(grandchild));
+  await waitFor(() => !ourChildren().some((child) => child.pid === scriptPid), 'the script to be reaped');
   assert.ok(site.errors.some((line) => /hang\.sh: no output for 300 ms/.test(line)));
 });
 
@@ -273,7 +231,7 @@ test('timeout after the body started: the response is cut short (connection clos
   );
   assert.notEqual(outcome, 'complete');
   const pid = Number(/pid (\d+)/.exec(site.errors.join('\n'))?.[1]);
-  assert.ok(await waitFor(() => liveGroupMembers(pid).length === 0));
+  await waitFor(() => groupMembers(pid).length === 0, 'the script to be killed');
 });
 
 test('client disconnect: the script group gets SIGTERM then SIGKILL; no zombies after many requests', async (t) => {
@@ -289,11 +247,13 @@ test('client disconnect: the script group gets SIGTERM then SIGKILL; no zombies 
   });
   const pid = Number(/pid (\d+)/.exec(site.errors.join('\n'))?.[1]);
   assert.ok(pid > 0);
-  assert.ok(await waitFor(() => liveGroupMembers(pid).length === 0), 'the script was killed after the client left');
+  await waitFor(() => groupMembers(pid).length === 0, 'the script to be killed after the client left');
 
   const responses = await Promise.all(Array.from({ length: 20 }, () => httpRequest(`${site.base}/cgi-bin/env.sh`)));
   assert.ok(responses.every((response) => response.status === 200));
-  assert.ok(await waitFor(() => ourChildren().length === 0), `children left: ${JSON.stringify(ourChildren())}`);
+  await waitFor(() => ourChildren().length === 0, 'no child process left', {
+    context: () => `children left: ${JSON.stringify(ourChildren())}`,
+  });
   assert.deepEqual(
     ourChildren().filter((child) => child.state === 'Z'),
     [],
@@ -420,9 +380,8 @@ test('ScriptLog: sections for a failed script, credentials redacted, nothing for
     headers: { Authorization: 'Basic c2VjcmV0', Cookie: 'session=abc' },
   });
   assert.equal(bad.status, 500);
-  assert.ok(await waitFor(() => existsSync(logPath) && readFileSync(logPath, 'utf8').includes('%stderr')));
-  await sleep(100);
-  const text = readFileSync(logPath, 'utf8');
+  // The entry is written in one piece and ends with the stderr section.
+  const text = await waitForText(logPath, /%stderr\n.*\n$/, 'the failed run in the script log');
   assert.match(text, /^%% \[\w{3} \w{3} \d{2} \d{2}:\d{2}:\d{2} \d{4}\] POST \/cgi-bin\/malformed.sh\?q=1 HTTP\/1.1\n/);
   assert.ok(text.includes(`%% 500 ${fixtures}malformed.sh\n%request\n`));
   assert.match(text, /\nAuthorization: \[redacted\]\n/);
@@ -498,7 +457,7 @@ test('shutdown: running scripts get the grace period, then their groups are stop
   let handler: ReturnType<typeof cgi> | undefined;
   const site = await startSite(t, { killGraceMs: 200 }, (_server, created) => (handler = created));
   const pending = httpRequest(`${site.base}/cgi-bin/hang-after-head.sh`).catch((error: Error) => error);
-  assert.ok(await waitFor(() => handler!.running() === 1));
+  await waitFor(() => handler!.running() === 1, 'the script to run');
   const stopped = handler!.shutdown(200);
   const refused = await httpRequest(`${site.base}/cgi-bin/env.sh`);
   assert.equal(refused.status, 503);
@@ -506,7 +465,7 @@ test('shutdown: running scripts get the grace period, then their groups are stop
   assert.equal(handler!.running(), 0);
   assert.ok((await pending) instanceof Error, 'the response in progress was cut');
   const pid = Number(/pid (\d+)/.exec(site.errors.join('\n'))?.[1]);
-  assert.deepEqual(liveGroupMembers(pid), []);
+  assert.deepEqual(groupMembers(pid), []);
 });
 
 test('an IPv4 client on a dual-stack listener is REMOTE_ADDR a.b.c.d, not ::ffff:a.b.c.d', async (t) => {

@@ -5,7 +5,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
-import { rawExchange, runGatehouse, startGatehouse } from '../fixtures/serve/serve-kit.js';
+import { rawExchange } from '../kit/raw-http.js';
+import { runGatehouse, startGatehouse } from '../kit/serve.js';
 
 test('--check on a valid file: exit 0 and a summary with paths resolved against the file', async (t) => {
   const dir = tempDir(t, 'gatehouse-serve-config-');
@@ -27,7 +28,7 @@ index = "index.php"
 `,
   );
   // Run from another directory: the file's relative paths must not depend on where gatehouse was started.
-  const result = await runGatehouse(t, ['serve', '--config', 'site/gatehouse.toml', '--check'], { cwd: dir });
+  const result = await runGatehouse(['serve', '--config', 'site/gatehouse.toml', '--check'], { cwd: dir });
   assert.equal(result.code, 0, result.stderr);
   assert.equal(
     result.stdout,
@@ -57,7 +58,7 @@ CGIDScriptTimeout = "five"
 ScriptLog = 3
 `,
   );
-  const result = await runGatehouse(t, ['serve', '--config', join(dir, 'bad.toml'), '--check']);
+  const result = await runGatehouse(['serve', '--config', join(dir, 'bad.toml'), '--check']);
   assert.equal(result.code, 1);
   assert.equal(result.stdout, '');
   assert.match(result.stderr, /^gatehouse serve: invalid configuration: .*bad\.toml: 3 problems:/);
@@ -72,7 +73,6 @@ test('--check with flags only, and flags over a file', async (t) => {
   mkdirSync(join(dir, 'other'));
   writeFileSync(join(dir, 'gatehouse.toml'), 'docroot = "www"\nscript-timeout = "20s"\nlisten = "127.0.0.1:8001"\n');
   const result = await runGatehouse(
-    t,
     [
       'serve',
       '--config',
@@ -95,15 +95,15 @@ test('--check with flags only, and flags over a file', async (t) => {
   assert.match(result.stdout, /^script-timeout: 250 ms$/m);
 });
 
-test('an unknown flag: exit 2 and the closest option suggested', async (t) => {
-  const result = await runGatehouse(t, ['serve', '--docroot', '/', '--script-timout', '5s']);
+test('an unknown flag: exit 2 and the closest option suggested', async (_t) => {
+  const result = await runGatehouse(['serve', '--docroot', '/', '--script-timout', '5s']);
   assert.equal(result.code, 2);
   assert.match(result.stderr, /Unknown option '--script-timout'; did you mean --script-timeout\?/);
   assert.match(result.stderr, /Run 'gatehouse serve --help'/);
 });
 
-test('--help lists every flag the issue names', async (t) => {
-  const result = await runGatehouse(t, ['serve', '--help']);
+test('--help lists every flag the issue names', async (_t) => {
+  const result = await runGatehouse(['serve', '--help']);
   assert.equal(result.code, 0);
   for (const flag of [
     '--listen',
@@ -120,8 +120,8 @@ test('--help lists every flag the issue names', async (t) => {
   }
 });
 
-test('an invalid configuration stops the server before it listens (exit 1, nothing started)', async (t) => {
-  const result = await runGatehouse(t, ['serve', '--listen', '127.0.0.1:1', '--docroot', '/nonexistent-gatehouse-dir']);
+test('an invalid configuration stops the server before it listens (exit 1, nothing started)', async (_t) => {
+  const result = await runGatehouse(['serve', '--listen', '127.0.0.1:1', '--docroot', '/nonexistent-gatehouse-dir']);
   assert.equal(result.code, 1);
   assert.match(result.stderr, /docroot: \/nonexistent-gatehouse-dir is not a directory/);
 });

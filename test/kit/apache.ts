@@ -50,8 +50,6 @@ ${options.config}
   const running = startProcess(t, binary, ['-f', configPath, '-DFOREGROUND'], {
     env: { ...process.env, APACHE_RUN_DIR: join(root, 'run'), APACHE_LOG_DIR: join(root, 'logs'), APACHE_LOCK_DIR: join(root, 'run') },
   });
-  await waitForListener({ host: '127.0.0.1', port }, 10_000, () => running.child.exitCode === null).catch((error) => {
-    throw new Error(`Apache httpd did not start: ${error.message}\n${running.output()}`);
-  });
+  await waitForListener({ host: '127.0.0.1', port }, { what: 'Apache httpd', process: running });
   return { ...running, port, url: `http://127.0.0.1:${port}`, root, errorLog };
 }
