@@ -12,7 +12,7 @@ import { chmodSync, copyFileSync, mkdirSync, symlinkSync, writeFileSync } from '
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cgi, type CgiOptions } from '../../src/cgi/handler.js';
-import { childProcesses, groupMembers } from '../kit/proc.js';
+import { blockedWriting, bytesWritten, childProcesses, commandLine, descendantsOf, groupMembers } from '../kit/proc.js';
 import { tempDir } from '../kit/process.js';
 import { waitFor, waitForText } from '../kit/wait.js';
 import { httpRequest } from '../kit/http.js';
@@ -392,33 +392,44 @@ test('ScriptLog: sections for a failed script, credentials redacted, nothing for
   assert.equal(text.match(/^%% \[/gm)?.length, 1, 'only the failed request is logged');
 });
 
-test('a 50 MB response streams with bounded memory, even through a slow reader', async (t) => {
-  const site = await startSite(t);
+test('a 50 MB response streams with bounded memory, even through a reader that stops', async (t) => {
+  let serverSide: http.ServerResponse | undefined;
+  const site = await startSite(t, {}, (server) => server.prependListener('request', (_req, res) => (serverSide = res)));
   const before = process.memoryUsage().rss;
-  let peak = before;
+  const res = await new Promise<http.IncomingMessage>((resolve, reject) =>
+    http.get(`${site.base}/cgi-bin/big.sh`, { agent: false }, resolve).on('error', reject),
+  );
+  assert.equal(res.statusCode, 200);
   let received = 0;
-  await new Promise<void>((resolve, reject) => {
-    http
-      .get(`${site.base}/cgi-bin/big.sh`, { agent: false }, (res) => {
-        assert.equal(res.statusCode, 200);
-        let paused = false;
-        res.on('data', (chunk: Buffer) => {
-          received += chunk.length;
-          if (!paused && received > 5 * 1024 * 1024) {
-            paused = true;
-            res.pause();
-            setTimeout(() => {
-              peak = Math.max(peak, process.memoryUsage().rss);
-              res.resume();
-            }, 500);
-          }
-        });
-        res.on('end', resolve);
-        res.on('error', reject);
-      })
-      .on('error', reject);
+  let stopped = false;
+  res.on('data', (chunk: Buffer) => {
+    received += chunk.length;
+    if (!stopped && received > 5 * 1024 * 1024) {
+      stopped = true;
+      res.pause();
+    }
   });
-  peak = Math.max(peak, process.memoryUsage().rss);
+  // Once the reader stopped: the script (big.sh execs head(1); here or under a cgid daemon) wrote nothing more
+  // between two looks and waits in a write, held up by backpressure. Without it, the handler would go on copying the
+  // script's output into memory, the script would go on writing, and it would end.
+  const script = () => descendantsOf(process.pid).find((pid) => commandLine(pid).startsWith('head -c'));
+  const queued = () => serverSide?.writableLength ?? 0;
+  let previous = -1;
+  await waitFor(
+    () => {
+      const pid = script();
+      const written = pid === undefined ? -1 : bytesWritten(pid);
+      const held = stopped && written > 0 && written === previous && blockedWriting(pid!);
+      previous = written;
+      return held || (stopped && pid === undefined);
+    },
+    'the script to be held up by the stopped reader',
+    { context: () => `server queued ${queued()} bytes; script ${script()}` },
+  );
+  assert.ok(queued() <= 1024 * 1024, `the server queued ${queued()} bytes for a reader that stopped`);
+  const peak = Math.max(before, process.memoryUsage().rss);
+  res.resume();
+  await new Promise((resolve, reject) => res.on('end', resolve).on('error', reject));
   assert.equal(received, 50 * 1024 * 1024);
   assert.ok(peak - before < 40 * 1024 * 1024, `memory grew by ${Math.round((peak - before) / 1048576)} MB while streaming 50 MB`);
 });

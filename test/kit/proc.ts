@@ -120,3 +120,24 @@ const BLOCKED_WRITING = /pipe_write|sock_alloc_send_pskb|sk_stream_wait_memory|w
 export function blockedWriting(pid: number): boolean {
   return BLOCKED_WRITING.test(wchan(pid));
 }
+
+/** Every live process below `pid` (children, their children, ...): scripts a daemon started for this process, too. */
+export function descendantsOf(pid: number): number[] {
+  const processes = allProcesses().filter((entry) => entry.state !== 'Z');
+  const found: number[] = [];
+  for (let frontier = [pid]; frontier.length > 0; ) {
+    const children = processes.filter((entry) => frontier.includes(entry.ppid)).map((entry) => entry.pid);
+    found.push(...children);
+    frontier = children;
+  }
+  return found;
+}
+
+/** Bytes the process has written so far (/proc/PID/io wchar), or -1 once it is gone: its progress as a producer. */
+export function bytesWritten(pid: number): number {
+  try {
+    return Number(/^wchar:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1] ?? -1);
+  } catch {
+    return -1;
+  }
+}
