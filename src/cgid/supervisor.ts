@@ -19,6 +19,7 @@ import {
   CGID_RESTART_HEALTHY_MS,
   CGID_RESTART_MAX_DELAY_MS,
   CGID_RESTART_MIN_DELAY_MS,
+  CGID_START_ERROR_LINES,
   CGID_START_TIMEOUT_MS,
   CGID_TOKEN_BYTES,
 } from '../limits.js';
@@ -90,7 +91,7 @@ export class CgidSupervisor implements ScriptSpawner {
     this.#startedAt = Date.now();
     const errors: string[] = [];
     createInterface({ input: child.stderr! }).on('line', (line) => {
-      if (errors.length < 20) errors.push(line);
+      if (errors.length < CGID_START_ERROR_LINES) errors.push(line);
       this.#options.log(`cgid daemon ${child.pid}: ${line}`);
     });
     const ready = new Promise<boolean>((resolve) => {

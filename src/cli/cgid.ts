@@ -17,6 +17,7 @@ import { ScriptLog } from '../cgi/script-log.js';
 import { parseDuration } from '../config/duration.js';
 import { parseListenAddress } from '../config/listen.js';
 import {
+  CGID_FASTCGI_STOP_GRACE_MS,
   CGID_SCRIPT_SOCK,
   CGID_SUEXEC_MIN_GID,
   CGID_SUEXEC_MIN_UID,
@@ -353,7 +354,7 @@ async function runFastCGIFace(
         setTimeout(() => {
           server.closeAllConnections();
           exit();
-        }, 10_000).unref();
+        }, CGID_FASTCGI_STOP_GRACE_MS).unref();
       }
     };
     process.once('SIGTERM', stop);

@@ -16,6 +16,7 @@ import { loadServeConfig } from '../config/load.js';
 import { GatehouseFront } from '../http/server.js';
 import { frontSpawnSettings, startFrontSpawner, type FrontSpawner } from '../cgid/front.js';
 import { formatListenAddress } from '../config/listen.js';
+import { EXAMPLE_APP_POLL_MS, EXAMPLE_APP_START_TIMEOUT_MS } from '../limits.js';
 
 const EXAMPLES = fileURLToPath(new URL('../../../examples/', import.meta.url));
 
@@ -32,7 +33,7 @@ options:
   --help              print this help`;
 
 async function waitForSocket(socketPath: string, isAlive: () => boolean): Promise<void> {
-  for (let waited = 0; waited < 10_000; waited += 50) {
+  for (let waited = 0; waited < EXAMPLE_APP_START_TIMEOUT_MS; waited += EXAMPLE_APP_POLL_MS) {
     if (!isAlive()) throw new Error('the example FastCGI application exited before it listened');
     const ok = await new Promise<boolean>((resolve) => {
       const socket = net.connect(socketPath, () => {
@@ -42,7 +43,7 @@ async function waitForSocket(socketPath: string, isAlive: () => boolean): Promis
       socket.on('error', () => resolve(false));
     });
     if (ok) return;
-    await sleep(50);
+    await sleep(EXAMPLE_APP_POLL_MS);
   }
   throw new Error(`the example FastCGI application did not listen on ${socketPath}`);
 }

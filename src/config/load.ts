@@ -16,6 +16,7 @@ import {
   type ScriptAliasConfig,
   type ServeConfig,
 } from './schema.js';
+import { HTTP_MIN_HEADER_BYTES } from '../limits.js';
 import { parseListenAddress } from './listen.js';
 import { resolveAddress } from '../fastcgi/client/address.js';
 
@@ -335,9 +336,9 @@ function validate(config: ServeConfig, problems: string[]): void {
       problems.push(`${key}: the directory of ${file} does not exist; create it, or write - for the console`);
     else if (isDirectory(file)) problems.push(`${key}: ${file} is a directory; give a file name`);
   }
-  if (config.maxHeaderBytes < 1024)
+  if (config.maxHeaderBytes < HTTP_MIN_HEADER_BYTES)
     problems.push(
-      `max-header-bytes: ${config.maxHeaderBytes} is too small for any request head; write at least 1024 (default ${SERVE_DEFAULTS.maxHeaderBytes})`,
+      `max-header-bytes: ${config.maxHeaderBytes} is too small for any request head; write at least ${HTTP_MIN_HEADER_BYTES} (default ${SERVE_DEFAULTS.maxHeaderBytes})`,
     );
   if (config.maxUrlBytes < 1) problems.push(`max-url-bytes: must be at least 1 (default ${SERVE_DEFAULTS.maxUrlBytes})`);
   // 0 would mean "kill every script at once"; there is no "no limit" for scripts (a hung one would hold its slot forever).

@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { closeSync, openSync, readFileSync, constants as fsConstants } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { KFCGI_KILL_GRACE_MS, KFCGI_LOG_LINE_MAX } from '../limits.js';
+import { KFCGI_FREEZE_LOOKS, KFCGI_KILL_GRACE_MS, KFCGI_LOG_LINE_MAX } from '../limits.js';
 import { listDirectoryAt, openAt, readLinkAt } from '../sys/index.js';
 import type { Logger } from './log.js';
 
@@ -196,7 +196,7 @@ export class ProcView {
    */
   async freezeIfIdle(worker: WorkerProcess): Promise<boolean> {
     worker.signal('SIGSTOP');
-    for (let attempt = 0; attempt < 100 && this.state(worker.pid) !== 'T' && worker.running; attempt += 1) await sleep(1);
+    for (let attempt = 0; attempt < KFCGI_FREEZE_LOOKS && this.state(worker.pid) !== 'T' && worker.running; attempt += 1) await sleep(1);
     const idle = this.isIdle(worker);
     if (!idle) worker.signal('SIGCONT');
     return idle;
