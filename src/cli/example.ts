@@ -17,7 +17,7 @@ import { onReopenSignal, openLogger } from '../log/index.js';
 import { formatListenAddress } from '../options/listen-address.js';
 import { ErrorCode, GatehouseError, UsageError } from '../errors.js';
 import { type LongOption, splitLongOptions } from '../options/command-line.js';
-import { EXAMPLE_UNPRIVILEGED_USERS } from '../limits.js';
+import { EXAMPLE_APP_POLL_MS, EXAMPLE_APP_START_TIMEOUT_MS, EXAMPLE_UNPRIVILEGED_USERS } from '../limits.js';
 import { type Account, describeAccount, isRoot, lookupUser, resolveAccount, takeSystemdEnvironment } from '../sys/index.js';
 import { startFront } from './serve.js';
 
@@ -40,7 +40,7 @@ options:
   --help              print this help`;
 
 async function waitForSocket(socketPath: string, isAlive: () => boolean): Promise<void> {
-  for (let waited = 0; waited < 10_000; waited += 50) {
+  for (let waited = 0; waited < EXAMPLE_APP_START_TIMEOUT_MS; waited += EXAMPLE_APP_POLL_MS) {
     if (!isAlive()) throw new GatehouseError(ErrorCode.SERVE_SETUP, 'the example FastCGI application exited before it listened');
     const ok = await new Promise<boolean>((resolve) => {
       const socket = net.connect(socketPath, () => {
@@ -50,7 +50,7 @@ async function waitForSocket(socketPath: string, isAlive: () => boolean): Promis
       socket.on('error', () => resolve(false));
     });
     if (ok) return;
-    await sleep(50);
+    await sleep(EXAMPLE_APP_POLL_MS);
   }
   throw new GatehouseError(ErrorCode.SERVE_SETUP, `the example FastCGI application did not listen on ${socketPath}`);
 }

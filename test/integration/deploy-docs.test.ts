@@ -17,7 +17,7 @@ import { httpRequest } from '../kit/http.js';
 import { startNginx } from '../kit/nginx.js';
 import { startPhpFpm } from '../kit/php-fpm.js';
 import { credentialsFromText, credentialsOf, ID_SCRIPT, notifyListener, startActivated, waitUntil } from '../kit/deploy.js';
-import { GATEHOUSE_MAIN, REPO_ROOT } from '../fixtures/serve/serve-kit.js';
+import { GATEHOUSE_MAIN, REPO_ROOT } from '../kit/paths.js';
 
 const asRoot = { skip: process.getuid?.() !== 0 ? 'the deployment guide starts as root (CI runs as root)' : false };
 const WWW = lookupUser('www-data')!;
@@ -234,7 +234,7 @@ test('nginx + gatehouse cgid --fastcgi in place of fcgiwrap: the socket and serv
   const started = startProcess(t, '/bin/sh', ['-c', substitute(snippet('cgid-by-hand'), [['/run/gatehouse-cgid.sock', byHand]])], {
     env: gatehouseOnPath(t).env,
   });
-  await waitForListener({ path: byHand }, 15_000, () => true);
+  await waitForListener({ path: byHand }, { timeoutMs: 15_000 });
   assert.equal(statSync(byHand).uid, WWW.uid);
   assert.equal(statSync(byHand).mode & 0o777, 0o660);
   const url2 = await nginxWith(
@@ -269,7 +269,7 @@ test('serve in front of php-fpm: PHP goes to php-fpm, everything else is served 
     ]),
   );
   const serve = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'serve', '--config', join(etc, 'serve.toml')]);
-  await waitForListener({ host: '127.0.0.1', port }, 15_000, () => serve.child.exitCode === null).catch((error: Error) => {
+  await waitForListener({ host: '127.0.0.1', port }, { process: serve, timeoutMs: 15_000 }).catch((error: Error) => {
     throw new Error(`${error.message}\n${serve.output()}`);
   });
   assert.equal((await httpRequest(`http://127.0.0.1:${port}/index.php`)).body.toString(), 'php says hi from /index.php\n');
@@ -337,7 +337,7 @@ async function serveWithLogs(t: TestContext, log: string): Promise<{ serve: Runn
     ]),
   );
   const serve = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'serve', '--config', join(site, 'serve.toml')]);
-  await waitForListener({ host: '127.0.0.1', port }, 15_000, () => serve.child.exitCode === null);
+  await waitForListener({ host: '127.0.0.1', port }, { process: serve, timeoutMs: 15_000 });
   return { serve, request: async (path) => (await httpRequest(`http://127.0.0.1:${port}${path}`)).status };
 }
 

@@ -14,7 +14,8 @@ import { groupList, lookupUser } from '../../src/sys/index.js';
 import { startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { childrenOf, commandLine, credentialsFromText, credentialsOf, ID_SCRIPT, waitUntil } from '../kit/deploy.js';
-import { GATEHOUSE_MAIN, runGatehouse, startGatehouse } from '../fixtures/serve/serve-kit.js';
+import { GATEHOUSE_MAIN } from '../kit/paths.js';
+import { runGatehouse, startGatehouse } from '../kit/serve.js';
 
 const asRoot = { skip: process.getuid?.() !== 0 ? 'switching users needs root (CI runs as root)' : false };
 const WWW = lookupUser('www-data')!;
@@ -56,13 +57,13 @@ async function daemonPidFrom(errorLog: string): Promise<number> {
 
 test('serve started as root without user refuses to start, with one line naming the option', asRoot, async (t) => {
   const { www } = site(t);
-  const result = await runGatehouse(t, ['serve', '--listen', '127.0.0.1:1', '--docroot', www], { asWritten: true });
+  const result = await runGatehouse(['serve', '--listen', '127.0.0.1:1', '--docroot', www], { asWritten: true });
   assert.equal(result.code, 1);
   assert.match(
     result.stderr,
     /^gatehouse serve: started as root without user: .*user = "www-data".*user = "root" to keep root on purpose\n$/,
   );
-  const check = await runGatehouse(t, ['serve', '--listen', '127.0.0.1:1', '--docroot', www, '--check'], { asWritten: true });
+  const check = await runGatehouse(['serve', '--listen', '127.0.0.1:1', '--docroot', www, '--check'], { asWritten: true });
   assert.equal(check.code, 1, '--check refuses it too');
   assert.equal(check.stderr, result.stderr);
 });
@@ -170,7 +171,7 @@ test('serve user = "root" on purpose: allowed, and logged as a warning', asRoot,
 test('cgid --fastcgi: refused as root without --user; with --user www-data the face and its scripts run as www-data', asRoot, async (t) => {
   const { dir, cgi } = site(t);
   const socket = join(dir, 'face.sock');
-  const refused = await runGatehouse(t, ['cgid', '--fastcgi', `unix:${socket}`], { asWritten: true });
+  const refused = await runGatehouse(['cgid', '--fastcgi', `unix:${socket}`], { asWritten: true });
   assert.equal(refused.code, 1);
   assert.match(
     refused.stderr,
@@ -178,7 +179,7 @@ test('cgid --fastcgi: refused as root without --user; with --user www-data the f
   );
 
   const face = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'cgid', '--fastcgi', `unix:${socket}`, '--user', 'www-data']);
-  await waitForListener({ path: socket }, 15_000, () => face.child.exitCode === null);
+  await waitForListener({ path: socket }, { process: face, timeoutMs: 15_000 });
   await waitUntil(() => /^ready /m.test(face.output()), 'the ready line', 15_000, face.output);
   const client = new FastCGIClient({ address: `unix:${socket}` });
   t.after(() => client.close());

@@ -16,7 +16,8 @@ import { FastCGIClient } from '../../src/fastcgi/client/index.js';
 import { startProcess, tempDir, waitForListener, type RunningProcess } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { listeningTcpPorts, waitUntil } from '../kit/deploy.js';
-import { asRootOnPurpose, CGI_FIXTURES, GATEHOUSE_MAIN, startGatehouse } from '../fixtures/serve/serve-kit.js';
+import { CGI_FIXTURES, GATEHOUSE_MAIN } from '../kit/paths.js';
+import { asRootOnPurpose, startGatehouse } from '../kit/serve.js';
 
 const LISTEN_APP = fileURLToPath(new URL('../fixtures/workers/listen-app.js', import.meta.url));
 const NODE_WORKER = fileURLToPath(new URL('../fixtures/kfcgi/node-worker.js', import.meta.url));
@@ -216,7 +217,7 @@ test('SIGUSR1 opens no inspector in serve, its cgid daemon, cgid --fastcgi, the 
 
   const faceSocket = join(dir, 'face.sock');
   const face = startProcess(t, process.execPath, [GATEHOUSE_MAIN, ...asRootOnPurpose(['cgid', '--fastcgi', `unix:${faceSocket}`])]);
-  await waitForListener({ path: faceSocket }, 15_000, () => face.child.exitCode === null);
+  await waitForListener({ path: faceSocket }, { process: face, timeoutMs: 15_000 });
   const fastcgi = async (address: string, params: Record<string, string>) => {
     const client = new FastCGIClient({ address });
     try {
@@ -254,7 +255,7 @@ test('SIGUSR1 opens no inspector in serve, its cgid daemon, cgid --fastcgi, the 
     process.execPath,
     NODE_WORKER,
   ]);
-  await waitForListener({ path: poolSocket }, 15_000, () => kfcgi.child.exitCode === null);
+  await waitForListener({ path: poolSocket }, { process: kfcgi, timeoutMs: 15_000 });
   const poolRequest = () => fastcgi(`unix:${poolSocket}`, { REQUEST_METHOD: 'GET', SCRIPT_NAME: '/x' });
   assert.match(await poolRequest(), /hello from node/);
   await sendUsr1(kfcgi.child.pid!, poolRequest);
@@ -264,7 +265,7 @@ test('SIGUSR1 opens no inspector in serve, its cgid daemon, cgid --fastcgi, the 
   // The worker library with handleSignals: SIGUSR1 is libfcgi's graceful stop, never an inspector.
   const appSocket = join(dir, 'app.sock');
   const app = startProcess(t, process.execPath, [LISTEN_APP, JSON.stringify({ path: appSocket })]);
-  await waitForListener({ path: appSocket }, 15_000, () => app.child.exitCode === null);
+  await waitForListener({ path: appSocket }, { process: app, timeoutMs: 15_000 });
   process.kill(app.child.pid!, 'SIGUSR1');
   assert.deepEqual(await app.exited, { code: 0, signal: null });
   assert.doesNotMatch(app.output(), /Debugger listening|inspector/i);

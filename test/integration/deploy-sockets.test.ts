@@ -16,7 +16,8 @@ import { startProcess, tempDir, waitForListener, type RunningProcess } from '../
 import { httpRequest } from '../kit/http.js';
 import { startNginx } from '../kit/nginx.js';
 import { waitUntil } from '../kit/deploy.js';
-import { asRootOnPurpose, GATEHOUSE_MAIN, runGatehouse } from '../fixtures/serve/serve-kit.js';
+import { GATEHOUSE_MAIN } from '../kit/paths.js';
+import { asRootOnPurpose, runGatehouse } from '../kit/serve.js';
 
 const LISTEN_APP = fileURLToPath(new URL('../fixtures/workers/listen-app.js', import.meta.url));
 const asRoot = { skip: process.getuid?.() !== 0 ? 'making sockets for other users needs root (CI runs as root)' : false };
@@ -76,7 +77,7 @@ test('the worker library: listen({ path, socketUser: "www-data" }) as root, reac
   const { dir } = site(t);
   const socket = join(dir, 'app.sock');
   const app = startProcess(t, process.execPath, [LISTEN_APP, JSON.stringify({ path: socket, socketUser: 'www-data', socketMode: 0o600 })]);
-  await waitForListener({ path: socket }, 15_000, () => app.child.exitCode === null);
+  await waitForListener({ path: socket }, { process: app, timeoutMs: 15_000 });
   const stat = statSync(socket);
   assert.equal(stat.uid, WWW.uid);
   assert.equal(stat.mode & 0o777, 0o600, 'the mode asked for, from bind on');
@@ -216,12 +217,12 @@ test('a plain file in the way is refused and left alone, by serve and by cgid --
   const { dir, www } = site(t);
   const file = join(dir, 'precious');
   writeFileSync(file, 'keep me\n');
-  const serve = await runGatehouse(t, ['serve', '--listen', `unix:${file}`, '--docroot', www]);
+  const serve = await runGatehouse(['serve', '--listen', `unix:${file}`, '--docroot', www]);
   assert.equal(
     serve.stderr,
     `gatehouse serve: ${file} exists and is not a socket; it is left alone: move it away, or choose another path\n`,
   );
-  const face = await runGatehouse(t, ['cgid', '--fastcgi', `unix:${file}`]);
+  const face = await runGatehouse(['cgid', '--fastcgi', `unix:${file}`]);
   assert.equal(face.code, 1);
   assert.equal(
     face.stderr.split('\n').filter(Boolean).at(-1),

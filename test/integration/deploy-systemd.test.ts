@@ -16,7 +16,7 @@ import { FastCGIClient } from '../../src/fastcgi/client/index.js';
 import { freePort, requireProgram, tempDir, type RunningProcess } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { commandLine, notifyListener, startActivated, waitUntil } from '../kit/deploy.js';
-import { CGI_FIXTURES, GATEHOUSE_MAIN, REPO_ROOT } from '../fixtures/serve/serve-kit.js';
+import { CGI_FIXTURES, GATEHOUSE_MAIN, REPO_ROOT } from '../kit/paths.js';
 
 const LISTEN_APP = fileURLToPath(new URL('../fixtures/workers/listen-app.js', import.meta.url));
 const NODE_WORKER = fileURLToPath(new URL('../fixtures/kfcgi/node-worker.js', import.meta.url));

@@ -5,9 +5,9 @@
  * tolerates a process that exits while it is being read.
  */
 import { chmodSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { closeDescriptor, openDatagramReceiver, receiveDatagram } from '../../src/sys/index.js';
 import { requireProgram, startProcess, type RunningProcess } from './process.js';
+import { waitFor } from './wait.js';
 
 export interface Credentials {
   /** Real, effective, saved and file-system uid. */
@@ -38,27 +38,8 @@ printf 'Content-Type: text/plain\\n\\n'
 grep -E '^(Uid|Gid|Groups):' /proc/$$/status
 `;
 
-/** Live children of `pid` (from /proc/PID/task/TID/children). */
-export function childrenOf(pid: number): number[] {
-  const children: number[] = [];
-  try {
-    for (const task of readdirSync(`/proc/${pid}/task`)) {
-      const text = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
-      if (text) children.push(...text.split(/\s+/).map(Number));
-    }
-  } catch {
-    /* gone */
-  }
-  return children;
-}
-
-export function commandLine(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
-  } catch {
-    return '';
-  }
-}
+// The process readers shared with the other tests (test/kit/proc.ts), re-exported for the deployment tests.
+export { childrenOf, commandLine } from './proc.js';
 
 /** The inodes of the sockets `pid` holds open. */
 function socketInodes(pid: number): Set<string> {
@@ -95,15 +76,9 @@ export function listeningTcpPorts(pid: number): number[] {
   return ports;
 }
 
-/** Polls `condition` until it returns a truthy value (returned), or throws naming `what` after `timeoutMs`. */
-export async function waitUntil<T>(condition: () => T | Promise<T>, what: string, timeoutMs = 15_000, context?: () => string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await condition();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${context ? `\n${context()}` : ''}`);
-    await sleep(25);
-  }
+/** waitFor (test/kit/wait.ts) with a deadline and context given in place: the deployment tests' shorthand. */
+export function waitUntil<T>(condition: () => T | Promise<T>, what: string, timeoutMs = 15_000, context?: () => string) {
+  return waitFor(condition, what, { timeoutMs, ...(context ? { context } : {}) });
 }
 
 /**
