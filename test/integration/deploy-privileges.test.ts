@@ -68,6 +68,32 @@ test('serve started as root without user refuses to start, with one line naming 
   assert.equal(check.stderr, result.stderr);
 });
 
+test('--check names a user or group that does not exist, in every account key; cgid --fastcgi refuses them at start', async (t) => {
+  const { dir, www } = site(t);
+  const config = join(dir, 'serve.toml');
+  writeFileSync(
+    config,
+    'listen = ["127.0.0.1:1"]\nuser = "gh-no-such-user"\ngroup = "gh-no-such-group"\nsocket-user = "gh-no-such-sock-user"\nsocket-group = "gh-no-such-sock-group"\n' +
+      `docroot = "${www}"\n`,
+  );
+  const check = await runGatehouse(['serve', '--config', config, '--check'], { asWritten: true });
+  assert.equal(check.code, 1, check.stderr);
+  for (const [key, what, name] of [
+    ['user', 'user', 'gh-no-such-user'],
+    ['group', 'group', 'gh-no-such-group'],
+    ['socket-user', 'user', 'gh-no-such-sock-user'],
+    ['socket-group', 'group', 'gh-no-such-sock-group'],
+  ])
+    assert.ok(check.stderr.includes(`${key}: there is no ${what} "${name}" on this system`), `${key} in:\n${check.stderr}`);
+  assert.equal(check.stdout, '', 'nothing says "configuration OK"');
+
+  const face = await runGatehouse(['cgid', '--fastcgi', `unix:${join(dir, 'face.sock')}`, '--user', 'gh-no-such-user'], {
+    asWritten: true,
+  });
+  assert.equal(face.code, 1, face.stderr);
+  assert.match(face.stderr, /^gatehouse cgid: --user: there is no user "gh-no-such-user" on this system/);
+});
+
 test(
   'serve --user www-data: the front, the cgid daemon and the scripts run as www-data; the daemon socket is theirs',
   asRoot,
