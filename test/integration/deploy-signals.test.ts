@@ -16,6 +16,7 @@ import { FastCGIClient } from '../../src/fastcgi/client/index.js';
 import { startProcess, tempDir, waitForListener, type RunningProcess } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { listeningTcpPorts, waitUntil } from '../kit/deploy.js';
+import { startTestApp } from '../kit/worker-app.js';
 import { CGI_FIXTURES, GATEHOUSE_MAIN } from '../kit/paths.js';
 import { asRootOnPurpose, startGatehouse } from '../kit/serve.js';
 
@@ -28,12 +29,20 @@ interface ReloadSite {
   dir: string;
   config: string;
   errorLog: string;
+  /** Where the FastCGI test applications listen: configuration A routes /fcgi/ to `a`, B to `b`. */
+  apps: { a: string; b: string };
   write(settings: { docroot: 'www-a' | 'www-b'; oldRoute: boolean; maxBody: string; extra?: string }): void;
 }
 
-/** Two document roots that answer "A" and "B", a cgi-bin, and an /old/ script alias only configuration A has. */
+/**
+ * Two document roots that answer "A" and "B", a cgi-bin, an /old/ script
+ * alias only configuration A has, and /fcgi/ to a FastCGI application of
+ * each configuration's own (started by the test that needs them).
+ */
 function reloadSite(t: TestContext): ReloadSite {
   const dir = tempDir(t, 'gatehouse-deploy-reload-');
+  const apps = { a: join(dir, 'app-a'), b: join(dir, 'app-b') };
+  for (const app of Object.values(apps)) mkdirSync(app);
   for (const name of ['www-a', 'www-b']) {
     mkdirSync(join(dir, name));
     writeFileSync(join(dir, name, 'v.txt'), name === 'www-a' ? 'A' : 'B');
@@ -54,17 +63,22 @@ function reloadSite(t: TestContext): ReloadSite {
         'access-log = "off"',
         ...(extra ? [extra] : []),
         ...(oldRoute ? ['[[script-alias]]', 'url = "/old/"', `dir = "${join(dir, 'old')}"`] : []),
+        '[[fastcgi]]',
+        'url = "/fcgi/"',
+        `upstreams = ["unix:${join(docroot === 'www-a' ? apps.a : apps.b, 'app.sock')}"]`,
         '',
       ].join('\n'),
     );
   write({ docroot: 'www-a', oldRoute: true, maxBody: '1M' });
-  return { dir, config, errorLog, write };
+  return { dir, config, errorLog, apps, write };
 }
 
 const count = (text: string, pattern: RegExp) => [...text.matchAll(pattern)].length;
 
 test('SIGHUP under a bounded load loop: every request succeeds, old and new settings never mix within a request', async (t) => {
   const site = reloadSite(t);
+  const appA = await startTestApp(t, site.apps.a);
+  const appB = await startTestApp(t, site.apps.b);
   const server = await startGatehouse(t, 'serve', ['--config', site.config]);
   const log = () => readFileSync(site.errorLog, 'utf8');
   const reloads = () => count(log(), /SIGHUP: reloaded the configuration/g);
@@ -82,6 +96,35 @@ test('SIGHUP under a bounded load loop: every request succeeds, old and new sett
     headers: { 'Content-Length': String('started on A, finished after reloads'.length) },
     body: slowBody(),
   });
+  // And a request to A's FastCGI application, which echoes its body: its answer has begun (the head and the first
+  // part echoed back) before the first reload, and its body's end is sent only after the last one, when /fcgi/
+  // leads to B's application. It must finish on A's connection, neither cut nor moved.
+  const appBody = { status: 0, text: '' };
+  const appAnswer = new Promise<void>((resolve, reject) => {
+    const request = http.request(
+      `${server.base}/fcgi/echo`,
+      { method: 'POST', headers: { 'Content-Type': 'text/plain', 'Content-Length': String('to app A, answered after reloads'.length) } },
+      (res) => {
+        appBody.status = res.statusCode ?? 0;
+        res.on('data', (chunk: Buffer) => (appBody.text += chunk.toString()));
+        res.on('end', resolve);
+        res.on('error', reject);
+      },
+    );
+    request.on('error', reject);
+    request.write('to app A, ');
+    void released.then(() => request.end('answered after reloads'));
+  });
+  // Awaited at the end; a failure meanwhile (the connection cut by a reload) must not end the test as unhandled.
+  appAnswer.catch(() => undefined);
+  await waitUntil(
+    () => appBody.text === 'to app A, ',
+    "A's application echoing the first part",
+    15_000,
+    () => JSON.stringify(appBody),
+  );
+  const answeringApp = async () => (JSON.parse((await httpRequest(`${server.base}/fcgi/stats`)).body.toString()) as { pid: number }).pid;
+  assert.equal(await answeringApp(), appA.pid, "configuration A's /fcgi/ is A's application");
 
   // The load: 4 kept-alive clients, at most 800 requests and 30 s in all.
   const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
@@ -143,6 +186,10 @@ test('SIGHUP under a bounded load loop: every request succeeds, old and new sett
   const finished = await inFlight;
   assert.equal(finished.status, 200);
   assert.equal(finished.body.toString(), 'started on A, finished after reloads');
+  // The FastCGI request started on A finished on A's connection, whole; /fcgi/ now leads to B's application.
+  await appAnswer;
+  assert.deepEqual(appBody, { status: 200, text: 'to app A, answered after reloads' });
+  assert.equal(await answeringApp(), appB.pid, "configuration B's /fcgi/ is B's application");
   // The reloads never restarted the cgid daemon.
   assert.equal(count(log(), /daemon pid \d+ exited/g), 0);
   assert.equal(server.child.exitCode, null);
