@@ -10,6 +10,7 @@
  * src/cgi/http-request.ts), 413 at once for a chunk announced above max-body
  * (chunk-size-guard.ts), an access and error log, and a graceful stop.
  */
+import { drainAcceptQueue } from './accept-drain.js';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
@@ -202,9 +203,16 @@ export class GatehouseFront {
             maxQueuedScripts: config.maxQueuedScripts,
             maxRequestBody: config.maxBody,
             errorLog,
+            ...(this.log.enabled('debug') ? { traceLog: (line: string) => this.log.debug(line) } : {}),
             ...(options.spawner ? { spawner: options.spawner } : {}),
           })
         : null;
+    if (this.#cgi) {
+      this.#cgi.limiter.onPressure = (stats) =>
+        this.log.warn(
+          `cgi: ${stats.queued} requests wait for a script slot (max-queued-scripts ${stats.maxQueued}), the oldest for ${Math.round(stats.oldestWaitMs)} ms; ${stats.running} of max-scripts ${stats.maxRunning} running`,
+        );
+    }
     this.#static = config.docroot ? serveStatic({ documentRoot: config.docroot, errorLog }) : null;
     this.#chunkSizeGuard = new ChunkSizeGuard(config.maxBody, config.maxHeaderBytes);
   }
@@ -380,6 +388,7 @@ export class GatehouseFront {
         });
       });
       await listenOn(server, address);
+      await drainAcceptQueue(server);
       if ('path' in address) this.#boundSockets.push({ path: address.path, inode: lstatSync(address.path).ino });
       const actual = server.address();
       bound.push(typeof actual === 'string' || actual === null ? address : { kind: 'tcp', host: actual.address, port: actual.port });
