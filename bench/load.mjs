@@ -173,7 +173,10 @@ async function cgiSection({ duration, repeats, dir }) {
         'p99 ms': fmt(median(runs.map((run) => run.p99)), 1),
         'p99 runs': runs.map((run) => fmt(run.p99, 0)).join(' / '),
         'past 2 s': sum(runs.map((run) => run.timeouts)),
-        'front+daemon CPU µs/req': entry.short === 'serve' ? `${fmt(median(runs.map((run) => run.frontCpu)))} + ${fmt(median(runs.map((run) => run.daemonCpu)))}` : '',
+        'front+daemon CPU µs/req':
+          entry.short === 'serve'
+            ? `${fmt(median(runs.map((run) => run.frontCpu)))} + ${fmt(median(runs.map((run) => run.daemonCpu)))}`
+            : '',
       });
     }
   }
@@ -194,11 +197,17 @@ async function cgiSection({ duration, repeats, dir }) {
   const memoryRows = [
     { process: 'gatehouse serve: front', ...idle.serveFront },
     { process: 'gatehouse serve: cgid daemon', ...idle.serveDaemon },
-    { process: 'gatehouse serve: front + daemon', rss: idle.serveFront.rss + idle.serveDaemon.rss, pss: idle.serveFront.pss + idle.serveDaemon.pss },
+    {
+      process: 'gatehouse serve: front + daemon',
+      rss: idle.serveFront.rss + idle.serveDaemon.rss,
+      pss: idle.serveFront.pss + idle.serveDaemon.pss,
+    },
     { process: 'lighttpd (all processes)', ...idle.lighttpd },
     { process: 'Apache httpd mod_cgid (all processes)', ...idle.apache },
   ].map((row) => ({ process: row.process, 'RSS MB': fmt(row.rss, 1), 'PSS MB': fmt(row.pss, 1) }));
-  verdicts.push(`idle: the cgid daemon alone ${fmt(idle.serveDaemon.rss, 1)} MB RSS (target <= 40 MB): ${verdict(idle.serveDaemon.rss <= 40)}`);
+  verdicts.push(
+    `idle: the cgid daemon alone ${fmt(idle.serveDaemon.rss, 1)} MB RSS (target <= 40 MB): ${verdict(idle.serveDaemon.rss <= 40)}`,
+  );
   return { rows, verdicts, memoryRows, loads };
 }
 
@@ -237,7 +246,9 @@ async function fastcgiSection({ duration, repeats, dir }) {
       const result = await wrk({ url: front.url, connections: 16, seconds: duration });
       result.cpu = (cpuMicros(pids) - before) / Math.max(1, result.requests);
       runs.get(front.name).push(result);
-      console.log(`  php ${front.name}: ${fmt(result.requestsPerSecond)} req/s, front CPU ${fmt(result.cpu)} µs/req, load ${fmt(os.loadavg()[0], 1)}`);
+      console.log(
+        `  php ${front.name}: ${fmt(result.requestsPerSecond)} req/s, front CPU ${fmt(result.cpu)} µs/req, load ${fmt(os.loadavg()[0], 1)}`,
+      );
     }
   }
   await serve.stop();
@@ -294,7 +305,7 @@ export async function runLoadBench({ duration = 4, repeats = 2, only = ['cgi', '
     notes: [
       `${os.cpus().length} cores; load average during the CGI runs ${loads.length ? `${fmt(Math.min(...loads), 1)}-${fmt(Math.max(...loads), 1)}` : '-'} (other work shared the machine).`,
       "past 2 s: responses wrk counted as timeouts (latency above its 2 s timeout); p50/p99 leave them out. CPU µs/req: user+system time of serve's front and daemon from /proc over the run, divided by the responses wrk counted (scripts not included).",
-      "serve runs with `--max-semi-space-size=64` (gatehouse-serve(8)) and its default access log written to a file; the peers with their logs off or default.",
+      'serve runs with `--max-semi-space-size=64` (gatehouse-serve(8)) and its default access log written to a file; the peers with their logs off or default.',
     ],
   };
 }

@@ -114,9 +114,14 @@ export interface PosixSpawnOptions {
  * wait no longer blocks the event loop, and several spawns proceed at once.
  * Each call has its own file actions; the attributes are read-only and shared.
  */
+/** File-action blocks of finished spawns, reused (posix_spawn_file_actions_init sets them up afresh each time). */
+const spareActionBlocks: Block[] = [];
+const SPARE_ACTION_BLOCKS = 16;
+
 export function posixSpawnAsync(options: PosixSpawnOptions): Promise<number> {
   const attributes = spawnAttributes();
-  const actionsBlock = new Block(FILE_ACTIONS_BYTES);
+  // A block from the pool: allocating one (and its views) cost more than the file actions themselves.
+  const actionsBlock = spareActionBlocks.pop() ?? new Block(FILE_ACTIONS_BYTES);
   const actions = actionsBlock.ptr;
   try {
     check('posix_spawn_file_actions_init', c.actionsInit(actions) as number);
@@ -126,7 +131,8 @@ export function posixSpawnAsync(options: PosixSpawnOptions): Promise<number> {
   }
   const release = () => {
     c.actionsDestroy(actions);
-    actionsBlock.free();
+    if (spareActionBlocks.length < SPARE_ACTION_BLOCKS) spareActionBlocks.push(actionsBlock);
+    else actionsBlock.free();
   };
   try {
     for (const [target, fd] of options.stdio.entries()) {
