@@ -13,7 +13,13 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream';
 import { ErrorCode } from '../errors.js';
-import { CGI_MAX_ARGV_WORDS, CGI_MAX_LOCAL_REDIRECTS, CGI_MAX_REQUEST_BODY_BYTES, CGI_BODY_MEMORY_SPOOL_BYTES } from '../limits.js';
+import {
+  CGI_MAX_ARGV_WORDS,
+  CGI_MAX_LOCAL_REDIRECTS,
+  CGI_MAX_REQUEST_BODY_BYTES,
+  CGI_BODY_MEMORY_SPOOL_BYTES,
+  CGI_SCRIPT_TIMEOUT_MS,
+} from '../limits.js';
 import { readRequestBody, RequestBody, type BodyPolicy } from './body-policy.js';
 import { pairRawHeaders, pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from './http-response.js';
 import { describeRequest, readHttpRequest, splitAbsoluteForm, withoutBodyHeaders, type HttpRequestFacts } from './http-request.js';
@@ -163,7 +169,7 @@ function validate(options: CgiOptions): Settings {
     throw new TypeError(
       'cgi(): nothing to run: give scriptAliases (e.g. [{ urlPrefix: "/cgi-bin/", directory: "/srv/cgi-bin" }]) or extensions (e.g. [".cgi"])',
     );
-  const timeoutMs = parseScriptTimeout(options.scriptTimeout ?? '60s');
+  const timeoutMs = parseScriptTimeout(options.scriptTimeout ?? `${CGI_SCRIPT_TIMEOUT_MS}ms`);
   if (timeoutMs === null)
     throw new TypeError(`cgi(): scriptTimeout must look like "20", "20s" or "500ms", got ${JSON.stringify(options.scriptTimeout)}`);
   const errorLog = options.errorLog ?? ((line: string) => process.stderr.write(`[${new Date().toISOString()}] [cgi:error] ${line}\n`));
