@@ -10,20 +10,11 @@ import type net from 'node:net';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync, chmodSync, mkdirSync, openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { cgi } from '../../src/cgi/handler.js';
 import { ScriptLimiter } from '../../src/cgi/limiter.js';
 import { tempDir } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
-
-/** Polls `check` (every 10 ms, at most `timeoutMs`): waits for an event, asserts nothing about time. */
-async function waitFor(check: () => boolean, timeoutMs = 10_000): Promise<boolean> {
-  for (let waited = 0; waited < timeoutMs; waited += 10) {
-    if (check()) return true;
-    await sleep(10);
-  }
-  return check();
-}
+import { waitFor } from '../kit/wait.js';
 
 test('with max-scripts 1, queued requests start their scripts in arrival order', async (t) => {
   const root = tempDir(t, 'gatehouse-queue-order-');
@@ -56,12 +47,12 @@ test('with max-scripts 1, queued requests start their scripts in arrival order',
 
   const answers: Array<Promise<string>> = [];
   answers.push(httpRequest(`${base}/cgi-bin/note.sh?0`).then((result) => result.body.toString().trim()));
-  assert.ok(await waitFor(() => readFileSync(order, 'utf8') === '0\n'), 'the first script runs and holds the only slot');
+  await waitFor(() => readFileSync(order, 'utf8') === '0\n', 'the first script to run and hold the only slot');
   const queued = 12;
   for (let index = 1; index <= queued; index++) {
     answers.push(httpRequest(`${base}/cgi-bin/note.sh?${index}`).then((result) => result.body.toString().trim()));
     // Each request is in the queue before the next one is sent: arrival order is known.
-    assert.ok(await waitFor(() => handler.limiter.queued === index), `request ${index} waits in the queue`);
+    await waitFor(() => handler.limiter.queued === index, `request ${index} to wait in the queue`);
   }
   const stats = handler.limiter.stats();
   assert.equal(stats.queued, queued);

@@ -10,6 +10,7 @@ import http from 'node:http';
 import type net from 'node:net';
 import { spawnSync } from 'node:child_process';
 import { drainAcceptQueue } from '../../src/http/accept-drain.js';
+import { waitFor } from '../kit/wait.js';
 
 test('connections queued while the loop was busy are all accepted in one turn, and served', async (t) => {
   const server = http.createServer((req, res) => res.end(`hello ${req.url}`));
@@ -45,8 +46,7 @@ test('connections queued while the loop was busy are all accepted in one turn, a
     { timeout: 10_000 },
   );
   assert.equal(client.status, 0, client.stderr?.toString());
-  for (let waited = 0; turns.length < count && waited < 10_000; waited += 10) await new Promise((resolve) => setTimeout(resolve, 10));
-  assert.equal(turns.length, count, 'every connection accepted');
+  await waitFor(() => turns.length === count, `all ${count} connections to be accepted`, { context: () => `accepted ${turns.length}` });
   assert.ok(
     turns.every((seen) => seen === 0),
     `all accepted in the first turn, not one per turn (turns: ${turns.join(',')})`,
