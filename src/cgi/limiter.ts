@@ -9,6 +9,7 @@
  * for the error log (onPressure) and for metrics.
  */
 import { CGI_MAX_CONCURRENT_SCRIPTS, CGI_MAX_QUEUED_SCRIPTS, CGI_QUEUE_WARN_INTERVAL_MS, CGI_QUEUE_WARN_WAIT_MS } from '../limits.js';
+import { InvalidArgumentError } from '../errors.js';
 
 export type Release = () => void;
 
@@ -57,8 +58,10 @@ export class ScriptLimiter {
   onPressure: PressureListener | undefined;
 
   constructor(maxRunning = CGI_MAX_CONCURRENT_SCRIPTS, maxQueued = CGI_MAX_QUEUED_SCRIPTS) {
-    if (!Number.isInteger(maxRunning) || maxRunning < 1) throw new RangeError(`maxRunning must be a positive integer, got ${maxRunning}`);
-    if (!Number.isInteger(maxQueued) || maxQueued < 0) throw new RangeError(`maxQueued must be a non-negative integer, got ${maxQueued}`);
+    if (!Number.isInteger(maxRunning) || maxRunning < 1)
+      throw new InvalidArgumentError(`maxRunning must be a positive integer, got ${maxRunning}`);
+    if (!Number.isInteger(maxQueued) || maxQueued < 0)
+      throw new InvalidArgumentError(`maxQueued must be a non-negative integer, got ${maxQueued}`);
     this.maxRunning = maxRunning;
     this.maxQueued = maxQueued;
   }

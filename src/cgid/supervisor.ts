@@ -6,7 +6,7 @@
  *
  * When the daemon dies the front notices at once (the connection closes),
  * kills the process groups of the scripts it had started (nobody would reap
- * or time them out any more: no orphans), answers spawns with ECGIDDOWN
+ * or time them out any more: no orphans), answers spawns with a CGID_UNAVAILABLE SpawnError
  * (the CGI handler turns that into 503) and starts a new daemon with
  * back-off.
  */

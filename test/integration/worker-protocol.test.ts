@@ -4,6 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { InvalidArgumentError } from '../../src/errors.js';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { createServer, type FastCGIRequest, type FastCGIResponse, type RequestHandler } from '../../src/fastcgi/index.js';
@@ -317,7 +318,7 @@ test('headers with CR/LF are refused at setHeader (no response splitting)', asyn
   const peer = await connect();
   peer.sendRequest(1, {});
   await peer.waitForEnd(1);
-  assert.ok(thrown instanceof TypeError);
+  assert.ok(thrown instanceof InvalidArgumentError, String(thrown));
   assert.doesNotMatch(peer.stdout(1).toString(), /Set-Cookie/);
 });
 
