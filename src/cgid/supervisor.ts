@@ -27,7 +27,7 @@ import {
 import { CgidConnection } from './client.js';
 import { newInstanceToken } from './daemon.js';
 import { runAsFor, type SpawnPolicy } from '../spawn/posix-spawner.js';
-import { environmentList, NO_LIMITS, type ScriptLimits } from './protocol.js';
+import { NO_LIMITS, type ScriptLimits } from './protocol.js';
 import { capOutput, createScriptStdio } from '../spawn/stdio.js';
 import { type LogLevel, type LogRecord, parseJsonRecord } from '../log/index.js';
 
@@ -206,7 +206,8 @@ export class CgidSupervisor implements ScriptSpawner {
           file: request.file,
           argv: [...request.argv],
           cwd: request.cwd,
-          env: environmentList(request.env),
+          // Encoded straight from the record: no Buffer per entry on the way to the wire.
+          env: request.env,
           limits: this.#limits,
           runAs: runAsFor(request.file, this.#options.policy?.suexec),
         },
