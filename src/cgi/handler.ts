@@ -13,7 +13,13 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream';
 import { ErrorCode } from '../errors.js';
-import { CGI_MAX_ARGV_WORDS, CGI_MAX_LOCAL_REDIRECTS, CGI_MAX_REQUEST_BODY_BYTES, CGI_BODY_MEMORY_SPOOL_BYTES } from '../limits.js';
+import {
+  CGI_MAX_ARGV_WORDS,
+  CGI_MAX_LOCAL_REDIRECTS,
+  CGI_MAX_REQUEST_BODY_BYTES,
+  CGI_BODY_MEMORY_SPOOL_BYTES,
+  CGI_QUERY_ARGUMENTS,
+} from '../limits.js';
 import { readRequestBody, RequestBody, type BodyPolicy } from './body-policy.js';
 import { pairRawHeaders, pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from './http-response.js';
 import { describeRequest, readHttpRequest, splitAbsoluteForm, withoutBodyHeaders, type HttpRequestFacts } from './http-request.js';
@@ -72,6 +78,13 @@ export interface CgiOptions {
   spawner?: ScriptSpawner;
   /** LimitInternalRecursion for local redirects. */
   maxLocalRedirects?: number;
+  /**
+   * Give a query without '=' to the script as command-line arguments (RFC 3875
+   * 4.4, Apache's behaviour). Off by default: an interpreter run as the script
+   * takes them as its own options (CVE-2012-1823: php-cgi `?-s` printed the
+   * source, `?-d+allow_url_include%3d1` changed its settings).
+   */
+  queryArguments?: boolean;
 }
 
 export type NextFunction = (error?: unknown) => void;
@@ -132,6 +145,7 @@ interface Settings {
   errorLog: (line: string) => void;
   spawner: ScriptSpawner | undefined;
   maxLocalRedirects: number;
+  queryArguments: boolean;
 }
 
 /** Every option checked once, with a message that says what to write instead. */
@@ -201,6 +215,7 @@ function validate(options: CgiOptions): Settings {
     errorLog,
     spawner: options.spawner,
     maxLocalRedirects: options.maxLocalRedirects ?? CGI_MAX_LOCAL_REDIRECTS,
+    queryArguments: options.queryArguments ?? CGI_QUERY_ARGUMENTS,
   };
 }
 
@@ -370,7 +385,8 @@ class CgiExchange {
     const file = script.scriptFilename;
     const run = runScript({
       file,
-      argv: [file, ...searchWords(query, CGI_MAX_ARGV_WORDS)],
+      // RFC 3875 4.4 search words only when asked for: they are an interpreter's options too (CVE-2012-1823).
+      argv: settings.queryArguments ? [file, ...searchWords(query, CGI_MAX_ARGV_WORDS)] : [file],
       cwd: path.dirname(file),
       env: environmentRecord(environment),
       stdin: body.stream,

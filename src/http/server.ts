@@ -201,6 +201,7 @@ export class GatehouseFront {
             maxConcurrentScripts: config.maxScripts,
             maxQueuedScripts: config.maxQueuedScripts,
             maxRequestBody: config.maxBody,
+            queryArguments: config.queryArguments,
             errorLog,
             ...(options.spawner ? { spawner: options.spawner } : {}),
           })

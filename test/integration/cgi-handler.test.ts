@@ -132,7 +132,7 @@ async function waitFor(condition: () => boolean, timeoutMs = 5000): Promise<bool
 }
 
 test('environment: RFC 3875 variables, PATH_INFO decoded, headers filtered and joined, argv from a search query', async (t) => {
-  const site = await startSite(t, { setEnv: { SITE: 'test' } });
+  const site = await startSite(t, { setEnv: { SITE: 'test' }, queryArguments: true });
   const response = await httpRequest(`${site.base}/cgi-bin/env.pl/a%20b/c?one+two%21`, {
     headers: {
       'X-Forwarded-For': '1.2.3.4',
