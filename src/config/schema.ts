@@ -387,6 +387,8 @@ export interface FastCGIRouteConfig {
   index?: string;
   /** A fixed SCRIPT_FILENAME for every request (a single front controller app). */
   scriptFilename?: string;
+  /** SCRIPT_FILENAME must be a file here, else 404 before the request goes out (default: on when the root exists here). */
+  checkScript?: boolean;
   /** Extra params for this route. */
   params?: Record<string, string>;
   connectTimeoutMs?: number;

@@ -175,6 +175,7 @@ export class GatehouseFront {
         ...(route.splitPath !== undefined ? { splitPath: route.splitPath } : {}),
         ...(route.index !== undefined ? { index: route.index } : {}),
         ...(route.scriptFilename !== undefined ? { scriptFilename: route.scriptFilename } : {}),
+        ...(route.checkScript !== undefined ? { checkScript: route.checkScript } : {}),
         ...(route.params !== undefined ? { params: route.params } : {}),
         ...(route.connectTimeoutMs !== undefined ? { connectTimeoutMs: route.connectTimeoutMs } : {}),
         ...(route.readTimeoutMs !== undefined ? { readTimeoutMs: route.readTimeoutMs } : {}),
