@@ -21,7 +21,7 @@ import {
   CGI_QUERY_ARGUMENTS,
 } from '../limits.js';
 import { readRequestBody, RequestBody, type BodyPolicy } from './body-policy.js';
-import { pairRawHeaders, pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from './http-response.js';
+import { NOSNIFF, pairRawHeaders, pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from './http-response.js';
 import { describeRequest, readHttpRequest, splitAbsoluteForm, withoutBodyHeaders, type HttpRequestFacts } from './http-request.js';
 import {
   buildEnvironment,
@@ -433,6 +433,7 @@ class CgiExchange {
       this.#discardOutput(run);
       this.#res.removeHeader('content-length');
       this.#res.setHeader('Content-Type', 'text/html; charset=iso-8859-1');
+      this.#res.setHeader(...NOSNIFF);
       this.#res.end(hop.method === 'HEAD' ? undefined : redirectPage(head.location!));
       return;
     }

@@ -20,7 +20,7 @@ import { Transform } from 'node:stream';
 import { ErrorCode } from '../errors.js';
 import { runScript, type ScriptRun } from '../cgi/run-script.js';
 import { tapBody, type BodyTap } from '../cgi/body-tap.js';
-import { writeCgiHead } from '../cgi/http-response.js';
+import { NOSNIFF, writeCgiHead } from '../cgi/http-response.js';
 import { answerFor, type Failure } from '../cgi/outcome.js';
 import type { CgiResponseHead } from '../cgi/response-head.js';
 import type { ScriptLog } from '../cgi/script-log.js';
@@ -173,6 +173,7 @@ class FaceRequest {
     res.statusCode = answer.status;
     for (const [name, value] of answer.headers) res.setHeader(name, value);
     res.setHeader('Content-Type', 'text/plain');
+    res.setHeader(...NOSNIFF);
     res.end(`${answer.status} ${STATUS_CODES[answer.status] ?? 'Error'}\n`);
   }
 
