@@ -100,6 +100,13 @@ export const CGI_QUEUE_WARN_WAIT_MS = 1000;
 export const CGI_QUEUE_WARN_INTERVAL_MS = 10_000;
 /** Apache's APACHE_ARG_MAX: a query without '=' splits into at most this many argv words, else none. */
 export const CGI_MAX_ARGV_WORDS = 512;
+/**
+ * Whether a query without '=' becomes the script's command-line arguments
+ * (RFC 3875 4.4, as Apache's mod_cgi does). Off: that is how CVE-2012-1823 and
+ * CVE-2024-4577 reached php-cgi (`?-s` showed the source, `?-d+...` rewrote
+ * php.ini); lighttpd and fcgiwrap pass no arguments either.
+ */
+export const CGI_QUERY_ARGUMENTS = false;
 /** Apache's LimitInternalRecursion: local redirects (Location: /path) followed for one request. */
 export const CGI_MAX_LOCAL_REDIRECTS = 10;
 /** A chunked request body is kept in memory up to this size, then spooled to a temp file. */

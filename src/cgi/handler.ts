@@ -18,10 +18,11 @@ import {
   CGI_MAX_LOCAL_REDIRECTS,
   CGI_MAX_REQUEST_BODY_BYTES,
   CGI_BODY_MEMORY_SPOOL_BYTES,
+  CGI_QUERY_ARGUMENTS,
   CGI_SCRIPT_TIMEOUT_MS,
 } from '../limits.js';
 import { readRequestBody, RequestBody, type BodyPolicy } from './body-policy.js';
-import { pairRawHeaders, pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from './http-response.js';
+import { NOSNIFF, pairRawHeaders, pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from './http-response.js';
 import { describeRequest, readHttpRequest, splitAbsoluteForm, withoutBodyHeaders, type HttpRequestFacts } from './http-request.js';
 import {
   buildEnvironment,
@@ -83,6 +84,13 @@ export interface CgiOptions {
   spawner?: ScriptSpawner;
   /** LimitInternalRecursion for local redirects. */
   maxLocalRedirects?: number;
+  /**
+   * Give a query without '=' to the script as command-line arguments (RFC 3875
+   * 4.4, Apache's behaviour). Off by default: an interpreter run as the script
+   * takes them as its own options (CVE-2012-1823: php-cgi `?-s` printed the
+   * source, `?-d+allow_url_include%3d1` changed its settings).
+   */
+  queryArguments?: boolean;
 }
 
 export type NextFunction = (error?: unknown) => void;
@@ -144,6 +152,7 @@ interface Settings {
   traceLog: ((line: string) => void) | undefined;
   spawner: ScriptSpawner | undefined;
   maxLocalRedirects: number;
+  queryArguments: boolean;
 }
 
 /** Every option checked once, with a message that says what to write instead. */
@@ -216,6 +225,7 @@ function validate(options: CgiOptions): Settings {
     traceLog: options.traceLog,
     spawner: options.spawner,
     maxLocalRedirects: options.maxLocalRedirects ?? CGI_MAX_LOCAL_REDIRECTS,
+    queryArguments: options.queryArguments ?? CGI_QUERY_ARGUMENTS,
   };
 }
 
@@ -403,7 +413,8 @@ class CgiExchange {
     const file = script.scriptFilename;
     const run = runScript({
       file,
-      argv: [file, ...searchWords(query, CGI_MAX_ARGV_WORDS)],
+      // RFC 3875 4.4 search words only when asked for: they are an interpreter's options too (CVE-2012-1823).
+      argv: settings.queryArguments ? [file, ...searchWords(query, CGI_MAX_ARGV_WORDS)] : [file],
       cwd: path.dirname(file),
       env: environmentRecord(environment),
       stdin: body.stream,
@@ -450,6 +461,7 @@ class CgiExchange {
       this.#discardOutput(run);
       this.#res.removeHeader('content-length');
       this.#res.setHeader('Content-Type', 'text/html; charset=iso-8859-1');
+      this.#res.setHeader(...NOSNIFF);
       this.#res.end(hop.method === 'HEAD' ? undefined : redirectPage(head.location!));
       return;
     }

@@ -41,7 +41,17 @@ export function writeCgiHead(res: HeadTarget, head: CgiResponseHead): void {
     else grouped.set(lower, { name, values: [value] });
   }
   for (const { name, values } of grouped.values()) res.setHeader(name, values.length === 1 ? values[0]! : values);
+  // CVE-2020-24553 (Go's net/http/cgi sniffed a type-less script response as text/html, an XSS): no type is ever
+  // added, and the browser is told not to guess one either, unless the script said how itself.
+  if (!grouped.has('content-type') && !grouped.has(NOSNIFF[0].toLowerCase())) res.setHeader(...NOSNIFF);
 }
+
+/**
+ * X-Content-Type-Options: nosniff, on every response whose type is not the
+ * script's own: none given, or one the server chose (its error and redirect
+ * pages, static files by extension).
+ */
+export const NOSNIFF = ['X-Content-Type-Options', 'nosniff'] as const;
 
 /**
  * Streams a CGI body to the client with backpressure (the source is paused
@@ -135,6 +145,7 @@ export function sendErrorPage(res: ServerResponse, status: number, closeConnecti
   const body = `<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n<title>${status} ${reason}</title>\n</head><body>\n<h1>${reason}</h1>\n</body></html>\n`;
   res.statusCode = status;
   res.setHeader('Content-Type', 'text/html; charset=iso-8859-1');
+  res.setHeader(...NOSNIFF);
   res.setHeader('Content-Length', Buffer.byteLength(body));
   if (closeConnection) res.setHeader('Connection', 'close');
   res.end(res.req?.method === 'HEAD' ? undefined : body);

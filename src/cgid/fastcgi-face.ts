@@ -20,12 +20,13 @@ import { Transform } from 'node:stream';
 import { ErrorCode } from '../errors.js';
 import { runScript, type ScriptRun } from '../cgi/run-script.js';
 import { tapBody, type BodyTap } from '../cgi/body-tap.js';
-import { writeCgiHead } from '../cgi/http-response.js';
+import { NOSNIFF, writeCgiHead } from '../cgi/http-response.js';
 import { answerFor, type Failure } from '../cgi/outcome.js';
 import type { CgiResponseHead } from '../cgi/response-head.js';
 import type { ScriptLog } from '../cgi/script-log.js';
 import type { ScriptSpawner } from '../spawn/spawner.js';
-import { CGID_FASTCGI_HOLD_BYTES, CGI_KILL_GRACE_MS, CGI_SCRIPT_TIMEOUT_MS } from '../limits.js';
+import { CGID_FASTCGI_HOLD_BYTES, CGI_KILL_GRACE_MS, CGI_MAX_ARGV_WORDS, CGI_QUERY_ARGUMENTS, CGI_SCRIPT_TIMEOUT_MS } from '../limits.js';
+import { searchWords } from '../cgi/environment.js';
 import { createServer, type FastCGIServer, type WorkerServerOptions } from '../fastcgi/worker/server.js';
 import type { FastCGIRequest } from '../fastcgi/worker/request.js';
 import type { FastCGIResponse } from '../fastcgi/worker/response.js';
@@ -40,6 +41,8 @@ export interface FastCGIFaceOptions {
   /** One line per call: refusals, timeouts, script stderr. */
   log: (line: string) => void;
   server?: WorkerServerOptions;
+  /** A QUERY_STRING without '=' becomes the script's arguments (RFC 3875 4.4, Apache's way); off by default (CVE-2012-1823). */
+  queryArguments?: boolean;
 }
 
 /** PATH for scripts when the web server sends none (nginx's fastcgi_params does not). */
@@ -130,7 +133,10 @@ class FaceRequest {
     if (this.#hasBody && options.scriptLog) this.#tap = tapBody(req, options.scriptLog.bodyBytes);
     const run = runScript({
       file,
-      argv: [file],
+      argv:
+        (options.queryArguments ?? CGI_QUERY_ARGUMENTS)
+          ? [file, ...searchWords(req.params.QUERY_STRING ?? '', CGI_MAX_ARGV_WORDS)]
+          : [file],
       cwd: path.dirname(file),
       env: scriptEnvironment(req.rawParams),
       stdin: this.#hasBody ? (this.#tap ?? req) : null,
@@ -167,6 +173,7 @@ class FaceRequest {
     res.statusCode = answer.status;
     for (const [name, value] of answer.headers) res.setHeader(name, value);
     res.setHeader('Content-Type', 'text/plain');
+    res.setHeader(...NOSNIFF);
     res.end(`${answer.status} ${STATUS_CODES[answer.status] ?? 'Error'}\n`);
   }
 

@@ -136,6 +136,13 @@ export const CGID_OPTIONS: readonly LongOption[] = [
     summary: 'FastCGI face: kill a script that writes nothing for this long (CGIDScriptTimeout): 20, 20s, 500ms',
     defaultText: `${CGI_SCRIPT_TIMEOUT_MS / 1000}s`,
   },
+  {
+    name: 'query-arguments',
+    kind: 'flag',
+    summary:
+      "FastCGI face: a QUERY_STRING without '=' becomes the script's arguments, as Apache does (RFC 3875 4.4); unsafe for interpreters such as php-cgi (CVE-2012-1823)",
+    defaultText: 'off',
+  },
   { name: 'script-log', kind: 'string', argument: 'FILE', summary: "FastCGI face: ScriptLog, failed runs in mod_cgi's format" },
   { name: 'script-log-length', kind: 'size', argument: 'SIZE', summary: 'ScriptLogLength', defaultText: String(CGI_SCRIPT_LOG_LENGTH) },
   { name: 'script-log-buffer', kind: 'size', argument: 'SIZE', summary: 'ScriptLogBuffer', defaultText: String(CGI_SCRIPT_LOG_BUFFER) },
@@ -495,6 +502,7 @@ async function runFastCGIFace(
   const server = createFastCGIFace({
     spawner: new PosixSpawnSpawner({ limits }, launch),
     timeoutMs: (v['script-timeout'] as number) ?? CGI_SCRIPT_TIMEOUT_MS,
+    ...(v['query-arguments'] === true ? { queryArguments: true } : {}),
     ...(scriptLog ? { scriptLog } : {}),
     log,
   });

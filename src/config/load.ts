@@ -84,6 +84,7 @@ export const FASTCGI_ROUTE_KEYS = [
   'split-path',
   'index',
   'script-filename',
+  'check-script',
   'params',
   'connect-timeout',
   'read-timeout',
@@ -183,6 +184,7 @@ function readFastCGIRoutes(raw: unknown, baseDir: string, problems: string[]): F
     read('split-path', { kind: 'string' }, (value) => (route.splitPath = value as string));
     read('index', { kind: 'string' }, (value) => (route.index = value as string));
     read('script-filename', { kind: 'string' }, (value) => (route.scriptFilename = path.resolve(baseDir, value as string)));
+    read('check-script', { kind: 'flag' }, (value) => (route.checkScript = value as boolean));
     read('connect-timeout', { kind: 'duration' }, (value) => (route.connectTimeoutMs = value as number));
     read('read-timeout', { kind: 'duration' }, (value) => (route.readTimeoutMs = value as number));
     read('max-connections', { kind: 'integer', min: 1 }, (value) => (route.maxConnections = value as number));

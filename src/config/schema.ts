@@ -18,6 +18,7 @@ import {
   CGI_MAX_CONCURRENT_SCRIPTS,
   CGI_MAX_QUEUED_SCRIPTS,
   CGI_MAX_REQUEST_BODY_BYTES,
+  CGI_QUERY_ARGUMENTS,
   CGI_SCRIPT_LOG_BUFFER,
   CGI_SCRIPT_LOG_LENGTH,
   CGI_SCRIPT_TIMEOUT_MS,
@@ -196,6 +197,14 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
     flag: true,
     argument: 'NAME',
     summary: "PassEnv: copy these variables from gatehouse's own environment (repeatable)",
+  },
+  {
+    name: 'query-arguments',
+    kind: 'flag',
+    flag: true,
+    summary:
+      "a query without '=' becomes the script's command-line arguments, as Apache does (RFC 3875 4.4); unsafe for interpreters such as php-cgi (CVE-2012-1823)",
+    defaultText: 'false',
   },
   {
     name: 'max-scripts',
@@ -419,6 +428,8 @@ export interface FastCGIRouteConfig {
   index?: string;
   /** A fixed SCRIPT_FILENAME for every request (a single front controller app). */
   scriptFilename?: string;
+  /** SCRIPT_FILENAME must be a file here, else 404 before the request goes out (default: on when the root exists here). */
+  checkScript?: boolean;
   /** Extra params for this route. */
   params?: Record<string, string>;
   connectTimeoutMs?: number;
@@ -454,6 +465,8 @@ export interface ServeConfig {
   passAuthorization: boolean;
   setEnv: Record<string, string>;
   passEnv: string[];
+  /** RFC 3875 4.4 search words as argv (Apache's behaviour); off by default. */
+  queryArguments: boolean;
   maxScripts: number;
   maxQueuedScripts: number;
   maxBody: number;
@@ -495,6 +508,7 @@ export const SERVE_DEFAULTS: ServeConfig = {
   passAuthorization: false,
   setEnv: {},
   passEnv: [],
+  queryArguments: CGI_QUERY_ARGUMENTS,
   maxScripts: CGI_MAX_CONCURRENT_SCRIPTS,
   maxQueuedScripts: CGI_MAX_QUEUED_SCRIPTS,
   maxBody: CGI_MAX_REQUEST_BODY_BYTES,

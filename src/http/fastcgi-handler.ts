@@ -12,6 +12,8 @@
  * scripts are); each request is a ProxiedRequest, and each attempt at one
  * upstream an UpstreamRelay that streams the response to the client.
  */
+import { statSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hostname } from 'node:os';
 import path from 'node:path';
@@ -42,6 +44,16 @@ export interface FastCGIHandlerOptions {
   index?: string;
   /** One SCRIPT_FILENAME for every request (a front controller); SCRIPT_NAME is then the mount prefix, PATH_INFO the rest. */
   scriptFilename?: string;
+  /**
+   * Answer 404 unless SCRIPT_FILENAME is a regular file here, before anything
+   * goes to the application (nginx's `try_files $uri =404`): php-fpm, given a
+   * SCRIPT_FILENAME that is no file, walks back along the path itself
+   * (cgi.fix_pathinfo) and may run /upload.jpg for /upload.jpg/x.php
+   * (CVE-2019-11043 came from that arithmetic). Default: on when the document
+   * root (or scriptFilename) exists on this machine, off when it is the
+   * application's alone (another host).
+   */
+  checkScript?: boolean;
   /** Extra params sent with every request (after the environment: these win). */
   params?: Readonly<Record<string, string>>;
   serverName?: string;
@@ -112,6 +124,8 @@ class FastCGIProxy {
   /** The mount prefix without its trailing slash: CONTEXT_PREFIX, and SCRIPT_NAME of a front controller. */
   readonly mountName: string;
   readonly #extraParams: Array<readonly [string, string]>;
+  /** SCRIPT_FILENAME must be a file here before a request goes out (FastCGIHandlerOptions.checkScript). */
+  readonly checkScript: boolean;
   #turn = 0;
 
   constructor(options: FastCGIHandlerOptions) {
@@ -148,6 +162,7 @@ class FastCGIProxy {
       keepHeadBytes: 0,
     };
     this.#extraParams = Object.entries(options.params ?? {});
+    this.checkScript = options.checkScript ?? existsHere(options.scriptFilename ?? options.documentRoot);
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
@@ -161,6 +176,12 @@ class FastCGIProxy {
     if ('kind' in normalised) {
       const request = `${req.method} ${target} from ${req.socket.remoteAddress}`;
       return answer(res, this.errorLog, { kind: 'refused', status: normalised.status, request, reason: normalised.reason });
+    }
+    // CVE-2019-11043: nginx's split regex stopped at a %0a, and php-fpm misread the PATH_INFO it was left with.
+    // A control character has no place in a script's path or PATH_INFO: nothing goes to the application.
+    if (normalised.segments.some((segment) => CONTROL_CHARACTER.test(segment))) {
+      const request = `${req.method} ${target} from ${req.socket.remoteAddress}`;
+      return answer(res, this.errorLog, { kind: 'refused', status: 400, request, reason: 'a control character (CR, LF, ...) in the path' });
     }
     const location = this.#locate(normalised.segments, normalised.trailingSlash);
     const proxied = new ProxiedRequest(this, req, res, reading.facts, target, location);
@@ -219,6 +240,19 @@ class FastCGIProxy {
   }
 }
 
+/** C0 controls and DEL, decoded from the path (%0a, %0d, %00, ...). */
+const CONTROL_CHARACTER = /[\x00-\x1f\x7f]/;
+
+/** The path exists on this machine (a document root or front controller the front can check). */
+function existsHere(file: string): boolean {
+  try {
+    statSync(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** An error page from the outcome table, with its log line. */
 function answer(res: ServerResponse, errorLog: (line: string) => void, failure: Failure): void {
   const answered = answerFor(failure);
@@ -253,6 +287,7 @@ class ProxiedRequest {
   }
 
   async run(): Promise<void> {
+    if (this.#proxy.checkScript && !(await this.#scriptExists())) return;
     const body = await this.#readBody();
     if (!body) return;
     this.#res.once('close', () => void body.dispose());
@@ -279,6 +314,20 @@ class ProxiedRequest {
       if (outcome !== 'retry' || last) return;
       this.#proxy.errorLog(`fastcgi: ${response.upstream} refused ${this.#req.method} ${this.#target}; trying the next upstream`);
     }
+  }
+
+  /** check-script: SCRIPT_FILENAME is a regular file here; else 404 (answered here) and the application never hears of it. */
+  async #scriptExists(): Promise<boolean> {
+    const file = this.#location.scriptFilename;
+    const info = await stat(file).catch(() => null);
+    if (info?.isFile()) return true;
+    answer(this.#res, this.#proxy.errorLog, {
+      kind: 'refused',
+      status: 404,
+      request: `${this.#req.method} ${this.#target} from ${this.#req.socket.remoteAddress}`,
+      reason: `check-script: ${file} is ${info ? 'not a regular file' : 'not there'}`,
+    });
+    return false;
   }
 
   /** The body as the body policy reads it; null when it was refused (answered here). */

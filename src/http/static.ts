@@ -10,7 +10,7 @@ import path from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import send from 'send';
 import { normaliseUrlPath } from '../cgi/resolve.js';
-import { sendErrorPage } from '../cgi/http-response.js';
+import { NOSNIFF, sendErrorPage } from '../cgi/http-response.js';
 
 export interface StaticOptions {
   documentRoot: string;
@@ -68,6 +68,8 @@ export function serveStatic(options: StaticOptions): (req: IncomingMessage, res:
       // Dot files (.env, .git, .htpasswd) are never served, by the name asked for or the one a symlink leads to;
       // /.well-known/ is, because ACME (RFC 8555) and security.txt (RFC 9116) live there.
       if (!publicDotNames(normalised.segments) || !publicDotNames(relativeSegments)) return sendErrorPage(res, 404);
+      // The type comes from the file's name, not from its owner: browsers must not guess another (CVE-2020-24553).
+      res.setHeader(...NOSNIFF);
       send(req, `/${relativeSegments.map(encodeURIComponent).join('/')}`, { root, index: false, dotfiles: 'allow' })
         .on('error', (error: { status?: number; headers?: Record<string, string>; message: string }) => {
           const contentRange = error.headers?.['Content-Range'];

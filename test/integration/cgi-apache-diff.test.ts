@@ -87,6 +87,8 @@ ScriptAlias /cgi-bin/ ${fixtures}/
     scriptAliases: [{ urlPrefix: '/cgi-bin/', directory: `${fixtures}/` }],
     serverName: '127.0.0.1',
     errorLog: () => {},
+    // Apache gives a search query to the script as argv; gatehouse does only when asked (CVE-2012-1823).
+    queryArguments: true,
   });
   const server = http.createServer((req, res) => handler(req, res));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -90,7 +90,7 @@ async function rawExchange(port: number, request: string | Buffer, untilMs = 300
 const ourChildren = () => childProcesses(process.pid);
 
 test('environment: RFC 3875 variables, PATH_INFO decoded, headers filtered and joined, argv from a search query', async (t) => {
-  const site = await startSite(t, { setEnv: { SITE: 'test' } });
+  const site = await startSite(t, { setEnv: { SITE: 'test' }, queryArguments: true });
   const response = await httpRequest(`${site.base}/cgi-bin/env.pl/a%20b/c?one+two%21`, {
     headers: {
       'X-Forwarded-For': '1.2.3.4',

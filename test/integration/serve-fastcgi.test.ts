@@ -76,11 +76,14 @@ index = "index.php"
 url = "/dead/"
 upstreams = ["127.0.0.1:${dead1}", "127.0.0.1:${dead2}"]
 root = "site"
+# No x.php under site/: these routes are about upstreams refusing, not about check-script's 404.
+check-script = false
 
 [[fastcgi]]
 url = "/onedead/"
 upstreams = ["127.0.0.1:${dead1}"]
 root = "site"
+check-script = false
 
 [[fastcgi]]
 url = "/slow/"
