@@ -5,7 +5,8 @@
  * FastCGI requests with libfcgi's cgi-fcgi.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { httpRequest } from './http.js';
 import { FIXTURES_BUILT, FIXTURES_SOURCE, GATEHOUSE_MAIN } from './paths.js';
@@ -36,9 +37,17 @@ export interface Fixtures {
   phpScript: string;
 }
 
-/** Compiles the C workers with gcc into a temp dir of the test. */
-export function buildFixtures(t: Cleanup): Fixtures {
-  const dir = tempDir(t, 'gatehouse-kfcgi-fixtures-');
+/** The fixtures of this test process: compiled once (gcc, a static link among them, takes seconds on a busy machine). */
+let built: Fixtures | null = null;
+
+/**
+ * Compiles the C workers with gcc into a temp dir, once per test process; tests only read and execute them.
+ * The dir is removed when the process exits.
+ */
+export function buildFixtures(_t: Cleanup): Fixtures {
+  if (built) return built;
+  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-kfcgi-fixtures-'));
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   const hello = join(dir, 'hello-libfcgi');
   const helloStatic = join(dir, 'hello-libfcgi-static');
   const kcgiExt = join(dir, 'kcgi-extension-worker');
@@ -58,7 +67,8 @@ export function buildFixtures(t: Cleanup): Fixtures {
     '<?php if (isset($_GET["sleep"])) usleep(1000 * (int)$_GET["sleep"]); header("Content-Type: text/plain"); echo "hello from php-cgi pid ", getmypid(), "\\n";',
   );
   chmodSync(dir, 0o755);
-  return { dir, hello, helloStatic, kcgiExt, perl, cgiScript, phpScript };
+  built = { dir, hello, helloStatic, kcgiExt, perl, cgiScript, phpScript };
+  return built;
 }
 
 export interface RunningKfcgi extends RunningProcess {
