@@ -13,6 +13,8 @@ import { startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
 import { ConfigError, UsageError } from '../errors.js';
 import type { FastCGIRouteConfig, ServeConfig } from '../config/schema.js';
 import { type Logger, onReopenSignal, openLogger } from '../log/index.js';
+import { takeServeWorkerRole } from '../serve/worker-role.js';
+import { superviseServeWorkers } from '../serve/workers.js';
 
 const COMMAND_OPTIONS: LongOption[] = [
   {
@@ -66,10 +68,13 @@ function checkReport(config: ServeConfig, file: string | undefined): string[] {
     ...(config.scriptLog ? [`script-log: ${config.scriptLog}`] : []),
     `access-log: ${config.accessLog}${config.accessLog !== 'off' ? ` (${config.accessLogFormat})` : ''}`,
     `error-log: ${config.errorLog} (level ${config.logLevel}, ${config.logFormat})`,
+    ...(config.workers > 1 ? [`workers: ${config.workers}`] : []),
   ];
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // --workers: a process started by the supervisor (src/serve/) serves with its assignment; null otherwise.
+  const worker = takeServeWorkerRole();
   let config: ServeConfig;
   let file: string | undefined;
   let check = false;
@@ -82,6 +87,7 @@ export async function main(argv: string[]): Promise<number> {
     file = typeof configFile === 'string' ? configFile : undefined;
     check = checkOnly === true;
     config = loadServeConfig({ ...(file !== undefined ? { file } : {}), flags });
+    if (worker) config = worker.configure(config);
   } catch (error) {
     if (error instanceof UsageError) {
       const lines = error.problems.map((problem) => `gatehouse serve: ${problem}`).join('\n');
@@ -98,6 +104,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${checkReport(config, file).join('\n')}\n`);
     return 0;
   }
+  if (config.workers > 1 && !worker) return superviseServeWorkers(config, argv);
   // The error log first: the cgid daemon's records go to it from its start on.
   let logger: Logger;
   try {
@@ -121,7 +128,9 @@ export async function main(argv: string[]): Promise<number> {
   let scripts: FrontSpawner | null = null;
   if (config.cgiBin || config.scriptAlias.length > 0 || config.cgiExt.length > 0) {
     try {
-      scripts = await startFrontSpawner(frontSpawnSettings(config), logger.line, logger);
+      scripts = worker
+        ? await worker.startScripts(config, logger)
+        : await startFrontSpawner(frontSpawnSettings(config), logger.line, logger);
     } catch (error) {
       process.stderr.write(`gatehouse serve: cannot start CGI scripts: ${(error as Error).message}\n`);
       return finish(1);
@@ -145,8 +154,9 @@ export async function main(argv: string[]): Promise<number> {
     return finish(1);
   }
   logger.info(
-    `listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}`,
+    `${worker ? `worker ${worker.assignment.slot}: ` : ''}listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}`,
   );
+  worker?.listening(addresses);
   const running = front;
   return new Promise<number>((resolve) => {
     let stopping = false;
