@@ -134,6 +134,9 @@ const routes = [
   ['CGI (C hello)', '/cgi-bin/hello-c'],
   ['FastCGI (php-fpm)', '/php/'],
 ];
+// Warm-up, not measured: V8 compiles the hot paths of each route in every process first.
+for (const side of sides)
+  for (const [, path] of routes) await wrk({ url: `${side.base}${path}`, connections, seconds: Math.min(2, duration) });
 const results = {};
 for (let round = 0; round < rounds; round++) {
   const order = round % 2 === 0 ? sides : [...sides].reverse();
@@ -183,7 +186,8 @@ for (const [route] of routes) {
       runs: runs.map((run) => run.rps.toFixed(0)).join(' / '),
       'front CPU µs/req': mean(runs.map((run) => run.frontUs)).toFixed(0),
       'cgid daemon CPU µs/req': route.startsWith('CGI') ? mean(runs.map((run) => run.daemonUs)).toFixed(0) : '-',
-      'share per worker': side.workers > 1 ? runs.map((run) => run.shares.map((share) => `${(share * 100).toFixed(0)}%`).join('+')).join(', ') : '-',
+      'share per worker':
+        side.workers > 1 ? runs.map((run) => run.shares.map((share) => `${(share * 100).toFixed(0)}%`).join('+')).join(', ') : '-',
       errors: runs.map((run) => run.errors).reduce((a, b) => a + b, 0) || '',
     });
   }

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { tempDir } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { startTestApp } from '../kit/worker-app.js';
@@ -271,4 +271,28 @@ test('workers: auto is one per core, and fewer max-scripts than workers is refus
   const bad = await runGatehouse(t, ['serve', '--config', config, '--workers', 'many', '--check']);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--workers: expected a whole number from 1 to 256, got "many", or auto/);
+});
+
+test('the shared cgid daemon killed: the supervisor starts a new one and every worker connects to it again', async (t) => {
+  const { config } = await site(t);
+  const { server, supervisor, workers } = await startWorkers(t, config);
+  const daemon = children(supervisor).find((child) => / cgid /.test(child.cmdline))!.pid;
+  process.kill(daemon, 'SIGKILL');
+  for (const pid of workers)
+    assert.match(
+      await eventually(server.output, (text) => new RegExp(`serve\\[${pid}\\]: cgid: connected to the daemon again`).test(text), 20_000),
+      new RegExp(`serve\\[${pid}\\]: cgid: connected to the daemon again \\(pid \\d+\\)`),
+    );
+  const daemons = children(supervisor).filter((child) => / cgid /.test(child.cmdline));
+  assert.equal(daemons.length, 1);
+  assert.notEqual(daemons[0]!.pid, daemon);
+  // Both workers run scripts again: requests until each has answered one (bounded).
+  const answered = new Set<number>();
+  for (let count = 0; count < 200 && answered.size < 2; count++) {
+    const results = await Promise.all(Array.from({ length: 4 }, () => httpRequest(`${server.base}/cgi-bin/hi.sh`)));
+    for (const result of results) assert.equal(result.body.toString(), 'hi from cgi\n');
+    for (const line of readFileSync(join(dirname(config), 'access.log'), 'utf8').split('\n'))
+      if (line.includes('/cgi-bin/hi.sh') && line.split(' ')[1] === '200') answered.add(Number(line.split(' ')[0]));
+  }
+  assert.deepEqual([...answered].sort(), [...workers].sort());
 });
