@@ -21,6 +21,7 @@
  * Results go to standard output; bench/WORKERS.md records them with this command.
  */
 import { readdirSync, readFileSync, statSync, writeFileSync, mkdirSync, openSync, readSync, closeSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -61,6 +62,22 @@ function childrenMatching(parent, word) {
     }
   }
   return found;
+}
+
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+/** CPU time (µs) of the reaped children of `pids` (cutime + cstime): for the cgid daemon, its scripts'. */
+function childrenCpuMicros(pids) {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[13]) + Number(fields[14]);
+    } catch {
+      /* gone */
+    }
+  }
+  return (ticks * 1_000_000) / CLOCK_TICKS;
 }
 
 /** The lines appended to `file` since `offset`, and the new offset. */
@@ -143,11 +160,11 @@ for (let round = 0; round < rounds; round++) {
   for (const [route, path] of routes) {
     for (const side of order) {
       const fronts = [side.main, ...side.workerPids.filter((pid) => pid !== side.main)];
-      const before = { front: cpuMicros(fronts), daemon: cpuMicros(side.daemon) };
+      const before = { front: cpuMicros(fronts), daemon: cpuMicros(side.daemon), scripts: childrenCpuMicros(side.daemon) };
       ({ offset: side.offset } = readFrom(side.accessLog, side.offset));
       process.stdout.write(`  round ${round + 1} ${route} ${side.name}... `);
       const run = await wrk({ url: `${side.base}${path}`, connections, seconds: duration });
-      const after = { front: cpuMicros(fronts), daemon: cpuMicros(side.daemon) };
+      const after = { front: cpuMicros(fronts), daemon: cpuMicros(side.daemon), scripts: childrenCpuMicros(side.daemon) };
       // The access log is written in batches: wait until it has a line per request wrk counted (bounded).
       let lines = [];
       for (let waited = 0; waited < 5000; waited += 50) {
@@ -164,6 +181,7 @@ for (let round = 0; round < rounds; round++) {
         rps: run.requestsPerSecond,
         frontUs: (after.front - before.front) / run.requests,
         daemonUs: (after.daemon - before.daemon) / run.requests,
+        scriptsUs: (after.scripts - before.scripts) / run.requests,
         shares: byPid.map((count) => count / served),
         errors: run.non2xx + (run.socketErrors ? 1 : 0),
         socketErrors: run.socketErrors,
@@ -186,6 +204,7 @@ for (const [route] of routes) {
       runs: runs.map((run) => run.rps.toFixed(0)).join(' / '),
       'front CPU µs/req': mean(runs.map((run) => run.frontUs)).toFixed(0),
       'cgid daemon CPU µs/req': route.startsWith('CGI') ? mean(runs.map((run) => run.daemonUs)).toFixed(0) : '-',
+      'scripts CPU µs/req': route.startsWith('CGI') ? mean(runs.map((run) => run.scriptsUs)).toFixed(0) : '-',
       'share per worker':
         side.workers > 1 ? runs.map((run) => run.shares.map((share) => `${(share * 100).toFixed(0)}%`).join('+')).join(', ') : '-',
       errors: runs.map((run) => run.errors).reduce((a, b) => a + b, 0) || '',
