@@ -189,6 +189,16 @@ for (let round = 0; round < rounds; round++) {
     }
   }
 }
+// Resident memory after the runs, per process (VmRSS).
+const rss = (pid) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+const memory = sides.map((side) => {
+  const parts = [
+    side.workers > 1 ? `supervisor ${rss(side.main).toFixed(0)}` : `serve ${rss(side.main).toFixed(0)}`,
+    ...(side.workers > 1 ? side.workerPids.map((pid) => `worker ${rss(pid).toFixed(0)}`) : []),
+    ...side.daemon.map((pid) => `cgid daemon ${rss(pid).toFixed(0)}`),
+  ];
+  return `${side.name}: ${parts.join(', ')} MiB RSS`;
+});
 await stopAll();
 
 const mean = (list) => list.reduce((a, b) => a + b, 0) / list.length;
@@ -224,4 +234,5 @@ console.log(
 );
 console.log(markdownTable(rows));
 for (const verdict of verdicts) console.log(`- ${verdict}`);
+for (const line of memory) console.log(`- ${line}`);
 process.exit(0);
