@@ -148,22 +148,26 @@ max-connections = ${4 / workers}
 const sides = [await startSide(1), await startSide(2)];
 const routes = [
   ['static', '/hello.txt'],
+  // wrk opens its connections once and keeps them: the shares above are decided by who accepted those 16.
+  // A connection per request shows how the accepts themselves spread.
+  ['static, a connection per request', '/hello.txt', ['Connection: close']],
   ['CGI (C hello)', '/cgi-bin/hello-c'],
   ['FastCGI (php-fpm)', '/php/'],
 ];
 // Warm-up, not measured: V8 compiles the hot paths of each route in every process first.
 for (const side of sides)
-  for (const [, path] of routes) await wrk({ url: `${side.base}${path}`, connections, seconds: Math.min(2, duration) });
+  for (const [, path, headers = []] of routes)
+    await wrk({ url: `${side.base}${path}`, connections, seconds: Math.min(2, duration), headers });
 const results = {};
 for (let round = 0; round < rounds; round++) {
   const order = round % 2 === 0 ? sides : [...sides].reverse();
-  for (const [route, path] of routes) {
+  for (const [route, path, headers = []] of routes) {
     for (const side of order) {
       const fronts = [side.main, ...side.workerPids.filter((pid) => pid !== side.main)];
       const before = { front: cpuMicros(fronts), daemon: cpuMicros(side.daemon), scripts: childrenCpuMicros(side.daemon) };
       ({ offset: side.offset } = readFrom(side.accessLog, side.offset));
       process.stdout.write(`  round ${round + 1} ${route} ${side.name}... `);
-      const run = await wrk({ url: `${side.base}${path}`, connections, seconds: duration });
+      const run = await wrk({ url: `${side.base}${path}`, connections, seconds: duration, headers });
       const after = { front: cpuMicros(fronts), daemon: cpuMicros(side.daemon), scripts: childrenCpuMicros(side.daemon) };
       // The access log is written in batches: wait until it has a line per request wrk counted (bounded).
       let lines = [];
