@@ -296,3 +296,18 @@ test('the shared cgid daemon killed: the supervisor starts a new one and every w
   }
   assert.deepEqual([...answered].sort(), [...workers].sort());
 });
+
+test('the supervisor killed with SIGKILL: its workers and the cgid daemon stop by themselves', async (t) => {
+  const { config } = await site(t);
+  const { server, supervisor, workers } = await startWorkers(t, config);
+  const daemon = children(supervisor).find((child) => / cgid /.test(child.cmdline))!.pid;
+  process.kill(supervisor, 'SIGKILL');
+  await server.exited;
+  // Workers see their IPC channel close, the daemon its parent die; none is left serving.
+  const leftovers = await eventually(
+    () => [...workers, daemon].filter(alive),
+    (pids) => pids.length === 0,
+    15_000,
+  );
+  assert.deepEqual(leftovers, [], `still running after the supervisor's death:\n${server.output()}`);
+});
