@@ -18,6 +18,7 @@ import { type LongOption, optionHelpRows, readOptionValues, splitLongOptions } f
 import { formatListenAddress, LISTEN_ADDRESS, netListenOptions, type ListenAddress } from '../options/listen-address.js';
 import { ErrorCode, GatehouseError, UsageError } from '../errors.js';
 import {
+  CGID_FASTCGI_STOP_GRACE_MS,
   CGID_SCRIPT_SOCK,
   CGID_SUEXEC_MIN_GID,
   CGID_SUEXEC_MIN_UID,
@@ -387,7 +388,7 @@ async function runFastCGIFace(
         setTimeout(() => {
           server.closeAllConnections();
           exit();
-        }, 10_000).unref();
+        }, CGID_FASTCGI_STOP_GRACE_MS).unref();
       }
     };
     process.once('SIGTERM', stop);
