@@ -6,38 +6,20 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { tempDir } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { startTestApp } from '../kit/worker-app.js';
-import { eventually, startGatehouse, type RunningServe } from '../fixtures/serve/serve-kit.js';
+import { runGatehouse, startGatehouse, type RunningServe } from '../kit/serve.js';
+import { waitForValue } from '../kit/wait.js';
+import { childrenOf, commandLine, processExists } from '../kit/proc.js';
 
-/** Alive and not a zombie. */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
+const alive = processExists;
 
 /** Live children of `parent` with their command lines, from /proc. */
 function children(parent: number): Array<{ pid: number; cmdline: string }> {
-  const found = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(fields[1]) !== parent || fields[0] === 'Z') continue;
-      found.push({ pid: Number(name), cmdline: readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0').join(' ') });
-    } catch {
-      /* gone meanwhile */
-    }
-  }
-  return found;
+  return childrenOf(parent).map((pid) => ({ pid, cmdline: ` ${commandLine(pid)} ` }));
 }
 
 async function site(t: { after(fn: () => unknown): void }) {
@@ -82,10 +64,11 @@ interface Started {
 /** serve --workers 2, once the supervisor says both workers listen. */
 async function startWorkers(t: { after(fn: () => unknown): void }, config: string, extra: readonly string[] = []): Promise<Started> {
   const server = await startGatehouse(t, 'serve', ['--config', config, '--workers', '2', ...extra]);
-  const line = await eventually(
+  const line = await waitForValue(
     () => /listening on .* with 2 workers \(pids (\d+), (\d+)\)/.exec(server.output()),
     (match) => match !== null,
-    15_000,
+    "the supervisor's line naming both workers",
+    { timeoutMs: 15_000 },
   );
   assert.ok(line, `the supervisor did not report its workers:\n${server.output()}`);
   return { server, supervisor: server.child.pid!, workers: [Number(line[1]), Number(line[2])] };
@@ -144,9 +127,10 @@ test('--workers 2: CGI, FastCGI and static requests spread over both workers, wi
   }
   assert.ok(everyRouteOnBoth(), `after ${sent} requests, routes by worker: ${JSON.stringify([...seen].map(([p, s]) => [p, [...s]]))}`);
   for (const pids of seen.values()) for (const pid of pids) assert.ok(workers.includes(pid), `pid ${pid} is not a worker`);
-  const lines = await eventually(
+  const lines = await waitForValue(
     () => servedBy(accessLog),
     (pids) => pids.length === sent,
+    'an access log line per request',
   );
   assert.equal(lines.length, sent);
   const share = workers.map((pid) => lines.filter((served) => served === pid).length / sent);
@@ -178,27 +162,30 @@ test('a worker killed with SIGKILL under load: only requests in flight on it fai
   };
   const load = Promise.all(Array.from({ length: clients }, (_, index) => client(index)));
   // Kill it once it is serving under this load (its pid in the access log).
-  await eventually(
+  await waitForValue(
     () => servedBy(accessLog).includes(victim),
     (served) => served,
-    15_000,
+    'the victim serving requests',
+    { timeoutMs: 15_000 },
   );
   killedAt = Date.now();
   process.kill(victim, 'SIGKILL');
-  const restarted = await eventually(
+  const restarted = await waitForValue(
     () => /worker 0 restarted \(pid (\d+)\)/.exec(server.output()),
     (match) => match !== null,
-    15_000,
+    "the dead worker's restart",
+    { timeoutMs: 15_000 },
   );
   assert.ok(restarted, `the worker was not restarted:\n${server.output()}`);
   assert.match(server.output(), new RegExp(`worker 0 \\(pid ${victim}\\) killed by SIGKILL after \\d+ ms; starting a new one in \\d+ ms`));
   deathLogged = Date.now();
   const newPid = Number(restarted[1]);
   // Requests go on until the new worker has served some, then the clients stop.
-  const servedByNew = await eventually(
+  const servedByNew = await waitForValue(
     () => servedBy(accessLog).includes(newPid),
     (served) => served,
-    20_000,
+    'the restarted worker serving requests',
+    { timeoutMs: 20_000 },
   );
   stop = true;
   await load;
@@ -224,14 +211,14 @@ test('SIGHUP and SIGUSR1 reach every worker and kill none; SIGTERM finishes a sc
   process.kill(supervisor, 'SIGUSR1');
   for (const pid of workers)
     assert.match(
-      await eventually(server.output, (text) => text.includes(`serve[${pid}]: SIGUSR1: log files reopened`)),
+      await waitForValue(server.output, (text) => text.includes(`serve[${pid}]: SIGUSR1: log files reopened`), "a worker's SIGUSR1 line"),
       new RegExp(`serve\\[${pid}\\]: SIGUSR1`),
     );
   process.kill(supervisor, 'SIGHUP');
   // Each worker answers SIGHUP with a line of its own (a reload, or the note that it does not reload).
   for (const pid of workers)
     assert.match(
-      await eventually(server.output, (text) => new RegExp(`serve\\[${pid}\\]: SIGHUP`).test(text)),
+      await waitForValue(server.output, (text) => new RegExp(`serve\\[${pid}\\]: SIGHUP`).test(text), "a worker's SIGHUP line"),
       new RegExp(`serve\\[${pid}\\]: SIGHUP`),
     );
   for (const pid of [supervisor, ...workers, daemon]) assert.ok(alive(pid), `pid ${pid} survived SIGHUP`);
@@ -239,20 +226,26 @@ test('SIGHUP and SIGUSR1 reach every worker and kill none; SIGTERM finishes a sc
 
   // A script in flight at SIGTERM finishes.
   const slow = httpRequest(`${server.base}/cgi-bin/slow.sh`);
-  await eventually(
+  await waitForValue(
     () => existsSync(join(dir, 'slow.started')),
     (started) => started,
+    "the slow script's start",
   );
   process.kill(supervisor, 'SIGTERM');
-  await eventually(server.output, (text) => /SIGTERM: the workers finish their requests in flight/.test(text));
+  await waitForValue(
+    server.output,
+    (text) => /SIGTERM: the workers finish their requests in flight/.test(text),
+    "the supervisor's SIGTERM line",
+  );
   writeFileSync(join(dir, 'slow.release'), '');
   const answer = await slow;
   assert.equal(answer.body.toString(), 'finished\n');
   const { code } = await server.exited;
   assert.equal(code, 0, server.output());
-  const leftovers = await eventually(
+  const leftovers = await waitForValue(
     () => [...workers, daemon].filter(alive),
     (pids) => pids.length === 0,
+    'every worker and the daemon to exit',
   );
   assert.deepEqual(leftovers, [], 'no worker or daemon outlives the supervisor');
   assert.ok(!existsSync(socket), 'the unix socket file is removed');
@@ -260,15 +253,14 @@ test('SIGHUP and SIGUSR1 reach every worker and kill none; SIGTERM finishes a sc
 
 test('workers: auto is one per core, and fewer max-scripts than workers is refused', async (t) => {
   const { config } = await site(t);
-  const { runGatehouse } = await import('../fixtures/serve/serve-kit.js');
   const { availableParallelism } = await import('node:os');
-  const auto = await runGatehouse(t, ['serve', '--config', config, '--workers', 'auto', '--check']);
+  const auto = await runGatehouse(['serve', '--config', config, '--workers', 'auto', '--check']);
   assert.equal(auto.code, 0, auto.stderr);
   if (availableParallelism() > 1) assert.match(auto.stdout, new RegExp(`^workers: ${availableParallelism()}$`, 'm'));
-  const refused = await runGatehouse(t, ['serve', '--config', config, '--workers', '4', '--max-scripts', '3', '--check']);
+  const refused = await runGatehouse(['serve', '--config', config, '--workers', '4', '--max-scripts', '3', '--check']);
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /workers: 4 workers need max-scripts of at least 4/);
-  const bad = await runGatehouse(t, ['serve', '--config', config, '--workers', 'many', '--check']);
+  const bad = await runGatehouse(['serve', '--config', config, '--workers', 'many', '--check']);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--workers: expected a whole number from 1 to 256, got "many", or auto/);
 });
@@ -280,7 +272,12 @@ test('the shared cgid daemon killed: the supervisor starts a new one and every w
   process.kill(daemon, 'SIGKILL');
   for (const pid of workers)
     assert.match(
-      await eventually(server.output, (text) => new RegExp(`serve\\[${pid}\\]: cgid: connected to the daemon again`).test(text), 20_000),
+      await waitForValue(
+        server.output,
+        (text) => new RegExp(`serve\\[${pid}\\]: cgid: connected to the daemon again`).test(text),
+        'a worker connecting to the new daemon',
+        { timeoutMs: 20_000 },
+      ),
       new RegExp(`serve\\[${pid}\\]: cgid: connected to the daemon again \\(pid \\d+\\)`),
     );
   const daemons = children(supervisor).filter((child) => / cgid /.test(child.cmdline));
@@ -304,10 +301,11 @@ test('the supervisor killed with SIGKILL: its workers and the cgid daemon stop b
   process.kill(supervisor, 'SIGKILL');
   await server.exited;
   // Workers see their IPC channel close, the daemon its parent die; none is left serving.
-  const leftovers = await eventually(
+  const leftovers = await waitForValue(
     () => [...workers, daemon].filter(alive),
     (pids) => pids.length === 0,
-    15_000,
+    'every worker and the daemon to exit',
+    { timeoutMs: 15_000 },
   );
   assert.deepEqual(leftovers, [], `still running after the supervisor's death:\n${server.output()}`);
 });
