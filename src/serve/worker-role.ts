@@ -104,7 +104,18 @@ export function takeServeWorkerRole(): ServeWorkerRole | null {
   const text = process.env[SERVE_WORKER_VARIABLE];
   if (text === undefined) return null;
   delete process.env[SERVE_WORKER_VARIABLE];
-  const role = new ServeWorkerRole(JSON.parse(text) as WorkerAssignment);
+  // Only a process the supervisor started has its IPC channel; anything else serves as a single front.
+  let assignment: WorkerAssignment;
+  try {
+    assignment = JSON.parse(text) as WorkerAssignment;
+  } catch {
+    assignment = { slot: -1, count: 0, listen: [] };
+  }
+  if (!process.send || !Array.isArray(assignment.listen) || !(assignment.slot >= 0 && assignment.slot < assignment.count)) {
+    process.stderr.write(`gatehouse serve: ignoring ${SERVE_WORKER_VARIABLE}: this process was not started by serve --workers\n`);
+    return null;
+  }
+  const role = new ServeWorkerRole(assignment);
   // The channel must not keep a stopped worker alive, and its end means the supervisor is gone.
   process.channel?.unref();
   process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
