@@ -291,6 +291,21 @@ export const HTTP_TIMEOUT_CHECK_MAX_MS = 1000;
 /** listen(2) backlog of the daemon's socket (fronts connect once and keep the connection; the kernel caps it at somaxconn). */
 export const CGID_LISTEN_BACKLOG = 4096;
 
+/* ---- deployment: unix sockets, users, systemd ---- */
+
+/**
+ * Mode of a unix socket gatehouse binds for others to connect to (serve's
+ * unix listeners, cgid --fastcgi, the worker library's listen()), from bind
+ * on: owner and group may connect, others not (php-fpm's listen.mode).
+ */
+export const UNIX_SOCKET_MODE = 0o660;
+/** listen(2) backlog of a unix listener made by gatehouse (spawn-fcgi's -b default; the kernel caps it at somaxconn). */
+export const UNIX_SOCKET_BACKLOG = 1024;
+/** Users `gatehouse example` runs as when started as root, in order of preference. */
+export const EXAMPLE_UNPRIVILEGED_USERS = ['www-data', 'nobody'] as const;
+/** sd_listen_fds(3): the first descriptor systemd passes. */
+export const SYSTEMD_LISTEN_FDS_START = 3;
+
 /**
  * Log lines held in memory by one log (error or access log) while the disk or
  * the reader of a pipe is slower than they come. Past it, lines are dropped,

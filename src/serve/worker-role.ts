@@ -21,6 +21,7 @@ import { startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
 import type { ListenAddress } from '../options/listen-address.js';
 import { formatListenAddress } from '../options/listen-address.js';
 import type { Logger } from '../log/index.js';
+import type { Account } from '../sys/index.js';
 import { CgidAttachment } from './cgid-attachment.js';
 
 /** The environment variable that makes `gatehouse serve` a worker; its value is a WorkerAssignment as JSON. */
@@ -65,9 +66,9 @@ export class ServeWorkerRole {
   }
 
   /** How this worker starts scripts: through the supervisor's daemon, or itself (in-process, fork). */
-  async startScripts(config: ServeConfig, logger: Logger): Promise<FrontSpawner> {
+  async startScripts(config: ServeConfig, logger: Logger, account: Account | null): Promise<FrontSpawner> {
     this.#log = logger;
-    const settings = frontSpawnSettings(config);
+    const settings = frontSpawnSettings(config, account);
     const { cgid } = this.assignment;
     if (!cgid) return startFrontSpawner(settings, logger.line, logger);
     const policy = { limits: { ...NO_LIMITS, ...settings.limits }, ...(settings.suexec ? { suexec: settings.suexec } : {}) };
@@ -119,8 +120,8 @@ export function takeServeWorkerRole(): ServeWorkerRole | null {
   // The channel must not keep a stopped worker alive, and its end means the supervisor is gone.
   process.channel?.unref();
   process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
-  // SIGHUP's default action ends a process. serve reloads on SIGHUP where it has a handler of its own;
-  // until then (this listener alone), the worker says so and keeps serving.
+  // SIGHUP's default action ends a process: until serve's own handler (the reload) is installed, or in a
+  // serve without one, this listener alone answers it, and the worker keeps serving.
   const onHangup = () => {
     if (process.listenerCount('SIGHUP') > 1) return;
     const line = 'SIGHUP: this version of serve does not reload its configuration; restart gatehouse serve to apply changes';

@@ -36,11 +36,20 @@ import {
   SERVE_WORKER_RESTART_MAX_DELAY_MS,
   SERVE_WORKER_RESTART_MIN_DELAY_MS,
   SERVE_WORKER_START_TIMEOUT_MS,
+  UNIX_SOCKET_BACKLOG,
 } from '../limits.js';
 import { type Logger, onReopenSignal, openLogger } from '../log/index.js';
 import { formatListenAddress, type ListenAddress, parseListenAddress } from '../options/listen-address.js';
 import { startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
-import { closeDescriptor, createListener, unixSocketIsLive } from '../sys/index.js';
+import {
+  claimUnixSocketPath,
+  closeDescriptor,
+  createListener,
+  notifySystemd,
+  reloadingStates,
+  resolveActivatedAddress,
+} from '../sys/index.js';
+import type { RunAsPlan } from '../cli/run-as.js';
 import { SERVE_WORKER_VARIABLE, type WorkerAssignment, type WorkerMessage } from './worker-role.js';
 
 const MAIN_SCRIPT = fileURLToPath(new URL('../cli/main.js', import.meta.url));
@@ -68,43 +77,31 @@ interface WorkerSlot {
   listening: boolean;
 }
 
-function openSharedListener(text: string): SharedListener {
-  const address = parseListenAddress(text);
-  if (typeof address === 'string') throw new GatehouseError(ErrorCode.SERVE_SETUP, address);
-  if (address.kind === 'fd') return { text, address, fd: address.fd };
-  const where = formatListenAddress(address);
-  if (address.kind === 'unix') {
-    let isSocket: boolean | null = null;
+/** The listening sockets for one configured address (`systemd` may stand for several). */
+function openSharedListeners(text: string, unix: { mode: number; owner?: { uid: number; gid: number } }): SharedListener[] {
+  const parsed = parseListenAddress(text);
+  if (typeof parsed === 'string') throw new GatehouseError(ErrorCode.SERVE_SETUP, parsed);
+  return resolveActivatedAddress(parsed).map((address): SharedListener => {
+    // Inherited (fd:N, or from systemd): passed on to the workers as it is.
+    if (address.kind === 'fd') return { text: formatListenAddress(address), address, fd: address.fd };
+    const where = formatListenAddress(address);
+    if (address.kind === 'unix') claimUnixSocketPath(address.path);
+    let fd: number;
     try {
-      isSocket = lstatSync(address.path).isSocket();
-    } catch {
-      /* nothing there */
+      fd = createListener(address, {
+        backlog: address.kind === 'unix' ? UNIX_SOCKET_BACKLOG : SERVE_LISTEN_BACKLOG,
+        ...(address.kind === 'unix' ? { mode: unix.mode, ...(unix.owner ? { owner: unix.owner } : {}) } : {}),
+      });
+    } catch (error) {
+      throw new GatehouseError(ErrorCode.SERVE_SETUP, `cannot listen on ${where}: ${(error as Error).message}`, { cause: error });
     }
-    if (isSocket === false)
-      throw new GatehouseError(ErrorCode.SERVE_SETUP, `cannot listen on ${where}: EADDRINUSE: a file that is not a socket is in the way`);
-    if (isSocket) {
-      if (unixSocketIsLive(address.path))
-        throw new GatehouseError(
-          ErrorCode.SERVE_SETUP,
-          `cannot listen on ${where}: EADDRINUSE: another server is listening on this socket`,
-        );
-      unlinkSync(address.path);
-    }
-  }
-  let fd: number;
-  try {
-    // A unix socket file gets the mode node:http's listen gives it: everything the umask allows.
-    const umask = process.umask();
-    fd = createListener(address, { backlog: SERVE_LISTEN_BACKLOG, mode: 0o777 & ~umask });
-  } catch (error) {
-    throw new GatehouseError(ErrorCode.SERVE_SETUP, `cannot listen on ${where}: ${(error as Error).message}`);
-  }
-  return {
-    text,
-    address,
-    fd,
-    ...(address.kind === 'unix' ? { made: { path: address.path, inode: lstatSync(address.path).ino } } : {}),
-  };
+    return {
+      text: address.kind === 'tcp' ? text : where,
+      address,
+      fd,
+      ...(address.kind === 'unix' ? { made: { path: address.path, inode: lstatSync(address.path).ino } } : {}),
+    };
+  });
 }
 
 function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
@@ -115,14 +112,16 @@ export class ServeSupervisor {
   readonly #config: ServeConfig;
   readonly #argv: readonly string[];
   readonly #log: Logger;
+  readonly #plan: RunAsPlan;
   readonly #listeners: SharedListener[] = [];
   readonly #slots: WorkerSlot[] = [];
   #scripts: FrontSpawner | null = null;
   #stopping = false;
   #exitWaiters: Array<() => void> = [];
 
-  constructor(config: ServeConfig, argv: readonly string[], log: Logger) {
+  constructor(config: ServeConfig, argv: readonly string[], log: Logger, plan: RunAsPlan) {
     this.#config = config;
+    this.#plan = plan;
     this.#argv = argv;
     this.#log = log;
   }
@@ -135,10 +134,12 @@ export class ServeSupervisor {
   /** Steps 2-4; rejects (having closed what it opened) when a socket, the daemon or a first worker fails. */
   async start(): Promise<string> {
     try {
-      for (const text of this.#config.listen) this.#listeners.push(openSharedListener(text));
+      const unix = { mode: this.#config.socketMode, ...(this.#plan.socketOwner ? { owner: this.#plan.socketOwner } : {}) };
+      for (const text of this.#config.listen) this.#listeners.push(...openSharedListeners(text, unix));
       const config = this.#config;
       if (config.cgiSpawn === 'daemon' && (config.cgiBin || config.scriptAlias.length > 0 || config.cgiExt.length > 0)) {
-        this.#scripts = await startFrontSpawner(frontSpawnSettings(config), this.#log.line, this.#log);
+        // The daemon runs as the user the workers become (or keeps root for suexec routes), as with one front.
+        this.#scripts = await startFrontSpawner(frontSpawnSettings(config, this.#plan.account), this.#log.line, this.#log);
       }
       for (let slot = 0; slot < config.workers; slot++)
         this.#slots.push({
@@ -294,7 +295,7 @@ export class ServeSupervisor {
 }
 
 /** `gatehouse serve` with workers > 1: runs the supervisor until a stop signal; the exit status. */
-export async function superviseServeWorkers(config: ServeConfig, argv: readonly string[]): Promise<number> {
+export async function superviseServeWorkers(config: ServeConfig, argv: readonly string[], plan: RunAsPlan): Promise<number> {
   let log: Logger;
   try {
     log = openLogger({ role: 'serve', level: config.logLevel, format: config.logFormat, target: config.errorLog });
@@ -302,7 +303,7 @@ export async function superviseServeWorkers(config: ServeConfig, argv: readonly 
     process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
     return 1;
   }
-  const supervisor = new ServeSupervisor(config, argv, log);
+  const supervisor = new ServeSupervisor(config, argv, log, plan);
   let started = false;
   let stopRequested: NodeJS.Signals | null = null;
   let stopping: Promise<number> | null = null;
@@ -314,8 +315,10 @@ export async function superviseServeWorkers(config: ServeConfig, argv: readonly 
     log.info(`SIGUSR1: error log reopened; passed to ${count} worker(s)`);
   });
   const onHangup = () => {
+    notifySystemd(...reloadingStates());
     const count = supervisor.signalWorkers('SIGHUP');
-    log.info(`SIGHUP: passed to ${count} worker(s)`);
+    log.info(`SIGHUP: passed to ${count} worker(s), each of which reloads the configuration`);
+    notifySystemd('READY=1');
   };
   const stop = (signal: NodeJS.Signals) => {
     if (!started) {
@@ -327,6 +330,7 @@ export async function superviseServeWorkers(config: ServeConfig, argv: readonly 
       supervisor.signalWorkers(signal);
       process.exit(1);
     }
+    notifySystemd('STOPPING=1');
     log.info(`${signal}: the workers finish their requests in flight (up to ${config.shutdownGraceMs} ms), then exit`);
     stopping = supervisor.stop(signal).then(
       () => 0,
@@ -347,7 +351,9 @@ export async function superviseServeWorkers(config: ServeConfig, argv: readonly 
     return status;
   };
   try {
-    log.info(await supervisor.start());
+    const started = await supervisor.start();
+    log.info(started);
+    notifySystemd('READY=1', `STATUS=${started}`);
   } catch (error) {
     process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
     return cleanUp(1);

@@ -214,7 +214,7 @@ test('a worker killed with SIGKILL under load: only requests in flight on it fai
   t.diagnostic(`${outcomes.length} requests, ${failed.length} failed (in flight at the kill at ${killedAt})`);
 });
 
-test('SIGHUP and SIGUSR1 reach every worker and kill none; SIGTERM finishes a script in flight, then stops every process', async (t) => {
+test('SIGUSR1 reaches every worker; SIGHUP reloads the configuration in every worker and kills none; SIGTERM finishes a script in flight, then stops every process', async (t) => {
   const { dir, config } = await site(t);
   const socket = join(dir, 'front.sock');
   const { server, supervisor, workers } = await startWorkers(t, config, ['--listen', `unix:${socket}`]);
@@ -229,15 +229,27 @@ test('SIGHUP and SIGUSR1 reach every worker and kill none; SIGTERM finishes a sc
       await waitForValue(server.output, (text) => text.includes(`serve[${pid}]: SIGUSR1: log files reopened`), "a worker's SIGUSR1 line"),
       new RegExp(`serve\\[${pid}\\]: SIGUSR1`),
     );
+  // SIGHUP: every worker reloads the file (here a new docroot) and keeps its sockets and its share of the limits.
+  mkdirSync(join(dir, 'www2'));
+  writeFileSync(join(dir, 'www2', 'a.txt'), 'file a, reloaded\n');
+  writeFileSync(config, readFileSync(config, 'utf8').replace('docroot = "www"', 'docroot = "www2"'));
   process.kill(supervisor, 'SIGHUP');
-  // Each worker answers SIGHUP with a line of its own (a reload, or the note that it does not reload).
   for (const pid of workers)
-    assert.match(
-      await waitForValue(server.output, (text) => new RegExp(`serve\\[${pid}\\]: SIGHUP`).test(text), "a worker's SIGHUP line"),
-      new RegExp(`serve\\[${pid}\\]: SIGHUP`),
+    await waitForValue(
+      server.output,
+      (text) => text.includes(`serve[${pid}]: SIGHUP: reloaded the configuration from ${config}`),
+      `worker ${pid}'s reload line`,
     );
   for (const pid of [supervisor, ...workers, daemon]) assert.ok(alive(pid), `pid ${pid} survived SIGHUP`);
-  assert.equal((await httpRequest(`${server.base}/a.txt`)).status, 200);
+  // Both workers serve the new docroot: requests until each has answered one (bounded), every answer the new file.
+  const reloadedBy = new Set<number>();
+  const logged = servedBy(join(dir, 'access.log')).length;
+  for (let count = 0; count < 200 && reloadedBy.size < 2; count++) {
+    const answers = await Promise.all(Array.from({ length: 4 }, () => httpRequest(`${server.base}/a.txt`)));
+    for (const answer of answers) assert.equal(answer.body.toString(), 'file a, reloaded\n');
+    for (const pid of servedBy(join(dir, 'access.log')).slice(logged)) reloadedBy.add(pid);
+  }
+  assert.deepEqual([...reloadedBy].sort(), [...workers].sort());
 
   // A script in flight at SIGTERM finishes.
   const slow = httpRequest(`${server.base}/cgi-bin/slow.sh`);
