@@ -49,13 +49,19 @@ import {
   reloadingStates,
   resolveActivatedAddress,
 } from '../sys/index.js';
-import type { RunAsPlan } from '../cli/run-as.js';
+import type { Account } from '../sys/index.js';
 import { SERVE_WORKER_VARIABLE, type WorkerAssignment, type WorkerMessage } from './worker-role.js';
 
 const MAIN_SCRIPT = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 /** Inherited descriptors: 0-2 stdio, 3 the IPC channel, then the listening sockets. */
 const FIRST_LISTEN_FD = 4;
 const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const;
+
+/** Who the workers and the cgid daemon run as, and who owns unix sockets (the command's run-as plan). */
+export interface RunAsPlan {
+  account: Account | null;
+  socketOwner: { uid: number; gid: number } | undefined;
+}
 
 /** A listening socket the supervisor holds for its workers. */
 interface SharedListener {
