@@ -94,6 +94,10 @@ export const CGI_STDERR_LOG_MAX_BYTES = 4 * 1024 * 1024;
 export const CGI_MAX_CONCURRENT_SCRIPTS = 128;
 /** Requests waiting for a script slot; past this the answer is 503. */
 export const CGI_MAX_QUEUED_SCRIPTS = 1024;
+/** The error log warns that scripts queue when the oldest waiter has waited this long (or the queue is half full)... */
+export const CGI_QUEUE_WARN_WAIT_MS = 1000;
+/** ...at most once in this interval, with the queue's depth and its oldest wait. */
+export const CGI_QUEUE_WARN_INTERVAL_MS = 10_000;
 /** Apache's APACHE_ARG_MAX: a query without '=' splits into at most this many argv words, else none. */
 export const CGI_MAX_ARGV_WORDS = 512;
 /** Apache's LimitInternalRecursion: local redirects (Location: /path) followed for one request. */
@@ -186,6 +190,12 @@ export const HTTP_MAX_URL_BYTES = 8190;
 export const HTTP_SHUTDOWN_GRACE_MS = 10_000;
 /** Requests one keep-alive connection may serve before it is closed (0: no limit). */
 export const HTTP_MAX_REQUESTS_PER_SOCKET = 0;
+/**
+ * Connections taken from a listening socket's queue in one turn of the event
+ * loop beyond the one libuv accepts (src/http/accept-drain.ts): a burst is
+ * accepted in its order at once, not one per turn.
+ */
+export const HTTP_ACCEPT_BATCH = 64;
 /**
  * Longest chunk-size line (with its extensions) or trailer line the front's chunk-size guard follows;
  * node:http itself answers 413 past 16 KiB of chunk extensions, so a longer line never gets that far.

@@ -11,7 +11,7 @@ import { runAsFor, type SpawnPolicy } from '../spawn/posix-spawner.js';
 import { capOutput, createScriptStdio } from '../spawn/stdio.js';
 import type { LogLevel } from '../log/index.js';
 import type { CgidConnection } from './client.js';
-import { environmentList, type ScriptLimits } from './protocol.js';
+import type { ScriptLimits } from './protocol.js';
 
 export interface RemoteSpawnContext {
   limits: ScriptLimits;
@@ -35,7 +35,8 @@ export async function spawnThroughDaemon(
         file: request.file,
         argv: [...request.argv],
         cwd: request.cwd,
-        env: environmentList(request.env),
+        // Encoded straight from the record: no Buffer per entry on the way to the wire.
+        env: request.env,
         limits,
         runAs: runAsFor(request.file, context.policy?.suexec),
       },

@@ -10,11 +10,9 @@
 import { readFileSync, renameSync, statSync, writeFileSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { CgidDaemon, newInstanceToken } from '../cgid/daemon.js';
-import { createFastCGIFace } from '../cgid/fastcgi-face.js';
 import { PosixSpawnSpawner } from '../spawn/posix-spawner.js';
 import type { ScriptLimits } from '../cgid/protocol.js';
 import { checkSocketPlace, defaultRuntimeDirectory, ensureRuntimeDirectory, scriptSockPath } from '../cgid/socket-path.js';
-import { ScriptLog } from '../cgi/script-log.js';
 import { type LongOption, optionHelpRows, readOptionValues, splitLongOptions } from '../options/command-line.js';
 import { formatListenAddress, LISTEN_ADDRESS, type ListenAddress } from '../options/listen-address.js';
 import { ErrorCode, GatehouseError, UsageError } from '../errors.js';
@@ -481,6 +479,9 @@ async function runFastCGIFace(
   plan: RunAsPlan,
 ): Promise<number> {
   const log = logger.line;
+  // Imported here, not at the top: the daemon serve starts never needs node:http, the FastCGI worker
+  // library or the script log, and every module loaded stays in its memory (issue 17: idle RSS).
+  const [{ createFastCGIFace }, { ScriptLog }] = await Promise.all([import('../cgid/fastcgi-face.js'), import('../cgi/script-log.js')]);
   // The face runs its scripts itself: once it runs as --user, so do they.
   const scriptLog =
     typeof v['script-log'] === 'string'

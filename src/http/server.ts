@@ -10,6 +10,7 @@
  * src/cgi/http-request.ts), 413 at once for a chunk announced above max-body
  * (chunk-size-guard.ts), an access and error log, and a graceful stop.
  */
+import { drainAcceptQueue } from './accept-drain.js';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -189,9 +190,16 @@ export class GatehouseFront {
             maxQueuedScripts: config.maxQueuedScripts,
             maxRequestBody: config.maxBody,
             errorLog,
+            ...(this.log.enabled('debug') ? { traceLog: (line: string) => this.log.debug(line) } : {}),
             ...(this.#spawner ? { spawner: this.#spawner } : {}),
           })
         : null;
+    if (cgiHandler) {
+      cgiHandler.limiter.onPressure = (stats) =>
+        this.log.warn(
+          `cgi: ${stats.queued} requests wait for a script slot (max-queued-scripts ${stats.maxQueued}), the oldest for ${Math.round(stats.oldestWaitMs)} ms; ${stats.running} of max-scripts ${stats.maxRunning} running`,
+        );
+    }
     const staticFiles = config.docroot ? serveStatic({ documentRoot: config.docroot, errorLog }) : null;
     return { config, routes, cgi: cgiHandler, fastcgi: fastcgiHandlers, static: staticFiles, inFlight: 0, retired: false };
   }
@@ -327,6 +335,7 @@ export class GatehouseFront {
         const listening = await listenServer(server, address, this.#unixSocket ? { unix: this.#unixSocket } : {});
         if (listening.replacedStale)
           this.logError(`replaced a stale socket at ${formatListenAddress(address)} (nothing was accepting on it)`, 'info');
+        await drainAcceptQueue(server);
         this.#listening.push(listening);
         this.#servers.push(server);
         bound.push(listening.address);
