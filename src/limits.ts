@@ -240,6 +240,20 @@ export const CGID_RESTART_MIN_DELAY_MS = 100;
 export const CGID_RESTART_MAX_DELAY_MS = 5_000;
 /** A daemon that ran this long before dying was healthy: the back-off starts over. */
 export const CGID_RESTART_HEALTHY_MS = 10_000;
+/**
+ * `gatehouse serve --workers N`: front processes (1 is the single process of old; `auto` is one per core,
+ * at most this many). A worker that dies is started again after a back-off: the first delay, doubling per
+ * quick death up to the maximum; one that ran for the healthy time starts the back-off over.
+ */
+export const SERVE_WORKERS_DEFAULT = 1;
+export const SERVE_WORKERS_MAX = 256;
+export const SERVE_WORKER_RESTART_MIN_DELAY_MS = 100;
+export const SERVE_WORKER_RESTART_MAX_DELAY_MS = 5_000;
+export const SERVE_WORKER_RESTART_HEALTHY_MS = 10_000;
+/** How long a worker may take from its start to listening before the supervisor gives up on it. */
+export const SERVE_WORKER_START_TIMEOUT_MS = 15_000;
+/** listen(2) backlog of the sockets the supervisor makes for its workers (node:http's own default). */
+export const SERVE_LISTEN_BACKLOG = 511;
 /** When a front's connection closes (or the daemon stops), its scripts get SIGTERM, then SIGKILL after this. */
 export const CGID_KILL_GRACE_MS = 3000;
 /** suexec: the lowest uid and gid scripts may run as (Apache's suexec AP_UID_MIN / AP_GID_MIN are distribution choices; 1000 is Debian's first user). */

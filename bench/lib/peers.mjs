@@ -257,9 +257,18 @@ function parseDuration(text) {
 }
 
 /** Runs wrk for `seconds` and returns requests/s, p50/p99 latency (ms) and error counts. */
-export async function wrk({ url, connections, seconds, threads = Math.min(2, connections), timeoutSeconds = 10 }) {
+export async function wrk({ url, connections, seconds, threads = Math.min(2, connections), timeoutSeconds = 10, headers = [] }) {
   const binary = requireProgram('/usr/bin/wrk');
-  const args = [`-t${threads}`, `-c${connections}`, `-d${seconds}s`, '--latency', '--timeout', `${timeoutSeconds}s`, url];
+  const args = [
+    `-t${threads}`,
+    `-c${connections}`,
+    `-d${seconds}s`,
+    '--latency',
+    '--timeout',
+    `${timeoutSeconds}s`,
+    ...headers.flatMap((h) => ['-H', h]),
+    url,
+  ];
   const run = startProcess(binary, args);
   const { code } = await run.exited;
   const text = run.output();

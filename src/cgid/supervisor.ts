@@ -13,7 +13,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { SpawnError, type ScriptExit, type ScriptSpawner, type SpawnedScript, type SpawnRequest } from '../spawn/spawner.js';
+import type { ScriptSpawner, SpawnedScript, SpawnRequest } from '../spawn/spawner.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
 import {
   CGID_RESTART_HEALTHY_MS,
@@ -25,10 +25,10 @@ import {
   LOG_DRAIN_TIMEOUT_MS,
 } from '../limits.js';
 import { CgidConnection } from './client.js';
+import { spawnThroughDaemon } from './remote-spawn.js';
 import { newInstanceToken } from './daemon.js';
-import { runAsFor, type SpawnPolicy } from '../spawn/posix-spawner.js';
+import type { SpawnPolicy } from '../spawn/posix-spawner.js';
 import { NO_LIMITS, type ScriptLimits } from './protocol.js';
-import { capOutput, createScriptStdio } from '../spawn/stdio.js';
 import { type LogLevel, type LogRecord, parseJsonRecord } from '../log/index.js';
 
 export interface SupervisorOptions {
@@ -73,6 +73,11 @@ export class CgidSupervisor implements ScriptSpawner {
 
   get daemonPid(): number | undefined {
     return this.#child?.pid;
+  }
+
+  /** Where the daemon listens and the token it takes: what `serve --workers` workers need to use it too. */
+  get endpoint(): { socketPath: string; token: Buffer } {
+    return { socketPath: this.#options.socketPath, token: this.#token };
   }
 
   /** True while a daemon is connected and taking orders. */
@@ -195,52 +200,8 @@ export class CgidSupervisor implements ScriptSpawner {
     }, delay);
   }
 
-  async spawn(request: SpawnRequest): Promise<SpawnedScript> {
-    const connection = this.#connection;
-    if (!connection || connection.closed) throw SpawnError.daemonUnavailable(request.file, 'the cgid daemon is not running (restarting)');
-    const stdio = createScriptStdio(request.stdinEmpty === true);
-    let remote;
-    try {
-      remote = await connection.spawn(
-        {
-          file: request.file,
-          argv: [...request.argv],
-          cwd: request.cwd,
-          // Encoded straight from the record: no Buffer per entry on the way to the wire.
-          env: request.env,
-          limits: this.#limits,
-          runAs: runAsFor(request.file, this.#options.policy?.suexec),
-        },
-        stdio.scriptEnds,
-      );
-    } catch (error) {
-      stdio.destroy();
-      throw error;
-    }
-    stdio.closeScriptEnds();
-    const pid = remote.pid;
-    let reaped = false;
-    const exited = remote.exited.then((exit): ScriptExit => {
-      reaped = true;
-      // null: the daemon went away; the supervisor already killed the group.
-      return exit ?? { code: null, signal: 'SIGKILL', lost: true };
-    });
-    const signalGroup = (signal: NodeJS.Signals) => {
-      if (reaped) return;
-      if (!connection.closed) remote.signal(signal);
-      else killGroup(pid, signal);
-    };
-    return {
-      pid,
-      stdin: stdio.stdin,
-      stdout: capOutput(stdio.stdout, this.#limits.outputBytes, () => {
-        this.#options.log(`cgid: ${request.file} (pid ${pid}) wrote more than ${this.#limits.outputBytes} bytes of output: killed`);
-        signalGroup('SIGKILL');
-      }),
-      stderr: stdio.stderr,
-      exited,
-      signalGroup,
-    };
+  spawn(request: SpawnRequest): Promise<SpawnedScript> {
+    return spawnThroughDaemon(this.#connection, request, { limits: this.#limits, policy: this.#options.policy, log: this.#options.log });
   }
 
   /** Stops the daemon (it terminates its scripts) and stops restarting it. */

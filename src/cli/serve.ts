@@ -16,6 +16,8 @@ import { handleServeSignals } from './serve-signals.js';
 import { describeAccount, planRunAs, type RunAsPlan } from './run-as.js';
 import type { FastCGIRouteConfig, ServeConfig } from '../config/schema.js';
 import { type Logger, onReopenSignal, openLogger } from '../log/index.js';
+import { type ServeWorkerRole, takeServeWorkerRole } from '../serve/worker-role.js';
+import { superviseServeWorkers } from '../serve/workers.js';
 
 const COMMAND_OPTIONS: LongOption[] = [
   {
@@ -73,6 +75,7 @@ function checkReport(config: ServeConfig, file: string | undefined, plan: RunAsP
     ...(config.scriptLog ? [`script-log: ${config.scriptLog}`] : []),
     `access-log: ${config.accessLog}${config.accessLog !== 'off' ? ` (${config.accessLogFormat})` : ''}`,
     `error-log: ${config.errorLog} (level ${config.logLevel}, ${config.logFormat})`,
+    ...(config.workers > 1 ? [`workers: ${config.workers}`] : []),
   ];
 }
 
@@ -111,12 +114,20 @@ export interface RunningFront {
  * front itself becomes the user (setgroups, setgid, setuid, checked). Every
  * failure closes what did open and throws.
  */
-export async function startFront(config: ServeConfig, plan: RunAsPlan, logger: Logger): Promise<RunningFront> {
+export async function startFront(
+  config: ServeConfig,
+  plan: RunAsPlan,
+  logger: Logger,
+  worker: ServeWorkerRole | null = null,
+): Promise<RunningFront> {
   let scripts: FrontSpawner | null = null;
   if (config.cgiBin || config.scriptAlias.length > 0 || config.cgiExt.length > 0) {
     try {
       // The daemon's records go to the error log from its start on.
-      scripts = await startFrontSpawner(frontSpawnSettings(config, plan.account), logger.line, logger);
+      // A --workers worker uses the supervisor's daemon (src/serve/worker-role.ts).
+      scripts = worker
+        ? await worker.startScripts(config, logger, plan.account)
+        : await startFrontSpawner(frontSpawnSettings(config, plan.account), logger.line, logger);
     } catch (error) {
       throw new GatehouseError(ErrorCode.SERVE_SETUP, `cannot start CGI scripts: ${(error as Error).message}`, { cause: error });
     }
@@ -148,6 +159,8 @@ export async function startFront(config: ServeConfig, plan: RunAsPlan, logger: L
 export async function main(argv: string[]): Promise<number> {
   // Before anything starts a process: systemd's sockets and variables are taken, so no child inherits them.
   takeSystemdEnvironment();
+  // --workers: a process started by the supervisor (src/serve/) serves with its assignment; null otherwise.
+  const worker = takeServeWorkerRole();
   let config: ServeConfig;
   let file: string | undefined;
   let flags: Record<string, unknown>;
@@ -162,6 +175,7 @@ export async function main(argv: string[]): Promise<number> {
     file = typeof configFile === 'string' ? configFile : undefined;
     check = checkOnly === true;
     config = loadServeConfig({ ...(file !== undefined ? { file } : {}), flags });
+    if (worker) config = worker.configure(config);
   } catch (error) {
     if (error instanceof UsageError) {
       const lines = error.problems.map((problem) => `gatehouse serve: ${problem}`).join('\n');
@@ -186,6 +200,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${checkReport(config, file, plan).join('\n')}\n`);
     return 0;
   }
+  if (config.workers > 1 && !worker) return superviseServeWorkers(config, argv, plan);
   // Handlers first: a HUP or TERM that arrives while serve starts is kept for when it runs (HUP's default would kill it).
   let act: { stop(signal: NodeJS.Signals): void; reload(): void } | null = null;
   let stopEarly: NodeJS.Signals | null = null;
@@ -214,7 +229,7 @@ export async function main(argv: string[]): Promise<number> {
     return status;
   };
   try {
-    running = await startFront(config, plan, logger);
+    running = await startFront(config, plan, logger, worker);
   } catch (error) {
     process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
     return finish(1);
@@ -222,10 +237,16 @@ export async function main(argv: string[]): Promise<number> {
   const { front, scripts, addresses } = running;
   for (const warning of plan.warnings) logger.warn(warning);
   logger.info(
-    `listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}${plan.account ? `; running as ${describeAccount(plan.account)}` : ''}`,
+    `${worker ? `worker ${worker.assignment.slot}: ` : ''}listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}${plan.account ? `; running as ${describeAccount(plan.account)}` : ''}`,
   );
+  worker?.listening(addresses);
   notifySystemd('READY=1', `STATUS=serving on ${addresses.map(formatListenAddress).join(', ')}`);
-  const reloader = new Reloader(front, () => loadServeConfig({ ...(file !== undefined ? { file } : {}), flags }), file);
+  // A worker reloads its own share of the configuration (its inherited sockets, its share of the script limits).
+  const loadAgain = () => {
+    const next = loadServeConfig({ ...(file !== undefined ? { file } : {}), flags });
+    return worker ? worker.configure(next) : next;
+  };
+  const reloader = new Reloader(front, loadAgain, file);
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals) => {

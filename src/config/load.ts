@@ -280,6 +280,11 @@ function validate(config: ServeConfig, problems: string[]): void {
     );
   }
   if (config.maxScripts < 1) problems.push('max-scripts: must be at least 1');
+  // Each worker runs its share of max-scripts (src/serve/worker-role.ts): a worker with none could never run a script.
+  if (config.workers > config.maxScripts)
+    problems.push(
+      `workers: ${config.workers} workers need max-scripts of at least ${config.workers} (one script each); it is ${config.maxScripts}`,
+    );
   if (config.listen.length === 0) problems.push('listen: give at least one address, such as "127.0.0.1:8080"');
   // As Apache does, refuse to start with a log that cannot be opened, rather than serve with nothing logged.
   for (const [key, file] of [

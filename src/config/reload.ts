@@ -11,6 +11,8 @@ import type { ServeConfig } from './schema.js';
 /** The keys a reload refuses to change, as the configuration file names them. */
 export const RESTART_ONLY_KEYS: ReadonlyArray<readonly [string, (config: ServeConfig) => unknown]> = [
   ['listen', (config) => config.listen],
+  // The supervisor started that many workers, each with its share of the script limits.
+  ['workers', (config) => config.workers],
   ['user', (config) => config.user],
   ['group', (config) => config.group],
   ['socket-user', (config) => config.socketUser],

@@ -28,6 +28,8 @@ import {
   HTTP_MAX_URL_BYTES,
   HTTP_REQUEST_TIMEOUT_MS,
   HTTP_SHUTDOWN_GRACE_MS,
+  SERVE_WORKERS_DEFAULT,
+  SERVE_WORKERS_MAX,
   UNIX_SOCKET_MODE,
 } from '../limits.js';
 
@@ -221,6 +223,17 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
     argument: 'N',
     summary: 'scripts waiting to run; past it 503',
     defaultText: String(CGI_MAX_QUEUED_SCRIPTS),
+  },
+  {
+    name: 'workers',
+    kind: 'processes',
+    flag: true,
+    argument: 'N',
+    min: 1,
+    max: SERVE_WORKERS_MAX,
+    summary:
+      'front processes accepting on the same sockets, sharing one cgid daemon; auto: one per core (max-scripts and max-queued-scripts are shared out)',
+    defaultText: String(SERVE_WORKERS_DEFAULT),
   },
   {
     name: 'max-body',
@@ -469,6 +482,8 @@ export interface ServeConfig {
   queryArguments: boolean;
   maxScripts: number;
   maxQueuedScripts: number;
+  /** Front processes (src/serve/workers.ts); 1: this process serves alone. */
+  workers: number;
   maxBody: number;
   accessLog: string;
   /** combined, common, or an Apache LogFormat string (src/http/access-log-format.ts). */
@@ -511,6 +526,7 @@ export const SERVE_DEFAULTS: ServeConfig = {
   queryArguments: CGI_QUERY_ARGUMENTS,
   maxScripts: CGI_MAX_CONCURRENT_SCRIPTS,
   maxQueuedScripts: CGI_MAX_QUEUED_SCRIPTS,
+  workers: SERVE_WORKERS_DEFAULT,
   maxBody: CGI_MAX_REQUEST_BODY_BYTES,
   accessLog: '-',
   accessLogFormat: DEFAULT_ACCESS_LOG_FORMAT,

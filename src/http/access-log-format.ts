@@ -13,6 +13,7 @@
  *   %{Name}i    a request header (Referer, User-Agent, ...), "-" when absent
  *   %D          time taken to serve the request, in microseconds
  *   %T          time taken, in whole seconds
+ *   %P          the process id of the front that served the request (with --workers, which worker)
  *   %%          a percent sign
  *
  * "combined" (the default) and "common" name Apache's two standard formats.
@@ -46,7 +47,7 @@ export const ACCESS_LOG_NAMED_FORMATS: Readonly<Record<string, string>> = {
 export const DEFAULT_ACCESS_LOG_FORMAT = 'combined';
 
 /** What a format may contain, for the error that refuses the rest. */
-export const ACCESS_LOG_DIRECTIVES = ['%h', '%l', '%u', '%t', '%r', '%>s', '%b', '%{Name}i', '%D', '%T', '%%'] as const;
+export const ACCESS_LOG_DIRECTIVES = ['%h', '%l', '%u', '%t', '%r', '%>s', '%b', '%{Name}i', '%D', '%T', '%P', '%%'] as const;
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 const two = (n: number) => String(n).padStart(2, '0');
@@ -87,6 +88,7 @@ const DIRECTIVES: Readonly<Record<string, AccessLineFormatter>> = {
   b: (entry) => (entry.bodyBytes > 0 ? String(entry.bodyBytes) : '-'),
   D: (entry) => String(Math.max(0, Math.round(entry.durationMicros))),
   T: (entry) => String(Math.max(0, Math.floor(entry.durationMicros / 1_000_000))),
+  P: () => String(process.pid),
 };
 
 /**

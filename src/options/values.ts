@@ -5,6 +5,7 @@
  * flag, or a TOML value) by that kind. One grammar per kind, so `512M` means
  * the same to every command and in the file.
  */
+import { availableParallelism } from 'node:os';
 import { type AddressGrammar, LISTEN_ADDRESS, parseListenAddress } from './listen-address.js';
 import { parseDuration } from './duration.js';
 import { parseSize } from './size.js';
@@ -24,6 +25,8 @@ export type ValueKind =
   | 'duration'
   /** One of `choices`. */
   | 'choice'
+  /** A count of processes, min..max, or `auto`: one per core (os.availableParallelism(), capped at max). */
+  | 'processes'
   /** File permission bits in octal: 0660, 660 (a TOML number such as 0o660 too). */
   | 'mode'
   /** A socket address by `address` (default: a listener's), src/options/listen-address.ts. */
@@ -81,6 +84,11 @@ export function readValue(rule: ValueRule, raw: unknown): ValueResult {
       if (rule.min !== undefined && ms < rule.min)
         return { problem: rule.min === 1 ? 'must be longer than 0; write a time such as 60s or 500ms' : `must be at least ${rule.min} ms` };
       return { value: ms };
+    }
+    case 'processes': {
+      if (raw === 'auto') return { value: Math.min(availableParallelism(), rule.max ?? Number.MAX_SAFE_INTEGER) };
+      const count = readValue({ ...rule, kind: 'integer' }, raw);
+      return 'problem' in count ? { problem: `${count.problem}, or auto (one per core)` } : count;
     }
     case 'choice': {
       const choices = rule.choices ?? [];

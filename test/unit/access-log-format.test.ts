@@ -84,7 +84,7 @@ test('the configuration refuses such a format (what --check reports), and takes 
   assert.throws(() => loadServeConfig({ flags: { docroot, 'access-log-format': '%h %s' } }), {
     code: 'GH_CONFIG_INVALID',
     message:
-      /access-log-format: %s is not supported; write combined, common, or a format made of %h %l %u %t %r %>s %b %\{Name\}i %D %T %%/,
+      /access-log-format: %s is not supported; write combined, common, or a format made of %h %l %u %t %r %>s %b %\{Name\}i %D %T %P %%/,
   });
   assert.equal(loadServeConfig({ flags: { docroot, 'access-log-format': '%h %D' } }).accessLogFormat, '%h %D');
   assert.equal(loadServeConfig({ flags: { docroot } }).accessLogFormat, 'combined');

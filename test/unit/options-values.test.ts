@@ -10,6 +10,7 @@ import fc from 'fast-check';
 import { MAX_DURATION_MS, parseDuration } from '../../src/options/duration.js';
 import { parseSize } from '../../src/options/size.js';
 import { readValue } from '../../src/options/values.js';
+import { availableParallelism } from 'node:os';
 import {
   formatListenAddress,
   KFCGI_SOCKET_ADDRESS,
@@ -92,6 +93,15 @@ test('whole numbers: ranges are part of the grammar, and the problem says what t
   assert.deepEqual(readValue({ kind: 'size' }, '10M'), { value: 10 * 1024 ** 2 });
   assert.deepEqual(readValue({ kind: 'duration', min: 1 }, '0'), { problem: 'must be longer than 0; write a time such as 60s or 500ms' });
   assert.deepEqual(readValue({ kind: 'choice', choices: ['a', 'b'] }, 'c'), { problem: '"c" is not one of a, b; write one of them' });
+});
+
+test('process counts: a whole number in range, or auto for one per core (capped at the maximum)', () => {
+  const rule = { kind: 'processes', min: 1, max: 8 } as const;
+  assert.deepEqual(readValue(rule, '3'), { value: 3 });
+  assert.deepEqual(readValue(rule, 'auto'), { value: Math.min(availableParallelism(), 8) });
+  assert.deepEqual(readValue({ kind: 'processes', min: 1, max: 1 }, 'auto'), { value: 1 });
+  assert.deepEqual(readValue(rule, '0'), { problem: 'expected a whole number from 1 to 8, got "0", or auto (one per core)' });
+  assert.deepEqual(readValue(rule, 'all'), { problem: 'expected a whole number from 1 to 8, got "all", or auto (one per core)' });
 });
 
 test('listen addresses: IPv4, IPv6 in brackets, localhost, a bare :port, *:port, unix sockets, inherited descriptors', () => {
