@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests start (Debian 12 packages): nginx, Apache
 # httpd, lighttpd, php-fpm, php-cgi, spawn-fcgi, libfcgi (cgi-fcgi and the C
-# library), fcgiwrap, Perl FCGI, gcc, wrk. Needs root (or sudo). Does nothing
+# library), fcgiwrap, Perl FCGI, gcc, wrk, Prometheus (the server and promtool,
+# for the metrics tests). Needs root (or sudo). Does nothing
 # for packages already installed.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -10,6 +11,7 @@ packages=(
   php-fpm php-cgi
   spawn-fcgi libfcgi-bin libfcgi-dev fcgiwrap libfcgi-perl
   gcc libc6-dev make perl wrk procps passwd
+  prometheus
 )
 missing=()
 for package in "${packages[@]}"; do
@@ -29,5 +31,5 @@ fi
 "${as_root[@]}" apt-get update -qq
 "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 [ "$created_policy" -eq 1 ] && "${as_root[@]}" rm -f /usr/sbin/policy-rc.d
-for daemon in nginx apache2 lighttpd php8.2-fpm; do "${as_root[@]}" service "$daemon" stop >/dev/null 2>&1 || true; done
+for daemon in nginx apache2 lighttpd php8.2-fpm prometheus; do "${as_root[@]}" service "$daemon" stop >/dev/null 2>&1 || true; done
 exit 0

@@ -18,13 +18,14 @@ import { ProcView } from './proc-view.js';
 import { SharedSocketPool } from './shared-socket-pool.js';
 import { SocketView } from './socket-view.js';
 import { openStatusSocket, type StatusServer } from './status.js';
+import { KfcgiMetricsListener } from './metrics-listener.js';
 import { workerEnvironment, type Pool } from './supervisor.js';
 import { VariablePool } from './variable-pool.js';
 import { signalAllWorkers } from './worker-process.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
 
 export { OPTIONS, parseCommandLine, validateOptions, helpText, usageLine, UsageError, type KfcgiConfig } from './options.js';
-export { readStatus, formatStatus } from './status.js';
+export { readStatus } from './status.js';
 export { logDestination } from './log.js';
 export type { PoolStatus, WorkerStatus } from './supervisor.js';
 
@@ -65,6 +66,7 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
   let statusServer: StatusServer | null = null;
   let pool: Pool | null = null;
   let socketView: SocketView | null = null;
+  let metrics: KfcgiMetricsListener | null = null;
   try {
     // 1. The socket: stale ones removed, live ones refused; mode 0660 from bind on; owned by -u.
     const backlog = config.backlog ?? systemMaxBacklog();
@@ -72,6 +74,7 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
     listener = openListener(config.listen, backlog, config.socketUser, notes);
     if (config.statusPath) statusServer = openStatusSocket(config.statusPath, config.socketUser, notes);
     for (const note of notes) log.notice(note);
+    metrics = await KfcgiMetricsListener.open(config, log);
     log.info(
       `listening on ${listener.describe()}${config.listen.kind === 'unix' ? ` (mode ${KFCGI_SOCKET_MODE.toString(8)}${config.socketUser ? `, owner ${config.socketUser.name}` : ''})` : ''}, backlog ${backlog}`,
     );
@@ -130,11 +133,13 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
     await pool.start();
     const running = pool;
     statusServer?.serve(() => running.status());
+    metrics?.serve(running, proc);
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     log.error(`cannot start: ${message}`);
     await pool?.stop();
     socketView?.close();
+    await closeMetrics(log, metrics);
     cleanup(log, listener, statusServer);
     hooks.onReady?.(error instanceof Error ? error : new GatehouseError(ErrorCode.KFCGI_SETUP, message));
     signals.close();
@@ -144,6 +149,7 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
   }
   hooks.onReady?.(null);
   const status = await serveSignals(signals, pool, log, listener, statusServer);
+  await closeMetrics(log, metrics);
   socketView.close();
   stopReopening();
   await log.close();
@@ -225,6 +231,11 @@ async function serveSignals(
     log.notice('stopped');
     return 0;
   }
+}
+
+async function closeMetrics(log: Logger, metrics: KfcgiMetricsListener | null): Promise<void> {
+  const removed = await metrics?.close();
+  if (removed) log.info(removed);
 }
 
 function cleanup(log: Logger, listener: Listener | null, statusServer: StatusServer | null): void {
