@@ -10,12 +10,14 @@
 import { readFileSync, renameSync, statSync, writeFileSync, unlinkSync } from 'node:fs';
 import { CgidDaemon, newInstanceToken } from '../cgid/daemon.js';
 import { createFastCGIFace } from '../cgid/fastcgi-face.js';
+import { type FaceMetrics, openFaceMetrics } from '../metrics/cgid.js';
 import { PosixSpawnSpawner } from '../spawn/posix-spawner.js';
 import type { ScriptLimits } from '../cgid/protocol.js';
 import { checkSocketPlace, defaultRuntimeDirectory, ensureRuntimeDirectory, scriptSockPath } from '../cgid/socket-path.js';
 import { ScriptLog } from '../cgi/script-log.js';
 import { type LongOption, optionHelpRows, readOptionValues, splitLongOptions } from '../options/command-line.js';
-import { formatListenAddress, LISTEN_ADDRESS, netListenOptions, type ListenAddress } from '../options/listen-address.js';
+import { formatListenAddress, LISTEN_ADDRESS, METRICS_ADDRESS, netListenOptions, type ListenAddress } from '../options/listen-address.js';
+import type { ScriptSpawner } from '../spawn/spawner.js';
 import { ErrorCode, GatehouseError, UsageError } from '../errors.js';
 import {
   CGID_SCRIPT_SOCK,
@@ -84,6 +86,15 @@ export const CGID_OPTIONS: readonly LongOption[] = [
     argument: 'TIME',
     summary: 'FastCGI face: kill a script that writes nothing for this long (CGIDScriptTimeout): 20, 20s, 500ms',
     defaultText: `${CGI_SCRIPT_TIMEOUT_MS / 1000}s`,
+  },
+  {
+    name: 'metrics',
+    kind: 'address',
+    address: METRICS_ADDRESS,
+    argument: 'ADDR',
+    summary:
+      'FastCGI face: serve Prometheus metrics (/metrics) and the status (/status, read with gatehouse status ADDR) on HOST:PORT or unix:PATH',
+    defaultText: 'off',
   },
   { name: 'script-log', kind: 'string', argument: 'FILE', summary: "FastCGI face: ScriptLog, failed runs in mod_cgi's format" },
   { name: 'script-log-length', kind: 'size', argument: 'SIZE', summary: 'ScriptLogLength', defaultText: String(CGI_SCRIPT_LOG_LENGTH) },
@@ -226,6 +237,11 @@ export async function main(argv: string[]): Promise<number> {
   };
 
   if (v.fastcgi !== undefined) return finish(await runFastCGIFace(v.fastcgi as ListenAddress, v, limits, launch, logger));
+  if (v.metrics !== undefined) {
+    // The daemon's numbers are the front's to publish (gatehouse serve's metrics): it has no listener of its own.
+    process.stderr.write("gatehouse cgid: --metrics applies to the FastCGI face (--fastcgi); under gatehouse serve, use serve's metrics key\n");
+    return finish(2);
+  }
 
   if (typeof v['parent-pid'] === 'number' && !dieWithParent('SIGTERM', v['parent-pid'])) {
     log(`the front (pid ${v['parent-pid']}) is already gone: not starting`);
@@ -347,8 +363,20 @@ async function runFastCGIFace(
           onError: (error) => log(`cannot write the script log ${String(v['script-log'])}: ${error.message}`),
         })
       : undefined;
+  let spawner: ScriptSpawner = new PosixSpawnSpawner({ limits }, launch);
+  let metrics: FaceMetrics | null = null;
+  if (v.metrics !== undefined) {
+    try {
+      metrics = await openFaceMetrics(v.metrics as ListenAddress, (line) => log(line, 'warn'));
+    } catch (error) {
+      process.stderr.write(`gatehouse cgid: ${(error as Error).message}\n`);
+      return 1;
+    }
+    spawner = metrics.meter(spawner);
+    log(`metrics on ${metrics.describe()} (/metrics for Prometheus, /status for gatehouse status)`, 'info');
+  }
   const server = createFastCGIFace({
-    spawner: new PosixSpawnSpawner({ limits }, launch),
+    spawner,
     timeoutMs: (v['script-timeout'] as number) ?? CGI_SCRIPT_TIMEOUT_MS,
     ...(scriptLog ? { scriptLog } : {}),
     log,
@@ -362,10 +390,12 @@ async function runFastCGIFace(
     });
   } catch (error) {
     process.stderr.write(`gatehouse cgid: cannot listen on ${formatListenAddress(address)}: ${(error as Error).message}\n`);
+    await metrics?.close();
     return 1;
   } finally {
     if (previousUmask !== null) process.umask(previousUmask);
   }
+  metrics?.serve(server);
   process.stdout.write(`ready ${process.pid} ${formatListenAddress(address)}\n`);
   return new Promise<number>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
@@ -376,7 +406,7 @@ async function runFastCGIFace(
         if (exiting) return;
         exiting = true;
         // Script log entries of the last requests are written before the logs close.
-        void (scriptLog?.flushed() ?? Promise.resolve()).then(() => {
+        void Promise.all([scriptLog?.flushed(), metrics?.close()]).then(() => {
           resolve(0);
           setTimeout(() => process.exit(0), 1000).unref();
         });
