@@ -239,7 +239,9 @@ export async function main(argv: string[]): Promise<number> {
   if (v.fastcgi !== undefined) return finish(await runFastCGIFace(v.fastcgi as ListenAddress, v, limits, launch, logger));
   if (v.metrics !== undefined) {
     // The daemon's numbers are the front's to publish (gatehouse serve's metrics): it has no listener of its own.
-    process.stderr.write("gatehouse cgid: --metrics applies to the FastCGI face (--fastcgi); under gatehouse serve, use serve's metrics key\n");
+    process.stderr.write(
+      "gatehouse cgid: --metrics applies to the FastCGI face (--fastcgi); under gatehouse serve, use serve's metrics key\n",
+    );
     return finish(2);
   }
 

@@ -130,10 +130,11 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
           proc,
           socketView,
         );
+    // Metrics from the first worker on: a start that takes its time (the start-up check) is visible too.
+    metrics?.serve(pool, proc);
     await pool.start();
     const running = pool;
     statusServer?.serve(() => running.status());
-    metrics?.serve(running, proc);
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     log.error(`cannot start: ${message}`);

@@ -12,6 +12,32 @@ import { MetricsRegistry } from './registry.js';
 import { MeteredSpawner, registerScriptMetrics, type ScriptMetrics } from './scripts.js';
 import { statusDocument, type StatusPool } from './status.js';
 
+/** What the face's metrics read of its FastCGI server. */
+export type FaceServer = Pick<FastCGIServer, 'activeRequests' | 'connectionCount'>;
+
+/** The face's own gauges (the scripts' are registerScriptMetrics'). */
+export function registerFaceMetrics(registry: MetricsRegistry, server: FaceServer): void {
+  registry.gauge({
+    name: 'gatehouse_cgid_fastcgi_requests_active',
+    help: 'FastCGI requests in flight (a script starting, running, or its output being sent).',
+    collect() {
+      this.set(server.activeRequests);
+    },
+  });
+  registry.gauge({
+    name: 'gatehouse_cgid_fastcgi_connections',
+    help: 'FastCGI connections open from the web server.',
+    collect() {
+      this.set(server.connectionCount);
+    },
+  });
+}
+
+/** The face's one pool for gatehouse status: its requests in flight. */
+export function faceStatusRow(server: FaceServer): StatusPool {
+  return { name: 'cgi scripts', active: server.activeRequests, idle: null, queue: null, max: null, maxReached: null };
+}
+
 export class FaceMetrics {
   readonly #registry: MetricsRegistry;
   readonly #endpoint: MetricsEndpoint;
@@ -33,32 +59,11 @@ export class FaceMetrics {
   }
 
   /** Starts answering, with the face's own numbers read from `server` at each scrape. */
-  serve(server: FastCGIServer): void {
-    this.#registry.gauge({
-      name: 'gatehouse_cgid_fastcgi_requests_active',
-      help: 'FastCGI requests in flight (a script starting, running, or its output being sent).',
-      collect() {
-        this.set(server.activeRequests);
-      },
-    });
-    this.#registry.gauge({
-      name: 'gatehouse_cgid_fastcgi_connections',
-      help: 'FastCGI connections open from the web server.',
-      collect() {
-        this.set(server.connectionCount);
-      },
-    });
-    const pool = (): StatusPool => ({
-      name: 'cgi scripts',
-      active: server.activeRequests,
-      idle: null,
-      queue: null,
-      max: null,
-      maxReached: null,
-    });
+  serve(server: FaceServer): void {
+    registerFaceMetrics(this.#registry, server);
     this.#endpoint.serve({
       metrics: async () => ({ text: await this.#registry.metrics(), contentType: this.#registry.contentType }),
-      status: () => statusDocument('cgid', [pool()]),
+      status: () => statusDocument('cgid', [faceStatusRow(server)]),
     });
   }
 

@@ -24,17 +24,18 @@ export function respawnLabels(cause: string): { reason: string; code: string } {
 }
 
 export function registerKfcgiMetrics(metrics: MetricsRegistry, source: KfcgiMetricsSource): void {
-  // One status per scrape: prom-client starts every metric's collect() in the same turn of the event loop.
+  // One status per scrape: prom-client calls every metric's collect() synchronously, one after another, when a
+  // scrape starts; the snapshot is dropped in the microtask after them, so the next scrape reads afresh.
   let snapshot: PoolStatus | null = null;
   const current = (): PoolStatus => {
     if (snapshot === null) {
       snapshot = source.status();
-      setImmediate(() => (snapshot = null));
+      queueMicrotask(() => (snapshot = null));
     }
     return snapshot;
   };
   // Counts that only one kind of pool keeps are registered for that kind only: a fixed pool has no 0 for "accepted".
-  const { mode } = current();
+  const { mode } = source.status();
   const variable = mode === 'variable';
   /** A counter whose total the pool keeps, set at each scrape. */
   const total = (name: string, help: string, read: (status: PoolStatus) => number) =>

@@ -36,7 +36,7 @@ export function registerScriptMetrics(metrics: MetricsRegistry): ScriptMetrics {
     }),
     spawnSeconds: metrics.histogram({
       name: 'gatehouse_cgi_spawn_duration_seconds',
-      help: "Time to start a script, from the order to its pid (through the cgid daemon: the round trip to it included).",
+      help: 'Time to start a script, from the order to its pid (through the cgid daemon: the round trip to it included).',
       buckets: METRICS_SPAWN_BUCKETS,
     }),
     alive: metrics.gauge({ name: 'gatehouse_cgi_scripts_alive', help: 'Scripts started and not yet reaped.' }),
