@@ -63,6 +63,8 @@ export const ErrorCode = {
   METRICS_SETUP: 'GH_METRICS_SETUP',
   // Logs: opening, reopening or writing a log file
   LOG_SETUP: 'GH_LOG_SETUP',
+  // A server that is stopping refuses new work (503 and the connection closed)
+  SERVER_STOPPING: 'GH_SERVER_STOPPING',
   // An API called in a state where it cannot work (a header set after the head was sent, a body read twice)
   INVALID_STATE: 'GH_INVALID_STATE',
 } as const;

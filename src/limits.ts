@@ -173,6 +173,11 @@ export const HTTP_MAX_URL_BYTES = 8190;
 export const HTTP_SHUTDOWN_GRACE_MS = 10_000;
 /** Requests one keep-alive connection may serve before it is closed (0: no limit). */
 export const HTTP_MAX_REQUESTS_PER_SOCKET = 0;
+/**
+ * Longest chunk-size line (with its extensions) or trailer line the front's chunk-size guard follows;
+ * node:http itself answers 413 past 16 KiB of chunk extensions, so a longer line never gets that far.
+ */
+export const HTTP_CHUNK_LINE_MAX_BYTES = 32 * 1024;
 
 /* ---- cgid daemon (src/cgid) ---- */
 

@@ -2,20 +2,21 @@
  * `cgi(options)`: a `(req, res, next?)` handler for node:http, Express and
  * Fastify (raw req/res) that runs CGI scripts as Apache httpd's mod_cgi does.
  * It ties together the pure pieces (resolve -> environment -> run -> head)
- * and owns only the HTTP side: statuses, redirects, nph passthrough, request
- * bodies (streamed, or spooled when chunked), Expect: 100-continue, HEAD, the
- * error log and the script log.
+ * and owns only the HTTP side: one CgiExchange per client request follows it
+ * from the request description and the body policy, through a script slot
+ * and the script's run, to the answer (the script's response, a redirect
+ * followed or passed on, nph passthrough, HEAD, or an error page from the
+ * outcome table), with the error log and the script log on the way.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { pipeline, type Readable } from 'node:stream';
-import { BodyTap } from './body-tap.js';
-import type { TLSSocket } from 'node:tls';
+import { pipeline } from 'node:stream';
 import { ErrorCode } from '../errors.js';
 import { CGI_MAX_ARGV_WORDS, CGI_MAX_LOCAL_REDIRECTS, CGI_MAX_REQUEST_BODY_BYTES, CGI_BODY_MEMORY_SPOOL_BYTES } from '../limits.js';
-import { spoolBody } from './body-spool.js';
-import { answerContinue, pairRawHeaders, pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from './http-response.js';
+import { readRequestBody, RequestBody, type BodyPolicy } from './body-policy.js';
+import { pairRawHeaders, pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from './http-response.js';
+import { describeRequest, readHttpRequest, splitAbsoluteForm, withoutBodyHeaders, type HttpRequestFacts } from './http-request.js';
 import {
   buildEnvironment,
   environmentRecord,
@@ -24,12 +25,13 @@ import {
   type CgiRequestDescription,
   type EnvironmentPolicy,
 } from './environment.js';
-import { ScriptLimiter } from './limiter.js';
+import { ScriptLimiter, type Release } from './limiter.js';
+import { answerFor, type Failure, type FailureAnswer } from './outcome.js';
 import { resolveInRoutes, type ResolvedScript, type ScriptRoute } from './resolve.js';
 import type { CgiResponseHead } from './response-head.js';
-import { parseScriptTimeout, runScript, type ScriptRun } from './run-script.js';
+import { parseScriptTimeout, runScript, type HeadOutcome, type ScriptRun } from './run-script.js';
 import { ScriptLog } from './script-log.js';
-import type { ScriptSpawner, SpawnError } from '../spawn/spawner.js';
+import type { ScriptSpawner } from '../spawn/spawner.js';
 
 export interface CgiOptions {
   /** DOCUMENT_ROOT, the base of PATH_TRANSLATED, and where `extensions` run scripts. */
@@ -85,56 +87,40 @@ export type CgiHandler = ((req: IncomingMessage, res: ServerResponse, next?: Nex
   readonly shutdown: (graceMs?: number) => Promise<void>;
 };
 
-interface Dispatch {
-  req: IncomingMessage;
-  res: ServerResponse;
-  next: NextFunction | undefined;
-  /** The target this dispatch resolves, relative to the mount point (changes on a local redirect). */
-  target: string;
-  /**
-   * Where a framework mounted the handler, as it stripped it from req.url
-   * (Express's app.use('/cgi', ...): req.url "/x.cgi", req.originalUrl
-   * "/cgi/x.cgi"). Raw (still percent-encoded); "" when not mounted.
-   */
-  mount: string;
-  method: string;
-  depth: number;
-  redirectedFrom?: { environment: CgiEnvironment; url: string; status: number };
-}
-
 export function cgi(options: CgiOptions): CgiHandler {
   const settings = validate(options);
   const handler = ((req: IncomingMessage, res: ServerResponse, next?: NextFunction) => {
-    const target = req.url ?? '/';
-    dispatch(settings, { req, res, next, target, mount: mountPoint(req, target), method: req.method ?? 'GET', depth: 0 }).catch(
-      (error: unknown) => {
-        settings.errorLog(`cgi: internal error handling ${req.method} ${req.url}: ${(error as Error)?.stack ?? String(error)}`);
-        sendErrorPage(res, 500);
-      },
-    );
+    new CgiExchange(settings, req, res, next).start();
   }) as CgiHandler;
   Object.defineProperty(handler, 'limiter', { value: settings.limiter });
   Object.defineProperty(handler, 'running', { value: () => settings.runs.size });
-  Object.defineProperty(handler, 'shutdown', {
-    value: async (graceMs = 0) => {
-      settings.stopping = true;
-      const all = () => Promise.all([...settings.runs].map((run) => run.finished));
-      if (graceMs > 0 && settings.runs.size > 0) {
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([all(), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
-        clearTimeout(timer);
-      }
-      for (const run of settings.runs) run.abort();
-      await all();
-    },
-  });
+  Object.defineProperty(handler, 'shutdown', { value: (graceMs = 0) => shutdown(settings, graceMs) });
   return handler;
+}
+
+/**
+ * New requests get 503 from now on; running scripts get until `graceMs`, then
+ * they are aborted: their process groups are stopped, and the responses they
+ * were giving are cut (the connection closed) or, before any of it went
+ * out, answered 503. Resolves when every script has been reaped.
+ */
+async function shutdown(settings: Settings, graceMs: number): Promise<void> {
+  settings.stopping = true;
+  const all = () => Promise.all([...settings.runs].map((run) => run.finished));
+  if (graceMs > 0 && settings.runs.size > 0) {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([all(), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+    clearTimeout(timer);
+  }
+  for (const run of settings.runs) run.abort();
+  await all();
 }
 
 interface Settings {
   routes: ScriptRoute[];
   documentRoot: string;
   policy: EnvironmentPolicy;
+  body: BodyPolicy;
   timeoutMs: number;
   killGraceMs: number | undefined;
   exitWaitMs: number | undefined;
@@ -142,9 +128,6 @@ interface Settings {
   /** Every script running, for shutdown. */
   runs: Set<ScriptRun>;
   stopping: boolean;
-  maxRequestBody: number;
-  bodyMemorySpool: number;
-  spoolDirectory: string | undefined;
   scriptLog: ScriptLog | undefined;
   errorLog: (line: string) => void;
   spawner: ScriptSpawner | undefined;
@@ -202,15 +185,18 @@ function validate(options: CgiOptions): Settings {
       passEnv: options.passEnv ?? [],
       inheritedEnvironment: process.env,
     },
+    body: {
+      maxBytes: options.maxRequestBody ?? CGI_MAX_REQUEST_BODY_BYTES,
+      memorySpoolBytes: options.bodyMemorySpool ?? CGI_BODY_MEMORY_SPOOL_BYTES,
+      spoolDirectory: options.spoolDirectory,
+      keepHeadBytes: scriptLog?.bodyBytes ?? 0,
+    },
     timeoutMs,
     killGraceMs: options.killGraceMs,
     exitWaitMs: options.exitWaitMs,
     limiter: new ScriptLimiter(options.maxConcurrentScripts, options.maxQueuedScripts),
     runs: new Set(),
     stopping: false,
-    maxRequestBody: options.maxRequestBody ?? CGI_MAX_REQUEST_BODY_BYTES,
-    bodyMemorySpool: options.bodyMemorySpool ?? CGI_BODY_MEMORY_SPOOL_BYTES,
-    spoolDirectory: options.spoolDirectory,
     scriptLog,
     errorLog,
     spawner: options.spawner,
@@ -218,344 +204,343 @@ function validate(options: CgiOptions): Settings {
   };
 }
 
-async function dispatch(settings: Settings, dispatch: Dispatch): Promise<void> {
-  const { req, res } = dispatch;
-  const { pathname, query } = splitTarget(dispatch.target);
-  const resolution = await resolveInRoutes(pathname, settings.routes);
-  if (resolution.kind === 'refused') {
-    settings.errorLog(
-      `cgi: refused ${dispatch.method} ${dispatch.mount}${dispatch.target} from ${req.socket.remoteAddress}: ${resolution.reason}`,
-    );
-    sendErrorPage(res, resolution.status);
-    return;
-  }
-  if (resolution.kind !== 'script') {
-    // Not ours (a static file, or no route): the next handler serves it, as a GET if this is a local redirect.
-    if (dispatch.next) {
-      if (dispatch.depth > 0) {
-        req.url = dispatch.target;
-        req.method = 'GET';
-      }
-      dispatch.next();
-    } else sendErrorPage(res, 404);
-    return;
-  }
-  await runResolved(settings, dispatch, resolution, query);
+/** One step of an exchange: the client's request, or a local redirect followed for it. */
+interface Hop {
+  /** The target this hop resolves, relative to the mount point. */
+  target: string;
+  method: string;
+  /** 0 for the client's request; local redirects followed so far. */
+  depth: number;
+  redirectedFrom?: { environment: CgiEnvironment; url: string; status: number };
 }
 
-async function runResolved(settings: Settings, dispatch: Dispatch, script: ResolvedScript, query: string): Promise<void> {
-  const { req, res } = dispatch;
-  if (settings.stopping) {
-    settings.errorLog(`cgi: stopping: refused ${script.scriptFilename} with 503`);
-    sendErrorPage(res, 503, true);
-    return;
-  }
-  const withBody = dispatch.depth === 0;
-  const headers = pairRawHeaders(req.rawHeaders).filter(([name]) => withBody || !/^(content-length|transfer-encoding)$/i.test(name));
+/**
+ * One client request, from its arrival to its answer, across any local
+ * redirects. It listens once for the client going away (whatever the number
+ * of hops) and aborts the script running for it then.
+ */
+class CgiExchange {
+  readonly #settings: Settings;
+  readonly #req: IncomingMessage;
+  readonly #res: ServerResponse;
+  readonly #next: NextFunction | undefined;
+  /**
+   * Where a framework mounted the handler, as it stripped it from req.url
+   * (Express's app.use('/cgi', ...): req.url "/x.cgi", req.originalUrl
+   * "/cgi/x.cgi"). Raw (still percent-encoded); "" when not mounted.
+   */
+  #mount = '';
+  #facts: HttpRequestFacts | undefined;
+  /** Aborted when the client goes away: a request waiting for a script slot gives its place back. */
+  readonly #gone = new AbortController();
+  /** The script running for this request now, and whether its answer is complete (then the client leaving is no news). */
+  #run: ScriptRun | undefined;
+  #answered = false;
+  /** The body the client sent (the script log keeps its start). */
+  #clientBody: RequestBody = RequestBody.NONE;
 
-  // The body: a known length is streamed to stdin; a chunked one is spooled so CONTENT_LENGTH can be exact.
-  let stdin: Readable | Buffer | null = null;
-  let contentLength: number | undefined;
-  let bodyHead: () => Buffer = () => Buffer.alloc(0);
-  let disposeBody: () => Promise<void> = async () => {};
-  if (withBody) {
-    const declared = req.headers['content-length'];
-    const chunked = req.headers['transfer-encoding'] !== undefined;
-    if (!chunked && declared !== undefined && Number(declared) > settings.maxRequestBody) {
-      settings.errorLog(
-        `cgi: request body of ${declared} bytes for ${script.scriptFilename} is over the limit of ${settings.maxRequestBody}`,
+  constructor(settings: Settings, req: IncomingMessage, res: ServerResponse, next: NextFunction | undefined) {
+    this.#settings = settings;
+    this.#req = req;
+    this.#res = res;
+    this.#next = next;
+  }
+
+  start(): void {
+    const reading = readHttpRequest(this.#req);
+    if (reading.kind === 'refused') {
+      this.#settings.errorLog(
+        `cgi: refused ${this.#req.method} ${this.#req.url} from ${this.#req.socket.remoteAddress}: ${reading.reason}`,
       );
-      sendErrorPage(res, 413, true);
+      sendErrorPage(this.#res, reading.status, true);
       return;
     }
-    if (chunked || (declared !== undefined && Number(declared) > 0)) {
-      answerContinue(req, res);
-      if (chunked) {
-        const outcome = await spoolBody(req, {
-          memoryBytes: settings.bodyMemorySpool,
-          maxBytes: settings.maxRequestBody,
-          ...(settings.spoolDirectory ? { directory: settings.spoolDirectory } : {}),
-          keepHeadBytes: settings.scriptLog?.bodyBytes ?? 0,
-        });
-        if (outcome.kind === 'too-large') {
-          settings.errorLog(`cgi: chunked request body for ${script.scriptFilename} is over the limit of ${outcome.limit} bytes`);
-          sendErrorPage(res, 413, true);
-          return;
-        }
-        if (outcome.kind === 'failed') {
-          settings.errorLog(`cgi: reading the request body for ${script.scriptFilename} failed: ${outcome.error.message}`);
-          sendErrorPage(res, 400, true);
-          return;
-        }
-        contentLength = outcome.body.length;
-        stdin = outcome.body.stream();
-        bodyHead = () => outcome.body.head;
-        disposeBody = () => outcome.body.dispose();
-      } else if (settings.scriptLog) {
-        const tap = new BodyTap(settings.scriptLog.bodyBytes);
-        req.pipe(tap);
-        stdin = tap;
-        bodyHead = () => tap.head;
-      } else stdin = req;
+    this.#facts = reading.facts;
+    const url = this.#req.url ?? '/';
+    const target = splitAbsoluteForm(url)?.originForm ?? url;
+    this.#mount = mountPoint(this.#req, target);
+    this.#res.once('close', () => this.#onClientClose());
+    this.#dispatch({ target, method: this.#req.method ?? 'GET', depth: 0 }).catch((error: unknown) => {
+      this.#settings.errorLog(
+        `cgi: internal error handling ${this.#req.method} ${this.#req.url}: ${(error as Error)?.stack ?? String(error)}`,
+      );
+      sendErrorPage(this.#res, 500);
+    });
+  }
+
+  #onClientClose(): void {
+    this.#gone.abort();
+    if (this.#run && !this.#answered) this.#run.abort();
+  }
+
+  async #dispatch(hop: Hop): Promise<void> {
+    const { pathname, query } = splitTarget(hop.target);
+    const resolution = await resolveInRoutes(pathname, this.#settings.routes);
+    if (resolution.kind === 'refused') {
+      const request = `${hop.method} ${this.#mount}${hop.target} from ${this.#req.socket.remoteAddress}`;
+      return this.#fail({ kind: 'refused', status: resolution.status, request, reason: resolution.reason });
+    }
+    if (resolution.kind === 'script') return this.#runScript(hop, resolution, query);
+    // Not ours (a static file, or no route): the next handler serves it, as a GET if this is a local redirect.
+    if (!this.#next) return sendErrorPage(this.#res, 404);
+    if (hop.depth > 0) this.#passOn(hop.target);
+    else this.#next();
+  }
+
+  /** Hands a local redirect to the next handler, as a GET of the new target. */
+  #passOn(target: string): void {
+    this.#req.url = target;
+    this.#req.method = 'GET';
+    this.#next!();
+  }
+
+  async #runScript(hop: Hop, script: ResolvedScript, query: string): Promise<void> {
+    const file = script.scriptFilename;
+    if (this.#settings.stopping) return this.#fail({ kind: 'stopping', script: file });
+    const body = await this.#readBody(hop, file);
+    if (!body) return;
+    const release = await this.#acquireSlot(file);
+    if (!release) return void body.dispose();
+    if (this.#res.destroyed || this.#req.socket.destroyed) {
+      // The client left while the body was spooled or the request queued: nothing to run for.
+      release();
+      return void body.dispose();
+    }
+    if (this.#settings.stopping) {
+      release();
+      void body.dispose();
+      return this.#fail({ kind: 'stopping', script: file });
+    }
+    const environment = buildEnvironment(this.#describe(hop, script, body), this.#settings.policy);
+    const run = this.#start(script, query, environment, body);
+    void run.finished.then(() => {
+      this.#settings.runs.delete(run);
+      release();
+      void body.dispose();
+    });
+    await this.#answer(hop, run, environment, await run.head);
+  }
+
+  /** The client's body, as the body policy reads it; none on a local redirect (it was the first script's). */
+  async #readBody(hop: Hop, file: string): Promise<RequestBody | null> {
+    if (hop.depth > 0) return RequestBody.NONE;
+    const reading = await readRequestBody(this.#req, this.#res, this.#settings.body);
+    switch (reading.kind) {
+      case 'body':
+        this.#clientBody = reading.body;
+        return reading.body;
+      case 'too-large':
+        this.#fail({ kind: 'body-too-large', script: file, limit: reading.limit, declared: reading.declared, detail: reading.detail });
+        return null;
+      case 'unreadable':
+        this.#fail({ kind: 'body-unreadable', script: file, error: reading.error });
+        return null;
     }
   }
 
-  // A slot among the concurrent scripts, or 503 when the queue is full too.
-  let release = settings.limiter.tryAcquire();
-  if (!release) {
-    // Waiting: a client that leaves gives its place in the queue back.
-    const gone = new AbortController();
-    const onEarlyClose = () => gone.abort();
-    res.once('close', onEarlyClose);
-    release = await settings.limiter.acquire(gone.signal);
-    res.off('close', onEarlyClose);
-    if (!release) {
-      await disposeBody();
-      if (gone.signal.aborted) return;
-      settings.errorLog(
-        `cgi: ${settings.limiter.maxRunning} scripts running and ${settings.limiter.maxQueued} waiting: refused ${script.scriptFilename} with 503`,
-      );
-      res.setHeader('Retry-After', '1');
-      sendErrorPage(res, 503);
+  /** A slot among the concurrent scripts (waiting in the queue if need be), or null: 503 when the queue is full too. */
+  async #acquireSlot(file: string): Promise<Release | null> {
+    const limiter = this.#settings.limiter;
+    const release = limiter.tryAcquire() ?? (await limiter.acquire(this.#gone.signal));
+    if (release || this.#gone.signal.aborted) return release;
+    this.#fail({ kind: 'queue-full', script: file, running: limiter.maxRunning, queued: limiter.maxQueued });
+    return null;
+  }
+
+  /** The request as the environment builder sees it: the client's, or the GET a local redirect makes of it. */
+  #describe(hop: Hop, script: ResolvedScript, body: RequestBody): CgiRequestDescription {
+    const facts = hop.depth === 0 ? this.#facts! : withoutBodyHeaders(this.#facts!);
+    const mount = decodeMount(this.#mount);
+    return describeRequest(facts, {
+      method: hop.method,
+      target: this.#mount + hop.target,
+      scriptName: mount + script.scriptName,
+      scriptFilename: script.scriptFilename,
+      pathInfo: script.pathInfo,
+      documentRoot: this.#settings.documentRoot,
+      contextPrefix: script.contextPrefix === '' ? '' : mount + script.contextPrefix,
+      contextDocumentRoot: script.contextDocumentRoot,
+      ...(body.contentLength !== undefined ? { contentLength: body.contentLength } : {}),
+      ...(hop.redirectedFrom ? { redirectedFrom: hop.redirectedFrom } : {}),
+    });
+  }
+
+  #start(script: ResolvedScript, query: string, environment: CgiEnvironment, body: RequestBody): ScriptRun {
+    const settings = this.#settings;
+    const file = script.scriptFilename;
+    const run = runScript({
+      file,
+      argv: [file, ...searchWords(query, CGI_MAX_ARGV_WORDS)],
+      cwd: path.dirname(file),
+      env: environmentRecord(environment),
+      stdin: body.stream,
+      timeoutMs: settings.timeoutMs,
+      ...(settings.killGraceMs !== undefined ? { killGraceMs: settings.killGraceMs } : {}),
+      ...(settings.exitWaitMs !== undefined ? { exitWaitMs: settings.exitWaitMs } : {}),
+      nph: script.nph,
+      onStderrLine: (line) => settings.errorLog(`cgi: ${file}: ${line}`),
+      ...(settings.spawner ? { spawner: settings.spawner } : {}),
+    });
+    settings.runs.add(run);
+    this.#run = run;
+    this.#answered = false;
+    return run;
+  }
+
+  /** What the script's head (or its absence) becomes for the client. */
+  async #answer(hop: Hop, run: ScriptRun, environment: CgiEnvironment, outcome: HeadOutcome): Promise<void> {
+    const file = run.file;
+    switch (outcome.kind) {
+      case 'aborted':
+        // The client left (nothing to say), or the server is stopping and the script had not answered yet.
+        if (this.#settings.stopping && !this.#res.destroyed) this.#fail({ kind: 'stopping', script: file });
+        return;
+      case 'spawn-failed':
+        return this.#fail({ kind: 'spawn-failed', error: outcome.error }, run);
+      case 'timeout':
+        return this.#fail({ kind: 'timeout', script: file, timeoutMs: this.#settings.timeoutMs }, run);
+      case 'malformed':
+        // A script killed because the cgid daemon died under it did not write a bad head: the daemon is to blame.
+        if (run.lost) return this.#fail({ kind: 'daemon-lost', script: file }, run);
+        return this.#fail({ kind: 'malformed-head', script: file, error: outcome.error }, run);
+      case 'raw':
+        return this.#sendRaw(run);
+      case 'head':
+        break;
+    }
+    const head = outcome.head;
+    if (head.kind === 'local-redirect') return this.#followRedirect(hop, run, head.location!, environment);
+    if (head.status >= 500) this.#recordInScriptLog(run, head.status, `the script answered ${head.status}`, head.headers);
+    writeCgiHead(this.#res, head);
+    if (head.kind === 'client-redirect') {
+      // As Apache does: the script's body is replaced by a short page pointing at the new location.
+      this.#discardOutput(run);
+      this.#res.removeHeader('content-length');
+      this.#res.setHeader('Content-Type', 'text/html; charset=iso-8859-1');
+      this.#res.end(hop.method === 'HEAD' ? undefined : redirectPage(head.location!));
       return;
     }
-  }
-  const releaseSlot = release;
-  if (res.destroyed || req.socket.destroyed) {
-    // The client left while the body was spooled or the request queued: nothing to run for.
-    releaseSlot();
-    await disposeBody();
-    return;
+    if (hop.method === 'HEAD') {
+      // HEAD runs the script (its side effects are the script's business) and sends no body.
+      this.#discardOutput(run);
+      this.#res.end();
+      return;
+    }
+    this.#sendBody(run, head);
   }
 
-  const description: CgiRequestDescription = {
-    method: dispatch.method,
-    target: dispatch.mount + dispatch.target,
-    httpVersion: req.httpVersion,
-    headers,
-    remoteAddress: plainAddress(req.socket.remoteAddress),
-    remotePort: req.socket.remotePort ?? 0,
-    localAddress: plainAddress(req.socket.localAddress),
-    localPort: req.socket.localPort ?? 0,
-    tls: (req.socket as TLSSocket).encrypted === true,
-    scriptName: decodeMount(dispatch.mount) + script.scriptName,
-    scriptFilename: script.scriptFilename,
-    pathInfo: script.pathInfo,
-    documentRoot: settings.documentRoot,
-    contextPrefix: script.contextPrefix === '' ? '' : decodeMount(dispatch.mount) + script.contextPrefix,
-    contextDocumentRoot: script.contextDocumentRoot,
-    ...(contentLength !== undefined ? { contentLength } : {}),
-    ...(dispatch.redirectedFrom ? { redirectedFrom: dispatch.redirectedFrom } : {}),
-  };
-  const environment = buildEnvironment(description, settings.policy);
-  const file = script.scriptFilename;
-  const run = runScript({
-    file,
-    argv: [file, ...searchWords(query, CGI_MAX_ARGV_WORDS)],
-    cwd: path.dirname(file),
-    env: environmentRecord(environment),
-    stdin,
-    timeoutMs: settings.timeoutMs,
-    ...(settings.killGraceMs !== undefined ? { killGraceMs: settings.killGraceMs } : {}),
-    ...(settings.exitWaitMs !== undefined ? { exitWaitMs: settings.exitWaitMs } : {}),
-    nph: script.nph,
-    onStderrLine: (line) => settings.errorLog(`cgi: ${file}: ${line}`),
-    ...(settings.spawner ? { spawner: settings.spawner } : {}),
-  });
-  settings.runs.add(run);
-  void run.finished.then(() => {
-    settings.runs.delete(run);
-    releaseSlot();
-    void disposeBody();
-  });
+  /** The error page of a failure, its log line, and its script log entry. */
+  #fail(failure: Failure, run?: ScriptRun): void {
+    const answer = answerFor(failure);
+    if (answer.logLine !== null) this.#settings.errorLog(`cgi: ${answer.logLine}`);
+    if (run && answer.scriptLogError !== null) this.#recordInScriptLog(run, answer.status, answer.scriptLogError);
+    this.#answered = true;
+    sendAnswer(this.#res, answer);
+  }
 
-  let completed = false;
-  res.once('close', () => {
-    if (!completed) run.abort();
-  });
-  const logFailure = (status: number, error: string, responseHeaders: ReadonlyArray<readonly [string, string]> = []) => {
-    const log = settings.scriptLog;
+  /** RFC 3875 6.2.2: the server discards the script's body and fetches the new location itself, as a GET. */
+  async #followRedirect(previous: Hop, run: ScriptRun, location: string, environment: CgiEnvironment): Promise<void> {
+    this.#discardOutput(run);
+    if (previous.depth + 1 > this.#settings.maxLocalRedirects)
+      return this.#fail({ kind: 'redirect-loop', script: run.file, limit: this.#settings.maxLocalRedirects, location });
+    const { pathname } = splitTarget(this.#mount + previous.target);
+    let url = pathname;
+    try {
+      url = decodeURIComponent(pathname);
+    } catch {
+      /* REDIRECT_URL keeps the raw path when it cannot be decoded */
+    }
+    // The Location is a path of the whole site; under a mount point only paths below it are this handler's.
+    if (this.#mount !== '' && !location.startsWith(`${this.#mount}/`)) {
+      this.#settings.errorLog(`cgi: local redirect to ${location} is outside the mount point ${this.#mount}: passed to the next handler`);
+      if (this.#next) this.#passOn(location);
+      else sendErrorPage(this.#res, 404);
+      return;
+    }
+    await this.#dispatch({
+      target: location.slice(this.#mount.length),
+      method: 'GET',
+      depth: previous.depth + 1,
+      redirectedFrom: { environment, url, status: 200 },
+    });
+  }
+
+  /** The script's output is not sent (a redirect, HEAD): read and dropped, and this answer is complete. */
+  #discardOutput(run: ScriptRun): void {
+    run.body.resume();
+    this.#answered = true;
+  }
+
+  /**
+   * Streams the script's body to the client (Content-Length held to, see
+   * pipeCgiBody). When it fails (a timeout after the head, the script
+   * aborted at shutdown, a short body) the connection is closed: a response
+   * cut short must not look complete, nor leave the client waiting.
+   */
+  #sendBody(run: ScriptRun, head: CgiResponseHead): void {
+    const file = run.file;
+    pipeCgiBody(
+      run.body,
+      this.#res,
+      head,
+      (error) => {
+        if (!error) {
+          this.#answered = true;
+          return;
+        }
+        const code = (error as { code?: string }).code;
+        if (code === ErrorCode.CGI_SCRIPT_TIMEOUT)
+          this.#settings.errorLog(
+            `cgi: ${file}: no output for the script timeout after the body started: script killed, response cut short`,
+          );
+        else if (code !== ErrorCode.REQUEST_ABORTED && code !== ErrorCode.CLIENT_CLOSED) this.#settings.errorLog(`cgi: ${error.message}`);
+        this.#res.destroy();
+      },
+      `script ${file}`,
+    );
+  }
+
+  /** nph-: the script's output is the response, status line and all; the connection closes after it. */
+  #sendRaw(run: ScriptRun): void {
+    const socket = this.#req.socket;
+    this.#res.shouldKeepAlive = false;
+    pipeline(run.body, socket, (error) => {
+      if (!error) this.#answered = true;
+      socket.destroySoon();
+    });
+  }
+
+  /** A script log entry, written once the script ended so its whole stderr is in it; the request is not held up by it. */
+  #recordInScriptLog(run: ScriptRun, status: number, error: string, responseHeaders: ReadonlyArray<readonly [string, string]> = []): void {
+    const log = this.#settings.scriptLog;
     if (!log) return;
-    // Waiting for the script to end puts its whole stderr in the entry; the request is not held up by it.
+    const req = this.#req;
+    const body = this.#clientBody;
     void run.finished.then(() =>
       log.record({
-        method: req.method ?? dispatch.method,
-        target: dispatch.mount + (req.url ?? dispatch.target),
+        method: req.method ?? 'GET',
+        target: this.#mount + (req.url ?? '/'),
         protocol: `HTTP/${req.httpVersion}`,
         status,
-        scriptPath: file,
+        scriptPath: run.file,
         requestHeaders: pairRawHeaders(req.rawHeaders),
-        requestBody: bodyHead(),
+        requestBody: body.head,
         responseHeaders,
         error,
         stdout: run.capturedStdout,
         stderr: run.capturedStderr,
       }),
     );
-  };
-
-  const outcome = await run.head;
-  switch (outcome.kind) {
-    case 'aborted':
-      return;
-    case 'spawn-failed': {
-      const status = spawnFailureStatus(outcome.error);
-      settings.errorLog(`cgi: ${outcome.error.message}`);
-      logFailure(status, outcome.error.message);
-      completed = true;
-      // The cgid daemon is being restarted: worth retrying in a moment.
-      if (status === 503) res.setHeader('Retry-After', '1');
-      sendErrorPage(res, status);
-      return;
-    }
-    case 'timeout':
-      settings.errorLog(`cgi: ${file}: no output for ${settings.timeoutMs} ms before the headers: script killed, answering 504`);
-      logFailure(504, `timeout: no output for ${settings.timeoutMs} ms`);
-      completed = true;
-      sendErrorPage(res, 504);
-      return;
-    case 'malformed': {
-      if (run.lost) {
-        // Not the script's fault: the cgid daemon died under it and killed it. Retry shortly.
-        settings.errorLog(`cgi: ${file}: the cgid daemon went away while the script ran (script killed): answering 503`);
-        completed = true;
-        res.setHeader('Retry-After', '1');
-        sendErrorPage(res, 503);
-        return;
-      }
-      const where = outcome.error.line !== undefined ? `: Bad header: ${outcome.error.line}` : '';
-      settings.errorLog(`cgi: malformed header from script ${file}: ${outcome.error.message}${where}`);
-      logFailure(500, `malformed header from script${where} (${outcome.error.message})`);
-      completed = true;
-      sendErrorPage(res, 500);
-      return;
-    }
-    case 'raw':
-      sendRaw(run, req, res, () => (completed = true));
-      return;
-    case 'head':
-      break;
   }
-
-  const head = outcome.head;
-  if (head.kind === 'local-redirect') {
-    completed = true;
-    if (dispatch.depth + 1 > settings.maxLocalRedirects) {
-      settings.errorLog(`cgi: ${file}: more than ${settings.maxLocalRedirects} local redirects (last to ${head.location}); answering 500`);
-      sendErrorPage(res, 500);
-      return;
-    }
-    run.body.resume();
-    const location = head.location!;
-    await dispatchRedirect(settings, dispatch, location, environment);
-    return;
-  }
-  if (head.status >= 500) logFailure(head.status, `the script answered ${head.status}`, head.headers);
-  writeCgiHead(res, head);
-  if (head.kind === 'client-redirect') {
-    // As Apache does: the script's body is replaced by a short page pointing at the new location.
-    run.body.resume();
-    completed = true;
-    res.removeHeader('content-length');
-    res.setHeader('Content-Type', 'text/html; charset=iso-8859-1');
-    res.end(dispatch.method === 'HEAD' ? undefined : redirectPage(head.location!));
-    return;
-  }
-  if (dispatch.method === 'HEAD') {
-    // HEAD runs the script (its side effects are the script's business) and sends no body.
-    run.body.resume();
-    completed = true;
-    res.end();
-    return;
-  }
-  sendBody(run, res, head, file, settings.errorLog, () => (completed = true));
 }
 
-/**
- * EACCES (not executable) and EPERM (a suexec refusal) -> 403, ENOENT -> 404,
- * a daemon that is gone and being restarted (CGID_UNAVAILABLE) -> 503, others 500.
- */
-function spawnFailureStatus(error: SpawnError): number {
-  if (error.code === ErrorCode.CGID_UNAVAILABLE) return 503;
-  if (error.errno === 'EACCES' || error.errno === 'EPERM') return 403;
-  if (error.errno === 'ENOENT') return 404;
-  return 500;
-}
-
-async function dispatchRedirect(settings: Settings, previous: Dispatch, location: string, environment: CgiEnvironment): Promise<void> {
-  const { pathname } = splitTarget(previous.mount + previous.target);
-  let url = pathname;
-  try {
-    url = decodeURIComponent(pathname);
-  } catch {
-    /* REDIRECT_URL keeps the raw path when it cannot be decoded */
-  }
-  // The Location is a path of the whole site; under a mount point only paths below it are this handler's.
-  const mounted = previous.mount === '' || location.startsWith(`${previous.mount}/`);
-  if (!mounted) {
-    settings.errorLog(`cgi: local redirect to ${location} is outside the mount point ${previous.mount}: passed to the next handler`);
-    if (previous.next) {
-      previous.req.url = location;
-      previous.req.method = 'GET';
-      previous.next();
-    } else sendErrorPage(previous.res, 404);
-    return;
-  }
-  await dispatch(settings, {
-    req: previous.req,
-    res: previous.res,
-    next: previous.next,
-    mount: previous.mount,
-    target: location.slice(previous.mount.length),
-    method: 'GET',
-    depth: previous.depth + 1,
-    redirectedFrom: { environment, url, status: 200 },
-  });
-}
-
-/** Streams the script's body to the client (Content-Length held to, see pipeCgiBody); a timeout after the head cuts the response short. */
-function sendBody(
-  run: ScriptRun,
-  res: ServerResponse,
-  head: CgiResponseHead,
-  file: string,
-  errorLog: (line: string) => void,
-  done: () => void,
-): void {
-  pipeCgiBody(
-    run.body,
-    res,
-    head,
-    (error) => {
-      if (!error) return done();
-      const code = (error as { code?: string }).code;
-      if (code === ErrorCode.REQUEST_ABORTED || code === ErrorCode.CLIENT_CLOSED) return;
-      if (code === ErrorCode.CGI_SCRIPT_TIMEOUT)
-        errorLog(`cgi: ${file}: no output for the script timeout after the body started: script killed, response cut short`);
-      else errorLog(`cgi: ${error.message}`);
-      res.destroy();
-    },
-    `script ${file}`,
-  );
-}
-
-/** nph-: the script's output is the response, status line and all; the connection closes after it. */
-function sendRaw(run: ScriptRun, req: IncomingMessage, res: ServerResponse, done: () => void): void {
-  const socket = req.socket;
-  res.shouldKeepAlive = false;
-  pipeline(run.body, socket, (error) => {
-    if (!error) done();
-    socket.destroySoon();
-  });
+/** An error page from the outcome table: its extra headers, then the page. */
+function sendAnswer(res: ServerResponse, answer: FailureAnswer): void {
+  if (!res.headersSent) for (const [name, value] of answer.headers) res.setHeader(name, value);
+  sendErrorPage(res, answer.status, answer.closeConnection);
 }
 
 /** The prefix a framework stripped from req.url (Express's req.originalUrl keeps it), or "". */
-/** An IPv4 client on a dual-stack socket appears as ::ffff:a.b.c.d; scripts (and Apache) see a.b.c.d. */
-function plainAddress(address: string | undefined): string {
-  if (!address) return '';
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
-}
-
 function mountPoint(req: IncomingMessage, target: string): string {
   const original = (req as { originalUrl?: unknown }).originalUrl;
   if (typeof original !== 'string' || original === target) return '';

@@ -163,11 +163,3 @@ export function splitTarget(target: string): { pathname: string; query: string }
   const question = rest.indexOf('?');
   return question === -1 ? { pathname: rest, query: '' } : { pathname: rest.slice(0, question), query: rest.slice(question + 1) };
 }
-
-/** Answers Expect: 100-continue before the body is read, unless node:http already did. */
-export function answerContinue(req: { headers: Record<string, string | string[] | undefined> }, res: ServerResponse): void {
-  const expect = req.headers.expect;
-  if (typeof expect !== 'string' || !/100-continue/i.test(expect)) return;
-  if ((res as unknown as { _sent100?: boolean })._sent100) return;
-  res.writeContinue();
-}

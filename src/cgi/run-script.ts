@@ -10,7 +10,7 @@
  * Used by the node:http handler and, unchanged, by the cgid daemon and its
  * FastCGI face; none of it knows about HTTP.
  */
-import { Readable, type Writable } from 'node:stream';
+import { finished, Readable, type Writable } from 'node:stream';
 import { ErrorCode, GatehouseError } from '../errors.js';
 import {
   CGI_EXIT_WAIT_MS,
@@ -138,6 +138,11 @@ export class ScriptRun {
     this.finished = this.#run();
   }
 
+  /** The script's file. */
+  get file(): string {
+    return this.#options.file;
+  }
+
   get pid(): number | undefined {
     return this.#script?.pid;
   }
@@ -213,6 +218,9 @@ export class ScriptRun {
     this.#disarmIdle();
     clearTimeout(this.#killTimer);
     clearTimeout(this.#lingerTimer);
+    // Our end of the script's stdin is ours to close: a body that never ended (the request was aborted
+    // before or while it was fed) would otherwise keep the socket open with nobody at the other end.
+    script.stdin.destroy();
     return { ...exit, timedOut: this.#timedOut, aborted: this.#aborted, lingered: this.#lingered };
   }
 
@@ -301,8 +309,12 @@ export class ScriptRun {
       stdin.end(source);
       return;
     }
+    // pipe() passes on the end of the body but not its abort; a body that stops short (or had already
+    // stopped when the script started) closes stdin, so the script sees the end of its input at once.
+    finished(source, { writable: false }, (error) => {
+      if (error) stdin.destroy();
+    });
     source.pipe(stdin);
-    source.once('error', () => stdin.destroy());
     stdin.once('close', () => source.unpipe(stdin));
   }
 

@@ -9,15 +9,20 @@
  *
  * The protocol side (records, GET_VALUES, UNKNOWN_TYPE, keep-conn,
  * multiplexing, aborts, malformed records) is the worker library's; the
- * script side is the CGI core's runScript with the posix_spawn spawner.
+ * script side is the CGI core's runScript with the posix_spawn spawner; what
+ * a failure is answered with comes from the CGI core's outcome table, as a
+ * bare page like fcgiwrap's (the details go to the log, never to the client).
  */
 import { statSync } from 'node:fs';
+import { STATUS_CODES } from 'node:http';
 import path from 'node:path';
 import { Transform } from 'node:stream';
 import { ErrorCode } from '../errors.js';
-import { runScript } from '../cgi/run-script.js';
-import { BodyTap } from '../cgi/body-tap.js';
+import { runScript, type ScriptRun } from '../cgi/run-script.js';
+import { tapBody, type BodyTap } from '../cgi/body-tap.js';
 import { writeCgiHead } from '../cgi/http-response.js';
+import { answerFor, type Failure } from '../cgi/outcome.js';
+import type { CgiResponseHead } from '../cgi/response-head.js';
 import type { ScriptLog } from '../cgi/script-log.js';
 import type { ScriptSpawner } from '../spawn/spawner.js';
 import { CGID_FASTCGI_HOLD_BYTES, CGI_KILL_GRACE_MS, CGI_SCRIPT_TIMEOUT_MS } from '../limits.js';
@@ -42,7 +47,7 @@ const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
 
 export function createFastCGIFace(options: FastCGIFaceOptions): FastCGIServer {
   const timeoutMs = options.timeoutMs ?? CGI_SCRIPT_TIMEOUT_MS;
-  return createServer((req, res) => runRequest(req, res, options, timeoutMs), { handleSignals: false, ...options.server });
+  return createServer((req, res) => new FaceRequest(options, timeoutMs, req, res).run(), { handleSignals: false, ...options.server });
 }
 
 /** fcgiwrap's rule: SCRIPT_FILENAME, else DOCUMENT_ROOT + SCRIPT_NAME. */
@@ -52,59 +57,165 @@ export function scriptFilenameFromParams(params: Readonly<Record<string, string>
   return null;
 }
 
-async function runRequest(req: FastCGIRequest, res: FastCGIResponse, options: FastCGIFaceOptions, timeoutMs: number): Promise<void> {
-  const params = req.params;
-  const file = scriptFilenameFromParams(params);
-  const fail = (status: number, why: string) => {
-    options.log(`cgid: ${req.method} ${params.REQUEST_URI ?? req.url}: ${why}`);
-    if (res.headersSent || res.destroyed) return;
-    res.statusCode = status;
-    res.setHeader('Content-Type', 'text/plain');
-    res.end(`${status} ${why}\n`);
-  };
-  if (!file || !path.isAbsolute(file))
-    return fail(403, 'no script: the request has neither SCRIPT_FILENAME nor DOCUMENT_ROOT and SCRIPT_NAME (see fastcgi_param in nginx)');
-  let stat;
-  try {
-    stat = statSync(file);
-  } catch {
-    return fail(404, `script ${file} not found`);
-  }
-  if (!stat.isFile()) return fail(403, `${file} is not a file`);
-  if ((stat.mode & 0o111) === 0) return fail(403, `${file} is not executable`);
+/** One FastCGI request: the script it names, its run, and the answer streamed back as STDOUT. */
+class FaceRequest {
+  readonly #options: FastCGIFaceOptions;
+  readonly #timeoutMs: number;
+  readonly #req: FastCGIRequest;
+  readonly #res: FastCGIResponse;
+  /** RFC 3875 4.2: a script reads CONTENT_LENGTH bytes; with none (nginx sends it empty without a body) it gets /dev/null. */
+  readonly #hasBody: boolean;
+  #tap: BodyTap | null = null;
+  /** The answer is complete: the client (web server) closing is no reason to abort the script any more. */
+  #finished = false;
 
-  const env = scriptEnvironment(req.rawParams);
-  if (env.PATH === undefined) env.PATH = DEFAULT_PATH;
-  // RFC 3875 4.2: a script reads CONTENT_LENGTH bytes; with none (nginx sends it empty for a request without a
-  // body) the script gets /dev/null, and whatever FCGI_STDIN brings is drained once the script is done.
-  const hasBody = params.CONTENT_LENGTH !== undefined && params.CONTENT_LENGTH !== '' && params.CONTENT_LENGTH !== '0';
-  const tap = hasBody && options.scriptLog ? new BodyTap(options.scriptLog.bodyBytes) : null;
-  if (tap) req.pipe(tap);
-  const run = runScript({
-    file,
-    argv: [file],
-    cwd: path.dirname(file),
-    env,
-    stdin: hasBody ? (tap ?? req) : null,
-    timeoutMs,
-    killGraceMs: options.killGraceMs ?? CGI_KILL_GRACE_MS,
-    spawner: options.spawner,
-    onStderrLine: (line) => res.writeStderr(`${line}\n`),
-  });
-  let finished = false;
-  res.once('close', () => {
-    if (!finished) run.abort();
-  });
-  const logFailure = (status: number, error: string, responseHeaders: ReadonlyArray<readonly [string, string]> = []) => {
-    const log = options.scriptLog;
+  constructor(options: FastCGIFaceOptions, timeoutMs: number, req: FastCGIRequest, res: FastCGIResponse) {
+    this.#options = options;
+    this.#timeoutMs = timeoutMs;
+    this.#req = req;
+    this.#res = res;
+    const length = req.params.CONTENT_LENGTH;
+    this.#hasBody = length !== undefined && length !== '' && length !== '0';
+  }
+
+  async run(): Promise<void> {
+    const file = this.#findScript();
+    if (file === null) return;
+    const run = this.#start(file);
+    const outcome = await run.head;
+    switch (outcome.kind) {
+      case 'aborted':
+        return;
+      case 'spawn-failed':
+        return this.#fail({ kind: 'spawn-failed', error: outcome.error }, run);
+      case 'timeout':
+        return this.#fail({ kind: 'timeout', script: file, timeoutMs: this.#timeoutMs }, run);
+      case 'malformed':
+        if (run.lost) return this.#fail({ kind: 'daemon-lost', script: file }, run);
+        return this.#fail({ kind: 'malformed-head', script: file, error: outcome.error }, run);
+      case 'raw':
+        // nph- has no meaning behind a web server that writes the status line itself: nothing is sent.
+        return;
+      case 'head':
+        return this.#respond(run, outcome.head);
+    }
+  }
+
+  /** The script the params name, checked to be an executable file; null when refused (answered here). */
+  #findScript(): string | null {
+    const file = scriptFilenameFromParams(this.#req.params);
+    const refuse = (status: 403 | 404, reason: string) => {
+      this.#fail({ kind: 'refused', status, request: this.#describe(), reason });
+      return null;
+    };
+    if (!file || !path.isAbsolute(file))
+      return refuse(
+        403,
+        'no script: the request has neither SCRIPT_FILENAME nor DOCUMENT_ROOT and SCRIPT_NAME (see fastcgi_param in nginx)',
+      );
+    let stat: ReturnType<typeof statSync>;
+    try {
+      stat = statSync(file);
+    } catch {
+      return refuse(404, `script ${file} not found`);
+    }
+    if (!stat.isFile()) return refuse(403, `${file} is not a file`);
+    if ((stat.mode & 0o111) === 0) return refuse(403, `${file} is not executable`);
+    return file;
+  }
+
+  #start(file: string): ScriptRun {
+    const options = this.#options;
+    const req = this.#req;
+    if (this.#hasBody && options.scriptLog) this.#tap = tapBody(req, options.scriptLog.bodyBytes);
+    const run = runScript({
+      file,
+      argv: [file],
+      cwd: path.dirname(file),
+      env: scriptEnvironment(req.rawParams),
+      stdin: this.#hasBody ? (this.#tap ?? req) : null,
+      timeoutMs: this.#timeoutMs,
+      killGraceMs: options.killGraceMs ?? CGI_KILL_GRACE_MS,
+      spawner: options.spawner,
+      onStderrLine: (line) => this.#res.writeStderr(`${line}\n`),
+    });
+    this.#res.once('close', () => {
+      if (!this.#finished) run.abort();
+    });
+    void run.finished.then((result) => {
+      if (result.code !== null) this.#res.appStatus = result.code;
+      // Whatever of the body the script did not read is drained, so the connection can carry the next request.
+      req.resume();
+    });
+    return run;
+  }
+
+  /** "GET /cgi-bin/x.sh", for log lines. */
+  #describe(): string {
+    return `${this.#req.method} ${this.#req.params.REQUEST_URI ?? this.#req.url}`;
+  }
+
+  /** A bare status page (as fcgiwrap answers), its log line, and its script log entry. */
+  #fail(failure: Failure, run?: ScriptRun): void {
+    const answer = answerFor(failure);
+    if (answer.logLine !== null)
+      this.#options.log(failure.kind === 'refused' ? `cgid: ${answer.logLine}` : `cgid: ${this.#describe()}: ${answer.logLine}`);
+    if (run && answer.scriptLogError !== null) this.#recordInScriptLog(run, answer.status, answer.scriptLogError);
+    this.#finished = true;
+    const res = this.#res;
+    if (res.headersSent || res.destroyed) return;
+    res.statusCode = answer.status;
+    for (const [name, value] of answer.headers) res.setHeader(name, value);
+    res.setHeader('Content-Type', 'text/plain');
+    res.end(`${answer.status} ${STATUS_CODES[answer.status] ?? 'Error'}\n`);
+  }
+
+  #respond(run: ScriptRun, head: CgiResponseHead): void {
+    const res = this.#res;
+    if (head.status >= 500) this.#recordInScriptLog(run, head.status, `the script answered ${head.status}`, head.headers);
+    writeCgiHead(res, head);
+    // A local redirect (Location: /path) has no place to be followed here: nginx gets it as a 302, as it would from fcgiwrap.
+    if (head.kind === 'local-redirect' && head.location) {
+      res.statusCode = 302;
+      res.setHeader('Location', head.location);
+    }
+    // nginx stops sending the request body once it has passed a response header on to its client, so output is
+    // held back (read, not paused: the script never blocks on it) until the whole body arrived or the hold is full.
+    const hold = new HoldOutput(CGID_FASTCGI_HOLD_BYTES);
+    if (!this.#hasBody || this.#req.complete) hold.release();
+    else this.#req.once('end', () => hold.release());
+    run.body.pipe(hold).pipe(res, { end: false });
+    // END_REQUEST goes out once the script is reaped: its last stderr lines are sent, and appStatus is its exit status.
+    hold.once('end', () => void run.finished.then(() => this.#end()));
+    run.body.once('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === ErrorCode.CGI_SCRIPT_TIMEOUT)
+        this.#options.log(`cgid: ${run.file}: no output for ${this.#timeoutMs} ms after the body started: killed, response cut short`);
+      // The response ends where it is; appStatus 1 tells the web server it is incomplete.
+      hold.release();
+      void run.finished.then(() => {
+        res.appStatus = 1;
+        this.#end();
+      });
+    });
+  }
+
+  #end(): void {
+    this.#finished = true;
+    if (!this.#res.writableEnded && !this.#res.destroyed) this.#res.end();
+  }
+
+  #recordInScriptLog(run: ScriptRun, status: number, error: string, responseHeaders: ReadonlyArray<readonly [string, string]> = []): void {
+    const log = this.#options.scriptLog;
     if (!log) return;
+    const req = this.#req;
+    const tap = this.#tap;
     void run.finished.then(() =>
       log.record({
         method: req.method,
-        target: params.REQUEST_URI ?? req.url,
-        protocol: params.SERVER_PROTOCOL ?? `HTTP/${req.httpVersion}`,
+        target: req.params.REQUEST_URI ?? req.url,
+        protocol: req.params.SERVER_PROTOCOL ?? `HTTP/${req.httpVersion}`,
         status,
-        scriptPath: file,
+        scriptPath: run.file,
         requestHeaders: Object.entries(req.headers),
         requestBody: tap?.head ?? Buffer.alloc(0),
         responseHeaders,
@@ -113,71 +224,7 @@ async function runRequest(req: FastCGIRequest, res: FastCGIResponse, options: Fa
         stderr: run.capturedStderr,
       }),
     );
-  };
-  void run.finished.then((result) => {
-    if (result.code !== null) res.appStatus = result.code;
-  });
-
-  const outcome = await run.head;
-  switch (outcome.kind) {
-    case 'aborted':
-      return;
-    case 'spawn-failed': {
-      const status =
-        outcome.error.errno === 'EACCES' || outcome.error.errno === 'EPERM' ? 403 : outcome.error.errno === 'ENOENT' ? 404 : 500;
-      logFailure(status, outcome.error.message);
-      finished = true;
-      return fail(status, outcome.error.message);
-    }
-    case 'timeout':
-      logFailure(504, `timeout: no output for ${timeoutMs} ms`);
-      finished = true;
-      return fail(504, `script ${file} wrote no output for ${timeoutMs} ms: killed`);
-    case 'malformed': {
-      const where = outcome.error.line !== undefined ? `: Bad header: ${outcome.error.line}` : '';
-      logFailure(500, `malformed header from script${where} (${outcome.error.message})`);
-      finished = true;
-      return fail(500, `malformed header from script ${file}: ${outcome.error.message}${where}`);
-    }
-    case 'raw':
-    case 'head':
-      break;
   }
-  if (outcome.kind !== 'head') return;
-  const head = outcome.head;
-  if (head.status >= 500) logFailure(head.status, `the script answered ${head.status}`, head.headers);
-  writeCgiHead(res, head);
-  // A local redirect (Location: /path) has no place to be followed here: nginx gets it as a 302, as it would from fcgiwrap.
-  if (head.kind === 'local-redirect' && head.location) {
-    res.statusCode = 302;
-    res.setHeader('Location', head.location);
-  }
-  // nginx stops sending the request body once it has passed a response header on to its client, so output is
-  // held back (read, not paused: the script never blocks on it) until the whole body arrived or the hold is full.
-  const hold = new HoldOutput(CGID_FASTCGI_HOLD_BYTES);
-  if (!hasBody || req.complete) hold.release();
-  else req.once('end', () => hold.release());
-  run.body.pipe(hold).pipe(res, { end: false });
-  const endAfterExit = () => {
-    // END_REQUEST goes out once the script is reaped: its last stderr lines are sent, and appStatus is its exit status.
-    void run.finished.then(() => {
-      finished = true;
-      if (!res.writableEnded && !res.destroyed) res.end();
-    });
-  };
-  hold.once('end', endAfterExit);
-  run.body.once('error', (error: NodeJS.ErrnoException) => {
-    if (error.code === ErrorCode.CGI_SCRIPT_TIMEOUT)
-      options.log(`cgid: ${file}: no output for ${timeoutMs} ms after the body started: killed, response cut short`);
-    // The response ends where it is; appStatus 1 tells the web server it is incomplete.
-    hold.release();
-    void run.finished.then(() => {
-      res.appStatus = 1;
-      finished = true;
-      if (!res.writableEnded && !res.destroyed) res.end();
-    });
-  });
-  void run.finished.then(() => req.resume());
 }
 
 const utf8Name = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -201,6 +248,8 @@ export function scriptEnvironment(pairs: readonly NameValuePair[]): Record<strin
     }
     env[name] = value;
   }
+  // PATH for scripts when the web server sends none (nginx's fastcgi_params does not).
+  if (env.PATH === undefined) env.PATH = DEFAULT_PATH;
   return env;
 }
 

@@ -2,33 +2,32 @@
  * `fastcgi(options)`: a `(req, res, next?)` handler that proxies to FastCGI
  * applications (php-fpm, kfcgi pools, gatehouse workers), as Apache's
  * mod_proxy_fcgi and Caddy's php_fastcgi do: SCRIPT_FILENAME built from the
- * application's root, the path split at the script (`.php`), the same CGI
- * environment builder as CGI scripts for PARAMS, and the application's STDOUT
- * read as a CGI response. Several upstreams per route: requests are spread
- * over them in turn, and one that refuses a connection is skipped for the next.
+ * application's root, the path split at the script (`.php`), the same
+ * request description, body policy and CGI environment builder as CGI
+ * scripts for PARAMS, and the application's STDOUT read as a CGI response.
+ * Several upstreams per route: requests are spread over them in turn, and
+ * one that refuses a connection is skipped for the next.
+ *
+ * FastCGIProxy holds what a route shares (its clients, its policies, where
+ * scripts are); each request is a ProxiedRequest, and each attempt at one
+ * upstream an UpstreamRelay that streams the response to the client.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import type { TLSSocket } from 'node:tls';
-import type { Readable } from 'node:stream';
 import { FastCGIClient } from '../fastcgi/client/index.js';
 import type { UpstreamResponse } from '../fastcgi/client/request.js';
 import { ErrorCode, UpstreamError } from '../errors.js';
 import { buildEnvironment, type EnvironmentPolicy } from '../cgi/environment.js';
 import { ResponseHeadParser, type CgiResponseHead } from '../cgi/response-head.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
-import { spoolBody } from '../cgi/body-spool.js';
-import {
-  answerContinue,
-  pairRawHeaders,
-  pipeCgiBody,
-  redirectPage,
-  sendErrorPage,
-  splitTarget,
-  writeCgiHead,
-} from '../cgi/http-response.js';
+import { readRequestBody, type BodyPolicy, type RequestBody } from '../cgi/body-policy.js';
+import { describeRequest, readHttpRequest, splitAbsoluteForm, type HttpRequestFacts } from '../cgi/http-request.js';
+import { answerFor, statusForUpstreamError, type Failure } from '../cgi/outcome.js';
+import { pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from '../cgi/http-response.js';
 import { CGI_BODY_MEMORY_SPOOL_BYTES, CGI_MAX_REQUEST_BODY_BYTES, CGI_STDERR_LINE_MAX } from '../limits.js';
+
+export { statusForUpstreamError };
 
 export interface FastCGIHandlerOptions {
   /** The URL prefix the route is mounted at ("/" or "/app/"); used with scriptFilename for SCRIPT_NAME. */
@@ -75,34 +74,6 @@ export type FastCGIHandler = ((req: IncomingMessage, res: ServerResponse, next?:
   close(): Promise<void>;
 };
 
-/** Which HTTP status an upstream failure becomes (nginx's choices). */
-export function statusForUpstreamError(error: unknown): number {
-  const code = (error as { code?: string }).code;
-  switch (code) {
-    case ErrorCode.UPSTREAM_REFUSED:
-    case ErrorCode.UPSTREAM_QUEUE_FULL:
-    case ErrorCode.UPSTREAM_OVERLOADED:
-    case ErrorCode.UPSTREAM_CANT_MPX:
-      return 503;
-    case ErrorCode.UPSTREAM_CONNECT_TIMEOUT:
-    case ErrorCode.UPSTREAM_TIMEOUT:
-      return 504;
-    default:
-      return 502;
-  }
-}
-
-/**
- * The request target as the client sent it. Express strips its mount point
- * from req.url (app.use('/app', ...): "/hello" for "/app/hello") and keeps
- * the whole one in req.originalUrl; urlPrefix, SCRIPT_NAME and REQUEST_URI
- * are about the whole site's paths.
- */
-function siteTarget(req: IncomingMessage): string {
-  const original = (req as { originalUrl?: unknown }).originalUrl;
-  return typeof original === 'string' && original.startsWith('/') ? original : (req.url ?? '/');
-}
-
 interface ScriptLocation {
   scriptName: string;
   pathInfo: string;
@@ -110,37 +81,115 @@ interface ScriptLocation {
 }
 
 export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
-  if (options.upstreams.length === 0)
-    throw new TypeError('fastcgi(): give at least one upstream, e.g. upstreams: ["unix:/run/php/php-fpm.sock"]');
-  if (!path.isAbsolute(options.documentRoot))
-    throw new TypeError(`fastcgi(): documentRoot must be an absolute path, got ${JSON.stringify(options.documentRoot)}`);
-  const prefix = options.urlPrefix ?? '/';
-  const mountName = prefix.replace(/\/+$/, '');
-  const errorLog = options.errorLog ?? ((line: string) => process.stderr.write(`[${new Date().toISOString()}] [fastcgi:error] ${line}\n`));
-  const clients = options.upstreams.map(
-    (address) =>
-      new FastCGIClient({
-        address,
-        ...(options.connectTimeoutMs !== undefined ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
-        ...(options.readTimeoutMs !== undefined ? { idleTimeoutMs: options.readTimeoutMs } : {}),
-        ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {}),
-        ...(options.keepAlive !== undefined ? { keepAlive: options.keepAlive } : {}),
-        ...(options.multiplex ? {} : { maxRequestsPerConnection: 1 }),
-      }),
-  );
-  const policy: EnvironmentPolicy = {
-    serverName: options.serverName ?? hostname(),
-    ...(options.serverAdmin !== undefined ? { serverAdmin: options.serverAdmin } : {}),
-    passAuthorization: options.passAuthorization ?? false,
-    setEnv: options.setEnv ?? {},
-    passEnv: options.passEnv ?? [],
-    inheritedEnvironment: process.env,
-  };
-  const maxBody = options.maxRequestBody ?? CGI_MAX_REQUEST_BODY_BYTES;
-  const extraParams = Object.entries(options.params ?? {});
-  let turn = 0;
+  const proxy = new FastCGIProxy(options);
+  const handler = ((req: IncomingMessage, res: ServerResponse) => proxy.handle(req, res)) as FastCGIHandler;
+  Object.defineProperty(handler, 'clients', { value: proxy.clients });
+  Object.defineProperty(handler, 'close', { value: () => proxy.close() });
+  return handler;
+}
 
-  const locate = (segments: string[], trailingSlash: boolean): ScriptLocation => {
+/**
+ * The request target as the client sent it, in origin form. Express strips
+ * its mount point from req.url (app.use('/app', ...): "/hello" for
+ * "/app/hello") and keeps the whole one in req.originalUrl; urlPrefix,
+ * SCRIPT_NAME and REQUEST_URI are about the whole site's paths.
+ */
+function siteTarget(req: IncomingMessage): string {
+  const original = (req as { originalUrl?: unknown }).originalUrl;
+  const target = typeof original === 'string' && (original.startsWith('/') || splitAbsoluteForm(original)) ? original : (req.url ?? '/');
+  return splitAbsoluteForm(target)?.originForm ?? target;
+}
+
+/** What one route shares across its requests: the upstreams' clients, the policies, where scripts are. */
+class FastCGIProxy {
+  readonly clients: FastCGIClient[];
+  readonly policy: EnvironmentPolicy;
+  readonly body: BodyPolicy;
+  readonly errorLog: (line: string) => void;
+  /** The application's document root: DOCUMENT_ROOT, and the base of SCRIPT_FILENAME. */
+  readonly documentRoot: string;
+  readonly #options: FastCGIHandlerOptions;
+  /** The mount prefix without its trailing slash: CONTEXT_PREFIX, and SCRIPT_NAME of a front controller. */
+  readonly mountName: string;
+  readonly #extraParams: Array<readonly [string, string]>;
+  #turn = 0;
+
+  constructor(options: FastCGIHandlerOptions) {
+    if (options.upstreams.length === 0)
+      throw new TypeError('fastcgi(): give at least one upstream, e.g. upstreams: ["unix:/run/php/php-fpm.sock"]');
+    if (!path.isAbsolute(options.documentRoot))
+      throw new TypeError(`fastcgi(): documentRoot must be an absolute path, got ${JSON.stringify(options.documentRoot)}`);
+    this.#options = options;
+    this.documentRoot = options.documentRoot;
+    this.mountName = (options.urlPrefix ?? '/').replace(/\/+$/, '');
+    this.errorLog = options.errorLog ?? ((line: string) => process.stderr.write(`[${new Date().toISOString()}] [fastcgi:error] ${line}\n`));
+    this.clients = options.upstreams.map(
+      (address) =>
+        new FastCGIClient({
+          address,
+          ...(options.connectTimeoutMs !== undefined ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
+          ...(options.readTimeoutMs !== undefined ? { idleTimeoutMs: options.readTimeoutMs } : {}),
+          ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {}),
+          ...(options.keepAlive !== undefined ? { keepAlive: options.keepAlive } : {}),
+          ...(options.multiplex ? {} : { maxRequestsPerConnection: 1 }),
+        }),
+    );
+    this.policy = {
+      serverName: options.serverName ?? hostname(),
+      ...(options.serverAdmin !== undefined ? { serverAdmin: options.serverAdmin } : {}),
+      passAuthorization: options.passAuthorization ?? false,
+      setEnv: options.setEnv ?? {},
+      passEnv: options.passEnv ?? [],
+      inheritedEnvironment: process.env,
+    };
+    this.body = {
+      maxBytes: options.maxRequestBody ?? CGI_MAX_REQUEST_BODY_BYTES,
+      memorySpoolBytes: options.bodyMemorySpool ?? CGI_BODY_MEMORY_SPOOL_BYTES,
+      keepHeadBytes: 0,
+    };
+    this.#extraParams = Object.entries(options.params ?? {});
+  }
+
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    const reading = readHttpRequest(req);
+    const target = siteTarget(req);
+    if (reading.kind === 'refused') {
+      this.errorLog(`fastcgi: refused ${req.method} ${target} from ${req.socket.remoteAddress}: ${reading.reason}`);
+      return sendErrorPage(res, reading.status, true);
+    }
+    const normalised = normaliseUrlPath(splitTarget(target).pathname);
+    if ('kind' in normalised) {
+      const request = `${req.method} ${target} from ${req.socket.remoteAddress}`;
+      return answer(res, this.errorLog, { kind: 'refused', status: normalised.status, request, reason: normalised.reason });
+    }
+    const location = this.#locate(normalised.segments, normalised.trailingSlash);
+    const proxied = new ProxiedRequest(this, req, res, reading.facts, target, location);
+    proxied.run().catch((error: unknown) => {
+      this.errorLog(`fastcgi: internal error handling ${req.method} ${target}: ${(error as Error)?.stack ?? String(error)}`);
+      sendErrorPage(res, 500);
+    });
+  }
+
+  /** The params of one request: the CGI environment of its description, then the route's extra params (these win). */
+  params(description: Parameters<typeof buildEnvironment>[0]): Array<readonly [string, string | Buffer]> {
+    const environment = buildEnvironment(description, this.policy);
+    return this.#extraParams.length ? [...environment, ...this.#extraParams] : environment;
+  }
+
+  /** The upstreams to try for one request, starting with the next one in the rotation. */
+  upstreamOrder(): FastCGIClient[] {
+    const first = this.#turn++ % this.clients.length;
+    return this.clients.map((_, attempt) => this.clients[(first + attempt) % this.clients.length]!);
+  }
+
+  close(): Promise<void> {
+    return Promise.all(this.clients.map((client) => client.close())).then(() => undefined);
+  }
+
+  /** SCRIPT_NAME, PATH_INFO and SCRIPT_FILENAME of a normalised path: a front controller, or split at splitPath, or the path itself. */
+  #locate(segments: string[], trailingSlash: boolean): ScriptLocation {
+    const options = this.#options;
+    const mountName = this.mountName;
     if (options.scriptFilename) {
       const mountSegments = mountName.split('/').filter(Boolean).length;
       const rest = segments.slice(mountSegments);
@@ -167,188 +216,234 @@ export function fastcgi(options: FastCGIHandlerOptions): FastCGIHandler {
       if (options.index) scriptName += options.index;
     }
     return { scriptName, pathInfo, scriptFilename: path.join(options.documentRoot, ...scriptName.split('/').filter(Boolean)) };
-  };
+  }
+}
 
-  const handler = ((req: IncomingMessage, res: ServerResponse) => {
-    const target = siteTarget(req);
-    const { pathname } = splitTarget(target);
-    const normalised = normaliseUrlPath(pathname);
-    if ('kind' in normalised) {
-      errorLog(`fastcgi: refused ${req.method} ${target} from ${req.socket.remoteAddress}: ${normalised.reason}`);
-      return sendErrorPage(res, normalised.status);
-    }
-    const location = locate(normalised.segments, normalised.trailingSlash);
-    void proxy(req, res, location).catch((error: unknown) => {
-      errorLog(`fastcgi: internal error handling ${req.method} ${target}: ${(error as Error)?.stack ?? String(error)}`);
-      sendErrorPage(res, 500);
-    });
-  }) as FastCGIHandler;
+/** An error page from the outcome table, with its log line. */
+function answer(res: ServerResponse, errorLog: (line: string) => void, failure: Failure): void {
+  const answered = answerFor(failure);
+  if (answered.logLine !== null) errorLog(`fastcgi: ${answered.logLine}`);
+  if (!res.headersSent) for (const [name, value] of answered.headers) res.setHeader(name, value);
+  sendErrorPage(res, answered.status, answered.closeConnection);
+}
 
-  async function proxy(req: IncomingMessage, res: ServerResponse, location: ScriptLocation): Promise<void> {
-    // The body: streamed when its length is known; a chunked body is spooled so CONTENT_LENGTH is exact.
-    let body: Readable | undefined;
-    let contentLength: number | undefined;
-    const declared = req.headers['content-length'];
-    if (declared !== undefined) {
-      contentLength = Number(declared);
-      if (contentLength > maxBody) return sendErrorPage(res, 413, true);
-      answerContinue(req, res);
-      if (contentLength > 0) body = req;
-    } else if (req.headers['transfer-encoding'] !== undefined) {
-      answerContinue(req, res);
-      const spooled = await spoolBody(req, { maxBytes: maxBody, memoryBytes: options.bodyMemorySpool ?? CGI_BODY_MEMORY_SPOOL_BYTES });
-      if (spooled.kind === 'too-large') return sendErrorPage(res, 413, true);
-      if (spooled.kind === 'failed') return sendErrorPage(res, 400, true);
-      contentLength = spooled.body.length;
-      body = spooled.body.stream();
-      res.once('close', () => void spooled.body.dispose());
-    }
-    const socket = req.socket;
-    const environment = buildEnvironment(
-      {
-        method: req.method ?? 'GET',
-        target: siteTarget(req),
-        httpVersion: req.httpVersion,
-        headers: pairRawHeaders(req.rawHeaders),
-        remoteAddress: socket.remoteAddress ?? '',
-        remotePort: socket.remotePort ?? 0,
-        localAddress: socket.localAddress ?? '',
-        localPort: socket.localPort ?? 0,
-        tls: (socket as TLSSocket).encrypted === true,
-        scriptName: location.scriptName,
-        scriptFilename: location.scriptFilename,
-        pathInfo: location.pathInfo,
-        documentRoot: options.documentRoot,
-        contextPrefix: mountName,
-        contextDocumentRoot: options.documentRoot,
-        ...(contentLength !== undefined ? { contentLength } : {}),
-      },
-      policy,
+/** One client request: its body, its params, and the upstreams tried in turn until one answers. */
+class ProxiedRequest {
+  readonly #proxy: FastCGIProxy;
+  readonly #req: IncomingMessage;
+  readonly #res: ServerResponse;
+  readonly #facts: HttpRequestFacts;
+  readonly #target: string;
+  readonly #location: ScriptLocation;
+
+  constructor(
+    proxy: FastCGIProxy,
+    req: IncomingMessage,
+    res: ServerResponse,
+    facts: HttpRequestFacts,
+    target: string,
+    location: ScriptLocation,
+  ) {
+    this.#proxy = proxy;
+    this.#req = req;
+    this.#res = res;
+    this.#facts = facts;
+    this.#target = target;
+    this.#location = location;
+  }
+
+  async run(): Promise<void> {
+    const body = await this.#readBody();
+    if (!body) return;
+    this.#res.once('close', () => void body.dispose());
+    const params = this.#proxy.params(
+      describeRequest(this.#facts, {
+        method: this.#req.method ?? 'GET',
+        target: this.#target,
+        scriptName: this.#location.scriptName,
+        scriptFilename: this.#location.scriptFilename,
+        pathInfo: this.#location.pathInfo,
+        documentRoot: this.#proxy.documentRoot,
+        contextPrefix: this.#proxy.mountName,
+        contextDocumentRoot: this.#proxy.documentRoot,
+        ...(body.contentLength !== undefined ? { contentLength: body.contentLength } : {}),
+      }),
     );
-    const params: Array<readonly [string, string | Buffer]> = extraParams.length ? [...environment, ...extraParams] : environment;
-
-    // Try the upstreams in turn, starting with the next one in the rotation.
-    const first = turn++ % clients.length;
-    for (let attempt = 0; attempt < clients.length; attempt++) {
-      const client = clients[(first + attempt) % clients.length]!;
-      if (res.destroyed) return;
-      const response = client.request(body ? { params, body } : { params });
-      const outcome = await relay(req, res, response, location.scriptFilename, attempt < clients.length - 1 && !res.destroyed);
-      if (outcome !== 'retry' || attempt === clients.length - 1) return;
-      errorLog(`fastcgi: ${response.upstream} refused ${req.method} ${siteTarget(req)}; trying the next upstream`);
+    const upstreams = this.#proxy.upstreamOrder();
+    for (const [attempt, client] of upstreams.entries()) {
+      if (this.#res.destroyed) return;
+      const last = attempt === upstreams.length - 1;
+      const response = client.request(body.stream ? { params, body: body.stream } : { params });
+      const relay = new UpstreamRelay(this.#proxy, this.#req, this.#res, response, this.#location.scriptFilename, this.#target);
+      const outcome = await relay.relay(!last && !this.#res.destroyed);
+      if (outcome !== 'retry' || last) return;
+      this.#proxy.errorLog(`fastcgi: ${response.upstream} refused ${this.#req.method} ${this.#target}; trying the next upstream`);
     }
   }
 
-  /** Streams one upstream response to the client. 'retry' when it failed before anything reached the application. */
-  function relay(
-    req: IncomingMessage,
-    res: ServerResponse,
-    response: UpstreamResponse,
-    script: string,
-    canRetry: boolean,
-  ): Promise<'done' | 'retry'> {
+  /** The body as the body policy reads it; null when it was refused (answered here). */
+  async #readBody(): Promise<RequestBody | null> {
+    const reading = await readRequestBody(this.#req, this.#res, this.#proxy.body);
+    const script = this.#location.scriptFilename;
+    switch (reading.kind) {
+      case 'body':
+        return reading.body;
+      case 'too-large':
+        answer(this.#res, this.#proxy.errorLog, {
+          kind: 'body-too-large',
+          script,
+          limit: reading.limit,
+          declared: reading.declared,
+          detail: reading.detail,
+        });
+        return null;
+      case 'unreadable':
+        answer(this.#res, this.#proxy.errorLog, { kind: 'body-unreadable', script, error: reading.error });
+        return null;
+    }
+  }
+}
+
+/**
+ * One upstream's response streamed to the client: the head parsed from
+ * STDOUT, then the body with backpressure; STDERR to the error log line by
+ * line. The client going away destroys the response, which sends
+ * FCGI_ABORT_REQUEST so the application stops working on it.
+ */
+class UpstreamRelay {
+  readonly #proxy: FastCGIProxy;
+  readonly #req: IncomingMessage;
+  readonly #res: ServerResponse;
+  readonly #response: UpstreamResponse;
+  readonly #script: string;
+  readonly #target: string;
+  readonly #parser = new ResponseHeadParser();
+  #stderrTail = '';
+  #settled = false;
+  #canRetry = false;
+  #resolve!: (outcome: 'done' | 'retry') => void;
+
+  constructor(proxy: FastCGIProxy, req: IncomingMessage, res: ServerResponse, response: UpstreamResponse, script: string, target: string) {
+    this.#proxy = proxy;
+    this.#req = req;
+    this.#res = res;
+    this.#response = response;
+    this.#script = script;
+    this.#target = target;
+  }
+
+  /** 'retry' when it failed before anything reached the application and another upstream is left (`canRetry`). */
+  relay(canRetry: boolean): Promise<'done' | 'retry'> {
+    this.#canRetry = canRetry;
+    const response = this.#response;
     return new Promise((resolve) => {
-      const parser = new ResponseHeadParser();
-      let stderrTail = '';
-      let settled = false;
-      // The client went away before the response was complete: destroying the
-      // response sends FCGI_ABORT_REQUEST, so the application stops working on it.
-      const onClientClose = () => {
-        if (!res.writableFinished) response.destroy();
-      };
-      res.once('close', onClientClose);
-      const settle = (outcome: 'done' | 'retry') => {
-        if (settled) return;
-        settled = true;
-        if (outcome === 'retry') res.off('close', onClientClose);
-        resolve(outcome);
-      };
-      response.on('stderr', (chunk: Buffer) => {
-        stderrTail += chunk.toString('utf8');
-        const lines = stderrTail.split('\n');
-        stderrTail = lines.pop()!.slice(0, CGI_STDERR_LINE_MAX);
-        for (const line of lines)
-          if (line.trim()) errorLog(`fastcgi: ${response.upstream}: ${script}: ${line.slice(0, CGI_STDERR_LINE_MAX)}`);
-      });
-      const fail = (error: unknown) => {
-        if (stderrTail.trim()) errorLog(`fastcgi: ${response.upstream}: ${script}: ${stderrTail}`);
-        stderrTail = '';
-        // Only when another upstream is left: the last one's failure must be answered (503), or the client waits forever.
-        if (canRetry && error instanceof UpstreamError && error.retryable && error.code !== ErrorCode.REQUEST_ABORTED && !res.headersSent)
-          return settle('retry');
-        const status = statusForUpstreamError(error);
-        if ((error as { code?: string }).code !== ErrorCode.REQUEST_ABORTED) {
-          errorLog(
-            `fastcgi: ${req.method} ${siteTarget(req)}: ${(error as Error).message}${res.headersSent ? ' (after the response started: connection closed)' : `: answered ${status}`}`,
-          );
-        }
-        sendErrorPage(res, status);
-        settle('done');
-      };
-      const onData = (chunk: Buffer) => {
-        const step = parser.push(chunk);
-        if (step.state === 'incomplete') return;
-        response.off('data', onData);
-        response.off('end', onEndBeforeHead);
-        if (step.state === 'error') {
-          errorLog(
-            `fastcgi: ${response.upstream}: ${script}: bad response head: ${step.error.message}${step.error.line ? `: ${step.error.line}` : ''}`,
-          );
-          response.destroy();
-          sendErrorPage(res, 502);
-          return settle('done');
-        }
-        // Still inside the stream's 'data' event: the body's listeners take over from here, and the
-        // bytes after the head go straight to them (no pause and unshift).
-        respond(step.head, step.rest);
-      };
-      const onEndBeforeHead = () => {
-        response.off('data', onData);
-        errorLog(`fastcgi: ${response.upstream}: ${script}: the application ended the request without a response head`);
-        sendErrorPage(res, 502);
-        settle('done');
-      };
-      const respond = (head: CgiResponseHead, rest: Buffer) => {
-        if (head.kind === 'local-redirect') {
-          // FastCGI has no internal redirects (nginx and mod_proxy_fcgi pass them on): the client is redirected.
-          res.statusCode = 302;
-          res.setHeader('Location', head.location!);
-          for (const [name, value] of head.headers) if (name.toLowerCase() !== 'content-length') res.appendHeader(name, value);
-          // The stream keeps flowing with no 'data' listener left: the application's body is read and dropped.
-          res.end(redirectPage(head.location!));
-          return settle('done');
-        }
-        writeCgiHead(res, head);
-        pipeCgiBody(
-          response,
-          res,
-          head,
-          (error) => {
-            if (error && (error as { code?: string }).code !== ErrorCode.REQUEST_ABORTED && error.code !== ErrorCode.CLIENT_CLOSED) {
-              errorLog(`fastcgi: ${response.upstream}: ${script}: ${error.message}`);
-              res.destroy();
-            }
-            settle('done');
-          },
-          `${response.upstream} (${script})`,
-          rest,
-        );
-      };
-      response.on('data', onData);
-      response.once('end', onEndBeforeHead);
-      response.once('error', fail);
+      this.#resolve = resolve;
+      this.#res.once('close', this.#onClientClose);
+      response.on('stderr', (chunk: Buffer) => this.#onStderr(chunk));
+      response.on('data', this.#onData);
+      response.once('end', this.#onEndBeforeHead);
+      response.once('error', (error: unknown) => this.#onError(error));
       response.completion.then(
-        (_completion) => {
-          // php-fpm's error_log() lines carry no newline: what is left is a whole message, whatever the exit status.
-          if (stderrTail.trim()) errorLog(`fastcgi: ${response.upstream}: ${script}: ${stderrTail}`);
-          stderrTail = '';
-        },
+        // php-fpm's error_log() lines carry no newline: what is left is a whole message, whatever the exit status.
+        () => this.#flushStderr(),
         () => {},
       );
     });
   }
 
-  Object.defineProperty(handler, 'clients', { value: clients });
-  Object.defineProperty(handler, 'close', { value: () => Promise.all(clients.map((client) => client.close())).then(() => undefined) });
-  return handler;
+  readonly #onClientClose = (): void => {
+    if (!this.#res.writableFinished) this.#response.destroy();
+  };
+
+  #settle(outcome: 'done' | 'retry'): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    if (outcome === 'retry') this.#res.off('close', this.#onClientClose);
+    this.#resolve(outcome);
+  }
+
+  #log(line: string): void {
+    this.#proxy.errorLog(`fastcgi: ${this.#response.upstream}: ${this.#script}: ${line}`);
+  }
+
+  #onStderr(chunk: Buffer): void {
+    this.#stderrTail += chunk.toString('utf8');
+    const lines = this.#stderrTail.split('\n');
+    this.#stderrTail = lines.pop()!.slice(0, CGI_STDERR_LINE_MAX);
+    for (const line of lines) if (line.trim()) this.#log(line.slice(0, CGI_STDERR_LINE_MAX));
+  }
+
+  #flushStderr(): void {
+    if (this.#stderrTail.trim()) this.#log(this.#stderrTail);
+    this.#stderrTail = '';
+  }
+
+  #onError(error: unknown): void {
+    this.#flushStderr();
+    const res = this.#res;
+    // Only when another upstream is left: the last one's failure must be answered (503), or the client waits forever.
+    if (this.#canRetry && error instanceof UpstreamError && error.retryable && error.code !== ErrorCode.REQUEST_ABORTED && !res.headersSent)
+      return this.#settle('retry');
+    const request = `${this.#req.method} ${this.#target}`;
+    if (res.headersSent) {
+      if ((error as { code?: string }).code !== ErrorCode.REQUEST_ABORTED)
+        this.#proxy.errorLog(`fastcgi: ${request}: ${(error as Error).message} (after the response started: connection closed)`);
+      res.destroy();
+    } else answer(res, this.#proxy.errorLog, { kind: 'upstream-failed', request, error: error as Error });
+    this.#settle('done');
+  }
+
+  readonly #onData = (chunk: Buffer): void => {
+    const step = this.#parser.push(chunk);
+    if (step.state === 'incomplete') return;
+    this.#response.off('data', this.#onData);
+    this.#response.off('end', this.#onEndBeforeHead);
+    if (step.state === 'error') {
+      this.#response.destroy();
+      answer(this.#res, this.#proxy.errorLog, {
+        kind: 'upstream-bad-head',
+        upstream: this.#response.upstream,
+        script: this.#script,
+        error: step.error,
+      });
+      return this.#settle('done');
+    }
+    // Still inside the stream's 'data' event: the body's listeners take over from here, and the
+    // bytes after the head go straight to them (no pause and unshift).
+    this.#respond(step.head, step.rest);
+  };
+
+  readonly #onEndBeforeHead = (): void => {
+    this.#response.off('data', this.#onData);
+    answer(this.#res, this.#proxy.errorLog, { kind: 'upstream-no-head', upstream: this.#response.upstream, script: this.#script });
+    this.#settle('done');
+  };
+
+  #respond(head: CgiResponseHead, rest: Buffer): void {
+    const res = this.#res;
+    if (head.kind === 'local-redirect') {
+      // FastCGI has no internal redirects (nginx and mod_proxy_fcgi pass them on): the client is redirected.
+      res.statusCode = 302;
+      res.setHeader('Location', head.location!);
+      for (const [name, value] of head.headers) if (name.toLowerCase() !== 'content-length') res.appendHeader(name, value);
+      // The stream keeps flowing with no 'data' listener left: the application's body is read and dropped.
+      res.end(redirectPage(head.location!));
+      return this.#settle('done');
+    }
+    writeCgiHead(res, head);
+    pipeCgiBody(
+      this.#response,
+      res,
+      head,
+      (error) => {
+        if (error && error.code !== ErrorCode.REQUEST_ABORTED && error.code !== ErrorCode.CLIENT_CLOSED) {
+          this.#log(error.message);
+          res.destroy();
+        }
+        this.#settle('done');
+      },
+      `${this.#response.upstream} (${this.#script})`,
+      rest,
+    );
+  }
 }

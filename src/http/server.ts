@@ -5,8 +5,10 @@
  * routes and CGI directories), then CGI by ending and static files.
  * node:http's parser already refuses request smuggling (Content-Length with
  * Transfer-Encoding, several Content-Lengths, obsolete line folding) with 400
- * and oversized heads with 431; the front adds 414 for long targets, an
- * access and error log, and a graceful stop.
+ * and oversized heads with 431; the front adds 414 for long targets, 400
+ * for a request that names its host twice or badly (the request description,
+ * src/cgi/http-request.ts), 413 at once for a chunk announced above max-body
+ * (chunk-size-guard.ts), an access and error log, and a graceful stop.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { lstatSync, unlinkSync } from 'node:fs';
@@ -23,6 +25,8 @@ import { openLogger, type Logger, type LogLevel } from '../log/index.js';
 import { serveStatic } from './static.js';
 import { sendErrorPage } from '../cgi/http-response.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
+import { readHttpRequest, splitAbsoluteForm } from '../cgi/http-request.js';
+import { ChunkSizeGuard } from './chunk-size-guard.js';
 import { HTTP_MAX_REQUESTS_PER_SOCKET, HTTP_TIMEOUT_CHECK_MAX_MS, HTTP_TIMEOUT_CHECK_MIN_MS } from '../limits.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
 
@@ -135,6 +139,7 @@ export class GatehouseFront {
   readonly #fastcgi: FastCGIHandler[] = [];
   readonly #static: ((req: IncomingMessage, res: ServerResponse) => void) | null;
   readonly #boundSockets: Array<{ path: string; inode: number }> = [];
+  readonly #chunkSizeGuard: ChunkSizeGuard;
   #inFlight = 0;
   #idleWaiters: Array<() => void> = [];
   #stopping = false;
@@ -201,6 +206,7 @@ export class GatehouseFront {
           })
         : null;
     this.#static = config.docroot ? serveStatic({ documentRoot: config.docroot, errorLog }) : null;
+    this.#chunkSizeGuard = new ChunkSizeGuard(config.maxBody, config.maxHeaderBytes);
   }
 
   /** One line in the error log (an error unless `level` says otherwise). */
@@ -223,8 +229,9 @@ export class GatehouseFront {
     this.log.info('SIGUSR1: log files reopened');
   }
 
-  /** The request pipeline: limits, access log, then the routes. */
+  /** The request pipeline: limits, access log, the request description's checks, then the routes. */
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    this.#chunkSizeGuard.noteRequest(req, res);
     const started = new Date();
     const startedNs = process.hrtime.bigint();
     const remoteAddress = req.socket.remoteAddress;
@@ -258,12 +265,17 @@ export class GatehouseFront {
     res.once('finish', done);
     res.once('close', done);
     if (this.#stopping) res.setHeader('Connection', 'close');
+    // Read before req.url is rewritten below: an absolute-form target's host is the request's host (RFC 9112 3.2.2).
+    const reading = readHttpRequest(req);
+    if (reading.kind === 'refused') {
+      this.logError(`refused ${req.method} ${req.url} from ${req.socket.remoteAddress}: ${reading.reason}`);
+      return sendErrorPage(res, reading.status, true);
+    }
     let target = req.url ?? '/';
     // RFC 9112 3.2.2: an origin server must accept the absolute-form (http://host/path); it is served as its path.
-    const absolute = /^https?:\/\/[^/?#]*/i.exec(target);
+    const absolute = splitAbsoluteForm(target);
     if (absolute) {
-      target = target.slice(absolute[0].length);
-      if (!target.startsWith('/')) target = `/${target}`;
+      target = absolute.originForm;
       req.url = target;
     }
     if (Buffer.byteLength(target, 'latin1') > this.config.maxUrlBytes) {
@@ -330,6 +342,8 @@ export class GatehouseFront {
         this.handle,
       );
       server.maxRequestsPerSocket = HTTP_MAX_REQUESTS_PER_SOCKET;
+      // A chunk announced above max-body is refused at once (413) instead of waited for: see chunk-size-guard.ts.
+      server.on('connection', (socket: net.Socket) => this.#chunkSizeGuard.watch(socket));
       // Expect: 100-continue goes to the handlers, which send the 100 only when they will read the body:
       // a body over max-body gets its 413 before the client sends it (Node would otherwise answer 100 at once).
       server.on('checkContinue', this.handle);

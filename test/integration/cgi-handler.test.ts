@@ -494,19 +494,76 @@ test('mounted under a prefix (Express app.use): SCRIPT_NAME and REQUEST_URI keep
   assert.equal(outside.status, 418);
 });
 
+/** A raw request whose connection stays open: what came back so far, and a promise of the server closing it. */
+function openExchange(port: number, request: string): { text: () => string; closed: Promise<void>; socket: net.Socket } {
+  const socket = net.connect(port, '127.0.0.1');
+  let text = '';
+  socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+  socket.on('error', () => {});
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  socket.write(request);
+  return { text: () => text, closed, socket };
+}
+
+/** Resolves when `promise` does; fails the test if it has not after `boundMs` (a bound on a hang, not a timing). */
+async function within<T>(promise: Promise<T>, boundMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>(
+        (_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: still waiting after ${boundMs} ms`)), boundMs)),
+      ),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 test('shutdown: running scripts get the grace period, then their groups are stopped; new requests get 503', async (t) => {
   let handler: ReturnType<typeof cgi> | undefined;
   const site = await startSite(t, { killGraceMs: 200 }, (_server, created) => (handler = created));
-  const pending = httpRequest(`${site.base}/cgi-bin/hang-after-head.sh`).catch((error: Error) => error);
-  assert.ok(await waitFor(() => handler!.running() === 1));
+  // One response under way (head and some body sent), one script that has written nothing yet.
+  const streaming = openExchange(site.port, 'GET /cgi-bin/hang-after-head.sh HTTP/1.1\r\nHost: x\r\n\r\n');
+  const silent = openExchange(site.port, 'GET /cgi-bin/hang.sh HTTP/1.1\r\nHost: x\r\n\r\n');
+  assert.ok(await waitFor(() => streaming.text().includes('started') && handler!.running() === 2));
   const stopped = handler!.shutdown(200);
   const refused = await httpRequest(`${site.base}/cgi-bin/env.sh`);
   assert.equal(refused.status, 503);
   await stopped;
   assert.equal(handler!.running(), 0);
-  assert.ok((await pending) instanceof Error, 'the response in progress was cut');
-  const pid = Number(/pid (\d+)/.exec(site.errors.join('\n'))?.[1]);
-  assert.deepEqual(liveGroupMembers(pid), []);
+  // Regression: the response under way was left hanging (only the client's own timeout ended it); it is cut now.
+  await within(streaming.closed, 5000, 'the client of the response under way');
+  assert.ok(!streaming.text().endsWith('0\r\n\r\n'), 'a cut response must not look complete');
+  // The script that had not answered: 503, and the connection closed.
+  await within(silent.closed, 5000, 'the client of the silent script');
+  assert.match(silent.text(), /^HTTP\/1\.1 503 /);
+  for (const pid of [...site.errors.join('\n').matchAll(/(?:pid|script) (\d+)/g)].map((match) => Number(match[1])))
+    assert.deepEqual(liveGroupMembers(pid), []);
+});
+
+test('regression: a local-redirect loop adds no listener per hop (no MaxListenersExceededWarning), and ends in 500', async (t) => {
+  const warnings: string[] = [];
+  const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`);
+  process.on('warning', onWarning);
+  t.after(() => process.off('warning', onWarning));
+  const closeListeners: number[] = [];
+  const site = await startSite(t, {}, (server) =>
+    server.on('request', (_req: http.IncomingMessage, res: http.ServerResponse) =>
+      res.once('finish', () => closeListeners.push(res.listenerCount('close'))),
+    ),
+  );
+  const loop = await httpRequest(`${site.base}/cgi-bin/redirect-loop.sh`);
+  assert.equal(loop.status, 500);
+  assert.ok(site.errors.some((line) => /more than 10 local redirects/.test(line)));
+  // Listeners are counted when the response finished, after all 11 hops; node:http's own are 1 or 2.
+  assert.equal(closeListeners.length, 1);
+  assert.ok(closeListeners[0]! <= 4, `${closeListeners[0]} 'close' listeners on the response after 11 hops`);
+  // A warning is emitted on the tick after the listener that caused it was added, long before the response got here.
+  assert.deepEqual(
+    warnings.filter((warning) => warning.startsWith('MaxListenersExceededWarning')),
+    [],
+  );
 });
 
 test('an IPv4 client on a dual-stack listener is REMOTE_ADDR a.b.c.d, not ::ffff:a.b.c.d', async (t) => {

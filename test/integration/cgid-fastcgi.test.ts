@@ -19,6 +19,8 @@ import { startProcess, tempDir, waitForListener, type RunningProcess } from '../
 import { startNginx, type RunningNginx } from '../kit/nginx.js';
 import { httpRequest } from '../kit/http.js';
 import { RawFastCGIPeer } from '../kit/raw-fastcgi.js';
+import { CgidSupervisor } from '../../src/cgid/supervisor.js';
+import { createFastCGIFace } from '../../src/cgid/fastcgi-face.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const fixtures = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
@@ -222,6 +224,67 @@ test('the FastCGI protocol side: GET_VALUES, UNKNOWN_TYPE, keep-conn, ABORT_REQU
     assert.equal(end.content.readUInt32BE(0), 0);
   });
 });
+
+test('errors are bare status pages, as fcgiwrap answers: no path or parser detail reaches the client (the log has them)', async (t) => {
+  const face = await startFace(t);
+  const pages: Array<[string, number]> = [
+    ['none.sh', 404],
+    ['not-executable.sh', 403],
+    ['malformed.sh', 500],
+  ];
+  for (const [script, status] of pages) {
+    const peer = await RawFastCGIPeer.connect({ path: face.socket });
+    t.after(() => peer.close());
+    peer.sendRequest(1, params(face, script));
+    await peer.waitForEnd(1, SLOW_MACHINE_MS);
+    const answer = peer.stdout(1).toString('latin1');
+    assert.match(answer, new RegExp(`^Status: ${status} `), script);
+    assert.match(answer, new RegExp(`\r\n\r\n${status} [A-Za-z ]+\n$`), `${script}: ${JSON.stringify(answer)}`);
+    assert.ok(!answer.includes(face.root) && !answer.includes('Bad header') && !answer.includes('not a header'), `${script}: ${answer}`);
+  }
+  // The details went to the log instead.
+  const log = await eventuallyText(
+    () => face.process.output(),
+    (text) => /malformed header from script .*malformed\.sh/.test(text),
+  );
+  assert.match(log, /refused GET \/cgi-bin\/none\.sh: script .*none\.sh not found/);
+  // The script log entry of the malformed head is the last thing the face writes for these requests.
+  await waitFor(() => existsSync(face.scriptLog) && readFileSync(face.scriptLog, 'utf8').includes('malformed.sh'));
+});
+
+test('regression: a cgid daemon that is down is answered 503 with Retry-After by the FastCGI face too (it answered 500)', async (t) => {
+  const dir = tempDir(t, 'gatehouse-face-daemon-down-');
+  const lines: string[] = [];
+  const supervisor = new CgidSupervisor({ socketPath: join(dir, 'cgisock'), log: (line) => lines.push(line) });
+  await supervisor.start();
+  // Stopped: orders cannot reach a daemon (what requests meet while one is being restarted).
+  await supervisor.stop();
+  const server = createFastCGIFace({ spawner: supervisor, log: (line) => lines.push(line) });
+  const socket = join(dir, 'face.sock');
+  await new Promise<void>((resolve) => server.listen(socket, () => resolve()));
+  t.after(() => server.close());
+  const peer = await RawFastCGIPeer.connect({ path: socket });
+  t.after(() => peer.close());
+  peer.sendRequest(1, {
+    SCRIPT_FILENAME: join(fixtures, 'env.sh'),
+    REQUEST_METHOD: 'GET',
+    SERVER_PROTOCOL: 'HTTP/1.1',
+    REQUEST_URI: '/cgi-bin/env.sh',
+  });
+  await peer.waitForEnd(1, SLOW_MACHINE_MS);
+  const answer = peer.stdout(1).toString('latin1');
+  assert.match(answer, /^Status: 503 /);
+  assert.match(answer, /\r\nRetry-After: 1\r\n/i);
+  assert.ok(
+    lines.some((line) => /cgid daemon is not running/.test(line)),
+    lines.join('\n'),
+  );
+});
+
+async function eventuallyText(read: () => string, check: (text: string) => boolean): Promise<string> {
+  await waitFor(() => check(read()));
+  return read();
+}
 
 test('output streams to nginx as the script writes it', async (t) => {
   const face = await startFace(t);

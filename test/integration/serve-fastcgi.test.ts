@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
+import { once } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,6 +17,7 @@ import { httpRequest } from '../kit/http.js';
 import { startPhpFpm } from '../kit/php-fpm.js';
 import { startTestApp } from '../kit/worker-app.js';
 import { countingProxy } from '../kit/counting-proxy.js';
+import { fastcgi } from '../../src/http/fastcgi-handler.js';
 import { eventually, rawExchange, startGatehouse, statusCodes } from '../fixtures/serve/serve-kit.js';
 
 const SERVER_VARS = `<?php
@@ -366,4 +368,30 @@ keep-alive = false
     }
     assert.equal(proxy.accepted() - before, expected, `${route}: new connections for 3 sequential requests`);
   }
+});
+
+test('regression: an IPv4 client on a dual-stack listener is REMOTE_ADDR a.b.c.d on FastCGI routes too, as on CGI routes', async (t) => {
+  const dir = tempDir(t, 'gatehouse-fcgi-dualstack-');
+  const app = await startTestApp(t, dir);
+  const handler = fastcgi({
+    urlPrefix: '/',
+    upstreams: [`unix:${(app.address as { path: string }).path}`],
+    documentRoot: dir,
+    scriptFilename: join(dir, 'app.js'),
+    errorLog: () => {},
+  });
+  const server = http.createServer((req, res) => handler(req, res));
+  server.listen(0, '::');
+  await once(server, 'listening');
+  t.after(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await handler.close();
+  });
+  // php-fpm used to get ::ffff:127.0.0.1 here while a CGI script on the same listener got 127.0.0.1.
+  const response = await httpRequest(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}/env`);
+  assert.equal(response.status, 200);
+  const { params } = JSON.parse(response.body.toString()) as { params: Record<string, string> };
+  assert.equal(params.REMOTE_ADDR, '127.0.0.1');
+  assert.equal(params.SERVER_ADDR, '127.0.0.1');
 });

@@ -211,6 +211,54 @@ test('HTTP/1.1 framing and limits against gatehouse serve', async (t) => {
     assert.deepEqual(statusCodes(odd.text), [400]);
   });
 
+  await t.test('RFC 9112 3.2: two Host headers, or a Host that is not a host, are answered 400 and the connection closed', async () => {
+    for (const hosts of ['Host: a\r\nHost: a\r\n', 'Host: a\r\nHost: b\r\n', 'Host: a b\r\n']) {
+      const result = await rawExchange(site.port, `GET /cgi-bin/env.sh HTTP/1.1\r\n${hosts}\r\n`);
+      assert.deepEqual(statusCodes(result.text), [400], `${JSON.stringify(hosts)}: ${result.text}`);
+      assert.equal(result.closedByServer, true);
+      assert.ok(!result.text.includes('HTTP_HOST'), 'the script never ran');
+    }
+  });
+
+  await t.test("RFC 9112 3.2.2: an absolute-form target's host wins over the Host header (SERVER_NAME, HTTP_HOST)", async () => {
+    const result = await rawExchange(
+      site.port,
+      'GET http://target.example:8080/cgi-bin/env.sh HTTP/1.1\r\nHost: header.example\r\nConnection: close\r\n\r\n',
+    );
+    assert.deepEqual(statusCodes(result.text), [200], result.text);
+    assert.match(result.text, /^SERVER_NAME=target\.example$/m);
+    assert.match(result.text, /^SERVER_PORT=8080$/m);
+    assert.match(result.text, /^HTTP_HOST=target\.example:8080$/m);
+    assert.match(result.text, /^REQUEST_URI=\/cgi-bin\/env\.sh$/m);
+  });
+
+  await t.test('a chunk announced above max-body (2^64-1 bytes) is refused at once with 413, not waited for', async () => {
+    // Nothing follows the chunk-size line: without the refusal the exchange would sit until request-timeout.
+    const result = await rawExchange(
+      site.port,
+      'POST /cgi-bin/echo.sh HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n',
+    );
+    assert.deepEqual(statusCodes(result.text), [413], result.text);
+    assert.equal(result.closedByServer, true);
+    // Smaller chunks adding up past the limit (100000 bytes here) are refused the same way, before their data comes.
+    const summed = await rawExchange(
+      site.port,
+      'POST /cgi-bin/echo.sh HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n186a0\r\n',
+    );
+    assert.deepEqual(statusCodes(summed.text), [413], summed.text);
+  });
+
+  await t.test('the chunk-size guard never refuses what is not a chunk-size line: look-alikes in bodies, pipelined requests', async () => {
+    const lookAlike = 'ffffffffffffffff\r\n';
+    const result = await rawExchange(site.port, [
+      `POST /cgi-bin/echo.sh HTTP/1.1\r\nHost: x\r\nContent-Length: ${lookAlike.length}\r\n\r\n${lookAlike}`,
+      `POST /cgi-bin/echo.sh HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${lookAlike.length.toString(16)};ext=1\r\n${lookAlike}\r\n0\r\nX-Trailer: ffffffffffffffff\r\n\r\n`,
+      'GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    ]);
+    assert.deepEqual(statusCodes(result.text), [200, 200, 200], result.text);
+    assert.equal(result.text.split(lookAlike).length - 1, 2, 'both bodies were echoed whole');
+  });
+
   await t.test('refused requests are named in the error log', async () => {
     const log = await eventually(
       () => readFileSync(site.errorLog, 'utf8'),

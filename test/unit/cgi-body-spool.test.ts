@@ -4,6 +4,7 @@ import { readdirSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import fc from 'fast-check';
 import { spoolBody } from '../../src/cgi/body-spool.js';
+import { CGI_MAX_REQUEST_BODY_BYTES } from '../../src/limits.js';
 import { tempDir } from '../kit/process.js';
 
 async function readAll(stream: Readable): Promise<Buffer> {
@@ -69,4 +70,17 @@ test('an empty body spools to zero bytes; a spooled body is read once; dispose r
     await big.body.dispose();
     assert.throws(() => big.body.stream());
   }
+});
+
+test('refused before the bytes come (a chunk announced over the limit): the spool stops at once, the source is left open', async () => {
+  // A source that never sends anything, like a client after announcing 2^64-1 bytes.
+  const silent = new Readable({ read() {} });
+  const controller = new AbortController();
+  const pending = spoolBody(silent, { maxBytes: 1000, signal: controller.signal });
+  controller.abort(new Error('a chunk of 0xffffffffffffffff bytes was announced'));
+  assert.deepEqual(await pending, { kind: 'too-large', limit: 1000, detail: 'a chunk of 0xffffffffffffffff bytes was announced' });
+  // Destroying it would take an HTTP connection down before its 413 is written.
+  assert.equal(silent.destroyed, false);
+  const already = await spoolBody(Readable.from([Buffer.alloc(10)]), { signal: AbortSignal.abort('announced') });
+  assert.deepEqual(already, { kind: 'too-large', limit: CGI_MAX_REQUEST_BODY_BYTES, detail: 'announced' });
 });

@@ -51,122 +51,161 @@ export function listenOnKcgiDescriptors(server: ConnectionServer, controlFd: num
       ),
     );
   }
-  return new Promise<void>((resolve, reject) => {
-    let inFlight = 0;
-    let released = false;
-    let partial: Buffer = Buffer.alloc(0);
-    let pendingFd: number | null = null;
-    const finishIfDone = () => {
-      if (released && inFlight === 0) resolve();
-    };
-    // Cookies of connections that closed during this turn of the event loop go back in one write at its
-    // end: a busy worker often finishes several at once, and each write wakes the manager.
-    let unsentCookies: Buffer[] = [];
-    let flushScheduled = false;
-    const flushCookies = () => {
-      flushScheduled = false;
-      if (released || unsentCookies.length === 0) return;
-      const bytes = unsentCookies.length === 1 ? unsentCookies[0]! : Buffer.concat(unsentCookies);
-      unsentCookies = [];
-      let written: number;
+  return new KcgiDescriptorListener(server, controlFd).run();
+}
+
+/**
+ * One worker's side of the control socket: cookies with connections in,
+ * the same cookies back out once those connections are done.
+ */
+class KcgiDescriptorListener {
+  readonly #server: ConnectionServer;
+  readonly #controlFd: number;
+  #watcher: { close(): void } | undefined;
+  /** Connections handed over and not closed yet. */
+  #inFlight = 0;
+  /** The manager released this worker (end of file on the control socket): no more connections come. */
+  #released = false;
+  /** A cookie read in pieces so far, and the descriptor that came with its first byte. */
+  #partial: Buffer = Buffer.alloc(0);
+  #pendingFd: number | null = null;
+  /**
+   * Cookies of connections that closed during this turn of the event loop go back in one write at its
+   * end: a busy worker often finishes several at once, and each write wakes the manager.
+   */
+  #unsentCookies: Buffer[] = [];
+  #flushScheduled = false;
+  #resolve!: () => void;
+  #reject!: (error: Error) => void;
+
+  constructor(server: ConnectionServer, controlFd: number) {
+    this.#server = server;
+    this.#controlFd = controlFd;
+  }
+
+  run(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
       try {
-        written = writeSync(controlFd, bytes);
+        setNonBlocking(this.#controlFd, true);
+        this.#watcher = watchReadable(this.#controlFd, () => this.#onReadable());
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') {
-          fail(new GatehouseError(ErrorCode.KFCGI_SETUP, `writing a cookie back to the kfcgi manager failed: ${(error as Error).message}`));
-          return;
-        }
-        written = 0;
-      }
-      // The manager reads cookies as they come; a full socket buffer clears at once, so try again next turn.
-      if (written < bytes.length) writeCookie(bytes.subarray(written));
-    };
-    const writeCookie = (cookie: Buffer) => {
-      if (released) return;
-      unsentCookies.push(cookie);
-      if (!flushScheduled) {
-        flushScheduled = true;
-        setImmediate(flushCookies);
-      }
-    };
-    const serve = (fd: number, cookie: Buffer) => {
-      let socket: net.Socket;
-      try {
-        socket = new net.Socket({ fd, readable: true, writable: true });
-      } catch (error) {
-        closeDescriptor(fd);
-        writeCookie(cookie);
-        server.emit('error', error);
+        reject(new GatehouseError(ErrorCode.KFCGI_SETUP, `FCGI_LISTENSOCK_DESCRIPTORS=${this.#controlFd}: ${(error as Error).message}`));
         return;
       }
-      inFlight += 1;
-      server
-        .handleConnection(socket)
-        .then(
-          () => undefined,
-          (error: unknown) => server.emit('error', error),
-        )
-        .finally(() => {
-          // Our copy must be closed before the cookie goes back: the manager then treats the connection as done.
-          socket.destroy();
-          inFlight -= 1;
-          writeCookie(cookie);
-          finishIfDone();
-        });
-    };
-    const release = () => {
-      if (released) return;
-      released = true;
-      watcher.close();
+      this.#server.emit('listening');
+      this.#onReadable();
+    });
+  }
+
+  /** Reads every cookie (and connection) the control socket has for us now. */
+  #onReadable(): void {
+    while (!this.#released) {
+      let message: ReturnType<typeof receiveDescriptors>;
       try {
-        closeDescriptor(controlFd);
-      } catch {
-        // already closed
+        message = receiveDescriptors(this.#controlFd, KCGI_COOKIE_BYTES - this.#partial.length, 1);
+      } catch (error) {
+        this.#fail(error as Error);
+        return;
       }
-      finishIfDone();
-    };
-    const fail = (error: Error) => {
-      release();
-      reject(error);
-    };
-    const onReadable = () => {
-      while (!released) {
-        let message;
-        try {
-          message = receiveDescriptors(controlFd, KCGI_COOKIE_BYTES - partial.length, 1);
-        } catch (error) {
-          fail(error as Error);
-          return;
-        }
-        if (message.kind === 'again') return;
-        if (message.kind === 'eof') {
-          release();
-          return;
-        }
-        partial = partial.length > 0 ? Buffer.concat([partial, message.payload]) : message.payload;
-        // The descriptor rides on the cookie's first byte; the 8 bytes may (in theory) arrive in pieces.
-        if (message.fds.length > 0) pendingFd = message.fds[0]!;
-        if (partial.length < KCGI_COOKIE_BYTES) continue;
-        const cookie = partial;
-        const fd = pendingFd;
-        partial = Buffer.alloc(0);
-        pendingFd = null;
-        if (fd === null) {
-          fail(new GatehouseError(ErrorCode.KFCGI_SETUP, 'the kfcgi manager sent a cookie without a connection descriptor'));
-          return;
-        }
-        serve(fd, cookie);
+      if (message.kind === 'again') return;
+      if (message.kind === 'eof') {
+        this.#release();
+        return;
       }
-    };
-    let watcher: { close(): void };
+      this.#partial = this.#partial.length > 0 ? Buffer.concat([this.#partial, message.payload]) : message.payload;
+      // The descriptor rides on the cookie's first byte; the 8 bytes may (in theory) arrive in pieces.
+      if (message.fds.length > 0) this.#pendingFd = message.fds[0]!;
+      if (this.#partial.length < KCGI_COOKIE_BYTES) continue;
+      const cookie = this.#partial;
+      const fd = this.#pendingFd;
+      this.#partial = Buffer.alloc(0);
+      this.#pendingFd = null;
+      if (fd === null) {
+        this.#fail(new GatehouseError(ErrorCode.KFCGI_SETUP, 'the kfcgi manager sent a cookie without a connection descriptor'));
+        return;
+      }
+      this.#serve(fd, cookie);
+    }
+  }
+
+  /** Serves one handed-over connection; its cookie goes back once it is closed. */
+  #serve(fd: number, cookie: Buffer): void {
+    let socket: net.Socket;
     try {
-      setNonBlocking(controlFd, true);
-      watcher = watchReadable(controlFd, onReadable);
+      socket = new net.Socket({ fd, readable: true, writable: true });
     } catch (error) {
-      reject(new GatehouseError(ErrorCode.KFCGI_SETUP, `FCGI_LISTENSOCK_DESCRIPTORS=${controlFd}: ${(error as Error).message}`));
+      closeDescriptor(fd);
+      this.#writeCookie(cookie);
+      this.#server.emit('error', error);
       return;
     }
-    server.emit('listening');
-    onReadable();
-  });
+    this.#inFlight += 1;
+    this.#server
+      .handleConnection(socket)
+      .then(
+        () => undefined,
+        (error: unknown) => this.#server.emit('error', error),
+      )
+      .finally(() => {
+        // Our copy must be closed before the cookie goes back: the manager then treats the connection as done.
+        socket.destroy();
+        this.#inFlight -= 1;
+        this.#writeCookie(cookie);
+        this.#finishIfDone();
+      });
+  }
+
+  #writeCookie(cookie: Buffer): void {
+    if (this.#released) return;
+    this.#unsentCookies.push(cookie);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(() => this.#flushCookies());
+    }
+  }
+
+  #flushCookies(): void {
+    this.#flushScheduled = false;
+    if (this.#released || this.#unsentCookies.length === 0) return;
+    const bytes = this.#unsentCookies.length === 1 ? this.#unsentCookies[0]! : Buffer.concat(this.#unsentCookies);
+    this.#unsentCookies = [];
+    let written: number;
+    try {
+      written = writeSync(this.#controlFd, bytes);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') {
+        this.#fail(
+          new GatehouseError(ErrorCode.KFCGI_SETUP, `writing a cookie back to the kfcgi manager failed: ${(error as Error).message}`),
+        );
+        return;
+      }
+      written = 0;
+    }
+    // The manager reads cookies as they come; a full socket buffer clears at once, so try again next turn.
+    if (written < bytes.length) this.#writeCookie(bytes.subarray(written));
+  }
+
+  /** No more connections: the control socket is closed, and the promise settles once the last connection is done. */
+  #release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#watcher?.close();
+    try {
+      closeDescriptor(this.#controlFd);
+    } catch {
+      // already closed
+    }
+    this.#finishIfDone();
+  }
+
+  #fail(error: Error): void {
+    this.#release();
+    this.#reject(error);
+  }
+
+  #finishIfDone(): void {
+    if (this.#released && this.#inFlight === 0) this.#resolve();
+  }
 }
