@@ -21,7 +21,7 @@
  */
 import diagnosticsChannel from 'node:diagnostics_channel';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { UpstreamError } from './errors.js';
+import { ErrorCode, GatehouseError, type UpstreamError } from './errors.js';
 
 /** The request a FastCGIClient event is about. */
 export interface ClientRequestInfo {
@@ -54,7 +54,7 @@ export interface HandlerRequestInfo {
   /** Which handler: cgi() or fastcgi(). */
   readonly handler: 'cgi' | 'fastcgi';
   readonly method: string;
-  /** The request target as received. */
+  /** The request target as received (req.url when the handler took the request). */
   readonly url: string;
   /** node:http's objects, for tracers that already follow them. */
   readonly req: IncomingMessage;
@@ -74,8 +74,8 @@ export interface HandlerTrailersMessage {
 }
 export interface HandlerErrorMessage {
   request: HandlerRequestInfo;
-  /** A GatehouseError with its stable code (GH_CGI_SCRIPT_TIMEOUT, GH_CGI_QUEUE_FULL, GH_UPSTREAM_TIMEOUT, ...). */
-  error: Error & { code?: string };
+  /** A GatehouseError with its stable code (GH_CGI_SCRIPT_TIMEOUT, GH_CGI_QUEUE_FULL, GH_UPSTREAM_TIMEOUT, GH_CLIENT_CLOSED, ...). */
+  error: GatehouseError;
 }
 
 function channels<Create, Headers, Trailers, Failure>(prefix: string) {
@@ -105,3 +105,73 @@ export const cgiChannels = channels<HandlerCreateMessage, HandlerHeadersMessage,
 export const fastcgiChannels = channels<HandlerCreateMessage, HandlerHeadersMessage, HandlerTrailersMessage, HandlerErrorMessage>(
   'gatehouse:fastcgi',
 );
+
+export type HandlerChannels = typeof cgiChannels;
+
+/**
+ * One handler request's events: create when the handler takes the request,
+ * headers when its response head goes out, then either trailers (the
+ * response ended) or error (a failure answered with an error page, a
+ * response cut short, the client gone before the end), never both. Made only
+ * when someone listens (reportHandlerRequest returns null otherwise).
+ */
+export class HandlerReport {
+  readonly #channels: HandlerChannels;
+  readonly #request: HandlerRequestInfo;
+  #sentHeaders = false;
+  #done = false;
+
+  constructor(channels: HandlerChannels, request: HandlerRequestInfo) {
+    this.#channels = channels;
+    this.#request = request;
+    if (channels.create.hasSubscribers) channels.create.publish({ request });
+    request.res.once('close', () => this.#closed());
+  }
+
+  /** The response head is out (its status is res.statusCode). */
+  headers(): void {
+    if (this.#sentHeaders || this.#done) return;
+    this.#sentHeaders = true;
+    if (this.#channels.headers.hasSubscribers)
+      this.#channels.headers.publish({ request: this.#request, response: { statusCode: this.#request.res.statusCode } });
+  }
+
+  /** The request failed: `code` says how (the outcome table's code); the error page, if any, is the response. */
+  error(code: ErrorCode, message: string): void {
+    if (this.#done) return;
+    this.#done = true;
+    if (this.#channels.error.hasSubscribers)
+      this.#channels.error.publish({ request: this.#request, error: new GatehouseError(code, message) });
+  }
+
+  /** The response ended whole, written some other way than through `res` (an nph- script's raw output to the socket). */
+  ended(): void {
+    if (this.#done) return;
+    this.#done = true;
+    if (this.#channels.trailers.hasSubscribers) this.#channels.trailers.publish({ request: this.#request, trailers: [] });
+  }
+
+  #closed(): void {
+    if (this.#done) return;
+    if (this.#request.res.writableFinished) this.ended();
+    else this.error(ErrorCode.CLIENT_CLOSED, 'the connection closed before the response ended');
+  }
+}
+
+/** A HandlerReport for this request when anyone listens to `channels`, else null (and nothing is made). */
+export function reportHandlerRequest(
+  channels: HandlerChannels,
+  handler: HandlerRequestInfo['handler'],
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: string,
+): HandlerReport | null {
+  if (
+    !channels.create.hasSubscribers &&
+    !channels.headers.hasSubscribers &&
+    !channels.trailers.hasSubscribers &&
+    !channels.error.hasSubscribers
+  )
+    return null;
+  return new HandlerReport(channels, { handler, method: req.method ?? 'GET', url, req, res });
+}
