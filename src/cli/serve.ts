@@ -13,6 +13,7 @@ import { startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
 import { ConfigError, UsageError } from '../errors.js';
 import type { FastCGIRouteConfig, ServeConfig } from '../config/schema.js';
 import { type Logger, onReopenSignal, openLogger } from '../log/index.js';
+import type { ServeMetricsListener } from '../metrics/serve.js';
 
 const COMMAND_OPTIONS: LongOption[] = [
   {
@@ -66,6 +67,7 @@ function checkReport(config: ServeConfig, file: string | undefined): string[] {
     ...(config.scriptLog ? [`script-log: ${config.scriptLog}`] : []),
     `access-log: ${config.accessLog}${config.accessLog !== 'off' ? ` (${config.accessLogFormat})` : ''}`,
     `error-log: ${config.errorLog} (level ${config.logLevel}, ${config.logFormat})`,
+    `metrics: ${config.metrics ? formatListenAddress(config.metrics) : 'off'}`,
   ];
 }
 
@@ -112,11 +114,23 @@ export async function main(argv: string[]): Promise<number> {
     if (front) await front.reopenLogs();
     else await logger.reopen();
   });
+  // Metrics first too (prom-client is loaded only now): the CGI handler takes its spawner metered.
+  let metrics: ServeMetricsListener | null = null;
   const finish = async (status: number) => {
     stopReopening();
+    await metrics?.close();
     await logger.close();
     return status;
   };
+  if (config.metrics) {
+    try {
+      const { ServeMetricsListener } = await import('../metrics/serve.js');
+      metrics = await ServeMetricsListener.open(config.metrics, (line) => logger.warn(line));
+    } catch (error) {
+      process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
+      return finish(1);
+    }
+  }
   // Scripts start through the cgid daemon by default (started here, before the front takes requests).
   let scripts: FrontSpawner | null = null;
   if (config.cgiBin || config.scriptAlias.length > 0 || config.cgiExt.length > 0) {
@@ -128,7 +142,8 @@ export async function main(argv: string[]): Promise<number> {
     }
   }
   try {
-    front = new GatehouseFront({ config, logger, ...(scripts ? { spawner: scripts.spawner } : {}) });
+    const spawner = scripts && metrics ? metrics.meter(scripts.spawner) : scripts?.spawner;
+    front = new GatehouseFront({ config, logger, ...(spawner ? { spawner } : {}) });
   } catch (error) {
     process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
     await scripts?.stop();
@@ -147,6 +162,10 @@ export async function main(argv: string[]): Promise<number> {
   logger.info(
     `listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}`,
   );
+  if (metrics) {
+    metrics.serve({ ...front.parts, daemon: scripts?.supervisor ?? null });
+    logger.info(`metrics on ${metrics.describe()} (/metrics for Prometheus, /status for gatehouse status)`);
+  }
   const running = front;
   return new Promise<number>((resolve) => {
     let stopping = false;

@@ -24,9 +24,11 @@ import {
 import { ErrorCode } from '../errors.js';
 import { METRICS_REQUEST_BUCKETS } from '../limits.js';
 import type { ScriptSpawner } from '../spawn/spawner.js';
-import type { MetricsRegistry } from './registry.js';
+import type { ListenAddress } from '../options/listen-address.js';
+import { MetricsEndpoint } from './endpoint.js';
+import { MetricsRegistry } from './registry.js';
 import { MeteredSpawner, registerLimiterMetrics, registerScriptMetrics, type ScriptMetrics } from './scripts.js';
-import type { StatusPool } from './status.js';
+import { statusDocument, type StatusPool } from './status.js';
 import type { ScriptLimiter } from '../cgi/limiter.js';
 import type { PoolStats } from '../fastcgi/client/pool.js';
 
@@ -315,6 +317,55 @@ export class ServeMetrics {
   /** Stops listening to the channels (at stop, or on a reload that makes a new front). */
   detach(): void {
     for (const unsubscribe of this.#unsubscribe.splice(0)) unsubscribe();
+  }
+}
+
+/**
+ * serve's `metrics` listener: one registry for this process (a front of
+ * several worker processes merges their registry.json() with prom-client's
+ * AggregatorRegistry), its ServeMetrics, and the endpoint that answers
+ * /metrics and /status. Opened before the front is made (the CGI handler
+ * takes its spawner, metered, then); serve() once the front listens.
+ */
+export class ServeMetricsListener {
+  readonly metrics: ServeMetrics;
+  readonly #endpoint: MetricsEndpoint;
+
+  private constructor(metrics: ServeMetrics, endpoint: MetricsEndpoint) {
+    this.metrics = metrics;
+    this.#endpoint = endpoint;
+  }
+
+  /** Loads prom-client and binds `address` (answering 503 until serve()). */
+  static async open(address: ListenAddress, log: (line: string) => void): Promise<ServeMetricsListener> {
+    const registry = await MetricsRegistry.create('serve');
+    const endpoint = await MetricsEndpoint.open(address, { log });
+    return new ServeMetricsListener(new ServeMetrics(registry), endpoint);
+  }
+
+  /** Where it listens, as the log names it. */
+  describe(): string {
+    return this.#endpoint.describe();
+  }
+
+  /** `spawner`, counted and timed. */
+  meter(spawner: ScriptSpawner): ScriptSpawner {
+    return this.metrics.meter(spawner);
+  }
+
+  /** Subscribes to the front's events and starts answering scrapes. */
+  serve(source: ServeMetricsSource): void {
+    const metrics = this.metrics;
+    metrics.attach(source);
+    this.#endpoint.serve({
+      metrics: async () => ({ text: await metrics.registry.metrics(), contentType: metrics.registry.contentType }),
+      status: () => statusDocument('serve', metrics.statusPools()),
+    });
+  }
+
+  async close(): Promise<void> {
+    this.metrics.detach();
+    await this.#endpoint.close();
   }
 }
 
