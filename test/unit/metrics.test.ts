@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { registerFaceMetrics } from '../../src/metrics/cgid.js';
 import { registerKfcgiMetrics, respawnLabels } from '../../src/metrics/kfcgi.js';
 import { MetricsRegistry } from '../../src/metrics/registry.js';
+import { ServeMetrics } from '../../src/metrics/serve.js';
 import { MeteredSpawner, registerLimiterMetrics, registerScriptMetrics } from '../../src/metrics/scripts.js';
 import { ScriptLimiter } from '../../src/cgi/limiter.js';
 import type { PoolStatus } from '../../src/kfcgi/supervisor.js';
@@ -103,6 +104,33 @@ test('kfcgi: every metric in gatehouse-kfcgi(8), every documented one registered
 
 test('cgid --fastcgi: every metric in gatehouse-cgid(8), and the other way round', async () => {
   compareWithManual('gatehouse-cgid.8', [await cgidRegistry()]);
+});
+
+/** serve's registry with every part a front can have: CGI routes through the cgid daemon, and a FastCGI route. */
+async function serveRegistry(): Promise<{ registry: MetricsRegistry; metrics: ServeMetrics }> {
+  const registry = await MetricsRegistry.create('serve');
+  const metrics = new ServeMetrics(registry);
+  const spawner = metrics.meter(new FakeSpawner());
+  metrics.attach({
+    servers: [],
+    limiter: new ScriptLimiter(2, 1),
+    fastcgiClients: [{ upstream: 'unix:/run/php.sock', stats: { connections: 1, idle: 1, queued: 0, opened: 1, waited: 0, starved: 0 } }],
+    daemon: { available: true, starts: 1 },
+  });
+  await spawner.spawn({ file: '/srv/x', argv: [], cwd: '/', env: {} });
+  await spawner.spawn({ file: '/srv/missing', argv: [], cwd: '/', env: {} }).catch(() => undefined);
+  return { registry, metrics };
+}
+
+test('serve: every metric in gatehouse-serve(8), and the other way round', async () => {
+  const { registry, metrics } = await serveRegistry();
+  try {
+    compareWithManual('gatehouse-serve.8', [registry]);
+    const verdict = await promtoolCheck(await registry.metrics());
+    assert.equal(verdict.code, 0, verdict.output);
+  } finally {
+    metrics.detach();
+  }
 });
 
 test('every exposition passes promtool check metrics (the prom-client defaults it rejects are left out)', async () => {
