@@ -1,0 +1,111 @@
+/**
+ * Issue 13's benchmark: metrics must not cost what they measure. Two
+ * `gatehouse serve` processes configured alike, one with --metrics and one
+ * without, each with its own cgid daemon and its own php-fpm pool (4 workers,
+ * pm static), measured in the same run, in turns (the order swapped every
+ * round so drift hits both): a C hello CGI script and hello.php through a
+ * FastCGI route, 16 connections. While the metrics one is measured, its
+ * /metrics is scraped every second (Prometheus's usual interval is 15 s: this
+ * is the worst case). Reported: requests/s, p99, and the front process's CPU
+ * time per request from /proc (user + system of the serve process; the
+ * daemon and php-fpm do the same work in both), and the ratios on / off.
+ */
+import http from 'node:http';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { cpuMicros, expectBody, freePort, startPhpFpm, waitForListener, wrk } from './lib/peers.mjs';
+import { makeHelloCgiBin, startGatehouseServe } from './lib/cgi-peers.mjs';
+
+const fmt = (value, digits = 0) => (Number.isFinite(value) ? value.toFixed(digits) : '-');
+const mean = (values) => values.reduce((a, b) => a + b, 0) / values.length;
+
+/** GETs /metrics every second until stopped; resolves with the number of scrapes. */
+function scrapeEverySecond(port) {
+  let scrapes = 0;
+  const timer = setInterval(() => {
+    http
+      .get({ host: '127.0.0.1', port, path: '/metrics', agent: false, timeout: 5000 }, (res) => {
+        res.resume();
+        res.on('end', () => (scrapes += 1));
+      })
+      .on('error', () => {});
+  }, 1000);
+  return () => {
+    clearInterval(timer);
+    return scrapes;
+  };
+}
+
+export async function runMetricsBench({ duration = 6, repeats = 3, connections = 16 } = {}) {
+  const { cgiBin } = makeHelloCgiBin();
+  const start = async (metricsPort) => {
+    const fpm = await startPhpFpm({ workers: 4 });
+    const config = join(fpm.dir, 'gatehouse-bench-metrics.toml');
+    writeFileSync(
+      config,
+      `cgi-bin = "${cgiBin}"\n\n[[fastcgi]]\nurl = "/php/"\nupstreams = ["unix:${fpm.socketPath}"]\nscript-filename = "${fpm.script}"\nmax-connections = 4\n`,
+    );
+    const serve = await startGatehouseServe({
+      args: ['--config', config, ...(metricsPort ? ['--metrics', `127.0.0.1:${metricsPort}`] : [])],
+    });
+    if (metricsPort) await waitForListener({ host: '127.0.0.1', port: metricsPort }, 10_000, serve.alive, 'the metrics listener');
+    return serve;
+  };
+  const metricsPort = await freePort();
+  const variants = [
+    ['metrics off', await start(null), null],
+    ['metrics on', await start(metricsPort), metricsPort],
+  ];
+  const routes = [
+    ['CGI (C hello)', '/cgi-bin/hello-c'],
+    ['php-fpm (hello.php)', '/php/'],
+  ];
+  for (const [, serve] of variants) for (const [, path] of routes) await expectBody(`${serve.url}${path}`, 'hello\n');
+  // Warm-up: the JIT and the connection pools of both, off the record.
+  for (const [, serve] of variants) for (const [, path] of routes) await wrk({ url: `${serve.url}${path}`, connections, seconds: 2 });
+
+  const measured = {};
+  const rows = [];
+  let scrapes = 0;
+  for (let round = 1; round <= repeats; round += 1) {
+    const order = round % 2 === 1 ? variants : [...variants].reverse();
+    for (const [route, path] of routes) {
+      for (const [variant, serve, port] of order) {
+        process.stdout.write(`  round ${round} ${route} ${variant}... `);
+        const stopScraping = port ? scrapeEverySecond(port) : () => 0;
+        const cpuBefore = cpuMicros([serve.child.pid]);
+        const result = await wrk({ url: `${serve.url}${path}`, connections, seconds: duration });
+        const cpu = cpuMicros([serve.child.pid]) - cpuBefore;
+        scrapes += stopScraping();
+        const cpuPerRequest = cpu / result.requests;
+        console.log(`${fmt(result.requestsPerSecond)} req/s, ${fmt(cpuPerRequest)} µs CPU/request`);
+        const entry = (measured[`${route} ${variant}`] ??= { rps: [], cpu: [] });
+        entry.rps.push(result.requestsPerSecond);
+        entry.cpu.push(cpuPerRequest);
+        rows.push({
+          round,
+          route,
+          serve: variant,
+          'req/s': fmt(result.requestsPerSecond),
+          'p99 ms': fmt(result.p99, 1),
+          'front CPU µs/req': fmt(cpuPerRequest),
+          errors: result.non2xx || result.socketErrors ? `${result.non2xx} non-2xx ${result.socketErrors}` : '',
+        });
+      }
+    }
+  }
+  for (const [, serve] of variants) await serve.stop();
+  const verdicts = routes.map(([route]) => {
+    const on = measured[`${route} metrics on`];
+    const off = measured[`${route} metrics off`];
+    return `${route}, ${connections} conn: metrics on / off = ${fmt(mean(on.rps) / mean(off.rps), 3)}x requests/s (target >= 0.97x); front CPU ${fmt(mean(on.cpu))} vs ${fmt(mean(off.cpu))} µs/request (${fmt(mean(on.cpu) / mean(off.cpu), 3)}x)`;
+  });
+  return {
+    title: 'gatehouse serve with metrics on vs off (CGI and php-fpm routes)',
+    rows,
+    verdicts,
+    notes: [
+      `${repeats} rounds of ${duration} s per point, in turns, order swapped each round; /metrics scraped every second during the metrics-on runs (${scrapes} scrapes in all)`,
+    ],
+  };
+}
