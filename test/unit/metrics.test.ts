@@ -133,6 +133,27 @@ test('serve: every metric in gatehouse-serve(8), and the other way round', async
   }
 });
 
+test('serve: the registries of several worker processes add up with AggregatorRegistry (one registry per process)', async () => {
+  const { AggregatorRegistry } = await import('prom-client');
+  const one = await serveRegistry();
+  const two = await serveRegistry();
+  try {
+    const merged = AggregatorRegistry.aggregate([await one.registry.json(), await two.registry.json()]);
+    const text = await merged.metrics();
+    const samples = parseExposition(text);
+    assert.equal(sampleValue(samples, 'gatehouse_cgi_spawns_total'), 4);
+    assert.equal(sampleValue(samples, 'gatehouse_cgi_spawn_failures_total', { errno: 'ENOENT' }), 2);
+    assert.equal(sampleValue(samples, 'gatehouse_cgi_scripts_max'), 4, 'two workers of max-scripts 2');
+    assert.equal(sampleValue(samples, 'gatehouse_fastcgi_upstream_connections', { upstream: 'unix:/run/php.sock' }), 2);
+    assert.equal(sampleValue(samples, 'gatehouse_info', { command: 'serve' }), 1);
+    const verdict = await promtoolCheck(text);
+    assert.equal(verdict.code, 0, verdict.output);
+  } finally {
+    one.metrics.detach();
+    two.metrics.detach();
+  }
+});
+
 test('every exposition passes promtool check metrics (the prom-client defaults it rejects are left out)', async () => {
   for (const registry of [await kfcgiRegistry('fixed'), await kfcgiRegistry('variable'), await cgidRegistry()]) {
     const text = await registry.metrics();
