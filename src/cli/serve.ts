@@ -67,7 +67,7 @@ function checkReport(config: ServeConfig, file: string | undefined): string[] {
     ...(config.scriptLog ? [`script-log: ${config.scriptLog}`] : []),
     `access-log: ${config.accessLog}${config.accessLog !== 'off' ? ` (${config.accessLogFormat})` : ''}`,
     `error-log: ${config.errorLog} (level ${config.logLevel}, ${config.logFormat})`,
-    `metrics: ${config.metrics ? formatListenAddress(config.metrics) : 'off'}`,
+    ...(config.metrics ? [`metrics: ${formatListenAddress(config.metrics)}`] : []),
   ];
 }
 
