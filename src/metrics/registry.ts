@@ -13,6 +13,7 @@
  * of exposing one set per worker.
  */
 import { readFileSync } from 'node:fs';
+import { METRICS_EVENT_LOOP_RESOLUTION_MS } from '../limits.js';
 import type {
   Counter,
   CounterConfiguration,
@@ -67,7 +68,7 @@ export class MetricsRegistry {
     this.#prom = prom;
     this.command = command;
     this.#registry = new prom.Registry();
-    prom.collectDefaultMetrics({ register: this.#registry });
+    prom.collectDefaultMetrics({ register: this.#registry, eventLoopMonitoringPrecision: METRICS_EVENT_LOOP_RESOLUTION_MS });
     for (const name of DEFAULTS_PROMTOOL_REJECTS) this.#registry.removeSingleMetric(name);
     this.gauge({
       name: 'gatehouse_info',
