@@ -1,22 +1,27 @@
 /**
- * Issue 13's benchmark: metrics must not cost what they measure. Two
- * `gatehouse serve` processes configured alike, one with --metrics and one
- * without, each with its own cgid daemon and its own php-fpm pool (4 workers,
- * pm static), measured in the same run, in turns (the order swapped every
- * round so drift hits both): a C hello CGI script and hello.php through a
- * FastCGI route, 16 connections. While the metrics one is measured, its
- * /metrics is scraped every 5 s (three times as often as Prometheus's usual
- * 15 s). Reported: requests/s, p99, and the front process's CPU time per
- * request from /proc (user + system of the serve process; the daemon and
- * php-fpm do the same work in both), the ratios on / off, and apart from
- * them what one scrape costs the front (a fixed cost per scrape interval,
- * whatever the traffic).
+ * Issue 13's benchmark: metrics must not cost what they measure. Three
+ * `gatehouse serve` processes configured alike, one with --metrics and two
+ * without (the second a control: the spread between the two that do the
+ * same work is the run's noise), each with its own cgid daemon and its own
+ * php-fpm pool (4 workers, pm static), measured in the same run, in turns
+ * (the order reversed every round so drift hits all): a C hello CGI script
+ * and hello.php through a FastCGI route, 16 connections. While the metrics
+ * one is measured, its /metrics is scraped at the start and every 5 s
+ * (three times as often as Prometheus's usual 15 s). Reported: requests/s,
+ * p99, the front process's CPU time per request from /proc (user + system
+ * of the serve process; the daemon and php-fpm do the same work in all),
+ * the median of each round's on/off ratios, what one scrape costs, and what
+ * the metrics' subscribers cost per request measured in-process
+ * (bench/lib/metrics-cost.mjs), which the machine's load does not blur.
  */
 import http from 'node:http';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cpuMicros, expectBody, freePort, startPhpFpm, waitForListener, wrk } from './lib/peers.mjs';
 import { makeHelloCgiBin, startGatehouseServe } from './lib/cgi-peers.mjs';
+import { metricsCostPerRequest } from './lib/metrics-cost.mjs';
+
+const DIST = new URL('../dist', import.meta.url).href;
 
 const fmt = (value, digits = 0) => (Number.isFinite(value) ? value.toFixed(digits) : '-');
 const mean = (values) => values.reduce((a, b) => a + b, 0) / values.length;
@@ -52,6 +57,8 @@ function scrapeEvery(port) {
 }
 
 export async function runMetricsBench({ duration = 6, repeats = 3, connections = 16 } = {}) {
+  // First, alone: what the metrics' subscribers cost per request, in-process.
+  const cost = await metricsCostPerRequest(DIST);
   const { cgiBin } = makeHelloCgiBin();
   const start = async (metricsPort) => {
     const fpm = await startPhpFpm({ workers: 4 });
@@ -67,13 +74,15 @@ export async function runMetricsBench({ duration = 6, repeats = 3, connections =
     return serve;
   };
   const metricsPort = await freePort();
+  // A second serve without metrics is the control: the spread between the two that do the same work is the noise.
   const variants = [
     ['metrics off', await start(null), null],
     ['metrics on', await start(metricsPort), metricsPort],
+    ['metrics off (control)', await start(null), null],
   ];
   const routes = [
-    ['CGI (C hello)', '/cgi-bin/hello-c'],
-    ['php-fpm (hello.php)', '/php/'],
+    ['CGI (C hello)', '/cgi-bin/hello-c', 'cgi'],
+    ['php-fpm (hello.php)', '/php/', 'fastcgi'],
   ];
   for (const [, serve] of variants) for (const [, path] of routes) await expectBody(`${serve.url}${path}`, 'hello\n');
   // Warm-up: the JIT and the connection pools of both, off the record.
@@ -117,12 +126,16 @@ export async function runMetricsBench({ duration = 6, repeats = 3, connections =
   for (const [, serve] of variants) await serve.stop();
   // The machine's load moves between rounds more than metrics could: each round's on/off pair ran back to back,
   // so the median of the rounds' ratios is the estimate, and the ratio of the means is shown beside it.
-  const verdicts = routes.map(([route]) => {
+  const verdicts = routes.flatMap(([route, , kind]) => {
     const on = measured[`${route} metrics on`];
     const off = measured[`${route} metrics off`];
-    const rps = median(on.rps.map((value, round) => value / off.rps[round]));
-    const cpu = median(on.cpu.map((value, round) => value / off.cpu[round]));
-    return `${route}, ${connections} conn: metrics on / off = ${fmt(rps, 3)}x requests/s (median of the rounds' ratios; ratio of the means ${fmt(mean(on.rps) / mean(off.rps), 3)}x; target >= 0.97x); front CPU per request ${fmt(cpu, 3)}x (${fmt(mean(on.cpu))} vs ${fmt(mean(off.cpu))} µs/request)`;
+    const control = measured[`${route} metrics off (control)`];
+    const ratios = (a, b, key) => median(a[key].map((value, round) => value / b[key][round]));
+    return [
+      `${route}, ${connections} conn: metrics on / off = ${fmt(ratios(on, off, 'rps'), 3)}x requests/s (median of the rounds' ratios; ratio of the means ${fmt(mean(on.rps) / mean(off.rps), 3)}x; target >= 0.97x); front CPU per request ${fmt(ratios(on, off, 'cpu'), 3)}x (${fmt(mean(on.cpu))} vs ${fmt(mean(off.cpu))} µs/request)`,
+      `${route}: control (off) / off = ${fmt(ratios(control, off, 'rps'), 3)}x requests/s, CPU per request ${fmt(ratios(control, off, 'cpu'), 3)}x: the noise of this run`,
+      `${route}: in-process, the metrics add ${fmt(cost[kind].cost, 1)} µs of CPU per request (${fmt(cost[kind].off, 2)} -> ${fmt(cost[kind].on, 2)} µs for its events), ${fmt((cost[kind].cost / mean(off.cpu)) * 100, 2)}% of the front's ${fmt(mean(off.cpu))} µs per request measured here without metrics`,
+    ];
   });
   return {
     title: 'gatehouse serve with metrics on vs off (CGI and php-fpm routes)',
