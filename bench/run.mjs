@@ -80,8 +80,10 @@ try {
     for (const note of result.notes ?? []) console.log(`- ${note}`);
     if (!values['no-write']) {
       const command = `npm run bench -- ${name}${values.duration === '6' ? '' : ` --duration ${values.duration}`}${repeats === undefined ? '' : ` --repeats ${repeats}`}`;
-      writeSection(join(here, 'README.md'), name, renderSection(name, result, command));
-      console.log(`\n(bench/README.md updated: section ${name})`);
+      // metrics keeps its results in a file of its own, as cgid and kfcgi do.
+      const file = name === 'metrics' ? 'METRICS.md' : 'README.md';
+      writeSection(join(here, file), name, renderSection(name, result, command));
+      console.log(`\n(bench/${file} updated: section ${name})`);
     }
     await stopAll();
   }

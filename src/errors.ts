@@ -67,6 +67,8 @@ export const ErrorCode = {
   SERVER_STOPPING: 'GH_SERVER_STOPPING',
   // An API called in a state where it cannot work (a header set after the head was sent, a body read twice)
   INVALID_STATE: 'GH_INVALID_STATE',
+  // A library function called with an argument it cannot use (a relative path, a role that does not exist)
+  INVALID_ARGUMENT: 'GH_INVALID_ARGUMENT',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -101,6 +103,19 @@ export class UpstreamError extends GatehouseError {
     this.name = 'UpstreamError';
     this.upstream = upstream;
     this.retryable = options?.retryable ?? false;
+  }
+}
+
+/**
+ * A library function called with an argument it cannot use (undici's
+ * InvalidArgumentError): thrown at once, when the handler or client is made,
+ * never while a request is served. The message names the option and what it
+ * takes.
+ */
+export class InvalidArgumentError extends GatehouseError {
+  constructor(message: string) {
+    super(ErrorCode.INVALID_ARGUMENT, message);
+    this.name = 'InvalidArgumentError';
   }
 }
 

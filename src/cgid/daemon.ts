@@ -22,6 +22,8 @@ import {
   CGID_READ_CHUNK_BYTES,
   CGID_STDIO_DESCRIPTORS,
   CGID_LISTEN_BACKLOG,
+  CGID_STOP_POLL_MS,
+  CGID_STOP_REAP_SLACK_MS,
 } from '../limits.js';
 import {
   AT_FDCWD,
@@ -193,8 +195,8 @@ export class CgidDaemon {
     if (this.#listenFd >= 0) closeDescriptor(this.#listenFd);
     this.#removeSocket();
     for (const connection of [...this.#connections]) connection.close();
-    const deadline = Date.now() + (this.#options.killGraceMs ?? CGID_KILL_GRACE_MS) + 1000;
-    while (this.running > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    const deadline = Date.now() + (this.#options.killGraceMs ?? CGID_KILL_GRACE_MS) + CGID_STOP_REAP_SLACK_MS;
+    while (this.running > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, CGID_STOP_POLL_MS));
   }
 
   /** Removes the socket file only if it is the one we bound (another daemon may have replaced it). */

@@ -6,7 +6,7 @@
  *
  * When the daemon dies the front notices at once (the connection closes),
  * kills the process groups of the scripts it had started (nobody would reap
- * or time them out any more: no orphans), answers spawns with ECGIDDOWN
+ * or time them out any more: no orphans), answers spawns with a CGID_UNAVAILABLE SpawnError
  * (the CGI handler turns that into 503) and starts a new daemon with
  * back-off.
  */
@@ -19,6 +19,7 @@ import {
   CGID_RESTART_HEALTHY_MS,
   CGID_RESTART_MAX_DELAY_MS,
   CGID_RESTART_MIN_DELAY_MS,
+  CGID_START_ERROR_LINES,
   CGID_START_TIMEOUT_MS,
   CGID_TOKEN_BYTES,
   LOG_DRAIN_TIMEOUT_MS,
@@ -113,7 +114,7 @@ export class CgidSupervisor implements ScriptSpawner {
     createInterface({ input: child.stderr! }).on('line', (line) => {
       // A record; anything else (a crash trace from Node itself) is logged as an error of the daemon.
       const record = parseJsonRecord(line) ?? { time: new Date(), level: 'error', role: 'cgid', pid: child.pid ?? 0, message: line };
-      if (record.level === 'error' && errors.length < 20) errors.push(record.message);
+      if (record.level === 'error' && errors.length < CGID_START_ERROR_LINES) errors.push(record.message);
       if (this.#options.daemonLog) this.#options.daemonLog.emit(record);
       else this.#options.log(record.message, record.level);
     });

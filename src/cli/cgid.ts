@@ -20,6 +20,7 @@ import { formatListenAddress, LISTEN_ADDRESS, METRICS_ADDRESS, netListenOptions,
 import type { ScriptSpawner } from '../spawn/spawner.js';
 import { ErrorCode, GatehouseError, UsageError } from '../errors.js';
 import {
+  CGID_FASTCGI_STOP_GRACE_MS,
   CGID_SCRIPT_SOCK,
   CGID_SUEXEC_MIN_GID,
   CGID_SUEXEC_MIN_UID,
@@ -419,7 +420,7 @@ async function runFastCGIFace(
         setTimeout(() => {
           server.closeAllConnections();
           exit();
-        }, 10_000).unref();
+        }, CGID_FASTCGI_STOP_GRACE_MS).unref();
       }
     };
     process.once('SIGTERM', stop);

@@ -19,6 +19,7 @@ import { startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
 import { formatListenAddress } from '../options/listen-address.js';
 import { ErrorCode, GatehouseError, UsageError } from '../errors.js';
 import { type LongOption, splitLongOptions } from '../options/command-line.js';
+import { EXAMPLE_APP_POLL_MS, EXAMPLE_APP_START_TIMEOUT_MS } from '../limits.js';
 
 const EXAMPLES = fileURLToPath(new URL('../../../examples/', import.meta.url));
 
@@ -35,7 +36,7 @@ options:
   --help              print this help`;
 
 async function waitForSocket(socketPath: string, isAlive: () => boolean): Promise<void> {
-  for (let waited = 0; waited < 10_000; waited += 50) {
+  for (let waited = 0; waited < EXAMPLE_APP_START_TIMEOUT_MS; waited += EXAMPLE_APP_POLL_MS) {
     if (!isAlive()) throw new GatehouseError(ErrorCode.SERVE_SETUP, 'the example FastCGI application exited before it listened');
     const ok = await new Promise<boolean>((resolve) => {
       const socket = net.connect(socketPath, () => {
@@ -45,7 +46,7 @@ async function waitForSocket(socketPath: string, isAlive: () => boolean): Promis
       socket.on('error', () => resolve(false));
     });
     if (ok) return;
-    await sleep(50);
+    await sleep(EXAMPLE_APP_POLL_MS);
   }
   throw new GatehouseError(ErrorCode.SERVE_SETUP, `the example FastCGI application did not listen on ${socketPath}`);
 }

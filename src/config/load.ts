@@ -20,6 +20,7 @@ import {
 import { ConfigError, UsageError } from '../errors.js';
 import { closestName } from '../options/command-line.js';
 import { readValue, type ValueRule } from '../options/values.js';
+import { HTTP_MIN_HEADER_BYTES } from '../limits.js';
 import { resolveAddress } from '../fastcgi/client/address.js';
 import { RouteTable } from '../http/routes.js';
 import { compileAccessLogFormat } from '../http/access-log-format.js';
@@ -291,9 +292,9 @@ function validate(config: ServeConfig, problems: string[]): void {
   }
   const accessLogFormat = compileAccessLogFormat(config.accessLogFormat);
   if (typeof accessLogFormat !== 'function') problems.push(`access-log-format: ${accessLogFormat.problem}`);
-  if (config.maxHeaderBytes < 1024)
+  if (config.maxHeaderBytes < HTTP_MIN_HEADER_BYTES)
     problems.push(
-      `max-header-bytes: ${config.maxHeaderBytes} is too small for any request head; write at least 1024 (default ${SERVE_DEFAULTS.maxHeaderBytes})`,
+      `max-header-bytes: ${config.maxHeaderBytes} is too small for any request head; write at least ${HTTP_MIN_HEADER_BYTES} (default ${SERVE_DEFAULTS.maxHeaderBytes})`,
     );
   if (config.maxUrlBytes < 1) problems.push(`max-url-bytes: must be at least 1 (default ${SERVE_DEFAULTS.maxUrlBytes})`);
   // 0 would mean "kill every script at once"; there is no "no limit" for scripts (a hung one would hold its slot forever).

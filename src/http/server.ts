@@ -27,7 +27,13 @@ import { sendErrorPage } from '../cgi/http-response.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
 import { readHttpRequest, splitAbsoluteForm } from '../cgi/http-request.js';
 import { ChunkSizeGuard } from './chunk-size-guard.js';
-import { HTTP_MAX_REQUESTS_PER_SOCKET, HTTP_TIMEOUT_CHECK_MAX_MS, HTTP_TIMEOUT_CHECK_MIN_MS } from '../limits.js';
+import {
+  HTTP_MAX_REQUESTS_PER_SOCKET,
+  HTTP_STOP_POLL_MS,
+  HTTP_STOP_REAP_SLACK_MS,
+  HTTP_TIMEOUT_CHECK_MAX_MS,
+  HTTP_TIMEOUT_CHECK_MIN_MS,
+} from '../limits.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
 
 export interface FrontOptions {
@@ -411,7 +417,12 @@ export class GatehouseFront {
     for (const server of this.#servers) server.closeAllConnections();
     await Promise.all(closed);
     // Closing the connections aborted their scripts; wait (bounded) until every one was reaped.
-    for (let waited = 0; this.#cgi && this.#cgi.limiter.running > 0 && waited < graceMs + 5000; waited += 50) await sleep(50);
+    for (
+      let waited = 0;
+      this.#cgi && this.#cgi.limiter.running > 0 && waited < graceMs + HTTP_STOP_REAP_SLACK_MS;
+      waited += HTTP_STOP_POLL_MS
+    )
+      await sleep(HTTP_STOP_POLL_MS);
     await Promise.all(this.#fastcgi.map((handler) => handler.close()));
     // Only sockets this front bound, and only while the path is still the same socket: never another server's.
     for (const socket of this.#boundSockets) {

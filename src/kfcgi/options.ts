@@ -27,6 +27,7 @@ import {
   KFCGI_DEFAULT_SOCKET_PATH,
   KFCGI_DEFAULT_WORKERS,
   KFCGI_MAX_WORKERS,
+  KFCGI_MAX_WORKER_CONNECTIONS,
 } from '../limits.js';
 import { UsageError } from '../errors.js';
 import { DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log/index.js';
@@ -162,7 +163,7 @@ export const OPTIONS = [
     kind: 'integer',
     metavar: 'conns',
     min: 1,
-    max: 4096,
+    max: KFCGI_MAX_WORKER_CONNECTIONS,
     help: "variable pool: connections one worker is given at once (1 is kcgi's model; more for workers that multiplex, such as the gatehouse worker library)",
     defaultText: '1',
     gatehouse: true,

@@ -42,7 +42,7 @@ test('Prometheus scrapes cgid --fastcgi and a kfcgi pool under a bounded load an
     '--metrics',
     `127.0.0.1:${facePort}`,
   ]);
-  await waitForListener({ host: '127.0.0.1', port: facePort }, 20_000, () => face.child.exitCode === null);
+  await waitForListener({ host: '127.0.0.1', port: facePort }, { what: "cgid --fastcgi's metrics", process: face, timeoutMs: 20_000 });
 
   const fixtures = buildFixtures(t);
   const poolSocket = join(dir, 'pool.sock');

@@ -13,7 +13,8 @@ import { execFile } from 'node:child_process';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { GATEHOUSE_MAIN, startGatehouse } from '../fixtures/serve/serve-kit.js';
+import { GATEHOUSE_MAIN } from '../kit/paths.js';
+import { startGatehouse } from '../kit/serve.js';
 import { httpRequest } from '../kit/http.js';
 import { promtoolCheck, sampleValue, scrape, type Sample } from '../kit/metrics.js';
 import { startPhpFpm } from '../kit/php-fpm.js';
@@ -91,7 +92,7 @@ script-filename = "${fpm.script('hello.php')}"
   );
   const metricsPort = await freePort();
   const serve = await startGatehouse(t, 'serve', ['--config', config, '--metrics', `127.0.0.1:${metricsPort}`]);
-  await waitForListener({ host: '127.0.0.1', port: metricsPort }, 15_000, () => serve.child.exitCode === null);
+  await waitForListener({ host: '127.0.0.1', port: metricsPort }, { what: "serve's metrics", process: serve, timeoutMs: 15_000 });
   const prometheus = await startPrometheus(t, [{ job: 'serve', address: `127.0.0.1:${metricsPort}` }]);
   await prometheus.waitForTargets();
 

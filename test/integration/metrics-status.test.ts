@@ -149,8 +149,8 @@ test('cgid --fastcgi --metrics: scripts counted by outcome, gatehouse status, pr
   const socket = join(dir, 'face.sock');
   const port = await freePort();
   const face = startProcess(t, process.execPath, [gatehouseMain, 'cgid', '--fastcgi', `unix:${socket}`, '--metrics', `127.0.0.1:${port}`]);
-  await waitForListener({ path: socket }, 20_000, () => face.child.exitCode === null);
-  await waitForListener({ host: '127.0.0.1', port }, 20_000, () => face.child.exitCode === null);
+  await waitForListener({ path: socket }, { what: 'cgid --fastcgi', process: face, timeoutMs: 20_000 });
+  await waitForListener({ host: '127.0.0.1', port }, { what: "cgid --fastcgi's metrics", process: face, timeoutMs: 20_000 });
   const client = new FastCGIClient({ address: socket });
   t.after(() => client.close());
   const run = (file: string) =>

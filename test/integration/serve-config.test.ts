@@ -5,7 +5,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
-import { rawExchange, runGatehouse, startGatehouse } from '../fixtures/serve/serve-kit.js';
+import { rawExchange } from '../kit/raw-http.js';
+import { runGatehouse, startGatehouse } from '../kit/serve.js';
 
 test('--check on a valid file: exit 0 and a summary with paths resolved against the file', async (t) => {
   const dir = tempDir(t, 'gatehouse-serve-config-');
@@ -27,7 +28,7 @@ index = "index.php"
 `,
   );
   // Run from another directory: the file's relative paths must not depend on where gatehouse was started.
-  const result = await runGatehouse(t, ['serve', '--config', 'site/gatehouse.toml', '--check'], { cwd: dir });
+  const result = await runGatehouse(['serve', '--config', 'site/gatehouse.toml', '--check'], { cwd: dir });
   assert.equal(result.code, 0, result.stderr);
   assert.equal(
     result.stdout,
@@ -58,7 +59,7 @@ CGIDScriptTimeout = "five"
 ScriptLog = 3
 `,
   );
-  const result = await runGatehouse(t, ['serve', '--config', join(dir, 'bad.toml'), '--check']);
+  const result = await runGatehouse(['serve', '--config', join(dir, 'bad.toml'), '--check']);
   assert.equal(result.code, 1);
   assert.equal(result.stdout, '');
   assert.match(result.stderr, /^gatehouse serve: invalid configuration: .*bad\.toml: 3 problems:/);
@@ -73,7 +74,6 @@ test('--check with flags only, and flags over a file', async (t) => {
   mkdirSync(join(dir, 'other'));
   writeFileSync(join(dir, 'gatehouse.toml'), 'docroot = "www"\nscript-timeout = "20s"\nlisten = "127.0.0.1:8001"\n');
   const result = await runGatehouse(
-    t,
     [
       'serve',
       '--config',
@@ -98,23 +98,23 @@ test('--check with flags only, and flags over a file', async (t) => {
 
 test('metrics: off unless asked; a metrics address from the flag or the file, named by --check; a bad one refused', async (t) => {
   const dir = tempDir(t, 'gatehouse-serve-config-');
-  const off = await runGatehouse(t, ['serve', '--docroot', dir, '--check']);
+  const off = await runGatehouse(['serve', '--docroot', dir, '--check']);
   assert.equal(off.code, 0, off.stderr);
   assert.doesNotMatch(off.stdout, /metrics/);
-  const flag = await runGatehouse(t, ['serve', '--docroot', dir, '--metrics', '127.0.0.1:9100', '--check']);
+  const flag = await runGatehouse(['serve', '--docroot', dir, '--metrics', '127.0.0.1:9100', '--check']);
   assert.equal(flag.code, 0, flag.stderr);
   assert.match(flag.stdout, /^metrics: 127\.0\.0\.1:9100$/m);
   writeFileSync(join(dir, 'serve.toml'), `docroot = "${dir}"\nmetrics = "unix:${join(dir, 'metrics.sock')}"\n`);
-  const file = await runGatehouse(t, ['serve', '--config', join(dir, 'serve.toml'), '--check']);
+  const file = await runGatehouse(['serve', '--config', join(dir, 'serve.toml'), '--check']);
   assert.equal(file.code, 0, file.stderr);
   assert.match(file.stdout, new RegExp(`^metrics: unix:${join(dir, 'metrics.sock')}$`, 'm'));
-  const bad = await runGatehouse(t, ['serve', '--docroot', dir, '--metrics', 'metrics.sock']);
+  const bad = await runGatehouse(['serve', '--docroot', dir, '--metrics', 'metrics.sock']);
   assert.equal(bad.code, 2, bad.stderr);
   assert.match(bad.stderr, /^gatehouse serve: --metrics: /m);
 });
 
-test('an unknown flag: exit 2 and the closest option suggested', async (t) => {
-  const result = await runGatehouse(t, ['serve', '--docroot', '/', '--script-timout', '5s']);
+test('an unknown flag: exit 2 and the closest option suggested', async (_t) => {
+  const result = await runGatehouse(['serve', '--docroot', '/', '--script-timout', '5s']);
   assert.equal(result.code, 2);
   assert.match(result.stderr, /Unknown option '--script-timout'; did you mean --script-timeout\?/);
   assert.match(result.stderr, /Run 'gatehouse serve --help'/);
@@ -123,21 +123,21 @@ test('an unknown flag: exit 2 and the closest option suggested', async (t) => {
 test('sizes and durations: serve takes what cgid takes (512M, 10M), and a value outside the grammar is a usage error (exit 2)', async (t) => {
   const dir = tempDir(t, 'gatehouse-serve-config-');
   const sizes = ['--max-body', '10M', '--rlimit-mem', '512M', '--script-log-length', '10M', '--max-script-output', '1G'];
-  const ok = await runGatehouse(t, ['serve', '--docroot', dir, ...sizes, '--shutdown-grace', '2m', '--check']);
+  const ok = await runGatehouse(['serve', '--docroot', dir, ...sizes, '--shutdown-grace', '2m', '--check']);
   assert.equal(ok.code, 0, ok.stderr);
-  const cgid = await runGatehouse(t, ['cgid', '--rlimit-mem', '1.5G', '--script-timeout', 'soon']);
+  const cgid = await runGatehouse(['cgid', '--rlimit-mem', '1.5G', '--script-timeout', 'soon']);
   assert.equal(cgid.code, 2, cgid.stderr);
   assert.match(cgid.stderr, /^gatehouse cgid: --script-timeout: "soon" is not a duration/m);
   assert.match(cgid.stderr, /^gatehouse cgid: --rlimit-mem: "1\.5G" is not a size; write bytes \(1048576\) or a number with K, M or G/m);
-  const serve = await runGatehouse(t, ['serve', '--docroot', dir, '--max-body', '10X', '--rlimit-mem', '1.5G']);
+  const serve = await runGatehouse(['serve', '--docroot', dir, '--max-body', '10X', '--rlimit-mem', '1.5G']);
   assert.equal(serve.code, 2, serve.stderr);
   assert.match(serve.stderr, /^gatehouse serve: --max-body: "10X" is not a size; write bytes \(1048576\) or a number with K, M or G/m);
   assert.match(serve.stderr, /^gatehouse serve: --rlimit-mem: "1\.5G" is not a size/m);
   assert.match(serve.stderr, /Run 'gatehouse serve --help'/);
-  const listen = await runGatehouse(t, ['serve', '--docroot', dir, '--listen', '[::1g]:80']);
+  const listen = await runGatehouse(['serve', '--docroot', dir, '--listen', '[::1g]:80']);
   assert.equal(listen.code, 2, listen.stderr);
   assert.match(listen.stderr, /--listen: "\[::1g\]:80": ::1g is not an IPv6 address/);
-  const example = await runGatehouse(t, ['example', '--lisen', '127.0.0.1:1']);
+  const example = await runGatehouse(['example', '--lisen', '127.0.0.1:1']);
   assert.equal(example.code, 2, example.stderr);
   assert.match(example.stderr, /did you mean --listen\?/);
 });
@@ -163,7 +163,7 @@ dir = "cgi"
 user = "www-data"
 `,
   );
-  const result = await runGatehouse(t, ['serve', '--config', join(dir, 'gatehouse.toml'), '--check']);
+  const result = await runGatehouse(['serve', '--config', join(dir, 'gatehouse.toml'), '--check']);
   assert.equal(result.code, 1, result.stdout);
   assert.match(result.stderr, /: 4 problems:/);
   assert.match(
@@ -181,8 +181,8 @@ user = "www-data"
   );
 });
 
-test('--help lists every flag the issue names', async (t) => {
-  const result = await runGatehouse(t, ['serve', '--help']);
+test('--help lists every flag the issue names', async () => {
+  const result = await runGatehouse(['serve', '--help']);
   assert.equal(result.code, 0);
   for (const flag of [
     '--listen',
@@ -199,8 +199,8 @@ test('--help lists every flag the issue names', async (t) => {
   }
 });
 
-test('an invalid configuration stops the server before it listens (exit 1, nothing started)', async (t) => {
-  const result = await runGatehouse(t, ['serve', '--listen', '127.0.0.1:1', '--docroot', '/nonexistent-gatehouse-dir']);
+test('an invalid configuration stops the server before it listens (exit 1, nothing started)', async (_t) => {
+  const result = await runGatehouse(['serve', '--listen', '127.0.0.1:1', '--docroot', '/nonexistent-gatehouse-dir']);
   assert.equal(result.code, 1);
   assert.match(result.stderr, /docroot: \/nonexistent-gatehouse-dir is not a directory/);
 });

@@ -12,7 +12,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, startProcess, tempDir, waitForListener } from '../kit/process.js';
-import { GATEHOUSE_MAIN, runGatehouse } from '../fixtures/serve/serve-kit.js';
+import { GATEHOUSE_MAIN } from '../kit/paths.js';
+import { runGatehouse } from '../kit/serve.js';
 import { FastCGIClient } from '../../src/fastcgi/client/index.js';
 
 function site(t: { after(fn: () => unknown): void }) {
@@ -37,7 +38,7 @@ test('a port in use: a message that says so, exit 1 (with the cgid daemon starte
   const port = await freePort();
   await occupy(t, port);
   const free = await freePort();
-  const result = await runGatehouse(t, [
+  const result = await runGatehouse([
     'serve',
     '--listen',
     `127.0.0.1:${free}`,
@@ -76,7 +77,7 @@ test('a unix socket left by a dead server is replaced; the socket is served and 
     '--access-log',
     'off',
   ]);
-  await waitForListener({ path: socketPath }, 10_000, () => server.child.exitCode === null);
+  await waitForListener({ path: socketPath }, { what: 'gatehouse serve', process: server });
   const body = await new Promise<string>((resolve, reject) => {
     http
       .get({ socketPath, path: '/a.txt', agent: false }, (res) => {
@@ -96,13 +97,13 @@ test('a unix socket a live server listens on is refused and left in place; so is
   const dir = site(t);
   const live = join(dir, 'live.sock');
   await occupy(t, live);
-  const liveResult = await runGatehouse(t, ['serve', '--listen', `unix:${live}`, '--docroot', join(dir, 'www')]);
+  const liveResult = await runGatehouse(['serve', '--listen', `unix:${live}`, '--docroot', join(dir, 'www')]);
   assert.equal(liveResult.code, 1);
   assert.match(liveResult.stderr, /cannot listen on unix:.*live\.sock: EADDRINUSE: another server is listening on this socket/);
   await new Promise<void>((resolve, reject) => net.connect(live, resolve).on('error', reject));
   const file = join(dir, 'not-a-socket');
   writeFileSync(file, 'precious\n');
-  const fileResult = await runGatehouse(t, ['serve', '--listen', `unix:${file}`, '--docroot', join(dir, 'www')]);
+  const fileResult = await runGatehouse(['serve', '--listen', `unix:${file}`, '--docroot', join(dir, 'www')]);
   assert.equal(fileResult.code, 1);
   assert.match(fileResult.stderr, /EADDRINUSE: a file that is not a socket is in the way/);
   assert.equal(readFileSync(file, 'utf8'), 'precious\n');
@@ -126,7 +127,7 @@ test('fd:N: serve --listen and cgid --fastcgi serve on a socket inherited alread
   });
   // The test's own copy stops accepting: from now on only the child answers on the port.
   await new Promise((resolve) => web.server.close(resolve));
-  await waitForListener({ host: '127.0.0.1', port: web.port }, 15_000, () => serve.child.exitCode === null);
+  await waitForListener({ host: '127.0.0.1', port: web.port }, { process: serve, timeoutMs: 15_000, what: 'gatehouse' });
   const body = await new Promise<string>((resolve, reject) => {
     http
       .get(`http://127.0.0.1:${web.port}/a.txt`, (response) => {
@@ -145,7 +146,7 @@ test('fd:N: serve --listen and cgid --fastcgi serve on a socket inherited alread
     stdio: ['ignore', 'pipe', 'pipe', face.fd],
   });
   await new Promise((resolve) => face.server.close(resolve));
-  await waitForListener({ host: '127.0.0.1', port: face.port }, 15_000, () => cgid.child.exitCode === null);
+  await waitForListener({ host: '127.0.0.1', port: face.port }, { process: cgid, timeoutMs: 15_000, what: 'gatehouse' });
   const client = new FastCGIClient({ address: `127.0.0.1:${face.port}` });
   t.after(() => client.close());
   const answer = await client.fetchAll({

@@ -55,9 +55,7 @@ http {
   const configPath = join(prefix, 'nginx.conf');
   writeFileSync(configPath, config);
   const running = startProcess(t, binary, ['-p', prefix, '-c', configPath, '-e', errorLog]);
-  await waitForListener({ host: '127.0.0.1', port }, 10_000, () => running.child.exitCode === null).catch((error) => {
-    throw new Error(`nginx did not start: ${error.message}\n${running.output()}`);
-  });
+  await waitForListener({ host: '127.0.0.1', port }, { what: 'nginx', process: running });
   return { ...running, port, url: `http://127.0.0.1:${port}`, prefix, errorLog };
 }
 

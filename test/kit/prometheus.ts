@@ -55,9 +55,7 @@ export async function startPrometheus(t: Cleanup, targets: ScrapeTarget[]): Prom
     '--log.level=warn',
   ]);
   const base = `http://127.0.0.1:${port}`;
-  await waitForListener({ host: '127.0.0.1', port }, 30_000, () => running.child.exitCode === null).catch((error: Error) => {
-    throw new Error(`prometheus did not start: ${error.message}\n${running.output()}`);
-  });
+  await waitForListener({ host: '127.0.0.1', port }, { what: 'prometheus', process: running, timeoutMs: 30_000 });
   const api = async (path: string): Promise<unknown> => {
     const response = await fetch(`${base}${path}`);
     const body = (await response.json()) as { status: string; data: unknown; error?: string };
