@@ -18,6 +18,7 @@ import { fastcgi } from '../../src/http/fastcgi-handler.js';
 import { httpRequest } from '../kit/http.js';
 import { tempDir } from '../kit/process.js';
 import { startTestApp } from '../kit/worker-app.js';
+import { waitFor } from '../kit/wait.js';
 
 const fixtures = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
 
@@ -31,11 +32,7 @@ interface Seen {
 /** Every event of both handlers, in order, until the test ends. */
 function subscribe(t: TestContext): { seen: Seen[]; ended: (url: string) => Promise<Seen[]> } {
   const seen: Seen[] = [];
-  const waiters: Array<() => void> = [];
-  const record = (entry: Seen) => {
-    seen.push(entry);
-    for (const wake of waiters.splice(0)) wake();
-  };
+  const record = (entry: Seen) => void seen.push(entry);
   for (const channels of [cgiChannels, fastcgiChannels]) {
     const create = ({ request }: { request: HandlerRequestInfo }) => record({ event: 'create', request });
     const headers = ({ request, response }: { request: HandlerRequestInfo; response: { statusCode: number } }) =>
@@ -55,18 +52,15 @@ function subscribe(t: TestContext): { seen: Seen[]; ended: (url: string) => Prom
     });
   }
   /** The events of the request to `url`, once its last one (trailers or error) is in. */
-  const ended = async (url: string): Promise<Seen[]> => {
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      const events = seen.filter((entry) => entry.request.url === url);
-      if (events.some((entry) => entry.event === 'trailers' || entry.event === 'error')) return events;
-      if (Date.now() > deadline) throw new Error(`no end event for ${url}: ${JSON.stringify(events.map((e) => e.event))}`);
-      await new Promise<void>((resolve) => {
-        waiters.push(resolve);
-        setTimeout(resolve, 200).unref();
-      });
-    }
-  };
+  const ended = (url: string): Promise<Seen[]> =>
+    waitFor(
+      () => {
+        const events = seen.filter((entry) => entry.request.url === url);
+        return events.some((entry) => entry.event === 'trailers' || entry.event === 'error') ? events : null;
+      },
+      `the last event of ${url}`,
+      { context: () => JSON.stringify(seen.filter((entry) => entry.request.url === url).map((entry) => entry.event)) },
+    );
   return { seen, ended };
 }
 
@@ -116,11 +110,7 @@ test('cgi(): create, headers, trailers or error with its code, on one request ob
 
   // The script writes nothing: killed at the timeout, 504. While it runs, the only slot is taken and there is no queue: 503.
   const hanging = httpRequest(`${base}/cgi-bin/hang.sh`);
-  await new Promise<void>((resolve) => {
-    const check = () => (seen.some((entry) => entry.request.url === '/cgi-bin/hang.sh') ? resolve() : setTimeout(check, 10));
-    check();
-  });
-  while (handler.limiter.running === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+  await waitFor(() => handler.limiter.running === 1, 'hang.sh holding the only slot');
   assert.equal((await httpRequest(`${base}/cgi-bin/status.sh?second`)).status, 503);
   assert.deepEqual(brief(await ended('/cgi-bin/status.sh?second')), ['create', 'headers 503', 'error GH_CGI_QUEUE_FULL']);
   assert.equal((await hanging).status, 504);

@@ -20,6 +20,7 @@ import { promtoolCheck, sampleValue, scrape, type Sample } from '../kit/metrics.
 import { startPhpFpm } from '../kit/php-fpm.js';
 import { freePort, tempDir, waitForListener } from '../kit/process.js';
 import { startPrometheus } from '../kit/prometheus.js';
+import { waitFor } from '../kit/wait.js';
 
 function gatehouse(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -29,16 +30,18 @@ function gatehouse(args: string[]): Promise<{ code: number; stdout: string; stde
   });
 }
 
-/** Scrapes until `check` holds (waiting for the event, 15 s at most). */
+/** Scrapes until `check` holds on the samples (woken by the scrape, never a pause), then returns them. */
 async function scrapeUntil(port: number, check: (samples: Sample[]) => boolean, what: string): Promise<Sample[]> {
-  const deadline = Date.now() + 15_000;
-  let last = await scrape({ port });
-  while (!check(last.samples) && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    last = await scrape({ port });
-  }
-  assert.ok(check(last.samples), `${what}; last scrape:\n${last.text}`);
-  return last.samples;
+  let last = '';
+  return waitFor(
+    async () => {
+      const scraped = await scrape({ port });
+      last = scraped.text;
+      return check(scraped.samples) ? scraped.samples : null;
+    },
+    what,
+    { context: () => `last scrape:\n${last}` },
+  );
 }
 
 test('serve --metrics: Prometheus reads back every count of a bounded load; promtool; gatehouse status', async (t) => {
