@@ -2,7 +2,9 @@
 # Installs the real peers the tests start (Debian 12 packages): nginx, Apache
 # httpd, lighttpd, php-fpm, php-cgi, spawn-fcgi, libfcgi (cgi-fcgi and the C
 # library), fcgiwrap, Perl FCGI, gcc, wrk, Prometheus (the server and promtool,
-# for the metrics tests). Needs root (or sudo). Does nothing
+# for the metrics tests), systemd (systemd-socket-activate and systemd-analyze)
+# and logrotate (for the deployment tests and docs/deploy.md).
+# Needs root (or sudo). Does nothing
 # for packages already installed.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -10,7 +12,7 @@ packages=(
   nginx-light apache2 lighttpd
   php-fpm php-cgi
   spawn-fcgi libfcgi-bin libfcgi-dev fcgiwrap libfcgi-perl
-  gcc libc6-dev make perl wrk procps passwd
+  gcc libc6-dev make perl wrk procps passwd systemd logrotate
   prometheus
 )
 missing=()

@@ -44,6 +44,10 @@ export const ErrorCode = {
   CGI_OUTPUT_LENGTH_MISMATCH: 'GH_CGI_OUTPUT_LENGTH_MISMATCH',
   // System calls Node lacks (src/sys)
   SYSCALL_FAILED: 'GH_SYSCALL_FAILED',
+  // Deployment: a unix socket path taken by a live server or by a file; switching users; systemd's environment
+  SOCKET_IN_USE: 'GH_SOCKET_IN_USE',
+  PRIVILEGES: 'GH_PRIVILEGES',
+  SYSTEMD: 'GH_SYSTEMD',
   // Options and configuration of every command (src/options, src/config)
   USAGE: 'GH_USAGE',
   CONFIG_INVALID: 'GH_CONFIG_INVALID',

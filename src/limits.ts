@@ -94,6 +94,10 @@ export const CGI_STDERR_LOG_MAX_BYTES = 4 * 1024 * 1024;
 export const CGI_MAX_CONCURRENT_SCRIPTS = 128;
 /** Requests waiting for a script slot; past this the answer is 503. */
 export const CGI_MAX_QUEUED_SCRIPTS = 1024;
+/** The error log warns that scripts queue when the oldest waiter has waited this long (or the queue is half full)... */
+export const CGI_QUEUE_WARN_WAIT_MS = 1000;
+/** ...at most once in this interval, with the queue's depth and its oldest wait. */
+export const CGI_QUEUE_WARN_INTERVAL_MS = 10_000;
 /** Apache's APACHE_ARG_MAX: a query without '=' splits into at most this many argv words, else none. */
 export const CGI_MAX_ARGV_WORDS = 512;
 /** Apache's LimitInternalRecursion: local redirects (Location: /path) followed for one request. */
@@ -187,6 +191,12 @@ export const HTTP_SHUTDOWN_GRACE_MS = 10_000;
 /** Requests one keep-alive connection may serve before it is closed (0: no limit). */
 export const HTTP_MAX_REQUESTS_PER_SOCKET = 0;
 /**
+ * Connections taken from a listening socket's queue in one turn of the event
+ * loop beyond the one libuv accepts (src/http/accept-drain.ts): a burst is
+ * accepted in its order at once, not one per turn.
+ */
+export const HTTP_ACCEPT_BATCH = 64;
+/**
  * Longest chunk-size line (with its extensions) or trailer line the front's chunk-size guard follows;
  * node:http itself answers 413 past 16 KiB of chunk extensions, so a longer line never gets that far.
  */
@@ -276,6 +286,21 @@ export const HTTP_TIMEOUT_CHECK_MIN_MS = 50;
 export const HTTP_TIMEOUT_CHECK_MAX_MS = 1000;
 /** listen(2) backlog of the daemon's socket (fronts connect once and keep the connection; the kernel caps it at somaxconn). */
 export const CGID_LISTEN_BACKLOG = 4096;
+
+/* ---- deployment: unix sockets, users, systemd ---- */
+
+/**
+ * Mode of a unix socket gatehouse binds for others to connect to (serve's
+ * unix listeners, cgid --fastcgi, the worker library's listen()), from bind
+ * on: owner and group may connect, others not (php-fpm's listen.mode).
+ */
+export const UNIX_SOCKET_MODE = 0o660;
+/** listen(2) backlog of a unix listener made by gatehouse (spawn-fcgi's -b default; the kernel caps it at somaxconn). */
+export const UNIX_SOCKET_BACKLOG = 1024;
+/** Users `gatehouse example` runs as when started as root, in order of preference. */
+export const EXAMPLE_UNPRIVILEGED_USERS = ['www-data', 'nobody'] as const;
+/** sd_listen_fds(3): the first descriptor systemd passes. */
+export const SYSTEMD_LISTEN_FDS_START = 3;
 
 /**
  * Log lines held in memory by one log (error or access log) while the disk or

@@ -257,9 +257,9 @@ function parseDuration(text) {
 }
 
 /** Runs wrk for `seconds` and returns requests/s, p50/p99 latency (ms) and error counts. */
-export async function wrk({ url, connections, seconds, threads = Math.min(2, connections) }) {
+export async function wrk({ url, connections, seconds, threads = Math.min(2, connections), timeoutSeconds = 10 }) {
   const binary = requireProgram('/usr/bin/wrk');
-  const args = [`-t${threads}`, `-c${connections}`, `-d${seconds}s`, '--latency', '--timeout', '10s', url];
+  const args = [`-t${threads}`, `-c${connections}`, `-d${seconds}s`, '--latency', '--timeout', `${timeoutSeconds}s`, url];
   const run = startProcess(binary, args);
   const { code } = await run.exited;
   const text = run.output();
@@ -270,8 +270,10 @@ export async function wrk({ url, connections, seconds, threads = Math.min(2, con
   const requests = Number(/(\d+) requests in/.exec(text)?.[1]);
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(text)?.[1] ?? 0);
   const socketErrors = /Socket errors: (.*)/.exec(text)?.[1] ?? '';
+  const timeouts = Number(/Socket errors:.*timeout (\d+)/.exec(text)?.[1] ?? 0);
+  const max = parseDuration(/^\s+Latency\s+\S+\s+\S+\s+(\S+)/m.exec(text)?.[1] ?? '');
   if (!Number.isFinite(requestsPerSecond)) throw new Error(`could not read wrk's output: ${text}`);
-  return { requestsPerSecond, p50, p99, requests, non2xx, socketErrors, command: `wrk ${args.join(' ')}` };
+  return { requestsPerSecond, p50, p99, max, requests, non2xx, socketErrors, timeouts, command: `wrk ${args.join(' ')}` };
 }
 
 /** Compiles bench/apps/hello-libfcgi.c once per run. */

@@ -75,6 +75,11 @@ export interface CgiOptions {
   scriptLogSecrets?: boolean;
   /** Where error-log lines go (one line per call, no newline); default stderr. */
   errorLog?: (line: string) => void;
+  /**
+   * A timing line per script run (arrival, wait for a slot, spawn, head, exit,
+   * in ms) goes here when set; serve sets it at --log-level debug.
+   */
+  traceLog?: (line: string) => void;
   /** How scripts are started (default: posix_spawn where the system-call binding loads, else child_process.spawn; the cgid daemon plugs in here). */
   spawner?: ScriptSpawner;
   /** LimitInternalRecursion for local redirects. */
@@ -137,6 +142,7 @@ interface Settings {
   stopping: boolean;
   scriptLog: ScriptLog | undefined;
   errorLog: (line: string) => void;
+  traceLog: ((line: string) => void) | undefined;
   spawner: ScriptSpawner | undefined;
   maxLocalRedirects: number;
 }
@@ -208,6 +214,7 @@ function validate(options: CgiOptions): Settings {
     stopping: false,
     scriptLog,
     errorLog,
+    traceLog: options.traceLog,
     spawner: options.spawner,
     maxLocalRedirects: options.maxLocalRedirects ?? CGI_MAX_LOCAL_REDIRECTS,
   };
@@ -250,6 +257,8 @@ class CgiExchange {
   /** diagnostics_channel events, from when the handler takes the request (not when it passes it on); null: nobody listens. */
   #report: HandlerReport | null = null;
   #taken = false;
+  /** performance.now() when the exchange began (only with a trace log). */
+  #arrivedAt = 0;
 
   constructor(settings: Settings, req: IncomingMessage, res: ServerResponse, next: NextFunction | undefined) {
     this.#settings = settings;
@@ -259,6 +268,7 @@ class CgiExchange {
   }
 
   start(): void {
+    if (this.#settings.traceLog) this.#arrivedAt = performance.now();
     const reading = readHttpRequest(this.#req);
     if (reading.kind === 'refused') {
       this.#settings.errorLog(
@@ -324,7 +334,10 @@ class CgiExchange {
     if (this.#settings.stopping) return this.#fail({ kind: 'stopping', script: file });
     const body = await this.#readBody(hop, file);
     if (!body) return;
+    const queuedAt = this.#settings.traceLog ? performance.now() : 0;
+    const depth = this.#settings.limiter.queued;
     const release = await this.#acquireSlot(file);
+    const grantedAt = this.#settings.traceLog ? performance.now() : 0;
     if (!release) return void body.dispose();
     if (this.#res.destroyed || this.#req.socket.destroyed) {
       // The client left while the body was spooled or the request queued: nothing to run for.
@@ -338,12 +351,24 @@ class CgiExchange {
     }
     const environment = buildEnvironment(this.#describe(hop, script, body), this.#settings.policy);
     const run = this.#start(script, query, environment, body);
+    let headAt = 0;
     void run.finished.then(() => {
       this.#settings.runs.delete(run);
       release();
       void body.dispose();
+      if (this.#settings.traceLog) this.#trace(run, queuedAt, depth, grantedAt, headAt);
     });
-    await this.#answer(hop, run, environment, await run.head);
+    const head = await run.head;
+    headAt = performance.now();
+    await this.#answer(hop, run, environment, head);
+  }
+
+  /** One timing line: where this request's time went, from arrival to the script's exit (ms, relative to arrival). */
+  #trace(run: ScriptRun, queuedAt: number, depth: number, grantedAt: number, headAt: number): void {
+    const at = (time: number) => (time > 0 ? (time - this.#arrivedAt).toFixed(2) : '-');
+    this.#settings.traceLog!(
+      `cgi timing: ${run.file} pid ${run.pid ?? '-'}: queued ${at(queuedAt)} behind ${depth}, slot ${at(grantedAt)}, spawned ${at(run.spawnedAt)}, head ${at(headAt)}, exited ${at(run.exitedAt)}, finished ${at(performance.now())} ms after arrival`,
+    );
   }
 
   /** The client's body, as the body policy reads it; none on a local redirect (it was the first script's). */

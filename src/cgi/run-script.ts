@@ -117,6 +117,10 @@ export class ScriptRun {
   #stdoutCaptured = 0;
   #stderrCapture: string[] = [];
   #stderrCaptured = 0;
+  /** performance.now() when the run began, when the spawner answered, and when the script was reaped (0: not yet), for the timing trace. */
+  readonly startedAt = performance.now();
+  spawnedAt = 0;
+  exitedAt = 0;
 
   constructor(options: RunScriptOptions) {
     this.#options = options;
@@ -181,6 +185,7 @@ export class ScriptRun {
     try {
       const stdinEmpty = !options.stdin || (Buffer.isBuffer(options.stdin) && options.stdin.length === 0);
       this.#script = await spawner.spawn({ file: options.file, argv: options.argv, cwd: options.cwd, env: options.env, stdinEmpty });
+      this.spawnedAt = performance.now();
     } catch (error) {
       const spawnError = error instanceof SpawnError ? error : new SpawnError(options.file, 'EUNKNOWN', String(error));
       this.#settleHead({ kind: 'spawn-failed', error: spawnError });
@@ -209,6 +214,7 @@ export class ScriptRun {
     this.#armIdle();
 
     const exit = await script.exited;
+    this.exitedAt = performance.now();
     this.#exited = true;
     clearTimeout(this.#lingerTimer);
     this.#lingerTimer = undefined;

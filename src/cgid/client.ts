@@ -33,7 +33,7 @@ import {
   FrameDecoder,
   secretsEqual,
   type CgidMessage,
-  type SpawnOrder,
+  type OutgoingSpawnOrder,
 } from './protocol.js';
 
 export interface SpawnedRemote {
@@ -139,7 +139,7 @@ export class CgidConnection extends EventEmitter {
    * Sends one spawn order with `stdio` attached. The caller may close its
    * copies of `stdio` once this resolves or rejects.
    */
-  spawn(order: SpawnOrder, stdio: readonly [number, number, number]): Promise<SpawnedRemote> {
+  spawn(order: OutgoingSpawnOrder, stdio: readonly [number, number, number]): Promise<SpawnedRemote> {
     if (this.#closed) return Promise.reject(SpawnError.daemonUnavailable(order.file, 'the cgid daemon connection is closed'));
     const id = this.#nextId;
     this.#nextId = this.#nextId >= 0x7fffffff ? 1 : this.#nextId + 1;

@@ -74,11 +74,26 @@ export interface SpawnOrder {
   file: string;
   argv: string[];
   cwd: string;
-  /** NAME=VALUE, the whole environment, as the bytes execve passes. */
+  /**
+   * NAME=VALUE, the whole environment, as the bytes execve passes. A decoded
+   * order keeps a NUL after each entry in memory, so posix_spawn takes them as
+   * they are.
+   */
   env: Buffer[];
   limits: ScriptLimits;
   runAs: RunAs | null;
 }
+
+/** The environment of a spawn order to send: NAME=VALUE entries in bytes, or the environment record itself. */
+export type WireEnvironment = readonly Uint8Array[] | Readonly<Record<string, EnvironmentValue>>;
+
+/** A spawn order as the front sends it: the environment may be the record (encoded without a Buffer per entry). */
+export type OutgoingSpawnOrder = Omit<SpawnOrder, 'env'> & { env: WireEnvironment };
+
+/** What encodeMessage takes: any message, with a spawn order's environment as a list or as the record. */
+export type OutgoingMessage =
+  | Exclude<CgidMessage, { type: 'spawn' }>
+  | { type: 'spawn'; id: number; token: Buffer; order: OutgoingSpawnOrder };
 
 export type CgidMessage =
   | { type: 'hello'; nonce: Buffer }
@@ -104,62 +119,105 @@ export function secretsEqual(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/**
+ * One scratch buffer for every encode (encoding is synchronous and never
+ * nested): fields are written straight into it and the frame is copied out
+ * once, instead of a Buffer per field joined by Buffer.concat (a spawn order
+ * has a few dozen fields; this runs once per CGI request on the front).
+ */
+const SCRATCH_BYTES = 16 * 1024;
+let scratch = Buffer.allocUnsafe(SCRATCH_BYTES);
+
 class Writer {
-  readonly #parts: Buffer[] = [];
-  #length = 0;
-  #push(buffer: Buffer): void {
-    this.#parts.push(buffer);
-    this.#length += buffer.length;
+  #offset = CGID_HEADER_BYTES;
+  #room(count: number): void {
+    const needed = this.#offset + count;
+    if (needed <= scratch.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(needed, scratch.length * 2));
+    scratch.copy(bigger, 0, 0, this.#offset);
+    scratch = bigger;
   }
   u32(value: number): this {
-    const buffer = Buffer.allocUnsafe(4);
-    buffer.writeUInt32BE(value >>> 0);
-    this.#push(buffer);
+    this.#room(4);
+    scratch.writeUInt32BE(value >>> 0, this.#offset);
+    this.#offset += 4;
     return this;
   }
   i32(value: number): this {
-    const buffer = Buffer.allocUnsafe(4);
-    buffer.writeInt32BE(value | 0);
-    this.#push(buffer);
+    this.#room(4);
+    scratch.writeInt32BE(value | 0, this.#offset);
+    this.#offset += 4;
     return this;
   }
   f64(value: number): this {
-    const buffer = Buffer.allocUnsafe(8);
-    buffer.writeDoubleBE(value);
-    this.#push(buffer);
+    this.#room(8);
+    scratch.writeDoubleBE(value, this.#offset);
+    this.#offset += 8;
     return this;
   }
-  bytes(value: Buffer): this {
+  bytes(value: Uint8Array): this {
     this.u32(value.length);
-    this.#push(value);
+    this.#room(value.length);
+    scratch.set(value, this.#offset);
+    this.#offset += value.length;
     return this;
   }
   string(value: string): this {
-    return this.bytes(Buffer.from(value, 'utf8'));
+    // UTF-8 takes at most 3 bytes per UTF-16 unit; the length is written once the bytes are.
+    this.#room(4 + value.length * 3);
+    const written = scratch.write(value, this.#offset + 4, 'utf8');
+    scratch.writeUInt32BE(written, this.#offset);
+    this.#offset += 4 + written;
+    return this;
   }
   strings(values: readonly string[]): this {
     this.u32(values.length);
     for (const value of values) this.string(value);
     return this;
   }
-  bytesList(values: readonly Buffer[]): this {
-    this.u32(values.length);
-    for (const value of values) this.bytes(value);
+  /** NAME=VALUE entries: a list already in bytes, or the environment record itself (no Buffer per entry). */
+  environment(env: WireEnvironment): this {
+    if (Array.isArray(env)) {
+      this.u32(env.length);
+      for (const value of env) this.bytes(value);
+      return this;
+    }
+    const record = env as Readonly<Record<string, EnvironmentValue>>;
+    const countAt = this.#offset;
+    this.u32(0);
+    let count = 0;
+    for (const name in record) {
+      const value = record[name]!;
+      if (typeof value === 'string') this.string(`${name}=${value}`);
+      else {
+        const lengthAt = this.#offset;
+        this.string(`${name}=`);
+        this.#room(value.length);
+        scratch.set(value, this.#offset);
+        this.#offset += value.length;
+        scratch.writeUInt32BE(this.#offset - lengthAt - 4, lengthAt);
+      }
+      count++;
+    }
+    scratch.writeUInt32BE(count, countAt);
     return this;
   }
   frame(type: number, id: number): Buffer {
-    const header = Buffer.allocUnsafe(CGID_HEADER_BYTES);
-    header.writeUInt16BE(CGID_MAGIC, 0);
-    header.writeUInt8(CGID_PROTOCOL_VERSION, 2);
-    header.writeUInt8(type, 3);
-    header.writeUInt32BE(id >>> 0, 4);
-    header.writeUInt32BE(this.#length, 8);
-    return Buffer.concat([header, ...this.#parts], CGID_HEADER_BYTES + this.#length);
+    scratch.writeUInt16BE(CGID_MAGIC, 0);
+    scratch.writeUInt8(CGID_PROTOCOL_VERSION, 2);
+    scratch.writeUInt8(type, 3);
+    scratch.writeUInt32BE(id >>> 0, 4);
+    scratch.writeUInt32BE(this.#offset - CGID_HEADER_BYTES, 8);
+    const frame = Buffer.allocUnsafe(this.#offset);
+    scratch.copy(frame, 0, 0, this.#offset);
+    // An absurd environment grew it: not kept for the life of the process.
+    if (scratch.length > SCRATCH_BYTES * 4) scratch = Buffer.allocUnsafe(SCRATCH_BYTES);
+    return frame;
   }
 }
 
 /** Encodes one message as a frame. Throws a CGID_PROTOCOL GatehouseError for a message larger than CGID_MAX_FRAME_BYTES (a caller bug or an absurd environment). */
-export function encodeMessage(message: CgidMessage): Buffer {
+export function encodeMessage(message: OutgoingMessage): Buffer {
   const w = new Writer();
   let frame: Buffer;
   switch (message.type) {
@@ -171,7 +229,7 @@ export function encodeMessage(message: CgidMessage): Buffer {
       break;
     case 'spawn': {
       const { order } = message;
-      w.bytes(message.token).string(order.file).strings(order.argv).string(order.cwd).bytesList(order.env);
+      w.bytes(message.token).string(order.file).strings(order.argv).string(order.cwd).environment(order.env);
       w.f64(order.limits.cpuSeconds)
         .f64(order.limits.memoryBytes)
         .f64(order.limits.processes)
@@ -247,9 +305,27 @@ class Reader {
   strings(): string[] {
     return this.#list(() => this.string());
   }
-  /** Copies, so a decoded order does not pin the connection's read buffer. */
+  /**
+   * Copies (so a decoded order does not pin the connection's read buffer)
+   * into one block with a NUL after each entry: one allocation for the whole
+   * environment, and C strings posix_spawn can take without another copy.
+   */
   bytesList(): Buffer[] {
-    return this.#list(() => Buffer.from(this.bytes()));
+    const views = this.#list(() => this.bytes());
+    let total = 0;
+    for (const view of views) total += view.length + 1;
+    const block = Buffer.allocUnsafe(total);
+    const copies: Buffer[] = [];
+    let offset = 0;
+    for (const view of views) {
+      view.copy(block, offset);
+      block[offset + view.length] = 0;
+      copies.push(block.subarray(offset, offset + view.length));
+      offset += view.length + 1;
+    }
+    // posix_spawn (src/sys/posix-spawn.ts, C_STRINGS) may then pass the entries without copying them again.
+    Object.defineProperty(copies, Symbol.for('gatehouse.cStrings'), { value: true });
+    return copies;
   }
   #list<T>(item: () => T): T[] {
     const count = this.u32();

@@ -27,7 +27,7 @@ import {
 import { CgidConnection } from './client.js';
 import { newInstanceToken } from './daemon.js';
 import { runAsFor, type SpawnPolicy } from '../spawn/posix-spawner.js';
-import { environmentList, NO_LIMITS, type ScriptLimits } from './protocol.js';
+import { NO_LIMITS, type ScriptLimits } from './protocol.js';
 import { capOutput, createScriptStdio } from '../spawn/stdio.js';
 import { type LogLevel, type LogRecord, parseJsonRecord } from '../log/index.js';
 
@@ -86,7 +86,15 @@ export class CgidSupervisor implements ScriptSpawner {
   }
 
   async #startDaemon(): Promise<void> {
+    if (this.starts > 0 && (this.#options.policy?.suexec?.length ?? 0) > 0 && process.geteuid?.() !== 0)
+      this.#options.log(
+        `cgid: the front no longer runs as root, so the new daemon cannot either: scripts of routes with a user (suexec) will fail until gatehouse serve is restarted`,
+        'warn',
+      );
     const { file, args } = this.#options.command ?? { file: process.execPath, args: [MAIN_SCRIPT, 'cgid'] };
+    // fd 3 is the daemon's lifeline: this process holds the other end, so the daemon sees end of file when the front
+    // is gone, however it went. The parent-death signal alone is not enough: the kernel checks the dying parent's
+    // credentials, so a front that dropped root cannot signal a daemon that kept it (suexec).
     const child = spawn(
       file,
       [
@@ -95,6 +103,8 @@ export class CgidSupervisor implements ScriptSpawner {
         this.#options.socketPath,
         '--parent-pid',
         String(process.pid),
+        '--lifeline-fd',
+        '3',
         // Records, not lines: the front writes them in its own format, never a line inside a line.
         '--log-format',
         'json',
@@ -104,9 +114,11 @@ export class CgidSupervisor implements ScriptSpawner {
       ],
       {
         env: { GATEHOUSE_CGID_TOKEN: this.#token.toString('hex'), ...(process.env.PATH ? { PATH: process.env.PATH } : {}) },
-        stdio: ['ignore', 'pipe', 'pipe'],
+        stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
       },
     );
+    // Never read or written; only held open. It must not keep the front alive.
+    (child.stdio[3] as unknown as { unref?(): void }).unref?.();
     this.#child = child;
     this.starts++;
     this.#startedAt = Date.now();
@@ -156,7 +168,7 @@ export class CgidSupervisor implements ScriptSpawner {
           `cgid: lost the daemon connection (${reason}); ${pids.length} running script(s) killed; restarting the daemon`,
           'error',
         );
-        if (this.#child === child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        if (this.#child === child && child.exitCode === null && child.signalCode === null) signalDaemon(child, 'SIGKILL');
       }
     });
   }
@@ -194,7 +206,8 @@ export class CgidSupervisor implements ScriptSpawner {
           file: request.file,
           argv: [...request.argv],
           cwd: request.cwd,
-          env: environmentList(request.env),
+          // Encoded straight from the record: no Buffer per entry on the way to the wire.
+          env: request.env,
           limits: this.#limits,
           runAs: runAsFor(request.file, this.#options.policy?.suexec),
         },
@@ -241,13 +254,28 @@ export class CgidSupervisor implements ScriptSpawner {
     const exited = new Promise((resolve) => child.once('exit', resolve));
     // 'close' comes once its stderr is read to the end: the daemon's last records reach the log before it closes.
     const drained = new Promise((resolve) => child.once('close', resolve));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), CGID_START_TIMEOUT_MS);
-    await exited;
+    // A daemon that kept root (suexec routes) cannot be signalled by a front that dropped root: closing its lifeline
+    // stops it the same way (it terminates its scripts and exits).
+    const signalled = signalDaemon(child, 'SIGTERM');
+    (child.stdio[3] as unknown as { destroy(): void } | null)?.destroy();
+    const timer = setTimeout(() => signalDaemon(child, 'SIGKILL'), CGID_START_TIMEOUT_MS);
+    if (signalled) await exited;
+    else await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, CGID_START_TIMEOUT_MS).unref())]);
     clearTimeout(timer);
     let drainTimer: NodeJS.Timeout | undefined;
     await Promise.race([drained, new Promise((resolve) => (drainTimer = setTimeout(resolve, LOG_DRAIN_TIMEOUT_MS)))]);
     clearTimeout(drainTimer);
+  }
+}
+
+/** Signals the daemon; false when it is gone or this process may not (EPERM: it kept root, the front did not). */
+function signalDaemon(child: ChildProcess, signal: NodeJS.Signals): boolean {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return false;
+  try {
+    process.kill(child.pid, signal);
+    return true;
+  } catch {
+    return false;
   }
 }
 

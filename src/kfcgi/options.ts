@@ -379,7 +379,12 @@ function findUser(name: string, flag: string): UserEntry {
  * checked before touching the system. Throws UsageError with every problem
  * found (one per line) so a user fixes them in one go.
  */
-export function validateOptions(commandLine: CommandLine, environment: NodeJS.ProcessEnv = process.env): KfcgiConfig {
+export function validateOptions(
+  commandLine: CommandLine,
+  environment: NodeJS.ProcessEnv = process.env,
+  /** systemd passed the pool's socket (socket activation): -s is not bound, so its directory is not checked. */
+  { socketActivated = false }: { socketActivated?: boolean } = {},
+): KfcgiConfig {
   const { options, program } = commandLine;
   const problems: string[] = [];
   const warnings: string[] = [];
@@ -436,7 +441,7 @@ export function validateOptions(commandLine: CommandLine, environment: NodeJS.Pr
     if (typeof address === 'string') throw new UsageError(`-s ${address}`);
     return address;
   });
-  if (listen?.kind === 'unix') {
+  if (listen?.kind === 'unix' && !socketActivated) {
     const directory = dirname(listen.path);
     if (!existsSync(directory)) problems.push(`the socket's directory ${directory} does not exist: create it or choose another -s path`);
     if (Buffer.byteLength(listen.path) >= 108) problems.push(`-s ${listen.path}: unix socket paths must be shorter than 108 bytes`);

@@ -115,9 +115,14 @@ export interface PosixSpawnOptions {
  * wait no longer blocks the event loop, and several spawns proceed at once.
  * Each call has its own file actions; the attributes are read-only and shared.
  */
+/** File-action blocks of finished spawns, reused (posix_spawn_file_actions_init sets them up afresh each time). */
+const spareActionBlocks: Block[] = [];
+const SPARE_ACTION_BLOCKS = 16;
+
 export function posixSpawnAsync(options: PosixSpawnOptions): Promise<number> {
   const attributes = spawnAttributes();
-  const actionsBlock = new Block(FILE_ACTIONS_BYTES);
+  // A block from the pool: allocating one (and its views) cost more than the file actions themselves.
+  const actionsBlock = spareActionBlocks.pop() ?? new Block(FILE_ACTIONS_BYTES);
   const actions = actionsBlock.ptr;
   try {
     check('posix_spawn_file_actions_init', c.actionsInit(actions) as number);
@@ -127,7 +132,8 @@ export function posixSpawnAsync(options: PosixSpawnOptions): Promise<number> {
   }
   const release = () => {
     c.actionsDestroy(actions);
-    actionsBlock.free();
+    if (spareActionBlocks.length < SPARE_ACTION_BLOCKS) spareActionBlocks.push(actionsBlock);
+    else actionsBlock.free();
   };
   try {
     for (const [target, fd] of options.stdio.entries()) {
@@ -160,8 +166,12 @@ export function posixSpawnAsync(options: PosixSpawnOptions): Promise<number> {
  * The array (and so the block) stays referenced until the call settles.
  */
 function environmentPointers(env: readonly (string | Uint8Array)[]): Array<string | Uint8Array | null> {
+  // Only a list whose maker says so: the byte after an arbitrary Buffer may be another Buffer's,
+  // written before the worker thread reads the environment.
+  const terminated = (env as { [C_STRINGS]?: boolean })[C_STRINGS] === true;
+  const nulFollows = (entry: Uint8Array) => terminated && nulAfter(entry);
   let bytes = 0;
-  for (const entry of env) if (typeof entry !== 'string') bytes += entry.byteLength + 1;
+  for (const entry of env) if (typeof entry !== 'string' && !nulFollows(entry)) bytes += entry.byteLength + 1;
   const block = bytes > 0 ? Buffer.alloc(bytes) : null;
   let offset = 0;
   const pointers: Array<string | Uint8Array | null> = [];
@@ -170,12 +180,31 @@ function environmentPointers(env: readonly (string | Uint8Array)[]): Array<strin
       pointers.push(entry);
       continue;
     }
+    if (nulFollows(entry)) {
+      // Already a C string in memory (a decoded cgid order keeps a NUL after each entry): no copy.
+      pointers.push(new Uint8Array(entry.buffer, entry.byteOffset, entry.byteLength + 1));
+      continue;
+    }
     block!.set(entry, offset);
     pointers.push(block!.subarray(offset, offset + entry.byteLength + 1));
     offset += entry.byteLength + 1;
   }
   pointers.push(null);
   return pointers;
+}
+
+/**
+ * Set (true) on a list of environment entries whose maker keeps a NUL after
+ * each entry in memory it owns (the cgid protocol's decoder): posix_spawn then
+ * takes the entries as C strings where they are. A registered symbol, so the
+ * maker need not import this module.
+ */
+export const C_STRINGS = Symbol.for('gatehouse.cStrings');
+
+/** Whether the byte just past `entry` in its memory is a NUL (then the entry is a C string as it stands). */
+function nulAfter(entry: Uint8Array): boolean {
+  const end = entry.byteOffset + entry.byteLength;
+  return end < entry.buffer.byteLength && new Uint8Array(entry.buffer, end, 1)[0] === 0;
 }
 
 export interface ProcessExit {

@@ -28,7 +28,7 @@ import { RecordType, Role } from '../../src/fastcgi/protocol.js';
 import { startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { RawFastCGIPeer } from '../kit/raw-fastcgi.js';
-import { startGatehouse } from '../kit/serve.js';
+import { asRootOnPurpose, startGatehouse } from '../kit/serve.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const FIXTURES = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
@@ -350,7 +350,10 @@ async function startFace(t: TestContext, scriptLog: boolean): Promise<{ socket: 
   writeFileSync(join(root, 'reader.sh'), '#!/bin/sh\necho reading >&2\nprintf "Content-Type: text/plain\\n\\n"\nexec cat\n');
   chmodSync(join(root, 'reader.sh'), 0o755);
   const socket = join(dir, 'face.sock');
-  const args = [MAIN, 'cgid', '--fastcgi', `unix:${socket}`, ...(scriptLog ? ['--script-log', join(dir, 'script.log')] : [])];
+  const args = [
+    MAIN,
+    ...asRootOnPurpose(['cgid', '--fastcgi', `unix:${socket}`, ...(scriptLog ? ['--script-log', join(dir, 'script.log')] : [])]),
+  ];
   const face = startProcess(t, process.execPath, args);
   await waitForListener({ path: socket }, { process: face, timeoutMs: BOUND_MS }).catch((error: Error) => {
     throw new Error(`gatehouse cgid --fastcgi did not start: ${error.message}\n${face.output()}`);

@@ -20,7 +20,7 @@ import { startPhpFpm } from '../kit/php-fpm.js';
 import { startNginx } from '../kit/nginx.js';
 import { waitForValue } from '../kit/wait.js';
 import { GATEHOUSE_MAIN } from '../kit/paths.js';
-import { startGatehouse } from '../kit/serve.js';
+import { asRootOnPurpose, startGatehouse } from '../kit/serve.js';
 
 const fixtures = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
 
@@ -232,7 +232,7 @@ test('nginx -> gatehouse cgid --fastcgi -> script: PARAMS reach the environment 
   copyFileSync(join(fixtures, 'hexenv.pl'), join(root, 'cgi-bin', 'hexenv.pl'));
   chmodSync(join(root, 'cgi-bin', 'hexenv.pl'), 0o755);
   const socket = join(dir, 'cgid.sock');
-  const face = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'cgid', '--fastcgi', `unix:${socket}`]);
+  const face = startProcess(t, process.execPath, [GATEHOUSE_MAIN, ...asRootOnPurpose(['cgid', '--fastcgi', `unix:${socket}`])]);
   await waitForListener({ path: socket }, { process: face, timeoutMs: 20_000 });
   const nginx = await startNginx(t, {
     serverBlock: `

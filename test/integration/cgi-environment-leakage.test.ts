@@ -23,7 +23,7 @@ import { cgi } from '../../src/cgi/handler.js';
 import { RawFastCGIPeer } from '../kit/raw-fastcgi.js';
 import { startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { GATEHOUSE_MAIN } from '../kit/paths.js';
-import { startGatehouse } from '../kit/serve.js';
+import { asRootOnPurpose, startGatehouse } from '../kit/serve.js';
 
 const fixtures = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
 
@@ -187,7 +187,7 @@ test("cgid --fastcgi: the script gets the web server's PARAMS and PATH, never th
   const dir = tempDir(t, 'gatehouse-leak-face-');
   const cgiBin = cgiBinIn(dir);
   const socket = join(dir, 'face.sock');
-  const face = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'cgid', '--fastcgi', `unix:${socket}`], {
+  const face = startProcess(t, process.execPath, [GATEHOUSE_MAIN, ...asRootOnPurpose(['cgid', '--fastcgi', `unix:${socket}`])], {
     env: { ...process.env, ...SERVER_ENVIRONMENT },
   });
   await waitForListener({ path: socket }, { process: face, timeoutMs: 20_000 });

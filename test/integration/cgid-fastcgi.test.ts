@@ -18,6 +18,7 @@ import { startNginx, type RunningNginx } from '../kit/nginx.js';
 import { httpRequest } from '../kit/http.js';
 import { CGI_FIXTURES, GATEHOUSE_MAIN } from '../kit/paths.js';
 import { processExists } from '../kit/proc.js';
+import { asRootOnPurpose } from '../kit/serve.js';
 import { RawFastCGIPeer } from '../kit/raw-fastcgi.js';
 import { CgidSupervisor } from '../../src/cgid/supervisor.js';
 import { createFastCGIFace } from '../../src/cgid/fastcgi-face.js';
@@ -46,12 +47,7 @@ async function startFace(t: TestContext, args: string[] = []): Promise<Face> {
   const scriptLog = join(dir, 'script.log');
   const proc = startProcess(t, process.execPath, [
     GATEHOUSE_MAIN,
-    'cgid',
-    '--fastcgi',
-    `unix:${socket}`,
-    '--script-log',
-    scriptLog,
-    ...args,
+    ...asRootOnPurpose(['cgid', '--fastcgi', `unix:${socket}`, '--script-log', scriptLog, ...args]),
   ]);
   await waitForListener({ path: socket }, { what: 'gatehouse cgid --fastcgi', process: proc, timeoutMs: 20_000 });
   return { socket, root, process: proc, scriptLog };

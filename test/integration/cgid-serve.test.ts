@@ -13,6 +13,7 @@ import { chmodSync, cpSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { httpRequest } from '../kit/http.js';
 import { CGI_FIXTURES, GATEHOUSE_MAIN } from '../kit/paths.js';
+import { asRootOnPurpose } from '../kit/serve.js';
 import { childProcesses, childrenOf, commandLine, groupMembers, processExists } from '../kit/proc.js';
 import { freePort, startProcess, tempDir, waitForListener, type RunningProcess } from '../kit/process.js';
 import { textOf, waitFor, waitForText } from '../kit/wait.js';
@@ -56,7 +57,7 @@ async function startServe(t: TestContext, args: string[] = [], cgiBin = makeCgiB
   const port = await freePort();
   const proc = startProcess(t, process.execPath, [
     GATEHOUSE_MAIN,
-    'serve',
+    ...asRootOnPurpose(['serve']),
     '--listen',
     `127.0.0.1:${port}`,
     '--cgi-bin',
@@ -278,7 +279,7 @@ test('the runtime directory is refused when other users can write it', async (t)
     const port = await freePort();
     const proc = startProcess(t, process.execPath, [
       GATEHOUSE_MAIN,
-      'serve',
+      ...asRootOnPurpose(['serve']),
       '--listen',
       `127.0.0.1:${port}`,
       '--cgi-bin',
@@ -310,7 +311,7 @@ test('the config file takes CGIDScriptTimeout, ScriptSock and DefaultRuntimeDir 
   const port = await freePort();
   const proc = startProcess(t, process.execPath, [
     GATEHOUSE_MAIN,
-    'serve',
+    ...asRootOnPurpose(['serve']),
     '--config',
     config,
     '--listen',

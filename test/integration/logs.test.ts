@@ -20,7 +20,7 @@ import { httpRequest } from '../kit/http.js';
 import { startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { waitForValue } from '../kit/wait.js';
 import { GATEHOUSE_MAIN } from '../kit/paths.js';
-import { startGatehouse } from '../kit/serve.js';
+import { asRootOnPurpose, startGatehouse } from '../kit/serve.js';
 
 /** A line of the text format: ISO time, level, role[pid]: message. */
 const TEXT_LINE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z (error|warn|info|debug) (serve|cgid|kfcgi)\[(\d+)\]: (.*)$/;
@@ -178,13 +178,7 @@ test('cgid --fastcgi: mv + SIGUSR1 for its error log, the script log follows the
   const scriptLog = join(dir, 'script.log');
   const face = startProcess(t, process.execPath, [
     GATEHOUSE_MAIN,
-    'cgid',
-    '--fastcgi',
-    `unix:${socket}`,
-    '--error-log',
-    errorLog,
-    '--script-log',
-    scriptLog,
+    ...asRootOnPurpose(['cgid', '--fastcgi', `unix:${socket}`, '--error-log', errorLog, '--script-log', scriptLog]),
   ]);
   await waitForListener({ path: socket }, { process: face, timeoutMs: SLOW_MACHINE_MS });
   const client = new FastCGIClient({ address: `unix:${socket}` });

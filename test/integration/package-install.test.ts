@@ -164,7 +164,19 @@ test('the packed package installs into an empty prefix and works as installed', 
     const serve = startProcess(
       t,
       gatehouse,
-      ['serve', '--listen', `127.0.0.1:${port}`, '--cgi-bin', cgiBin, '--runtime-dir', join(work, 'run'), '--access-log', 'off'],
+      [
+        'serve',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--cgi-bin',
+        cgiBin,
+        '--runtime-dir',
+        join(work, 'run'),
+        '--access-log',
+        'off',
+        // As root, serve refuses to start without a user: this test is about the package, so it keeps root on purpose.
+        ...(process.getuid?.() === 0 ? ['--user', 'root'] : []),
+      ],
       { cwd: work, env: cleanEnv() },
     );
     await waitForListener({ host: '127.0.0.1', port }, { what: 'the installed gatehouse serve', process: serve, timeoutMs: 30_000 });

@@ -15,7 +15,7 @@ import { RawFastCGIPeer } from '../kit/raw-fastcgi.js';
 import { RecordType } from '../../src/fastcgi/protocol.js';
 import { waitForValue } from '../kit/wait.js';
 import { GATEHOUSE_MAIN } from '../kit/paths.js';
-import { startGatehouse } from '../kit/serve.js';
+import { asRootOnPurpose, startGatehouse } from '../kit/serve.js';
 
 /** Failing scripts that print a secret in a Set-Cookie header: malformed head, a 500, a bad line that is itself Set-Cookie. */
 const LEAKY_SCRIPTS: Record<string, string> = {
@@ -77,7 +77,10 @@ test('cgid --fastcgi --script-log: the same, for requests that come as FastCGI r
   writeScripts(join(dir, 'cgi-bin'));
   const logPath = join(dir, 'script.log');
   const socket = join(dir, 'face.sock');
-  const face = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'cgid', '--fastcgi', `unix:${socket}`, '--script-log', logPath]);
+  const face = startProcess(t, process.execPath, [
+    GATEHOUSE_MAIN,
+    ...asRootOnPurpose(['cgid', '--fastcgi', `unix:${socket}`, '--script-log', logPath]),
+  ]);
   await waitForListener({ path: socket }, { process: face, timeoutMs: 20_000 });
   const peer = await RawFastCGIPeer.connect({ path: socket });
   t.after(() => peer.close());

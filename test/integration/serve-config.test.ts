@@ -15,6 +15,7 @@ test('--check on a valid file: exit 0 and a summary with paths resolved against 
   writeFileSync(
     join(dir, 'site', 'gatehouse.toml'),
     `listen = "127.0.0.1:8099"
+user = "www-data"
 docroot = "www"
 cgi-bin = "cgi"
 cgi-ext = [".cgi"]
@@ -28,13 +29,14 @@ index = "index.php"
 `,
   );
   // Run from another directory: the file's relative paths must not depend on where gatehouse was started.
-  const result = await runGatehouse(['serve', '--config', 'site/gatehouse.toml', '--check'], { cwd: dir });
+  const result = await runGatehouse(['serve', '--config', 'site/gatehouse.toml', '--check'], { cwd: dir, asWritten: true });
   assert.equal(result.code, 0, result.stderr);
   assert.equal(
     result.stdout,
     [
       'configuration OK (site/gatehouse.toml)',
       'listen: 127.0.0.1:8099',
+      'user: www-data (uid 33, gid 33 www-data)',
       // Routes in the order they are tried: FastCGI patterns, then prefixes, then the document root.
       `/php/ -> FastCGI unix:${join(dir, 'site', 'php.sock')}, 127.0.0.1:9000`,
       `/cgi-bin/ -> ${join(dir, 'site', 'cgi')}`,

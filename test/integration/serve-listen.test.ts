@@ -13,7 +13,7 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { freePort, startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { GATEHOUSE_MAIN } from '../kit/paths.js';
-import { runGatehouse } from '../kit/serve.js';
+import { asRootOnPurpose, runGatehouse } from '../kit/serve.js';
 import { FastCGIClient } from '../../src/fastcgi/client/index.js';
 
 function site(t: { after(fn: () => unknown): void }) {
@@ -69,13 +69,7 @@ test('a unix socket left by a dead server is replaced; the socket is served and 
   assert.ok(lstatSync(socketPath).isSocket());
   const server = startProcess(t, process.execPath, [
     GATEHOUSE_MAIN,
-    'serve',
-    '--listen',
-    `unix:${socketPath}`,
-    '--docroot',
-    join(dir, 'www'),
-    '--access-log',
-    'off',
+    ...asRootOnPurpose(['serve', '--listen', `unix:${socketPath}`, '--docroot', join(dir, 'www'), '--access-log', 'off']),
   ]);
   await waitForListener({ path: socketPath }, { what: 'gatehouse serve', process: server });
   const body = await new Promise<string>((resolve, reject) => {
@@ -99,13 +93,19 @@ test('a unix socket a live server listens on is refused and left in place; so is
   await occupy(t, live);
   const liveResult = await runGatehouse(['serve', '--listen', `unix:${live}`, '--docroot', join(dir, 'www')]);
   assert.equal(liveResult.code, 1);
-  assert.match(liveResult.stderr, /cannot listen on unix:.*live\.sock: EADDRINUSE: another server is listening on this socket/);
+  assert.equal(
+    liveResult.stderr,
+    `gatehouse serve: another server is accepting connections on ${live}: stop it first, or choose another path\n`,
+  );
   await new Promise<void>((resolve, reject) => net.connect(live, resolve).on('error', reject));
   const file = join(dir, 'not-a-socket');
   writeFileSync(file, 'precious\n');
   const fileResult = await runGatehouse(['serve', '--listen', `unix:${file}`, '--docroot', join(dir, 'www')]);
   assert.equal(fileResult.code, 1);
-  assert.match(fileResult.stderr, /EADDRINUSE: a file that is not a socket is in the way/);
+  assert.equal(
+    fileResult.stderr,
+    `gatehouse serve: ${file} exists and is not a socket; it is left alone: move it away, or choose another path\n`,
+  );
   assert.equal(readFileSync(file, 'utf8'), 'precious\n');
 });
 
@@ -122,9 +122,14 @@ async function inheritedListener(t: { after(fn: () => unknown): void }): Promise
 test('fd:N: serve --listen and cgid --fastcgi serve on a socket inherited already listening (as a supervisor passes one)', async (t) => {
   const dir = site(t);
   const web = await inheritedListener(t);
-  const serve = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'serve', '--listen', 'fd:3', '--docroot', join(dir, 'www')], {
-    stdio: ['ignore', 'pipe', 'pipe', web.fd],
-  });
+  const serve = startProcess(
+    t,
+    process.execPath,
+    [GATEHOUSE_MAIN, ...asRootOnPurpose(['serve', '--listen', 'fd:3', '--docroot', join(dir, 'www')])],
+    {
+      stdio: ['ignore', 'pipe', 'pipe', web.fd],
+    },
+  );
   // The test's own copy stops accepting: from now on only the child answers on the port.
   await new Promise((resolve) => web.server.close(resolve));
   await waitForListener({ host: '127.0.0.1', port: web.port }, { process: serve, timeoutMs: 15_000, what: 'gatehouse' });
@@ -142,7 +147,7 @@ test('fd:N: serve --listen and cgid --fastcgi serve on a socket inherited alread
 
   writeFileSync(join(dir, 'cgi', 'hi.sh'), '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\nhi from fd\\n"\n', { mode: 0o755 });
   const face = await inheritedListener(t);
-  const cgid = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'cgid', '--fastcgi', 'fd:3'], {
+  const cgid = startProcess(t, process.execPath, [GATEHOUSE_MAIN, ...asRootOnPurpose(['cgid', '--fastcgi', 'fd:3'])], {
     stdio: ['ignore', 'pipe', 'pipe', face.fd],
   });
   await new Promise((resolve) => face.server.close(resolve));
