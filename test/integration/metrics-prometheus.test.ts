@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FastCGIClient } from '../../src/fastcgi/client/index.js';
+import { asRootOnPurpose } from '../kit/serve.js';
 import { freePort, startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { startPrometheus } from '../kit/prometheus.js';
 import { buildFixtures, cgiFcgi, gatehouseMain, startKfcgi, waitFor } from '../fixtures/kfcgi/harness.js';
@@ -34,13 +35,7 @@ test('Prometheus scrapes cgid --fastcgi and a kfcgi pool under a bounded load an
   const faceSocket = join(dir, 'face.sock');
   const face = startProcess(t, process.execPath, [
     gatehouseMain,
-    'cgid',
-    '--fastcgi',
-    `unix:${faceSocket}`,
-    '--script-timeout',
-    '1s',
-    '--metrics',
-    `127.0.0.1:${facePort}`,
+    ...asRootOnPurpose(['cgid', '--fastcgi', `unix:${faceSocket}`, '--script-timeout', '1s', '--metrics', `127.0.0.1:${facePort}`]),
   ]);
   await waitForListener({ host: '127.0.0.1', port: facePort }, { what: "cgid --fastcgi's metrics", process: face, timeoutMs: 20_000 });
 

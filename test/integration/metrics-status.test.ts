@@ -12,6 +12,7 @@ import { execFile } from 'node:child_process';
 import { chmodSync, existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FastCGIClient } from '../../src/fastcgi/client/index.js';
+import { asRootOnPurpose } from '../kit/serve.js';
 import { freePort, startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { httpGet, promtoolCheck, sampleValue, scrape, type Sample } from '../kit/metrics.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -148,7 +149,10 @@ test('cgid --fastcgi --metrics: scripts counted by outcome, gatehouse status, pr
   for (const file of [ok, three, noexec]) chmodSync(file, 0o755);
   const socket = join(dir, 'face.sock');
   const port = await freePort();
-  const face = startProcess(t, process.execPath, [gatehouseMain, 'cgid', '--fastcgi', `unix:${socket}`, '--metrics', `127.0.0.1:${port}`]);
+  const face = startProcess(t, process.execPath, [
+    gatehouseMain,
+    ...asRootOnPurpose(['cgid', '--fastcgi', `unix:${socket}`, '--metrics', `127.0.0.1:${port}`]),
+  ]);
   await waitForListener({ path: socket }, { what: 'cgid --fastcgi', process: face, timeoutMs: 20_000 });
   await waitForListener({ host: '127.0.0.1', port }, { what: "cgid --fastcgi's metrics", process: face, timeoutMs: 20_000 });
   const client = new FastCGIClient({ address: socket });
