@@ -5,7 +5,7 @@
  *   npm run bench -- <name> [--duration SECONDS] [--repeats N] [--no-write]
  *   node bench/run.mjs <name> ...        (after `npx tsc -p .`)
  *
- * Names: codec, worker, client, context, serve, cgid, all (kfcgi: node bench/kfcgi.mjs). Each prints a table with the
+ * Names: codec, worker, client, context, serve, cgid, metrics, all (kfcgi: node bench/kfcgi.mjs). Each prints a table with the
  * ratios, and (unless --no-write) replaces its section of bench/README.md with
  * the numbers and the command that made them. Every peer runs on loopback or
  * a unix socket in a temp dir and is stopped when the run ends.
@@ -25,6 +25,7 @@ const BENCHMARKS = {
   context: async (options) => (await import('./context.mjs')).runContextBench(options),
   serve: async (options) => (await import('./serve.mjs')).runServeBench(options),
   cgid: async (options) => (await import('./cgid.mjs')).runCgidBench(options),
+  metrics: async (options) => (await import('./metrics.mjs')).runMetricsBench(options),
 };
 
 const { values, positionals } = parseArgs({
@@ -79,8 +80,10 @@ try {
     for (const note of result.notes ?? []) console.log(`- ${note}`);
     if (!values['no-write']) {
       const command = `npm run bench -- ${name}${values.duration === '6' ? '' : ` --duration ${values.duration}`}${repeats === undefined ? '' : ` --repeats ${repeats}`}`;
-      writeSection(join(here, 'README.md'), name, renderSection(name, result, command));
-      console.log(`\n(bench/README.md updated: section ${name})`);
+      // metrics keeps its results in a file of its own, as cgid and kfcgi do.
+      const file = name === 'metrics' ? 'METRICS.md' : 'README.md';
+      writeSection(join(here, file), name, renderSection(name, result, command));
+      console.log(`\n(bench/${file} updated: section ${name})`);
     }
     await stopAll();
   }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests start (Debian 12 packages): nginx, Apache
 # httpd, lighttpd, php-fpm, php-cgi, spawn-fcgi, libfcgi (cgi-fcgi and the C
-# library), fcgiwrap, Perl FCGI, gcc, wrk, systemd (systemd-socket-activate and
-# systemd-analyze) and logrotate (for the deployment tests and docs/deploy.md).
+# library), fcgiwrap, Perl FCGI, gcc, wrk, Prometheus (the server and promtool,
+# for the metrics tests), systemd (systemd-socket-activate and systemd-analyze)
+# and logrotate (for the deployment tests and docs/deploy.md).
 # Needs root (or sudo). Does nothing
 # for packages already installed.
 set -euo pipefail
@@ -12,6 +13,7 @@ packages=(
   php-fpm php-cgi
   spawn-fcgi libfcgi-bin libfcgi-dev fcgiwrap libfcgi-perl
   gcc libc6-dev make perl wrk procps passwd systemd logrotate
+  prometheus
 )
 missing=()
 for package in "${packages[@]}"; do
@@ -31,5 +33,5 @@ fi
 "${as_root[@]}" apt-get update -qq
 "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 [ "$created_policy" -eq 1 ] && "${as_root[@]}" rm -f /usr/sbin/policy-rc.d
-for daemon in nginx apache2 lighttpd php8.2-fpm; do "${as_root[@]}" service "$daemon" stop >/dev/null 2>&1 || true; done
+for daemon in nginx apache2 lighttpd php8.2-fpm prometheus; do "${as_root[@]}" service "$daemon" stop >/dev/null 2>&1 || true; done
 exit 0

@@ -63,6 +63,8 @@ export const ErrorCode = {
   CGID_UNAVAILABLE: 'GH_CGID_UNAVAILABLE',
   // gatehouse serve: starting up (listening, the example)
   SERVE_SETUP: 'GH_SERVE_SETUP',
+  // Metrics: the metrics listener (its address, binding it)
+  METRICS_SETUP: 'GH_METRICS_SETUP',
   // Logs: opening, reopening or writing a log file
   LOG_SETUP: 'GH_LOG_SETUP',
   // A server that is stopping refuses new work (503 and the connection closed)

@@ -39,6 +39,7 @@ import type { CgiResponseHead } from './response-head.js';
 import { parseScriptTimeout, runScript, type HeadOutcome, type ScriptRun } from './run-script.js';
 import { ScriptLog } from './script-log.js';
 import type { ScriptSpawner } from '../spawn/spawner.js';
+import { cgiChannels, reportHandlerRequest, type HandlerReport } from '../diagnostics.js';
 
 export interface CgiOptions {
   /** DOCUMENT_ROOT, the base of PATH_TRANSLATED, and where `extensions` run scripts. */
@@ -263,6 +264,9 @@ class CgiExchange {
   #answered = false;
   /** The body the client sent (the script log keeps its start). */
   #clientBody: RequestBody = RequestBody.NONE;
+  /** diagnostics_channel events, from when the handler takes the request (not when it passes it on); null: nobody listens. */
+  #report: HandlerReport | null = null;
+  #taken = false;
   /** performance.now() when the exchange began (only with a trace log). */
   #arrivedAt = 0;
 
@@ -280,7 +284,10 @@ class CgiExchange {
       this.#settings.errorLog(
         `cgi: refused ${this.#req.method} ${this.#req.url} from ${this.#req.socket.remoteAddress}: ${reading.reason}`,
       );
+      this.#take();
       sendErrorPage(this.#res, reading.status, true);
+      this.#report?.headers();
+      this.#report?.error(ErrorCode.CGI_PATH_BAD_REQUEST, reading.reason);
       return;
     }
     this.#facts = reading.facts;
@@ -293,7 +300,16 @@ class CgiExchange {
         `cgi: internal error handling ${this.#req.method} ${this.#req.url}: ${(error as Error)?.stack ?? String(error)}`,
       );
       sendErrorPage(this.#res, 500);
+      this.#report?.headers();
+      this.#report?.error(ErrorCode.INVALID_STATE, `internal error: ${(error as Error)?.message ?? String(error)}`);
     });
+  }
+
+  /** This request is the handler's to answer (a script, or a refusal): its events start. */
+  #take(): void {
+    if (this.#taken) return;
+    this.#taken = true;
+    this.#report = reportHandlerRequest(cgiChannels, 'cgi', this.#req, this.#res, this.#req.url ?? '/');
   }
 
   #onClientClose(): void {
@@ -304,6 +320,7 @@ class CgiExchange {
   async #dispatch(hop: Hop): Promise<void> {
     const { pathname, query } = splitTarget(hop.target);
     const resolution = await resolveInRoutes(pathname, this.#settings.routes);
+    if (resolution.kind === 'script' || resolution.kind === 'refused') this.#take();
     if (resolution.kind === 'refused') {
       const request = `${hop.method} ${this.#mount}${hop.target} from ${this.#req.socket.remoteAddress}`;
       return this.#fail({ kind: 'refused', status: resolution.status, request, reason: resolution.reason });
@@ -456,6 +473,7 @@ class CgiExchange {
     if (head.kind === 'local-redirect') return this.#followRedirect(hop, run, head.location!, environment);
     if (head.status >= 500) this.#recordInScriptLog(run, head.status, `the script answered ${head.status}`, head.headers);
     writeCgiHead(this.#res, head);
+    this.#report?.headers();
     if (head.kind === 'client-redirect') {
       // As Apache does: the script's body is replaced by a short page pointing at the new location.
       this.#discardOutput(run);
@@ -481,6 +499,8 @@ class CgiExchange {
     if (run && answer.scriptLogError !== null) this.#recordInScriptLog(run, answer.status, answer.scriptLogError);
     this.#answered = true;
     sendAnswer(this.#res, answer);
+    this.#report?.headers();
+    this.#report?.error(answer.code, answer.logLine ?? `answered ${answer.status}`);
   }
 
   /** RFC 3875 6.2.2: the server discards the script's body and fetches the new location itself, as a GET. */
@@ -534,11 +554,12 @@ class CgiExchange {
           return;
         }
         const code = (error as { code?: string }).code;
-        if (code === ErrorCode.CGI_SCRIPT_TIMEOUT)
+        if (code === ErrorCode.CGI_SCRIPT_TIMEOUT) {
           this.#settings.errorLog(
             `cgi: ${file}: no output for the script timeout after the body started: script killed, response cut short`,
           );
-        else if (code !== ErrorCode.REQUEST_ABORTED && code !== ErrorCode.CLIENT_CLOSED) this.#settings.errorLog(`cgi: ${error.message}`);
+          this.#report?.error(ErrorCode.CGI_SCRIPT_TIMEOUT, `${file}: no output for the script timeout after the body started`);
+        } else if (code !== ErrorCode.REQUEST_ABORTED && code !== ErrorCode.CLIENT_CLOSED) this.#settings.errorLog(`cgi: ${error.message}`);
         this.#res.destroy();
       },
       `script ${file}`,
@@ -549,8 +570,13 @@ class CgiExchange {
   #sendRaw(run: ScriptRun): void {
     const socket = this.#req.socket;
     this.#res.shouldKeepAlive = false;
+    // The status line is the script's own: the head event's statusCode is res's default.
+    this.#report?.headers();
     pipeline(run.body, socket, (error) => {
-      if (!error) this.#answered = true;
+      if (!error) {
+        this.#answered = true;
+        this.#report?.ended();
+      }
       socket.destroySoon();
     });
   }

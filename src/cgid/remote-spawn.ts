@@ -19,7 +19,7 @@ export interface RemoteSpawnContext {
   log: (line: string, level?: LogLevel) => void;
 }
 
-/** Starts `request` through `connection` (null or closed: the daemon is away, ECGIDDOWN). */
+/** Starts `request` through `connection` (null or closed: the daemon is away, a CGID_UNAVAILABLE SpawnError). */
 export async function spawnThroughDaemon(
   connection: CgidConnection | null,
   request: SpawnRequest,

@@ -10,11 +10,13 @@
 import { readFileSync, renameSync, statSync, writeFileSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { CgidDaemon, newInstanceToken } from '../cgid/daemon.js';
+import type { FaceMetrics } from '../metrics/cgid.js';
 import { PosixSpawnSpawner } from '../spawn/posix-spawner.js';
 import type { ScriptLimits } from '../cgid/protocol.js';
 import { checkSocketPlace, defaultRuntimeDirectory, ensureRuntimeDirectory, scriptSockPath } from '../cgid/socket-path.js';
 import { type LongOption, optionHelpRows, readOptionValues, splitLongOptions } from '../options/command-line.js';
-import { formatListenAddress, LISTEN_ADDRESS, type ListenAddress } from '../options/listen-address.js';
+import { formatListenAddress, LISTEN_ADDRESS, METRICS_ADDRESS, type ListenAddress } from '../options/listen-address.js';
+import type { ScriptSpawner } from '../spawn/spawner.js';
 import { ErrorCode, GatehouseError, UsageError } from '../errors.js';
 import {
   CGID_FASTCGI_STOP_GRACE_MS,
@@ -141,6 +143,15 @@ export const CGID_OPTIONS: readonly LongOption[] = [
     kind: 'flag',
     summary:
       "FastCGI face: a QUERY_STRING without '=' becomes the script's arguments, as Apache does (RFC 3875 4.4); unsafe for interpreters such as php-cgi (CVE-2012-1823)",
+    defaultText: 'off',
+  },
+  {
+    name: 'metrics',
+    kind: 'address',
+    address: METRICS_ADDRESS,
+    argument: 'ADDR',
+    summary:
+      'FastCGI face: serve Prometheus metrics (/metrics) and the status (/status, read with gatehouse status ADDR) on HOST:PORT or unix:PATH',
     defaultText: 'off',
   },
   { name: 'script-log', kind: 'string', argument: 'FILE', summary: "FastCGI face: ScriptLog, failed runs in mod_cgi's format" },
@@ -319,6 +330,13 @@ export async function main(argv: string[]): Promise<number> {
   }
 
   if (v.fastcgi !== undefined) return finish(await runFastCGIFace(v.fastcgi as ListenAddress, v, limits, launch, logger, plan));
+  if (v.metrics !== undefined) {
+    // The daemon's numbers are the front's to publish (gatehouse serve's metrics): it has no listener of its own.
+    process.stderr.write(
+      "gatehouse cgid: --metrics applies to the FastCGI face (--fastcgi); under gatehouse serve, use serve's metrics key\n",
+    );
+    return finish(2);
+  }
 
   if (typeof v['parent-pid'] === 'number' && !dieWithParent('SIGTERM', v['parent-pid'])) {
     log(`the front (pid ${v['parent-pid']}) is already gone: not starting`);
@@ -499,8 +517,20 @@ async function runFastCGIFace(
           onError: (error) => log(`cannot write the script log ${String(v['script-log'])}: ${error.message}`),
         })
       : undefined;
+  let spawner: ScriptSpawner = new PosixSpawnSpawner({ limits }, launch);
+  let metrics: FaceMetrics | null = null;
+  if (v.metrics !== undefined) {
+    try {
+      metrics = await (await import('../metrics/cgid.js')).openFaceMetrics(v.metrics as ListenAddress, (line) => log(line, 'warn'));
+    } catch (error) {
+      process.stderr.write(`gatehouse cgid: ${(error as Error).message}\n`);
+      return 1;
+    }
+    spawner = metrics.meter(spawner);
+    log(`metrics on ${metrics.describe()} (/metrics for Prometheus, /status for gatehouse status)`, 'info');
+  }
   const server = createFastCGIFace({
-    spawner: new PosixSpawnSpawner({ limits }, launch),
+    spawner,
     timeoutMs: (v['script-timeout'] as number) ?? CGI_SCRIPT_TIMEOUT_MS,
     ...(v['query-arguments'] === true ? { queryArguments: true } : {}),
     ...(scriptLog ? { scriptLog } : {}),
@@ -526,12 +556,14 @@ async function runFastCGIFace(
     if (!(error instanceof GatehouseError)) throw error;
     process.stderr.write(`gatehouse cgid: ${error.message}\n`);
     server.close();
+    await metrics?.close();
     return error instanceof UsageError ? 2 : 1;
   }
   if (listening.replacedStale)
     log(`replaced a stale socket at ${formatListenAddress(listening.address)} (nothing was accepting on it)`, 'info');
   if (switching) log(`running as ${describeAccount(plan.account!)}`, 'info');
   for (const warning of plan.warnings) log(warning, 'warn');
+  metrics?.serve(server);
   process.stdout.write(
     `ready ${process.pid} ${formatListenAddress(requested.kind === 'unix' || requested.kind === 'tcp' ? listening.address : requested)}\n`,
   );
@@ -550,7 +582,7 @@ async function runFastCGIFace(
         exiting = true;
         listening.removeSocket();
         // Script log entries of the last requests are written before the logs close.
-        void (scriptLog?.flushed() ?? Promise.resolve()).then(() => {
+        void Promise.all([scriptLog?.flushed(), metrics?.close()]).then(() => {
           resolve(0);
           setTimeout(() => process.exit(0), 1000).unref();
         });

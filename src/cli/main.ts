@@ -18,7 +18,12 @@ const COMMANDS: Record<string, Command> = {
   cgid: { module: './cgid.js', summary: 'the CGI daemon on ScriptSock, and its FastCGI face for nginx' },
   kfcgi: {
     module: './kfcgi.js',
-    summary: 'a FastCGI process manager (kfcgi(8) compatible): fixed and variable pools; `gatehouse kfcgi status SOCKET` reads a pool',
+    summary: 'a FastCGI process manager (kfcgi(8) compatible): fixed, dynamic and variable pools',
+  },
+  status: {
+    module: './status.js',
+    summary:
+      "print a running serve's, cgid --fastcgi's or kfcgi's status (pools: active, idle, queue, max reached) from its metrics address",
   },
 };
 

@@ -18,6 +18,8 @@ import type { FastCGIRouteConfig, ServeConfig } from '../config/schema.js';
 import { type Logger, onReopenSignal, openLogger } from '../log/index.js';
 import { type ServeWorkerRole, takeServeWorkerRole } from '../serve/worker-role.js';
 import { superviseServeWorkers } from '../serve/workers.js';
+import type { ServeMetricsListener } from '../metrics/serve.js';
+import type { ScriptSpawner } from '../spawn/spawner.js';
 
 const COMMAND_OPTIONS: LongOption[] = [
   {
@@ -76,6 +78,7 @@ function checkReport(config: ServeConfig, file: string | undefined, plan: RunAsP
     `access-log: ${config.accessLog}${config.accessLog !== 'off' ? ` (${config.accessLogFormat})` : ''}`,
     `error-log: ${config.errorLog} (level ${config.logLevel}, ${config.logFormat})`,
     ...(config.workers > 1 ? [`workers: ${config.workers}`] : []),
+    ...(config.metrics ? [`metrics: ${formatListenAddress(config.metrics)}`] : []),
   ];
 }
 
@@ -119,6 +122,7 @@ export async function startFront(
   plan: RunAsPlan,
   logger: Logger,
   worker: ServeWorkerRole | null = null,
+  meter?: (spawner: ScriptSpawner) => ScriptSpawner,
 ): Promise<RunningFront> {
   let scripts: FrontSpawner | null = null;
   if (config.cgiBin || config.scriptAlias.length > 0 || config.cgiExt.length > 0) {
@@ -137,7 +141,8 @@ export async function startFront(
     opened = new GatehouseFront({
       config,
       logger,
-      ...(scripts ? { spawner: scripts.spawner } : {}),
+      // With metrics on, the spawner is counted and timed (src/metrics/scripts.ts).
+      ...(scripts ? { spawner: meter ? meter(scripts.spawner) : scripts.spawner } : {}),
       unixSocket: { mode: config.socketMode, ...(plan.socketOwner ? { owner: plan.socketOwner } : {}) },
     });
   } catch (error) {
@@ -223,13 +228,26 @@ export async function main(argv: string[]): Promise<number> {
     if (running) await running.front.reopenLogs();
     else await logger.reopen();
   });
+  // Metrics first too (prom-client is loaded only now): the CGI handler takes its spawner metered.
+  let metrics: ServeMetricsListener | null = null;
   const finish = async (status: number) => {
     stopReopening();
+    await metrics?.close();
     await logger.close();
     return status;
   };
+  if (config.metrics) {
+    try {
+      const { ServeMetricsListener } = await import('../metrics/serve.js');
+      metrics = await ServeMetricsListener.open(config.metrics, (line) => logger.warn(line));
+    } catch (error) {
+      process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
+      return finish(1);
+    }
+  }
   try {
-    running = await startFront(config, plan, logger, worker);
+    const meter = metrics ? (spawner: ScriptSpawner) => metrics!.meter(spawner) : undefined;
+    running = await startFront(config, plan, logger, worker, meter);
   } catch (error) {
     process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
     return finish(1);
@@ -240,6 +258,10 @@ export async function main(argv: string[]): Promise<number> {
     `${worker ? `worker ${worker.assignment.slot}: ` : ''}listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}${plan.account ? `; running as ${describeAccount(plan.account)}` : ''}`,
   );
   worker?.listening(addresses);
+  if (metrics) {
+    metrics.serve({ ...front.parts, daemon: scripts?.supervisor ?? null });
+    logger.info(`metrics on ${metrics.describe()} (/metrics for Prometheus, /status for gatehouse status)`);
+  }
   notifySystemd('READY=1', `STATUS=serving on ${addresses.map(formatListenAddress).join(', ')}`);
   // A worker reloads its own share of the configuration (its inherited sockets, its share of the script limits).
   const loadAgain = () => {

@@ -10,6 +10,7 @@ import type { LongOption } from '../options/command-line.js';
 import type { ValueKind } from '../options/values.js';
 import { CGI_SPAWN_MODES } from '../spawn/modes.js';
 import { ACCESS_LOG_DIRECTIVES, DEFAULT_ACCESS_LOG_FORMAT } from '../http/access-log-format.js';
+import { METRICS_ADDRESS, type ListenAddress } from '../options/listen-address.js';
 import { DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log/index.js';
 import {
   CGID_SCRIPT_SOCK,
@@ -286,6 +287,16 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
     defaultText: DEFAULT_LOG_FORMAT,
   },
   {
+    name: 'metrics',
+    kind: 'address',
+    address: METRICS_ADDRESS,
+    flag: true,
+    argument: 'ADDR',
+    summary:
+      'serve Prometheus metrics (/metrics) and the status (/status, read with gatehouse status ADDR) on a listener of their own: HOST:PORT or unix:PATH',
+    defaultText: 'off',
+  },
+  {
     name: 'headers-timeout',
     kind: 'duration',
     flag: true,
@@ -491,6 +502,8 @@ export interface ServeConfig {
   errorLog: string;
   logLevel: LogLevel;
   logFormat: LogFormat;
+  /** The metrics listener (off when absent). */
+  metrics?: ListenAddress;
   headersTimeoutMs: number;
   requestTimeoutMs: number;
   keepaliveTimeoutMs: number;

@@ -27,6 +27,7 @@ import { readRequestBody, type BodyPolicy, type RequestBody } from '../cgi/body-
 import { describeRequest, readHttpRequest, splitAbsoluteForm, type HttpRequestFacts } from '../cgi/http-request.js';
 import { answerFor, statusForUpstreamError, type Failure } from '../cgi/outcome.js';
 import { pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from '../cgi/http-response.js';
+import { fastcgiChannels, reportHandlerRequest, type HandlerReport } from '../diagnostics.js';
 import { CGI_BODY_MEMORY_SPOOL_BYTES, CGI_MAX_REQUEST_BODY_BYTES, CGI_STDERR_LINE_MAX } from '../limits.js';
 
 export { statusForUpstreamError };
@@ -166,28 +167,40 @@ class FastCGIProxy {
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
+    // diagnostics_channel events (null: nobody listens); every request reaching fastcgi() is its to answer.
+    const report = reportHandlerRequest(fastcgiChannels, 'fastcgi', req, res, req.url ?? '/');
     const reading = readHttpRequest(req);
     const target = siteTarget(req);
     if (reading.kind === 'refused') {
       this.errorLog(`fastcgi: refused ${req.method} ${target} from ${req.socket.remoteAddress}: ${reading.reason}`);
-      return sendErrorPage(res, reading.status, true);
+      sendErrorPage(res, reading.status, true);
+      report?.headers();
+      report?.error(ErrorCode.CGI_PATH_BAD_REQUEST, reading.reason);
+      return;
     }
     const normalised = normaliseUrlPath(splitTarget(target).pathname);
     if ('kind' in normalised) {
       const request = `${req.method} ${target} from ${req.socket.remoteAddress}`;
-      return answer(res, this.errorLog, { kind: 'refused', status: normalised.status, request, reason: normalised.reason });
+      return answer(res, this.errorLog, { kind: 'refused', status: normalised.status, request, reason: normalised.reason }, report);
     }
     // CVE-2019-11043: nginx's split regex stopped at a %0a, and php-fpm misread the PATH_INFO it was left with.
     // A control character has no place in a script's path or PATH_INFO: nothing goes to the application.
     if (normalised.segments.some((segment) => CONTROL_CHARACTER.test(segment))) {
       const request = `${req.method} ${target} from ${req.socket.remoteAddress}`;
-      return answer(res, this.errorLog, { kind: 'refused', status: 400, request, reason: 'a control character (CR, LF, ...) in the path' });
+      return answer(
+        res,
+        this.errorLog,
+        { kind: 'refused', status: 400, request, reason: 'a control character (CR, LF, ...) in the path' },
+        report,
+      );
     }
     const location = this.#locate(normalised.segments, normalised.trailingSlash);
-    const proxied = new ProxiedRequest(this, req, res, reading.facts, target, location);
+    const proxied = new ProxiedRequest(this, req, res, reading.facts, target, location, report);
     proxied.run().catch((error: unknown) => {
       this.errorLog(`fastcgi: internal error handling ${req.method} ${target}: ${(error as Error)?.stack ?? String(error)}`);
       sendErrorPage(res, 500);
+      report?.headers();
+      report?.error(ErrorCode.INVALID_STATE, `internal error: ${(error as Error)?.message ?? String(error)}`);
     });
   }
 
@@ -253,12 +266,14 @@ function existsHere(file: string): boolean {
   }
 }
 
-/** An error page from the outcome table, with its log line. */
-function answer(res: ServerResponse, errorLog: (line: string) => void, failure: Failure): void {
+/** An error page from the outcome table, with its log line and its diagnostics events. */
+function answer(res: ServerResponse, errorLog: (line: string) => void, failure: Failure, report: HandlerReport | null): void {
   const answered = answerFor(failure);
   if (answered.logLine !== null) errorLog(`fastcgi: ${answered.logLine}`);
   if (!res.headersSent) for (const [name, value] of answered.headers) res.setHeader(name, value);
   sendErrorPage(res, answered.status, answered.closeConnection);
+  report?.headers();
+  report?.error(answered.code, answered.logLine ?? `answered ${answered.status}`);
 }
 
 /** One client request: its body, its params, and the upstreams tried in turn until one answers. */
@@ -269,6 +284,7 @@ class ProxiedRequest {
   readonly #facts: HttpRequestFacts;
   readonly #target: string;
   readonly #location: ScriptLocation;
+  readonly #report: HandlerReport | null;
 
   constructor(
     proxy: FastCGIProxy,
@@ -277,7 +293,9 @@ class ProxiedRequest {
     facts: HttpRequestFacts,
     target: string,
     location: ScriptLocation,
+    report: HandlerReport | null,
   ) {
+    this.#report = report;
     this.#proxy = proxy;
     this.#req = req;
     this.#res = res;
@@ -309,7 +327,15 @@ class ProxiedRequest {
       if (this.#res.destroyed) return;
       const last = attempt === upstreams.length - 1;
       const response = client.request(body.stream ? { params, body: body.stream } : { params });
-      const relay = new UpstreamRelay(this.#proxy, this.#req, this.#res, response, this.#location.scriptFilename, this.#target);
+      const relay = new UpstreamRelay(
+        this.#proxy,
+        this.#req,
+        this.#res,
+        response,
+        this.#location.scriptFilename,
+        this.#target,
+        this.#report,
+      );
       const outcome = await relay.relay(!last && !this.#res.destroyed);
       if (outcome !== 'retry' || last) return;
       this.#proxy.errorLog(`fastcgi: ${response.upstream} refused ${this.#req.method} ${this.#target}; trying the next upstream`);
@@ -321,12 +347,17 @@ class ProxiedRequest {
     const file = this.#location.scriptFilename;
     const info = await stat(file).catch(() => null);
     if (info?.isFile()) return true;
-    answer(this.#res, this.#proxy.errorLog, {
-      kind: 'refused',
-      status: 404,
-      request: `${this.#req.method} ${this.#target} from ${this.#req.socket.remoteAddress}`,
-      reason: `check-script: ${file} is ${info ? 'not a regular file' : 'not there'}`,
-    });
+    answer(
+      this.#res,
+      this.#proxy.errorLog,
+      {
+        kind: 'refused',
+        status: 404,
+        request: `${this.#req.method} ${this.#target} from ${this.#req.socket.remoteAddress}`,
+        reason: `check-script: ${file} is ${info ? 'not a regular file' : 'not there'}`,
+      },
+      this.#report,
+    );
     return false;
   }
 
@@ -338,16 +369,21 @@ class ProxiedRequest {
       case 'body':
         return reading.body;
       case 'too-large':
-        answer(this.#res, this.#proxy.errorLog, {
-          kind: 'body-too-large',
-          script,
-          limit: reading.limit,
-          declared: reading.declared,
-          detail: reading.detail,
-        });
+        answer(
+          this.#res,
+          this.#proxy.errorLog,
+          {
+            kind: 'body-too-large',
+            script,
+            limit: reading.limit,
+            declared: reading.declared,
+            detail: reading.detail,
+          },
+          this.#report,
+        );
         return null;
       case 'unreadable':
-        answer(this.#res, this.#proxy.errorLog, { kind: 'body-unreadable', script, error: reading.error });
+        answer(this.#res, this.#proxy.errorLog, { kind: 'body-unreadable', script, error: reading.error }, this.#report);
         return null;
     }
   }
@@ -367,12 +403,22 @@ class UpstreamRelay {
   readonly #script: string;
   readonly #target: string;
   readonly #parser = new ResponseHeadParser();
+  readonly #report: HandlerReport | null;
   #stderrTail = '';
   #settled = false;
   #canRetry = false;
   #resolve!: (outcome: 'done' | 'retry') => void;
 
-  constructor(proxy: FastCGIProxy, req: IncomingMessage, res: ServerResponse, response: UpstreamResponse, script: string, target: string) {
+  constructor(
+    proxy: FastCGIProxy,
+    req: IncomingMessage,
+    res: ServerResponse,
+    response: UpstreamResponse,
+    script: string,
+    target: string,
+    report: HandlerReport | null,
+  ) {
+    this.#report = report;
     this.#proxy = proxy;
     this.#req = req;
     this.#res = res;
@@ -435,10 +481,13 @@ class UpstreamRelay {
       return this.#settle('retry');
     const request = `${this.#req.method} ${this.#target}`;
     if (res.headersSent) {
-      if ((error as { code?: string }).code !== ErrorCode.REQUEST_ABORTED)
+      const code = (error as { code?: ErrorCode }).code;
+      if (code !== ErrorCode.REQUEST_ABORTED) {
         this.#proxy.errorLog(`fastcgi: ${request}: ${(error as Error).message} (after the response started: connection closed)`);
+        this.#report?.error(code ?? ErrorCode.UPSTREAM_PROTOCOL, `${(error as Error).message} (after the response started)`);
+      }
       res.destroy();
-    } else answer(res, this.#proxy.errorLog, { kind: 'upstream-failed', request, error: error as Error });
+    } else answer(res, this.#proxy.errorLog, { kind: 'upstream-failed', request, error: error as Error }, this.#report);
     this.#settle('done');
   }
 
@@ -449,12 +498,12 @@ class UpstreamRelay {
     this.#response.off('end', this.#onEndBeforeHead);
     if (step.state === 'error') {
       this.#response.destroy();
-      answer(this.#res, this.#proxy.errorLog, {
-        kind: 'upstream-bad-head',
-        upstream: this.#response.upstream,
-        script: this.#script,
-        error: step.error,
-      });
+      answer(
+        this.#res,
+        this.#proxy.errorLog,
+        { kind: 'upstream-bad-head', upstream: this.#response.upstream, script: this.#script, error: step.error },
+        this.#report,
+      );
       return this.#settle('done');
     }
     // Still inside the stream's 'data' event: the body's listeners take over from here, and the
@@ -464,7 +513,12 @@ class UpstreamRelay {
 
   readonly #onEndBeforeHead = (): void => {
     this.#response.off('data', this.#onData);
-    answer(this.#res, this.#proxy.errorLog, { kind: 'upstream-no-head', upstream: this.#response.upstream, script: this.#script });
+    answer(
+      this.#res,
+      this.#proxy.errorLog,
+      { kind: 'upstream-no-head', upstream: this.#response.upstream, script: this.#script },
+      this.#report,
+    );
     this.#settle('done');
   };
 
@@ -477,9 +531,11 @@ class UpstreamRelay {
       for (const [name, value] of head.headers) if (name.toLowerCase() !== 'content-length') res.appendHeader(name, value);
       // The stream keeps flowing with no 'data' listener left: the application's body is read and dropped.
       res.end(redirectPage(head.location!));
+      this.#report?.headers();
       return this.#settle('done');
     }
     writeCgiHead(res, head);
+    this.#report?.headers();
     pipeCgiBody(
       this.#response,
       res,
@@ -487,6 +543,7 @@ class UpstreamRelay {
       (error) => {
         if (error && error.code !== ErrorCode.REQUEST_ABORTED && error.code !== ErrorCode.CLIENT_CLOSED) {
           this.#log(error.message);
+          this.#report?.error(error.code as ErrorCode, `${error.message} (after the response started)`);
           res.destroy();
         }
         this.#settle('done');

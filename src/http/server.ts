@@ -467,6 +467,19 @@ export class GatehouseFront {
     if (this.#ownsLogger) await this.log.close();
   }
 
+  /** What serve's metrics read (src/metrics/serve.ts): the listening servers, the script limiter, the FastCGI clients. */
+  get parts(): {
+    servers: readonly http.Server[];
+    limiter: CgiHandler['limiter'] | null;
+    fastcgiClients: ReadonlyArray<{ readonly upstream: string; readonly stats: import('../fastcgi/client/pool.js').PoolStats }>;
+  } {
+    return {
+      servers: this.#servers,
+      limiter: this.#site.cgi?.limiter ?? null,
+      fastcgiClients: this.#site.fastcgi.flatMap((handler) => handler.clients),
+    };
+  }
+
   describe(addresses: ListenAddress[]): string {
     return addresses.map(formatListenAddress).join(', ');
   }

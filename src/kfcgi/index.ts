@@ -18,13 +18,14 @@ import { ProcView } from './proc-view.js';
 import { SharedSocketPool } from './shared-socket-pool.js';
 import { SocketView } from './socket-view.js';
 import { openStatusSocket, type StatusServer } from './status.js';
+import { KfcgiMetricsListener } from './metrics-listener.js';
 import { workerEnvironment, type Pool } from './supervisor.js';
 import { VariablePool } from './variable-pool.js';
 import { signalAllWorkers } from './worker-process.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
 
 export { OPTIONS, parseCommandLine, validateOptions, helpText, usageLine, UsageError, type KfcgiConfig } from './options.js';
-export { readStatus, formatStatus } from './status.js';
+export { readStatus } from './status.js';
 export { logDestination } from './log.js';
 export type { PoolStatus, WorkerStatus } from './supervisor.js';
 
@@ -65,6 +66,7 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
   let statusServer: StatusServer | null = null;
   let pool: Pool | null = null;
   let socketView: SocketView | null = null;
+  let metrics: KfcgiMetricsListener | null = null;
   try {
     // 1. The socket: stale ones removed, live ones refused; mode 0660 from bind on; owned by -u.
     const backlog = config.backlog ?? systemMaxBacklog();
@@ -76,6 +78,7 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
     if (activated.length > 0) config = { ...config, listen: listener.address };
     if (config.statusPath) statusServer = openStatusSocket(config.statusPath, config.socketUser, notes);
     for (const note of notes) log.notice(note);
+    metrics = await KfcgiMetricsListener.open(config, log);
     log.info(
       activated.length > 0
         ? `listening on ${listener.describe()} (its mode, owner and backlog are the .socket unit's)`
@@ -133,6 +136,8 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
           proc,
           socketView,
         );
+    // Metrics from the first worker on: a start that takes its time (the start-up check) is visible too.
+    metrics?.serve(pool, proc);
     await pool.start();
     const running = pool;
     statusServer?.serve(() => running.status());
@@ -141,6 +146,7 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
     log.error(`cannot start: ${message}`);
     await pool?.stop();
     socketView?.close();
+    await closeMetrics(log, metrics);
     cleanup(log, listener, statusServer);
     hooks.onReady?.(error instanceof Error ? error : new GatehouseError(ErrorCode.KFCGI_SETUP, message));
     signals.close();
@@ -150,6 +156,7 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
   }
   hooks.onReady?.(null);
   const status = await serveSignals(signals, pool, log, listener, statusServer);
+  await closeMetrics(log, metrics);
   socketView.close();
   stopReopening();
   await log.close();
@@ -231,6 +238,11 @@ async function serveSignals(
     log.notice('stopped');
     return 0;
   }
+}
+
+async function closeMetrics(log: Logger, metrics: KfcgiMetricsListener | null): Promise<void> {
+  const removed = await metrics?.close();
+  if (removed) log.info(removed);
 }
 
 function cleanup(log: Logger, listener: Listener | null, statusServer: StatusServer | null): void {

@@ -19,7 +19,7 @@
 import { existsSync, statSync, accessSync, constants as fsConstants } from 'node:fs';
 import { isAbsolute, join, resolve, dirname, basename } from 'node:path';
 import net from 'node:net';
-import { KFCGI_SOCKET_ADDRESS, parseListenAddress } from '../options/listen-address.js';
+import { type AddressGrammar, KFCGI_SOCKET_ADDRESS, METRICS_ADDRESS, parseListenAddress } from '../options/listen-address.js';
 import { readValue, type ValueKind } from '../options/values.js';
 import {
   KFCGI_DEFAULT_IDLE_SECONDS,
@@ -51,6 +51,8 @@ export interface OptionSpec {
   /** Inclusive range for integers. */
   min?: number;
   max?: number;
+  /** What an address option may be. */
+  address?: AddressGrammar;
   /** Not in kfcgi(8): a gatehouse addition (the manual says so). */
   gatehouse?: boolean;
 }
@@ -171,8 +173,18 @@ export const OPTIONS = [
     long: 'status-socket',
     kind: 'string',
     metavar: 'statuspath',
-    help: 'unix socket answering pool status (read with: gatehouse kfcgi status statuspath)',
+    help: 'unix socket answering pool status (read with: gatehouse status statuspath)',
     defaultText: 'none',
+    gatehouse: true,
+  },
+  {
+    short: 'M',
+    long: 'metrics',
+    kind: 'address',
+    address: METRICS_ADDRESS,
+    metavar: 'addr',
+    help: 'serve Prometheus metrics (/metrics) and the status (/status, read with: gatehouse status addr) on HOST:PORT or unix:PATH',
+    defaultText: 'off',
     gatehouse: true,
   },
   {
@@ -217,7 +229,13 @@ export const OPTIONS = [
 ] as const satisfies readonly OptionSpec[];
 
 type Spec = (typeof OPTIONS)[number];
-type ValueOf<S extends Spec> = S['kind'] extends 'flag' ? boolean : S['kind'] extends 'integer' | 'size' | 'duration' ? number : string;
+type ValueOf<S extends Spec> = S['kind'] extends 'flag'
+  ? boolean
+  : S['kind'] extends 'integer' | 'size' | 'duration'
+    ? number
+    : S['kind'] extends 'address'
+      ? ListenAddress
+      : string;
 /** What the command line said, keyed by long name; absent means not given. */
 export type RawOptions = { -readonly [S in Spec as S['long']]?: ValueOf<S> };
 
@@ -290,7 +308,7 @@ export function usageLine(): string {
     .map((spec) => spec.short)
     .join('');
   const valued = OPTIONS.filter((spec) => spec.kind !== 'flag').map((spec) => `[-${spec.short} ${spec.metavar}]`);
-  return `usage: gatehouse kfcgi [-${flags}] ${valued.join(' ')} prog [arg ...]\n       gatehouse kfcgi status statuspath`;
+  return `usage: gatehouse kfcgi [-${flags}] ${valued.join(' ')} prog [arg ...]\n       gatehouse kfcgi status statuspath | addr`;
 }
 
 export function helpText(): string {
@@ -337,6 +355,8 @@ export interface KfcgiConfig {
   jail: string;
   listen: ListenAddress;
   statusPath: string | null;
+  /** -M: the metrics listener (Prometheus and gatehouse status), or null (off). */
+  metrics: ListenAddress | null;
   socketUser: UserEntry | null;
   processUser: UserEntry | null;
   webServerAddrs: string | null;
@@ -431,6 +451,16 @@ export function validateOptions(
     problems.push(`the status socket's directory ${dirname(statusPath)} does not exist: create it or choose another -S path`);
   if (statusPath !== null && listen?.kind === 'unix' && statusPath === listen.path) problems.push('-S must differ from -s');
 
+  const metrics = options.metrics ?? null;
+  if (metrics?.kind === 'unix') {
+    if (!existsSync(dirname(metrics.path)))
+      problems.push(`-M ${metrics.path}: the directory ${dirname(metrics.path)} does not exist: create it or choose another path`);
+    if ((listen?.kind === 'unix' && metrics.path === listen.path) || metrics.path === statusPath)
+      problems.push('-M must differ from -s and -S');
+  }
+  if (metrics?.kind === 'tcp' && listen?.kind === 'tcp' && metrics.port === listen.port && metrics.port !== 0)
+    problems.push(`-M ${metrics.host}:${metrics.port}: the port is the pool's own (-s); choose another`);
+
   const errorLog = options['error-log'] !== undefined ? resolve(options['error-log']) : null;
   if (errorLog !== null && !existsSync(dirname(errorLog)))
     problems.push(`-E ${errorLog}: the directory ${dirname(errorLog)} does not exist: create it or choose another log file`);
@@ -509,6 +539,7 @@ export function validateOptions(
     jail,
     listen: listen!,
     statusPath,
+    metrics,
     socketUser,
     processUser,
     webServerAddrs,

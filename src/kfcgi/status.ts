@@ -1,7 +1,7 @@
 /**
  * Pool status on request: a unix socket (-S) that answers every connection
- * with one JSON object and closes; `gatehouse kfcgi status statuspath` reads
- * it and prints it.
+ * with one JSON object and closes; `gatehouse status statuspath` reads it
+ * (src/metrics/status.ts) and prints it.
  */
 import net from 'node:net';
 import { chownSync } from 'node:fs';
@@ -70,35 +70,4 @@ export function readStatus(path: string, timeoutMs = KFCGI_STATUS_READ_TIMEOUT_M
       }
     });
   });
-}
-
-export function formatStatus(status: PoolStatus): string {
-  const show = (value: number | null | undefined) => (value === null || value === undefined ? '-' : String(value));
-  const causes = Object.entries(status.respawnCauses ?? {})
-    .map(([cause, count]) => `${cause}: ${count}`)
-    .join(', ');
-  const lines = [
-    `pid:        ${status.pid}`,
-    `mode:       ${status.mode} (${status.minWorkers}..${status.maxWorkers} workers)`,
-    `listen:     ${status.listen}`,
-    `started:    ${status.startedAt}`,
-    `workers:    ${status.workers} (busy ${show(status.busy)}, idle ${show(status.idle)}, starting ${show(status.starting)})`,
-    `pids:       ${status.pids.join(' ')}`,
-    `accepted:   ${show(status.accepted)}   handed over: ${show(status.handedOver)}`,
-    `max reached: ${show(status.maxReached)}   pool full: ${show(status.poolFull)}`,
-    `queued:     ${show(status.queued)}`,
-    `respawns:   ${status.respawns}${causes ? ` (${causes})` : ''}   restarts: ${status.restarts}   recycled: ${status.recycled}   released: ${show(status.released)}`,
-    `backlog:    ${status.backlog.configured} (queued ${show(status.backlog.queued)}, most ${show(status.backlog.maxQueued)}, limit ${show(status.backlog.limit)})`,
-  ];
-  if (status.processes?.length) {
-    lines.push('', '  pid      state     cpu s     rss MiB  conns  started');
-    for (const worker of status.processes) {
-      const rss = worker.rssBytes === null ? '-' : (worker.rssBytes / 1048576).toFixed(1);
-      const cpu = worker.cpuSeconds === null ? '-' : worker.cpuSeconds.toFixed(2);
-      lines.push(
-        `  ${String(worker.pid).padEnd(8)} ${(worker.state ?? '-').padEnd(9)} ${cpu.padStart(7)}  ${rss.padStart(9)}  ${show(worker.connections).padStart(5)}  ${worker.startedAt}`,
-      );
-    }
-  }
-  return lines.join('\n');
 }

@@ -59,6 +59,35 @@ export const KFCGI_SOCKET_ADDRESS: AddressGrammar = {
   wildcard: true,
 };
 
+/**
+ * The `metrics` address of serve, cgid --fastcgi and kfcgi: a listener of its
+ * own for Prometheus and `gatehouse status`, never the public one. TCP (port 0
+ * lets the kernel choose; the log says which) or an absolute unix:PATH.
+ */
+export const METRICS_ADDRESS: AddressGrammar = {
+  barePaths: 'never',
+  relativePaths: false,
+  hostNames: false,
+  descriptors: false,
+  portZero: true,
+  zoneIndex: true,
+  wildcard: true,
+};
+
+/**
+ * What `gatehouse status ADDRESS` connects to: a metrics address, or a kfcgi
+ * status socket (-S), which kfcgi takes as any path, so a bare path is one.
+ */
+export const STATUS_ADDRESS: AddressGrammar = {
+  barePaths: 'always',
+  relativePaths: true,
+  hostNames: true,
+  descriptors: false,
+  portZero: false,
+  zoneIndex: true,
+  wildcard: false,
+};
+
 /** A FastCGI upstream (the client, `[[fastcgi]] upstreams`). */
 export const UPSTREAM_ADDRESS: AddressGrammar = {
   barePaths: 'explicit',

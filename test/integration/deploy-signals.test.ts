@@ -66,6 +66,8 @@ function reloadSite(t: TestContext): ReloadSite {
         '[[fastcgi]]',
         'url = "/fcgi/"',
         `upstreams = ["unix:${join(docroot === 'www-a' ? apps.a : apps.b, 'app.sock')}"]`,
+        // The application answers every path under /fcgi/: no script file to check first.
+        'check-script = false',
         '',
       ].join('\n'),
     );

@@ -98,6 +98,23 @@ test('--check with flags only, and flags over a file', async (t) => {
   assert.match(result.stdout, /^script-timeout: 250 ms$/m);
 });
 
+test('metrics: off unless asked; a metrics address from the flag or the file, named by --check; a bad one refused', async (t) => {
+  const dir = tempDir(t, 'gatehouse-serve-config-');
+  const off = await runGatehouse(['serve', '--docroot', dir, '--check']);
+  assert.equal(off.code, 0, off.stderr);
+  assert.doesNotMatch(off.stdout, /metrics/);
+  const flag = await runGatehouse(['serve', '--docroot', dir, '--metrics', '127.0.0.1:9100', '--check']);
+  assert.equal(flag.code, 0, flag.stderr);
+  assert.match(flag.stdout, /^metrics: 127\.0\.0\.1:9100$/m);
+  writeFileSync(join(dir, 'serve.toml'), `docroot = "${dir}"\nmetrics = "unix:${join(dir, 'metrics.sock')}"\n`);
+  const file = await runGatehouse(['serve', '--config', join(dir, 'serve.toml'), '--check']);
+  assert.equal(file.code, 0, file.stderr);
+  assert.match(file.stdout, new RegExp(`^metrics: unix:${join(dir, 'metrics.sock')}$`, 'm'));
+  const bad = await runGatehouse(['serve', '--docroot', dir, '--metrics', 'metrics.sock']);
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /^gatehouse serve: --metrics: /m);
+});
+
 test('an unknown flag: exit 2 and the closest option suggested', async (_t) => {
   const result = await runGatehouse(['serve', '--docroot', '/', '--script-timout', '5s']);
   assert.equal(result.code, 2);

@@ -50,6 +50,8 @@ access-log-format = "%P %>s %r"
 url = "/app/"
 upstreams = ["unix:${join(dir, 'app.sock')}"]
 root = "www"
+# The application answers every path under /app/: no script file to check first.
+check-script = false
 `,
   );
   return { dir, app, config, accessLog: join(dir, 'access.log') };

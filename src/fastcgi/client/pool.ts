@@ -43,6 +43,15 @@ export interface PoolStats {
   queued: number;
   /** Connections opened since the pool started. */
   opened: number;
+  /** Requests that found every connection the pool may open busy and waited in the queue (the pool was full). */
+  waited: number;
+  /**
+   * Connections closed after a request instead of reused, because another
+   * request had waited unanswered past CLIENT_STARVATION_MS (its connection
+   * sits in the application's listen queue): the pool opened more
+   * connections than the application serves at once.
+   */
+  starved: number;
 }
 
 interface Waiter {
@@ -60,6 +69,8 @@ export class Pool {
   /** Connections being opened, each with the waiters it will serve (several when the application multiplexes). */
   readonly #pending = new Set<Waiter[]>();
   #opened = 0;
+  #waited = 0;
+  #starved = 0;
   #capabilities: UpstreamCapabilities | null = null;
   #probe: Promise<UpstreamCapabilities | null> | null = null;
   #cancelProbe: (() => void) | null = null;
@@ -85,7 +96,14 @@ export class Pool {
   get stats(): PoolStats {
     let idle = 0;
     for (const connection of this.#connections) if (connection.load === 0) idle++;
-    return { connections: this.#connections.size, idle, queued: this.#waiters.length, opened: this.#opened };
+    return {
+      connections: this.#connections.size,
+      idle,
+      queued: this.#waiters.length,
+      opened: this.#opened,
+      waited: this.#waited,
+      starved: this.#starved,
+    };
   }
 
   /** What the application said about itself; starts the probe if it has not run. Null: no answer (treated as no multiplexing). */
@@ -135,6 +153,8 @@ export class Pool {
       }
       this.#waiters.push(waiter);
       this.#dispatch();
+      // Still in the queue (not served, not riding on a connection being opened): every connection allowed is busy.
+      if (!waiter.settled && this.#waiters.lastIndexOf(waiter) !== -1) this.#waited++;
       if (!waiter.settled && this.#waiters.length > this.#options.maxQueued) {
         this.#waiters.pop();
         waiter.reject(
@@ -267,6 +287,7 @@ export class Pool {
   #onSlotFree(connection: Connection): void {
     if (connection.load === 0 && this.#someoneStarves()) {
       // Not offered to the queue: this connection's process is better spent on a connection that has waited longer.
+      this.#starved++;
       connection.destroy();
       return;
     }

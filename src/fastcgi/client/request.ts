@@ -11,6 +11,7 @@ import { CLIENT_RESPONSE_HIGH_WATER_MARK, CLIENT_STDERR_LINE_MAX } from '../../l
 import { ErrorCode, UpstreamError } from '../../errors.js';
 import { ProtocolStatus, RecordType, Role } from '../protocol.js';
 import type { Connection, Exchange, ExchangeHandlers } from './connection.js';
+import { clientChannels, type ClientRequestInfo } from '../../diagnostics.js';
 import type { CancelHandle, Pool } from './pool.js';
 
 /** A request body: bytes, text, or a stream (a Readable or any async iterable of chunks). */
@@ -96,6 +97,9 @@ export class RequestRun {
   #bodyStarted = false;
   #receivedThisAttempt = false;
   #attempts = 0;
+  /** What diagnostics_channel messages carry; made on the first event someone listens to (src/diagnostics.ts). */
+  #info: ClientRequestInfo | null = null;
+  #sentHeadersEvent = false;
 
   constructor(pool: Pool, settings: RequestSettings, response: UpstreamResponse) {
     this.#pool = pool;
@@ -111,7 +115,13 @@ export class RequestRun {
     };
   }
 
+  #requestInfo(): ClientRequestInfo {
+    this.#info ??= { upstream: this.#pool.upstream, role: ROLE_NAMES[this.#settings.role] ?? 'responder' };
+    return this.#info;
+  }
+
   start(): void {
+    if (clientChannels.create.hasSubscribers) clientChannels.create.publish({ request: this.#requestInfo() });
     const signal = this.#settings.signal;
     if (signal) {
       if (signal.aborted) return this.#abortedByCaller();
@@ -150,6 +160,10 @@ export class RequestRun {
     return new Promise((resolveAttempt) => {
       const handlers: ExchangeHandlers = {
         onStdout: (chunk) => {
+          if (!this.#sentHeadersEvent) {
+            this.#sentHeadersEvent = true;
+            if (clientChannels.headers.hasSubscribers) clientChannels.headers.publish({ request: this.#requestInfo() });
+          }
           this.#receivedThisAttempt = true;
           this.#touch();
           if (this.#response.push(chunk)) return true;
@@ -285,6 +299,8 @@ export class RequestRun {
     this.#clearTimer();
     this.#response.push(null);
     this.#response.settle.resolve(completion);
+    if (clientChannels.trailers.hasSubscribers)
+      clientChannels.trailers.publish({ request: this.#requestInfo(), trailers: [], appStatus: completion.appStatus });
   }
 
   #fail(error: UpstreamError): void {
@@ -294,6 +310,7 @@ export class RequestRun {
     // Stops the application's work on it; the connection goes back to the pool once END_REQUEST comes (or is destroyed).
     if (this.#exchange && !this.#exchange.done) this.#exchange.abort(this.#settings.abortGraceMs);
     this.#response.settle.reject(error);
+    if (clientChannels.error.hasSubscribers) clientChannels.error.publish({ request: this.#requestInfo(), error });
     if (!this.#response.destroyed) this.#response.destroy(this.#response.listenerCount('error') > 0 ? error : undefined);
   }
 
@@ -305,6 +322,12 @@ export class RequestRun {
     this.#onCallerAbort = null;
   }
 }
+
+const ROLE_NAMES: Record<number, ClientRequestInfo['role']> = {
+  [Role.RESPONDER]: 'responder',
+  [Role.AUTHORIZER]: 'authorizer',
+  [Role.FILTER]: 'filter',
+};
 
 function toBuffer(chunk: Uint8Array | string): Buffer {
   if (typeof chunk === 'string') return Buffer.from(chunk, 'utf8');

@@ -1,0 +1,389 @@
+/**
+ * gatehouse serve's metrics. Nothing in the request path knows about them:
+ * they subscribe to node:diagnostics_channel (Node's own http.server and
+ * net.server channels, and gatehouse's handler and FastCGI client channels,
+ * src/diagnostics.ts) and read the state the front already keeps (the script
+ * limiter, the FastCGI pools, the cgid daemon's supervisor) at each scrape.
+ * With no metrics address nothing subscribes, and every publisher skips its
+ * message.
+ *
+ * Names, types and labels are documented in gatehouse-serve(8), METRICS.
+ */
+import diagnosticsChannel from 'node:diagnostics_channel';
+import type { ServerResponse } from 'node:http';
+import type net from 'node:net';
+import {
+  cgiChannels,
+  clientChannels,
+  fastcgiChannels,
+  type ClientCreateMessage,
+  type ClientErrorMessage,
+  type HandlerCreateMessage,
+  type HandlerErrorMessage,
+} from '../diagnostics.js';
+import { ErrorCode } from '../errors.js';
+import { METRICS_REQUEST_BUCKETS } from '../limits.js';
+import type { ScriptSpawner } from '../spawn/spawner.js';
+import type { ListenAddress } from '../options/listen-address.js';
+import { MetricsEndpoint } from './endpoint.js';
+import { MetricsRegistry } from './registry.js';
+import { MeteredSpawner, registerLimiterMetrics, registerScriptMetrics, type ScriptMetrics } from './scripts.js';
+import { statusDocument, type StatusPool } from './status.js';
+import type { ScriptLimiter } from '../cgi/limiter.js';
+import type { PoolStats } from '../fastcgi/client/pool.js';
+
+/** What the front is made of, as the metrics read it. */
+export interface ServeMetricsSource {
+  /** The front's HTTP listeners (requests and connections of other servers in the process are not counted). */
+  servers: readonly net.Server[];
+  /** The CGI routes' script limiter, when there are CGI routes. */
+  limiter: ScriptLimiter | null;
+  /** Every FastCGI route's clients, one per upstream. */
+  fastcgiClients: ReadonlyArray<{ readonly upstream: string; readonly stats: PoolStats }>;
+  /** The cgid daemon's supervisor, when scripts start through it. */
+  daemon: { readonly available: boolean; readonly starts: number } | null;
+}
+
+/** Where a request went: a FastCGI route, a CGI script, or everything else (files, errors before routing). */
+export type RouteKind = 'fastcgi' | 'cgi' | 'static';
+
+const STARTED = Symbol('gatehouse.metrics.started');
+const ROUTE = Symbol('gatehouse.metrics.route');
+interface MeteredResponse extends ServerResponse {
+  [STARTED]?: number;
+  [ROUTE]?: RouteKind;
+}
+interface MeteredSocket extends net.Socket {
+  server?: net.Server;
+}
+
+const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+
+export class ServeMetrics {
+  readonly registry: MetricsRegistry;
+  readonly #scripts: ScriptMetrics;
+  readonly #unsubscribe: Array<() => void> = [];
+  #source: ServeMetricsSource | null = null;
+
+  constructor(registry: MetricsRegistry) {
+    this.registry = registry;
+    this.#scripts = registerScriptMetrics(registry);
+  }
+
+  /** `spawner`, counted and timed (installed before the front is made: the CGI handler takes its spawner then). */
+  meter(spawner: ScriptSpawner): ScriptSpawner {
+    return new MeteredSpawner(spawner, this.#scripts);
+  }
+
+  /** Registers the front's metrics and subscribes to the channels. */
+  attach(source: ServeMetricsSource): void {
+    this.#source = source;
+    const registry = this.registry;
+    const servers = new Set<net.Server>(source.servers);
+    this.#attachHttp(registry, servers);
+    if (source.limiter) registerLimiterMetrics(registry, source.limiter);
+    this.#attachCgi(registry);
+    if (source.daemon) registerDaemonMetrics(registry, source.daemon);
+    this.#attachFastCGI(registry, source.fastcgiClients);
+  }
+
+  #subscribe<M>(channel: { subscribe(fn: (m: M) => void): void; unsubscribe(fn: (m: M) => void): unknown }, listener: (m: M) => void) {
+    channel.subscribe(listener);
+    this.#unsubscribe.push(() => channel.unsubscribe(listener));
+  }
+
+  #attachHttp(registry: MetricsRegistry, servers: Set<net.Server>): void {
+    const requests = registry.counter({
+      name: 'gatehouse_http_requests_total',
+      help: 'HTTP requests answered, by route (fastcgi, cgi, static: everything else) and status class (aborted: the connection closed before the response ended).',
+      labelNames: ['route', 'status_class'],
+    });
+    const duration = registry.histogram({
+      name: 'gatehouse_http_request_duration_seconds',
+      help: 'Time from the request head read to the response ended (or the connection closed), by route.',
+      labelNames: ['route'],
+      buckets: METRICS_REQUEST_BUCKETS,
+    });
+    let inFlight = 0;
+    registry.gauge({
+      name: 'gatehouse_http_requests_in_flight',
+      help: 'HTTP requests read and not yet answered.',
+      collect() {
+        this.set(inFlight);
+      },
+    });
+    // Label sets made once: the hot path allocates none.
+    const requestLabels = new Map<string, { route: RouteKind; status_class: string }>();
+    for (const route of ['fastcgi', 'cgi', 'static'] as const)
+      for (const statusClass of [...STATUS_CLASSES, 'aborted'])
+        requestLabels.set(`${route} ${statusClass}`, { route, status_class: statusClass });
+    const routeLabels = { fastcgi: { route: 'fastcgi' }, cgi: { route: 'cgi' }, static: { route: 'static' } } as const;
+    function onResponseClose(this: MeteredResponse): void {
+      const started = this[STARTED];
+      if (started === undefined) return;
+      this[STARTED] = undefined;
+      inFlight -= 1;
+      const route = this[ROUTE] ?? 'static';
+      const statusClass = this.writableFinished ? (STATUS_CLASSES[Math.floor(this.statusCode / 100) - 1] ?? '5xx') : 'aborted';
+      requests.inc(requestLabels.get(`${route} ${statusClass}`)!);
+      duration.observe(routeLabels[route], (performance.now() - started) / 1000);
+    }
+    this.#subscribe(diagnosticsChannel.channel('http.server.request.start'), (message: unknown) => {
+      const { response, server } = message as { response: MeteredResponse; server: net.Server };
+      if (!servers.has(server)) return;
+      inFlight += 1;
+      response[STARTED] = performance.now();
+      response.on('close', onResponseClose);
+    });
+    const markRoute = (route: RouteKind) => (message: HandlerCreateMessage) => {
+      (message.request.res as MeteredResponse)[ROUTE] = route;
+    };
+    this.#subscribe(cgiChannels.create, markRoute('cgi'));
+    this.#subscribe(fastcgiChannels.create, markRoute('fastcgi'));
+
+    let open = 0;
+    let accepted = 0;
+    let closedBytesIn = 0;
+    let closedBytesOut = 0;
+    const sockets = new Set<net.Socket>();
+    registry.gauge({
+      name: 'gatehouse_http_connections',
+      help: 'Client connections open.',
+      collect() {
+        this.set(open);
+      },
+    });
+    registry.counter({
+      name: 'gatehouse_http_connections_total',
+      help: 'Client connections accepted.',
+      collect() {
+        this.reset();
+        this.inc(accepted);
+      },
+    });
+    const bytes = (name: string, help: string, closed: () => number, live: (socket: net.Socket) => number) =>
+      registry.counter({
+        name,
+        help,
+        collect() {
+          let total = closed();
+          for (const socket of sockets) total += live(socket);
+          this.reset();
+          this.inc(total);
+        },
+      });
+    bytes(
+      'gatehouse_http_received_bytes_total',
+      'Bytes read from clients (request heads and bodies), on open connections and closed ones.',
+      () => closedBytesIn,
+      (socket) => socket.bytesRead,
+    );
+    bytes(
+      'gatehouse_http_sent_bytes_total',
+      'Bytes written to clients (response heads and bodies), on open connections and closed ones.',
+      () => closedBytesOut,
+      (socket) => socket.bytesWritten,
+    );
+    function onSocketClose(this: net.Socket): void {
+      if (!sockets.delete(this)) return;
+      open -= 1;
+      closedBytesIn += this.bytesRead;
+      closedBytesOut += this.bytesWritten;
+    }
+    this.#subscribe(diagnosticsChannel.channel('net.server.socket'), (message: unknown) => {
+      const { socket } = message as { socket: MeteredSocket };
+      if (socket.server === undefined || !servers.has(socket.server)) return;
+      open += 1;
+      accepted += 1;
+      sockets.add(socket);
+      socket.on('close', onSocketClose);
+    });
+  }
+
+  #attachCgi(registry: MetricsRegistry): void {
+    const timeouts = registry.counter({
+      name: 'gatehouse_cgi_script_timeouts_total',
+      help: 'Scripts killed because they wrote nothing for the script timeout (answered 504 when no head was sent).',
+    });
+    this.#subscribe(cgiChannels.error, (message: HandlerErrorMessage) => {
+      if (message.error.code === ErrorCode.CGI_SCRIPT_TIMEOUT) timeouts.inc();
+    });
+  }
+
+  #attachFastCGI(registry: MetricsRegistry, clients: ServeMetricsSource['fastcgiClients']): void {
+    const requests = registry.counter({
+      name: 'gatehouse_fastcgi_upstream_requests_total',
+      help: 'Requests sent to a FastCGI application, by upstream.',
+      labelNames: ['upstream'],
+    });
+    const errors = registry.counter({
+      name: 'gatehouse_fastcgi_upstream_errors_total',
+      help: 'Requests to a FastCGI application that failed, by upstream and error code (GH_UPSTREAM_REFUSED, GH_UPSTREAM_TIMEOUT, ...).',
+      labelNames: ['upstream', 'code'],
+    });
+    const timeouts = registry.counter({
+      name: 'gatehouse_fastcgi_upstream_timeouts_total',
+      help: 'Requests to a FastCGI application that timed out (connecting, or no data for the read timeout), by upstream.',
+      labelNames: ['upstream'],
+    });
+    // Every upstream starts at 0, so a rate over the first failures is right.
+    for (const upstream of new Set(clients.map((client) => client.upstream))) {
+      requests.inc({ upstream }, 0);
+      timeouts.inc({ upstream }, 0);
+    }
+    this.#subscribe(clientChannels.create, (message: ClientCreateMessage) => requests.inc({ upstream: message.request.upstream }));
+    this.#subscribe(clientChannels.error, (message: ClientErrorMessage) => {
+      const { upstream } = message.request;
+      const { code } = message.error;
+      errors.inc({ upstream, code });
+      if (code === ErrorCode.UPSTREAM_TIMEOUT || code === ErrorCode.UPSTREAM_CONNECT_TIMEOUT) timeouts.inc({ upstream });
+    });
+    /** The clients' stats summed by upstream (two routes may share one application). */
+    const byUpstream = (read: (stats: PoolStats) => number) => {
+      const totals = new Map<string, number>();
+      for (const client of clients) totals.set(client.upstream, (totals.get(client.upstream) ?? 0) + read(client.stats));
+      return totals;
+    };
+    const level = (name: string, help: string, read: (stats: PoolStats) => number) =>
+      registry.gauge({
+        name,
+        help,
+        labelNames: ['upstream'],
+        collect() {
+          for (const [upstream, value] of byUpstream(read)) this.set({ upstream }, value);
+        },
+      });
+    const total = (name: string, help: string, read: (stats: PoolStats) => number) =>
+      registry.counter({
+        name,
+        help,
+        labelNames: ['upstream'],
+        collect() {
+          this.reset();
+          for (const [upstream, value] of byUpstream(read)) this.inc({ upstream }, value);
+        },
+      });
+    level('gatehouse_fastcgi_upstream_connections', 'Connections open to a FastCGI application.', (stats) => stats.connections);
+    level('gatehouse_fastcgi_upstream_connections_idle', 'Open connections with no request on them.', (stats) => stats.idle);
+    level('gatehouse_fastcgi_upstream_queued_requests', 'Requests waiting for a connection.', (stats) => stats.queued);
+    total('gatehouse_fastcgi_upstream_connections_opened_total', 'Connections opened to a FastCGI application.', (stats) => stats.opened);
+    total(
+      'gatehouse_fastcgi_upstream_pool_full_total',
+      'Requests that found every connection the pool may open busy, and waited.',
+      (stats) => stats.waited,
+    );
+    total(
+      'gatehouse_fastcgi_upstream_starved_total',
+      "Connections closed after a request instead of reused, because another request's connection waited unanswered in the application's listen queue.",
+      (stats) => stats.starved,
+    );
+  }
+
+  /** The status page's rows: the CGI scripts, then one per FastCGI upstream. */
+  statusPools(): StatusPool[] {
+    const source = this.#source;
+    if (!source) return [];
+    const pools: StatusPool[] = [];
+    const limiter = source.limiter;
+    if (limiter)
+      pools.push({
+        name: 'cgi scripts',
+        active: limiter.running,
+        idle: limiter.maxRunning - limiter.running,
+        queue: limiter.queued,
+        max: limiter.maxRunning,
+        maxReached: limiter.refused,
+      });
+    const upstreams = new Map<string, StatusPool>();
+    for (const client of source.fastcgiClients) {
+      const stats = client.stats;
+      const row = upstreams.get(client.upstream) ?? {
+        name: `fastcgi ${client.upstream}`,
+        active: 0,
+        idle: 0,
+        queue: 0,
+        max: null,
+        maxReached: 0,
+      };
+      row.active! += stats.connections - stats.idle;
+      row.idle! += stats.idle;
+      row.queue! += stats.queued;
+      row.maxReached! += stats.waited;
+      upstreams.set(client.upstream, row);
+    }
+    return [...pools, ...upstreams.values()];
+  }
+
+  /** Stops listening to the channels (at stop, or on a reload that makes a new front). */
+  detach(): void {
+    for (const unsubscribe of this.#unsubscribe.splice(0)) unsubscribe();
+  }
+}
+
+/**
+ * serve's `metrics` listener: one registry for this process (a front of
+ * several worker processes merges their registry.json() with prom-client's
+ * AggregatorRegistry), its ServeMetrics, and the endpoint that answers
+ * /metrics and /status. Opened before the front is made (the CGI handler
+ * takes its spawner, metered, then); serve() once the front listens.
+ */
+export class ServeMetricsListener {
+  readonly metrics: ServeMetrics;
+  readonly #endpoint: MetricsEndpoint;
+
+  private constructor(metrics: ServeMetrics, endpoint: MetricsEndpoint) {
+    this.metrics = metrics;
+    this.#endpoint = endpoint;
+  }
+
+  /** Loads prom-client and binds `address` (answering 503 until serve()). */
+  static async open(address: ListenAddress, log: (line: string) => void): Promise<ServeMetricsListener> {
+    const registry = await MetricsRegistry.create('serve');
+    const endpoint = await MetricsEndpoint.open(address, { log });
+    return new ServeMetricsListener(new ServeMetrics(registry), endpoint);
+  }
+
+  /** Where it listens, as the log names it. */
+  describe(): string {
+    return this.#endpoint.describe();
+  }
+
+  /** `spawner`, counted and timed. */
+  meter(spawner: ScriptSpawner): ScriptSpawner {
+    return this.metrics.meter(spawner);
+  }
+
+  /** Subscribes to the front's events and starts answering scrapes. */
+  serve(source: ServeMetricsSource): void {
+    const metrics = this.metrics;
+    metrics.attach(source);
+    this.#endpoint.serve({
+      metrics: async () => ({ text: await metrics.registry.metrics(), contentType: metrics.registry.contentType }),
+      status: () => statusDocument('serve', metrics.statusPools()),
+    });
+  }
+
+  async close(): Promise<void> {
+    this.metrics.detach();
+    await this.#endpoint.close();
+  }
+}
+
+/** The cgid daemon as the front sees it: up or not, and how often it was started again. */
+export function registerDaemonMetrics(registry: MetricsRegistry, daemon: { readonly available: boolean; readonly starts: number }): void {
+  registry.gauge({
+    name: 'gatehouse_cgid_daemon_up',
+    help: '1 while the cgid daemon is connected and takes spawn orders; 0 while it is down or restarting (CGI requests get 503).',
+    collect() {
+      this.set(daemon.available ? 1 : 0);
+    },
+  });
+  registry.counter({
+    name: 'gatehouse_cgid_daemon_restarts_total',
+    help: 'Times the front started the cgid daemon again after it died.',
+    collect() {
+      this.reset();
+      this.inc(Math.max(0, daemon.starts - 1));
+    },
+  });
+}

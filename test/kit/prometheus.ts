@@ -1,0 +1,98 @@
+/**
+ * A real Prometheus server (Debian's prometheus package) for the metrics
+ * tests: started on 127.0.0.1 with a private configuration and storage
+ * directory, scraping the given targets every second, and stopped after the
+ * test. Queries go through its HTTP API (/api/v1/query, /api/v1/targets).
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort, requireProgram, startProcess, tempDir, waitForListener, type Cleanup, type RunningProcess } from './process.js';
+
+export interface ScrapeTarget {
+  job: string;
+  /** host:port of a metrics listener. */
+  address: string;
+}
+
+export interface RunningPrometheus extends RunningProcess {
+  base: string;
+  /** An instant query: each result's labels and value. */
+  query(promql: string): Promise<Array<{ metric: Record<string, string>; value: number }>>;
+  /** Waits until every target was scraped successfully at least once. */
+  waitForTargets(timeoutMs?: number): Promise<void>;
+  /**
+   * Waits until `promql` has one result equal to `expected` (Prometheus sees
+   * a counter only at its next scrape), and returns the last value seen.
+   */
+  valueWhen(promql: string, expected: number, timeoutMs?: number): Promise<number | undefined>;
+}
+
+export async function startPrometheus(t: Cleanup, targets: ScrapeTarget[]): Promise<RunningPrometheus> {
+  const binary = requireProgram('/usr/bin/prometheus');
+  const dir = tempDir(t, 'gatehouse-prometheus-');
+  const port = await freePort();
+  const jobs = new Map<string, string[]>();
+  for (const target of targets) jobs.set(target.job, [...(jobs.get(target.job) ?? []), target.address]);
+  const config = [
+    'global:',
+    '  scrape_interval: 1s',
+    '  scrape_timeout: 1s',
+    '  evaluation_interval: 1s',
+    'scrape_configs:',
+    ...[...jobs].flatMap(([job, addresses]) => [
+      `  - job_name: ${job}`,
+      '    static_configs:',
+      `      - targets: [${addresses.map((address) => `'${address}'`).join(', ')}]`,
+    ]),
+  ].join('\n');
+  const configFile = join(dir, 'prometheus.yml');
+  writeFileSync(configFile, `${config}\n`);
+  const running = startProcess(t, binary, [
+    `--config.file=${configFile}`,
+    `--storage.tsdb.path=${join(dir, 'data')}`,
+    `--web.listen-address=127.0.0.1:${port}`,
+    '--log.level=warn',
+  ]);
+  const base = `http://127.0.0.1:${port}`;
+  await waitForListener({ host: '127.0.0.1', port }, { what: 'prometheus', process: running, timeoutMs: 30_000 });
+  const api = async (path: string): Promise<unknown> => {
+    const response = await fetch(`${base}${path}`);
+    const body = (await response.json()) as { status: string; data: unknown; error?: string };
+    if (body.status !== 'success') throw new Error(`prometheus ${path}: ${body.error ?? response.status}`);
+    return body.data;
+  };
+  const query = async (promql: string) => {
+    const data = (await api(`/api/v1/query?query=${encodeURIComponent(promql)}`)) as {
+      resultType: string;
+      result: Array<{ metric: Record<string, string>; value: [number, string] }>;
+    };
+    return data.result.map((item) => ({ metric: item.metric, value: Number(item.value[1]) }));
+  };
+  return {
+    ...running,
+    base,
+    query,
+    async waitForTargets(timeoutMs = 30_000) {
+      const deadline = Date.now() + timeoutMs;
+      let last = '';
+      while (Date.now() < deadline) {
+        const data = (await api('/api/v1/targets')) as { activeTargets: Array<{ scrapeUrl: string; health: string; lastError: string }> };
+        last = data.activeTargets.map((target) => `${target.scrapeUrl}: ${target.health} ${target.lastError}`).join('\n');
+        if (data.activeTargets.length === targets.length && data.activeTargets.every((target) => target.health === 'up')) return;
+        await sleep(200);
+      }
+      throw new Error(`prometheus did not scrape every target within ${timeoutMs} ms:\n${last}`);
+    },
+    async valueWhen(promql: string, expected: number, timeoutMs = 20_000) {
+      const deadline = Date.now() + timeoutMs;
+      let value: number | undefined;
+      for (;;) {
+        const result = await query(promql);
+        value = result.length === 1 ? result[0]!.value : undefined;
+        if (value === expected || Date.now() >= deadline) return value;
+        await sleep(250);
+      }
+    },
+  };
+}
