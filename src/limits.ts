@@ -166,6 +166,11 @@ export const KFCGI_STARTUP_CHECK_MS = 1000;
 export const HTTP_HEADERS_TIMEOUT_MS = 20_000;
 export const HTTP_REQUEST_TIMEOUT_MS = 300_000;
 export const HTTP_KEEPALIVE_TIMEOUT_MS = 5_000;
+/**
+ * Send timeout (Apache's Timeout as the stock httpd.conf sets it, nginx's send_timeout): a connection with output
+ * waiting that the client takes nothing of for this long is closed, and the script or upstream request behind it stopped.
+ */
+export const HTTP_SEND_TIMEOUT_MS = 60_000;
 /** Apache's LimitRequestFieldSize x a few fields; node's default is 16 KiB. */
 export const HTTP_MAX_HEADER_BYTES = 16 * 1024;
 /** Apache's LimitRequestLine default. */

@@ -26,6 +26,7 @@ import {
   HTTP_MAX_HEADER_BYTES,
   HTTP_MAX_URL_BYTES,
   HTTP_REQUEST_TIMEOUT_MS,
+  HTTP_SEND_TIMEOUT_MS,
   HTTP_SHUTDOWN_GRACE_MS,
 } from '../limits.js';
 
@@ -247,6 +248,15 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
     defaultText: `${HTTP_KEEPALIVE_TIMEOUT_MS / 1000}s`,
   },
   {
+    name: 'send-timeout',
+    kind: 'duration',
+    flag: true,
+    argument: 'TIME',
+    summary:
+      'a client that takes none of the response for this long is disconnected, and the script or FastCGI request behind it stopped (0: no limit)',
+    defaultText: `${HTTP_SEND_TIMEOUT_MS / 1000}s`,
+  },
+  {
     name: 'max-header-bytes',
     kind: 'size',
     flag: true,
@@ -418,6 +428,7 @@ export interface ServeConfig {
   headersTimeoutMs: number;
   requestTimeoutMs: number;
   keepaliveTimeoutMs: number;
+  sendTimeoutMs: number;
   maxHeaderBytes: number;
   maxUrlBytes: number;
   shutdownGraceMs: number;
@@ -457,6 +468,7 @@ export const SERVE_DEFAULTS: ServeConfig = {
   headersTimeoutMs: HTTP_HEADERS_TIMEOUT_MS,
   requestTimeoutMs: HTTP_REQUEST_TIMEOUT_MS,
   keepaliveTimeoutMs: HTTP_KEEPALIVE_TIMEOUT_MS,
+  sendTimeoutMs: HTTP_SEND_TIMEOUT_MS,
   maxHeaderBytes: HTTP_MAX_HEADER_BYTES,
   maxUrlBytes: HTTP_MAX_URL_BYTES,
   shutdownGraceMs: HTTP_SHUTDOWN_GRACE_MS,

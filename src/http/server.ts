@@ -27,6 +27,7 @@ import { sendErrorPage } from '../cgi/http-response.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
 import { readHttpRequest, splitAbsoluteForm } from '../cgi/http-request.js';
 import { ChunkSizeGuard } from './chunk-size-guard.js';
+import { SendTimeout, type SendTimeoutEvent } from './send-timeout.js';
 import { HTTP_MAX_REQUESTS_PER_SOCKET, HTTP_TIMEOUT_CHECK_MAX_MS, HTTP_TIMEOUT_CHECK_MIN_MS } from '../limits.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
 
@@ -140,6 +141,8 @@ export class GatehouseFront {
   readonly #static: ((req: IncomingMessage, res: ServerResponse) => void) | null;
   readonly #boundSockets: Array<{ path: string; inode: number }> = [];
   readonly #chunkSizeGuard: ChunkSizeGuard;
+  /** Every connection, whatever answers on it (scripts, FastCGI, static files, nph output written to the socket itself). */
+  readonly #sendTimeout: SendTimeout;
   #inFlight = 0;
   #idleWaiters: Array<() => void> = [];
   #stopping = false;
@@ -207,6 +210,16 @@ export class GatehouseFront {
         : null;
     this.#static = config.docroot ? serveStatic({ documentRoot: config.docroot, errorLog }) : null;
     this.#chunkSizeGuard = new ChunkSizeGuard(config.maxBody, config.maxHeaderBytes);
+    this.#sendTimeout = new SendTimeout(config.sendTimeoutMs, (event) => this.#logSendTimeout(event));
+  }
+
+  #logSendTimeout({ socket, waitingBytes, stalledMs }: SendTimeoutEvent): void {
+    const res = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+    const request = res?.req ? ` answering ${res.req.method} ${res.req.url}` : '';
+    this.logError(
+      `send timeout: ${socket.remoteAddress ?? 'the client'} took none of ${waitingBytes} bytes for ${stalledMs} ms${request} (send-timeout ${this.config.sendTimeoutMs} ms): connection closed, its script or FastCGI request stopped`,
+      'warn',
+    );
   }
 
   /** One line in the error log (an error unless `level` says otherwise). */
@@ -343,7 +356,10 @@ export class GatehouseFront {
       );
       server.maxRequestsPerSocket = HTTP_MAX_REQUESTS_PER_SOCKET;
       // A chunk announced above max-body is refused at once (413) instead of waited for: see chunk-size-guard.ts.
-      server.on('connection', (socket: net.Socket) => this.#chunkSizeGuard.watch(socket));
+      server.on('connection', (socket: net.Socket) => {
+        this.#chunkSizeGuard.watch(socket);
+        this.#sendTimeout.watch(socket);
+      });
       // Expect: 100-continue goes to the handlers, which send the 100 only when they will read the body:
       // a body over max-body gets its 413 before the client sends it (Node would otherwise answer 100 at once).
       server.on('checkContinue', this.handle);
@@ -413,6 +429,7 @@ export class GatehouseFront {
     // Closing the connections aborted their scripts; wait (bounded) until every one was reaped.
     for (let waited = 0; this.#cgi && this.#cgi.limiter.running > 0 && waited < graceMs + 5000; waited += 50) await sleep(50);
     await Promise.all(this.#fastcgi.map((handler) => handler.close()));
+    this.#sendTimeout.close();
     // Only sockets this front bound, and only while the path is still the same socket: never another server's.
     for (const socket of this.#boundSockets) {
       try {

@@ -1,0 +1,154 @@
+/**
+ * Regression (issue 15, item 1): no send timeout. A client that stops reading
+ * held a script slot, an application process or a static download forever:
+ * with --max-scripts 2, two clients of a 200 MB script that never read kept
+ * both scripts running (past any --script-timeout, since the scripts were
+ * blocked writing, not silent) and every other CGI request waited.
+ *
+ * Each case starts the real `gatehouse serve`, opens clients with a 4 KiB
+ * receive buffer that never read (test/kit/non-reader.ts), and waits for the
+ * events the send timeout causes (the log line, the scripts gone, the third
+ * request answered), each wait bounded by a failure limit far above the
+ * 1 s send timeout, never a timing assertion.
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort, startProcess, tempDir, waitForListener } from '../kit/process.js';
+import { httpRequest } from '../kit/http.js';
+import { openNonReader } from '../kit/non-reader.js';
+import { eventually, GATEHOUSE_MAIN } from '../fixtures/serve/serve-kit.js';
+
+/** The longest any wait here may take before the test fails (a failure bound, far above the 1 s send timeout). */
+const BOUND_MS = 25_000;
+
+export interface Served {
+  port: number;
+  pid: number;
+  errorLog: string;
+  log(): string;
+}
+
+/** `gatehouse serve` with an error log in a temp dir (read by the tests), on a free loopback port. */
+export async function startServe(t: TestContext, args: string[]): Promise<Served> {
+  const dir = tempDir(t, 'gatehouse-send-timeout-');
+  const errorLog = join(dir, 'error.log');
+  const port = await freePort();
+  const proc = startProcess(t, process.execPath, [
+    GATEHOUSE_MAIN,
+    'serve',
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--runtime-dir',
+    join(dir, 'run'),
+    '--error-log',
+    errorLog,
+    '--access-log',
+    'off',
+    ...args,
+  ]);
+  await waitForListener({ host: '127.0.0.1', port }, 20_000, () => proc.child.exitCode === null).catch((error: Error) => {
+    throw new Error(`gatehouse serve did not start: ${error.message}\n${proc.output()}`);
+  });
+  return {
+    port,
+    pid: proc.child.pid!,
+    errorLog,
+    log: () => (existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''),
+  };
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function countLines(text: string, pattern: RegExp): number {
+  return text.split('\n').filter((line) => pattern.test(line)).length;
+}
+
+/** A cgi-bin whose big.sh records its pid (it execs head, which keeps the pid) and writes 200 MB, and a quick hello.sh. */
+function makeCgiBin(t: TestContext): { cgiBin: string; pids: string } {
+  const dir = tempDir(t, 'gatehouse-send-timeout-cgi-');
+  const cgiBin = join(dir, 'cgi-bin');
+  const pids = join(dir, 'pids');
+  mkdirSync(cgiBin);
+  mkdirSync(pids);
+  writeFileSync(
+    join(cgiBin, 'big.sh'),
+    `#!/bin/sh\n: > ${pids}/$$\nprintf 'Content-Type: application/octet-stream\\r\\n\\r\\n'\nexec head -c 200000000 /dev/zero\n`,
+  );
+  writeFileSync(join(cgiBin, 'hello.sh'), `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhello\\n'\n`);
+  for (const name of ['big.sh', 'hello.sh']) chmodSync(join(cgiBin, name), 0o755);
+  return { cgiBin, pids };
+}
+
+for (const spawn of ['daemon', 'in-process'] as const) {
+  test(`CGI (${spawn}): two clients that never read a 200 MB script lose it after the send timeout, and a third request is served`, async (t) => {
+    const { cgiBin, pids } = makeCgiBin(t);
+    const site = await startServe(t, [
+      '--cgi-bin',
+      cgiBin,
+      '--cgi-spawn',
+      spawn,
+      '--max-scripts',
+      '2',
+      '--script-timeout',
+      '5s',
+      '--send-timeout',
+      '1s',
+    ]);
+    const request = `GET /cgi-bin/big.sh HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`;
+    const readers = [await openNonReader(t, site.port, request), await openNonReader(t, site.port, request)];
+    // Both script slots are taken before the third request is sent: otherwise it could be served with no defence at all.
+    const started = await eventually(
+      () => readdirSync(pids).map(Number),
+      (list) => list.length === 2,
+      BOUND_MS,
+    );
+    assert.equal(started.length, 2, `both scripts should have started; error log:\n${site.log()}`);
+    // Served only once a slot is free: without a send timeout it waits until the failure bound.
+    const third = await httpRequest(`http://127.0.0.1:${site.port}/cgi-bin/hello.sh`, { timeoutMs: BOUND_MS });
+    assert.equal(third.status, 200);
+    assert.equal(third.body.toString(), 'hello\n');
+    const gone = await eventually(
+      () => started.filter(alive),
+      (list) => list.length === 0,
+      BOUND_MS,
+    );
+    assert.deepEqual(gone, [], 'the scripts of the clients that stopped reading are killed');
+    assert.equal(countLines(site.log(), /send timeout: .*GET \/cgi-bin\/big\.sh/), 2, site.log());
+    for (const reader of readers) {
+      const { bytes, status } = await reader.drain();
+      assert.equal(status, 200);
+      assert.ok(bytes < 200_000_000, `the response was cut (${bytes} bytes)`);
+    }
+  });
+}
+
+test('static: a download to a client that never reads is closed after the send timeout', async (t) => {
+  const docroot = tempDir(t, 'gatehouse-send-timeout-docroot-');
+  const size = 256 * 1024 * 1024;
+  // Sparse: no disk used, and far more than the client's and the server's socket buffers hold.
+  writeFileSync(join(docroot, 'big.bin'), '');
+  truncateSync(join(docroot, 'big.bin'), size);
+  const site = await startServe(t, ['--docroot', docroot, '--send-timeout', '1s']);
+  const reader = await openNonReader(t, site.port, `GET /big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+  const logged = await eventually(
+    () => site.log(),
+    (log) => /send timeout: .*GET \/big\.bin/.test(log),
+    BOUND_MS,
+  );
+  assert.match(logged, /send timeout: 127\.0\.0\.1 took none of \d+ bytes for \d+ ms answering GET \/big\.bin \(send-timeout 1000 ms\)/);
+  const { bytes, status } = await reader.drain();
+  assert.equal(status, 200);
+  assert.ok(bytes < size, `the download was cut (${bytes} of ${size} bytes)`);
+  // The server still serves.
+  const again = await httpRequest(`http://127.0.0.1:${site.port}/big.bin`, { method: 'HEAD', timeoutMs: BOUND_MS });
+  assert.equal(again.status, 200);
+});
