@@ -25,6 +25,7 @@ import {
   CGI_SCRIPT_LOG_BUFFER,
   CGI_SCRIPT_LOG_LENGTH,
   CGI_SCRIPT_TIMEOUT_MS,
+  HTTP_SEND_TIMEOUT_MS,
 } from '../limits.js';
 import { dieWithParent } from '../sys/index.js';
 import {
@@ -84,6 +85,13 @@ export const CGID_OPTIONS: readonly LongOption[] = [
     argument: 'TIME',
     summary: 'FastCGI face: kill a script that writes nothing for this long (CGIDScriptTimeout): 20, 20s, 500ms',
     defaultText: `${CGI_SCRIPT_TIMEOUT_MS / 1000}s`,
+  },
+  {
+    name: 'send-timeout',
+    kind: 'duration',
+    argument: 'TIME',
+    summary: 'FastCGI face: a web server that takes none of the output for this long is disconnected and its scripts killed (0: none)',
+    defaultText: `${HTTP_SEND_TIMEOUT_MS / 1000}s`,
   },
   { name: 'script-log', kind: 'string', argument: 'FILE', summary: "FastCGI face: ScriptLog, failed runs in mod_cgi's format" },
   { name: 'script-log-length', kind: 'size', argument: 'SIZE', summary: 'ScriptLogLength', defaultText: String(CGI_SCRIPT_LOG_LENGTH) },
@@ -352,6 +360,7 @@ async function runFastCGIFace(
     timeoutMs: (v['script-timeout'] as number) ?? CGI_SCRIPT_TIMEOUT_MS,
     ...(scriptLog ? { scriptLog } : {}),
     log,
+    server: { sendTimeoutMs: (v['send-timeout'] as number) ?? HTTP_SEND_TIMEOUT_MS },
   });
   server.on('connectionError', (error: Error) => log(error.message, 'warn'));
   const previousUmask = address.kind === 'unix' ? process.umask(0o117) : null;

@@ -25,6 +25,7 @@ import { readRequestBody, type BodyPolicy, type RequestBody } from '../cgi/body-
 import { describeRequest, readHttpRequest, splitAbsoluteForm, type HttpRequestFacts } from '../cgi/http-request.js';
 import { answerFor, statusForUpstreamError, type Failure } from '../cgi/outcome.js';
 import { pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from '../cgi/http-response.js';
+import { describeSendTimeout, SendTimeout } from '../cgi/send-timeout.js';
 import { CGI_BODY_MEMORY_SPOOL_BYTES, CGI_MAX_REQUEST_BODY_BYTES, CGI_STDERR_LINE_MAX } from '../limits.js';
 
 export { statusForUpstreamError };
@@ -52,6 +53,12 @@ export interface FastCGIHandlerOptions {
   connectTimeoutMs?: number;
   /** No data from the application for this long: 504. */
   readTimeoutMs?: number;
+  /**
+   * Send timeout (nginx's send_timeout): a client that takes none of the response for this long is
+   * disconnected and the upstream request aborted. 0 or absent: none (gatehouse serve applies its own to
+   * every connection). Once a request of a connection came here, it holds for the rest of that connection.
+   */
+  sendTimeoutMs?: number;
   maxConnections?: number;
   /** Keep connections to the application open between requests (FCGI_KEEP_CONN). */
   keepAlive?: boolean;
@@ -112,6 +119,7 @@ class FastCGIProxy {
   /** The mount prefix without its trailing slash: CONTEXT_PREFIX, and SCRIPT_NAME of a front controller. */
   readonly mountName: string;
   readonly #extraParams: Array<readonly [string, string]>;
+  readonly #sendTimeout: SendTimeout | null;
   #turn = 0;
 
   constructor(options: FastCGIHandlerOptions) {
@@ -148,9 +156,15 @@ class FastCGIProxy {
       keepHeadBytes: 0,
     };
     this.#extraParams = Object.entries(options.params ?? {});
+    const sendTimeoutMs = options.sendTimeoutMs ?? 0;
+    this.#sendTimeout =
+      sendTimeoutMs > 0
+        ? new SendTimeout(sendTimeoutMs, (event) => this.errorLog(`fastcgi: ${describeSendTimeout(event, sendTimeoutMs)}`))
+        : null;
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
+    this.#sendTimeout?.watch(req.socket);
     const reading = readHttpRequest(req);
     const target = siteTarget(req);
     if (reading.kind === 'refused') {
@@ -183,6 +197,7 @@ class FastCGIProxy {
   }
 
   close(): Promise<void> {
+    this.#sendTimeout?.close();
     return Promise.all(this.clients.map((client) => client.close())).then(() => undefined);
   }
 

@@ -27,7 +27,7 @@ import { sendErrorPage } from '../cgi/http-response.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
 import { readHttpRequest, splitAbsoluteForm } from '../cgi/http-request.js';
 import { ChunkSizeGuard } from './chunk-size-guard.js';
-import { SendTimeout, type SendTimeoutEvent } from './send-timeout.js';
+import { describeSendTimeout, SendTimeout, type SendTimeoutEvent } from '../cgi/send-timeout.js';
 import { HTTP_MAX_REQUESTS_PER_SOCKET, HTTP_TIMEOUT_CHECK_MAX_MS, HTTP_TIMEOUT_CHECK_MIN_MS } from '../limits.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
 
@@ -213,13 +213,8 @@ export class GatehouseFront {
     this.#sendTimeout = new SendTimeout(config.sendTimeoutMs, (event) => this.#logSendTimeout(event));
   }
 
-  #logSendTimeout({ socket, waitingBytes, stalledMs }: SendTimeoutEvent): void {
-    const res = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
-    const request = res?.req ? ` answering ${res.req.method} ${res.req.url}` : '';
-    this.logError(
-      `send timeout: ${socket.remoteAddress ?? 'the client'} took none of ${waitingBytes} bytes for ${stalledMs} ms${request} (send-timeout ${this.config.sendTimeoutMs} ms): connection closed, its script or FastCGI request stopped`,
-      'warn',
-    );
+  #logSendTimeout(event: SendTimeoutEvent): void {
+    this.logError(describeSendTimeout(event, this.config.sendTimeoutMs), 'warn');
   }
 
   /** One line in the error log (an error unless `level` says otherwise). */

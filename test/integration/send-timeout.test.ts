@@ -15,6 +15,13 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import http from 'node:http';
+import net from 'node:net';
+import { once } from 'node:events';
+import { encodeBeginRequest, encodeParamsRecords, encodeRecord } from '../../src/fastcgi/records.js';
+import { RecordType, Role } from '../../src/fastcgi/protocol.js';
+import { cgi } from '../../src/cgi/handler.js';
+import { ChildProcessSpawner } from '../../src/spawn/fork.js';
 import { freePort, startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { openNonReader } from '../kit/non-reader.js';
@@ -151,4 +158,109 @@ test('static: a download to a client that never reads is closed after the send t
   // The server still serves.
   const again = await httpRequest(`http://127.0.0.1:${site.port}/big.bin`, { method: 'HEAD', timeoutMs: BOUND_MS });
   assert.equal(again.status, 200);
+});
+
+test('cgid --fastcgi: a FastCGI client that never reads the output of a 200 MB script is disconnected and the script killed', async (t) => {
+  const { cgiBin, pids } = makeCgiBin(t);
+  const dir = tempDir(t, 'gatehouse-send-timeout-face-');
+  const socketPath = join(dir, 'face.sock');
+  const errorLog = join(dir, 'error.log');
+  const face = startProcess(t, process.execPath, [
+    GATEHOUSE_MAIN,
+    'cgid',
+    '--fastcgi',
+    `unix:${socketPath}`,
+    '--send-timeout',
+    '1s',
+    '--error-log',
+    errorLog,
+  ]);
+  await waitForListener({ path: socketPath }, BOUND_MS, () => face.child.exitCode === null).catch((error: Error) => {
+    throw new Error(`gatehouse cgid --fastcgi did not start: ${error.message}\n${face.output()}`);
+  });
+  const socket = net.connect(socketPath);
+  socket.on('error', () => {});
+  await once(socket, 'connect');
+  const params: Array<[string, string]> = [
+    ['SCRIPT_FILENAME', join(cgiBin, 'big.sh')],
+    ['REQUEST_METHOD', 'GET'],
+    ['SERVER_PROTOCOL', 'HTTP/1.1'],
+    ['REQUEST_URI', '/big.sh'],
+    ['QUERY_STRING', ''],
+  ];
+  socket.write(
+    Buffer.concat([
+      encodeBeginRequest(1, Role.RESPONDER, false),
+      encodeParamsRecords(RecordType.PARAMS, 1, params),
+      encodeRecord(RecordType.PARAMS, 1),
+      encodeRecord(RecordType.STDIN, 1),
+    ]),
+  );
+  // Never read: the face's writes stop once the socket buffers are full.
+  socket.pause();
+  const [pid] = await eventually(
+    () => readdirSync(pids).map(Number),
+    (list) => list.length === 1,
+    BOUND_MS,
+  );
+  assert.ok(pid, 'the script started');
+  const read = () => (existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : '');
+  const log = await eventually(read, (text) => /send timeout: the web server/.test(text), BOUND_MS);
+  assert.match(log, /send timeout: the web server took none of \d+ bytes for \d+ ms \(send-timeout 1000 ms\): connection closed/);
+  assert.equal(
+    await eventually(
+      () => alive(pid!),
+      (running) => !running,
+      BOUND_MS,
+    ),
+    false,
+    'the script is killed',
+  );
+  // Read at last: what was sent, then the end of a connection the face closed.
+  let received = 0;
+  socket.on('data', (chunk: Buffer) => (received += chunk.length));
+  socket.resume();
+  await once(socket, 'close');
+  assert.ok(received < 200_000_000, `the output was cut (${received} bytes)`);
+});
+
+test('cgi({ sendTimeout }): the handler in a plain node:http server disconnects a client that never reads and kills its script', async (t) => {
+  const { cgiBin, pids } = makeCgiBin(t);
+  const lines: string[] = [];
+  const handler = cgi({
+    documentRoot: cgiBin,
+    scriptAliases: [{ urlPrefix: '/cgi-bin/', directory: cgiBin }],
+    sendTimeout: '1s',
+    spawner: new ChildProcessSpawner(),
+    errorLog: (line) => lines.push(line),
+  });
+  const server = http.createServer((req, res) => handler(req, res));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(async () => {
+    server.closeAllConnections();
+    server.close();
+    await handler.shutdown(0);
+  });
+  const port = (server.address() as net.AddressInfo).port;
+  await openNonReader(t, port, `GET /cgi-bin/big.sh HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+  const [pid] = await eventually(
+    () => readdirSync(pids).map(Number),
+    (list) => list.length === 1,
+    BOUND_MS,
+  );
+  await eventually(
+    () => lines.join('\n'),
+    (text) => /cgi: send timeout: .*GET \/cgi-bin\/big\.sh/.test(text),
+    BOUND_MS,
+  );
+  assert.equal(
+    await eventually(
+      () => alive(pid!),
+      (running) => !running,
+      BOUND_MS,
+    ),
+    false,
+    'the script is killed',
+  );
 });

@@ -7,7 +7,6 @@
  * when to start reading at last (`drain`), which reads to the end and reports
  * how many bytes came before the server closed or reset the connection.
  */
-import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { requireProgram, startProcess, type Cleanup, type RunningProcess } from './process.js';
 
@@ -75,9 +74,4 @@ export async function openNonReader(t: Cleanup, port: number, request: string): 
       return { bytes: Number(match[1]), status: Number(match[2]) };
     },
   };
-}
-
-/** Waits until `child` exited (for tests that stop a non-reader themselves). */
-export async function exited(reader: NonReader): Promise<void> {
-  if (reader.process.child.exitCode === null) await once(reader.process.child, 'exit');
 }

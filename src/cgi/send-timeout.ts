@@ -18,6 +18,7 @@
  * habit): a connection is closed between one and 1.25 timeouts after its
  * last progress.
  */
+import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { HTTP_TIMEOUT_CHECK_MAX_MS, HTTP_TIMEOUT_CHECK_MIN_MS } from '../limits.js';
 
@@ -103,4 +104,11 @@ export class SendTimeout {
       }
     }
   }
+}
+
+/** The error-log line of a connection the send timeout closed, naming the request it was answering (node:http's current response). */
+export function describeSendTimeout({ socket, waitingBytes, stalledMs }: SendTimeoutEvent, timeoutMs: number): string {
+  const res = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+  const request = res?.req ? ` answering ${res.req.method} ${res.req.url}` : '';
+  return `send timeout: ${socket.remoteAddress ?? 'the client'} took none of ${waitingBytes} bytes for ${stalledMs} ms${request} (send-timeout ${timeoutMs} ms): connection closed, its script or FastCGI request stopped`;
 }
