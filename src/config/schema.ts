@@ -28,6 +28,8 @@ import {
   HTTP_REQUEST_TIMEOUT_MS,
   HTTP_SEND_TIMEOUT_MS,
   HTTP_SHUTDOWN_GRACE_MS,
+  FASTCGI_BUFFER_MEMORY_BYTES,
+  FASTCGI_MAX_TEMP_FILE_BYTES,
 } from '../limits.js';
 
 /**
@@ -89,6 +91,29 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
     kind: 'routes',
     summary:
       'FastCGI routes: [[fastcgi]] tables with url, match or extensions, upstreams, root, split-path, index (see gatehouse-serve(8))',
+  },
+  {
+    name: 'fastcgi-buffering',
+    kind: 'flag',
+    summary:
+      "FastCGI routes read responses as fast as the application sends them (memory, then a temporary file), so a slow client does not hold its processes; false streams (a route's buffering key wins)",
+    defaultText: 'true',
+  },
+  {
+    name: 'fastcgi-buffer-memory',
+    kind: 'size',
+    flag: true,
+    argument: 'SIZE',
+    summary: 'FastCGI buffering: bytes of one response kept in memory before the temporary file is used',
+    defaultText: String(FASTCGI_BUFFER_MEMORY_BYTES),
+  },
+  {
+    name: 'fastcgi-max-temp-file',
+    kind: 'size',
+    flag: true,
+    argument: 'SIZE',
+    summary: 'FastCGI buffering: largest temporary file of one response; past it the application waits for the client (0: memory only)',
+    defaultText: String(FASTCGI_MAX_TEMP_FILE_BYTES),
   },
   {
     name: 'server-name',
@@ -397,6 +422,8 @@ export interface FastCGIRouteConfig {
   keepAlive?: boolean;
   /** Share connections between requests when the application multiplexes (off: a slow client would stall the others). */
   multiplex?: boolean;
+  /** Buffer the application's responses (memory, then a temp file) so slow clients do not hold its processes; default: fastcgi-buffering. */
+  buffering?: boolean;
 }
 
 export interface ServeConfig {
@@ -406,6 +433,9 @@ export interface ServeConfig {
   cgiExt: string[];
   scriptAlias: ScriptAliasConfig[];
   fastcgi: FastCGIRouteConfig[];
+  fastcgiBuffering: boolean;
+  fastcgiBufferMemory: number;
+  fastcgiMaxTempFile: number;
   serverName?: string;
   serverAdmin?: string;
   scriptTimeoutMs: number;
@@ -450,6 +480,9 @@ export const SERVE_DEFAULTS: ServeConfig = {
   cgiExt: [],
   scriptAlias: [],
   fastcgi: [],
+  fastcgiBuffering: true,
+  fastcgiBufferMemory: FASTCGI_BUFFER_MEMORY_BYTES,
+  fastcgiMaxTempFile: FASTCGI_MAX_TEMP_FILE_BYTES,
   scriptTimeoutMs: CGI_SCRIPT_TIMEOUT_MS,
   scriptLogLength: CGI_SCRIPT_LOG_LENGTH,
   scriptLogBuffer: CGI_SCRIPT_LOG_BUFFER,

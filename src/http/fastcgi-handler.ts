@@ -26,7 +26,14 @@ import { describeRequest, readHttpRequest, splitAbsoluteForm, type HttpRequestFa
 import { answerFor, statusForUpstreamError, type Failure } from '../cgi/outcome.js';
 import { pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from '../cgi/http-response.js';
 import { describeSendTimeout, SendTimeout } from '../cgi/send-timeout.js';
-import { CGI_BODY_MEMORY_SPOOL_BYTES, CGI_MAX_REQUEST_BODY_BYTES, CGI_STDERR_LINE_MAX } from '../limits.js';
+import { ResponseBuffer, type ResponseBufferOptions } from './response-buffer.js';
+import {
+  CGI_BODY_MEMORY_SPOOL_BYTES,
+  CGI_MAX_REQUEST_BODY_BYTES,
+  CGI_STDERR_LINE_MAX,
+  FASTCGI_BUFFER_MEMORY_BYTES,
+  FASTCGI_MAX_TEMP_FILE_BYTES,
+} from '../limits.js';
 
 export { statusForUpstreamError };
 
@@ -59,6 +66,19 @@ export interface FastCGIHandlerOptions {
    * every connection). Once a request of a connection came here, it holds for the rest of that connection.
    */
   sendTimeoutMs?: number;
+  /**
+   * Read the application's response as fast as it comes, into memory then a temporary file, so a slow
+   * client does not hold an application process (nginx's fastcgi_buffering). Default true; false streams
+   * with backpressure (the application waits for the client). An application answering
+   * `X-Accel-Buffering: no` (or `yes`) chooses for its own response; the header is not passed on.
+   */
+  buffering?: boolean;
+  /** Buffering: bytes kept in memory per response before the temporary file is used. */
+  bufferMemoryBytes?: number;
+  /** Buffering: largest temporary file per response (0: none); past it the application waits. */
+  maxTempFileBytes?: number;
+  /** Buffering: where temporary files are made (they are unlinked at once); default the system's temp directory. */
+  tempDirectory?: string;
   maxConnections?: number;
   /** Keep connections to the application open between requests (FCGI_KEEP_CONN). */
   keepAlive?: boolean;
@@ -120,6 +140,8 @@ class FastCGIProxy {
   readonly mountName: string;
   readonly #extraParams: Array<readonly [string, string]>;
   readonly #sendTimeout: SendTimeout | null;
+  /** How responses are buffered; `buffered` is the route's choice, which X-Accel-Buffering overrides per response. */
+  readonly buffer: ResponseBufferOptions & { buffered: boolean };
   #turn = 0;
 
   constructor(options: FastCGIHandlerOptions) {
@@ -156,6 +178,12 @@ class FastCGIProxy {
       keepHeadBytes: 0,
     };
     this.#extraParams = Object.entries(options.params ?? {});
+    this.buffer = {
+      buffered: options.buffering ?? true,
+      memoryBytes: options.bufferMemoryBytes ?? FASTCGI_BUFFER_MEMORY_BYTES,
+      maxTempFileBytes: options.maxTempFileBytes ?? FASTCGI_MAX_TEMP_FILE_BYTES,
+      directory: options.tempDirectory,
+    };
     const sendTimeoutMs = options.sendTimeoutMs ?? 0;
     this.#sendTimeout =
       sendTimeoutMs > 0
@@ -434,8 +462,9 @@ class UpstreamRelay {
     this.#settle('done');
   };
 
-  #respond(head: CgiResponseHead, rest: Buffer): void {
+  #respond(parsed: CgiResponseHead, rest: Buffer): void {
     const res = this.#res;
+    const { head, buffered } = this.#bufferingChoice(parsed);
     if (head.kind === 'local-redirect') {
       // FastCGI has no internal redirects (nginx and mod_proxy_fcgi pass them on): the client is redirected.
       res.statusCode = 302;
@@ -446,8 +475,11 @@ class UpstreamRelay {
       return this.#settle('done');
     }
     writeCgiHead(res, head);
+    // Buffered, the application's bytes are read as fast as they come (into memory, then a temporary file) and
+    // the client takes them at its pace; streamed, the application waits for the client.
+    const body = buffered ? new ResponseBuffer(this.#response, this.#proxy.buffer, rest) : this.#response;
     pipeCgiBody(
-      this.#response,
+      body,
       res,
       head,
       (error) => {
@@ -458,7 +490,26 @@ class UpstreamRelay {
         this.#settle('done');
       },
       `${this.#response.upstream} (${this.#script})`,
-      rest,
+      buffered ? undefined : rest,
     );
+  }
+
+  /**
+   * nginx's convention: `X-Accel-Buffering: no` from the application streams its response even where the
+   * route buffers (server-sent events, progress pages), `yes` buffers it where the route does not. The
+   * header is for the front, not the client: it is not passed on.
+   */
+  #bufferingChoice(head: CgiResponseHead): { head: CgiResponseHead; buffered: boolean } {
+    let buffered = this.#proxy.buffer.buffered;
+    let found = false;
+    for (const [name, value] of head.headers) {
+      if (name.toLowerCase() !== 'x-accel-buffering') continue;
+      found = true;
+      const choice = value.trim().toLowerCase();
+      if (choice === 'no') buffered = false;
+      else if (choice === 'yes') buffered = true;
+    }
+    if (!found) return { head, buffered };
+    return { head: { ...head, headers: head.headers.filter(([name]) => name.toLowerCase() !== 'x-accel-buffering') }, buffered };
   }
 }

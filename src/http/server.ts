@@ -184,6 +184,9 @@ export class GatehouseFront {
         ...(route.maxConnections !== undefined ? { maxConnections: route.maxConnections } : {}),
         ...(route.keepAlive !== undefined ? { keepAlive: route.keepAlive } : {}),
         ...(route.multiplex ? { multiplex: true } : {}),
+        buffering: route.buffering ?? config.fastcgiBuffering,
+        bufferMemoryBytes: config.fastcgiBufferMemory,
+        maxTempFileBytes: config.fastcgiMaxTempFile,
         maxRequestBody: config.maxBody,
         errorLog,
       });

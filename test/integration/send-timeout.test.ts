@@ -22,49 +22,14 @@ import { encodeBeginRequest, encodeParamsRecords, encodeRecord } from '../../src
 import { RecordType, Role } from '../../src/fastcgi/protocol.js';
 import { cgi } from '../../src/cgi/handler.js';
 import { ChildProcessSpawner } from '../../src/spawn/fork.js';
-import { freePort, startProcess, tempDir, waitForListener } from '../kit/process.js';
+import { startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { openNonReader } from '../kit/non-reader.js';
 import { eventually, GATEHOUSE_MAIN } from '../fixtures/serve/serve-kit.js';
+import { startServe } from '../kit/serve-logged.js';
 
 /** The longest any wait here may take before the test fails (a failure bound, far above the 1 s send timeout). */
 const BOUND_MS = 25_000;
-
-export interface Served {
-  port: number;
-  pid: number;
-  errorLog: string;
-  log(): string;
-}
-
-/** `gatehouse serve` with an error log in a temp dir (read by the tests), on a free loopback port. */
-export async function startServe(t: TestContext, args: string[]): Promise<Served> {
-  const dir = tempDir(t, 'gatehouse-send-timeout-');
-  const errorLog = join(dir, 'error.log');
-  const port = await freePort();
-  const proc = startProcess(t, process.execPath, [
-    GATEHOUSE_MAIN,
-    'serve',
-    '--listen',
-    `127.0.0.1:${port}`,
-    '--runtime-dir',
-    join(dir, 'run'),
-    '--error-log',
-    errorLog,
-    '--access-log',
-    'off',
-    ...args,
-  ]);
-  await waitForListener({ host: '127.0.0.1', port }, 20_000, () => proc.child.exitCode === null).catch((error: Error) => {
-    throw new Error(`gatehouse serve did not start: ${error.message}\n${proc.output()}`);
-  });
-  return {
-    port,
-    pid: proc.child.pid!,
-    errorLog,
-    log: () => (existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''),
-  };
-}
 
 function alive(pid: number): boolean {
   try {

@@ -22,22 +22,26 @@ defined(syswrite($s, $request)) or die "write: $!";
 print "sent\n";
 while (my $line = <STDIN>) {
   next unless $line =~ /^drain/;
-  my ($total, $head, $buffer) = (0, '');
+  my ($total, $head, $tail, $buffer) = (0, '', '');
   while (1) {
     my $n = sysread($s, $buffer, 65536);
     last if !defined $n || $n == 0;
     $head .= substr($buffer, 0, 200) if length($head) < 200;
+    $tail = substr($tail . $buffer, -16);
     $total += $n;
   }
   my ($status) = $head =~ m{^HTTP/1\.1 (\d+)};
-  print "drained $total ", ($status // 0), "\n";
+  print "drained $total ", ($status // 0), " ", unpack('H*', $tail), "\n";
 }
 `;
 
 export interface NonReader {
   process: RunningProcess;
-  /** Starts reading at last: resolves with the bytes received (head included) and the status, once the server closed. */
-  drain(): Promise<{ bytes: number; status: number }>;
+  /**
+   * Starts reading at last: resolves once the server closed, with the bytes received (head included), the
+   * status, and the last 16 bytes (a chunked body ends in 0 CR LF CR LF).
+   */
+  drain(): Promise<{ bytes: number; status: number; tail: Buffer }>;
 }
 
 /** Opens the connection, sends `request` (a whole HTTP request) and resolves once it is written. */
@@ -69,9 +73,9 @@ export async function openNonReader(t: Cleanup, port: number, request: string): 
     async drain() {
       running.child.stdin!.write('drain\n');
       const line = await nextLine();
-      const match = /^drained (\d+) (\d+)$/.exec(line);
+      const match = /^drained (\d+) (\d+) ([0-9a-f]*)$/.exec(line);
       if (!match) throw new Error(`the non-reading client said ${line}`);
-      return { bytes: Number(match[1]), status: Number(match[2]) };
+      return { bytes: Number(match[1]), status: Number(match[2]), tail: Buffer.from(match[3]!, 'hex') };
     },
   };
 }
