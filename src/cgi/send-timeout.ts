@@ -20,6 +20,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { plainAddress } from './http-request.js';
 import { HTTP_TIMEOUT_CHECK_MAX_MS, HTTP_TIMEOUT_CHECK_MIN_MS } from '../limits.js';
 
 /** What the sweep saw of one connection: the bytes the kernel took, the rest of libuv's current write, and since when nothing moved. */
@@ -110,5 +111,5 @@ export class SendTimeout {
 export function describeSendTimeout({ socket, waitingBytes, stalledMs }: SendTimeoutEvent, timeoutMs: number): string {
   const res = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
   const request = res?.req ? ` answering ${res.req.method} ${res.req.url}` : '';
-  return `send timeout: ${socket.remoteAddress ?? 'the client'} took none of ${waitingBytes} bytes for ${stalledMs} ms${request} (send-timeout ${timeoutMs} ms): connection closed, its script or FastCGI request stopped`;
+  return `send timeout: ${socket.remoteAddress ? plainAddress(socket.remoteAddress) : 'the client'} took none of ${waitingBytes} bytes for ${stalledMs} ms${request} (send-timeout ${timeoutMs} ms): connection closed, its script or FastCGI request stopped`;
 }

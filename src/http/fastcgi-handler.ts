@@ -22,7 +22,7 @@ import { buildEnvironment, type EnvironmentPolicy } from '../cgi/environment.js'
 import { ResponseHeadParser, type CgiResponseHead } from '../cgi/response-head.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
 import { readRequestBody, type BodyPolicy, type RequestBody } from '../cgi/body-policy.js';
-import { describeRequest, readHttpRequest, splitAbsoluteForm, type HttpRequestFacts } from '../cgi/http-request.js';
+import { describeRequest, plainAddress, readHttpRequest, splitAbsoluteForm, type HttpRequestFacts } from '../cgi/http-request.js';
 import { answerFor, statusForUpstreamError, type Failure } from '../cgi/outcome.js';
 import { pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from '../cgi/http-response.js';
 import { describeSendTimeout, SendTimeout } from '../cgi/send-timeout.js';
@@ -196,12 +196,12 @@ class FastCGIProxy {
     const reading = readHttpRequest(req);
     const target = siteTarget(req);
     if (reading.kind === 'refused') {
-      this.errorLog(`fastcgi: refused ${req.method} ${target} from ${req.socket.remoteAddress}: ${reading.reason}`);
+      this.errorLog(`fastcgi: refused ${req.method} ${target} from ${plainAddress(req.socket.remoteAddress)}: ${reading.reason}`);
       return sendErrorPage(res, reading.status, true);
     }
     const normalised = normaliseUrlPath(splitTarget(target).pathname);
     if ('kind' in normalised) {
-      const request = `${req.method} ${target} from ${req.socket.remoteAddress}`;
+      const request = `${req.method} ${target} from ${plainAddress(req.socket.remoteAddress)}`;
       return answer(res, this.errorLog, { kind: 'refused', status: normalised.status, request, reason: normalised.reason });
     }
     const location = this.#locate(normalised.segments, normalised.trailingSlash);
@@ -405,8 +405,11 @@ class UpstreamRelay {
     this.#resolve(outcome);
   }
 
+  /** One error-log line naming the upstream and the script once (an UpstreamError's message starts with the upstream already). */
   #log(line: string): void {
-    this.#proxy.errorLog(`fastcgi: ${this.#response.upstream}: ${this.#script}: ${line}`);
+    const upstream = this.#response.upstream;
+    const detail = line.startsWith(`${upstream}: `) ? line.slice(upstream.length + 2) : line;
+    this.#proxy.errorLog(`fastcgi: ${upstream}: ${this.#script}: ${detail}`);
   }
 
   #onStderr(chunk: Buffer): void {
@@ -489,7 +492,8 @@ class UpstreamRelay {
         }
         this.#settle('done');
       },
-      `${this.#response.upstream} (${this.#script})`,
+      // The log line names the upstream and the script already (#log).
+      'the application',
       buffered ? undefined : rest,
     );
   }

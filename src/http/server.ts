@@ -25,7 +25,7 @@ import { openLogger, type Logger, type LogLevel } from '../log/index.js';
 import { serveStatic } from './static.js';
 import { sendErrorPage } from '../cgi/http-response.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
-import { readHttpRequest, splitAbsoluteForm } from '../cgi/http-request.js';
+import { plainAddress, readHttpRequest, splitAbsoluteForm } from '../cgi/http-request.js';
 import { ChunkSizeGuard } from './chunk-size-guard.js';
 import { describeSendTimeout, SendTimeout, type SendTimeoutEvent } from '../cgi/send-timeout.js';
 import { HTTP_MAX_REQUESTS_PER_SOCKET, HTTP_TIMEOUT_CHECK_MAX_MS, HTTP_TIMEOUT_CHECK_MIN_MS } from '../limits.js';
@@ -108,6 +108,11 @@ async function listenOn(server: http.Server, address: ListenAddress): Promise<vo
       `cannot listen on ${formatListenAddress(address)}: ${code ?? ''}${code && advice[code] ? `: ${advice[code]}` : `: ${(error as Error).message}`}`,
     );
   }
+}
+
+/** The client's address as logs and REMOTE_ADDR show it (undefined once the socket is gone). */
+function clientAddress(socket: net.Socket): string | undefined {
+  return socket.remoteAddress === undefined ? undefined : plainAddress(socket.remoteAddress);
 }
 
 function isSocketFile(socketPath: string): boolean {
@@ -245,7 +250,8 @@ export class GatehouseFront {
     this.#chunkSizeGuard.noteRequest(req, res);
     const started = new Date();
     const startedNs = process.hrtime.bigint();
-    const remoteAddress = req.socket.remoteAddress;
+    // As REMOTE_ADDR: an IPv4 client on a dual-stack (::) listener is a.b.c.d, not ::ffff:a.b.c.d.
+    const remoteAddress = clientAddress(req.socket);
     const bodyBytes = countResponseBytes(res);
     this.#inFlight++;
     let logged = false;
@@ -279,7 +285,7 @@ export class GatehouseFront {
     // Read before req.url is rewritten below: an absolute-form target's host is the request's host (RFC 9112 3.2.2).
     const reading = readHttpRequest(req);
     if (reading.kind === 'refused') {
-      this.logError(`refused ${req.method} ${req.url} from ${req.socket.remoteAddress}: ${reading.reason}`);
+      this.logError(`refused ${req.method} ${req.url} from ${clientAddress(req.socket)}: ${reading.reason}`);
       return sendErrorPage(res, reading.status, true);
     }
     let target = req.url ?? '/';
@@ -291,7 +297,7 @@ export class GatehouseFront {
     }
     if (Buffer.byteLength(target, 'latin1') > this.config.maxUrlBytes) {
       this.logError(
-        `request target of ${target.length} bytes from ${req.socket.remoteAddress} exceeds max-url-bytes (${this.config.maxUrlBytes}): 414`,
+        `request target of ${target.length} bytes from ${clientAddress(req.socket)} exceeds max-url-bytes (${this.config.maxUrlBytes}): 414`,
       );
       return sendErrorPage(res, 414, true);
     }
@@ -304,7 +310,7 @@ export class GatehouseFront {
     // the PHP source.
     const normalised = normaliseUrlPath(target.split('?', 1)[0]!);
     if ('kind' in normalised) {
-      this.logError(`refused ${req.method} ${target} from ${req.socket.remoteAddress}: ${normalised.reason}`);
+      this.logError(`refused ${req.method} ${target} from ${clientAddress(req.socket)}: ${normalised.reason}`);
       return sendErrorPage(res, normalised.status);
     }
     const path = `/${normalised.segments.join('/')}${normalised.trailingSlash && normalised.segments.length > 0 ? '/' : ''}`;
@@ -365,9 +371,7 @@ export class GatehouseFront {
         // A connection already answered with an error ends with the client's EOF: a second parse error, not news.
         if (answeredWithError.has(socket)) return socket.destroy();
         if (error.code !== 'ECONNRESET' && error.code !== 'EPIPE')
-          this.logError(
-            `http: bad request from ${(socket as import('node:net').Socket).remoteAddress ?? '-'}: ${error.code ?? ''} ${error.message}`,
-          );
+          this.logError(`http: bad request from ${clientAddress(socket as net.Socket) ?? '-'}: ${error.code ?? ''} ${error.message}`);
         // A response already under way (request-timeout while a script answers a slow body) cannot be followed by
         // an error response: written now, it would land inside the first one's body. The connection is cut instead.
         const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
@@ -384,7 +388,7 @@ export class GatehouseFront {
         socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
         // Apache logs refused requests too ("-" for a request line it could not read): probes and attacks show up.
         this.#accessLog.write({
-          remoteAddress: (socket as import('node:net').Socket).remoteAddress,
+          remoteAddress: clientAddress(socket as net.Socket),
           time: new Date(),
           requestLine: null,
           status,
