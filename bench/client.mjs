@@ -11,6 +11,7 @@ import { startProcess, startPhpFpm } from './lib/peers.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const GATEHOUSE_CLIENT = join(here, '../dist/src/fastcgi/client/index.js');
+const GATEHOUSE_LIMITS = join(here, '../dist/src/limits.js');
 const DRIVER = join(here, 'client-driver.mjs');
 
 async function drive(implementation, fpm, inFlight, seconds) {
@@ -74,9 +75,11 @@ export async function runClientBench({ duration = 6, repeats = 2, inFlight = 16 
           },
     ]),
   );
+  // The label states the default from src/limits.ts, so the README it lands in cannot drift from the code.
+  const defaultConnections = existsSync(GATEHOUSE_LIMITS) ? (await import(GATEHOUSE_LIMITS)).CLIENT_MAX_CONNECTIONS : '?';
   const descriptions = {
     gatehouse: 'gatehouse FastCGIClient (keep-alive, maxConnections 4 = pm.max_children)',
-    'gatehouse-defaults': 'gatehouse FastCGIClient (defaults: keep-alive, maxConnections 64)',
+    'gatehouse-defaults': `gatehouse FastCGIClient (defaults: keep-alive, maxConnections ${defaultConnections})`,
     'gatehouse-close': 'gatehouse FastCGIClient (keepAlive: false: one connection per request)',
     'fastcgi-client': 'npm fastcgi-client 0.2 (defaults; php-fpm states no FCGI_MAX_CONNS, so one connection per request)',
   };

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests start (Debian 12 packages): nginx, Apache
 # httpd, lighttpd, php-fpm, php-cgi, spawn-fcgi, libfcgi (cgi-fcgi and the C
-# library), fcgiwrap, Perl FCGI, gcc, wrk. Needs root (or sudo). Does nothing
+# library), fcgiwrap, Perl FCGI, gcc, wrk, systemd (systemd-socket-activate and
+# systemd-analyze) and logrotate (for the deployment tests and docs/deploy.md).
+# Needs root (or sudo). Does nothing
 # for packages already installed.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -9,7 +11,7 @@ packages=(
   nginx-light apache2 lighttpd
   php-fpm php-cgi
   spawn-fcgi libfcgi-bin libfcgi-dev fcgiwrap libfcgi-perl
-  gcc libc6-dev make perl wrk procps passwd
+  gcc libc6-dev make perl wrk procps passwd systemd logrotate
 )
 missing=()
 for package in "${packages[@]}"; do

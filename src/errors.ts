@@ -44,6 +44,10 @@ export const ErrorCode = {
   CGI_OUTPUT_LENGTH_MISMATCH: 'GH_CGI_OUTPUT_LENGTH_MISMATCH',
   // System calls Node lacks (src/sys)
   SYSCALL_FAILED: 'GH_SYSCALL_FAILED',
+  // Deployment: a unix socket path taken by a live server or by a file; switching users; systemd's environment
+  SOCKET_IN_USE: 'GH_SOCKET_IN_USE',
+  PRIVILEGES: 'GH_PRIVILEGES',
+  SYSTEMD: 'GH_SYSTEMD',
   // Options and configuration of every command (src/options, src/config)
   USAGE: 'GH_USAGE',
   CONFIG_INVALID: 'GH_CONFIG_INVALID',
@@ -65,6 +69,8 @@ export const ErrorCode = {
   SERVER_STOPPING: 'GH_SERVER_STOPPING',
   // An API called in a state where it cannot work (a header set after the head was sent, a body read twice)
   INVALID_STATE: 'GH_INVALID_STATE',
+  // A library function called with an argument it cannot use (a relative path, a role that does not exist)
+  INVALID_ARGUMENT: 'GH_INVALID_ARGUMENT',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -99,6 +105,19 @@ export class UpstreamError extends GatehouseError {
     this.name = 'UpstreamError';
     this.upstream = upstream;
     this.retryable = options?.retryable ?? false;
+  }
+}
+
+/**
+ * A library function called with an argument it cannot use (undici's
+ * InvalidArgumentError): thrown at once, when the handler or client is made,
+ * never while a request is served. The message names the option and what it
+ * takes.
+ */
+export class InvalidArgumentError extends GatehouseError {
+  constructor(message: string) {
+    super(ErrorCode.INVALID_ARGUMENT, message);
+    this.name = 'InvalidArgumentError';
   }
 }
 

@@ -41,6 +41,9 @@ export const WORKER_RESPONSE_HIGH_WATER_MARK = 64 * 1024;
 /** High-water mark of a request body stream before the socket is paused. */
 export const REQUEST_BODY_HIGH_WATER_MARK = 64 * 1024;
 
+/** Worker responses: body writes up to this size are copied into one record with its header; larger ones are framed without a copy. */
+export const WORKER_SMALL_WRITE_BYTES = 16 * 1024;
+
 /** FastCGI client defaults. */
 export const CLIENT_CONNECT_TIMEOUT_MS = 10_000;
 export const CLIENT_IDLE_TIMEOUT_MS = 60_000;
@@ -120,6 +123,8 @@ export const CGI_SCRIPT_LOG_CAPTURE_BYTES = 64 * 1024;
 export const CGI_SCRIPT_LOG_QUEUE = 256;
 /** How long the real path of a CGI route's root directory is reused before it is resolved again. */
 export const CGI_ROOT_REALPATH_CACHE_MS = 1000;
+/** Root directories whose real path is remembered; past this the memory is cleared (routes are few; this bounds it anyway). */
+export const CGI_ROOT_REALPATH_CACHE_ENTRIES = 1000;
 
 /* ---- kfcgi process manager (src/kfcgi) ---- */
 
@@ -140,6 +145,14 @@ export const KFCGI_ACCEPT_BATCH = 64;
 export const KFCGI_COOKIES_PER_READ = 8;
 /** Largest -n / -N accepted (each worker is a process; this is a typo guard, not a tuning knob). */
 export const KFCGI_MAX_WORKERS = 4096;
+/** Largest -C accepted: connections one variable-pool worker is given at once (a typo guard too). */
+export const KFCGI_MAX_WORKER_CONNECTIONS = 4096;
+/** Variable pools: cookies drawn from one getrandom(2) call (64 random bits each). */
+export const KFCGI_COOKIES_PER_RANDOM_FILL = 512;
+/** listen(2) backlog of the status socket (one reader at a time: `gatehouse kfcgi --status`). */
+export const KFCGI_STATUS_BACKLOG = 16;
+/** How long reading a running kfcgi's status socket may take. */
+export const KFCGI_STATUS_READ_TIMEOUT_MS = 5000;
 /** After SIGTERM to a worker (stop, release, restart), how long it has to exit before SIGKILL. */
 export const KFCGI_KILL_GRACE_MS = 5000;
 /** Respawn back-off: first delay after a worker exits early, doubling per quick exit up to the maximum. */
@@ -192,6 +205,14 @@ export const HTTP_MAX_REQUESTS_PER_SOCKET = 0;
  * node:http itself answers 413 past 16 KiB of chunk extensions, so a longer line never gets that far.
  */
 export const HTTP_CHUNK_LINE_MAX_BYTES = 32 * 1024;
+/** Smallest max-header-bytes accepted (a request line and a Host header need that much). */
+export const HTTP_MIN_HEADER_BYTES = 1024;
+/** A stopping front waits for its scripts to be reaped for the shutdown grace plus this, looking every HTTP_STOP_POLL_MS. */
+export const HTTP_STOP_REAP_SLACK_MS = 5000;
+export const HTTP_STOP_POLL_MS = 50;
+/** `gatehouse example`: how long it waits for its FastCGI application to listen, looking every EXAMPLE_APP_POLL_MS. */
+export const EXAMPLE_APP_START_TIMEOUT_MS = 10_000;
+export const EXAMPLE_APP_POLL_MS = 50;
 
 /* ---- cgid daemon (src/cgid) ---- */
 
@@ -249,6 +270,18 @@ export const CLIENT_IDLE_HANDOFF_MS = 50;
 export const CLIENT_STARVATION_MS = 250;
 /** The front gives up on a daemon that has not answered a spawn order for this long (stopped or wedged) and replaces it. */
 export const CGID_SPAWN_ANSWER_TIMEOUT_MS = 15_000;
+/** How often the front looks for spawn orders past that timeout (more often when the timeout is shorter). */
+export const CGID_SPAWN_ANSWER_CHECK_MS = 1000;
+/** A stopping daemon waits for its scripts to be reaped for the kill grace plus this, then exits anyway. */
+export const CGID_STOP_REAP_SLACK_MS = 1000;
+/** How often a stopping daemon looks whether its scripts are reaped. */
+export const CGID_STOP_POLL_MS = 20;
+/** Lines of a daemon's stderr kept to explain why it failed to start. */
+export const CGID_START_ERROR_LINES = 20;
+/** `gatehouse cgid --fastcgi` on SIGTERM: how long requests in flight get before their connections are closed. */
+export const CGID_FASTCGI_STOP_GRACE_MS = 10_000;
+/** posix_spawn without pidfd_open (kernels before 5.3): how often an exited script is looked for with waitpid. */
+export const SPAWN_REAP_POLL_MS = 20;
 
 /** The longest a Node timer can wait: durations above it would fire at once (after 1 ms). */
 export const MAX_DURATION_MS = 2 ** 31 - 1;
@@ -257,6 +290,21 @@ export const HTTP_TIMEOUT_CHECK_MIN_MS = 50;
 export const HTTP_TIMEOUT_CHECK_MAX_MS = 1000;
 /** listen(2) backlog of the daemon's socket (fronts connect once and keep the connection; the kernel caps it at somaxconn). */
 export const CGID_LISTEN_BACKLOG = 4096;
+
+/* ---- deployment: unix sockets, users, systemd ---- */
+
+/**
+ * Mode of a unix socket gatehouse binds for others to connect to (serve's
+ * unix listeners, cgid --fastcgi, the worker library's listen()), from bind
+ * on: owner and group may connect, others not (php-fpm's listen.mode).
+ */
+export const UNIX_SOCKET_MODE = 0o660;
+/** listen(2) backlog of a unix listener made by gatehouse (spawn-fcgi's -b default; the kernel caps it at somaxconn). */
+export const UNIX_SOCKET_BACKLOG = 1024;
+/** Users `gatehouse example` runs as when started as root, in order of preference. */
+export const EXAMPLE_UNPRIVILEGED_USERS = ['www-data', 'nobody'] as const;
+/** sd_listen_fds(3): the first descriptor systemd passes. */
+export const SYSTEMD_LISTEN_FDS_START = 3;
 
 /**
  * Log lines held in memory by one log (error or access log) while the disk or

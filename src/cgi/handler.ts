@@ -12,8 +12,14 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream';
-import { ErrorCode } from '../errors.js';
-import { CGI_MAX_ARGV_WORDS, CGI_MAX_LOCAL_REDIRECTS, CGI_MAX_REQUEST_BODY_BYTES, CGI_BODY_MEMORY_SPOOL_BYTES } from '../limits.js';
+import { ErrorCode, InvalidArgumentError } from '../errors.js';
+import {
+  CGI_MAX_ARGV_WORDS,
+  CGI_MAX_LOCAL_REDIRECTS,
+  CGI_MAX_REQUEST_BODY_BYTES,
+  CGI_BODY_MEMORY_SPOOL_BYTES,
+  CGI_SCRIPT_TIMEOUT_MS,
+} from '../limits.js';
 import { readRequestBody, RequestBody, type BodyPolicy } from './body-policy.js';
 import { pairRawHeaders, pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from './http-response.js';
 import { describeRequest, readHttpRequest, splitAbsoluteForm, withoutBodyHeaders, type HttpRequestFacts } from './http-request.js';
@@ -146,29 +152,31 @@ interface Settings {
 /** Every option checked once, with a message that says what to write instead. */
 function validate(options: CgiOptions): Settings {
   if (!options.documentRoot || !path.isAbsolute(options.documentRoot)) {
-    throw new TypeError(`cgi(): documentRoot must be an absolute directory path, got ${JSON.stringify(options.documentRoot)}`);
+    throw new InvalidArgumentError(`cgi(): documentRoot must be an absolute directory path, got ${JSON.stringify(options.documentRoot)}`);
   }
   const routes: ScriptRoute[] = [];
   for (const alias of options.scriptAliases ?? []) {
     if (!alias.urlPrefix.startsWith('/'))
-      throw new TypeError(`cgi(): scriptAliases urlPrefix must start with '/', got ${JSON.stringify(alias.urlPrefix)}`);
+      throw new InvalidArgumentError(`cgi(): scriptAliases urlPrefix must start with '/', got ${JSON.stringify(alias.urlPrefix)}`);
     if (!path.isAbsolute(alias.directory))
-      throw new TypeError(`cgi(): scriptAliases directory must be absolute, got ${JSON.stringify(alias.directory)}`);
+      throw new InvalidArgumentError(`cgi(): scriptAliases directory must be absolute, got ${JSON.stringify(alias.directory)}`);
     routes.push({ kind: 'script-alias', urlPrefix: alias.urlPrefix, directory: alias.directory });
   }
   const extensions = options.extensions ?? [];
   for (const extension of extensions) {
     if (!/^\.[A-Za-z0-9_-]+$/.test(extension))
-      throw new TypeError(`cgi(): extensions are written with their dot, like ".cgi"; got ${JSON.stringify(extension)}`);
+      throw new InvalidArgumentError(`cgi(): extensions are written with their dot, like ".cgi"; got ${JSON.stringify(extension)}`);
   }
   if (extensions.length > 0) routes.push({ kind: 'extensions', urlPrefix: '/', documentRoot: options.documentRoot, extensions });
   if (routes.length === 0)
-    throw new TypeError(
+    throw new InvalidArgumentError(
       'cgi(): nothing to run: give scriptAliases (e.g. [{ urlPrefix: "/cgi-bin/", directory: "/srv/cgi-bin" }]) or extensions (e.g. [".cgi"])',
     );
-  const timeoutMs = parseScriptTimeout(options.scriptTimeout ?? '60s');
+  const timeoutMs = parseScriptTimeout(options.scriptTimeout ?? `${CGI_SCRIPT_TIMEOUT_MS}ms`);
   if (timeoutMs === null)
-    throw new TypeError(`cgi(): scriptTimeout must look like "20", "20s" or "500ms", got ${JSON.stringify(options.scriptTimeout)}`);
+    throw new InvalidArgumentError(
+      `cgi(): scriptTimeout must look like "20", "20s" or "500ms", got ${JSON.stringify(options.scriptTimeout)}`,
+    );
   const errorLog = options.errorLog ?? ((line: string) => process.stderr.write(`[${new Date().toISOString()}] [cgi:error] ${line}\n`));
   const sendTimeoutMs = options.sendTimeout === undefined || options.sendTimeout === 0 ? 0 : parseScriptTimeout(options.sendTimeout);
   if (sendTimeoutMs === null)

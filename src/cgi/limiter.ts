@@ -4,6 +4,7 @@
  * their bodies) in memory. A waiter whose client went away leaves the queue.
  */
 import { CGI_MAX_CONCURRENT_SCRIPTS, CGI_MAX_QUEUED_SCRIPTS } from '../limits.js';
+import { InvalidArgumentError } from '../errors.js';
 
 export type Release = () => void;
 
@@ -16,8 +17,10 @@ export class ScriptLimiter {
   refused = 0;
 
   constructor(maxRunning = CGI_MAX_CONCURRENT_SCRIPTS, maxQueued = CGI_MAX_QUEUED_SCRIPTS) {
-    if (!Number.isInteger(maxRunning) || maxRunning < 1) throw new RangeError(`maxRunning must be a positive integer, got ${maxRunning}`);
-    if (!Number.isInteger(maxQueued) || maxQueued < 0) throw new RangeError(`maxQueued must be a non-negative integer, got ${maxQueued}`);
+    if (!Number.isInteger(maxRunning) || maxRunning < 1)
+      throw new InvalidArgumentError(`maxRunning must be a positive integer, got ${maxRunning}`);
+    if (!Number.isInteger(maxQueued) || maxQueued < 0)
+      throw new InvalidArgumentError(`maxQueued must be a non-negative integer, got ${maxQueued}`);
     this.maxRunning = maxRunning;
     this.maxQueued = maxQueued;
   }

@@ -24,7 +24,7 @@
 import { promises as fs, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode } from '../errors.js';
-import { CGI_ROOT_REALPATH_CACHE_MS } from '../limits.js';
+import { CGI_ROOT_REALPATH_CACHE_ENTRIES, CGI_ROOT_REALPATH_CACHE_MS } from '../limits.js';
 import type { EnvironmentValue } from './environment.js';
 
 export interface ScriptAliasRoute {
@@ -246,7 +246,7 @@ async function realRootOf(directory: string): Promise<string> {
   const cached = realRoots.get(directory);
   if (cached && cached.until > now) return cached.real;
   const real = await fs.realpath(directory);
-  if (realRoots.size > 1000) realRoots.clear();
+  if (realRoots.size > CGI_ROOT_REALPATH_CACHE_ENTRIES) realRoots.clear();
   realRoots.set(directory, { real, until: now + CGI_ROOT_REALPATH_CACHE_MS });
   return real;
 }

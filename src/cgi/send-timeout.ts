@@ -39,7 +39,7 @@ export interface SendTimeoutEvent {
 }
 
 export class SendTimeout {
-  readonly timeoutMs: number;
+  #timeoutMs: number;
   readonly #onTimeout: (event: SendTimeoutEvent) => void;
   /** Watched connections; null while nothing waits to be sent. */
   readonly #sockets = new Map<Socket, Progress | null>();
@@ -47,24 +47,39 @@ export class SendTimeout {
 
   /** `timeoutMs` 0 watches nothing. `onTimeout` runs just before the connection is destroyed (for the log line). */
   constructor(timeoutMs: number, onTimeout: (event: SendTimeoutEvent) => void = () => {}) {
-    this.timeoutMs = timeoutMs;
+    this.#timeoutMs = timeoutMs;
     this.#onTimeout = onTimeout;
+  }
+
+  get timeoutMs(): number {
+    return this.#timeoutMs;
+  }
+
+  /** A new timeout (a configuration reload), for the connections watched already too; 0 stops timing them. */
+  setTimeoutMs(timeoutMs: number): void {
+    if (timeoutMs === this.#timeoutMs) return;
+    this.#timeoutMs = timeoutMs;
+    this.#stop();
+    if (timeoutMs <= 0) this.#sockets.clear();
+    else if (this.#sockets.size > 0) this.#start();
   }
 
   /** Times this connection's writes until it closes (watching it again is a no-op). */
   watch(socket: Socket): void {
-    if (this.timeoutMs <= 0 || socket.destroyed || this.#sockets.has(socket)) return;
+    if (this.#timeoutMs <= 0 || socket.destroyed || this.#sockets.has(socket)) return;
     this.#sockets.set(socket, null);
     socket.once('close', () => {
       this.#sockets.delete(socket);
       if (this.#sockets.size === 0) this.#stop();
     });
-    if (this.#timer === null) {
-      const every = Math.max(HTTP_TIMEOUT_CHECK_MIN_MS, Math.min(HTTP_TIMEOUT_CHECK_MAX_MS, Math.floor(this.timeoutMs / 4)));
-      this.#timer = setInterval(() => this.#sweep(), every);
-      // The server's listeners keep the process alive, not this sweep.
-      this.#timer.unref();
-    }
+    if (this.#timer === null) this.#start();
+  }
+
+  #start(): void {
+    const every = Math.max(HTTP_TIMEOUT_CHECK_MIN_MS, Math.min(HTTP_TIMEOUT_CHECK_MAX_MS, Math.floor(this.#timeoutMs / 4)));
+    this.#timer = setInterval(() => this.#sweep(), every);
+    // The server's listeners keep the process alive, not this sweep.
+    this.#timer.unref();
   }
 
   /** Stops the sweep (the connections are left as they are). */
@@ -96,7 +111,7 @@ export class SendTimeout {
       // A new write started while nothing moved: remember its size, so that its first piece taken counts as progress.
       if (inFlight > last.inFlight) last.inFlight = inFlight;
       const stalledMs = now - last.since;
-      if (stalledMs < this.timeoutMs) continue;
+      if (stalledMs < this.#timeoutMs) continue;
       this.#sockets.delete(socket);
       try {
         this.#onTimeout({ socket, waitingBytes: waiting, stalledMs: Math.round(stalledMs) });

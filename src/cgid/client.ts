@@ -12,6 +12,7 @@ import { SpawnError, type ScriptExit } from '../spawn/spawner.js';
 import {
   CGID_BATCH_BYTES,
   CGID_BATCH_DESCRIPTORS,
+  CGID_SPAWN_ANSWER_CHECK_MS,
   CGID_SPAWN_ANSWER_TIMEOUT_MS,
   CGID_START_TIMEOUT_MS,
   CGID_READ_CHUNK_BYTES,
@@ -312,7 +313,7 @@ export class CgidConnection extends EventEmitter {
           this.#answerTimer = undefined;
         }
       },
-      Math.min(1000, this.answerTimeoutMs),
+      Math.min(CGID_SPAWN_ANSWER_CHECK_MS, this.answerTimeoutMs),
     );
     this.#answerTimer.unref();
   }

@@ -22,6 +22,8 @@ import {
   CGID_READ_CHUNK_BYTES,
   CGID_STDIO_DESCRIPTORS,
   CGID_LISTEN_BACKLOG,
+  CGID_STOP_POLL_MS,
+  CGID_STOP_REAP_SLACK_MS,
 } from '../limits.js';
 import {
   AT_FDCWD,
@@ -64,6 +66,14 @@ export interface DaemonOptions {
   launch?: LaunchPolicy;
   /** Ceilings applied to every script whatever the order asks (0: none). */
   limits?: Partial<ScriptLimits>;
+  /**
+   * Owner of the socket file, and the one user besides root and the daemon's
+   * own that may connect: the user gatehouse serve's front runs as once it
+   * dropped root (the daemon itself may keep root for suexec).
+   */
+  socketOwner?: { uid: number; gid: number };
+  /** The socket's mode from bind on (default 0600: only its owner connects). */
+  socketMode?: number;
   killGraceMs?: number;
 }
 
@@ -105,8 +115,12 @@ export class CgidDaemon {
   /** Checks the directory and the path, clears a stale socket, binds with mode 0600 from the start, and accepts. */
   start(): void {
     const socketPath = this.#options.socketPath;
-    clearStaleSocket(socketPath);
-    this.#listenFd = createListener({ kind: 'unix', path: socketPath }, { backlog: CGID_LISTEN_BACKLOG, mode: 0o600 });
+    const owner = this.#options.socketOwner;
+    clearStaleSocket(socketPath, owner?.uid);
+    this.#listenFd = createListener(
+      { kind: 'unix', path: socketPath },
+      { backlog: CGID_LISTEN_BACKLOG, mode: this.#options.socketMode ?? 0o600, ...(owner ? { owner } : {}) },
+    );
     // Accepted in a loop until EAGAIN: the listener must not block.
     setNonBlocking(this.#listenFd, true);
     const directoryFd = openAt(AT_FDCWD, path.dirname(socketPath), true);
@@ -130,10 +144,11 @@ export class CgidDaemon {
       if (accepted === null) return;
       const { fd } = accepted;
       const ownUid = process.geteuid?.() ?? 0;
+      const frontUid = this.#options.socketOwner?.uid ?? ownUid;
       const peer = peerCredentials(fd);
-      if (peer.uid !== ownUid && peer.uid !== 0) {
+      if (peer.uid !== ownUid && peer.uid !== 0 && peer.uid !== frontUid) {
         this.#options.log(
-          `refused a connection from uid ${peer.uid} (pid ${peer.pid}): only uid ${ownUid} and root may start scripts`,
+          `refused a connection from uid ${peer.uid} (pid ${peer.pid}): only uid ${ownUid}${frontUid !== ownUid ? `, uid ${frontUid}` : ''} and root may start scripts`,
           'warn',
         );
         closeDescriptor(fd);
@@ -193,8 +208,8 @@ export class CgidDaemon {
     if (this.#listenFd >= 0) closeDescriptor(this.#listenFd);
     this.#removeSocket();
     for (const connection of [...this.#connections]) connection.close();
-    const deadline = Date.now() + (this.#options.killGraceMs ?? CGID_KILL_GRACE_MS) + 1000;
-    while (this.running > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    const deadline = Date.now() + (this.#options.killGraceMs ?? CGID_KILL_GRACE_MS) + CGID_STOP_REAP_SLACK_MS;
+    while (this.running > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, CGID_STOP_POLL_MS));
   }
 
   /** Removes the socket file only if it is the one we bound (another daemon may have replaced it). */

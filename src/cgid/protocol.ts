@@ -28,6 +28,7 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { CGID_MAX_FRAME_BYTES } from '../limits.js';
+import { ErrorCode, GatehouseError } from '../errors.js';
 import type { EnvironmentValue } from '../cgi/environment.js';
 
 export const CGID_PROTOCOL_VERSION = 2;
@@ -157,7 +158,7 @@ class Writer {
   }
 }
 
-/** Encodes one message as a frame. Throws RangeError for a message larger than CGID_MAX_FRAME_BYTES (a caller bug or an absurd environment). */
+/** Encodes one message as a frame. Throws a CGID_PROTOCOL GatehouseError for a message larger than CGID_MAX_FRAME_BYTES (a caller bug or an absurd environment). */
 export function encodeMessage(message: CgidMessage): Buffer {
   const w = new Writer();
   let frame: Buffer;
@@ -201,7 +202,10 @@ export function encodeMessage(message: CgidMessage): Buffer {
       break;
   }
   if (frame.length - CGID_HEADER_BYTES > CGID_MAX_FRAME_BYTES) {
-    throw new RangeError(`cgid ${message.type} message of ${frame.length} bytes exceeds the frame limit of ${CGID_MAX_FRAME_BYTES} bytes`);
+    throw new GatehouseError(
+      ErrorCode.CGID_PROTOCOL,
+      `cgid ${message.type} message of ${frame.length} bytes exceeds the frame limit of ${CGID_MAX_FRAME_BYTES} bytes`,
+    );
   }
   return frame;
 }

@@ -6,7 +6,7 @@
  *
  * When the daemon dies the front notices at once (the connection closes),
  * kills the process groups of the scripts it had started (nobody would reap
- * or time them out any more: no orphans), answers spawns with ECGIDDOWN
+ * or time them out any more: no orphans), answers spawns with a CGID_UNAVAILABLE SpawnError
  * (the CGI handler turns that into 503) and starts a new daemon with
  * back-off.
  */
@@ -19,6 +19,7 @@ import {
   CGID_RESTART_HEALTHY_MS,
   CGID_RESTART_MAX_DELAY_MS,
   CGID_RESTART_MIN_DELAY_MS,
+  CGID_START_ERROR_LINES,
   CGID_START_TIMEOUT_MS,
   CGID_TOKEN_BYTES,
   LOG_DRAIN_TIMEOUT_MS,
@@ -85,7 +86,15 @@ export class CgidSupervisor implements ScriptSpawner {
   }
 
   async #startDaemon(): Promise<void> {
+    if (this.starts > 0 && (this.#options.policy?.suexec?.length ?? 0) > 0 && process.geteuid?.() !== 0)
+      this.#options.log(
+        `cgid: the front no longer runs as root, so the new daemon cannot either: scripts of routes with a user (suexec) will fail until gatehouse serve is restarted`,
+        'warn',
+      );
     const { file, args } = this.#options.command ?? { file: process.execPath, args: [MAIN_SCRIPT, 'cgid'] };
+    // fd 3 is the daemon's lifeline: this process holds the other end, so the daemon sees end of file when the front
+    // is gone, however it went. The parent-death signal alone is not enough: the kernel checks the dying parent's
+    // credentials, so a front that dropped root cannot signal a daemon that kept it (suexec).
     const child = spawn(
       file,
       [
@@ -94,6 +103,8 @@ export class CgidSupervisor implements ScriptSpawner {
         this.#options.socketPath,
         '--parent-pid',
         String(process.pid),
+        '--lifeline-fd',
+        '3',
         // Records, not lines: the front writes them in its own format, never a line inside a line.
         '--log-format',
         'json',
@@ -103,9 +114,11 @@ export class CgidSupervisor implements ScriptSpawner {
       ],
       {
         env: { GATEHOUSE_CGID_TOKEN: this.#token.toString('hex'), ...(process.env.PATH ? { PATH: process.env.PATH } : {}) },
-        stdio: ['ignore', 'pipe', 'pipe'],
+        stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
       },
     );
+    // Never read or written; only held open. It must not keep the front alive.
+    (child.stdio[3] as unknown as { unref?(): void }).unref?.();
     this.#child = child;
     this.starts++;
     this.#startedAt = Date.now();
@@ -113,7 +126,7 @@ export class CgidSupervisor implements ScriptSpawner {
     createInterface({ input: child.stderr! }).on('line', (line) => {
       // A record; anything else (a crash trace from Node itself) is logged as an error of the daemon.
       const record = parseJsonRecord(line) ?? { time: new Date(), level: 'error', role: 'cgid', pid: child.pid ?? 0, message: line };
-      if (record.level === 'error' && errors.length < 20) errors.push(record.message);
+      if (record.level === 'error' && errors.length < CGID_START_ERROR_LINES) errors.push(record.message);
       if (this.#options.daemonLog) this.#options.daemonLog.emit(record);
       else this.#options.log(record.message, record.level);
     });
@@ -155,7 +168,7 @@ export class CgidSupervisor implements ScriptSpawner {
           `cgid: lost the daemon connection (${reason}); ${pids.length} running script(s) killed; restarting the daemon`,
           'error',
         );
-        if (this.#child === child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        if (this.#child === child && child.exitCode === null && child.signalCode === null) signalDaemon(child, 'SIGKILL');
       }
     });
   }
@@ -240,13 +253,28 @@ export class CgidSupervisor implements ScriptSpawner {
     const exited = new Promise((resolve) => child.once('exit', resolve));
     // 'close' comes once its stderr is read to the end: the daemon's last records reach the log before it closes.
     const drained = new Promise((resolve) => child.once('close', resolve));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), CGID_START_TIMEOUT_MS);
-    await exited;
+    // A daemon that kept root (suexec routes) cannot be signalled by a front that dropped root: closing its lifeline
+    // stops it the same way (it terminates its scripts and exits).
+    const signalled = signalDaemon(child, 'SIGTERM');
+    (child.stdio[3] as unknown as { destroy(): void } | null)?.destroy();
+    const timer = setTimeout(() => signalDaemon(child, 'SIGKILL'), CGID_START_TIMEOUT_MS);
+    if (signalled) await exited;
+    else await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, CGID_START_TIMEOUT_MS).unref())]);
     clearTimeout(timer);
     let drainTimer: NodeJS.Timeout | undefined;
     await Promise.race([drained, new Promise((resolve) => (drainTimer = setTimeout(resolve, LOG_DRAIN_TIMEOUT_MS)))]);
     clearTimeout(drainTimer);
+  }
+}
+
+/** Signals the daemon; false when it is gone or this process may not (EPERM: it kept root, the front did not). */
+function signalDaemon(child: ChildProcess, signal: NodeJS.Signals): boolean {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return false;
+  try {
+    process.kill(child.pid, signal);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -8,6 +8,7 @@
  * socket's place, token, socket, token file, ready (checks before writes).
  */
 import { readFileSync, renameSync, statSync, writeFileSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
 import { CgidDaemon, newInstanceToken } from '../cgid/daemon.js';
 import { createFastCGIFace } from '../cgid/fastcgi-face.js';
 import { PosixSpawnSpawner } from '../spawn/posix-spawner.js';
@@ -15,9 +16,10 @@ import type { ScriptLimits } from '../cgid/protocol.js';
 import { checkSocketPlace, defaultRuntimeDirectory, ensureRuntimeDirectory, scriptSockPath } from '../cgid/socket-path.js';
 import { ScriptLog } from '../cgi/script-log.js';
 import { type LongOption, optionHelpRows, readOptionValues, splitLongOptions } from '../options/command-line.js';
-import { formatListenAddress, LISTEN_ADDRESS, netListenOptions, type ListenAddress } from '../options/listen-address.js';
+import { formatListenAddress, LISTEN_ADDRESS, type ListenAddress } from '../options/listen-address.js';
 import { ErrorCode, GatehouseError, UsageError } from '../errors.js';
 import {
+  CGID_FASTCGI_STOP_GRACE_MS,
   CGID_SCRIPT_SOCK,
   CGID_SUEXEC_MIN_GID,
   CGID_SUEXEC_MIN_UID,
@@ -27,7 +29,9 @@ import {
   CGI_SCRIPT_TIMEOUT_MS,
   HTTP_SEND_TIMEOUT_MS,
 } from '../limits.js';
-import { dieWithParent } from '../sys/index.js';
+import { dieWithParent, dropPrivileges, notifySystemd, resolveActivatedAddress, runsAs } from '../sys/index.js';
+import { handleCgidSignals } from './cgid-signals.js';
+import { describeAccount, planRunAs, type RunAsPlan } from './run-as.js';
 import {
   DEFAULT_LOG_FORMAT,
   DEFAULT_LOG_LEVEL,
@@ -35,6 +39,7 @@ import {
   LOG_LEVELS,
   type LogFormat,
   type LogLevel,
+  type LogLine,
   type Logger,
   onReopenSignal,
   openLogger,
@@ -54,7 +59,7 @@ export const CGID_OPTIONS: readonly LongOption[] = [
     kind: 'string',
     argument: 'DIR',
     summary: 'DefaultRuntimeDir: where a relative ScriptSock lives (created 0700; refused when others can write it)',
-    defaultText: '/run/gatehouse as root, else $XDG_RUNTIME_DIR/gatehouse or $TMPDIR/gatehouse-UID',
+    defaultText: '/run/gatehouse as root (/run/gatehouse-USER with --user), else $XDG_RUNTIME_DIR/gatehouse or $TMPDIR/gatehouse-UID',
   },
   { name: 'socket', kind: 'string', argument: 'PATH', summary: 'the exact socket path (no pid appended); what gatehouse serve passes' },
   {
@@ -71,12 +76,60 @@ export const CGID_OPTIONS: readonly LongOption[] = [
     summary: 'exit (terminating scripts) when this process, the front that started the daemon, dies',
   },
   {
+    name: 'lifeline-fd',
+    kind: 'integer',
+    min: 3,
+    argument: 'FD',
+    summary: 'exit, terminating the scripts, when this inherited pipe reaches end of file (the front that started the daemon is gone)',
+  },
+  {
     name: 'fastcgi',
     kind: 'address',
     address: LISTEN_ADDRESS,
     argument: 'ADDR',
     summary:
-      'run the FastCGI face instead: listen as a FastCGI responder on unix:PATH, HOST:PORT or fd:N (an inherited socket), for nginx, like fcgiwrap',
+      'run the FastCGI face instead: listen as a FastCGI responder on unix:PATH, HOST:PORT, fd:N (an inherited socket) or systemd (socket activation), for nginx, like fcgiwrap',
+  },
+  {
+    name: 'user',
+    kind: 'string',
+    argument: 'USER',
+    summary:
+      'run as this user once the socket is bound (spawn-fcgi -u); --fastcgi started as root needs it ("root" keeps root, with a warning)',
+  },
+  {
+    name: 'keep-root',
+    kind: 'flag',
+    summary:
+      'daemon: stay root for suexec routes (scripts an order names a user for), running every other script as --user; what gatehouse serve passes when a [[script-alias]] has a user',
+  },
+  {
+    name: 'group',
+    kind: 'string',
+    argument: 'GROUP',
+    summary: 'with --user: run as this group (spawn-fcgi -g)',
+    defaultText: "the user's login group",
+  },
+  {
+    name: 'socket-user',
+    kind: 'string',
+    argument: 'USER',
+    summary: 'owner of the unix socket (spawn-fcgi -U, php-fpm listen.owner); the daemon also lets this user connect',
+    defaultText: '--user, else the user cgid runs as',
+  },
+  {
+    name: 'socket-group',
+    kind: 'string',
+    argument: 'GROUP',
+    summary: "group of the unix socket, e.g. the web server's (spawn-fcgi -G, php-fpm listen.group)",
+    defaultText: "--socket-user's login group",
+  },
+  {
+    name: 'socket-mode',
+    kind: 'mode',
+    argument: 'MODE',
+    summary: 'permissions of the unix socket, set at bind (spawn-fcgi -M, php-fpm listen.mode)',
+    defaultText: '0660 for --fastcgi, 0600 for the daemon',
   },
   {
     name: 'script-timeout',
@@ -176,7 +229,19 @@ export function parseCgidOptions(argv: readonly string[]): Record<string, unknow
   return readOptionValues(splitLongOptions(argv, CGID_OPTIONS), CGID_OPTIONS);
 }
 
+/** What TERM and INT do once the daemon or the face runs; before that, a stop ends the start-up as Node's default would. */
+let stopAction: ((signal: NodeJS.Signals) => void) | null = null;
+
 export async function main(argv: string[]): Promise<number> {
+  // Handlers first: a HUP during start-up must not kill the process (its default), a TERM must still stop it.
+  const uninstall = handleCgidSignals({
+    stop: (signal) => {
+      if (stopAction) return stopAction(signal);
+      // Not running yet: die of the signal, as without a handler.
+      uninstall();
+      process.kill(process.pid, signal);
+    },
+  });
   let v: Record<string, unknown>;
   try {
     v = parseCgidOptions(argv);
@@ -233,7 +298,30 @@ export async function main(argv: string[]): Promise<number> {
     log,
   };
 
-  if (v.fastcgi !== undefined) return finish(await runFastCGIFace(v.fastcgi as ListenAddress, v, limits, launch, logger));
+  // Who the process runs as once its socket is bound: the FastCGI face refuses root without --user; the daemon
+  // (started by gatehouse serve, which decides) keeps root unless told --user.
+  let plan: RunAsPlan;
+  try {
+    plan = planRunAs(
+      {
+        user: v.user as string | undefined,
+        group: v.group as string | undefined,
+        socketUser: v['socket-user'] as string | undefined,
+        socketGroup: v['socket-group'] as string | undefined,
+      },
+      CGID_RUN_AS_NAMES,
+      v.fastcgi !== undefined ? { command: 'gatehouse cgid --fastcgi', what: 'every CGI script' } : null,
+    );
+    if (v.group !== undefined && v.user === undefined) throw new UsageError('--group: give --user too (the user to run as)');
+    if (v['keep-root'] === true && v.fastcgi !== undefined)
+      throw new UsageError('--keep-root is for the daemon (suexec routes); the FastCGI face runs every script as --user');
+  } catch (error) {
+    if (!(error instanceof GatehouseError)) throw error;
+    process.stderr.write(`gatehouse cgid: ${error.message}\n`);
+    return finish(error instanceof UsageError ? 2 : 1);
+  }
+
+  if (v.fastcgi !== undefined) return finish(await runFastCGIFace(v.fastcgi as ListenAddress, v, limits, launch, logger, plan));
 
   if (typeof v['parent-pid'] === 'number' && !dieWithParent('SIGTERM', v['parent-pid'])) {
     log(`the front (pid ${v['parent-pid']}) is already gone: not starting`);
@@ -246,27 +334,52 @@ export async function main(argv: string[]): Promise<number> {
   try {
     if (typeof v.socket === 'string') socketPath = v.socket;
     else {
-      const runtimeDir = typeof v['runtime-dir'] === 'string' ? v['runtime-dir'] : defaultRuntimeDirectory();
-      ensureRuntimeDirectory(runtimeDir);
+      const runtimeDir = typeof v['runtime-dir'] === 'string' ? v['runtime-dir'] : defaultRuntimeDirectory(plan.account?.user.name);
+      ensureRuntimeDirectory(runtimeDir, plan.socketOwner);
       socketPath = scriptSockPath(typeof v['script-sock'] === 'string' ? v['script-sock'] : CGID_SCRIPT_SOCK, runtimeDir);
     }
-    checkSocketPlace(socketPath);
+    checkSocketPlace(socketPath, plan.socketOwner?.uid);
     token = readToken(v['token-file'] as string | undefined);
   } catch (error) {
     return cannotStart(error);
   }
-  const daemon = new CgidDaemon({ socketPath, token: token.token, log, launch, limits });
+  // Keeping root (for suexec routes), the daemon still runs every other script as --user, never as root.
+  const keepRoot = v['keep-root'] === true && plan.account !== null;
+  const daemon = new CgidDaemon({
+    socketPath,
+    token: token.token,
+    log,
+    launch: keepRoot ? { ...launch, defaultRunAs: { uid: plan.account!.user.uid, gid: plan.account!.gid } } : launch,
+    limits,
+    ...(plan.socketOwner ? { socketOwner: plan.socketOwner } : {}),
+    ...(typeof v['socket-mode'] === 'number' ? { socketMode: v['socket-mode'] } : {}),
+  });
   try {
     daemon.start();
     // Written once the socket is ours (bind succeeded): a daemon that lost a race for the path never touches it.
     if (token.generated) writeTokenFile(`${socketPath}.token`, token.token);
+    if (keepRoot) log(`keeping root for suexec routes; other scripts run as ${describeAccount(plan.account!)}`, 'info');
+    else if (plan.account && !runsAs(plan.account)) {
+      dropPrivileges(plan.account);
+      // Changing credentials clears the parent-death signal (prctl(2)): set it again, or the daemon would outlive its front.
+      if (typeof v['parent-pid'] === 'number' && !dieWithParent('SIGTERM', v['parent-pid'])) {
+        log(`the front (pid ${v['parent-pid']}) is already gone: not starting`);
+        await daemon.stop();
+        return finish(1);
+      }
+      log(`running as ${describeAccount(plan.account)}`, 'info');
+    }
   } catch (error) {
     void daemon.stop();
     return cannotStart(error);
   }
+  for (const warning of plan.warnings) log(warning, 'warn');
   process.stdout.write(`ready ${process.pid} ${socketPath}\n`);
   return new Promise<number>((resolve) => {
+    let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
       log(`${signal}: terminating ${daemon.running} script(s) and exiting`, 'info');
       void daemon
         .stop()
@@ -285,11 +398,40 @@ export async function main(argv: string[]): Promise<number> {
           setTimeout(() => process.exit(status), 100).unref();
         });
     };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-    process.once('SIGQUIT', stop);
+    stopAction = stop;
+    if (typeof v['lifeline-fd'] === 'number') watchLifeline(v['lifeline-fd'], () => stop('SIGTERM'), log);
   });
 }
+
+/**
+ * Calls `onGone` when the pipe on `fd` reaches end of file or fails: the
+ * front holding its other end exited, however it exited. Held unreferenced,
+ * so it never keeps the daemon alive by itself.
+ */
+function watchLifeline(fd: number, onGone: () => void, log: LogLine): void {
+  let lifeline: net.Socket;
+  try {
+    lifeline = new net.Socket({ fd, readable: true, writable: false });
+  } catch (error) {
+    log(`--lifeline-fd ${fd}: ${(error as Error).message}; the daemon relies on its parent-death signal alone`, 'warn');
+    return;
+  }
+  let gone = false;
+  const end = () => {
+    if (gone) return;
+    gone = true;
+    log('the front that started this daemon is gone (its lifeline closed)', 'info');
+    onGone();
+  };
+  lifeline.on('end', end);
+  lifeline.on('close', end);
+  lifeline.on('error', end);
+  lifeline.resume();
+  lifeline.unref();
+}
+
+/** How cgid's messages name the account options. */
+const CGID_RUN_AS_NAMES = { user: '--user', group: '--group', socketUser: '--socket-user', socketGroup: '--socket-group' };
 
 let generatedTokenFile: string | null = null;
 
@@ -339,13 +481,15 @@ function writeTokenFile(file: string, token: Buffer): void {
 }
 
 async function runFastCGIFace(
-  address: ListenAddress,
+  requested: ListenAddress,
   v: Record<string, unknown>,
   limits: ScriptLimits,
-  launch: { minUid: number; minGid: number; log: (line: string, level?: LogLevel) => void },
+  launch: { minUid: number; minGid: number; log: LogLine },
   logger: Logger,
+  plan: RunAsPlan,
 ): Promise<number> {
   const log = logger.line;
+  // The face runs its scripts itself: once it runs as --user, so do they.
   const scriptLog =
     typeof v['script-log'] === 'string'
       ? new ScriptLog({
@@ -363,27 +507,48 @@ async function runFastCGIFace(
     server: { sendTimeoutMs: (v['send-timeout'] as number) ?? HTTP_SEND_TIMEOUT_MS },
   });
   server.on('connectionError', (error: Error) => log(error.message, 'warn'));
-  const previousUmask = address.kind === 'unix' ? process.umask(0o117) : null;
+  let listening: { address: ListenAddress; replacedStale: boolean; removeSocket(): string | null };
+  const switching = plan.account !== null && !runsAs(plan.account);
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(netListenOptions(address), () => resolve());
+    const addresses = resolveActivatedAddress(requested);
+    if (addresses.length !== 1)
+      throw new UsageError(
+        `--fastcgi ${formatListenAddress(requested)}: systemd passed ${addresses.length} sockets; name one with systemd:NAME (FileDescriptorName=)`,
+      );
+    listening = await server.listenOn(addresses[0]!, {
+      unix: {
+        ...(typeof v['socket-mode'] === 'number' ? { mode: v['socket-mode'] } : {}),
+        ...(plan.socketOwner ? { owner: plan.socketOwner } : {}),
+      },
     });
+    if (switching) dropPrivileges(plan.account!);
   } catch (error) {
-    process.stderr.write(`gatehouse cgid: cannot listen on ${formatListenAddress(address)}: ${(error as Error).message}\n`);
-    return 1;
-  } finally {
-    if (previousUmask !== null) process.umask(previousUmask);
+    if (!(error instanceof GatehouseError)) throw error;
+    process.stderr.write(`gatehouse cgid: ${error.message}\n`);
+    server.close();
+    return error instanceof UsageError ? 2 : 1;
   }
-  process.stdout.write(`ready ${process.pid} ${formatListenAddress(address)}\n`);
+  if (listening.replacedStale)
+    log(`replaced a stale socket at ${formatListenAddress(listening.address)} (nothing was accepting on it)`, 'info');
+  if (switching) log(`running as ${describeAccount(plan.account!)}`, 'info');
+  for (const warning of plan.warnings) log(warning, 'warn');
+  process.stdout.write(
+    `ready ${process.pid} ${formatListenAddress(requested.kind === 'unix' || requested.kind === 'tcp' ? listening.address : requested)}\n`,
+  );
+  notifySystemd('READY=1', `STATUS=serving CGI scripts over FastCGI on ${formatListenAddress(listening.address)}`);
   return new Promise<number>((resolve) => {
+    let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      notifySystemd('STOPPING=1');
       log(`${signal}: finishing ${server.activeRequests} request(s), then exiting`, 'info');
       server.close();
       let exiting = false;
       const exit = () => {
         if (exiting) return;
         exiting = true;
+        listening.removeSocket();
         // Script log entries of the last requests are written before the logs close.
         void (scriptLog?.flushed() ?? Promise.resolve()).then(() => {
           resolve(0);
@@ -396,11 +561,9 @@ async function runFastCGIFace(
         setTimeout(() => {
           server.closeAllConnections();
           exit();
-        }, 10_000).unref();
+        }, CGID_FASTCGI_STOP_GRACE_MS).unref();
       }
     };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-    process.once('SIGQUIT', stop);
+    stopAction = stop;
   });
 }

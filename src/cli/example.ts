@@ -5,26 +5,31 @@
  * checkout shows every part working with one command.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chownSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadServeConfig } from '../config/load.js';
-import { GatehouseFront } from '../http/server.js';
+import type { FrontSpawner } from '../spawn/modes.js';
 import { onReopenSignal, openLogger } from '../log/index.js';
-import { frontSpawnSettings } from '../config/spawn-settings.js';
-import { startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
 import { formatListenAddress } from '../options/listen-address.js';
 import { ErrorCode, GatehouseError, UsageError } from '../errors.js';
 import { type LongOption, splitLongOptions } from '../options/command-line.js';
+import { EXAMPLE_APP_POLL_MS, EXAMPLE_APP_START_TIMEOUT_MS, EXAMPLE_UNPRIVILEGED_USERS } from '../limits.js';
+import { type Account, describeAccount, isRoot, lookupUser, resolveAccount, takeSystemdEnvironment } from '../sys/index.js';
+import { startFront } from './serve.js';
 
 const EXAMPLES = fileURLToPath(new URL('../../../examples/', import.meta.url));
+/** The installed package (the FastCGI app imports it; the front's modules live in it). */
+const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
 const USAGE = `usage: gatehouse example [--listen HOST:PORT]
 
-Serves the built-in example (examples/site and examples/fastcgi-app.mjs):
+Serves the built-in example (examples/site and examples/fastcgi-app.mjs).
+Started as root, it runs the front, the scripts and the app as www-data (else
+nobody) and says so.
   /                   a static page linking the rest
   /cgi-bin/env.sh     a shell CGI script printing its environment
   /cgi-bin/form.pl    a Perl CGI form that POSTs to itself
@@ -35,7 +40,7 @@ options:
   --help              print this help`;
 
 async function waitForSocket(socketPath: string, isAlive: () => boolean): Promise<void> {
-  for (let waited = 0; waited < 10_000; waited += 50) {
+  for (let waited = 0; waited < EXAMPLE_APP_START_TIMEOUT_MS; waited += EXAMPLE_APP_POLL_MS) {
     if (!isAlive()) throw new GatehouseError(ErrorCode.SERVE_SETUP, 'the example FastCGI application exited before it listened');
     const ok = await new Promise<boolean>((resolve) => {
       const socket = net.connect(socketPath, () => {
@@ -45,7 +50,7 @@ async function waitForSocket(socketPath: string, isAlive: () => boolean): Promis
       socket.on('error', () => resolve(false));
     });
     if (ok) return;
-    await sleep(50);
+    await sleep(EXAMPLE_APP_POLL_MS);
   }
   throw new GatehouseError(ErrorCode.SERVE_SETUP, `the example FastCGI application did not listen on ${socketPath}`);
 }
@@ -55,7 +60,47 @@ const EXAMPLE_OPTIONS: LongOption[] = [
   { name: 'help', kind: 'flag', short: 'h', summary: 'print this help' },
 ];
 
+/**
+ * Started as root, the example runs as the first of EXAMPLE_UNPRIVILEGED_USERS
+ * that exists (never its scripts as root), and says which. That user must be
+ * able to read the examples and the installed package: a checkout inside a
+ * private directory (/root) cannot be served by anyone else.
+ */
+function exampleAccount(): Account | null {
+  if (!isRoot()) return null;
+  const name = EXAMPLE_UNPRIVILEGED_USERS.find((candidate) => lookupUser(candidate) !== null);
+  if (name === undefined)
+    throw new GatehouseError(
+      ErrorCode.PRIVILEGES,
+      `started as root, the example runs as an unprivileged user, but none of ${EXAMPLE_UNPRIVILEGED_USERS.join(', ')} exists; create one (useradd), or run the example as an ordinary user`,
+    );
+  const account = resolveAccount(name);
+  for (const needed of [EXAMPLES, PACKAGE_ROOT]) {
+    const blocked = firstUnreadable(needed, account);
+    if (blocked)
+      throw new GatehouseError(
+        ErrorCode.PRIVILEGES,
+        `started as root, the example runs as ${name}, who cannot read ${blocked} (on the way to ${needed}); run it as an ordinary user, or from a checkout others can read (such as under /srv or /opt)`,
+      );
+  }
+  return account;
+}
+
+/** The first directory on the way to `target` (itself included) that `account` may not search or read, or null. */
+function firstUnreadable(target: string, account: Account): string | null {
+  const parts = path.resolve(target).split(path.sep).filter(Boolean);
+  for (let depth = 0; depth <= parts.length; depth++) {
+    const dir = `/${parts.slice(0, depth).join('/')}`;
+    const stat = statSync(dir);
+    const bits = stat.uid === account.user.uid ? stat.mode >> 6 : account.groups.includes(stat.gid) ? stat.mode >> 3 : stat.mode;
+    // Search (x) on every directory on the way; read (r) on the target, which is listed and read.
+    if ((bits & 0o1) === 0 || (depth === parts.length && (bits & 0o4) === 0)) return dir;
+  }
+  return null;
+}
+
 export async function main(argv: string[]): Promise<number> {
+  takeSystemdEnvironment();
   let values: { listen?: string; help?: boolean };
   try {
     values = splitLongOptions(argv, EXAMPLE_OPTIONS) as typeof values;
@@ -68,10 +113,24 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
+  let account: Account | null;
+  try {
+    account = exampleAccount();
+  } catch (error) {
+    process.stderr.write(`gatehouse example: ${(error as Error).message}\n`);
+    return 1;
+  }
   const runtime = mkdtempSync(path.join(tmpdir(), 'gatehouse-example-'));
+  // The user runs the FastCGI app (which makes its socket here) and the cgid daemon's socket lives here too.
+  if (account) chownSync(runtime, account.user.uid, account.gid);
   const socketPath = path.join(runtime, 'app.sock');
-  const app = spawn(process.execPath, [path.join(EXAMPLES, 'fastcgi-app.mjs'), socketPath], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const app = spawn(process.execPath, [path.join(EXAMPLES, 'fastcgi-app.mjs'), socketPath], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    // libuv clears the supplementary groups, then sets the gid and the uid, in the child before exec.
+    ...(account ? { uid: account.user.uid, gid: account.gid } : {}),
+  });
   let scripts: FrontSpawner | null = null;
+  let closeLogs: () => Promise<void> = async () => {};
   const cleanup = async () => {
     app.kill('SIGTERM');
     await scripts?.stop();
@@ -88,25 +147,31 @@ export async function main(argv: string[]): Promise<number> {
         'script-timeout': '10s',
         // The cgid daemon's socket lives in the example's private (0700) directory.
         'runtime-dir': runtime,
+        ...(account ? { user: account.user.name } : {}),
         fastcgi: [{ url: '/app/', upstreams: [`unix:${socketPath}`], 'script-filename': path.join(EXAMPLES, 'fastcgi-app.mjs') }],
       },
     });
-    // As gatehouse serve does: scripts start through the cgid daemon.
+    // As gatehouse serve does: scripts start through the cgid daemon, and as root everything drops to the user.
     const logger = openLogger({ role: 'serve', level: config.logLevel, format: config.logFormat, target: config.errorLog });
-    scripts = await startFrontSpawner(frontSpawnSettings(config), logger.line, logger);
+    closeLogs = () => logger.close();
+    const running = await startFront(
+      config,
+      { account, socketOwner: account ? { uid: account.user.uid, gid: account.gid } : undefined, warnings: [] },
+      logger,
+    );
+    scripts = running.scripts;
+    const front = running.front;
     // The front closes the logger it is given only when it made it: this one is closed after the front stops.
-    const front = new GatehouseFront({ config, logger, spawner: scripts.spawner });
     const stopReopening = onReopenSignal(() => front.reopenLogs());
-    const closeLogs = () => {
+    closeLogs = () => {
       stopReopening();
       return logger.close();
     };
-    const addresses = await front.listen();
-    const url = addresses
-      .map((address) => ('path' in address ? formatListenAddress(address) : `http://${formatListenAddress(address)}/`))
+    const url = running.addresses
+      .map((address) => (address.kind === 'unix' ? formatListenAddress(address) : `http://${formatListenAddress(address)}/`))
       .join(' ');
     process.stderr.write(
-      `gatehouse example: serving ${url}  (Ctrl-C to stop)\n  try: curl ${url}cgi-bin/env.sh/extra?x=1   curl ${url}app/hello\n`,
+      `gatehouse example: serving ${url}  (Ctrl-C to stop)${account ? `\n  started as root: the front, the scripts and the FastCGI app run as ${describeAccount(account)}` : ''}\n  try: curl ${url}cgi-bin/env.sh/extra?x=1   curl ${url}app/hello\n`,
     );
     return await new Promise<number>((resolve) => {
       const stop = () => {
@@ -129,9 +194,14 @@ export async function main(argv: string[]): Promise<number> {
     });
   } catch (error) {
     await cleanup();
+    await closeLogs();
     if (error instanceof UsageError) {
       process.stderr.write(`gatehouse example: ${error.message}\n`);
       return 2;
+    }
+    if (error instanceof GatehouseError) {
+      process.stderr.write(`gatehouse example: ${error.message}\n`);
+      return 1;
     }
     throw error;
   }

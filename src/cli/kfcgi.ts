@@ -12,6 +12,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, writeSync } from 'node:fs';
 import { KFCGI_DAEMON_READY_TIMEOUT_MS } from '../limits.js';
+import { notifySystemd, takeSystemdEnvironment } from '../sys/index.js';
 import {
   formatStatus,
   helpText,
@@ -29,6 +30,8 @@ const DAEMON_FD_VARIABLE = 'GATEHOUSE_KFCGI_DAEMON_FD';
 
 export async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'status') return status(argv.slice(1));
+  // Before any worker starts: systemd's sockets and variables are taken, so no worker inherits them.
+  const systemd = takeSystemdEnvironment();
   let config: KfcgiConfig;
   try {
     const commandLine = parseCommandLine(argv);
@@ -36,7 +39,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${helpText()}\n`);
       return 0;
     }
-    config = validateOptions(commandLine);
+    config = validateOptions(commandLine, process.env, { socketActivated: systemd.sockets.length > 0 });
   } catch (error) {
     if (error instanceof UsageError) {
       process.stderr.write(
@@ -52,8 +55,20 @@ export async function main(argv: string[]): Promise<number> {
 
   const daemonFd = process.env[DAEMON_FD_VARIABLE];
   if (daemonFd !== undefined) return runAsDaemon(config, Number(daemonFd));
-  if (!config.foreground) return startDaemon(argv, config);
-  return finish(await runKfcgi(config));
+  if (!config.foreground) {
+    if (systemd.sockets.length > 0 || systemd.notifySocket !== null) {
+      process.stderr.write(
+        'gatehouse kfcgi: started by systemd (LISTEN_FDS or NOTIFY_SOCKET is set): add -d, so the manager stays in the foreground as the service\n',
+      );
+      return 1;
+    }
+    return startDaemon(argv, config);
+  }
+  // Type=notify: READY=1 once the workers run, STOPPING=1 on the stop signal (the manager's own handlers act on it).
+  const stopping = () => notifySystemd('STOPPING=1');
+  process.once('SIGTERM', stopping);
+  process.once('SIGINT', stopping);
+  return finish(await runKfcgi(config, { onReady: (error) => error === null && notifySystemd('READY=1') }));
 }
 
 /** Exits once the manager is done, even if a stray handle would keep the event loop alive. */

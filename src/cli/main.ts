@@ -48,7 +48,19 @@ function usage(): string {
   ].join('\n');
 }
 
+/**
+ * Node opens its inspector (a debugger anyone on the machine can drive, on
+ * 127.0.0.1:9229) when a process gets SIGUSR1 and no listener is installed.
+ * No gatehouse process may do that: this listener is installed before any
+ * command runs. Commands add their own SIGUSR1 meaning (reopening the logs,
+ * as nginx and php-fpm do); this one only keeps the inspector closed.
+ */
+function keepInspectorClosed(): void {
+  process.on('SIGUSR1', () => {});
+}
+
 async function run(argv: string[]): Promise<number> {
+  keepInspectorClosed();
   const [name, ...rest] = argv;
   if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
     process.stdout.write(`${usage()}\n`);

@@ -7,10 +7,13 @@ import { serveFlagOptions } from '../config/schema.js';
 import { loadServeConfig } from '../config/load.js';
 import { GatehouseFront } from '../http/server.js';
 import { type LongOption, optionHelpRows, splitLongOptions } from '../options/command-line.js';
-import { formatListenAddress } from '../options/listen-address.js';
+import { formatListenAddress, type ListenAddress } from '../options/listen-address.js';
 import { frontSpawnSettings } from '../config/spawn-settings.js';
 import { startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
-import { ConfigError, UsageError } from '../errors.js';
+import { ConfigError, ErrorCode, GatehouseError, UsageError } from '../errors.js';
+import { dropPrivileges, notifySystemd, reloadingStates, takeSystemdEnvironment } from '../sys/index.js';
+import { handleServeSignals } from './serve-signals.js';
+import { describeAccount, planRunAs, type RunAsPlan } from './run-as.js';
 import type { FastCGIRouteConfig, ServeConfig } from '../config/schema.js';
 import { type Logger, onReopenSignal, openLogger } from '../log/index.js';
 
@@ -37,6 +40,8 @@ export function serveUsage(): string {
     '',
     'Sizes are bytes or 512K, 64M, 2G; times 20 (seconds), 20s, 500ms, 2m.',
     'Config-file-only keys: [[fastcgi]] routes, [[script-alias]] routes, [set-env]. See man/gatehouse-serve.8.',
+    'Signals: TERM and INT stop gracefully; HUP re-reads the configuration (listen, user and logs need a restart).',
+    'Started as root, serve needs --user (or user = "..."): it binds and opens its logs as root, then runs as that user.',
   ].join('\n');
 }
 
@@ -51,12 +56,14 @@ function describeFastCGIRoute(route: FastCGIRouteConfig): string {
 }
 
 /** What --check prints: what would be served, routes in the order they are tried. */
-function checkReport(config: ServeConfig, file: string | undefined): string[] {
+function checkReport(config: ServeConfig, file: string | undefined, plan: RunAsPlan): string[] {
   const patterns = config.fastcgi.filter((route) => route.match !== undefined || route.extensions !== undefined);
   const prefixes = config.fastcgi.filter((route) => route.match === undefined && route.extensions === undefined);
   return [
     `configuration OK${file !== undefined ? ` (${file})` : ''}`,
     `listen: ${config.listen.join(', ')}`,
+    ...(plan.account ? [`user: ${describeAccount(plan.account)}`] : []),
+    ...plan.warnings.map((warning) => `warning: ${warning}`),
     ...patterns.map(describeFastCGIRoute),
     ...prefixes.map(describeFastCGIRoute),
     ...(config.cgiBin ? [`/cgi-bin/ -> ${config.cgiBin}`] : []),
@@ -69,16 +76,89 @@ function checkReport(config: ServeConfig, file: string | undefined): string[] {
   ];
 }
 
+/** How serve's messages name the account keys. */
+const SERVE_RUN_AS_NAMES = { user: 'user', group: 'group', socketUser: 'socket-user', socketGroup: 'socket-group' };
+
+/**
+ * Who serve runs as (src/cli/run-as.ts): started as root it needs `user`.
+ * Throws GH_PRIVILEGES with one line when it cannot run as configured.
+ */
+export function serveRunAs(config: ServeConfig): RunAsPlan {
+  const plan = planRunAs(
+    { user: config.user, group: config.group, socketUser: config.socketUser, socketGroup: config.socketGroup },
+    SERVE_RUN_AS_NAMES,
+    { command: 'gatehouse serve', what: 'the front and every CGI script' },
+  );
+  const suexec = config.scriptAlias.filter((alias) => alias.user !== undefined);
+  if (plan.account && plan.account.user.uid !== 0 && suexec.length > 0 && config.cgiSpawn !== 'daemon')
+    throw new GatehouseError(
+      ErrorCode.PRIVILEGES,
+      `cgi-spawn = "${config.cgiSpawn}": script-alias ${suexec[0]!.url} runs its scripts as ${suexec[0]!.user}, which a front running as ${config.user} cannot do; use cgi-spawn = "daemon" (the default: the daemon keeps root for them)`,
+    );
+  return plan;
+}
+
+export interface RunningFront {
+  front: GatehouseFront;
+  scripts: FrontSpawner | null;
+  addresses: ListenAddress[];
+}
+
+/**
+ * Starts what serves `config`, in the order privileges need: the cgid
+ * daemon (it binds its socket as root, then drops to the user unless suexec
+ * routes need root), the front's logs and listen sockets (as root), then the
+ * front itself becomes the user (setgroups, setgid, setuid, checked). Every
+ * failure closes what did open and throws.
+ */
+export async function startFront(config: ServeConfig, plan: RunAsPlan, logger: Logger): Promise<RunningFront> {
+  let scripts: FrontSpawner | null = null;
+  if (config.cgiBin || config.scriptAlias.length > 0 || config.cgiExt.length > 0) {
+    try {
+      // The daemon's records go to the error log from its start on.
+      scripts = await startFrontSpawner(frontSpawnSettings(config, plan.account), logger.line, logger);
+    } catch (error) {
+      throw new GatehouseError(ErrorCode.SERVE_SETUP, `cannot start CGI scripts: ${(error as Error).message}`, { cause: error });
+    }
+  }
+  let opened: GatehouseFront;
+  try {
+    opened = new GatehouseFront({
+      config,
+      logger,
+      ...(scripts ? { spawner: scripts.spawner } : {}),
+      unixSocket: { mode: config.socketMode, ...(plan.socketOwner ? { owner: plan.socketOwner } : {}) },
+    });
+  } catch (error) {
+    await scripts?.stop();
+    throw error;
+  }
+  try {
+    const addresses = await opened.listen();
+    if (plan.account) dropPrivileges(plan.account);
+    return { front: opened, scripts, addresses };
+  } catch (error) {
+    // Close what did open (other addresses, the cgid daemon): left running, they would keep this process alive.
+    await opened.stop(0);
+    await scripts?.stop();
+    throw error;
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
+  // Before anything starts a process: systemd's sockets and variables are taken, so no child inherits them.
+  takeSystemdEnvironment();
   let config: ServeConfig;
   let file: string | undefined;
+  let flags: Record<string, unknown>;
   let check = false;
   try {
-    const { config: configFile, check: checkOnly, help, ...flags } = splitLongOptions(argv, [...COMMAND_OPTIONS, ...serveFlagOptions()]);
+    const { config: configFile, check: checkOnly, help, ...rest } = splitLongOptions(argv, [...COMMAND_OPTIONS, ...serveFlagOptions()]);
     if (help) {
       process.stdout.write(`${serveUsage()}\n`);
       return 0;
     }
+    flags = rest;
     file = typeof configFile === 'string' ? configFile : undefined;
     check = checkOnly === true;
     config = loadServeConfig({ ...(file !== undefined ? { file } : {}), flags });
@@ -94,11 +174,27 @@ export async function main(argv: string[]): Promise<number> {
     }
     throw error;
   }
+  let plan: RunAsPlan;
+  try {
+    plan = serveRunAs(config);
+  } catch (error) {
+    if (!(error instanceof GatehouseError)) throw error;
+    process.stderr.write(`gatehouse serve: ${error.message}\n`);
+    return 1;
+  }
   if (check) {
-    process.stdout.write(`${checkReport(config, file).join('\n')}\n`);
+    process.stdout.write(`${checkReport(config, file, plan).join('\n')}\n`);
     return 0;
   }
-  // The error log first: the cgid daemon's records go to it from its start on.
+  // Handlers first: a HUP or TERM that arrives while serve starts is kept for when it runs (HUP's default would kill it).
+  let act: { stop(signal: NodeJS.Signals): void; reload(): void } | null = null;
+  let stopEarly: NodeJS.Signals | null = null;
+  let reloadEarly = false;
+  handleServeSignals({
+    stop: (signal) => (act ? act.stop(signal) : (stopEarly = signal)),
+    reload: () => (act ? act.reload() : (reloadEarly = true)),
+  });
+  // The error log first, as root (like the sockets): the cgid daemon's records go to it from its start on.
   let logger: Logger;
   try {
     logger = openLogger({ role: 'serve', level: config.logLevel, format: config.logFormat, target: config.errorLog });
@@ -106,10 +202,10 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
     return 1;
   }
-  let front: GatehouseFront | undefined;
+  let running: RunningFront | undefined;
   // SIGUSR1 reopens the logs (and, listened for, no longer opens Node's inspector).
   const stopReopening = onReopenSignal(async () => {
-    if (front) await front.reopenLogs();
+    if (running) await running.front.reopenLogs();
     else await logger.reopen();
   });
   const finish = async (status: number) => {
@@ -117,37 +213,19 @@ export async function main(argv: string[]): Promise<number> {
     await logger.close();
     return status;
   };
-  // Scripts start through the cgid daemon by default (started here, before the front takes requests).
-  let scripts: FrontSpawner | null = null;
-  if (config.cgiBin || config.scriptAlias.length > 0 || config.cgiExt.length > 0) {
-    try {
-      scripts = await startFrontSpawner(frontSpawnSettings(config), logger.line, logger);
-    } catch (error) {
-      process.stderr.write(`gatehouse serve: cannot start CGI scripts: ${(error as Error).message}\n`);
-      return finish(1);
-    }
-  }
   try {
-    front = new GatehouseFront({ config, logger, ...(scripts ? { spawner: scripts.spawner } : {}) });
+    running = await startFront(config, plan, logger);
   } catch (error) {
     process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
-    await scripts?.stop();
     return finish(1);
   }
-  let addresses;
-  try {
-    addresses = await front.listen();
-  } catch (error) {
-    process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
-    // Close what did open (other addresses, the cgid daemon): left running, they would keep this process alive.
-    await front.stop(0);
-    await scripts?.stop();
-    return finish(1);
-  }
+  const { front, scripts, addresses } = running;
+  for (const warning of plan.warnings) logger.warn(warning);
   logger.info(
-    `listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}`,
+    `listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}${plan.account ? `; running as ${describeAccount(plan.account)}` : ''}`,
   );
-  const running = front;
+  notifySystemd('READY=1', `STATUS=serving on ${addresses.map(formatListenAddress).join(', ')}`);
+  const reloader = new Reloader(front, () => loadServeConfig({ ...(file !== undefined ? { file } : {}), flags }), file);
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
@@ -157,8 +235,9 @@ export async function main(argv: string[]): Promise<number> {
         process.exit(1);
       }
       stopping = true;
-      logger.info(`${signal}: finishing requests in flight (up to ${config.shutdownGraceMs} ms), then exiting`);
-      running
+      notifySystemd('STOPPING=1');
+      logger.info(`${signal}: finishing requests in flight (up to ${front.config.shutdownGraceMs} ms), then exiting`);
+      front
         .stop()
         .then(() => scripts?.stop())
         .then(
@@ -174,8 +253,60 @@ export async function main(argv: string[]): Promise<number> {
         })
         .then(resolve);
     };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-    process.on('SIGQUIT', stop);
+    act = { stop, reload: () => reloader.request() };
+    if (stopEarly) stop(stopEarly);
+    else if (reloadEarly) reloader.request();
   });
+}
+
+/**
+ * SIGHUP: re-read the configuration file (with the same flags over it),
+ * validate it, and swap it in (GatehouseFront.reload). One reload at a time;
+ * a HUP that arrives during one is performed after it, once. A configuration
+ * that fails validation, or changes what only a restart can, is refused with
+ * a log line and the running one stays. systemd hears RELOADING=1, then
+ * READY=1 (Type=notify).
+ */
+class Reloader {
+  #running = false;
+  #again = false;
+
+  constructor(
+    readonly front: GatehouseFront,
+    readonly load: () => ServeConfig,
+    readonly file: string | undefined,
+  ) {}
+
+  request(): void {
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#running = true;
+    notifySystemd(...reloadingStates());
+    try {
+      this.#reload();
+    } finally {
+      notifySystemd('READY=1');
+      this.#running = false;
+    }
+    if (this.#again) {
+      this.#again = false;
+      this.request();
+    }
+  }
+
+  #reload(): void {
+    const source = this.file ?? 'the command line';
+    let next: ServeConfig;
+    try {
+      next = this.load();
+      this.front.reload(next);
+    } catch (error) {
+      const problems = error instanceof ConfigError || error instanceof UsageError ? error.problems.join('; ') : (error as Error).message;
+      this.front.logError(`SIGHUP: reload refused, still serving the previous configuration: ${source}: ${problems}`, 'error');
+      return;
+    }
+    this.front.logError(`SIGHUP: reloaded the configuration from ${source}`, 'info');
+  }
 }

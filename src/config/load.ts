@@ -20,10 +20,11 @@ import {
 import { ConfigError, UsageError } from '../errors.js';
 import { closestName } from '../options/command-line.js';
 import { readValue, type ValueRule } from '../options/values.js';
+import { HTTP_MIN_HEADER_BYTES } from '../limits.js';
 import { resolveAddress } from '../fastcgi/client/address.js';
 import { RouteTable } from '../http/routes.js';
+import { activatedSockets, lookupGroupId, lookupUser } from '../sys/index.js';
 import { compileAccessLogFormat } from '../http/access-log-format.js';
-import { lookupGroupId, lookupUser } from '../sys/index.js';
 
 export { ConfigError, UsageError, closestName };
 
@@ -293,14 +294,15 @@ function validate(config: ServeConfig, problems: string[]): void {
   }
   const accessLogFormat = compileAccessLogFormat(config.accessLogFormat);
   if (typeof accessLogFormat !== 'function') problems.push(`access-log-format: ${accessLogFormat.problem}`);
-  if (config.maxHeaderBytes < 1024)
+  if (config.maxHeaderBytes < HTTP_MIN_HEADER_BYTES)
     problems.push(
-      `max-header-bytes: ${config.maxHeaderBytes} is too small for any request head; write at least 1024 (default ${SERVE_DEFAULTS.maxHeaderBytes})`,
+      `max-header-bytes: ${config.maxHeaderBytes} is too small for any request head; write at least ${HTTP_MIN_HEADER_BYTES} (default ${SERVE_DEFAULTS.maxHeaderBytes})`,
     );
   if (config.maxUrlBytes < 1) problems.push(`max-url-bytes: must be at least 1 (default ${SERVE_DEFAULTS.maxUrlBytes})`);
   // 0 would mean "kill every script at once"; there is no "no limit" for scripts (a hung one would hold its slot forever).
   if (config.scriptTimeoutMs < 1) problems.push('script-timeout: must be longer than 0; write a time such as 60s or 500ms');
   checkSuexecAccounts(config, problems);
+  checkRunAsAccounts(config, problems);
   problems.push(...new RouteTable(config).shadowed(config));
 }
 
@@ -336,6 +338,24 @@ function checkSuexecAccounts(config: ServeConfig, problems: string[]): void {
   });
 }
 
+/** user, group, socket-user and socket-group name accounts that exist (one line each otherwise). */
+function checkRunAsAccounts(config: ServeConfig, problems: string[]): void {
+  if (config.group !== undefined && config.user === undefined)
+    problems.push('group: set user too; the front and the scripts run as that user and this group');
+  for (const [key, name] of [
+    ['user', config.user],
+    ['socket-user', config.socketUser],
+  ] as const)
+    if (name !== undefined && lookupUser(name) === null)
+      problems.push(`${key}: there is no user "${name}" on this system; create it (useradd), or name an existing user such as www-data`);
+  for (const [key, name] of [
+    ['group', config.group],
+    ['socket-group', config.socketGroup],
+  ] as const)
+    if (name !== undefined && lookupGroupId(name) === null)
+      problems.push(`${key}: there is no group "${name}" on this system; create it (groupadd), or name an existing group such as www-data`);
+}
+
 export interface LoadOptions {
   /** Path of a TOML config file. */
   file?: string;
@@ -346,6 +366,7 @@ export interface LoadOptions {
 
 export function loadServeConfig(options: LoadOptions): ServeConfig {
   const config: ServeConfig = structuredClone(SERVE_DEFAULTS);
+  const defaultListen = config.listen;
   const problems: string[] = [];
   const cwd = options.cwd ?? process.cwd();
   let source = 'command line';
@@ -371,6 +392,8 @@ export function loadServeConfig(options: LoadOptions): ServeConfig {
   const flagProblems: string[] = [];
   if (options.flags) apply(config, options.flags, cwd, flagProblems, 'flag');
   if (flagProblems.length > 0) throw new UsageError([...flagProblems, ...problems.map((problem) => `${source}: ${problem}`)]);
+  // Started by systemd's socket activation with no listen address given: the passed sockets are the ones to serve.
+  if (config.listen === defaultListen && activatedSockets().length > 0) config.listen = ['systemd'];
   if (problems.length === 0) validate(config, problems);
   if (problems.length > 0) throw new ConfigError(source, problems);
   return config;

@@ -30,6 +30,7 @@ import {
   HTTP_SHUTDOWN_GRACE_MS,
   FASTCGI_BUFFER_MEMORY_BYTES,
   FASTCGI_MAX_TEMP_FILE_BYTES,
+  UNIX_SOCKET_MODE,
 } from '../limits.js';
 
 /**
@@ -58,6 +59,46 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
     argument: 'ADDR',
     summary: 'where to accept HTTP: HOST:PORT, [::1]:PORT, *:PORT, unix:/path, or fd:N for an inherited socket (repeatable)',
     defaultText: '127.0.0.1:8080',
+  },
+  {
+    name: 'user',
+    kind: 'string',
+    flag: true,
+    argument: 'USER',
+    summary:
+      'started as root: run the front and the scripts as this user once the sockets are bound and the logs open (required as root; "root" keeps root, with a warning)',
+  },
+  {
+    name: 'group',
+    kind: 'string',
+    flag: true,
+    argument: 'GROUP',
+    summary: "with user: the group to run as, instead of the user's login group",
+    defaultText: "the user's login group",
+  },
+  {
+    name: 'socket-user',
+    kind: 'string',
+    flag: true,
+    argument: 'USER',
+    summary: 'owner of unix listen sockets (php-fpm listen.owner)',
+    defaultText: 'user, else the user serve runs as',
+  },
+  {
+    name: 'socket-group',
+    kind: 'string',
+    flag: true,
+    argument: 'GROUP',
+    summary: "group of unix listen sockets, e.g. the web server's (php-fpm listen.group)",
+    defaultText: "socket-user's login group",
+  },
+  {
+    name: 'socket-mode',
+    kind: 'mode',
+    flag: true,
+    argument: 'MODE',
+    summary: 'permissions of unix listen sockets, set at bind (php-fpm listen.mode)',
+    defaultText: '0660',
   },
   {
     name: 'docroot',
@@ -323,7 +364,7 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
     argument: 'DIR',
     aliases: ['DefaultRuntimeDir'],
     summary: 'where the cgid socket lives (created 0700; refused when other users can write it)',
-    defaultText: '/run/gatehouse as root, else $XDG_RUNTIME_DIR/gatehouse or $TMPDIR/gatehouse-UID',
+    defaultText: '/run/gatehouse as root (/run/gatehouse-USER with user), else $XDG_RUNTIME_DIR/gatehouse or $TMPDIR/gatehouse-UID',
   },
   {
     name: 'rlimit-cpu',
@@ -428,6 +469,13 @@ export interface FastCGIRouteConfig {
 
 export interface ServeConfig {
   listen: string[];
+  /** As root: the user (and group) the front and the scripts run as after start-up. */
+  user?: string;
+  group?: string;
+  /** Owner, group and mode of unix listen sockets. */
+  socketUser?: string;
+  socketGroup?: string;
+  socketMode: number;
   docroot?: string;
   cgiBin?: string;
   cgiExt: string[];
@@ -477,6 +525,7 @@ export interface ServeConfig {
 
 export const SERVE_DEFAULTS: ServeConfig = {
   listen: ['127.0.0.1:8080'],
+  socketMode: UNIX_SOCKET_MODE,
   cgiExt: [],
   scriptAlias: [],
   fastcgi: [],

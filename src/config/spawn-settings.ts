@@ -1,10 +1,12 @@
 /** How `gatehouse serve`'s configuration chooses and sets up the script spawner (src/spawn/modes.ts). */
 import type { FrontSpawnSettings } from '../spawn/modes.js';
+import type { Account } from '../sys/index.js';
 import type { ServeConfig } from './schema.js';
 
-/** The spawn settings from `gatehouse serve`'s configuration. */
-export function frontSpawnSettings(config: ServeConfig): FrontSpawnSettings {
+/** The spawn settings from `gatehouse serve`'s configuration; `runAs`: the account the front drops to. */
+export function frontSpawnSettings(config: ServeConfig, runAs?: Account | null): FrontSpawnSettings {
   return {
+    ...(runAs ? { runAs: { user: runAs.user.name, group: runAs.groupName, uid: runAs.user.uid, gid: runAs.gid } } : {}),
     mode: config.cgiSpawn,
     ...(config.scriptSock !== undefined ? { scriptSock: config.scriptSock } : {}),
     ...(config.runtimeDir !== undefined ? { runtimeDir: config.runtimeDir } : {}),

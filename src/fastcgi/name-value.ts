@@ -4,7 +4,7 @@
  * Names and values are bytes, not text: decoding keeps them as Buffers so no
  * byte is lost; callers choose how to show them.
  */
-import { ErrorCode, FastCGIProtocolError } from '../errors.js';
+import { ErrorCode, FastCGIProtocolError, InvalidArgumentError } from '../errors.js';
 
 export type NameValueInput = string | Uint8Array;
 export type NameValuePair = [name: Buffer, value: Buffer];
@@ -36,7 +36,8 @@ export function writeNameValueLength(target: Buffer, offset: number, length: num
 export function encodeNameValuePair(name: NameValueInput, value: NameValueInput): Buffer {
   const nameBytes = toBytes(name);
   const valueBytes = toBytes(value);
-  if (nameBytes.length > MAX_LENGTH || valueBytes.length > MAX_LENGTH) throw new RangeError('name or value longer than 2^31-1 bytes');
+  if (nameBytes.length > MAX_LENGTH || valueBytes.length > MAX_LENGTH)
+    throw new InvalidArgumentError('name or value longer than 2^31-1 bytes');
   const out = Buffer.allocUnsafe(lengthSize(nameBytes.length) + lengthSize(valueBytes.length) + nameBytes.length + valueBytes.length);
   let offset = writeNameValueLength(out, 0, nameBytes.length);
   offset = writeNameValueLength(out, offset, valueBytes.length);

@@ -5,7 +5,7 @@
  * and nginx does it); content above 65535 bytes is cut into several records.
  */
 import { FCGI_MAX_CONTENT_LENGTH } from '../limits.js';
-import { ErrorCode, FastCGIProtocolError } from '../errors.js';
+import { ErrorCode, FastCGIProtocolError, InvalidArgumentError } from '../errors.js';
 import { FCGI_HEADER_LEN, FCGI_KEEP_CONN, FCGI_VERSION_1, RecordType, type ProtocolStatus, type Role } from './protocol.js';
 import { writeNameValueLength, type NameValueInput } from './name-value.js';
 
@@ -37,7 +37,9 @@ function writeHeader(target: Buffer, offset: number, type: number, requestId: nu
 /** One record in one buffer. `content` must fit in a record (at most 65535 bytes). */
 export function encodeRecord(type: number, requestId: number, content: Uint8Array = ZERO_PADDING.subarray(0, 0)): Buffer {
   if (content.length > FCGI_MAX_CONTENT_LENGTH) {
-    throw new RangeError(`record content of ${content.length} bytes exceeds ${FCGI_MAX_CONTENT_LENGTH}; use frameStream() to split it`);
+    throw new InvalidArgumentError(
+      `record content of ${content.length} bytes exceeds ${FCGI_MAX_CONTENT_LENGTH}; use frameStream() to split it`,
+    );
   }
   const padding = paddingFor(content.length);
   const out = Buffer.allocUnsafe(FCGI_HEADER_LEN + content.length + padding);

@@ -34,11 +34,17 @@ import { refuseChunkedBody } from '../cgi/body-policy.js';
 import { HTTP_CHUNK_LINE_MAX_BYTES } from '../limits.js';
 
 export class ChunkSizeGuard {
-  readonly #maxBodyBytes: number;
-  readonly #maxHeadBytes: number;
+  #maxBodyBytes: number;
+  #maxHeadBytes: number;
   readonly #connections = new WeakMap<Socket, FramingFollower>();
 
   constructor(maxBodyBytes: number, maxHeadBytes: number) {
+    this.#maxBodyBytes = maxBodyBytes;
+    this.#maxHeadBytes = maxHeadBytes;
+  }
+
+  /** New limits (a configuration reload) for connections watched from now on; those already followed keep theirs. */
+  setLimits(maxBodyBytes: number, maxHeadBytes: number): void {
     this.#maxBodyBytes = maxBodyBytes;
     this.#maxHeadBytes = maxHeadBytes;
   }

@@ -17,7 +17,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { FastCGIClient } from '../fastcgi/client/index.js';
 import type { UpstreamResponse } from '../fastcgi/client/request.js';
-import { ErrorCode, UpstreamError } from '../errors.js';
+import { ErrorCode, UpstreamError, InvalidArgumentError } from '../errors.js';
 import { buildEnvironment, type EnvironmentPolicy } from '../cgi/environment.js';
 import { ResponseHeadParser, type CgiResponseHead } from '../cgi/response-head.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
@@ -146,9 +146,9 @@ class FastCGIProxy {
 
   constructor(options: FastCGIHandlerOptions) {
     if (options.upstreams.length === 0)
-      throw new TypeError('fastcgi(): give at least one upstream, e.g. upstreams: ["unix:/run/php/php-fpm.sock"]');
+      throw new InvalidArgumentError('fastcgi(): give at least one upstream, e.g. upstreams: ["unix:/run/php/php-fpm.sock"]');
     if (!path.isAbsolute(options.documentRoot))
-      throw new TypeError(`fastcgi(): documentRoot must be an absolute path, got ${JSON.stringify(options.documentRoot)}`);
+      throw new InvalidArgumentError(`fastcgi(): documentRoot must be an absolute path, got ${JSON.stringify(options.documentRoot)}`);
     this.#options = options;
     this.documentRoot = options.documentRoot;
     this.mountName = (options.urlPrefix ?? '/').replace(/\/+$/, '');

@@ -11,13 +11,14 @@
  * (chunk-size-guard.ts), an access and error log, and a graceful stop.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import { lstatSync, unlinkSync } from 'node:fs';
-import net from 'node:net';
+import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cgi, type CgiHandler } from '../cgi/handler.js';
 import type { ScriptSpawner } from '../spawn/spawner.js';
 import type { ServeConfig } from '../config/schema.js';
-import { formatListenAddress, netListenOptions, parseListenAddress, type ListenAddress } from '../options/listen-address.js';
+import { formatListenAddress, parseListenAddress, type ListenAddress } from '../options/listen-address.js';
+import { listenServer, resolveActivatedAddress, type ServerListening, type UnixSocketOptions } from '../sys/index.js';
+import { restartOnlyChanges } from '../config/reload.js';
 import { fastcgi, type FastCGIHandler } from './fastcgi-handler.js';
 import { RouteTable } from './routes.js';
 import { AccessLog, countResponseBytes } from './logs.js';
@@ -28,19 +29,55 @@ import { normaliseUrlPath } from '../cgi/resolve.js';
 import { plainAddress, readHttpRequest, splitAbsoluteForm } from '../cgi/http-request.js';
 import { ChunkSizeGuard } from './chunk-size-guard.js';
 import { describeSendTimeout, SendTimeout, type SendTimeoutEvent } from '../cgi/send-timeout.js';
-import { HTTP_MAX_REQUESTS_PER_SOCKET, HTTP_TIMEOUT_CHECK_MAX_MS, HTTP_TIMEOUT_CHECK_MIN_MS } from '../limits.js';
-import { ErrorCode, GatehouseError } from '../errors.js';
+import {
+  HTTP_MAX_REQUESTS_PER_SOCKET,
+  HTTP_STOP_POLL_MS,
+  HTTP_STOP_REAP_SLACK_MS,
+  HTTP_TIMEOUT_CHECK_MAX_MS,
+  HTTP_TIMEOUT_CHECK_MIN_MS,
+} from '../limits.js';
+import { ConfigError, ErrorCode, GatehouseError } from '../errors.js';
 
 export interface FrontOptions {
   config: ServeConfig;
   /** How CGI scripts are started (the cgid daemon's client, or in-process spawning). */
   spawner?: ScriptSpawner;
+  /** Mode and owner of unix listeners (serve's socket-mode, socket-user, socket-group, resolved to ids). */
+  unixSocket?: UnixSocketOptions;
   /**
    * The error log, when the caller made it (gatehouse serve opens it first, for
    * the cgid daemon's lines); the caller then closes it. Default: opened from
    * the configuration (error-log, log-level, log-format) and closed by stop().
    */
   logger?: Logger;
+}
+
+/**
+ * What one configuration serves: its routes and the handlers behind them.
+ * A reload builds a new site and swaps it in; requests already running keep
+ * the site they started with, and a replaced site's FastCGI connections are
+ * closed once its last request is done.
+ */
+interface Site {
+  readonly config: ServeConfig;
+  readonly routes: RouteTable;
+  readonly cgi: CgiHandler | null;
+  readonly fastcgi: FastCGIHandler[];
+  readonly static: ((req: IncomingMessage, res: ServerResponse) => void) | null;
+  inFlight: number;
+  retired: boolean;
+}
+
+/**
+ * The limits node:http applies per server, set at creation and again by a
+ * reload (Node reads them for each new connection and on each sweep).
+ */
+function applyServerLimits(server: http.Server, config: ServeConfig): void {
+  server.headersTimeout = config.headersTimeoutMs;
+  server.requestTimeout = config.requestTimeoutMs;
+  server.keepAliveTimeout = config.keepaliveTimeoutMs;
+  // Read by node:http when a connection's parser starts (not in @types/node's Server type).
+  (server as http.Server & { maxHeaderSize?: number }).maxHeaderSize = config.maxHeaderBytes;
 }
 
 /** How often Node sweeps connections for headers-timeout and request-timeout: a fraction of the shorter one, at most 1 s. */
@@ -63,103 +100,53 @@ function requestLineTooLong(rawPacket: unknown, maxUrlBytes: number): boolean {
   return lineEnd === -1 || line.length > maxUrlBytes;
 }
 
-/**
- * Listens, with errors that say what to do. A unix socket path left behind by
- * a server that died is replaced, but only when it is a socket and nothing
- * answers on it: a live server's socket is never taken over.
- */
-async function listenOn(server: http.Server, address: ListenAddress): Promise<void> {
-  const attempt = () =>
-    new Promise<void>((resolve, reject) => {
-      const onError = (error: Error) => reject(error);
-      server.once('error', onError);
-      const listening = () => {
-        server.off('error', onError);
-        resolve();
-      };
-      server.listen(netListenOptions(address), listening);
-    });
-  try {
-    await attempt();
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if ('path' in address && code === 'EADDRINUSE' && isSocketFile(address.path) && !(await answers(address.path))) {
-      unlinkSync(address.path);
-      return attempt().catch((again: NodeJS.ErrnoException) => {
-        throw new GatehouseError(ErrorCode.SERVE_SETUP, `cannot listen on ${formatListenAddress(address)}: ${again.code ?? again.message}`);
-      });
-    }
-    const advice: Record<string, string> = {
-      EADDRINUSE:
-        'path' in address
-          ? isSocketFile(address.path)
-            ? 'another server is listening on this socket'
-            : 'a file that is not a socket is in the way'
-          : 'another process is listening on this port (stop it, or choose another --listen)',
-      EACCES:
-        'path' in address
-          ? 'permission denied (check the directory)'
-          : 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)',
-      EADDRNOTAVAIL: 'no network interface has this address',
-      ENOENT: 'the directory does not exist',
-    };
-    throw new GatehouseError(
-      ErrorCode.SERVE_SETUP,
-      `cannot listen on ${formatListenAddress(address)}: ${code ?? ''}${code && advice[code] ? `: ${advice[code]}` : `: ${(error as Error).message}`}`,
-    );
-  }
-}
-
 /** The client's address as logs and REMOTE_ADDR show it (undefined once the socket is gone). */
 function clientAddress(socket: net.Socket): string | undefined {
   return socket.remoteAddress === undefined ? undefined : plainAddress(socket.remoteAddress);
 }
 
-function isSocketFile(socketPath: string): boolean {
-  try {
-    return lstatSync(socketPath).isSocket();
-  } catch {
-    return false;
-  }
-}
-
-function answers(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const probe = net.connect(socketPath, () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.on('error', () => resolve(false));
-  });
-}
-
 export class GatehouseFront {
-  readonly config: ServeConfig;
   readonly #servers: http.Server[] = [];
+  readonly #listening: ServerListening[] = [];
   readonly #accessLog: AccessLog;
   /** The error log. */
   readonly log: Logger;
   readonly #ownsLogger: boolean;
-  readonly #routes: RouteTable;
-  readonly #cgi: CgiHandler | null;
-  readonly #fastcgi: FastCGIHandler[] = [];
-  readonly #static: ((req: IncomingMessage, res: ServerResponse) => void) | null;
-  readonly #boundSockets: Array<{ path: string; inode: number }> = [];
+  readonly #spawner: ScriptSpawner | undefined;
+  readonly #unixSocket: UnixSocketOptions | undefined;
+  /** Refuses a chunk announced above max-body at once; its limits follow a reload for new connections. */
   readonly #chunkSizeGuard: ChunkSizeGuard;
   /** Every connection, whatever answers on it (scripts, FastCGI, static files, nph output written to the socket itself). */
   readonly #sendTimeout: SendTimeout;
+  /** What the current configuration serves; replaced by reload(). */
+  #site: Site;
+  /** Sites replaced by a reload whose requests are still running. */
+  readonly #retired = new Set<Site>();
   #inFlight = 0;
   #idleWaiters: Array<() => void> = [];
   #stopping = false;
 
   constructor(options: FrontOptions) {
     const { config } = options;
-    this.config = config;
+    this.#spawner = options.spawner;
+    this.#unixSocket = options.unixSocket;
     this.#ownsLogger = options.logger === undefined;
     this.log =
       options.logger ??
       openLogger({ role: 'serve', level: config.logLevel, format: config.logFormat, target: config.errorLog, console: 'stderr' });
     this.#accessLog = new AccessLog(config.accessLog, config.accessLogFormat, this.log);
+    this.#chunkSizeGuard = new ChunkSizeGuard(config.maxBody, config.maxHeaderBytes);
+    this.#sendTimeout = new SendTimeout(config.sendTimeoutMs, (event) => this.#logSendTimeout(event));
+    this.#site = this.#buildSite(config);
+  }
+
+  /** The configuration being served (the latest one a reload accepted). */
+  get config(): ServeConfig {
+    return this.#site.config;
+  }
+
+  /** Routes and handlers for `config`. */
+  #buildSite(config: ServeConfig): Site {
     const errorLog = this.log.line;
     const scriptAliases = [
       ...(config.cgiBin ? [{ urlPrefix: '/cgi-bin/', directory: config.cgiBin }] : []),
@@ -172,7 +159,8 @@ export class GatehouseFront {
       setEnv: config.setEnv,
       passEnv: config.passEnv,
     };
-    this.#routes = new RouteTable(config);
+    const routes = new RouteTable(config);
+    const fastcgiHandlers: FastCGIHandler[] = [];
     // In the configuration's order: the route table names a FastCGI route by its position.
     for (const route of config.fastcgi) {
       const handler = fastcgi({
@@ -195,9 +183,9 @@ export class GatehouseFront {
         maxRequestBody: config.maxBody,
         errorLog,
       });
-      this.#fastcgi.push(handler);
+      fastcgiHandlers.push(handler);
     }
-    this.#cgi =
+    const cgiHandler =
       scriptAliases.length > 0 || config.cgiExt.length > 0
         ? cgi({
             ...environment,
@@ -213,16 +201,15 @@ export class GatehouseFront {
             maxQueuedScripts: config.maxQueuedScripts,
             maxRequestBody: config.maxBody,
             errorLog,
-            ...(options.spawner ? { spawner: options.spawner } : {}),
+            ...(this.#spawner ? { spawner: this.#spawner } : {}),
           })
         : null;
-    this.#static = config.docroot ? serveStatic({ documentRoot: config.docroot, errorLog }) : null;
-    this.#chunkSizeGuard = new ChunkSizeGuard(config.maxBody, config.maxHeaderBytes);
-    this.#sendTimeout = new SendTimeout(config.sendTimeoutMs, (event) => this.#logSendTimeout(event));
+    const staticFiles = config.docroot ? serveStatic({ documentRoot: config.docroot, errorLog }) : null;
+    return { config, routes, cgi: cgiHandler, fastcgi: fastcgiHandlers, static: staticFiles, inFlight: 0, retired: false };
   }
 
   #logSendTimeout(event: SendTimeoutEvent): void {
-    this.logError(describeSendTimeout(event, this.config.sendTimeoutMs), 'warn');
+    this.logError(describeSendTimeout(event, this.#sendTimeout.timeoutMs), 'warn');
   }
 
   /** One line in the error log (an error unless `level` says otherwise). */
@@ -253,6 +240,9 @@ export class GatehouseFront {
     // As REMOTE_ADDR: an IPv4 client on a dual-stack (::) listener is a.b.c.d, not ::ffff:a.b.c.d.
     const remoteAddress = clientAddress(req.socket);
     const bodyBytes = countResponseBytes(res);
+    // The site this request started on serves it to the end, whatever a reload swaps in meanwhile.
+    const site = this.#site;
+    site.inFlight++;
     this.#inFlight++;
     let logged = false;
     const done = () => {
@@ -273,6 +263,7 @@ export class GatehouseFront {
         // A log line is never worth the server: this runs in an event handler, where a throw ends the process.
         this.logError(`access log: cannot log ${req.method} ${req.url}: ${(error as Error).message}`);
       }
+      if (--site.inFlight === 0 && site.retired) this.#closeSite(site);
       if (--this.#inFlight === 0) {
         const waiters = this.#idleWaiters;
         this.#idleWaiters = [];
@@ -295,9 +286,9 @@ export class GatehouseFront {
       target = absolute.originForm;
       req.url = target;
     }
-    if (Buffer.byteLength(target, 'latin1') > this.config.maxUrlBytes) {
+    if (Buffer.byteLength(target, 'latin1') > site.config.maxUrlBytes) {
       this.logError(
-        `request target of ${target.length} bytes from ${clientAddress(req.socket)} exceeds max-url-bytes (${this.config.maxUrlBytes}): 414`,
+        `request target of ${target.length} bytes from ${clientAddress(req.socket)} exceeds max-url-bytes (${site.config.maxUrlBytes}): 414`,
       );
       return sendErrorPage(res, 414, true);
     }
@@ -314,96 +305,140 @@ export class GatehouseFront {
       return sendErrorPage(res, normalised.status);
     }
     const path = `/${normalised.segments.join('/')}${normalised.trailingSlash && normalised.segments.length > 0 ? '/' : ''}`;
-    const route = this.#routes.select(path);
+    const route = site.routes.select(path);
     if (route.kind === 'fastcgi') {
-      this.#fastcgi[route.index]!(req, res, () => this.#afterCgi(req, res));
+      site.fastcgi[route.index]!(req, res, () => this.#afterCgi(site, req, res));
       return;
     }
     // A CGI directory, or the document root: the CGI handler resolves the script (or finds none), then static files.
-    this.#afterCgi(req, res, true);
+    this.#afterCgi(site, req, res, true);
   };
 
-  #afterCgi(req: IncomingMessage, res: ServerResponse, tryCgi = false): void {
-    if (tryCgi && this.#cgi) {
-      this.#cgi(req, res, () => this.#serveStatic(req, res));
+  #afterCgi(site: Site, req: IncomingMessage, res: ServerResponse, tryCgi = false): void {
+    if (tryCgi && site.cgi) {
+      site.cgi(req, res, () => this.#serveStatic(site, req, res));
       return;
     }
-    this.#serveStatic(req, res);
+    this.#serveStatic(site, req, res);
   }
 
-  #serveStatic(req: IncomingMessage, res: ServerResponse): void {
-    if (this.#static) this.#static(req, res);
+  #serveStatic(site: Site, req: IncomingMessage, res: ServerResponse): void {
+    if (site.static) site.static(req, res);
     else sendErrorPage(res, 404);
   }
 
-  /** Starts listening on every configured address; resolves with the addresses actually bound. */
+  /**
+   * Starts listening on every configured address (`systemd` stands for every
+   * socket systemd passed); resolves with the addresses actually bound. Unix
+   * sockets get the configured mode from bind on and their owner before
+   * listen (src/sys/listen-server.ts); a stale one is replaced, a live one
+   * refused.
+   */
   async listen(): Promise<ListenAddress[]> {
     const bound: ListenAddress[] = [];
     for (const text of this.config.listen) {
-      const address = parseListenAddress(text);
-      if (typeof address === 'string') throw new GatehouseError(ErrorCode.SERVE_SETUP, address);
-      const answeredWithError = new WeakSet<object>();
-      const server = http.createServer(
-        {
-          headersTimeout: this.config.headersTimeoutMs,
-          requestTimeout: this.config.requestTimeoutMs,
-          keepAliveTimeout: this.config.keepaliveTimeoutMs,
-          maxHeaderSize: this.config.maxHeaderBytes,
-          // Reject ambiguous framing; never accept what a proxy in front might read differently.
-          insecureHTTPParser: false,
-          noDelay: true,
-          // Node enforces headersTimeout and requestTimeout only when this sweep runs (every 30 s by default):
-          // a 1 s headers-timeout would let a slow client hold its connection for up to 31 s.
-          connectionsCheckingInterval: timeoutSweepInterval(this.config),
-        },
-        this.handle,
-      );
-      server.maxRequestsPerSocket = HTTP_MAX_REQUESTS_PER_SOCKET;
-      // A chunk announced above max-body is refused at once (413) instead of waited for: see chunk-size-guard.ts.
-      server.on('connection', (socket: net.Socket) => {
-        this.#chunkSizeGuard.watch(socket);
-        this.#sendTimeout.watch(socket);
-      });
-      // Expect: 100-continue goes to the handlers, which send the 100 only when they will read the body:
-      // a body over max-body gets its 413 before the client sends it (Node would otherwise answer 100 at once).
-      server.on('checkContinue', this.handle);
-      server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
-        // A connection already answered with an error ends with the client's EOF: a second parse error, not news.
-        if (answeredWithError.has(socket)) return socket.destroy();
-        if (error.code !== 'ECONNRESET' && error.code !== 'EPIPE')
-          this.logError(`http: bad request from ${clientAddress(socket as net.Socket) ?? '-'}: ${error.code ?? ''} ${error.message}`);
-        // A response already under way (request-timeout while a script answers a slow body) cannot be followed by
-        // an error response: written now, it would land inside the first one's body. The connection is cut instead.
-        const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
-        if (!socket.writable || inFlight?.headersSent) return socket.destroy();
-        answeredWithError.add(socket);
-        const status =
-          error.code === 'HPE_HEADER_OVERFLOW'
-            ? requestLineTooLong((error as { rawPacket?: unknown }).rawPacket, this.config.maxUrlBytes)
-              ? 414
-              : 431
-            : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-              ? 408
-              : 400;
-        socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-        // Apache logs refused requests too ("-" for a request line it could not read): probes and attacks show up.
-        this.#accessLog.write({
-          remoteAddress: clientAddress(socket as net.Socket),
-          time: new Date(),
-          requestLine: null,
-          status,
-          bodyBytes: 0,
-          headers: {},
-          durationMicros: 0,
-        });
-      });
-      await listenOn(server, address);
-      if ('path' in address) this.#boundSockets.push({ path: address.path, inode: lstatSync(address.path).ino });
-      const actual = server.address();
-      bound.push(typeof actual === 'string' || actual === null ? address : { kind: 'tcp', host: actual.address, port: actual.port });
-      this.#servers.push(server);
+      const parsed = parseListenAddress(text);
+      if (typeof parsed === 'string') throw new GatehouseError(ErrorCode.SERVE_SETUP, parsed);
+      for (const address of resolveActivatedAddress(parsed)) {
+        const server = this.#createServer();
+        const listening = await listenServer(server, address, this.#unixSocket ? { unix: this.#unixSocket } : {});
+        if (listening.replacedStale)
+          this.logError(`replaced a stale socket at ${formatListenAddress(address)} (nothing was accepting on it)`, 'info');
+        this.#listening.push(listening);
+        this.#servers.push(server);
+        bound.push(listening.address);
+      }
     }
     return bound;
+  }
+
+  /** One node:http server with the configuration's limits, answering through handle(). */
+  #createServer(): http.Server {
+    const answeredWithError = new WeakSet<object>();
+    const server = http.createServer(
+      {
+        // Reject ambiguous framing; never accept what a proxy in front might read differently.
+        insecureHTTPParser: false,
+        noDelay: true,
+        // Node enforces headersTimeout and requestTimeout only when this sweep runs (every 30 s by default):
+        // a 1 s headers-timeout would let a slow client hold its connection for up to 31 s.
+        connectionsCheckingInterval: timeoutSweepInterval(this.config),
+      },
+      this.handle,
+    );
+    applyServerLimits(server, this.config);
+    server.maxRequestsPerSocket = HTTP_MAX_REQUESTS_PER_SOCKET;
+    // A chunk announced above max-body is refused at once (413) instead of waited for: see chunk-size-guard.ts.
+    server.on('connection', (socket: net.Socket) => {
+      this.#chunkSizeGuard.watch(socket);
+      this.#sendTimeout.watch(socket);
+    });
+    // Expect: 100-continue goes to the handlers, which send the 100 only when they will read the body:
+    // a body over max-body gets its 413 before the client sends it (Node would otherwise answer 100 at once).
+    server.on('checkContinue', this.handle);
+    server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+      // A connection already answered with an error ends with the client's EOF: a second parse error, not news.
+      if (answeredWithError.has(socket)) return socket.destroy();
+      if (error.code !== 'ECONNRESET' && error.code !== 'EPIPE')
+        this.logError(`http: bad request from ${clientAddress(socket as net.Socket) ?? '-'}: ${error.code ?? ''} ${error.message}`);
+      // A response already under way (request-timeout while a script answers a slow body) cannot be followed by
+      // an error response: written now, it would land inside the first one's body. The connection is cut instead.
+      const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (!socket.writable || inFlight?.headersSent) return socket.destroy();
+      answeredWithError.add(socket);
+      const status =
+        error.code === 'HPE_HEADER_OVERFLOW'
+          ? requestLineTooLong((error as { rawPacket?: unknown }).rawPacket, this.config.maxUrlBytes)
+            ? 414
+            : 431
+          : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+            ? 408
+            : 400;
+      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      // Apache logs refused requests too ("-" for a request line it could not read): probes and attacks show up.
+      this.#accessLog.write({
+        remoteAddress: clientAddress(socket as net.Socket),
+        time: new Date(),
+        requestLine: null,
+        status,
+        bodyBytes: 0,
+        headers: {},
+        durationMicros: 0,
+      });
+    });
+    return server;
+  }
+
+  /**
+   * Serves `config` from now on (SIGHUP): new connections and the next
+   * request of a kept-alive one use it; requests running finish on the
+   * configuration they started with, and the replaced routes' FastCGI
+   * connections close once the last of them is done. Keys that only a restart
+   * can change (listen addresses, users, logs, how scripts start) must be
+   * unchanged: otherwise a ConfigError names them and nothing changes.
+   */
+  reload(config: ServeConfig): void {
+    const changed = restartOnlyChanges(this.config, config);
+    if (changed.length > 0)
+      throw new ConfigError('reload', [
+        `${changed.join(', ')} changed: ${changed.length === 1 ? 'it takes' : 'they take'} effect only when gatehouse serve is restarted (systemctl restart); the running configuration stays`,
+      ]);
+    const previous = this.#site;
+    this.#site = this.#buildSite(config);
+    for (const server of this.#servers) applyServerLimits(server, config);
+    this.#chunkSizeGuard.setLimits(config.maxBody, config.maxHeaderBytes);
+    this.#sendTimeout.setTimeoutMs(config.sendTimeoutMs);
+    previous.retired = true;
+    if (previous.inFlight === 0) this.#closeSite(previous);
+    else this.#retired.add(previous);
+  }
+
+  /** A replaced site's last request is done: its FastCGI connections are closed. */
+  #closeSite(site: Site): void {
+    this.#retired.delete(site);
+    Promise.all(site.fastcgi.map((handler) => handler.close())).catch((error: unknown) =>
+      this.logError(`reload: closing the previous configuration's FastCGI connections: ${(error as Error).message}`),
+    );
   }
 
   /**
@@ -429,17 +464,14 @@ export class GatehouseFront {
     for (const server of this.#servers) server.closeAllConnections();
     await Promise.all(closed);
     // Closing the connections aborted their scripts; wait (bounded) until every one was reaped.
-    for (let waited = 0; this.#cgi && this.#cgi.limiter.running > 0 && waited < graceMs + 5000; waited += 50) await sleep(50);
-    await Promise.all(this.#fastcgi.map((handler) => handler.close()));
+    const sites = [this.#site, ...this.#retired];
+    const running = () => sites.reduce((total, site) => total + (site.cgi?.limiter.running ?? 0), 0);
+    for (let waited = 0; running() > 0 && waited < graceMs + HTTP_STOP_REAP_SLACK_MS; waited += HTTP_STOP_POLL_MS)
+      await sleep(HTTP_STOP_POLL_MS);
+    await Promise.all(sites.flatMap((site) => site.fastcgi.map((handler) => handler.close())));
     this.#sendTimeout.close();
     // Only sockets this front bound, and only while the path is still the same socket: never another server's.
-    for (const socket of this.#boundSockets) {
-      try {
-        if (lstatSync(socket.path).ino === socket.inode) unlinkSync(socket.path);
-      } catch {
-        /* node:http removed it already */
-      }
-    }
+    for (const listening of this.#listening) listening.removeSocket();
     await this.#accessLog.close();
     if (this.#ownsLogger) await this.log.close();
   }

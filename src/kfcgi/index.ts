@@ -8,8 +8,8 @@
  * them in order, so a SIGHUP never races a SIGTERM.
  */
 import { KFCGI_SOCKET_MODE } from '../limits.js';
-import { normalizeAddress } from '../sys/index.js';
-import { openListener, systemMaxBacklog, type Listener } from './listener.js';
+import { activatedSockets, normalizeAddress } from '../sys/index.js';
+import { adoptActivatedListener, openListener, systemMaxBacklog, type Listener } from './listener.js';
 import { createLogger, type Logger } from './log.js';
 import { onReopenSignal } from '../log/index.js';
 import type { KfcgiConfig } from './options.js';
@@ -69,11 +69,17 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
     // 1. The socket: stale ones removed, live ones refused; mode 0660 from bind on; owned by -u.
     const backlog = config.backlog ?? systemMaxBacklog();
     const notes: string[] = [];
-    listener = openListener(config.listen, backlog, config.socketUser, notes);
+    // Started from a .socket unit (systemd's socket activation): the passed socket is the pool's, -s is not bound.
+    const activated = activatedSockets();
+    listener =
+      activated.length > 0 ? adoptActivatedListener(activated, backlog) : openListener(config.listen, backlog, config.socketUser, notes);
+    if (activated.length > 0) config = { ...config, listen: listener.address };
     if (config.statusPath) statusServer = openStatusSocket(config.statusPath, config.socketUser, notes);
     for (const note of notes) log.notice(note);
     log.info(
-      `listening on ${listener.describe()}${config.listen.kind === 'unix' ? ` (mode ${KFCGI_SOCKET_MODE.toString(8)}${config.socketUser ? `, owner ${config.socketUser.name}` : ''})` : ''}, backlog ${backlog}`,
+      activated.length > 0
+        ? `listening on ${listener.describe()} (its mode, owner and backlog are the .socket unit's)`
+        : `listening on ${listener.describe()}${config.listen.kind === 'unix' ? ` (mode ${KFCGI_SOCKET_MODE.toString(8)}${config.socketUser ? `, owner ${config.socketUser.name}` : ''})` : ''}, backlog ${backlog}`,
     );
 
     // 2. What the jail will hide: the user's groups, /proc (to see whether a worker is idle, its CPU and memory).

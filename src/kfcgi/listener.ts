@@ -5,17 +5,20 @@
  * socket can be removed from inside the jail (unlinkat on a descriptor opened
  * before chroot).
  */
-import { chownSync, closeSync, lstatSync, openSync, constants as fsConstants, readFileSync, rmSync } from 'node:fs';
+import { chownSync, closeSync, openSync, constants as fsConstants, readFileSync, rmSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { ErrorCode, GatehouseError } from '../errors.js';
 import { KFCGI_FALLBACK_BACKLOG, KFCGI_SOCKET_MODE, KFCGI_SOMAXCONN_PATH, KFCGI_STALE_SOCKET_WAIT_MS } from '../limits.js';
 import {
+  claimUnixSocketPath,
   closeDescriptor,
   createListener,
   describeListenAddress,
   identityAt,
   unixSocketIsLive,
+  unixSocketPathState,
   unlinkAt,
+  type ActivatedSocket,
   type FileIdentity,
   type ListenAddress,
   type UserEntry,
@@ -81,31 +84,45 @@ export function systemMaxBacklog(): number {
 }
 
 /**
- * Makes room for a unix socket at `path`: nothing there is fine; a socket no
- * one answers on (left by a crash) is removed; a live server or a file that
- * is not a socket is an error that says what to do.
+ * Makes room for a unix socket at `path` (the check every command shares,
+ * src/sys): nothing there is fine; a socket no one answers on (left by a
+ * crash) is removed; a live server or a file that is not a socket is an
+ * error that says what to do. `what` names the path in that error.
  */
 export function clearStaleSocket(path: string, what: string): string | null {
-  let stat;
   try {
-    stat = lstatSync(path);
-  } catch {
-    return null;
+    // A socket that answers is asked again for a moment first (stillLive): it may be a killed manager's dying workers'.
+    if (unixSocketPathState(path) === 'live') stillLive(path);
+    return claimUnixSocketPath(path) ? `removed stale socket ${path} (nothing was accepting on it)` : null;
+  } catch (error) {
+    throw new GatehouseError(ErrorCode.KFCGI_SETUP, `${what}: ${(error as Error).message}`, { cause: error });
   }
-  if (!stat.isSocket()) {
+}
+
+/**
+ * The pool's socket when systemd passed it (socket activation, kfcgi@.socket):
+ * used as it is, never bound, chowned or removed here (the .socket unit owns
+ * its path, mode and owner). Exactly one socket must have been passed.
+ */
+export function adoptActivatedListener(sockets: readonly ActivatedSocket[], backlog: number): Listener {
+  if (sockets.length !== 1)
     throw new GatehouseError(
       ErrorCode.KFCGI_SETUP,
-      `${what} ${path} exists and is not a socket; kfcgi will not remove it: move it away or choose another path`,
+      `systemd passed ${sockets.length} sockets (${sockets.map((socket) => socket.name).join(', ')}); a pool serves one: give the .socket unit one ListenStream=`,
     );
-  }
-  if (stillLive(path)) {
-    throw new GatehouseError(
-      ErrorCode.KFCGI_SETUP,
-      `another server is accepting connections on ${path}: stop it first, or choose another path`,
-    );
-  }
-  rmSync(path, { force: true });
-  return `removed stale socket ${path} (nothing was accepting on it)`;
+  const { fd, name, address } = sockets[0]!;
+  let open = true;
+  return {
+    fd,
+    address: address ?? { kind: 'fd', fd },
+    backlog,
+    owned: null,
+    describe: () => `${address ? describeListenAddress(address) : `fd ${fd}`} (passed by systemd as fd ${fd}, ${name})`,
+    close: () => {
+      if (open) closeDescriptor(fd);
+      open = false;
+    },
+  };
 }
 
 /**

@@ -27,6 +27,7 @@ import {
   KFCGI_DEFAULT_SOCKET_PATH,
   KFCGI_DEFAULT_WORKERS,
   KFCGI_MAX_WORKERS,
+  KFCGI_MAX_WORKER_CONNECTIONS,
 } from '../limits.js';
 import { UsageError } from '../errors.js';
 import { DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log/index.js';
@@ -160,7 +161,7 @@ export const OPTIONS = [
     kind: 'integer',
     metavar: 'conns',
     min: 1,
-    max: 4096,
+    max: KFCGI_MAX_WORKER_CONNECTIONS,
     help: "variable pool: connections one worker is given at once (1 is kcgi's model; more for workers that multiplex, such as the gatehouse worker library)",
     defaultText: '1',
     gatehouse: true,
@@ -358,7 +359,12 @@ function findUser(name: string, flag: string): UserEntry {
  * checked before touching the system. Throws UsageError with every problem
  * found (one per line) so a user fixes them in one go.
  */
-export function validateOptions(commandLine: CommandLine, environment: NodeJS.ProcessEnv = process.env): KfcgiConfig {
+export function validateOptions(
+  commandLine: CommandLine,
+  environment: NodeJS.ProcessEnv = process.env,
+  /** systemd passed the pool's socket (socket activation): -s is not bound, so its directory is not checked. */
+  { socketActivated = false }: { socketActivated?: boolean } = {},
+): KfcgiConfig {
   const { options, program } = commandLine;
   const problems: string[] = [];
   const warnings: string[] = [];
@@ -415,7 +421,7 @@ export function validateOptions(commandLine: CommandLine, environment: NodeJS.Pr
     if (typeof address === 'string') throw new UsageError(`-s ${address}`);
     return address;
   });
-  if (listen?.kind === 'unix') {
+  if (listen?.kind === 'unix' && !socketActivated) {
     const directory = dirname(listen.path);
     if (!existsSync(directory)) problems.push(`the socket's directory ${directory} does not exist: create it or choose another -s path`);
     if (Buffer.byteLength(listen.path) >= 108) problems.push(`-s ${listen.path}: unix socket paths must be shorter than 108 bytes`);

@@ -5,7 +5,7 @@
  */
 import net from 'node:net';
 import { chownSync } from 'node:fs';
-import { KFCGI_SOCKET_MODE } from '../limits.js';
+import { KFCGI_SOCKET_MODE, KFCGI_STATUS_BACKLOG, KFCGI_STATUS_READ_TIMEOUT_MS } from '../limits.js';
 import { createListener, closeDescriptor, type UserEntry } from '../sys/index.js';
 import { clearStaleSocket, OwnedSocketPath } from './listener.js';
 import type { PoolStatus } from './supervisor.js';
@@ -22,7 +22,7 @@ export interface StatusServer {
 export function openStatusSocket(path: string, owner: UserEntry | null, notes: string[]): StatusServer {
   const note = clearStaleSocket(path, 'the status socket path');
   if (note) notes.push(note);
-  const fd = createListener({ kind: 'unix', path }, { backlog: 16, mode: KFCGI_SOCKET_MODE });
+  const fd = createListener({ kind: 'unix', path }, { backlog: KFCGI_STATUS_BACKLOG, mode: KFCGI_SOCKET_MODE });
   if (owner) chownSync(path, owner.uid, owner.gid);
   const owned = new OwnedSocketPath(path);
   let server: net.Server | null = null;
@@ -43,7 +43,7 @@ export function openStatusSocket(path: string, owner: UserEntry | null, notes: s
 }
 
 /** Reads the status from a running kfcgi's status socket. */
-export function readStatus(path: string, timeoutMs = 5000): Promise<PoolStatus> {
+export function readStatus(path: string, timeoutMs = KFCGI_STATUS_READ_TIMEOUT_MS): Promise<PoolStatus> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ path });
     let text = '';

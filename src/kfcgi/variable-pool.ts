@@ -29,7 +29,13 @@
 import { randomFillSync } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCode, GatehouseError } from '../errors.js';
-import { KFCGI_ACCEPT_BATCH, KFCGI_COOKIES_PER_READ, KFCGI_IDLE_SWEEP_MS, KFCGI_STARTUP_CHECK_MS } from '../limits.js';
+import {
+  KFCGI_ACCEPT_BATCH,
+  KFCGI_COOKIES_PER_RANDOM_FILL,
+  KFCGI_COOKIES_PER_READ,
+  KFCGI_IDLE_SWEEP_MS,
+  KFCGI_STARTUP_CHECK_MS,
+} from '../limits.js';
 import { KCGI_COOKIE_BYTES } from '../fastcgi/protocol.js';
 import {
   acceptConnection,
@@ -55,9 +61,9 @@ export const CONTROL_FD_IN_WORKER = 3;
 /** The cookies of one recvmsg on a worker's control socket. */
 const CONTROL_READ_BYTES = KCGI_COOKIE_BYTES * KFCGI_COOKIES_PER_READ;
 
-/** 64 random bits per connection, drawn from a pool refilled in bulk (one getrandom per 512 cookies). */
+/** 64 random bits per connection, drawn from a pool refilled in bulk (one getrandom per KFCGI_COOKIES_PER_RANDOM_FILL cookies). */
 class CookieSource {
-  readonly #pool = Buffer.alloc(KCGI_COOKIE_BYTES * 512);
+  readonly #pool = Buffer.alloc(KCGI_COOKIE_BYTES * KFCGI_COOKIES_PER_RANDOM_FILL);
   #offset = this.#pool.length;
   next(): Buffer {
     if (this.#offset >= this.#pool.length) {

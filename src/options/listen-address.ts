@@ -3,7 +3,9 @@
  * FastCGI client: `127.0.0.1:8080`, `[::1]:8080`, `:8080` (loopback),
  * `*:8080` (every interface), `localhost:8080`, `unix:/run/app.sock`, a bare
  * path where a command always took one (kfcgi's -s, the client's upstreams),
- * and `fd:3` for a socket inherited already listening. One reader, with a
+ * `fd:3` for a socket inherited already listening, and `systemd` or
+ * `systemd:NAME` for the sockets systemd passes (socket activation; every
+ * one, or the one with FileDescriptorName=NAME). One reader, with a
  * grammar per use (what each place may take), and one type: ListenAddress,
  * from src/sys, where the sockets are made.
  *
@@ -14,6 +16,7 @@
 import net from 'node:net';
 import path from 'node:path';
 import type { ListenAddress } from '../sys/index.js';
+import { ErrorCode, GatehouseError } from '../errors.js';
 
 export type { ListenAddress };
 
@@ -24,7 +27,7 @@ export interface AddressGrammar {
   relativePaths: boolean;
   /** Host names other than localhost (the FastCGI client resolves them; a listener binds numeric addresses only). */
   hostNames: boolean;
-  /** `fd:N`: a listening socket inherited on descriptor N. */
+  /** `fd:N`: a listening socket inherited on descriptor N; `systemd[:NAME]`: sockets systemd passed. */
   descriptors: boolean;
   /** Port 0: the kernel chooses (a listener only). */
   portZero: boolean;
@@ -73,7 +76,7 @@ const HOST_NAME = /^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$/;
 /** What to write instead, for a grammar. */
 function forms(grammar: AddressGrammar): string {
   const paths = grammar.barePaths === 'explicit' ? 'unix:/path or /path' : 'unix:/path';
-  return `write HOST:PORT (127.0.0.1:8080), [::1]:8080, ${grammar.descriptors ? `${paths}, or fd:N` : `or ${paths}`}`;
+  return `write HOST:PORT (127.0.0.1:8080), [::1]:8080, ${grammar.descriptors ? `${paths}, fd:N, or systemd` : `or ${paths}`}`;
 }
 
 /** Reads `text` by `grammar`: the address, or a message saying what is wrong and what to write. */
@@ -84,6 +87,15 @@ export function parseListenAddress(text: string, grammar: AddressGrammar = LISTE
     const digits = text.slice('fd:'.length);
     if (!/^\d{1,9}$/.test(digits)) return `"${text}": write fd:N with N the number of a descriptor inherited already listening, like fd:3`;
     return { kind: 'fd', fd: Number(digits) };
+  }
+  // Where descriptors are not taken (kfcgi's -s, upstreams), "systemd" is read as any other word: a path, or a mistake.
+  if (grammar.descriptors && (text === 'systemd' || text.startsWith('systemd:'))) {
+    if (text === 'systemd') return { kind: 'systemd' };
+    const name = text.slice('systemd:'.length);
+    // FileDescriptorName=: up to 255 printable characters, no colon (systemd.socket(5)).
+    if (!/^[\x21-\x39\x3b-\x7e]{1,255}$/.test(name))
+      return `"${text}": write systemd:NAME with NAME the FileDescriptorName= of the .socket unit, or systemd for every passed socket`;
+    return { kind: 'systemd', name };
   }
   const match = HOST_PORT.exec(text);
   if (match) {
@@ -136,12 +148,15 @@ function tcpAddress(
 export function formatListenAddress(address: ListenAddress): string {
   if (address.kind === 'unix') return `unix:${address.path}`;
   if (address.kind === 'fd') return `fd:${address.fd}`;
+  if (address.kind === 'systemd') return address.name === undefined ? 'systemd' : `systemd:${address.name}`;
   return address.host.includes(':') ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
 }
 
-/** What net.Server.listen() takes for `address`. */
+/** What net.Server.listen() takes for `address` (a `systemd` address is resolved to descriptors first: src/sys/systemd.ts). */
 export function netListenOptions(address: ListenAddress): net.ListenOptions | { fd: number } {
   if (address.kind === 'unix') return { path: address.path };
   if (address.kind === 'fd') return { fd: address.fd };
+  if (address.kind === 'systemd')
+    throw new GatehouseError(ErrorCode.ADDRESS_INVALID, `${formatListenAddress(address)} must be resolved to the passed sockets first`);
   return { host: address.host, port: address.port };
 }

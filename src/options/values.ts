@@ -24,6 +24,8 @@ export type ValueKind =
   | 'duration'
   /** One of `choices`. */
   | 'choice'
+  /** File permission bits in octal: 0660, 660 (a TOML number such as 0o660 too). */
+  | 'mode'
   /** A socket address by `address` (default: a listener's), src/options/listen-address.ts. */
   | 'address'
   /** Several addresses: repeatable, or a list in TOML. */
@@ -85,6 +87,16 @@ export function readValue(rule: ValueRule, raw: unknown): ValueResult {
       return typeof raw === 'string' && choices.includes(raw)
         ? { value: raw }
         : { problem: `${JSON.stringify(raw)} is not one of ${choices.join(', ')}; write one of them` };
+    }
+    case 'mode': {
+      if (typeof raw === 'number' || typeof raw === 'bigint') {
+        const bits = Number(raw);
+        return Number.isSafeInteger(bits) && bits >= 0 && bits <= 0o777
+          ? { value: bits }
+          : { problem: `${String(raw)} is not a mode; write octal permission bits such as "0660" (or 0o660)` };
+      }
+      if (typeof raw === 'string' && /^0?[0-7]{3}$/.test(raw.trim())) return { value: Number.parseInt(raw.trim(), 8) };
+      return { problem: `${JSON.stringify(raw)} is not a mode; write octal permission bits such as 0660` };
     }
     case 'address':
     case 'addresses': {

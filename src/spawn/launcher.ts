@@ -26,6 +26,12 @@ export interface LaunchPolicy {
   minGid?: number;
   /** Notes about scripts it started (one line each, an error unless a level is given); refusals are thrown, not logged. */
   log?: (line: string, level?: LogLevel) => void;
+  /**
+   * Scripts whose order names no user run as this account, when the process
+   * is root: a cgid daemon that kept root for suexec routes runs every other
+   * script as the user gatehouse serve runs as, never as root.
+   */
+  defaultRunAs?: { uid: number; gid: number };
 }
 
 /**
@@ -40,7 +46,8 @@ export async function launchScript(
   policy: LaunchPolicy = {},
 ): Promise<number> {
   const limits = limitFlags(order.limits);
-  if (order.runAs || limits.length > 0) {
+  const asDefaultUser = !order.runAs && policy.defaultRunAs !== undefined && process.geteuid?.() === 0 ? policy.defaultRunAs : null;
+  if (order.runAs || asDefaultUser || limits.length > 0) {
     // A wrapper (setpriv, prlimit) execs the script with execvp, which would run a text file without #! through
     // /bin/sh and turn a refused exec into an exit status: both are checked here. Without a wrapper posix_spawn's
     // execve refuses such files itself (ENOEXEC, EACCES), and these four system calls are saved.
@@ -53,8 +60,8 @@ export async function launchScript(
   }
   let file = order.file;
   let argv = order.argv;
-  if (order.runAs) {
-    const identity = checkSuexec(order.file, order.runAs, policy);
+  if (order.runAs || asDefaultUser) {
+    const identity = order.runAs ? checkSuexec(order.file, order.runAs, policy) : asDefaultUser!;
     // setpriv sets gid, initgroups(3) for the user, then uid (setresuid: root cannot come back), then execs the script.
     file = CGID_SETPRIV_PATH;
     argv = [

@@ -32,6 +32,14 @@ export interface FrontSpawnSettings {
   suexec?: readonly SuexecRoute[];
   suexecMinUid?: number;
   suexecMinGid?: number;
+  /**
+   * The user the front runs as once it drops root. The daemon's socket and
+   * the runtime directory are given to it (so the front can connect, and a
+   * daemon restarted after the drop can bind), and the daemon and the scripts
+   * run as it too; while suexec routes need it, the daemon keeps root and
+   * runs the other scripts as this user.
+   */
+  runAs?: { user: string; group: string; uid: number; gid: number };
 }
 
 export interface FrontSpawner {
@@ -83,16 +91,26 @@ export async function startFrontSpawner(
       supervisor: null,
     };
   }
-  const runtimeDir = path.resolve(settings.runtimeDir ?? defaultRuntimeDirectory());
+  const runAs = settings.runAs;
+  const runtimeDir = path.resolve(settings.runtimeDir ?? defaultRuntimeDirectory(runAs?.user));
   const prefix = settings.scriptSock ?? CGID_SCRIPT_SOCK;
-  if (!path.isAbsolute(prefix)) ensureRuntimeDirectory(runtimeDir);
+  if (!path.isAbsolute(prefix)) ensureRuntimeDirectory(runtimeDir, runAs);
   const socketPath = scriptSockPath(prefix, runtimeDir);
+  // The daemon keeps root only while some route runs its scripts as another user (suexec).
+  const keepRoot = (settings.suexec?.length ?? 0) > 0;
   const supervisor = new CgidSupervisor({
     socketPath,
     log,
     ...(daemonLog ? { daemonLog } : {}),
     policy,
-    daemonArgs: ['--suexec-min-uid', String(launch.minUid), '--suexec-min-gid', String(launch.minGid)],
+    daemonArgs: [
+      '--suexec-min-uid',
+      String(launch.minUid),
+      '--suexec-min-gid',
+      String(launch.minGid),
+      ...(runAs ? ['--user', runAs.user, '--group', runAs.group, '--socket-user', runAs.user, '--socket-group', runAs.group] : []),
+      ...(runAs && keepRoot ? ['--keep-root'] : []),
+    ],
   });
   await supervisor.start();
   return {

@@ -26,6 +26,9 @@ import { POINTER_SIZE, SysError, closeDescriptor, fail, koffi, libc, withBlock }
 export { SysError, closeDescriptor } from './libc.js';
 export * from './sockets.js';
 export * from './posix-spawn.js';
+export * from './privileges.js';
+export * from './systemd.js';
+export * from './listen-server.js';
 export { AT_FDCWD } from './linux.js';
 export { armLifeline, createLifeline, type Lifeline } from './lifeline.js';
 export { SockDiag, UnixDiagShow, UnixState, type UnixSocketInfo } from './sock-diag.js';
@@ -38,7 +41,9 @@ const c = {
   getrlimit: libc.func('int getrlimit(int resource, void *rlim)'),
   setrlimit: libc.func('int setrlimit(int resource, const void *rlim)'),
   getpwnam: libc.func('void *getpwnam(const char *name)'),
+  getpwuid: libc.func('void *getpwuid(uint32_t uid)'),
   getgrnam: libc.func('void *getgrnam(const char *name)'),
+  getgrgid: libc.func('void *getgrgid(uint32_t gid)'),
   getgrouplist: libc.func('int getgrouplist(const char *user, uint32_t group, _Out_ uint32_t *groups, _Inout_ int *ngroups)'),
   openlog: libc.func('void openlog(void *ident, int option, int facility)'),
   syslog: libc.func('void syslog(int priority, const char *format, ...)'),
@@ -105,7 +110,16 @@ const PASSWD_GECOS = PASSWD_UID + 8;
 /** getpwnam(3) through NSS, or null when there is no such user. */
 export function lookupUser(name: string): UserEntry | null {
   koffi.errno(0);
-  const entry = c.getpwnam(name);
+  return readPasswd(c.getpwnam(name));
+}
+
+/** getpwuid(3): the user with this uid, or null when the database has none. */
+export function lookupUserById(uid: number): UserEntry | null {
+  koffi.errno(0);
+  return readPasswd(c.getpwuid(uid));
+}
+
+function readPasswd(entry: unknown): UserEntry | null {
   if (entry === null) return null;
   const view = new DataView(koffi.view(entry, PASSWD_GECOS + POINTER_SIZE * 3));
   const readString = (offset: number) => {
@@ -127,6 +141,13 @@ export function lookupGroupId(name: string): number | null {
   if (entry === null) return null;
   // struct group: gr_name, gr_passwd (char *), gr_gid (gid_t), gr_mem (char **).
   return new DataView(koffi.view(entry, POINTER_SIZE * 2 + 4)).getUint32(POINTER_SIZE * 2, true);
+}
+
+/** getgrgid(3): the name of a group id, or null when the database has none. */
+export function lookupGroupName(gid: number): string | null {
+  const entry = c.getgrgid(gid);
+  if (entry === null) return null;
+  return String(koffi.decode(entry, 0, 'char *'));
 }
 
 /** The user's groups per the group database (getgrouplist(3)), always including `gid`. */

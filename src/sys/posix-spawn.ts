@@ -16,6 +16,7 @@ import os from 'node:os';
 import { Block, closeQuietly, koffi, libc, sysError } from './libc.js';
 import { O_CLOEXEC } from './linux.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
+import { SPAWN_REAP_POLL_MS } from '../limits.js';
 
 const c = {
   posix_spawn: libc.func(
@@ -245,7 +246,7 @@ export function watchChildExit(pid: number, onExit: (exit: ProcessExit) => void)
         clearInterval(timer);
         finish(exit);
       }
-    }, 20);
+    }, SPAWN_REAP_POLL_MS);
     return { close: () => clearInterval(timer) };
   }
   const handle = koffi.node.poll(pidfd, { readable: true }, () => {

@@ -10,6 +10,7 @@
  * sockaddr_un/in/in6, ucred, tcp_info's first fields) are those of the
  * Linux UAPI and glibc, laid out with the sizes koffi reports.
  */
+import { lchownSync, lstatSync, unlinkSync } from 'node:fs';
 import os from 'node:os';
 import { ErrorCode, GatehouseError } from '../errors.js';
 import { Block, POINTER_SIZE, SIZE_T_SIZE, SysError, closeQuietly, fail, koffi, libc, withBlock } from './libc.js';
@@ -26,7 +27,11 @@ import {
   MSG_NOSIGNAL,
   O_NONBLOCK,
   SCM_RIGHTS,
+  FD_CLOEXEC,
+  F_GETFD,
+  F_SETFD,
   SOCK_CLOEXEC,
+  SOCK_DGRAM,
   SOCK_NONBLOCK,
   SOCK_STREAM,
   SOL_SOCKET,
@@ -52,6 +57,9 @@ const c = {
   fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
   umask: libc.func('uint32_t umask(uint32_t mask)'),
   inet_pton: libc.func('int inet_pton(int af, const char *src, _Out_ uint8_t *dst)'),
+  getsockname: libc.func('int getsockname(int fd, void *addr, _Inout_ uint32_t *len)'),
+  sendto: libc.func('intptr_t sendto(int fd, const uint8_t *buf, size_t len, int flags, const void *addr, uint32_t addrlen)'),
+  recv: libc.func('intptr_t recv(int fd, _Out_ uint8_t *buf, size_t len, int flags)'),
 };
 
 /** umask(2): sets the mask and returns the previous one; only createListener uses it, around bind(). */
@@ -65,15 +73,21 @@ function setUmask(mask: number): number {
 /**
  * Where a socket listens (or, for the FastCGI client, where it connects): a
  * unix socket path, a numeric TCP host and port, or a descriptor inherited
- * already listening (systemd's socket activation, a process manager). The one
- * address type of gatehouse; src/options/listen-address.ts reads it from what
- * operators write.
+ * already listening (a process manager), or a socket systemd passed (socket
+ * activation: every one, or the one with this name; src/sys/systemd.ts turns
+ * it into a descriptor). The one address type of gatehouse;
+ * src/options/listen-address.ts reads it from what operators write.
  */
-export type ListenAddress = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number } | { kind: 'fd'; fd: number };
+export type ListenAddress =
+  | { kind: 'unix'; path: string }
+  | { kind: 'tcp'; host: string; port: number }
+  | { kind: 'fd'; fd: number }
+  | { kind: 'systemd'; name?: string };
 
 export function describeListenAddress(address: ListenAddress): string {
   if (address.kind === 'unix') return address.path;
   if (address.kind === 'fd') return `fd:${address.fd}`;
+  if (address.kind === 'systemd') return address.name === undefined ? 'systemd' : `systemd:${address.name}`;
   return `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
 }
 
@@ -110,7 +124,8 @@ function formatIPv6(bytes: Uint8Array): string {
 
 /** Encodes a sockaddr for `address` into a block (the caller frees it) and returns its length. */
 function encodeSockaddr(address: ListenAddress): { block: Block; length: number; family: number } {
-  if (address.kind === 'fd') throw invalidAddress(`fd:${address.fd} is a descriptor already listening: there is nothing to bind`);
+  if (address.kind === 'fd' || address.kind === 'systemd')
+    throw invalidAddress(`${describeListenAddress(address)} is a socket already listening: there is nothing to bind`);
   if (address.kind === 'unix') {
     const path = Buffer.from(address.path);
     if (path.length >= UNIX_PATH_MAX) {
@@ -152,6 +167,13 @@ export interface ListenOptions {
    * exists with a wider mode (no bind-then-chmod window).
    */
   mode?: number;
+  /**
+   * Unix sockets: the owner and group the socket file is given between
+   * bind(2) and listen(2). Until listen() nobody can connect, so no one ever
+   * connects under the wrong owner; and the mode is final from bind on, so
+   * the change never widens who may connect.
+   */
+  owner?: { uid: number; gid: number };
 }
 
 /**
@@ -176,7 +198,20 @@ export function createListener(address: ListenAddress, options: ListenOptions): 
         if (previous !== null) setUmask(previous);
       }
       if (bound !== 0) fail('bind', where);
-      if (c.listen(fd, options.backlog) !== 0) fail('listen', where);
+      if (address.kind === 'unix' && options.owner) {
+        try {
+          // lchown: the path was made by this bind; never follow a link someone put in its place.
+          lchownSync(address.path, options.owner.uid, options.owner.gid);
+        } catch (error) {
+          unlinkQuietly(address.path);
+          throw error;
+        }
+      }
+      if (c.listen(fd, options.backlog) !== 0) {
+        const errno = koffi.errno();
+        if (address.kind === 'unix') unlinkQuietly(address.path);
+        fail('listen', where, errno);
+      }
       return fd;
     } catch (error) {
       closeQuietly(fd);
@@ -209,6 +244,175 @@ export function unixSocketIsLive(path: string): boolean {
     }
   } finally {
     block.free();
+  }
+}
+
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    /* gone already */
+  }
+}
+
+/** What is at a unix socket path: nothing, a socket nobody accepts on (left by a crash), a live server's socket, or another file. */
+export type SocketPathState = 'absent' | 'stale' | 'live' | 'not-a-socket';
+
+/** Looks at `path` without changing anything: lstat, then a connect(2) probe when it is a socket. */
+export function unixSocketPathState(path: string): SocketPathState {
+  let stat;
+  try {
+    stat = lstatSync(path);
+  } catch {
+    return 'absent';
+  }
+  if (!stat.isSocket()) return 'not-a-socket';
+  return unixSocketIsLive(path) ? 'live' : 'stale';
+}
+
+/**
+ * Makes room to bind a unix socket at `path`, for every command that binds
+ * one: nothing there is fine; a socket nobody accepts on (left by a process
+ * that was killed) is removed; a live server's socket, or a file that is not
+ * a socket, is refused with one line that says what to do (SOCKET_IN_USE),
+ * and left alone. Returns whether a stale socket was removed, for the log.
+ */
+export function claimUnixSocketPath(path: string): boolean {
+  const state = unixSocketPathState(path);
+  if (state === 'live')
+    throw new GatehouseError(
+      ErrorCode.SOCKET_IN_USE,
+      `another server is accepting connections on ${path}: stop it first, or choose another path`,
+    );
+  if (state === 'not-a-socket')
+    throw new GatehouseError(
+      ErrorCode.SOCKET_IN_USE,
+      `${path} exists and is not a socket; it is left alone: move it away, or choose another path`,
+    );
+  if (state === 'absent') return false;
+  try {
+    unlinkSync(path);
+  } catch (error) {
+    // Another starting server removed it first; bind() decides which of us gets the path.
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  return true;
+}
+
+/** Sets FD_CLOEXEC on a descriptor this process inherited (systemd's sockets), so it does not leak into children. */
+export function setCloseOnExec(fd: number): void {
+  const flags = c.fcntl(fd, F_GETFD, 'int', 0) as number;
+  if (flags < 0) fail('fcntl', `F_GETFD fd ${fd}`);
+  if ((flags & FD_CLOEXEC) === 0 && (c.fcntl(fd, F_SETFD, 'int', flags | FD_CLOEXEC) as number) < 0) fail('fcntl', `F_SETFD fd ${fd}`);
+}
+
+/**
+ * Where the socket `fd` is bound (getsockname(2)), as a ListenAddress: a unix
+ * path (an abstract name starts with "@"), or an IP address and port. null
+ * for another kind of descriptor.
+ */
+export function socketAddress(fd: number): ListenAddress | null {
+  return withBlock(128, (block) => {
+    const length = [128];
+    if ((c.getsockname(fd, block.ptr, length) as number) !== 0) return null;
+    const family = block.view.getUint16(0, true);
+    if (family === AF_INET) return { kind: 'tcp', host: [...block.bytes.subarray(4, 8)].join('.'), port: block.view.getUint16(2, false) };
+    if (family === AF_INET6)
+      return { kind: 'tcp', host: compressIPv6(formatIPv6(block.bytes.subarray(8, 24))), port: block.view.getUint16(2, false) };
+    if (family === AF_UNIX) {
+      const name = Buffer.from(block.bytes.subarray(2, Math.max(2, length[0]!)));
+      if (name.length > 0 && name[0] === 0) return { kind: 'unix', path: `@${name.subarray(1).toString()}` };
+      const end = name.indexOf(0);
+      return { kind: 'unix', path: name.subarray(0, end === -1 ? name.length : end).toString() };
+    }
+    return null;
+  });
+}
+
+/** An IPv6 address as eight hex groups, with the longest run of zero groups written "::". */
+function compressIPv6(full: string): string {
+  if (full.startsWith('::ffff:')) return full;
+  const groups = full.split(':');
+  let best = { start: -1, length: 0 };
+  for (let start = 0; start < groups.length; ) {
+    if (groups[start] !== '0') {
+      start++;
+      continue;
+    }
+    let end = start;
+    while (end < groups.length && groups[end] === '0') end++;
+    if (end - start > best.length && end - start > 1) best = { start, length: end - start };
+    start = end;
+  }
+  if (best.start === -1) return full;
+  return `${groups.slice(0, best.start).join(':')}::${groups.slice(best.start + best.length).join(':')}`;
+}
+
+// ---------------------------------------------------------------------------
+// Unix datagrams (systemd's NOTIFY_SOCKET)
+
+/** A sockaddr_un for a datagram peer: a path, or "@name" for the abstract namespace (no trailing NUL counted). */
+function datagramAddress(address: string): { block: Block; length: number } {
+  const abstract = address.startsWith('@');
+  const name = Buffer.from(abstract ? address.slice(1) : address);
+  if (name.length + 1 > UNIX_PATH_MAX) throw invalidAddress(`unix datagram address ${address} is longer than ${UNIX_PATH_MAX - 1} bytes`);
+  const block = new Block(2 + UNIX_PATH_MAX);
+  block.view.setUint16(0, AF_UNIX, true);
+  block.bytes.set(name, abstract ? 3 : 2);
+  return { block, length: abstract ? 3 + name.length : 2 + name.length + 1 };
+}
+
+/** Sends one datagram to the unix datagram socket at `address` ("/path" or "@abstract") from a fresh socket, without blocking. */
+export function sendDatagram(address: string, payload: Uint8Array): void {
+  const { block, length } = datagramAddress(address);
+  try {
+    const fd = c.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0) as number;
+    if (fd < 0) fail('socket', address);
+    try {
+      for (;;) {
+        if (Number(c.sendto(fd, payload, payload.length, MSG_NOSIGNAL, block.ptr, length)) >= 0) return;
+        const errno = koffi.errno();
+        if (errno !== os.constants.errno.EINTR) fail('sendto', address, errno);
+      }
+    } finally {
+      closeQuietly(fd);
+    }
+  } finally {
+    block.free();
+  }
+}
+
+/**
+ * A bound, non-blocking unix datagram socket at `address` ("/path" or
+ * "@abstract"): what a service manager listens on for notifications (the
+ * tests stand in for systemd with it).
+ */
+export function openDatagramReceiver(address: string): number {
+  const { block, length } = datagramAddress(address);
+  try {
+    const fd = c.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0) as number;
+    if (fd < 0) fail('socket', address);
+    if ((c.bind(fd, block.ptr, length) as number) !== 0) {
+      const errno = koffi.errno();
+      closeQuietly(fd);
+      fail('bind', address, errno);
+    }
+    return fd;
+  } finally {
+    block.free();
+  }
+}
+
+/** One datagram from a non-blocking datagram socket, or null when none is waiting. */
+export function receiveDatagram(fd: number, maxBytes = 4096): Buffer | null {
+  const buffer = Buffer.alloc(maxBytes);
+  for (;;) {
+    const received = Number(c.recv(fd, buffer, maxBytes, MSG_DONTWAIT));
+    if (received >= 0) return buffer.subarray(0, received);
+    const errno = koffi.errno();
+    if (errno === os.constants.errno.EINTR) continue;
+    if (errno === os.constants.errno.EAGAIN) return null;
+    fail('recv', `fd ${fd}`, errno);
   }
 }
 

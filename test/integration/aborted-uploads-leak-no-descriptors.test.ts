@@ -28,7 +28,7 @@ import { RecordType, Role } from '../../src/fastcgi/protocol.js';
 import { startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { RawFastCGIPeer } from '../kit/raw-fastcgi.js';
-import { startGatehouse } from '../fixtures/serve/serve-kit.js';
+import { asRootOnPurpose, startGatehouse } from '../kit/serve.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const FIXTURES = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
@@ -290,7 +290,7 @@ const facePatterns: FacePattern[] = [
       peer.socket.write(
         Buffer.concat([requestHead(face.root, 'reader.sh', 1_000_000), stdinPart(), encodeRecord(RecordType.ABORT_REQUEST, 1)]),
       );
-      await peer.waitForEnd(1, BOUND_MS);
+      await peer.waitForEnd(1, { timeoutMs: BOUND_MS });
       await closePeer(peer);
     },
   },
@@ -307,9 +307,9 @@ const facePatterns: FacePattern[] = [
     async run(face) {
       const peer = await RawFastCGIPeer.connect({ path: face.socket });
       peer.socket.write(Buffer.concat([requestHead(face.root, 'reader.sh', 1_000_000), stdinPart()]));
-      await peer.waitFor(() => hasStream(RecordType.STDERR, 'reading')(peer), BOUND_MS);
+      await peer.waitForRecords(() => hasStream(RecordType.STDERR, 'reading')(peer), 'the records expected', { timeoutMs: BOUND_MS });
       peer.write(encodeRecord(RecordType.ABORT_REQUEST, 1));
-      await peer.waitForEnd(1, BOUND_MS);
+      await peer.waitForEnd(1, { timeoutMs: BOUND_MS });
       await closePeer(peer);
     },
   },
@@ -318,7 +318,7 @@ const facePatterns: FacePattern[] = [
     async run(face) {
       const peer = await RawFastCGIPeer.connect({ path: face.socket });
       peer.socket.write(Buffer.concat([requestHead(face.root, 'reader.sh', 1_000_000), stdinPart()]));
-      await peer.waitFor(() => hasStream(RecordType.STDERR, 'reading')(peer), BOUND_MS);
+      await peer.waitForRecords(() => hasStream(RecordType.STDERR, 'reading')(peer), 'the records expected', { timeoutMs: BOUND_MS });
       await closePeer(peer);
     },
   },
@@ -327,7 +327,7 @@ const facePatterns: FacePattern[] = [
     async run(face) {
       const peer = await RawFastCGIPeer.connect({ path: face.socket });
       peer.socket.write(Buffer.concat([requestHead(face.root, 'hang-after-head.sh'), encodeRecord(RecordType.STDIN, 1)]));
-      await peer.waitFor(() => hasStream(RecordType.STDOUT, 'started')(peer), BOUND_MS);
+      await peer.waitForRecords(() => hasStream(RecordType.STDOUT, 'started')(peer), 'the records expected', { timeoutMs: BOUND_MS });
       await closePeer(peer);
     },
   },
@@ -336,7 +336,7 @@ const facePatterns: FacePattern[] = [
     async run(face) {
       const peer = await RawFastCGIPeer.connect({ path: face.socket });
       peer.socket.write(Buffer.concat([requestHead(face.root, 'big.sh'), encodeRecord(RecordType.STDIN, 1)]));
-      await peer.waitFor(() => peer.stdout(1).length > 256 * 1024, BOUND_MS);
+      await peer.waitForRecords(() => peer.stdout(1).length > 256 * 1024, 'the records expected', { timeoutMs: BOUND_MS });
       await closePeer(peer);
     },
   },
@@ -350,9 +350,12 @@ async function startFace(t: TestContext, scriptLog: boolean): Promise<{ socket: 
   writeFileSync(join(root, 'reader.sh'), '#!/bin/sh\necho reading >&2\nprintf "Content-Type: text/plain\\n\\n"\nexec cat\n');
   chmodSync(join(root, 'reader.sh'), 0o755);
   const socket = join(dir, 'face.sock');
-  const args = [MAIN, 'cgid', '--fastcgi', `unix:${socket}`, ...(scriptLog ? ['--script-log', join(dir, 'script.log')] : [])];
+  const args = [
+    MAIN,
+    ...asRootOnPurpose(['cgid', '--fastcgi', `unix:${socket}`, ...(scriptLog ? ['--script-log', join(dir, 'script.log')] : [])]),
+  ];
   const face = startProcess(t, process.execPath, args);
-  await waitForListener({ path: socket }, BOUND_MS, () => face.child.exitCode === null).catch((error: Error) => {
+  await waitForListener({ path: socket }, { process: face, timeoutMs: BOUND_MS }).catch((error: Error) => {
     throw new Error(`gatehouse cgid --fastcgi did not start: ${error.message}\n${face.output()}`);
   });
   return { socket, root, pid: face.child.pid! };
@@ -365,7 +368,7 @@ async function checkFace(t: TestContext, scriptLog: boolean): Promise<void> {
   for (const script of ['env.sh', 'malformed.sh']) {
     const peer = await RawFastCGIPeer.connect({ path: face.socket });
     peer.socket.write(Buffer.concat([requestHead(face.root, script), encodeRecord(RecordType.STDIN, 1)]));
-    await peer.waitForEnd(1, BOUND_MS);
+    await peer.waitForEnd(1, { timeoutMs: BOUND_MS });
     await closePeer(peer);
   }
   for (const pattern of facePatterns) {

@@ -18,7 +18,9 @@ import { cgi } from '../../src/cgi/handler.js';
 import { startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { startPhpFpm } from '../kit/php-fpm.js';
 import { startNginx } from '../kit/nginx.js';
-import { eventually, GATEHOUSE_MAIN, startGatehouse } from '../fixtures/serve/serve-kit.js';
+import { waitForValue } from '../kit/wait.js';
+import { GATEHOUSE_MAIN } from '../kit/paths.js';
+import { asRootOnPurpose, startGatehouse } from '../kit/serve.js';
 
 const fixtures = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
 
@@ -153,9 +155,10 @@ test('serve (cgi-spawn fork): bytes child_process.spawn cannot carry are refused
   const { serve, errorLog } = await serveCgiBin(t, 'fork');
   const refused = await exchange(serve.port, requestBytes('/cgi-bin/hexenv.pl'));
   assert.equal(refused.status, 500, refused.head);
-  const log = await eventually(
+  const log = await waitForValue(
     () => readFileSync(errorLog, 'utf8'),
     (text) => text.includes('EILSEQ'),
+    'the EILSEQ refusal logged',
   );
   assert.match(log, /HTTP_\w+ holds bytes that are not UTF-8/);
   // Valid UTF-8 (and ASCII) still passes, byte for byte.
@@ -229,8 +232,8 @@ test('nginx -> gatehouse cgid --fastcgi -> script: PARAMS reach the environment 
   copyFileSync(join(fixtures, 'hexenv.pl'), join(root, 'cgi-bin', 'hexenv.pl'));
   chmodSync(join(root, 'cgi-bin', 'hexenv.pl'), 0o755);
   const socket = join(dir, 'cgid.sock');
-  const face = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'cgid', '--fastcgi', `unix:${socket}`]);
-  await waitForListener({ path: socket }, 20_000, () => face.child.exitCode === null);
+  const face = startProcess(t, process.execPath, [GATEHOUSE_MAIN, ...asRootOnPurpose(['cgid', '--fastcgi', `unix:${socket}`])]);
+  await waitForListener({ path: socket }, { process: face, timeoutMs: 20_000 });
   const nginx = await startNginx(t, {
     serverBlock: `
       location /cgi-bin/ {

@@ -13,6 +13,7 @@ import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cgi } from '../../src/cgi/handler.js';
+import { waitForCgidDaemon } from '../kit/apache.js';
 import { freePort, requireProgram, startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { parseRawResponse, rawRequest } from '../kit/raw-http.js';
 
@@ -60,9 +61,8 @@ ${directives}
   const running = startProcess(t, binary, ['-f', join(root, 'httpd.conf'), '-DFOREGROUND'], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
   });
-  await waitForListener({ host: '127.0.0.1', port }, 10_000, () => running.child.exitCode === null).catch((error: Error) => {
-    throw new Error(`Apache httpd did not start: ${error.message}\n${running.output()}`);
-  });
+  await waitForListener({ host: '127.0.0.1', port }, { what: 'Apache httpd', process: running });
+  await waitForCgidDaemon(join(root, 'run'), running);
   return port;
 }
 

@@ -22,7 +22,8 @@ import { fileURLToPath } from 'node:url';
 import { cgi } from '../../src/cgi/handler.js';
 import { RawFastCGIPeer } from '../kit/raw-fastcgi.js';
 import { startProcess, tempDir, waitForListener } from '../kit/process.js';
-import { GATEHOUSE_MAIN, startGatehouse } from '../fixtures/serve/serve-kit.js';
+import { GATEHOUSE_MAIN } from '../kit/paths.js';
+import { asRootOnPurpose, startGatehouse } from '../kit/serve.js';
 
 const fixtures = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
 
@@ -186,17 +187,17 @@ test("cgid --fastcgi: the script gets the web server's PARAMS and PATH, never th
   const dir = tempDir(t, 'gatehouse-leak-face-');
   const cgiBin = cgiBinIn(dir);
   const socket = join(dir, 'face.sock');
-  const face = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'cgid', '--fastcgi', `unix:${socket}`], {
+  const face = startProcess(t, process.execPath, [GATEHOUSE_MAIN, ...asRootOnPurpose(['cgid', '--fastcgi', `unix:${socket}`])], {
     env: { ...process.env, ...SERVER_ENVIRONMENT },
   });
-  await waitForListener({ path: socket }, 20_000, () => face.child.exitCode === null);
+  await waitForListener({ path: socket }, { process: face, timeoutMs: 20_000 });
   const peer = await RawFastCGIPeer.connect({ path: socket });
   t.after(() => peer.close());
   const base = { SCRIPT_FILENAME: join(cgiBin, 'hexenv.pl'), REQUEST_METHOD: 'GET', GATEWAY_INTERFACE: 'CGI/1.1' };
   peer.sendRequest(1, base, { keepConn: true });
-  await peer.waitForEnd(1, 20_000);
+  await peer.waitForEnd(1, { timeoutMs: 20_000 });
   peer.sendRequest(2, { ...base, HTTP_X_BASH: SHELLSHOCK, HTTP_COOKIE: `x=${SHELLSHOCK}` }, { keepConn: true });
-  await peer.waitForEnd(2, 20_000);
+  await peer.waitForEnd(2, { timeoutMs: 20_000 });
   const body = (id: number) => {
     const text = peer.stdout(id);
     return text.subarray(text.indexOf('\r\n\r\n') + 4);

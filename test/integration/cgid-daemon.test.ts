@@ -12,19 +12,18 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { CgidConnection } from '../../src/cgid/client.js';
 import { CgidSupervisor } from '../../src/cgid/supervisor.js';
 import type { SpawnPolicy } from '../../src/spawn/posix-spawner.js';
 import { decodeMessage, encodeMessage, FrameDecoder, NO_LIMITS, type ScriptLimits } from '../../src/cgid/protocol.js';
 import { runScript } from '../../src/cgi/run-script.js';
 import { closeDescriptor, createListener } from '../../src/sys/index.js';
+import { GATEHOUSE_MAIN } from '../kit/paths.js';
 import { startProcess, tempDir, waitForListener } from '../kit/process.js';
-
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+import { waitFor } from '../kit/wait.js';
 
 function startDaemon(t: TestContext, socket: string, token: Buffer) {
-  return startProcess(t, process.execPath, [MAIN, 'cgid', '--socket', socket], {
+  return startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'cgid', '--socket', socket], {
     env: { GATEHOUSE_CGID_TOKEN: token.toString('hex'), PATH: process.env.PATH },
   });
 }
@@ -36,11 +35,9 @@ test('ScriptSock: a stale socket is removed, a live one and a non-socket are ref
   const stale = join(dir, 'stale.sock');
   closeDescriptor(createListener({ kind: 'unix', path: stale }, { backlog: 1, mode: 0o600 }));
   const daemon = startDaemon(t, stale, token);
-  await waitForListener({ path: stale }, 20_000, () => daemon.child.exitCode === null);
+  await waitForListener({ path: stale }, { what: 'the cgid daemon', process: daemon, timeoutMs: 20_000 });
   // The socket accepts just before the daemon reports ready.
-  for (let waited = 0; !/ready \d+/.test(daemon.output()) && waited < 10_000; waited += 25)
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  assert.match(daemon.output(), /ready \d+/);
+  await waitFor(() => /ready \d+/.test(daemon.output()), 'the daemon to report ready', { context: daemon.output });
 
   const live = join(dir, 'live.sock');
   const other = net.createServer();
@@ -62,7 +59,7 @@ test('a daemon with another instance token is never trusted, and refuses orders 
   const socket = join(dir, 'cgisock');
   const token = randomBytes(32);
   const daemon = startDaemon(t, socket, token);
-  await waitForListener({ path: socket }, 20_000, () => daemon.child.exitCode === null);
+  await waitForListener({ path: socket }, { what: 'the cgid daemon', process: daemon, timeoutMs: 20_000 });
 
   await assert.rejects(CgidConnection.connect(socket, randomBytes(32)), (error: Error & { code?: string }) => {
     assert.equal(error.code, 'GH_CGID_PROTOCOL');
@@ -258,7 +255,7 @@ test('a front that stalls mid-frame stalls nobody: another connection is served 
   const socket = join(dir, 'cgisock');
   const token = randomBytes(32);
   const daemon = startDaemon(t, socket, token);
-  await waitForListener({ path: socket }, 20_000, () => daemon.child.exitCode === null);
+  await waitForListener({ path: socket }, { what: 'the cgid daemon', process: daemon, timeoutMs: 20_000 });
   const staller = net.connect(socket);
   t.after(() => staller.destroy());
   const hello = encodeMessage({ type: 'hello', nonce: randomBytes(16) });
@@ -279,12 +276,11 @@ test('a daemon that stops answering is replaced: the order fails (503 upstream),
   process.kill(first, 'SIGSTOP');
   const wedged = await run(supervisor, '/bin/true');
   assert.match(wedged.kind, /^spawn-failed:GH_CGID_UNAVAILABLE:/);
-  const deadline = Date.now() + 15_000;
-  let result = await run(supervisor, '/bin/echo', ['/bin/echo', 'again']);
-  while (result.kind !== 'raw' && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    result = await run(supervisor, '/bin/echo', ['/bin/echo', 'again']);
-  }
+  // Orders fail until the replacement daemon answers.
+  const result = await waitFor(async () => {
+    const attempt = await run(supervisor, '/bin/echo', ['/bin/echo', 'again']);
+    return attempt.kind === 'raw' && attempt;
+  }, 'an order served by the replacement daemon');
   assert.equal(result.output, 'again\n');
   assert.notEqual(supervisor.daemonPid, first);
   assert.ok(

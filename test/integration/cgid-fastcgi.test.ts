@@ -10,22 +10,22 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, cpSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { encodeNameValuePairs } from '../../src/fastcgi/name-value.js';
 import { encodeRecord } from '../../src/fastcgi/records.js';
 import { RecordType } from '../../src/fastcgi/protocol.js';
 import { startProcess, tempDir, waitForListener, type RunningProcess } from '../kit/process.js';
 import { startNginx, type RunningNginx } from '../kit/nginx.js';
 import { httpRequest } from '../kit/http.js';
+import { CGI_FIXTURES, GATEHOUSE_MAIN } from '../kit/paths.js';
+import { processExists } from '../kit/proc.js';
+import { asRootOnPurpose } from '../kit/serve.js';
 import { RawFastCGIPeer } from '../kit/raw-fastcgi.js';
 import { CgidSupervisor } from '../../src/cgid/supervisor.js';
 import { createFastCGIFace } from '../../src/cgid/fastcgi-face.js';
+import { waitFor, waitForText, waitForValue } from '../kit/wait.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-const fixtures = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
 /** Waits on the raw peer: generous, since CI and this machine are shared (never a timing assertion). */
-const SLOW_MACHINE_MS = 20_000;
+const SLOW_MACHINE = { timeoutMs: 20_000 };
 
 interface Face {
   socket: string;
@@ -37,7 +37,7 @@ interface Face {
 async function startFace(t: TestContext, args: string[] = []): Promise<Face> {
   const dir = tempDir(t, 'gatehouse-cgid-fcgi-');
   const root = join(dir, 'www');
-  cpSync(fixtures, join(root, 'cgi-bin'), { recursive: true });
+  cpSync(CGI_FIXTURES, join(root, 'cgi-bin'), { recursive: true });
   writeFileSync(
     join(root, 'cgi-bin', 'pid.sh'),
     '#!/bin/sh\necho "started $$" >&2\nprintf "Content-Type: text/plain\\n\\npid %s\\n" "$$"\nsleep 30\n',
@@ -45,10 +45,11 @@ async function startFace(t: TestContext, args: string[] = []): Promise<Face> {
   chmodSync(join(root, 'cgi-bin', 'pid.sh'), 0o755);
   const socket = join(dir, 'cgid.sock');
   const scriptLog = join(dir, 'script.log');
-  const proc = startProcess(t, process.execPath, [MAIN, 'cgid', '--fastcgi', `unix:${socket}`, '--script-log', scriptLog, ...args]);
-  await waitForListener({ path: socket }, 20_000, () => proc.child.exitCode === null).catch((error: Error) => {
-    throw new Error(`gatehouse cgid --fastcgi did not start: ${error.message}\n${proc.output()}`);
-  });
+  const proc = startProcess(t, process.execPath, [
+    GATEHOUSE_MAIN,
+    ...asRootOnPurpose(['cgid', '--fastcgi', `unix:${socket}`, '--script-log', scriptLog, ...args]),
+  ]);
+  await waitForListener({ path: socket }, { what: 'gatehouse cgid --fastcgi', process: proc, timeoutMs: 20_000 });
   return { socket, root, process: proc, scriptLog };
 }
 
@@ -125,19 +126,22 @@ test('nginx runs CGI scripts through gatehouse cgid --fastcgi with an fcgiwrap c
   await t.test('a script silent past the timeout is killed and answered 504', async () => {
     const response = await httpRequest(`${nginx.url}/cgi-bin/hang.sh`);
     assert.equal(response.status, 504);
-    const log = readFileSync(nginx.errorLog, 'utf8');
-    const match = /script (\d+) grandchild (\d+)/.exec(log);
-    assert.ok(match, 'hang.sh stderr reached nginx as FCGI_STDERR');
-    const deadline = Date.now() + 10_000;
-    while ((existsSync(`/proc/${match[1]}`) || existsSync(`/proc/${match[2]}`)) && Date.now() < deadline) await sleep(25);
-    assert.ok(!existsSync(`/proc/${match[2]}`), 'the grandchild was killed with the group');
-    await waitFor(() => existsSync(face.scriptLog) && /%% 504 .*hang\.sh/.test(readFileSync(face.scriptLog, 'utf8')));
+    // hang.sh's stderr reaches nginx as FCGI_STDERR.
+    const log = await waitForText(nginx.errorLog, /script \d+ grandchild \d+/, "hang.sh's pids in nginx's error log");
+    const match = /script (\d+) grandchild (\d+)/.exec(log)!;
+    const [script, grandchild] = [Number(match[1]), Number(match[2])];
+    await waitFor(() => !processExists(script) && !processExists(grandchild), 'the script and its grandchild to be killed with the group');
+    await waitForText(face.scriptLog, /%% 504 .*hang\.sh/, 'the 504 in the script log');
   });
 
   await t.test('stderr goes to nginx as FCGI_STDERR', async () => {
     const response = await httpRequest(`${nginx.url}/cgi-bin/error-status.sh`);
     assert.equal(response.status, 503);
-    await waitFor(() => /FastCGI sent in stderr: "error-status\.sh: database unreachable/.test(readFileSync(nginx.errorLog, 'utf8')));
+    await waitForText(
+      nginx.errorLog,
+      /FastCGI sent in stderr: "error-status\.sh: database unreachable/,
+      "the script's stderr in nginx's error log",
+    );
   });
 
   await t.test('a missing script is 404, a non-executable one 403', async () => {
@@ -145,24 +149,6 @@ test('nginx runs CGI scripts through gatehouse cgid --fastcgi with an fcgiwrap c
     assert.equal((await httpRequest(`${nginx.url}/cgi-bin/not-executable.sh`)).status, 403);
   });
 });
-
-async function waitFor(probe: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!probe()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await sleep(25);
-  }
-}
-
-/** The process has exited (reaped, or a zombie awaiting it). Read in one step: it may be reaped between two looks at /proc. */
-function processGoneOrZombie(pid: number): boolean {
-  try {
-    return /^\d+ \([^)]*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ESRCH') return true;
-    throw error;
-  }
-}
 
 function params(face: Face, script: string): Record<string, string> {
   return {
@@ -182,9 +168,10 @@ test('the FastCGI protocol side: GET_VALUES, UNKNOWN_TYPE, keep-conn, ABORT_REQU
     t.after(() => peer.close());
     peer.write(encodeRecord(RecordType.GET_VALUES, 0, encodeNameValuePairs([[Buffer.from('FCGI_MPXS_CONNS'), Buffer.alloc(0)]])));
     peer.write(encodeRecord(42, 0, Buffer.alloc(0)));
-    const records = await peer.waitFor(
+    const records = await peer.waitForRecords(
       (all) => all.some((r) => r.type === RecordType.GET_VALUES_RESULT) && all.some((r) => r.type === RecordType.UNKNOWN_TYPE),
-      SLOW_MACHINE_MS,
+      'GET_VALUES_RESULT and UNKNOWN_TYPE',
+      SLOW_MACHINE,
     );
     const unknown = records.find((r) => r.type === RecordType.UNKNOWN_TYPE)!;
     assert.equal(unknown.content[0], 42);
@@ -194,9 +181,9 @@ test('the FastCGI protocol side: GET_VALUES, UNKNOWN_TYPE, keep-conn, ABORT_REQU
     const peer = await RawFastCGIPeer.connect({ path: face.socket });
     t.after(() => peer.close());
     peer.sendRequest(1, params(face, 'env.sh'), { keepConn: true });
-    await peer.waitForEnd(1, SLOW_MACHINE_MS);
+    await peer.waitForEnd(1, SLOW_MACHINE);
     peer.sendRequest(2, params(face, 'env.sh'), { keepConn: true });
-    await peer.waitForEnd(2, SLOW_MACHINE_MS);
+    await peer.waitForEnd(2, SLOW_MACHINE);
     assert.match(peer.stdout(2).toString(), /SCRIPT_FILENAME=/);
     assert.equal(peer.closed, false);
   });
@@ -205,22 +192,22 @@ test('the FastCGI protocol side: GET_VALUES, UNKNOWN_TYPE, keep-conn, ABORT_REQU
     const peer = await RawFastCGIPeer.connect({ path: face.socket });
     t.after(() => peer.close());
     peer.sendRequest(1, params(face, 'pid.sh'), { keepConn: true });
-    await peer.waitFor(() => /pid \d+/.test(peer.stdout(1).toString()), SLOW_MACHINE_MS);
+    await peer.waitForRecords(() => /pid \d+/.test(peer.stdout(1).toString()), "the script's pid on STDOUT", SLOW_MACHINE);
     const pid = Number(/pid (\d+)/.exec(peer.stdout(1).toString())![1]);
     assert.ok(existsSync(`/proc/${pid}`));
     peer.write(encodeRecord(RecordType.ABORT_REQUEST, 1, Buffer.alloc(0)));
-    await peer.waitForEnd(1, SLOW_MACHINE_MS);
-    await waitFor(() => processGoneOrZombie(pid));
+    await peer.waitForEnd(1, SLOW_MACHINE);
+    await waitFor(() => !processExists(pid), 'the aborted script to be killed');
   });
 
   await t.test('a malformed record closes that connection only; the face keeps serving', async () => {
     const bad = await RawFastCGIPeer.connect({ path: face.socket });
     bad.write(Buffer.from([9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]));
-    await bad.waitForClose(SLOW_MACHINE_MS);
+    await bad.waitForClose(SLOW_MACHINE);
     const peer = await RawFastCGIPeer.connect({ path: face.socket });
     t.after(() => peer.close());
     peer.sendRequest(1, params(face, 'env.sh'));
-    const end = await peer.waitForEnd(1, SLOW_MACHINE_MS);
+    const end = await peer.waitForEnd(1, SLOW_MACHINE);
     assert.equal(end.content.readUInt32BE(0), 0);
   });
 });
@@ -236,20 +223,24 @@ test('errors are bare status pages, as fcgiwrap answers: no path or parser detai
     const peer = await RawFastCGIPeer.connect({ path: face.socket });
     t.after(() => peer.close());
     peer.sendRequest(1, params(face, script));
-    await peer.waitForEnd(1, SLOW_MACHINE_MS);
+    await peer.waitForEnd(1, SLOW_MACHINE);
     const answer = peer.stdout(1).toString('latin1');
     assert.match(answer, new RegExp(`^Status: ${status} `), script);
     assert.match(answer, new RegExp(`\r\n\r\n${status} [A-Za-z ]+\n$`), `${script}: ${JSON.stringify(answer)}`);
     assert.ok(!answer.includes(face.root) && !answer.includes('Bad header') && !answer.includes('not a header'), `${script}: ${answer}`);
   }
   // The details went to the log instead.
-  const log = await eventuallyText(
+  const log = await waitForValue(
     () => face.process.output(),
     (text) => /malformed header from script .*malformed\.sh/.test(text),
+    'the malformed head logged',
   );
   assert.match(log, /refused GET \/cgi-bin\/none\.sh: script .*none\.sh not found/);
   // The script log entry of the malformed head is the last thing the face writes for these requests.
-  await waitFor(() => existsSync(face.scriptLog) && readFileSync(face.scriptLog, 'utf8').includes('malformed.sh'));
+  await waitFor(
+    () => existsSync(face.scriptLog) && readFileSync(face.scriptLog, 'utf8').includes('malformed.sh'),
+    "malformed.sh's script-log entry",
+  );
 });
 
 test('regression: a cgid daemon that is down is answered 503 with Retry-After by the FastCGI face too (it answered 500)', async (t) => {
@@ -266,12 +257,12 @@ test('regression: a cgid daemon that is down is answered 503 with Retry-After by
   const peer = await RawFastCGIPeer.connect({ path: socket });
   t.after(() => peer.close());
   peer.sendRequest(1, {
-    SCRIPT_FILENAME: join(fixtures, 'env.sh'),
+    SCRIPT_FILENAME: join(CGI_FIXTURES, 'env.sh'),
     REQUEST_METHOD: 'GET',
     SERVER_PROTOCOL: 'HTTP/1.1',
     REQUEST_URI: '/cgi-bin/env.sh',
   });
-  await peer.waitForEnd(1, SLOW_MACHINE_MS);
+  await peer.waitForEnd(1, SLOW_MACHINE);
   const answer = peer.stdout(1).toString('latin1');
   assert.match(answer, /^Status: 503 /);
   assert.match(answer, /\r\nRetry-After: 1\r\n/i);
@@ -280,11 +271,6 @@ test('regression: a cgid daemon that is down is answered 503 with Retry-After by
     lines.join('\n'),
   );
 });
-
-async function eventuallyText(read: () => string, check: (text: string) => boolean): Promise<string> {
-  await waitFor(() => check(read()));
-  return read();
-}
 
 test('output streams to nginx as the script writes it', async (t) => {
   const face = await startFace(t);

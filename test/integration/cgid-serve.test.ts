@@ -9,15 +9,14 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
-import { freePort, startProcess, tempDir, waitForListener, type RunningProcess } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
-
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-const fixtures = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
+import { CGI_FIXTURES, GATEHOUSE_MAIN } from '../kit/paths.js';
+import { asRootOnPurpose } from '../kit/serve.js';
+import { childProcesses, childrenOf, commandLine, groupMembers, processExists } from '../kit/proc.js';
+import { freePort, startProcess, tempDir, waitForListener, type RunningProcess } from '../kit/process.js';
+import { textOf, waitFor, waitForText } from '../kit/wait.js';
 
 interface Served {
   base: string;
@@ -39,7 +38,7 @@ function writeScript(dir: string, name: string, body: string): void {
 /** The fixtures plus scripts these tests need, in a private cgi-bin. */
 function makeCgiBin(t: TestContext): string {
   const dir = join(tempDir(t, 'gatehouse-cgid-bin-'), 'cgi-bin');
-  cpSync(fixtures, dir, { recursive: true });
+  cpSync(CGI_FIXTURES, dir, { recursive: true });
   writeScript(dir, 'ppid.sh', '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\n%s\\n" "$PPID"\n');
   writeScript(dir, 'slow-head.sh', '#!/bin/sh\necho "slow-head pid $$" >&2\nsleep 30\n');
   writeScript(
@@ -57,8 +56,8 @@ async function startServe(t: TestContext, args: string[] = [], cgiBin = makeCgiB
   const scriptLog = join(dir, 'script.log');
   const port = await freePort();
   const proc = startProcess(t, process.execPath, [
-    MAIN,
-    'serve',
+    GATEHOUSE_MAIN,
+    ...asRootOnPurpose(['serve']),
     '--listen',
     `127.0.0.1:${port}`,
     '--cgi-bin',
@@ -73,9 +72,7 @@ async function startServe(t: TestContext, args: string[] = [], cgiBin = makeCgiB
     'off',
     ...args,
   ]);
-  await waitForListener({ host: '127.0.0.1', port }, 20_000, () => proc.child.exitCode === null).catch((error: Error) => {
-    throw new Error(`gatehouse serve did not start: ${error.message}\n${proc.output()}`);
-  });
+  await waitForListener({ host: '127.0.0.1', port }, { what: 'gatehouse serve', process: proc, ...PATIENT });
   const pid = proc.child.pid!;
   return {
     base: `http://127.0.0.1:${port}`,
@@ -85,71 +82,17 @@ async function startServe(t: TestContext, args: string[] = [], cgiBin = makeCgiB
     runtime,
     errorLog,
     scriptLog,
-    errors: () => (existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''),
+    errors: () => textOf(errorLog),
     daemonPid: () => childrenOf(pid).find((child) => commandLine(child).includes('cgid')),
   };
 }
 
-function childrenOf(pid: number): number[] {
-  const children: number[] = [];
-  try {
-    for (const task of readdirSync(`/proc/${pid}/task`)) {
-      const text = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
-      if (text) children.push(...text.split(/\s+/).map(Number));
-    }
-  } catch {
-    /* gone */
-  }
-  return children;
-}
-
-function commandLine(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
-  } catch {
-    return '';
-  }
-}
-
-/** State letter, parent pid and process group of a live process, from /proc/PID/stat; null when gone. */
-function procStat(pid: number): { state: string; ppid: number; pgrp: number } | null {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    return { state: fields[0]!, ppid: Number(fields[1]), pgrp: Number(fields[2]) };
-  } catch {
-    return null;
-  }
-}
-
-/** Every live process in one of these process groups. */
-function membersOf(groups: ReadonlySet<number>): number[] {
-  const members: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = procStat(Number(entry));
-    if (stat && stat.state !== 'Z' && groups.has(stat.pgrp)) members.push(Number(entry));
-  }
-  return members;
-}
-
-async function eventually<T>(
-  what: string,
-  probe: () => T | undefined | false | Promise<T | undefined | false>,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
+/** The daemon's start, a restart, a killed group: generous waits, since CI and this machine are shared. */
+const PATIENT = { timeoutMs: 30_000 };
 
 test('gatehouse serve runs scripts through its cgid daemon', async (t) => {
   const site = await startServe(t, ['--script-timeout', '1s']);
-  const daemon = await eventually('the cgid daemon', () => site.daemonPid());
+  const daemon = await waitFor(() => site.daemonPid(), 'the cgid daemon', PATIENT);
   assert.notEqual(daemon, site.pid);
 
   await t.test("the script's parent process is the daemon, not the front", async () => {
@@ -193,27 +136,25 @@ test('gatehouse serve runs scripts through its cgid daemon', async (t) => {
   await t.test('stderr reaches the error log with the script name; an error status is script-logged', async () => {
     const response = await httpRequest(`${site.base}/cgi-bin/error-status.sh`);
     assert.equal(response.status, 503);
-    await eventually('the stderr line', () => /error-status\.sh: error-status\.sh: database unreachable/.test(site.errors()));
-    await eventually(
-      'the ScriptLog entry',
-      () => existsSync(site.scriptLog) && /%% 503 .*error-status\.sh/.test(readFileSync(site.scriptLog, 'utf8')),
-    );
+    await waitForText(site.errorLog, /error-status\.sh: error-status\.sh: database unreachable/, 'the stderr line', PATIENT);
+    await waitForText(site.scriptLog, /%% 503 .*error-status\.sh/, 'the ScriptLog entry', PATIENT);
   });
 
   await t.test('malformed output is a 500 with the bad line logged', async () => {
     const response = await httpRequest(`${site.base}/cgi-bin/malformed.sh`);
     assert.equal(response.status, 500);
-    await eventually('the malformed-header line', () => /malformed header from script .*malformed\.sh/.test(site.errors()));
+    await waitForText(site.errorLog, /malformed header from script .*malformed\.sh/, 'the malformed-header line', PATIENT);
   });
 
   await t.test('a script silent past the timeout gets 504 and its whole group is killed', async () => {
     const response = await httpRequest(`${site.base}/cgi-bin/hang.sh`);
     assert.equal(response.status, 504);
-    const match = await eventually('the hang.sh pids', () => /script (\d+) grandchild (\d+)/.exec(site.errors()) ?? undefined);
+    const match = await waitFor(() => /script (\d+) grandchild (\d+)/.exec(site.errors()), 'the hang.sh pids', PATIENT);
     const [script, grandchild] = [Number(match[1]), Number(match[2])];
-    await eventually(
+    await waitFor(
+      () => groupMembers(script).length === 0 && !processExists(grandchild),
       'the script and its grandchild to be gone',
-      () => membersOf(new Set([script])).length === 0 && procStat(grandchild)?.state !== 'S',
+      PATIENT,
     );
   });
 
@@ -222,10 +163,10 @@ test('gatehouse serve runs scripts through its cgid daemon', async (t) => {
     socket.write('GET /cgi-bin/ignore-term.sh HTTP/1.1\r\nHost: x\r\n\r\n');
     let text = '';
     socket.on('data', (chunk) => (text += chunk.toString()));
-    const pid = Number((await eventually('the script pid', () => /pid (\d+)/.exec(text) ?? undefined))[1]);
-    assert.ok(procStat(pid));
+    const pid = Number((await waitFor(() => /pid (\d+)/.exec(text), 'the script pid', PATIENT))[1]);
+    assert.ok(processExists(pid));
     socket.destroy();
-    await eventually('the script group to be gone', () => membersOf(new Set([pid])).length === 0, 15_000);
+    await waitFor(() => groupMembers(pid).length === 0, 'the script group to be gone');
   });
 
   await t.test('nph, local and client redirects, HEAD and a chunked body behave as without the daemon', async () => {
@@ -272,30 +213,39 @@ test('gatehouse serve runs scripts through its cgid daemon', async (t) => {
 
   await t.test('no zombies: every script the daemon started was reaped', async () => {
     await Promise.all(Array.from({ length: 20 }, () => httpRequest(`${site.base}/cgi-bin/env.sh`)));
-    await eventually('no zombie children of the daemon', () => childrenOf(daemon).every((child) => procStat(child)?.state !== 'Z'));
-    const zombies = childrenOf(daemon).filter((child) => procStat(child)?.state === 'Z');
-    assert.deepEqual(zombies, []);
+    await waitFor(() => childProcesses(daemon).every((child) => child.state !== 'Z'), 'no zombie children of the daemon', {
+      ...PATIENT,
+      context: () => JSON.stringify(childProcesses(daemon)),
+    });
   });
 });
 
 test('the daemon killed under load: requests in flight end, scripts are killed, the front answers 503 then serves again', async (t) => {
   const site = await startServe(t, ['--script-timeout', '20s']);
-  const first = await eventually('the cgid daemon', () => site.daemonPid());
+  const first = await waitFor(() => site.daemonPid(), 'the cgid daemon', PATIENT);
   const inFlight = Array.from({ length: 6 }, () =>
     httpRequest(`${site.base}/cgi-bin/slow.sh`, { timeoutMs: 20_000 }).catch((error: Error) => error),
   );
-  const pids = await eventually('six running scripts', () => {
-    const found = [...site.errors().matchAll(/slow pid (\d+)/g)].map((match) => Number(match[1]));
-    return found.length >= 6 ? found : undefined;
-  });
+  const pids = await waitFor(
+    () => {
+      const found = [...site.errors().matchAll(/slow pid (\d+)/g)].map((match) => Number(match[1]));
+      return found.length >= 6 && found;
+    },
+    'six running scripts',
+    PATIENT,
+  );
   // Two more whose scripts have not printed their head yet when the daemon dies: they are answered 503.
   const beforeHead = Array.from({ length: 2 }, () => httpRequest(`${site.base}/cgi-bin/slow-head.sh`, { timeoutMs: 20_000 }));
-  const headless = await eventually('two scripts without a head yet', () => {
-    const found = [...site.errors().matchAll(/slow-head pid (\d+)/g)].map((match) => Number(match[1]));
-    return found.length >= 2 ? found : undefined;
-  });
-  const groups = new Set([...pids, ...headless]);
-  assert.equal(membersOf(groups).length >= 8, true, 'the scripts and their sleeps run');
+  const headless = await waitFor(
+    () => {
+      const found = [...site.errors().matchAll(/slow-head pid (\d+)/g)].map((match) => Number(match[1]));
+      return found.length >= 2 && found;
+    },
+    'two scripts without a head yet',
+    PATIENT,
+  );
+  const groups = [...pids, ...headless];
+  assert.equal(groupMembers(...groups).length >= 8, true, 'the scripts and their sleeps run');
 
   process.kill(first, 'SIGKILL');
   // Every request in flight finishes (none hangs until the client timeout).
@@ -306,23 +256,19 @@ test('the daemon killed under load: requests in flight end, scripts are killed, 
     assert.equal(response.headers['retry-after'], '1');
   }
   // No orphans: the scripts and everything they started are gone.
-  await eventually('the orphaned script groups to be killed', () => membersOf(groups).length === 0);
+  await waitFor(() => groupMembers(...groups).length === 0, 'the orphaned script groups to be killed', PATIENT);
 
   // While the daemon restarts, CGI requests get 503 (never a hang or a 500); then 200 again.
   const statuses: number[] = [];
-  await eventually(
-    'a 200 from a new daemon',
-    async () => {
-      const response = await httpRequest(`${site.base}/cgi-bin/env.sh`);
-      statuses.push(response.status);
-      return response.status === 200;
-    },
-    15_000,
-  );
+  await waitFor(async () => {
+    const response = await httpRequest(`${site.base}/cgi-bin/env.sh`);
+    statuses.push(response.status);
+    return response.status === 200;
+  }, 'a 200 from a new daemon');
   for (const status of statuses.slice(0, -1)) assert.equal(status, 503, `statuses while restarting: ${statuses.join(' ')}`);
   const second = site.daemonPid();
   assert.ok(second !== undefined && second !== first, 'a new daemon runs');
-  await eventually('the restart logged', () => /cgid: daemon pid \d+ exited \(SIGKILL\)/.test(site.errors()));
+  await waitForText(site.errorLog, /cgid: daemon pid \d+ exited \(SIGKILL\)/, 'the restart logged', PATIENT);
 });
 
 test('the runtime directory is refused when other users can write it', async (t) => {
@@ -332,12 +278,12 @@ test('the runtime directory is refused when other users can write it', async (t)
     chmodSync(dir, mode);
     const port = await freePort();
     const proc = startProcess(t, process.execPath, [
-      MAIN,
-      'serve',
+      GATEHOUSE_MAIN,
+      ...asRootOnPurpose(['serve']),
       '--listen',
       `127.0.0.1:${port}`,
       '--cgi-bin',
-      fixtures,
+      CGI_FIXTURES,
       '--runtime-dir',
       dir,
       '--access-log',
@@ -364,8 +310,8 @@ test('the config file takes CGIDScriptTimeout, ScriptSock and DefaultRuntimeDir 
   writeFileSync(config, `CGIDScriptTimeout = "500ms"\nScriptSock = "mysock"\nDefaultRuntimeDir = "${runtime}"\n`);
   const port = await freePort();
   const proc = startProcess(t, process.execPath, [
-    MAIN,
-    'serve',
+    GATEHOUSE_MAIN,
+    ...asRootOnPurpose(['serve']),
     '--config',
     config,
     '--listen',
@@ -375,7 +321,7 @@ test('the config file takes CGIDScriptTimeout, ScriptSock and DefaultRuntimeDir 
     '--access-log',
     'off',
   ]);
-  await waitForListener({ host: '127.0.0.1', port }, 20_000, () => proc.child.exitCode === null);
+  await waitForListener({ host: '127.0.0.1', port }, { what: 'gatehouse serve', process: proc, ...PATIENT });
   assert.ok(statSync(join(runtime, `mysock.${proc.child.pid}`)).isSocket());
   const response = await httpRequest(`http://127.0.0.1:${port}/cgi-bin/hang.sh`);
   assert.equal(response.status, 504);

@@ -10,7 +10,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync }
 import { join } from 'node:path';
 import { CgidConnection } from '../../src/cgid/client.js';
 import { startProcess, tempDir, waitForListener, type RunningProcess } from '../kit/process.js';
-import { GATEHOUSE_MAIN } from '../fixtures/serve/serve-kit.js';
+import { GATEHOUSE_MAIN } from '../kit/paths.js';
 
 /** A daemon that makes its own token (no $GATEHOUSE_CGID_TOKEN, no --token-file): it writes SOCKET.token. */
 function startDaemon(t: TestContext, socket: string): RunningProcess {
@@ -20,7 +20,7 @@ function startDaemon(t: TestContext, socket: string): RunningProcess {
 }
 
 async function waitReady(daemon: RunningProcess, socket: string): Promise<void> {
-  await waitForListener({ path: socket }, 20_000, () => daemon.child.exitCode === null);
+  await waitForListener({ path: socket }, { process: daemon, timeoutMs: 20_000 });
   for (let waited = 0; !/ready \d+/.test(daemon.output()) && waited < 20_000; waited += 25)
     await new Promise((resolve) => setTimeout(resolve, 25));
   assert.match(daemon.output(), /ready \d+/);

@@ -8,12 +8,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { FastCGIClient, ErrorCode, type UpstreamError } from '../../src/fastcgi/client/index.js';
 import { encodeParamsRecords } from '../../src/fastcgi/records.js';
 import { RecordType } from '../../src/fastcgi/protocol.js';
 import { startSpawnFcgi } from '../kit/spawn-fcgi.js';
+import { wchan } from '../kit/proc.js';
 import { requireProgram, startProcess, tempDir } from '../kit/process.js';
+import { waitFor } from '../kit/wait.js';
 
 const script = join(new URL('../../../', import.meta.url).pathname, 'test/fixtures/cgi-bin-client/perl-fcgi.pl');
 
@@ -42,12 +43,16 @@ test('perl FCGI leaves the probe`s GET_VALUES unanswered until another record fo
     ['FCGI_MPXS_CONNS', ''],
   ]);
   assert.equal(query[6], 0, 'the query record has no padding');
-  socket.write(query);
-  await sleep(500);
+  await new Promise<void>((resolve, reject) => socket.write(query, (error) => (error ? reject(error) : resolve())));
+  // The query is in Perl's receive queue. Perl waited in poll(2) for it; once it has read the query and waits in
+  // read(2) for more, it has taken its decision: no answer.
+  const [perl] = app.pids();
+  await waitFor(() => /unix_stream_(read|data_wait)/.test(wchan(perl!)), 'Perl to read the query and wait for more', {
+    context: () => `wchan: ${wchan(perl!)}`,
+  });
   assert.equal(received, 0);
   socket.write(encodeParamsRecords(RecordType.GET_VALUES, 0, [['FCGI_MPXS_CONNS', '']]));
-  for (let i = 0; i < 100 && received === 0; i++) await sleep(10);
-  assert.ok(received > 0, 'a second record should release the answer to the first');
+  await waitFor(() => received > 0, 'the answer to the first query, released by the second record');
 });
 
 test('a full listen queue (a listener that never accepts) is UPSTREAM_REFUSED with EAGAIN, at once', async (t) => {
@@ -60,14 +65,14 @@ test('a full listen queue (a listener that never accepts) is UPSTREAM_REFUSED wi
     '$| = 1; my $s = IO::Socket::UNIX->new(Local => $ARGV[0], Listen => 0) or die "listen: $!"; print "ready\\n"; sleep 60',
     path,
   ]);
-  for (let i = 0; i < 200 && !listener.output().includes('ready'); i++) await sleep(10);
-  assert.match(listener.output(), /ready/);
+  await waitFor(() => listener.output().includes('ready'), 'the listener to be ready', { context: listener.output });
   const fillers: net.Socket[] = [];
   t.after(() => {
     for (const socket of fillers) socket.destroy();
   });
   for (let i = 0; i < 16; i++) fillers.push(net.connect(path).on('error', () => {}));
-  await sleep(100);
+  // Each filler is queued (connected) or refused (the queue is full) before the client tries.
+  await Promise.all(fillers.map((socket) => new Promise((resolve) => socket.once('connect', resolve).once('error', resolve))));
   const client = new FastCGIClient({ address: `unix:${path}`, probe: false });
   t.after(() => client.close());
   await assert.rejects(client.fetchAll({ params: {} }), (error: UpstreamError) => {

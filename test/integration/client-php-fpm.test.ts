@@ -6,12 +6,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { FastCGIClient, type UpstreamError, ErrorCode } from '../../src/fastcgi/client/index.js';
 import { startPhpFpm } from '../kit/php-fpm.js';
 import { tempDir, type Cleanup } from '../kit/process.js';
 import { countingProxy } from '../kit/counting-proxy.js';
+import { blockedWriting, childrenOf, wchan } from '../kit/proc.js';
+import { waitFor, waitForText } from '../kit/wait.js';
 
 const SCRIPTS = {
   'hello.php': '<?php header("Content-Type: text/plain"); echo "hello from php-fpm";',
@@ -120,28 +120,34 @@ test('php-fpm: a POST body is echoed byte for byte, small and 5 MB streamed', as
   assert.match(stderr.join(''), new RegExp(`echoed ${size} bytes`));
 });
 
-test('php-fpm: a 20 MB response read slowly keeps the client buffer bounded', async (t) => {
+test('php-fpm: a 20 MB response left unread keeps the client buffer bounded and php-fpm waiting', async (t) => {
   const fpm = await startPhpFpm(t, { scripts: SCRIPTS });
   const client = newClient(t, fpm.addressString);
   const chunkSize = 64 * 1024;
   const chunks = 320; // 20 MiB
   const response = client.request({ params: cgiParams(fpm.script('big.php'), { query: `chunks=${chunks}` }) });
+  // Read nothing until php-fpm is held up: blocked writing to the connection, with nothing more arrived between two
+  // looks (the event loop ran in between: a client that kept reading would have taken more). Or until all of it sits
+  // in the stream, which only a client without backpressure would take.
+  let previous = -1;
+  await waitFor(
+    () => {
+      const stuck = childrenOf(fpm.child.pid!).some(blockedWriting) && response.readableLength === previous;
+      previous = response.readableLength;
+      return stuck || response.readableLength >= chunks * chunkSize;
+    },
+    'php-fpm to be held up by the unread response',
+    { context: () => `buffered ${response.readableLength}; php-fpm workers in ${childrenOf(fpm.child.pid!).map(wchan).join(', ')}` },
+  );
+  // High-water mark (64 KiB) plus at most one socket read of records.
+  const buffered = response.readableLength;
+  assert.ok(buffered <= 512 * 1024, `response buffered ${buffered} bytes at once; backpressure did not hold`);
   let received = 0;
-  let maxBuffered = 0;
-  let reads = 0;
-  for await (const chunk of response) {
-    received += (chunk as Buffer).length;
-    // A reader that stalls: php-fpm writes 20 MB in well under these pauses, so without backpressure it would all pile
-    // up in the stream's buffer.
-    if (reads++ % 64 === 0) await sleep(150);
-    maxBuffered = Math.max(maxBuffered, response.readableLength);
-  }
+  for await (const chunk of response) received += (chunk as Buffer).length;
   const end = await response.completion;
   assert.equal(end.appStatus, 0);
   const headLength = received - chunks * chunkSize;
   assert.ok(headLength > 0 && headLength < 200, `expected 20 MiB plus a short head, got ${received} bytes`);
-  // High-water mark (64 KiB) plus at most one socket read of records delivered after the pause.
-  assert.ok(maxBuffered <= 512 * 1024, `response buffered ${maxBuffered} bytes at once; backpressure did not hold`);
 });
 
 test('php-fpm: error_log() output arrives as FCGI_STDERR, php://stderr goes to the php-fpm log', async (t) => {
@@ -152,8 +158,7 @@ test('php-fpm: error_log() output arrives as FCGI_STDERR, php://stderr goes to t
   assert.match(result.stderr.toString(), /via error_log/);
   // The worker's own stderr is a pipe to the master (catch_workers_output), not the FastCGI connection.
   assert.doesNotMatch(result.stderr.toString(), /via php:\/\/stderr/);
-  for (let i = 0; i < 50 && !readFileSync(fpm.errorLog, 'utf8').includes('via php://stderr'); i++) await sleep(20);
-  assert.match(readFileSync(fpm.errorLog, 'utf8'), /via php:\/\/stderr/);
+  await waitForText(fpm.errorLog, 'via php://stderr', 'the php://stderr line in the php-fpm log');
 });
 
 test('php-fpm: keep-alive reuses one connection for sequential requests (accepts counted on a proxy)', async (t) => {

@@ -25,7 +25,7 @@ import { tempDir } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { startPhpFpm } from '../kit/php-fpm.js';
 import { openNonReader } from '../kit/non-reader.js';
-import { eventually } from '../fixtures/serve/serve-kit.js';
+import { waitForValue } from '../kit/wait.js';
 import { startServe } from '../kit/serve-logged.js';
 
 const BOUND_MS = 25_000;
@@ -85,10 +85,11 @@ test('buffering on: two clients that never read a 10 MiB page leave php-fpm free
   const readers = [await openNonReader(t, site.port, pageRequest('/big.php')), await openNonReader(t, site.port, pageRequest('/big.php'))];
   // Both runs wrote their whole page while their clients read nothing.
   assert.equal(
-    await eventually(
+    await waitForValue(
       () => marked('ended'),
       (count) => count === 2,
-      BOUND_MS,
+      'the condition',
+      { timeoutMs: BOUND_MS },
     ),
     2,
     `both pages were read whole\n${site.log()}`,
@@ -114,10 +115,11 @@ async function heldUntilSendTimeout(t: TestContext, path: string, route: string)
   await openNonReader(t, site.port, pageRequest(path));
   await openNonReader(t, site.port, pageRequest(path));
   assert.equal(
-    await eventually(
+    await waitForValue(
       () => marked('started'),
       (count) => count === 2,
-      BOUND_MS,
+      'the condition',
+      { timeoutMs: BOUND_MS },
     ),
     2,
     'both runs started',

@@ -109,7 +109,8 @@ test('a worker killed with SIGKILL is started again and the next requests are se
   const after = kfcgi.workers();
   assert.ok(after.includes(before[1]!));
   for (let i = 0; i < 10; i += 1) assert.match(await cgiFcgi(socket), /hello from libfcgi/);
-  assert.match(kfcgi.output(), new RegExp(`worker ${before[0]}: killed by SIGKILL`));
+  const killedLine = new RegExp(`worker ${before[0]}: killed by SIGKILL`);
+  await waitFor(() => killedLine.test(kfcgi.output()), 'the kill logged', kfcgi.output);
 });
 
 for (const subject of [

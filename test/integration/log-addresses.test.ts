@@ -13,7 +13,9 @@ import { join } from 'node:path';
 import { freePort, startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { startPhpFpm } from '../kit/php-fpm.js';
-import { eventually, GATEHOUSE_MAIN } from '../fixtures/serve/serve-kit.js';
+import { asRootOnPurpose } from '../kit/serve.js';
+import { GATEHOUSE_MAIN } from '../kit/paths.js';
+import { waitForValue } from '../kit/wait.js';
 import { startServe } from '../kit/serve-logged.js';
 
 const BOUND_MS = 20_000;
@@ -25,22 +27,17 @@ test('the access log shows an IPv4 client of a [::] listener as a.b.c.d, as REMO
   const port = await freePort();
   const serve = startProcess(t, process.execPath, [
     GATEHOUSE_MAIN,
-    'serve',
-    '--listen',
-    `[::]:${port}`,
-    '--docroot',
-    dir,
-    '--access-log',
-    accessLog,
+    ...asRootOnPurpose(['serve', '--listen', `[::]:${port}`, '--docroot', dir, '--access-log', accessLog]),
   ]);
-  await waitForListener({ host: '127.0.0.1', port }, BOUND_MS, () => serve.child.exitCode === null).catch((error: Error) => {
+  await waitForListener({ host: '127.0.0.1', port }, { process: serve, timeoutMs: BOUND_MS }).catch((error: Error) => {
     throw new Error(`gatehouse serve did not start: ${error.message}\n${serve.output()}`);
   });
   assert.equal((await httpRequest(`http://127.0.0.1:${port}/hello.txt`)).status, 200);
-  const log = await eventually(
+  const log = await waitForValue(
     () => (existsSync(accessLog) ? readFileSync(accessLog, 'utf8') : ''),
     (text) => text.includes('GET /hello.txt'),
-    BOUND_MS,
+    'the condition',
+    { timeoutMs: BOUND_MS },
   );
   assert.match(log, /^127\.0\.0\.1 - - \[.*\] "GET \/hello\.txt HTTP\/1\.1" 200 /m);
   assert.doesNotMatch(log, /::ffff:/);
@@ -53,10 +50,11 @@ test('a FastCGI response shorter than its Content-Length is logged naming its up
   writeFileSync(config, `[[fastcgi]]\nextensions = [".php"]\nupstreams = ["${fpm.addressString}"]\nroot = "${fpm.docRoot}"\n`);
   const site = await startServe(t, ['--config', config]);
   await httpRequest(`http://127.0.0.1:${site.port}/short.php`, { timeoutMs: BOUND_MS }).catch(() => null);
-  const log = await eventually(
+  const log = await waitForValue(
     () => site.log(),
     (text) => text.includes('announced Content-Length'),
-    BOUND_MS,
+    'the condition',
+    { timeoutMs: BOUND_MS },
   );
   const line = log.split('\n').find((entry) => entry.includes('announced Content-Length'))!;
   assert.equal(line.split(fpm.addressString).length - 1, 1, `the upstream is named once: ${line}`);

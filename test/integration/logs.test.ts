@@ -18,7 +18,9 @@ import { FastCGIClient } from '../../src/fastcgi/client/index.js';
 import { parseJsonRecord, systemLogAvailable } from '../../src/log/index.js';
 import { httpRequest } from '../kit/http.js';
 import { startProcess, tempDir, waitForListener } from '../kit/process.js';
-import { eventually, GATEHOUSE_MAIN, startGatehouse } from '../fixtures/serve/serve-kit.js';
+import { waitForValue } from '../kit/wait.js';
+import { GATEHOUSE_MAIN } from '../kit/paths.js';
+import { asRootOnPurpose, startGatehouse } from '../kit/serve.js';
 
 /** A line of the text format: ISO time, level, role[pid]: message. */
 const TEXT_LINE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z (error|warn|info|debug) (serve|cgid|kfcgi)\[(\d+)\]: (.*)$/;
@@ -29,10 +31,11 @@ const read = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8') : 
 const linesOf = (text: string) => text.split('\n').filter(Boolean);
 
 async function until(file: string, what: string | RegExp): Promise<string> {
-  const text = await eventually(
+  const text = await waitForValue(
     () => read(file),
     (value) => (typeof what === 'string' ? value.includes(what) : what.test(value)),
-    SLOW_MACHINE_MS,
+    'the log line',
+    { timeoutMs: SLOW_MACHINE_MS },
   );
   assert.ok(typeof what === 'string' ? text.includes(what) : what.test(text), `${file} never got ${what}:\n${text}`);
   return text;
@@ -147,10 +150,11 @@ test('serve: requests still running at SIGTERM finish, and their access log line
   const server = await startGatehouse(t, 'serve', ['--docroot', www, '--cgi-bin', cgi, '--access-log', accessLog, '--error-log', errorLog]);
   const count = 12;
   const responses = Array.from({ length: count }, (_, index) => httpRequest(`${server.base}/cgi-bin/held.sh?n=${index}`));
-  await eventually(
+  await waitForValue(
     () => readdirSync(started).length,
     (running) => running === count,
-    SLOW_MACHINE_MS,
+    'every script started',
+    { timeoutMs: SLOW_MACHINE_MS },
   );
   server.child.kill('SIGTERM');
   await until(errorLog, 'SIGTERM: finishing requests in flight');
@@ -174,15 +178,9 @@ test('cgid --fastcgi: mv + SIGUSR1 for its error log, the script log follows the
   const scriptLog = join(dir, 'script.log');
   const face = startProcess(t, process.execPath, [
     GATEHOUSE_MAIN,
-    'cgid',
-    '--fastcgi',
-    `unix:${socket}`,
-    '--error-log',
-    errorLog,
-    '--script-log',
-    scriptLog,
+    ...asRootOnPurpose(['cgid', '--fastcgi', `unix:${socket}`, '--error-log', errorLog, '--script-log', scriptLog]),
   ]);
-  await waitForListener({ path: socket }, SLOW_MACHINE_MS, () => face.child.exitCode === null);
+  await waitForListener({ path: socket }, { process: face, timeoutMs: SLOW_MACHINE_MS });
   const client = new FastCGIClient({ address: `unix:${socket}` });
   t.after(() => client.close());
   const run = (script: string) =>
@@ -240,7 +238,7 @@ test('kfcgi: -E, mv + SIGUSR1: the next lines land in the new file; -F json; -v 
     logFile,
     worker,
   ]);
-  await waitForListener({ path: socket }, SLOW_MACHINE_MS, () => kfcgi.child.exitCode === null);
+  await waitForListener({ path: socket }, { process: kfcgi, timeoutMs: SLOW_MACHINE_MS });
   const before = await until(logFile, /worker script \d+ started[\s\S]*worker script \d+ started/);
   for (const line of linesOf(before)) assert.match(line, TEXT_LINE);
 
@@ -276,7 +274,7 @@ test('kfcgi: -E, mv + SIGUSR1: the next lines land in the new file; -F json; -v 
     jsonSocket,
     worker,
   ]);
-  await waitForListener({ path: jsonSocket }, SLOW_MACHINE_MS, () => json.child.exitCode === null);
+  await waitForListener({ path: jsonSocket }, { process: json, timeoutMs: SLOW_MACHINE_MS });
   await json.stop();
   const records = linesOf(json.output()).map(parseJsonRecord);
   assert.ok(records.length > 0 && records.every((record) => record?.role === 'kfcgi'), json.output());
@@ -305,19 +303,21 @@ test('kfcgi without -d: through the system log, or, with no syslog socket, on st
     return;
   }
   // The daemon kept the launcher's standard error: its lines arrive there while it runs.
-  const output = await eventually(
+  const output = await waitForValue(
     () => launcher.output(),
     (text) => /worker script \d+ started/.test(text),
-    SLOW_MACHINE_MS,
+    'the worker script started',
+    { timeoutMs: SLOW_MACHINE_MS },
   );
   assert.match(output, /running in the background as pid \d+; logging to standard error/);
   assert.equal(output.match(/no system log socket at \/dev\/log: logging to standard error instead/g)?.length, 1, output);
   assert.match(output, new RegExp(`^\\S+ info kfcgi\\[${daemonPid}\\]: listening on `, 'm'));
   process.kill(daemonPid, 'SIGTERM');
-  await eventually(
+  await waitForValue(
     () => launcher.output(),
     (text) => text.includes('stopped'),
-    SLOW_MACHINE_MS,
+    'the stop logged',
+    { timeoutMs: SLOW_MACHINE_MS },
   );
   assert.match(launcher.output(), new RegExp(`info kfcgi\\[${daemonPid}\\]: stopped`));
 });

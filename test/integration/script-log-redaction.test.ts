@@ -13,7 +13,9 @@ import { startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { RawFastCGIPeer } from '../kit/raw-fastcgi.js';
 import { RecordType } from '../../src/fastcgi/protocol.js';
-import { eventually, GATEHOUSE_MAIN, startGatehouse } from '../fixtures/serve/serve-kit.js';
+import { waitForValue } from '../kit/wait.js';
+import { GATEHOUSE_MAIN } from '../kit/paths.js';
+import { asRootOnPurpose, startGatehouse } from '../kit/serve.js';
 
 /** Failing scripts that print a secret in a Set-Cookie header: malformed head, a 500, a bad line that is itself Set-Cookie. */
 const LEAKY_SCRIPTS: Record<string, string> = {
@@ -33,10 +35,11 @@ function writeScripts(directory: string): void {
 /** Waits for one entry per leaky script (each entry is appended whole), then checks no secret is in the file. */
 async function assertRedacted(t: TestContext, logPath: string): Promise<void> {
   const entries = Object.keys(LEAKY_SCRIPTS).length;
-  const text = await eventually(
+  const text = await waitForValue(
     () => (existsSync(logPath) ? readFileSync(logPath, 'utf8') : ''),
     (content) => (content.match(/^%% \[/gm)?.length ?? 0) >= entries,
-    20_000,
+    'every script-log entry',
+    { timeoutMs: 20_000 },
   );
   assert.equal(text.match(/^%% \[/gm)?.length, entries, text);
   for (const name of Object.keys(LEAKY_SCRIPTS)) assert.ok(text.includes(name), `${name} logged`);
@@ -74,8 +77,11 @@ test('cgid --fastcgi --script-log: the same, for requests that come as FastCGI r
   writeScripts(join(dir, 'cgi-bin'));
   const logPath = join(dir, 'script.log');
   const socket = join(dir, 'face.sock');
-  const face = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'cgid', '--fastcgi', `unix:${socket}`, '--script-log', logPath]);
-  await waitForListener({ path: socket }, 20_000, () => face.child.exitCode === null);
+  const face = startProcess(t, process.execPath, [
+    GATEHOUSE_MAIN,
+    ...asRootOnPurpose(['cgid', '--fastcgi', `unix:${socket}`, '--script-log', logPath]),
+  ]);
+  await waitForListener({ path: socket }, { process: face, timeoutMs: 20_000 });
   const peer = await RawFastCGIPeer.connect({ path: socket });
   t.after(() => peer.close());
   let requestId = 1;
@@ -92,7 +98,7 @@ test('cgid --fastcgi --script-log: the same, for requests that come as FastCGI r
       },
       { keepConn: true },
     );
-    await peer.waitForEnd(id, 20_000);
+    await peer.waitForEnd(id, { timeoutMs: 20_000 });
     assert.match(peer.stdout(id).toString('latin1'), /^Status: 500/, name);
   }
   assert.ok(peer.records.every((record) => record.type !== RecordType.UNKNOWN_TYPE));

@@ -25,7 +25,9 @@ import { ChildProcessSpawner } from '../../src/spawn/fork.js';
 import { startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { openNonReader } from '../kit/non-reader.js';
-import { eventually, GATEHOUSE_MAIN } from '../fixtures/serve/serve-kit.js';
+import { asRootOnPurpose } from '../kit/serve.js';
+import { GATEHOUSE_MAIN } from '../kit/paths.js';
+import { waitForValue } from '../kit/wait.js';
 import { startServe } from '../kit/serve-logged.js';
 
 /** The longest any wait here may take before the test fails (a failure bound, far above the 1 s send timeout). */
@@ -78,20 +80,22 @@ for (const spawn of ['daemon', 'in-process'] as const) {
     const request = `GET /cgi-bin/big.sh HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`;
     const readers = [await openNonReader(t, site.port, request), await openNonReader(t, site.port, request)];
     // Both script slots are taken before the third request is sent: otherwise it could be served with no defence at all.
-    const started = await eventually(
+    const started = await waitForValue(
       () => readdirSync(pids).map(Number),
       (list) => list.length === 2,
-      BOUND_MS,
+      'the condition',
+      { timeoutMs: BOUND_MS },
     );
     assert.equal(started.length, 2, `both scripts should have started; error log:\n${site.log()}`);
     // Served only once a slot is free: without a send timeout it waits until the failure bound.
     const third = await httpRequest(`http://127.0.0.1:${site.port}/cgi-bin/hello.sh`, { timeoutMs: BOUND_MS });
     assert.equal(third.status, 200);
     assert.equal(third.body.toString(), 'hello\n');
-    const gone = await eventually(
+    const gone = await waitForValue(
       () => started.filter(alive),
       (list) => list.length === 0,
-      BOUND_MS,
+      'the condition',
+      { timeoutMs: BOUND_MS },
     );
     assert.deepEqual(gone, [], 'the scripts of the clients that stopped reading are killed');
     assert.equal(countLines(site.log(), /send timeout: .*GET \/cgi-bin\/big\.sh/), 2, site.log());
@@ -111,10 +115,11 @@ test('static: a download to a client that never reads is closed after the send t
   truncateSync(join(docroot, 'big.bin'), size);
   const site = await startServe(t, ['--docroot', docroot, '--send-timeout', '1s']);
   const reader = await openNonReader(t, site.port, `GET /big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
-  const logged = await eventually(
+  const logged = await waitForValue(
     () => site.log(),
     (log) => /send timeout: .*GET \/big\.bin/.test(log),
-    BOUND_MS,
+    'the condition',
+    { timeoutMs: BOUND_MS },
   );
   assert.match(logged, /send timeout: 127\.0\.0\.1 took none of \d+ bytes for \d+ ms answering GET \/big\.bin \(send-timeout 1000 ms\)/);
   const { bytes, status } = await reader.drain();
@@ -132,15 +137,9 @@ test('cgid --fastcgi: a FastCGI client that never reads the output of a 200 MB s
   const errorLog = join(dir, 'error.log');
   const face = startProcess(t, process.execPath, [
     GATEHOUSE_MAIN,
-    'cgid',
-    '--fastcgi',
-    `unix:${socketPath}`,
-    '--send-timeout',
-    '1s',
-    '--error-log',
-    errorLog,
+    ...asRootOnPurpose(['cgid', '--fastcgi', `unix:${socketPath}`, '--send-timeout', '1s', '--error-log', errorLog]),
   ]);
-  await waitForListener({ path: socketPath }, BOUND_MS, () => face.child.exitCode === null).catch((error: Error) => {
+  await waitForListener({ path: socketPath }, { process: face, timeoutMs: BOUND_MS }).catch((error: Error) => {
     throw new Error(`gatehouse cgid --fastcgi did not start: ${error.message}\n${face.output()}`);
   });
   const socket = net.connect(socketPath);
@@ -163,20 +162,22 @@ test('cgid --fastcgi: a FastCGI client that never reads the output of a 200 MB s
   );
   // Never read: the face's writes stop once the socket buffers are full.
   socket.pause();
-  const [pid] = await eventually(
+  const [pid] = await waitForValue(
     () => readdirSync(pids).map(Number),
     (list) => list.length === 1,
-    BOUND_MS,
+    'the condition',
+    { timeoutMs: BOUND_MS },
   );
   assert.ok(pid, 'the script started');
   const read = () => (existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : '');
-  const log = await eventually(read, (text) => /send timeout: the web server/.test(text), BOUND_MS);
+  const log = await waitForValue(read, (text) => /send timeout: the web server/.test(text), 'the condition', { timeoutMs: BOUND_MS });
   assert.match(log, /send timeout: the web server took none of \d+ bytes for \d+ ms \(send-timeout 1000 ms\): connection closed/);
   assert.equal(
-    await eventually(
+    await waitForValue(
       () => alive(pid!),
       (running) => !running,
-      BOUND_MS,
+      'the condition',
+      { timeoutMs: BOUND_MS },
     ),
     false,
     'the script is killed',
@@ -209,21 +210,24 @@ test('cgi({ sendTimeout }): the handler in a plain node:http server disconnects 
   });
   const port = (server.address() as net.AddressInfo).port;
   await openNonReader(t, port, `GET /cgi-bin/big.sh HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
-  const [pid] = await eventually(
+  const [pid] = await waitForValue(
     () => readdirSync(pids).map(Number),
     (list) => list.length === 1,
-    BOUND_MS,
+    'the condition',
+    { timeoutMs: BOUND_MS },
   );
-  await eventually(
+  await waitForValue(
     () => lines.join('\n'),
     (text) => /cgi: send timeout: .*GET \/cgi-bin\/big\.sh/.test(text),
-    BOUND_MS,
+    'the condition',
+    { timeoutMs: BOUND_MS },
   );
   assert.equal(
-    await eventually(
+    await waitForValue(
       () => alive(pid!),
       (running) => !running,
-      BOUND_MS,
+      'the condition',
+      { timeoutMs: BOUND_MS },
     ),
     false,
     'the script is killed',

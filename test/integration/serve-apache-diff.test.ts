@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { tempDir } from '../kit/process.js';
 import { startApache } from '../kit/apache.js';
 import { parseRawResponse, rawRequest } from '../kit/raw-http.js';
-import { CGI_FIXTURES, startGatehouse } from '../fixtures/serve/serve-kit.js';
+import { CGI_FIXTURES } from '../kit/paths.js';
+import { startGatehouse } from '../kit/serve.js';
 
 const SCRIPTS = CGI_FIXTURES.replace(/\/$/, '');
 const MUST_DIFFER = new Set(['SERVER_SOFTWARE', 'SERVER_PORT', 'REMOTE_PORT', 'HTTP_HOST', 'SERVER_SIGNATURE']);

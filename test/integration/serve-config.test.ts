@@ -5,7 +5,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
-import { rawExchange, runGatehouse, startGatehouse } from '../fixtures/serve/serve-kit.js';
+import { rawExchange } from '../kit/raw-http.js';
+import { runGatehouse, startGatehouse } from '../kit/serve.js';
 
 test('--check on a valid file: exit 0 and a summary with paths resolved against the file', async (t) => {
   const dir = tempDir(t, 'gatehouse-serve-config-');
@@ -14,6 +15,7 @@ test('--check on a valid file: exit 0 and a summary with paths resolved against 
   writeFileSync(
     join(dir, 'site', 'gatehouse.toml'),
     `listen = "127.0.0.1:8099"
+user = "www-data"
 docroot = "www"
 cgi-bin = "cgi"
 cgi-ext = [".cgi"]
@@ -27,13 +29,14 @@ index = "index.php"
 `,
   );
   // Run from another directory: the file's relative paths must not depend on where gatehouse was started.
-  const result = await runGatehouse(t, ['serve', '--config', 'site/gatehouse.toml', '--check'], { cwd: dir });
+  const result = await runGatehouse(['serve', '--config', 'site/gatehouse.toml', '--check'], { cwd: dir, asWritten: true });
   assert.equal(result.code, 0, result.stderr);
   assert.equal(
     result.stdout,
     [
       'configuration OK (site/gatehouse.toml)',
       'listen: 127.0.0.1:8099',
+      'user: www-data (uid 33, gid 33 www-data)',
       // Routes in the order they are tried: FastCGI patterns, then prefixes, then the document root.
       `/php/ -> FastCGI unix:${join(dir, 'site', 'php.sock')}, 127.0.0.1:9000`,
       `/cgi-bin/ -> ${join(dir, 'site', 'cgi')}`,
@@ -58,7 +61,7 @@ CGIDScriptTimeout = "five"
 ScriptLog = 3
 `,
   );
-  const result = await runGatehouse(t, ['serve', '--config', join(dir, 'bad.toml'), '--check']);
+  const result = await runGatehouse(['serve', '--config', join(dir, 'bad.toml'), '--check']);
   assert.equal(result.code, 1);
   assert.equal(result.stdout, '');
   assert.match(result.stderr, /^gatehouse serve: invalid configuration: .*bad\.toml: 3 problems:/);
@@ -73,7 +76,6 @@ test('--check with flags only, and flags over a file', async (t) => {
   mkdirSync(join(dir, 'other'));
   writeFileSync(join(dir, 'gatehouse.toml'), 'docroot = "www"\nscript-timeout = "20s"\nlisten = "127.0.0.1:8001"\n');
   const result = await runGatehouse(
-    t,
     [
       'serve',
       '--config',
@@ -96,8 +98,8 @@ test('--check with flags only, and flags over a file', async (t) => {
   assert.match(result.stdout, /^script-timeout: 250 ms$/m);
 });
 
-test('an unknown flag: exit 2 and the closest option suggested', async (t) => {
-  const result = await runGatehouse(t, ['serve', '--docroot', '/', '--script-timout', '5s']);
+test('an unknown flag: exit 2 and the closest option suggested', async (_t) => {
+  const result = await runGatehouse(['serve', '--docroot', '/', '--script-timout', '5s']);
   assert.equal(result.code, 2);
   assert.match(result.stderr, /Unknown option '--script-timout'; did you mean --script-timeout\?/);
   assert.match(result.stderr, /Run 'gatehouse serve --help'/);
@@ -106,21 +108,21 @@ test('an unknown flag: exit 2 and the closest option suggested', async (t) => {
 test('sizes and durations: serve takes what cgid takes (512M, 10M), and a value outside the grammar is a usage error (exit 2)', async (t) => {
   const dir = tempDir(t, 'gatehouse-serve-config-');
   const sizes = ['--max-body', '10M', '--rlimit-mem', '512M', '--script-log-length', '10M', '--max-script-output', '1G'];
-  const ok = await runGatehouse(t, ['serve', '--docroot', dir, ...sizes, '--shutdown-grace', '2m', '--check']);
+  const ok = await runGatehouse(['serve', '--docroot', dir, ...sizes, '--shutdown-grace', '2m', '--check']);
   assert.equal(ok.code, 0, ok.stderr);
-  const cgid = await runGatehouse(t, ['cgid', '--rlimit-mem', '1.5G', '--script-timeout', 'soon']);
+  const cgid = await runGatehouse(['cgid', '--rlimit-mem', '1.5G', '--script-timeout', 'soon']);
   assert.equal(cgid.code, 2, cgid.stderr);
   assert.match(cgid.stderr, /^gatehouse cgid: --script-timeout: "soon" is not a duration/m);
   assert.match(cgid.stderr, /^gatehouse cgid: --rlimit-mem: "1\.5G" is not a size; write bytes \(1048576\) or a number with K, M or G/m);
-  const serve = await runGatehouse(t, ['serve', '--docroot', dir, '--max-body', '10X', '--rlimit-mem', '1.5G']);
+  const serve = await runGatehouse(['serve', '--docroot', dir, '--max-body', '10X', '--rlimit-mem', '1.5G']);
   assert.equal(serve.code, 2, serve.stderr);
   assert.match(serve.stderr, /^gatehouse serve: --max-body: "10X" is not a size; write bytes \(1048576\) or a number with K, M or G/m);
   assert.match(serve.stderr, /^gatehouse serve: --rlimit-mem: "1\.5G" is not a size/m);
   assert.match(serve.stderr, /Run 'gatehouse serve --help'/);
-  const listen = await runGatehouse(t, ['serve', '--docroot', dir, '--listen', '[::1g]:80']);
+  const listen = await runGatehouse(['serve', '--docroot', dir, '--listen', '[::1g]:80']);
   assert.equal(listen.code, 2, listen.stderr);
   assert.match(listen.stderr, /--listen: "\[::1g\]:80": ::1g is not an IPv6 address/);
-  const example = await runGatehouse(t, ['example', '--lisen', '127.0.0.1:1']);
+  const example = await runGatehouse(['example', '--lisen', '127.0.0.1:1']);
   assert.equal(example.code, 2, example.stderr);
   assert.match(example.stderr, /did you mean --listen\?/);
 });
@@ -146,7 +148,7 @@ dir = "cgi"
 user = "www-data"
 `,
   );
-  const result = await runGatehouse(t, ['serve', '--config', join(dir, 'gatehouse.toml'), '--check']);
+  const result = await runGatehouse(['serve', '--config', join(dir, 'gatehouse.toml'), '--check']);
   assert.equal(result.code, 1, result.stdout);
   assert.match(result.stderr, /: 4 problems:/);
   assert.match(
@@ -164,8 +166,8 @@ user = "www-data"
   );
 });
 
-test('--help lists every flag the issue names', async (t) => {
-  const result = await runGatehouse(t, ['serve', '--help']);
+test('--help lists every flag the issue names', async () => {
+  const result = await runGatehouse(['serve', '--help']);
   assert.equal(result.code, 0);
   for (const flag of [
     '--listen',
@@ -182,8 +184,8 @@ test('--help lists every flag the issue names', async (t) => {
   }
 });
 
-test('an invalid configuration stops the server before it listens (exit 1, nothing started)', async (t) => {
-  const result = await runGatehouse(t, ['serve', '--listen', '127.0.0.1:1', '--docroot', '/nonexistent-gatehouse-dir']);
+test('an invalid configuration stops the server before it listens (exit 1, nothing started)', async (_t) => {
+  const result = await runGatehouse(['serve', '--listen', '127.0.0.1:1', '--docroot', '/nonexistent-gatehouse-dir']);
   assert.equal(result.code, 1);
   assert.match(result.stderr, /docroot: \/nonexistent-gatehouse-dir is not a directory/);
 });

@@ -6,10 +6,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { existsSync } from 'node:fs';
 import { httpRequest } from '../kit/http.js';
 import { tempDir } from '../kit/process.js';
-import { eventually, startGatehouse } from '../fixtures/serve/serve-kit.js';
+import { processExists } from '../kit/proc.js';
+import { startGatehouse } from '../kit/serve.js';
+import { waitFor } from '../kit/wait.js';
 
 test('gatehouse example serves every part of the built-in example, and stops cleanly', async (t) => {
   // Started from an unrelated directory: the example must find its files by itself.
@@ -97,10 +98,6 @@ test('gatehouse example serves every part of the built-in example, and stops cle
     server.child.kill('SIGTERM');
     const { code } = await server.exited;
     assert.equal(code, 0, server.output());
-    const gone = await eventually(
-      () => existsSync(`/proc/${appPid}`),
-      (exists) => !exists,
-    );
-    assert.equal(gone, false, `the example's FastCGI app (pid ${appPid}) outlived gatehouse example`);
+    await waitFor(() => !processExists(appPid), `the example's FastCGI app (pid ${appPid}) to stop with gatehouse example`);
   });
 });

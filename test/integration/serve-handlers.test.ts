@@ -10,22 +10,20 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { freePort, startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
-import { EXAMPLES_DIR, REPO_ROOT } from '../fixtures/serve/serve-kit.js';
+import { EXAMPLES_DIR, REPO_ROOT } from '../kit/paths.js';
 
 for (const example of ['node-http', 'express', 'fastify']) {
   test(`examples/${example}.mjs serves CGI scripts and a FastCGI route`, async (t) => {
     const dir = tempDir(t, `gatehouse-${example}-`);
     const socket = join(dir, 'app.sock');
     const app = startProcess(t, process.execPath, [join(EXAMPLES_DIR, 'fastcgi-app.mjs'), socket], { cwd: REPO_ROOT });
-    await waitForListener({ path: socket }, 10_000, () => app.child.exitCode === null);
+    await waitForListener({ path: socket }, { what: 'examples/fastcgi-app.mjs', process: app });
     const port = await freePort();
     const server = startProcess(t, process.execPath, [join(EXAMPLES_DIR, `${example}.mjs`)], {
       cwd: dir,
       env: { ...process.env, PORT: String(port), FASTCGI_UPSTREAM: `unix:${socket}` },
     });
-    await waitForListener({ host: '127.0.0.1', port }, 15_000, () => server.child.exitCode === null).catch((error: Error) => {
-      throw new Error(`${example}.mjs did not start: ${error.message}\n${server.output()}`);
-    });
+    await waitForListener({ host: '127.0.0.1', port }, { what: `examples/${example}.mjs`, process: server });
     const base = `http://127.0.0.1:${port}`;
 
     const env = await httpRequest(`${base}/cgi-bin/env.sh/extra/path?x=1`);

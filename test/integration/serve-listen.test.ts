@@ -12,7 +12,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, startProcess, tempDir, waitForListener } from '../kit/process.js';
-import { GATEHOUSE_MAIN, runGatehouse } from '../fixtures/serve/serve-kit.js';
+import { GATEHOUSE_MAIN } from '../kit/paths.js';
+import { asRootOnPurpose, runGatehouse } from '../kit/serve.js';
 import { FastCGIClient } from '../../src/fastcgi/client/index.js';
 
 function site(t: { after(fn: () => unknown): void }) {
@@ -37,7 +38,7 @@ test('a port in use: a message that says so, exit 1 (with the cgid daemon starte
   const port = await freePort();
   await occupy(t, port);
   const free = await freePort();
-  const result = await runGatehouse(t, [
+  const result = await runGatehouse([
     'serve',
     '--listen',
     `127.0.0.1:${free}`,
@@ -68,15 +69,9 @@ test('a unix socket left by a dead server is replaced; the socket is served and 
   assert.ok(lstatSync(socketPath).isSocket());
   const server = startProcess(t, process.execPath, [
     GATEHOUSE_MAIN,
-    'serve',
-    '--listen',
-    `unix:${socketPath}`,
-    '--docroot',
-    join(dir, 'www'),
-    '--access-log',
-    'off',
+    ...asRootOnPurpose(['serve', '--listen', `unix:${socketPath}`, '--docroot', join(dir, 'www'), '--access-log', 'off']),
   ]);
-  await waitForListener({ path: socketPath }, 10_000, () => server.child.exitCode === null);
+  await waitForListener({ path: socketPath }, { what: 'gatehouse serve', process: server });
   const body = await new Promise<string>((resolve, reject) => {
     http
       .get({ socketPath, path: '/a.txt', agent: false }, (res) => {
@@ -96,15 +91,21 @@ test('a unix socket a live server listens on is refused and left in place; so is
   const dir = site(t);
   const live = join(dir, 'live.sock');
   await occupy(t, live);
-  const liveResult = await runGatehouse(t, ['serve', '--listen', `unix:${live}`, '--docroot', join(dir, 'www')]);
+  const liveResult = await runGatehouse(['serve', '--listen', `unix:${live}`, '--docroot', join(dir, 'www')]);
   assert.equal(liveResult.code, 1);
-  assert.match(liveResult.stderr, /cannot listen on unix:.*live\.sock: EADDRINUSE: another server is listening on this socket/);
+  assert.equal(
+    liveResult.stderr,
+    `gatehouse serve: another server is accepting connections on ${live}: stop it first, or choose another path\n`,
+  );
   await new Promise<void>((resolve, reject) => net.connect(live, resolve).on('error', reject));
   const file = join(dir, 'not-a-socket');
   writeFileSync(file, 'precious\n');
-  const fileResult = await runGatehouse(t, ['serve', '--listen', `unix:${file}`, '--docroot', join(dir, 'www')]);
+  const fileResult = await runGatehouse(['serve', '--listen', `unix:${file}`, '--docroot', join(dir, 'www')]);
   assert.equal(fileResult.code, 1);
-  assert.match(fileResult.stderr, /EADDRINUSE: a file that is not a socket is in the way/);
+  assert.equal(
+    fileResult.stderr,
+    `gatehouse serve: ${file} exists and is not a socket; it is left alone: move it away, or choose another path\n`,
+  );
   assert.equal(readFileSync(file, 'utf8'), 'precious\n');
 });
 
@@ -121,12 +122,17 @@ async function inheritedListener(t: { after(fn: () => unknown): void }): Promise
 test('fd:N: serve --listen and cgid --fastcgi serve on a socket inherited already listening (as a supervisor passes one)', async (t) => {
   const dir = site(t);
   const web = await inheritedListener(t);
-  const serve = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'serve', '--listen', 'fd:3', '--docroot', join(dir, 'www')], {
-    stdio: ['ignore', 'pipe', 'pipe', web.fd],
-  });
+  const serve = startProcess(
+    t,
+    process.execPath,
+    [GATEHOUSE_MAIN, ...asRootOnPurpose(['serve', '--listen', 'fd:3', '--docroot', join(dir, 'www')])],
+    {
+      stdio: ['ignore', 'pipe', 'pipe', web.fd],
+    },
+  );
   // The test's own copy stops accepting: from now on only the child answers on the port.
   await new Promise((resolve) => web.server.close(resolve));
-  await waitForListener({ host: '127.0.0.1', port: web.port }, 15_000, () => serve.child.exitCode === null);
+  await waitForListener({ host: '127.0.0.1', port: web.port }, { process: serve, timeoutMs: 15_000, what: 'gatehouse' });
   const body = await new Promise<string>((resolve, reject) => {
     http
       .get(`http://127.0.0.1:${web.port}/a.txt`, (response) => {
@@ -141,11 +147,11 @@ test('fd:N: serve --listen and cgid --fastcgi serve on a socket inherited alread
 
   writeFileSync(join(dir, 'cgi', 'hi.sh'), '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\nhi from fd\\n"\n', { mode: 0o755 });
   const face = await inheritedListener(t);
-  const cgid = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'cgid', '--fastcgi', 'fd:3'], {
+  const cgid = startProcess(t, process.execPath, [GATEHOUSE_MAIN, ...asRootOnPurpose(['cgid', '--fastcgi', 'fd:3'])], {
     stdio: ['ignore', 'pipe', 'pipe', face.fd],
   });
   await new Promise((resolve) => face.server.close(resolve));
-  await waitForListener({ host: '127.0.0.1', port: face.port }, 15_000, () => cgid.child.exitCode === null);
+  await waitForListener({ host: '127.0.0.1', port: face.port }, { process: cgid, timeoutMs: 15_000, what: 'gatehouse' });
   const client = new FastCGIClient({ address: `127.0.0.1:${face.port}` });
   t.after(() => client.close());
   const answer = await client.fetchAll({

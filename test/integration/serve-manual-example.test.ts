@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { freePort, startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { startPhpFpm } from '../kit/php-fpm.js';
-import { CGI_FIXTURES, GATEHOUSE_MAIN, REPO_ROOT, runGatehouse } from '../fixtures/serve/serve-kit.js';
+import { CGI_FIXTURES, GATEHOUSE_MAIN, REPO_ROOT } from '../kit/paths.js';
+import { asRootOnPurpose, runGatehouse } from '../kit/serve.js';
 
 /** The literal block that follows `lead` in an mdoc page, with roff's escapes turned back into the characters they print. */
 function literalBlockAfter(manual: string, lead: string): string {
@@ -62,11 +63,11 @@ test("the manual's php-fpm example, as pasted: PHP to php-fpm, static files and 
     }),
   );
 
-  const check = await runGatehouse(t, ['serve', '--config', file, '--check']);
+  const check = await runGatehouse(['serve', '--config', file, '--check']);
   assert.equal(check.code, 0, `--check refused the manual's example:\n${check.stderr}`);
 
-  const server = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'serve', '--config', file]);
-  await waitForListener({ host: '127.0.0.1', port }, 15_000, () => server.child.exitCode === null).catch((error: Error) => {
+  const server = startProcess(t, process.execPath, [GATEHOUSE_MAIN, ...asRootOnPurpose(['serve', '--config', file])]);
+  await waitForListener({ host: '127.0.0.1', port }, { process: server, timeoutMs: 15_000, what: 'gatehouse' }).catch((error: Error) => {
     throw new Error(`gatehouse serve did not start with the manual's example: ${error.message}\n${server.output()}`);
   });
   const base = `http://127.0.0.1:${port}`;

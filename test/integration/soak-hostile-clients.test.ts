@@ -25,7 +25,9 @@ import { httpRequest } from '../kit/http.js';
 import { openNonReader, type NonReader } from '../kit/non-reader.js';
 import { startNginx } from '../kit/nginx.js';
 import { startServe } from '../kit/serve-logged.js';
-import { eventually, GATEHOUSE_MAIN } from '../fixtures/serve/serve-kit.js';
+import { asRootOnPurpose } from '../kit/serve.js';
+import { GATEHOUSE_MAIN } from '../kit/paths.js';
+import { waitForValue } from '../kit/wait.js';
 
 const ROUNDS = 3;
 const NON_READERS = 2;
@@ -132,19 +134,21 @@ async function soak(t: TestContext, target: Target): Promise<void> {
   await round(t, target, 0);
   const settled = async () => {
     // Scripts gone (zombies included: a reaped script leaves no entry), then descriptors stable.
-    await eventually(
+    await waitForValue(
       () => descendants(target.pid).filter((process) => process.command !== 'node'),
       (list) => list.length === 0,
-      BOUND_MS,
+      'the condition',
+      { timeoutMs: BOUND_MS },
     );
     return { descriptors: openDescriptors(target.pid), rss: rssBytes(target.pid) };
   };
   const before = await settled();
   for (let i = 1; i <= ROUNDS; i++) await round(t, target, i * NON_READERS);
-  const left = await eventually(
+  const left = await waitForValue(
     () => descendants(target.pid).filter((process) => process.command !== 'node'),
     (list) => list.length === 0,
-    BOUND_MS,
+    'the condition',
+    { timeoutMs: BOUND_MS },
   );
   assert.deepEqual(left, [], 'no script and no zombie left below the server');
   assert.deepEqual(
@@ -152,10 +156,11 @@ async function soak(t: TestContext, target: Target): Promise<void> {
     [],
     'no zombie',
   );
-  const descriptors = await eventually(
+  const descriptors = await waitForValue(
     () => openDescriptors(target.pid),
     (count) => count <= before.descriptors + DESCRIPTOR_SLACK,
-    BOUND_MS,
+    'the condition',
+    { timeoutMs: BOUND_MS },
   );
   assert.ok(
     descriptors <= before.descriptors + DESCRIPTOR_SLACK,
@@ -182,7 +187,7 @@ test('soak: gatehouse serve (cgid daemon) under slow readers, aborted uploads, s
           .log()
           .split('\n')
           .filter((line) => /send timeout: .*GET \/cgi-bin\/big\.sh/.test(line)).length;
-      assert.ok((await eventually(lines, (seen) => seen >= count, BOUND_MS)) >= count, site.log());
+      assert.ok((await waitForValue(lines, (seen) => seen >= count, 'the condition', { timeoutMs: BOUND_MS })) >= count, site.log());
     },
   });
 });
@@ -194,17 +199,19 @@ test('soak: nginx + gatehouse cgid --fastcgi under slow readers, aborted uploads
   const socket = join(dir, 'face.sock');
   const face = startProcess(t, process.execPath, [
     GATEHOUSE_MAIN,
-    'cgid',
-    '--fastcgi',
-    `unix:${socket}`,
-    '--script-timeout',
-    '1s',
-    '--send-timeout',
-    '1s',
-    '--error-log',
-    join(dir, 'error.log'),
+    ...asRootOnPurpose([
+      'cgid',
+      '--fastcgi',
+      `unix:${socket}`,
+      '--script-timeout',
+      '1s',
+      '--send-timeout',
+      '1s',
+      '--error-log',
+      join(dir, 'error.log'),
+    ]),
   ]);
-  await waitForListener({ path: socket }, BOUND_MS, () => face.child.exitCode === null);
+  await waitForListener({ path: socket }, { process: face, timeoutMs: BOUND_MS });
   // Streamed (fastcgi_buffering off), so nginx's non-reading clients reach the face: nginx's send_timeout closes
   // them and aborts the face's requests, or the face's own send timeout closes nginx's connection.
   const nginx = await startNginx(t, {
@@ -231,7 +238,7 @@ test('soak: nginx + gatehouse cgid --fastcgi under slow readers, aborted uploads
         nginxLog()
           .split('\n')
           .filter((line) => /client timed out/.test(line)).length;
-      assert.ok((await eventually(lines, (seen) => seen >= count, BOUND_MS)) >= count, nginxLog());
+      assert.ok((await waitForValue(lines, (seen) => seen >= count, 'the condition', { timeoutMs: BOUND_MS })) >= count, nginxLog());
     },
   });
 });

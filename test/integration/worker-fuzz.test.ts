@@ -94,7 +94,7 @@ test(`fuzz: random and mutated record streams never crash or hang the worker (se
       const probe = await RawFastCGIPeer.connect(app.address);
       try {
         probe.sendRequest(1, { REQUEST_METHOD: 'GET', REQUEST_URI: '/hello' });
-        await probe.waitForEnd(1, 5000);
+        await probe.waitForEnd(1, { timeoutMs: 5000 });
       } finally {
         probe.close();
       }

@@ -7,11 +7,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { startNginx, NGINX_FASTCGI_PARAMS } from '../kit/nginx.js';
 import { rssBytes, tempDir } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
-import { startTestApp } from '../kit/worker-app.js';
+import { appHeldUp, startTestApp } from '../kit/worker-app.js';
+import { waitFor, waitForText } from '../kit/wait.js';
 
 async function setup(t: Parameters<typeof tempDir>[0], extra = '') {
   const dir = tempDir(t);
@@ -68,7 +68,7 @@ test('nginx -> worker: a 10 MB POST body arrives whole and in order', async (t) 
 // 200 kB times out). Full-duplex echo is tested with the gatehouse client.
 
 test('nginx -> worker: a 100 MB streamed response keeps the worker memory bounded', async (t) => {
-  // Unbuffered, so a slow reader pushes back through nginx to the worker.
+  // Unbuffered, so a client that does not read pushes back through nginx to the worker.
   const { nginx, app } = await setup(t, 'fastcgi_buffering off;');
   const before = rssBytes(app.pid);
   let peak = before;
@@ -81,25 +81,20 @@ test('nginx -> worker: a 100 MB streamed response keeps the worker memory bounde
   }, 20);
   t.after(() => clearInterval(sampler));
   const total = 100 * 1024 * 1024;
-  const received = await new Promise<number>((resolve, reject) => {
-    http
-      .get(`${nginx.url}/stream?mb=100`, { agent: false }, (res) => {
-        assert.equal(res.statusCode, 200);
-        assert.equal(res.headers['content-length'], String(total));
-        let bytes = 0;
-        // Read slowly for the first part so the whole pipeline fills up and backpressure must hold.
-        res.on('data', (chunk: Buffer) => {
-          bytes += chunk.length;
-          if (bytes < 20 * 1024 * 1024) {
-            res.pause();
-            setTimeout(() => res.resume(), 2);
-          }
-        });
-        res.on('end', () => resolve(bytes));
-        res.on('error', reject);
-      })
-      .on('error', reject);
-  });
+  const res = await new Promise<http.IncomingMessage>((resolve, reject) =>
+    http.get(`${nginx.url}/stream?mb=100`, { agent: false }, resolve).on('error', reject),
+  );
+  res.pause();
+  assert.equal(res.statusCode, 200);
+  assert.equal(res.headers['content-length'], String(total));
+  // Read nothing until the whole pipeline is full and the worker held up by it: that is when memory would pile up.
+  const held = await appHeldUp(app.address, total);
+  assert.ok(held.streamedBytes < total, 'the worker wrote all 100 MiB while the client read nothing');
+  peak = Math.max(peak, rssBytes(app.pid));
+  let received = 0;
+  res.on('data', (chunk: Buffer) => (received += chunk.length));
+  res.resume();
+  await new Promise((resolve, reject) => res.on('end', resolve).on('error', reject));
   clearInterval(sampler);
   assert.equal(received, total);
   const growth = peak - before;
@@ -133,11 +128,10 @@ test('nginx -> worker: a request the client abandons midway is aborted in the wo
     req.on('error', (error: NodeJS.ErrnoException) => (error.code === 'ECONNRESET' ? resolve() : reject(error)));
   });
   // nginx closes the FastCGI connection once it notices; the worker must see the abort.
-  let counters = await stats(nginx.url);
-  for (let i = 0; i < 100 && counters.aborted < 1; i++) {
-    await sleep(50);
-    counters = await stats(nginx.url);
-  }
+  const counters = await waitFor(async () => {
+    const now = await stats(nginx.url);
+    return now.aborted > 0 && now;
+  }, 'the worker to see the request aborted');
   assert.equal(counters.aborted, 1, `worker counters: ${JSON.stringify(counters)}`);
   const res = await httpRequest(`${nginx.url}/hello`);
   assert.equal(res.status, 200);
@@ -150,8 +144,7 @@ test('nginx -> worker: a throwing handler becomes a 500 and its message reaches 
   assert.equal(res.status, 500);
   const again = await httpRequest(`${nginx.url}/hello`);
   assert.equal(again.status, 200);
-  const { readFileSync } = await import('node:fs');
-  assert.match(readFileSync(nginx.errorLog, 'utf8'), /the test handler threw on purpose/);
+  await waitForText(nginx.errorLog, 'the test handler threw on purpose', "the handler's error in nginx's error log");
 });
 
 test('nginx -> worker with fastcgi_keep_conn: many requests over kept connections', async (t) => {

@@ -10,13 +10,22 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
-import http from 'node:http';
+import net from 'node:net';
 import { startApache } from '../kit/apache.js';
-import { freePort, requireProgram, startProcess, tempDir, waitForListener, readPidFile } from '../kit/process.js';
+import {
+  freePort,
+  isRunning,
+  requireProgram,
+  startProcess,
+  tempDir,
+  waitForListener,
+  type Address,
+  type RunningProcess,
+} from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
-import { startTestApp, TEST_APP } from '../kit/worker-app.js';
+import { appStats, startTestApp, TEST_APP } from '../kit/worker-app.js';
 import { RawFastCGIPeer } from '../kit/raw-fastcgi.js';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { waitFor } from '../kit/wait.js';
 
 const run = promisify(execFile);
 
@@ -67,20 +76,32 @@ test('spawn-fcgi starts the worker with the listening socket on fd 0; it serves 
   const spawnFcgi = requireProgram('/usr/bin/spawn-fcgi');
   const dir = tempDir(t);
   const socketPath = join(dir, 'spawned.sock');
-  const pidFile = join(dir, 'spawned.pid');
   // -n: stay in the foreground so the test owns the process.
-  const running = startProcess(t, spawnFcgi, ['-n', '-s', socketPath, '-P', pidFile, '--', process.execPath, TEST_APP]);
-  await waitForListener({ path: socketPath }, 10_000, () => running.child.exitCode === null);
-  const peer = await RawFastCGIPeer.connect({ path: socketPath });
-  t.after(() => peer.close());
-  peer.sendRequest(1, { REQUEST_METHOD: 'GET', REQUEST_URI: '/stats' });
-  await peer.waitForEnd(1);
-  const stdout = peer.stdout(1).toString();
-  const stats = JSON.parse(stdout.slice(stdout.indexOf('\r\n\r\n') + 4));
+  const running = startProcess(t, spawnFcgi, ['-n', '-s', socketPath, '--', process.execPath, TEST_APP]);
+  await waitForListener({ path: socketPath }, { what: 'the worker under spawn-fcgi', process: running });
+  const stats = await appStats({ path: socketPath });
   assert.equal(stats.requests, 1);
-  assert.ok(stats.pid > 0);
-  void readPidFile;
+  assert.equal(stats.pid, running.child.pid, 'spawn-fcgi -n execs the worker in its place');
 });
+
+/** The worker wrote that it handles `signal` (its stderr): the signal arrived and the graceful stop began. */
+function signalHandled(app: RunningProcess, signal: string): Promise<unknown> {
+  return waitFor(() => new RegExp(`: ${signal}: finishing \\d+ request`).test(app.output()), `the worker to handle ${signal}`, {
+    context: app.output,
+  });
+}
+
+/** Connecting to `address` fails: nothing listens there any more. */
+function refusesConnections(address: Address): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(address as net.NetConnectOpts);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once('error', () => resolve(true));
+  });
+}
 
 test('SIGTERM: the worker finishes the request in flight, then exits 0; new connections are refused', async (t) => {
   const dir = tempDir(t);
@@ -90,12 +111,12 @@ test('SIGTERM: the worker finishes the request in flight, then exits 0; new conn
   // A 30 MiB response read slowly is in flight when the signal arrives.
   peer.socket.pause();
   peer.sendRequest(1, { REQUEST_METHOD: 'GET', REQUEST_URI: '/stream?mb=30' });
-  await sleep(200);
+  await waitFor(async () => (await appStats(app.address)).streamedBytes > 0, 'the response to be under way');
   app.child.kill('SIGTERM');
-  await sleep(200);
-  assert.equal(app.child.exitCode, null, 'still running while the request is in flight');
+  await signalHandled(app, 'SIGTERM');
+  await waitFor(() => refusesConnections(app.address), 'the stopping worker to refuse new connections');
   peer.socket.resume();
-  await peer.waitForEnd(1, 20_000);
+  await peer.waitForEnd(1, { timeoutMs: 20_000 });
   const stdout = peer.stdout(1);
   assert.equal(stdout.length - stdout.indexOf('\r\n\r\n') - 4, 30 * 1024 * 1024);
   const exit = await app.exited;
@@ -113,27 +134,34 @@ test('SIGUSR1 stops an idle worker at once with status 0, as libfcgi does; a sec
   const peer = await RawFastCGIPeer.connect(busy.address);
   t.after(() => peer.close());
   peer.sendRequest(1, { REQUEST_METHOD: 'GET', REQUEST_URI: '/forever' });
-  await peer.waitFor((records) => records.length > 0);
+  await peer.waitForRecords((records) => records.length > 0, 'the endless response to start');
   busy.child.kill('SIGTERM');
-  await sleep(100);
-  assert.equal(busy.child.exitCode, null, 'draining the endless request');
+  await signalHandled(busy, 'SIGTERM');
+  // Draining, not gone: the endless response goes on after the signal was handled, far past what socket buffers hold.
+  const atSignal = peer.stdout(1).length;
+  await peer.waitForRecords(() => peer.stdout(1).length > atSignal + 4 * 1024 * 1024, 'the endless response to go on while draining');
   busy.child.kill('SIGTERM');
   assert.deepEqual(await busy.exited, { code: 0, signal: null });
 });
 
 test('FCGI_WEB_SERVER_ADDRS: on TCP, connections from other addresses are refused', async (t) => {
-  const dir = tempDir(t);
   const port = await freePort();
-  // Listen on all loopback addresses but allow only 127.0.0.2.
+  // Listen on 127.0.0.1 but allow only 127.0.0.2.
   const running = startProcess(t, process.execPath, [TEST_APP, `127.0.0.1:${port}`], {
     env: { ...process.env, FCGI_WEB_SERVER_ADDRS: '127.0.0.2' },
   });
-  await waitForListener({ host: '127.0.0.1', port }, 10_000, () => running.child.exitCode === null).catch(() => {});
+  // Its "listening" line, not a probe connection: a probe would be refused and logged too.
+  await waitFor(() => / listening\n/.test(running.output()), 'the test app to listen', {
+    giveUpIf: () => !isRunning(running.child) && 'it exited',
+    context: running.output,
+  });
   const refused = await RawFastCGIPeer.connect({ host: '127.0.0.1', port });
   refused.sendRequest(1, { REQUEST_URI: '/hello' });
   await refused.waitForClose();
   assert.equal(refused.records.length, 0);
-  assert.match(running.output(), /not in FCGI_WEB_SERVER_ADDRS/);
-  void dir;
-  void http;
+  await waitFor(
+    () => /refused FastCGI connection from 127\.0\.0\.1: not in FCGI_WEB_SERVER_ADDRS/.test(running.output()),
+    "the refusal in the worker's log",
+    { context: running.output },
+  );
 });

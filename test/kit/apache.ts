@@ -1,7 +1,8 @@
 /** Apache httpd 2.4 on loopback with a private ServerRoot and config; stopped after the test. */
-import { writeFileSync, mkdirSync, chmodSync } from 'node:fs';
+import { writeFileSync, mkdirSync, chmodSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, requireProgram, startProcess, tempDir, waitForListener, type Cleanup, type RunningProcess } from './process.js';
+import { waitFor } from './wait.js';
 
 export interface ApacheOptions {
   /** Module names as in /usr/lib/apache2/modules/mod_NAME.so, besides the base set. */
@@ -50,8 +51,18 @@ ${options.config}
   const running = startProcess(t, binary, ['-f', configPath, '-DFOREGROUND'], {
     env: { ...process.env, APACHE_RUN_DIR: join(root, 'run'), APACHE_LOG_DIR: join(root, 'logs'), APACHE_LOCK_DIR: join(root, 'run') },
   });
-  await waitForListener({ host: '127.0.0.1', port }, 10_000, () => running.child.exitCode === null).catch((error) => {
-    throw new Error(`Apache httpd did not start: ${error.message}\n${running.output()}`);
-  });
+  await waitForListener({ host: '127.0.0.1', port }, { what: 'Apache httpd', process: running });
+  if (modules.includes('cgid')) await waitForCgidDaemon(join(root, 'run'), running);
   return { ...running, port, url: `http://127.0.0.1:${port}`, root, errorLog };
+}
+
+/**
+ * mod_cgid's daemon binds its ScriptSock (the server's pid appended: cgisock.PID, relative names in the runtime
+ * directory) a moment after httpd listens; a CGI request before that is answered 503.
+ */
+export async function waitForCgidDaemon(runtimeDir: string, httpd: RunningProcess): Promise<void> {
+  await waitFor(() => readdirSync(runtimeDir).some((name) => name.startsWith('cgisock.')), "mod_cgid's daemon socket", {
+    giveUpIf: () => httpd.child.exitCode !== null && 'httpd exited',
+    context: httpd.output,
+  });
 }

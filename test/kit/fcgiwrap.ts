@@ -28,8 +28,6 @@ export async function startFcgiwrap(t: Cleanup, options: FcgiwrapOptions = {}): 
     String(options.children ?? 1),
     ...(options.stderrOverFastCGI === false ? [] : ['-f']),
   ]);
-  await waitForListener({ path }, 10_000, () => running.child.exitCode === null).catch((error: Error) => {
-    throw new Error(`fcgiwrap did not start: ${error.message}\n${running.output()}`);
-  });
+  await waitForListener({ path }, { what: 'fcgiwrap', process: running });
   return { ...running, path, addressString: `unix:${path}` };
 }

@@ -1,5 +1,5 @@
 /** nginx on loopback with a private prefix, config and temp dirs; stopped after the test. */
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { chmodSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, requireProgram, startProcess, tempDir, waitForListener, type Cleanup, type RunningProcess } from './process.js';
 
@@ -10,6 +10,8 @@ export interface NginxOptions {
   httpBlock?: string;
   workerProcesses?: number;
   workerConnections?: number;
+  /** The user nginx's workers run as (its `user` directive), as a packaged nginx runs them; default root when the tests run as root. */
+  user?: string;
 }
 
 export interface RunningNginx extends RunningProcess {
@@ -27,7 +29,9 @@ export async function startNginx(t: Cleanup, options: NginxOptions): Promise<Run
   const port = await freePort();
   const errorLog = join(prefix, 'logs/error.log');
   // As root, nginx workers would drop to "nobody" and could not reach sockets in the test's private (0700) temp dirs.
-  const user = process.getuid?.() === 0 ? 'user root root;' : '';
+  const user = process.getuid?.() !== 0 ? '' : options.user ? `user ${options.user};` : 'user root root;';
+  // Workers running as another user reach their temp directories through the prefix (nginx gives them the directories).
+  if (options.user) chmodSync(prefix, 0o755);
   const config = `
 ${user}
 daemon off;
@@ -55,9 +59,7 @@ http {
   const configPath = join(prefix, 'nginx.conf');
   writeFileSync(configPath, config);
   const running = startProcess(t, binary, ['-p', prefix, '-c', configPath, '-e', errorLog]);
-  await waitForListener({ host: '127.0.0.1', port }, 10_000, () => running.child.exitCode === null).catch((error) => {
-    throw new Error(`nginx did not start: ${error.message}\n${running.output()}`);
-  });
+  await waitForListener({ host: '127.0.0.1', port }, { what: 'nginx', process: running });
   return { ...running, port, url: `http://127.0.0.1:${port}`, prefix, errorLog };
 }
 

@@ -74,9 +74,7 @@ ${options.poolConfig ?? ''}
     ...Object.entries(ini).flatMap(([key, value]) => ['-d', `${key}=${value}`]),
   ];
   const running = startProcess(t, binary, args);
-  await waitForListener(address, 10_000, () => running.child.exitCode === null).catch((error: Error) => {
-    throw new Error(`php-fpm did not start: ${error.message}\n${running.output()}`);
-  });
+  await waitForListener(address, { what: 'php-fpm', process: running });
   return {
     ...running,
     address,

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { waitFor } from './wait.js';
 
 /** The subset of node:test's TestContext / SuiteContext the kit needs. */
 export interface Cleanup {
@@ -37,28 +37,45 @@ export async function freePort(): Promise<number> {
 
 export type Address = { path: string } | { host: string; port: number };
 
-/** Resolves once something accepts connections at `address`, or rejects after `timeoutMs`. */
-export async function waitForListener(address: Address, timeoutMs = 10_000, isAlive: () => boolean = () => true): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    if (!isAlive()) throw new Error(`process exited before listening on ${describeAddress(address)}`);
-    try {
-      await new Promise<void>((resolve, reject) => {
+export interface ListenerWait {
+  /** Who should be listening, for the failure message ("nginx", "the test app"). */
+  what?: string;
+  /** The process that should listen: the wait gives up when it exits, and its output explains a failure. */
+  process?: RunningProcess;
+  timeoutMs?: number;
+  /** More to explain a failure (when no `process` is given, or besides its output). */
+  context?: () => string;
+}
+
+/** Resolves once something accepts connections at `address`; rejects (naming the address, with the process's output) when it cannot. */
+export async function waitForListener(address: Address, options: ListenerWait = {}): Promise<void> {
+  const { process: running } = options;
+  let lastError = '';
+  await waitFor(
+    () =>
+      new Promise<boolean>((resolve) => {
         const socket = net.connect(address as net.NetConnectOpts);
         socket.once('connect', () => {
           socket.destroy();
-          resolve();
+          resolve(true);
         });
-        socket.once('error', reject);
-      });
-      return;
-    } catch (error) {
-      lastError = error;
-      await sleep(25);
-    }
-  }
-  throw new Error(`nothing listened on ${describeAddress(address)} within ${timeoutMs} ms: ${String(lastError)}`);
+        socket.once('error', (error) => {
+          lastError = error.message;
+          resolve(false);
+        });
+      }),
+    `${options.what ?? 'a listener'} on ${describeAddress(address)}`,
+    {
+      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+      giveUpIf: () => running !== undefined && !isRunning(running.child) && `it exited (${exitDescription(running.child)})`,
+      context: () =>
+        [lastError && `last connect: ${lastError}`, running?.output() ?? '', options.context?.() ?? ''].filter(Boolean).join('\n'),
+    },
+  );
+}
+
+function exitDescription(child: ChildProcess): string {
+  return child.signalCode ? `signal ${child.signalCode}` : `status ${child.exitCode}`;
 }
 
 export function describeAddress(address: Address): string {
@@ -146,4 +163,41 @@ export function requireProgram(path: string): string {
   if (!existsSync(path))
     throw new Error(`${path} is not installed; .ci/run installs it (apt-get), run that or install the Debian package by hand`);
   return path;
+}
+
+export interface Finished {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs a command that is expected to end by itself (an option error, --check,
+ * a daemon's parent) and resolves with its status and output once its pipes
+ * closed. Bounded: killed with SIGKILL after `timeoutMs` (default 30 s).
+ */
+export function runToExit(
+  command: string,
+  args: readonly string[],
+  options: SpawnOptions & { timeoutMs?: number } = {},
+): Promise<Finished> {
+  const { timeoutMs = 30_000, ...spawnOptions } = options;
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...spawnOptions });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', (error) => {
+      clearTimeout(timer);
+      resolve({ code: -1, signal: null, stdout, stderr: `${stderr}spawn error: ${error.message}\n` });
+    });
+    // 'close', not 'exit': it waits until the pipes are read to the end.
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
 }

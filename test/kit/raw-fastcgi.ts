@@ -4,11 +4,12 @@
  * rather than through gatehouse's own client.
  */
 import net from 'node:net';
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import { RecordDecoder, type FastCGIRecord } from '../../src/fastcgi/decoder.js';
 import { encodeBeginRequest, encodeParamsRecords, encodeRecord, frameStream } from '../../src/fastcgi/records.js';
 import { RecordType, Role } from '../../src/fastcgi/protocol.js';
 import type { Address } from './process.js';
+import { waitFor, type WaitOptions } from './wait.js';
 
 export interface ReceivedRecord {
   type: number;
@@ -20,7 +21,8 @@ export class RawFastCGIPeer {
   readonly socket: net.Socket;
   readonly records: ReceivedRecord[] = [];
   readonly #decoder = new RecordDecoder();
-  #waiters: Array<() => void> = [];
+  /** Emits 'change' for every chunk received and at close: what wakes the waits. */
+  readonly #changes = new EventEmitter();
   closed = false;
   decodeError: Error | null = null;
 
@@ -31,11 +33,11 @@ export class RawFastCGIPeer {
         this.records.push({ type: record.type, requestId: record.requestId, content: Buffer.from(record.content) });
       });
       if (error) this.decodeError = error;
-      this.#wake();
+      this.#changes.emit('change');
     });
     socket.on('close', () => {
       this.closed = true;
-      this.#wake();
+      this.#changes.emit('change');
     });
     socket.on('error', () => {});
   }
@@ -44,12 +46,6 @@ export class RawFastCGIPeer {
     const socket = net.connect(address as net.NetConnectOpts);
     await once(socket, 'connect');
     return new RawFastCGIPeer(socket);
-  }
-
-  #wake(): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const waiter of waiters) waiter();
   }
 
   write(...buffers: Buffer[]): void {
@@ -69,41 +65,38 @@ export class RawFastCGIPeer {
     if (options.endStdin !== false) this.write(encodeRecord(RecordType.STDIN, requestId));
   }
 
-  /** Waits until `predicate` holds over the records received (or the connection closed), at most timeoutMs. */
-  async waitFor(predicate: (records: ReceivedRecord[]) => boolean, timeoutMs = 5000): Promise<ReceivedRecord[]> {
-    const deadline = Date.now() + timeoutMs;
-    while (!predicate(this.records)) {
-      if (this.closed) throw new Error(`connection closed before the expected records arrived; got ${describe(this.records)}`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for records; got ${describe(this.records)}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.#waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
+  /**
+   * Waits (test/kit/wait.ts's contract) until `predicate` holds over the
+   * records received, woken by every record; gives up when the connection
+   * closes first. Resolves with the records.
+   */
+  async waitForRecords(
+    predicate: (records: ReceivedRecord[]) => boolean,
+    what: string,
+    options: WaitOptions = {},
+  ): Promise<ReceivedRecord[]> {
+    await waitFor(() => predicate(this.records), what, {
+      wakeOn: { emitter: this.#changes, events: ['change'] },
+      giveUpIf: () => this.closed && 'the connection closed',
+      context: () => `records so far: ${describe(this.records)}`,
+      ...options,
+    });
     return this.records;
   }
 
-  async waitForEnd(requestId: number, timeoutMs = 5000): Promise<ReceivedRecord> {
-    await this.waitFor((records) => records.some((r) => r.type === RecordType.END_REQUEST && r.requestId === requestId), timeoutMs);
-    return this.records.find((r) => r.type === RecordType.END_REQUEST && r.requestId === requestId)!;
+  async waitForEnd(requestId: number, options: WaitOptions = {}): Promise<ReceivedRecord> {
+    const isEnd = (r: ReceivedRecord) => r.type === RecordType.END_REQUEST && r.requestId === requestId;
+    await this.waitForRecords((records) => records.some(isEnd), `END_REQUEST of request ${requestId}`, options);
+    return this.records.find(isEnd)!;
   }
 
-  async waitForClose(timeoutMs = 5000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.closed) {
-      if (Date.now() > deadline) throw new Error('connection still open');
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 50);
-        this.#waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
+  /** Waits until the other side closed the connection. */
+  async waitForClose(options: WaitOptions = {}): Promise<void> {
+    await waitFor(() => this.closed, 'the connection to close', {
+      wakeOn: { emitter: this.#changes, events: ['change'] },
+      context: () => `records so far: ${describe(this.records)}`,
+      ...options,
+    });
   }
 
   /** The STDOUT bytes of one request, concatenated. */

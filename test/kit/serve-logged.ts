@@ -7,7 +7,8 @@ import type { TestContext } from 'node:test';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, startProcess, tempDir, waitForListener } from './process.js';
-import { GATEHOUSE_MAIN } from '../fixtures/serve/serve-kit.js';
+import { asRootOnPurpose } from './serve.js';
+import { GATEHOUSE_MAIN } from './paths.js';
 
 export interface Served {
   port: number;
@@ -23,18 +24,20 @@ export async function startServe(t: TestContext, args: string[]): Promise<Served
   const port = await freePort();
   const proc = startProcess(t, process.execPath, [
     GATEHOUSE_MAIN,
-    'serve',
-    '--listen',
-    `127.0.0.1:${port}`,
-    '--runtime-dir',
-    join(dir, 'run'),
-    '--error-log',
-    errorLog,
-    '--access-log',
-    'off',
-    ...args,
+    ...asRootOnPurpose([
+      'serve',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--runtime-dir',
+      join(dir, 'run'),
+      '--error-log',
+      errorLog,
+      '--access-log',
+      'off',
+      ...args,
+    ]),
   ]);
-  await waitForListener({ host: '127.0.0.1', port }, 20_000, () => proc.child.exitCode === null).catch((error: Error) => {
+  await waitForListener({ host: '127.0.0.1', port }, { process: proc, timeoutMs: 20_000 }).catch((error: Error) => {
     throw new Error(`gatehouse serve did not start: ${error.message}\n${proc.output()}`);
   });
   return {

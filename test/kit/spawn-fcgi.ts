@@ -6,8 +6,8 @@
  */
 import { join } from 'node:path';
 import { readFileSync, existsSync } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { requireProgram, startProcess, tempDir, waitForListener, type Address, type Cleanup } from './process.js';
+import { waitFor } from './wait.js';
 
 export interface SpawnFcgiOptions {
   /** The FastCGI program and its arguments. */
@@ -64,12 +64,15 @@ export async function startSpawnFcgi(t: Cleanup, options: SpawnFcgiOptions): Pro
   const stop = async () => {
     if (children === 1) return running.stop();
     kill('SIGTERM');
-    for (let i = 0; i < 100 && pids().some(isAlive); i++) await sleep(20);
+    // Cleanup, not a check: whatever has not exited after 2 s is killed.
+    await waitFor(() => !pids().some(isAlive), 'the spawn-fcgi children to exit', { timeoutMs: 2000 }).catch(() => {});
     kill('SIGKILL');
   };
   t.after(stop);
-  await waitForListener(address, 10_000).catch((error: Error) => {
-    throw new Error(`spawn-fcgi ${options.program} did not start: ${error.message}\n${running.output()}`);
+  // With several children spawn-fcgi forks them and exits at once: only a single (exec'd) child is a process to watch.
+  await waitForListener(address, {
+    what: `spawn-fcgi ${options.program}`,
+    ...(children === 1 ? { process: running } : { context: running.output }),
   });
   return {
     address,

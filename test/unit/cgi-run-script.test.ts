@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -9,6 +8,8 @@ import { runScript, parseScriptTimeout, type RunScriptOptions } from '../../src/
 import { ScriptLimiter } from '../../src/cgi/limiter.js';
 import { searchWords } from '../../src/cgi/environment.js';
 import { ErrorCode } from '../../src/errors.js';
+import { blockedWriting, groupMembers, procStat, wchan } from '../kit/proc.js';
+import { waitFor } from '../kit/wait.js';
 
 const cgiBin = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
 
@@ -23,29 +24,15 @@ async function collect(stream: Readable): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/** Live (non-zombie) processes whose process group is `pgid`, from /proc. */
-export function liveGroupMembers(pgid: number): number[] {
-  const members: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (Number(fields[2]) === pgid && fields[0] !== 'Z') members.push(Number(entry));
-  }
-  return members;
+function processState(pid: number): string | null {
+  return procStat(pid)?.state ?? null;
 }
 
-function processState(pid: number): string | null {
-  try {
-    return /State:\s+(\S)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? null;
-  } catch {
-    return null;
-  }
+/** Waits until nothing of the script's process group runs any more. */
+function groupGone(pgid: number): Promise<unknown> {
+  return waitFor(() => groupMembers(pgid).length === 0, `process group ${pgid} to be gone`, {
+    context: () => `still running: ${groupMembers(pgid).join(', ')}`,
+  });
 }
 
 test('environment, argv and working directory reach the script exactly; nothing else is inherited', async () => {
@@ -116,8 +103,7 @@ test('no output for the script timeout: 504-style outcome, the whole process gro
   assert.equal(result.signal, 'SIGKILL');
   assert.ok(grandchild > 0, 'the script reported its grandchild');
   const pid = run.pid!;
-  for (let i = 0; i < 50 && liveGroupMembers(pid).length > 0; i++) await sleep(20);
-  assert.deepEqual(liveGroupMembers(pid), []);
+  await groupGone(pid);
   assert.equal(processState(pid), null, 'the script was reaped (no zombie)');
   assert.notEqual(processState(grandchild), 'S');
 });
@@ -127,7 +113,7 @@ test('a timeout after the head was sent errors the body stream and kills the gro
   assert.equal((await run.head).kind, 'head');
   await assert.rejects(collect(run.body), (error: { code?: string }) => error.code === ErrorCode.CGI_SCRIPT_TIMEOUT);
   assert.equal((await run.finished).timedOut, true);
-  assert.deepEqual(liveGroupMembers(run.pid!), []);
+  assert.deepEqual(groupMembers(run.pid!), []);
 });
 
 test('abort: SIGTERM to the group, SIGKILL after the grace period for a script that ignores SIGTERM', async () => {
@@ -138,16 +124,22 @@ test('abort: SIGTERM to the group, SIGKILL after the grace period for a script t
   const result = await run.finished;
   assert.equal(result.aborted, true);
   assert.equal(result.signal, 'SIGKILL');
-  for (let i = 0; i < 50 && liveGroupMembers(run.pid!).length > 0; i++) await sleep(20);
-  assert.deepEqual(liveGroupMembers(run.pid!), []);
+  await groupGone(run.pid!);
 });
 
-test('backpressure: a consumer that does not read pauses the script, and the timeout does not fire meanwhile', async () => {
+test('backpressure: a consumer that does not read pauses the script, and the timeout does not fire meanwhile', async (t) => {
   const run = runScript(options('big.sh', { timeoutMs: 200, env: { PATH: '/usr/bin:/bin', HTTP_X_BIG_BYTES: String(8 * 1024 * 1024) } }));
+  // A failed check leaves the script blocked: it must not keep the test file alive.
+  t.after(() => run.abort());
   assert.equal((await run.head).kind, 'head');
-  await sleep(700);
-  // The script is blocked on a full pipe: what the stream holds is bounded by its high-water mark (plus one pipe read).
+  // big.sh execs head(1), which blocks on its full stdout once the stream stopped reading it.
+  const blocked = () => blockedWriting(run.pid!);
+  await waitFor(blocked, 'the script to block on its full stdout', { context: () => `wchan: ${wchan(run.pid!)}` });
+  // What the stream holds is bounded by its high-water mark (plus one pipe read).
   assert.ok(run.body.readableLength <= 64 * 1024 + 256 * 1024, `buffered ${run.body.readableLength}`);
+  // What would fire the timeout is time without output: let three timeouts pass with the script blocked.
+  await sleep(3 * 200);
+  assert.ok(blocked(), `the script stopped waiting on its stdout (killed by the timeout?): wchan ${wchan(run.pid!)}`);
   const output = await collect(run.body);
   assert.equal(output.length, 8 * 1024 * 1024);
   assert.equal((await run.finished).timedOut, false);
@@ -219,8 +211,7 @@ test('a background job still holding stderr after the script exited is terminate
   assert.equal(result.code, 0);
   assert.equal(result.lingered, true);
   assert.ok(holder > 0);
-  for (let i = 0; i < 50 && liveGroupMembers(run.pid!).length > 0; i++) await sleep(20);
-  assert.deepEqual(liveGroupMembers(run.pid!), []);
+  await groupGone(run.pid!);
 });
 
 test('a process that left the group and holds stdout: the run still finishes after the timeout and grace', async (t) => {

@@ -15,6 +15,7 @@ import { RecordDecoder, type FastCGIRecord } from '../../src/fastcgi/decoder.js'
 import { encodeRecord, encodeEndRequest } from '../../src/fastcgi/records.js';
 import { ProtocolStatus, RecordType } from '../../src/fastcgi/protocol.js';
 import { tempDir, type Cleanup } from '../kit/process.js';
+import { waitFor } from '../kit/wait.js';
 
 interface ScriptedConnection {
   /** 0-based: which connection the server accepted. */
@@ -222,7 +223,9 @@ test('an abort while waiting in the queue never reaches the application', async 
   controller.abort();
   await assert.rejects(queued, (error: UpstreamError) => error.code === ErrorCode.REQUEST_ABORTED);
   await first;
-  assert.equal(requests, 1);
+  // Queued behind the aborted one: once it is served, an aborted request that was still sent would have come first.
+  await client.fetchAll({ params: {} });
+  assert.equal(requests, 2);
 });
 
 test('an application that never answers GET_VALUES: the probe gives up (null) and requests never wait for it', async (t) => {
@@ -294,8 +297,16 @@ test('the request body is read no faster than the application reads it (STDIN ba
     }
   }
   const result = client.fetchAll({ params: { CONTENT_LENGTH: String(total) }, body: body() });
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  // Socket buffers on both sides hold a few hundred KiB; without backpressure all 64 MiB would be pulled by now.
+  // Until the client stops pulling: it started, and pulled nothing more between two looks (the event loop ran in
+  // between, and the body is pulled whenever the socket can take more); or it pulled everything, which only a client
+  // without backpressure does.
+  let previous = -1;
+  await waitFor(() => {
+    const stopped = pulled > 0 && pulled === previous;
+    previous = pulled;
+    return stopped || pulled >= total;
+  }, 'the client to stop pulling the body');
+  // Socket buffers on both sides hold a few hundred KiB.
   assert.ok(pulled < 8 * 1024 * 1024, `pulled ${pulled} bytes of the body while the application read nothing`);
   resumeServer();
   assert.equal((await result).stdout.toString(), `got ${total}`);

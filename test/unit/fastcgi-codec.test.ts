@@ -5,6 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { InvalidArgumentError } from '../../src/errors.js';
 import fc from 'fast-check';
 import {
   decodeBeginRequestBody,
@@ -226,12 +227,13 @@ test('frameStream of empty data is no records (the empty end-of-stream record is
   assert.deepEqual(frameStream(RecordType.STDOUT, 1, Buffer.alloc(0)), []);
 });
 
-test('a record exactly 65535 bytes long fits; one byte more is a RangeError naming frameStream', () => {
+test('a record exactly 65535 bytes long fits; one byte more is an InvalidArgumentError naming frameStream', () => {
   assert.equal(encodeRecord(RecordType.STDOUT, 1, Buffer.alloc(FCGI_MAX_CONTENT_LENGTH)).length, 8 + 65535 + 1);
   assert.throws(
     () => encodeRecord(RecordType.STDOUT, 1, Buffer.alloc(FCGI_MAX_CONTENT_LENGTH + 1)),
     (error: unknown) => {
-      assert.ok(error instanceof RangeError);
+      assert.ok(error instanceof InvalidArgumentError);
+      assert.equal(error.code, 'GH_INVALID_ARGUMENT');
       assert.match(error.message, /65536 bytes.*frameStream/);
       return true;
     },

@@ -20,7 +20,7 @@ import {
   CLIENT_MAX_REQUESTS_PER_CONNECTION,
   CLIENT_PROBE_TIMEOUT_MS,
 } from '../../limits.js';
-import { ErrorCode, UpstreamError } from '../../errors.js';
+import { ErrorCode, UpstreamError, InvalidArgumentError } from '../../errors.js';
 import { Role, RecordType } from '../protocol.js';
 import { encodeParamsRecords } from '../records.js';
 import type { NameValueInput } from '../name-value.js';
@@ -130,9 +130,10 @@ export class FastCGIClient {
    */
   request(options: FastCGIRequestOptions): UpstreamResponse {
     const role = typeof options.role === 'string' ? ROLES[options.role] : (options.role ?? Role.RESPONDER);
-    if (role === undefined) throw new TypeError(`unknown FastCGI role ${String(options.role)}; use responder, authorizer or filter`);
+    if (role === undefined)
+      throw new InvalidArgumentError(`unknown FastCGI role ${String(options.role)}; use responder, authorizer or filter`);
     if (options.data !== undefined && role !== Role.FILTER)
-      throw new TypeError('`data` is the FCGI_DATA stream of the filter role; set role: "filter"');
+      throw new InvalidArgumentError('`data` is the FCGI_DATA stream of the filter role; set role: "filter"');
     const params = encodeParamsRecords(RecordType.PARAMS, 0, paramPairs(options.params));
     const response = new UpstreamResponse(this.upstream);
     const run = new RequestRun(
@@ -224,7 +225,9 @@ function positiveInteger<K extends keyof FastCGIClientOptions>(
 ): number {
   const value = options[key] ?? fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < (allowZero ? 0 : 1)) {
-    throw new RangeError(`FastCGIClient option ${key} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${String(value)}`);
+    throw new InvalidArgumentError(
+      `FastCGIClient option ${key} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${String(value)}`,
+    );
   }
   return value;
 }

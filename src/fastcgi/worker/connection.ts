@@ -11,7 +11,7 @@ import { decodeNameValuePairs, type NameValuePair } from '../name-value.js';
 import { decodeBeginRequestBody, encodeEndRequest, encodeParamsRecords, encodeRecord, encodeUnknownType, frameStream } from '../records.js';
 import { FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MAXTYPE, FCGI_MPXS_CONNS, ProtocolStatus, RecordType, Role } from '../protocol.js';
 import { ErrorCode, FastCGIProtocolError, GatehouseError } from '../../errors.js';
-import { WORKER_DRAIN_TIMEOUT_MS } from '../../limits.js';
+import { WORKER_DRAIN_TIMEOUT_MS, WORKER_SMALL_WRITE_BYTES } from '../../limits.js';
 import { FastCGIRequest } from './request.js';
 import { FastCGIResponse, type ResponseSink } from './response.js';
 
@@ -54,7 +54,6 @@ interface ActiveRequest {
 
 type RequestState = PendingRequest | ActiveRequest;
 
-const SMALL_WRITE = 16 * 1024;
 const EMPTY = Buffer.alloc(0);
 
 export class WorkerConnection implements ResponseSink {
@@ -363,7 +362,7 @@ export class WorkerConnection implements ResponseSink {
     let total = 0;
     for (const chunk of chunks) total += chunk.length;
     let parts: Buffer[];
-    if (total <= SMALL_WRITE)
+    if (total <= WORKER_SMALL_WRITE_BYTES)
       parts = [encodeRecord(RecordType.STDOUT, requestId, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total))];
     else {
       parts = [];

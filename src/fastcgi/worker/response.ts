@@ -8,7 +8,7 @@
 import { Writable } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
 import { WORKER_RESPONSE_HIGH_WATER_MARK } from '../../limits.js';
-import { ErrorCode, GatehouseError } from '../../errors.js';
+import { ErrorCode, GatehouseError, InvalidArgumentError } from '../../errors.js';
 
 /** What the response needs from its connection; the connection owns the socket and the framing. */
 export interface ResponseSink {
@@ -23,11 +23,12 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const INVALID_VALUE = /[\r\n\0]/;
 
 function validateHeader(name: string, value: unknown): void {
-  if (!TOKEN.test(name)) throw new TypeError(`invalid header name ${JSON.stringify(name)}: header names are HTTP tokens`);
+  if (!TOKEN.test(name)) throw new InvalidArgumentError(`invalid header name ${JSON.stringify(name)}: header names are HTTP tokens`);
   const values = Array.isArray(value) ? value : [value];
   for (const item of values) {
-    if (item === undefined) throw new TypeError(`header ${name} has no value`);
-    if (INVALID_VALUE.test(String(item))) throw new TypeError(`header ${name} contains CR, LF or NUL: refused (response splitting)`);
+    if (item === undefined) throw new InvalidArgumentError(`header ${name} has no value`);
+    if (INVALID_VALUE.test(String(item)))
+      throw new InvalidArgumentError(`header ${name} contains CR, LF or NUL: refused (response splitting)`);
   }
 }
 
@@ -90,10 +91,11 @@ export class FastCGIResponse extends Writable {
     headers?: Record<string, HeaderValue>,
   ): this {
     if (this.headersSent) throw new GatehouseError(ErrorCode.INVALID_STATE, 'writeHead called after the response head was sent');
-    if (!Number.isInteger(statusCode) || statusCode < 100 || statusCode > 999) throw new RangeError(`invalid status code ${statusCode}`);
+    if (!Number.isInteger(statusCode) || statusCode < 100 || statusCode > 999)
+      throw new InvalidArgumentError(`invalid status code ${statusCode}`);
     this.statusCode = statusCode;
     if (typeof statusMessageOrHeaders === 'string') {
-      if (INVALID_VALUE.test(statusMessageOrHeaders)) throw new TypeError('status message contains CR, LF or NUL');
+      if (INVALID_VALUE.test(statusMessageOrHeaders)) throw new InvalidArgumentError('status message contains CR, LF or NUL');
       this.statusMessage = statusMessageOrHeaders;
     } else headers = statusMessageOrHeaders;
     if (headers) for (const [name, value] of Object.entries(headers)) this.setHeader(name, value);

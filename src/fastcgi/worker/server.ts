@@ -18,6 +18,7 @@ import {
 } from '../../limits.js';
 import { WorkerConnection, type ConnectionHost, type ConnectionLimits } from './connection.js';
 import { SendTimeout } from '../../cgi/send-timeout.js';
+import type { ListenAddress, UnixSocketOptions } from '../../sys/index.js';
 import type { FastCGIRequest } from './request.js';
 import type { FastCGIResponse } from './response.js';
 
@@ -52,6 +53,39 @@ export interface WorkerServerOptions {
   sendTimeoutMs?: number;
 }
 
+/**
+ * listen()'s object form: what net.Server.listen takes, plus the unix
+ * socket's owner, group and mode (spawn-fcgi's -U -G -M, php-fpm's
+ * listen.owner, listen.group, listen.mode), applied from bind on.
+ */
+export interface WorkerListenOptions {
+  path?: string;
+  port?: number;
+  host?: string;
+  fd?: number;
+  backlog?: number;
+  /** Owner of the unix socket (a user name); default: the user the process runs as. Needs root for another user. */
+  socketUser?: string;
+  /** Group of the unix socket (a group name), e.g. the web server's; default: socketUser's login group. */
+  socketGroup?: string;
+  /** Permission bits of the unix socket from bind on (default 0o660: owner and group may connect). */
+  socketMode?: number;
+}
+
+/** A unix socket path, as listen() takes it: a string that is not a port number, or { path }. */
+function unixPathOf(args: readonly unknown[]): string | undefined {
+  const first = args[0];
+  if (typeof first === 'string' && !/^\d+$/.test(first)) return first;
+  if (typeof first === 'object' && first !== null && typeof (first as WorkerListenOptions).path === 'string')
+    return (first as WorkerListenOptions).path;
+  return undefined;
+}
+
+/** Whether systemd passed this process its listening sockets (socket activation, sd_listen_fds(3)). */
+function socketActivated(): boolean {
+  return process.env.LISTEN_FDS !== undefined && Number(process.env.LISTEN_PID) === process.pid;
+}
+
 export class FastCGIServer extends EventEmitter implements ConnectionHost {
   readonly limits: ConnectionLimits;
   readonly #server: net.Server;
@@ -61,6 +95,10 @@ export class FastCGIServer extends EventEmitter implements ConnectionHost {
   readonly #sendTimeout: SendTimeout | null;
   #stopping = false;
   #signalHandler: ((signal: NodeJS.Signals) => void) | null = null;
+  /** How the unix socket bound by listen() is removed at close (only while it is still ours). */
+  #removeSocket: (() => string | null) | null = null;
+  /** NOTIFY_SOCKET was set: READY=1 once listening, STOPPING=1 at close (Type=notify services). */
+  #notify: ((state: string) => void) | null = null;
 
   constructor(handler?: RequestHandler, options: WorkerServerOptions = {}) {
     super();
@@ -94,16 +132,34 @@ export class FastCGIServer extends EventEmitter implements ConnectionHost {
 
   /**
    * Listens like net.Server.listen (a unix path, a port and host, options).
-   * With no address: on FCGI_LISTENSOCK_FILENO (fd 0) when it is a socket, as
-   * spawn-fcgi, nginx's helpers and `gatehouse kfcgi` start applications; or,
-   * when FCGI_LISTENSOCK_DESCRIPTORS is set, on connections a kfcgi variable
-   * pool hands over.
+   * A unix socket gets its mode from bind on (socketMode, default 0660) and
+   * its owner before listen (socketUser, socketGroup); a stale socket left by
+   * a killed process is replaced, a live server's socket refused. With no
+   * address: on the socket systemd passed (socket activation, LISTEN_FDS);
+   * else, when FCGI_LISTENSOCK_DESCRIPTORS is set, on connections a kfcgi
+   * variable pool hands over; else on FCGI_LISTENSOCK_FILENO (fd 0), as
+   * spawn-fcgi, nginx's helpers and `gatehouse kfcgi` start applications.
+   *
+   * A failure is emitted as 'error'; with no 'error' listener it is printed
+   * as one line and the process exits with status 1.
    */
   listen(...args: unknown[]): this {
     const callback = typeof args[args.length - 1] === 'function' ? (args.pop() as () => void) : undefined;
     if (callback) this.once('listening', callback);
     if (this.#options.handleSignals !== false) this.#installSignalHandlers();
+    if (process.env.NOTIFY_SOCKET) void this.#notifySystemd();
+    const unixPath = unixPathOf(args);
+    if (unixPath !== undefined) {
+      const options = (typeof args[0] === 'object' ? args[0] : {}) as WorkerListenOptions;
+      const backlog = typeof args[1] === 'number' ? args[1] : options.backlog;
+      void this.#listenUnix(unixPath, { ...options, ...(backlog !== undefined ? { backlog } : {}) });
+      return this;
+    }
     if (args.length === 0) {
+      if (socketActivated()) {
+        void this.#listenActivated();
+        return this;
+      }
       if (process.env.FCGI_LISTENSOCK_DESCRIPTORS !== undefined) {
         void this.#listenOnDescriptors(process.env.FCGI_LISTENSOCK_DESCRIPTORS);
         return this;
@@ -113,6 +169,79 @@ export class FastCGIServer extends EventEmitter implements ConnectionHost {
     }
     (this.#server.listen as (...a: unknown[]) => void)(...args);
     return this;
+  }
+
+  /**
+   * Listens on `address` (a unix path, TCP, an inherited descriptor) the way
+   * gatehouse's commands do, and resolves once listening: a unix socket gets
+   * `unix.mode` from bind on and `unix.owner` before listen; a stale socket
+   * is replaced, a live one refused (a GatehouseError with one line).
+   */
+  async listenOn(
+    address: ListenAddress,
+    options: { backlog?: number; unix?: UnixSocketOptions } = {},
+  ): Promise<{ address: ListenAddress; replacedStale: boolean; removeSocket(): string | null }> {
+    const { listenServer } = await import('../../sys/index.js');
+    const listening = await listenServer(this.#server, address, options);
+    this.#removeSocket = listening.removeSocket;
+    return listening;
+  }
+
+  async #listenUnix(path: string, options: WorkerListenOptions): Promise<void> {
+    try {
+      const { resolveAccount } = await import('../../sys/index.js');
+      let owner: { uid: number; gid: number } | undefined;
+      if (options.socketUser !== undefined || options.socketGroup !== undefined) {
+        const userName = options.socketUser ?? (await import('node:os')).userInfo().username;
+        const account = resolveAccount(userName, options.socketGroup, { user: 'socketUser', group: 'socketGroup' });
+        owner = { uid: account.user.uid, gid: account.gid };
+      }
+      const listening = await this.listenOn(
+        { kind: 'unix', path },
+        {
+          ...(options.backlog !== undefined ? { backlog: options.backlog } : {}),
+          unix: { ...(options.socketMode !== undefined ? { mode: options.socketMode } : {}), ...(owner ? { owner } : {}) },
+        },
+      );
+      if (listening.replacedStale)
+        process.stderr.write(`gatehouse worker ${process.pid}: replaced a stale socket at ${path} (nothing was accepting on it)\n`);
+    } catch (error) {
+      this.#listenFailed(error);
+    }
+  }
+
+  /** systemd's socket activation: the one socket passed (several must be chosen with listen({ fd })). */
+  async #listenActivated(): Promise<void> {
+    try {
+      const { activatedSockets } = await import('../../sys/index.js');
+      const sockets = activatedSockets();
+      if (sockets.length !== 1)
+        throw new GatehouseError(
+          ErrorCode.SYSTEMD,
+          `systemd passed ${sockets.length} sockets (${sockets.map((socket) => `fd ${socket.fd} ${socket.name}`).join(', ')}); choose one with listen({ fd })`,
+        );
+      await this.listenOn({ kind: 'fd', fd: sockets[0]!.fd });
+    } catch (error) {
+      this.#listenFailed(error);
+    }
+  }
+
+  /** A listen that failed: the 'error' event, or (no listener) one line and exit status 1 instead of a stack trace. */
+  #listenFailed(error: unknown): void {
+    if (this.listenerCount('error') > 0) {
+      this.emit('error', error);
+      return;
+    }
+    process.stderr.write(`gatehouse worker ${process.pid}: ${(error as Error).message}\n`);
+    process.exit(1);
+  }
+
+  /** READY=1 to systemd once listening, STOPPING=1 when closing (Type=notify). */
+  async #notifySystemd(): Promise<void> {
+    const { notifySystemd } = await import('../../sys/index.js');
+    this.#notify = (state) => notifySystemd(state);
+    if (this.listening) this.#notify('READY=1');
+    else this.once('listening', () => this.#notify?.('READY=1'));
   }
 
   /** FCGI_LISTENSOCK_FILENO: the listening socket a web server or process manager left on fd 0. */
@@ -160,8 +289,15 @@ export class FastCGIServer extends EventEmitter implements ConnectionHost {
 
   /** Stops accepting; connections close once their requests are done. */
   close(callback?: (error?: Error) => void): this {
+    if (!this.#stopping) this.#notify?.('STOPPING=1');
     this.#stopping = true;
-    if (this.#server.listening) this.#server.close(callback);
+    const removeSocket = this.#removeSocket;
+    this.#removeSocket = null;
+    if (this.#server.listening)
+      this.#server.close((error) => {
+        removeSocket?.();
+        callback?.(error);
+      });
     else if (callback) process.nextTick(callback);
     for (const connection of this.#connections) connection.closeWhenIdle();
     this.#removeSignalHandlers();
