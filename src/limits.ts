@@ -69,6 +69,15 @@ export const CLIENT_ABORT_GRACE_MS = 2000;
 export const CLIENT_MAX_REQUESTS_PER_CONNECTION = 64;
 /** High-water mark of a client response (STDOUT) stream before the socket is paused. */
 export const CLIENT_RESPONSE_HIGH_WATER_MARK = 64 * 1024;
+/**
+ * FastCGI response buffering (nginx's fastcgi_buffers, then fastcgi_max_temp_file_size): bytes of one response kept in
+ * memory while the client is slower than the application, then in an unlinked temporary file up to the second bound;
+ * past both the application waits (backpressure). nginx keeps 8 x 4-8 KiB in memory and 1 GiB on disk.
+ */
+export const FASTCGI_BUFFER_MEMORY_BYTES = 256 * 1024;
+export const FASTCGI_MAX_TEMP_FILE_BYTES = 1024 * 1024 * 1024;
+/** Bytes read back from the temporary file per read. */
+export const FASTCGI_BUFFER_READ_BYTES = 64 * 1024;
 /** fetchAll(): largest STDOUT (and, separately, STDERR) it buffers before failing. */
 export const CLIENT_FETCH_ALL_MAX_BYTES = 16 * 1024 * 1024;
 
@@ -190,6 +199,11 @@ export const KFCGI_STARTUP_CHECK_MS = 1000;
 export const HTTP_HEADERS_TIMEOUT_MS = 20_000;
 export const HTTP_REQUEST_TIMEOUT_MS = 300_000;
 export const HTTP_KEEPALIVE_TIMEOUT_MS = 5_000;
+/**
+ * Send timeout (Apache's Timeout as the stock httpd.conf sets it, nginx's send_timeout): a connection with output
+ * waiting that the client takes nothing of for this long is closed, and the script or upstream request behind it stopped.
+ */
+export const HTTP_SEND_TIMEOUT_MS = 60_000;
 /** Apache's LimitRequestFieldSize x a few fields; node's default is 16 KiB. */
 export const HTTP_MAX_HEADER_BYTES = 16 * 1024;
 /** Apache's LimitRequestLine default. */

@@ -193,11 +193,19 @@ function describeReason(reason: unknown): string | undefined {
   return reason instanceof Error ? reason.message : typeof reason === 'string' ? reason : undefined;
 }
 
-/** A private temp file that is already unlinked: it disappears when its descriptor closes, even after a crash. */
-async function openUnlinked(directory: string): Promise<FileHandle> {
-  const path = join(directory, `gatehouse-body-${process.pid}-${randomBytes(8).toString('hex')}`);
+/**
+ * A private temp file that is already unlinked: it disappears when its descriptor closes, even after a crash.
+ * `purpose` names it while it has a name (request bodies, FastCGI responses being buffered).
+ */
+export async function openUnlinked(directory: string = tmpdir(), purpose = 'body'): Promise<FileHandle> {
+  const path = join(directory, `gatehouse-${purpose}-${process.pid}-${randomBytes(8).toString('hex')}`);
   const handle = await fs.open(path, 'wx+', 0o600);
-  await fs.unlink(path);
+  try {
+    await fs.unlink(path);
+  } catch (error) {
+    await handle.close().catch(() => {});
+    throw error;
+  }
   return handle;
 }
 

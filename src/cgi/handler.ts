@@ -38,6 +38,7 @@ import { resolveInRoutes, type ResolvedScript, type ScriptRoute } from './resolv
 import type { CgiResponseHead } from './response-head.js';
 import { parseScriptTimeout, runScript, type HeadOutcome, type ScriptRun } from './run-script.js';
 import { ScriptLog } from './script-log.js';
+import { describeSendTimeout, SendTimeout } from './send-timeout.js';
 import type { ScriptSpawner } from '../spawn/spawner.js';
 import { cgiChannels, reportHandlerRequest, type HandlerReport } from '../diagnostics.js';
 
@@ -59,6 +60,13 @@ export interface CgiOptions {
   passEnv?: readonly string[];
   /** CGIDScriptTimeout: "60", "60s", "500ms" or seconds as a number. */
   scriptTimeout?: string | number;
+  /**
+   * Send timeout (Apache's Timeout for writes): a client that takes none of the response for this long
+   * is disconnected and its script killed. "60s", "500ms" or seconds; 0 or absent: none (gatehouse
+   * serve applies its own to every connection). Once a request of a connection came here, it holds for
+   * the rest of that connection.
+   */
+  sendTimeout?: string | number;
   killGraceMs?: number;
   exitWaitMs?: number;
   maxConcurrentScripts?: number;
@@ -154,6 +162,7 @@ interface Settings {
   spawner: ScriptSpawner | undefined;
   maxLocalRedirects: number;
   queryArguments: boolean;
+  sendTimeout: SendTimeout | null;
 }
 
 /** Every option checked once, with a message that says what to write instead. */
@@ -185,6 +194,9 @@ function validate(options: CgiOptions): Settings {
       `cgi(): scriptTimeout must look like "20", "20s" or "500ms", got ${JSON.stringify(options.scriptTimeout)}`,
     );
   const errorLog = options.errorLog ?? ((line: string) => process.stderr.write(`[${new Date().toISOString()}] [cgi:error] ${line}\n`));
+  const sendTimeoutMs = options.sendTimeout === undefined || options.sendTimeout === 0 ? 0 : parseScriptTimeout(options.sendTimeout);
+  if (sendTimeoutMs === null)
+    throw new TypeError(`cgi(): sendTimeout must look like "60", "60s" or "500ms" (0: none), got ${JSON.stringify(options.sendTimeout)}`);
   let scriptLog: ScriptLog | undefined;
   if (typeof options.scriptLog === 'string') {
     scriptLog = new ScriptLog({
@@ -227,6 +239,8 @@ function validate(options: CgiOptions): Settings {
     spawner: options.spawner,
     maxLocalRedirects: options.maxLocalRedirects ?? CGI_MAX_LOCAL_REDIRECTS,
     queryArguments: options.queryArguments ?? CGI_QUERY_ARGUMENTS,
+    sendTimeout:
+      sendTimeoutMs > 0 ? new SendTimeout(sendTimeoutMs, (event) => errorLog(`cgi: ${describeSendTimeout(event, sendTimeoutMs)}`)) : null,
   };
 }
 
@@ -294,6 +308,7 @@ class CgiExchange {
     const url = this.#req.url ?? '/';
     const target = splitAbsoluteForm(url)?.originForm ?? url;
     this.#mount = mountPoint(this.#req, target);
+    this.#settings.sendTimeout?.watch(this.#req.socket);
     this.#res.once('close', () => this.#onClientClose());
     this.#dispatch({ target, method: this.#req.method ?? 'GET', depth: 0 }).catch((error: unknown) => {
       this.#settings.errorLog(

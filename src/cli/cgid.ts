@@ -27,6 +27,7 @@ import {
   CGI_SCRIPT_LOG_BUFFER,
   CGI_SCRIPT_LOG_LENGTH,
   CGI_SCRIPT_TIMEOUT_MS,
+  HTTP_SEND_TIMEOUT_MS,
 } from '../limits.js';
 import { dieWithParent, dropPrivileges, notifySystemd, resolveActivatedAddress, runsAs } from '../sys/index.js';
 import { handleCgidSignals } from './cgid-signals.js';
@@ -153,6 +154,13 @@ export const CGID_OPTIONS: readonly LongOption[] = [
     summary:
       'FastCGI face: serve Prometheus metrics (/metrics) and the status (/status, read with gatehouse status ADDR) on HOST:PORT or unix:PATH',
     defaultText: 'off',
+  },
+  {
+    name: 'send-timeout',
+    kind: 'duration',
+    argument: 'TIME',
+    summary: 'FastCGI face: a web server that takes none of the output for this long is disconnected and its scripts killed (0: none)',
+    defaultText: `${HTTP_SEND_TIMEOUT_MS / 1000}s`,
   },
   { name: 'script-log', kind: 'string', argument: 'FILE', summary: "FastCGI face: ScriptLog, failed runs in mod_cgi's format" },
   { name: 'script-log-length', kind: 'size', argument: 'SIZE', summary: 'ScriptLogLength', defaultText: String(CGI_SCRIPT_LOG_LENGTH) },
@@ -535,6 +543,7 @@ async function runFastCGIFace(
     ...(v['query-arguments'] === true ? { queryArguments: true } : {}),
     ...(scriptLog ? { scriptLog } : {}),
     log,
+    server: { sendTimeoutMs: (v['send-timeout'] as number) ?? HTTP_SEND_TIMEOUT_MS },
   });
   server.on('connectionError', (error: Error) => log(error.message, 'warn'));
   let listening: { address: ListenAddress; replacedStale: boolean; removeSocket(): string | null };

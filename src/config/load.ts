@@ -91,6 +91,7 @@ export const FASTCGI_ROUTE_KEYS = [
   'max-connections',
   'keep-alive',
   'multiplex',
+  'buffering',
 ];
 
 function readScriptAliases(raw: unknown, baseDir: string, problems: string[]): ScriptAliasConfig[] {
@@ -190,6 +191,7 @@ function readFastCGIRoutes(raw: unknown, baseDir: string, problems: string[]): F
     read('max-connections', { kind: 'integer', min: 1 }, (value) => (route.maxConnections = value as number));
     read('keep-alive', { kind: 'flag' }, (value) => (route.keepAlive = value as boolean));
     read('multiplex', { kind: 'flag' }, (value) => (route.multiplex = value as boolean));
+    read('buffering', { kind: 'flag' }, (value) => (route.buffering = value as boolean));
     if (table.params !== undefined) {
       const params = readVariables(table.params, problems, `${where}.params`);
       if (params) route.params = params;

@@ -28,9 +28,12 @@ import {
   HTTP_MAX_HEADER_BYTES,
   HTTP_MAX_URL_BYTES,
   HTTP_REQUEST_TIMEOUT_MS,
+  HTTP_SEND_TIMEOUT_MS,
   HTTP_SHUTDOWN_GRACE_MS,
   SERVE_WORKERS_DEFAULT,
   SERVE_WORKERS_MAX,
+  FASTCGI_BUFFER_MEMORY_BYTES,
+  FASTCGI_MAX_TEMP_FILE_BYTES,
   UNIX_SOCKET_MODE,
 } from '../limits.js';
 
@@ -133,6 +136,29 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
     kind: 'routes',
     summary:
       'FastCGI routes: [[fastcgi]] tables with url, match or extensions, upstreams, root, split-path, index (see gatehouse-serve(8))',
+  },
+  {
+    name: 'fastcgi-buffering',
+    kind: 'flag',
+    summary:
+      "FastCGI routes read responses as fast as the application sends them (memory, then a temporary file), so a slow client does not hold its processes; false streams (a route's buffering key wins)",
+    defaultText: 'true',
+  },
+  {
+    name: 'fastcgi-buffer-memory',
+    kind: 'size',
+    flag: true,
+    argument: 'SIZE',
+    summary: 'FastCGI buffering: bytes of one response kept in memory before the temporary file is used',
+    defaultText: String(FASTCGI_BUFFER_MEMORY_BYTES),
+  },
+  {
+    name: 'fastcgi-max-temp-file',
+    kind: 'size',
+    flag: true,
+    argument: 'SIZE',
+    summary: 'FastCGI buffering: largest temporary file of one response; past it the application waits for the client (0: memory only)',
+    defaultText: String(FASTCGI_MAX_TEMP_FILE_BYTES),
   },
   {
     name: 'server-name',
@@ -321,6 +347,15 @@ export const SERVE_KEYS: readonly KeyDefinition[] = [
     defaultText: `${HTTP_KEEPALIVE_TIMEOUT_MS / 1000}s`,
   },
   {
+    name: 'send-timeout',
+    kind: 'duration',
+    flag: true,
+    argument: 'TIME',
+    summary:
+      'a client that takes none of the response for this long is disconnected, and the script or FastCGI request behind it stopped (0: no limit)',
+    defaultText: `${HTTP_SEND_TIMEOUT_MS / 1000}s`,
+  },
+  {
     name: 'max-header-bytes',
     kind: 'size',
     flag: true,
@@ -463,6 +498,8 @@ export interface FastCGIRouteConfig {
   keepAlive?: boolean;
   /** Share connections between requests when the application multiplexes (off: a slow client would stall the others). */
   multiplex?: boolean;
+  /** Buffer the application's responses (memory, then a temp file) so slow clients do not hold its processes; default: fastcgi-buffering. */
+  buffering?: boolean;
 }
 
 export interface ServeConfig {
@@ -479,6 +516,9 @@ export interface ServeConfig {
   cgiExt: string[];
   scriptAlias: ScriptAliasConfig[];
   fastcgi: FastCGIRouteConfig[];
+  fastcgiBuffering: boolean;
+  fastcgiBufferMemory: number;
+  fastcgiMaxTempFile: number;
   serverName?: string;
   serverAdmin?: string;
   scriptTimeoutMs: number;
@@ -507,6 +547,7 @@ export interface ServeConfig {
   headersTimeoutMs: number;
   requestTimeoutMs: number;
   keepaliveTimeoutMs: number;
+  sendTimeoutMs: number;
   maxHeaderBytes: number;
   maxUrlBytes: number;
   shutdownGraceMs: number;
@@ -529,6 +570,9 @@ export const SERVE_DEFAULTS: ServeConfig = {
   cgiExt: [],
   scriptAlias: [],
   fastcgi: [],
+  fastcgiBuffering: true,
+  fastcgiBufferMemory: FASTCGI_BUFFER_MEMORY_BYTES,
+  fastcgiMaxTempFile: FASTCGI_MAX_TEMP_FILE_BYTES,
   scriptTimeoutMs: CGI_SCRIPT_TIMEOUT_MS,
   scriptLogLength: CGI_SCRIPT_LOG_LENGTH,
   scriptLogBuffer: CGI_SCRIPT_LOG_BUFFER,
@@ -549,6 +593,7 @@ export const SERVE_DEFAULTS: ServeConfig = {
   headersTimeoutMs: HTTP_HEADERS_TIMEOUT_MS,
   requestTimeoutMs: HTTP_REQUEST_TIMEOUT_MS,
   keepaliveTimeoutMs: HTTP_KEEPALIVE_TIMEOUT_MS,
+  sendTimeoutMs: HTTP_SEND_TIMEOUT_MS,
   maxHeaderBytes: HTTP_MAX_HEADER_BYTES,
   maxUrlBytes: HTTP_MAX_URL_BYTES,
   shutdownGraceMs: HTTP_SHUTDOWN_GRACE_MS,

@@ -24,11 +24,19 @@ import { buildEnvironment, type EnvironmentPolicy } from '../cgi/environment.js'
 import { ResponseHeadParser, type CgiResponseHead } from '../cgi/response-head.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
 import { readRequestBody, type BodyPolicy, type RequestBody } from '../cgi/body-policy.js';
-import { describeRequest, readHttpRequest, splitAbsoluteForm, type HttpRequestFacts } from '../cgi/http-request.js';
+import { describeRequest, plainAddress, readHttpRequest, splitAbsoluteForm, type HttpRequestFacts } from '../cgi/http-request.js';
 import { answerFor, statusForUpstreamError, type Failure } from '../cgi/outcome.js';
 import { pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from '../cgi/http-response.js';
 import { fastcgiChannels, reportHandlerRequest, type HandlerReport } from '../diagnostics.js';
-import { CGI_BODY_MEMORY_SPOOL_BYTES, CGI_MAX_REQUEST_BODY_BYTES, CGI_STDERR_LINE_MAX } from '../limits.js';
+import { describeSendTimeout, SendTimeout } from '../cgi/send-timeout.js';
+import { ResponseBuffer, type ResponseBufferOptions } from './response-buffer.js';
+import {
+  CGI_BODY_MEMORY_SPOOL_BYTES,
+  CGI_MAX_REQUEST_BODY_BYTES,
+  CGI_STDERR_LINE_MAX,
+  FASTCGI_BUFFER_MEMORY_BYTES,
+  FASTCGI_MAX_TEMP_FILE_BYTES,
+} from '../limits.js';
 
 export { statusForUpstreamError };
 
@@ -65,6 +73,25 @@ export interface FastCGIHandlerOptions {
   connectTimeoutMs?: number;
   /** No data from the application for this long: 504. */
   readTimeoutMs?: number;
+  /**
+   * Send timeout (nginx's send_timeout): a client that takes none of the response for this long is
+   * disconnected and the upstream request aborted. 0 or absent: none (gatehouse serve applies its own to
+   * every connection). Once a request of a connection came here, it holds for the rest of that connection.
+   */
+  sendTimeoutMs?: number;
+  /**
+   * Read the application's response as fast as it comes, into memory then a temporary file, so a slow
+   * client does not hold an application process (nginx's fastcgi_buffering). Default true; false streams
+   * with backpressure (the application waits for the client). An application answering
+   * `X-Accel-Buffering: no` (or `yes`) chooses for its own response; the header is not passed on.
+   */
+  buffering?: boolean;
+  /** Buffering: bytes kept in memory per response before the temporary file is used. */
+  bufferMemoryBytes?: number;
+  /** Buffering: largest temporary file per response (0: none); past it the application waits. */
+  maxTempFileBytes?: number;
+  /** Buffering: where temporary files are made (they are unlinked at once); default the system's temp directory. */
+  tempDirectory?: string;
   maxConnections?: number;
   /** Keep connections to the application open between requests (FCGI_KEEP_CONN). */
   keepAlive?: boolean;
@@ -127,6 +154,9 @@ class FastCGIProxy {
   readonly #extraParams: Array<readonly [string, string]>;
   /** SCRIPT_FILENAME must be a file here before a request goes out (FastCGIHandlerOptions.checkScript). */
   readonly checkScript: boolean;
+  readonly #sendTimeout: SendTimeout | null;
+  /** How responses are buffered; `buffered` is the route's choice, which X-Accel-Buffering overrides per response. */
+  readonly buffer: ResponseBufferOptions & { buffered: boolean };
   #turn = 0;
 
   constructor(options: FastCGIHandlerOptions) {
@@ -164,15 +194,28 @@ class FastCGIProxy {
     };
     this.#extraParams = Object.entries(options.params ?? {});
     this.checkScript = options.checkScript ?? existsHere(options.scriptFilename ?? options.documentRoot);
+    this.buffer = {
+      buffered: options.buffering ?? true,
+      memoryBytes: options.bufferMemoryBytes ?? FASTCGI_BUFFER_MEMORY_BYTES,
+      maxTempFileBytes: options.maxTempFileBytes ?? FASTCGI_MAX_TEMP_FILE_BYTES,
+      directory: options.tempDirectory,
+    };
+    const sendTimeoutMs = options.sendTimeoutMs ?? 0;
+    this.#sendTimeout =
+      sendTimeoutMs > 0
+        ? new SendTimeout(sendTimeoutMs, (event) => this.errorLog(`fastcgi: ${describeSendTimeout(event, sendTimeoutMs)}`))
+        : null;
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
+    this.#sendTimeout?.watch(req.socket);
     // diagnostics_channel events (null: nobody listens); every request reaching fastcgi() is its to answer.
     const report = reportHandlerRequest(fastcgiChannels, 'fastcgi', req, res, req.url ?? '/');
     const reading = readHttpRequest(req);
     const target = siteTarget(req);
+    const client = plainAddress(req.socket.remoteAddress);
     if (reading.kind === 'refused') {
-      this.errorLog(`fastcgi: refused ${req.method} ${target} from ${req.socket.remoteAddress}: ${reading.reason}`);
+      this.errorLog(`fastcgi: refused ${req.method} ${target} from ${client}: ${reading.reason}`);
       sendErrorPage(res, reading.status, true);
       report?.headers();
       report?.error(ErrorCode.CGI_PATH_BAD_REQUEST, reading.reason);
@@ -180,13 +223,13 @@ class FastCGIProxy {
     }
     const normalised = normaliseUrlPath(splitTarget(target).pathname);
     if ('kind' in normalised) {
-      const request = `${req.method} ${target} from ${req.socket.remoteAddress}`;
+      const request = `${req.method} ${target} from ${client}`;
       return answer(res, this.errorLog, { kind: 'refused', status: normalised.status, request, reason: normalised.reason }, report);
     }
     // CVE-2019-11043: nginx's split regex stopped at a %0a, and php-fpm misread the PATH_INFO it was left with.
     // A control character has no place in a script's path or PATH_INFO: nothing goes to the application.
     if (normalised.segments.some((segment) => CONTROL_CHARACTER.test(segment))) {
-      const request = `${req.method} ${target} from ${req.socket.remoteAddress}`;
+      const request = `${req.method} ${target} from ${client}`;
       return answer(
         res,
         this.errorLog,
@@ -217,6 +260,7 @@ class FastCGIProxy {
   }
 
   close(): Promise<void> {
+    this.#sendTimeout?.close();
     return Promise.all(this.clients.map((client) => client.close())).then(() => undefined);
   }
 
@@ -353,7 +397,7 @@ class ProxiedRequest {
       {
         kind: 'refused',
         status: 404,
-        request: `${this.#req.method} ${this.#target} from ${this.#req.socket.remoteAddress}`,
+        request: `${this.#req.method} ${this.#target} from ${plainAddress(this.#req.socket.remoteAddress)}`,
         reason: `check-script: ${file} is ${info ? 'not a regular file' : 'not there'}`,
       },
       this.#report,
@@ -457,8 +501,11 @@ class UpstreamRelay {
     this.#resolve(outcome);
   }
 
+  /** One error-log line naming the upstream and the script once (an UpstreamError's message starts with the upstream already). */
   #log(line: string): void {
-    this.#proxy.errorLog(`fastcgi: ${this.#response.upstream}: ${this.#script}: ${line}`);
+    const upstream = this.#response.upstream;
+    const detail = line.startsWith(`${upstream}: `) ? line.slice(upstream.length + 2) : line;
+    this.#proxy.errorLog(`fastcgi: ${upstream}: ${this.#script}: ${detail}`);
   }
 
   #onStderr(chunk: Buffer): void {
@@ -522,8 +569,9 @@ class UpstreamRelay {
     this.#settle('done');
   };
 
-  #respond(head: CgiResponseHead, rest: Buffer): void {
+  #respond(parsed: CgiResponseHead, rest: Buffer): void {
     const res = this.#res;
+    const { head, buffered } = this.#bufferingChoice(parsed);
     if (head.kind === 'local-redirect') {
       // FastCGI has no internal redirects (nginx and mod_proxy_fcgi pass them on): the client is redirected.
       res.statusCode = 302;
@@ -536,8 +584,11 @@ class UpstreamRelay {
     }
     writeCgiHead(res, head);
     this.#report?.headers();
+    // Buffered, the application's bytes are read as fast as they come (into memory, then a temporary file) and
+    // the client takes them at its pace; streamed, the application waits for the client.
+    const body = buffered ? new ResponseBuffer(this.#response, this.#proxy.buffer, rest) : this.#response;
     pipeCgiBody(
-      this.#response,
+      body,
       res,
       head,
       (error) => {
@@ -548,8 +599,28 @@ class UpstreamRelay {
         }
         this.#settle('done');
       },
-      `${this.#response.upstream} (${this.#script})`,
-      rest,
+      // The log line names the upstream and the script already (#log).
+      'the application',
+      buffered ? undefined : rest,
     );
+  }
+
+  /**
+   * nginx's convention: `X-Accel-Buffering: no` from the application streams its response even where the
+   * route buffers (server-sent events, progress pages), `yes` buffers it where the route does not. The
+   * header is for the front, not the client: it is not passed on.
+   */
+  #bufferingChoice(head: CgiResponseHead): { head: CgiResponseHead; buffered: boolean } {
+    let buffered = this.#proxy.buffer.buffered;
+    let found = false;
+    for (const [name, value] of head.headers) {
+      if (name.toLowerCase() !== 'x-accel-buffering') continue;
+      found = true;
+      const choice = value.trim().toLowerCase();
+      if (choice === 'no') buffered = false;
+      else if (choice === 'yes') buffered = true;
+    }
+    if (!found) return { head, buffered };
+    return { head: { ...head, headers: head.headers.filter(([name]) => name.toLowerCase() !== 'x-accel-buffering') }, buffered };
   }
 }

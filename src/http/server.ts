@@ -27,8 +27,9 @@ import { openLogger, type Logger, type LogLevel } from '../log/index.js';
 import { serveStatic } from './static.js';
 import { sendErrorPage } from '../cgi/http-response.js';
 import { normaliseUrlPath } from '../cgi/resolve.js';
-import { readHttpRequest, splitAbsoluteForm } from '../cgi/http-request.js';
+import { plainAddress, readHttpRequest, splitAbsoluteForm } from '../cgi/http-request.js';
 import { ChunkSizeGuard } from './chunk-size-guard.js';
+import { describeSendTimeout, SendTimeout, type SendTimeoutEvent } from '../cgi/send-timeout.js';
 import {
   HTTP_MAX_REQUESTS_PER_SOCKET,
   HTTP_STOP_POLL_MS,
@@ -100,6 +101,11 @@ function requestLineTooLong(rawPacket: unknown, maxUrlBytes: number): boolean {
   return lineEnd === -1 || line.length > maxUrlBytes;
 }
 
+/** The client's address as logs and REMOTE_ADDR show it (undefined once the socket is gone). */
+function clientAddress(socket: net.Socket): string | undefined {
+  return socket.remoteAddress === undefined ? undefined : plainAddress(socket.remoteAddress);
+}
+
 export class GatehouseFront {
   readonly #servers: http.Server[] = [];
   readonly #listening: ServerListening[] = [];
@@ -111,6 +117,8 @@ export class GatehouseFront {
   readonly #unixSocket: UnixSocketOptions | undefined;
   /** Refuses a chunk announced above max-body at once; its limits follow a reload for new connections. */
   readonly #chunkSizeGuard: ChunkSizeGuard;
+  /** Every connection, whatever answers on it (scripts, FastCGI, static files, nph output written to the socket itself). */
+  readonly #sendTimeout: SendTimeout;
   /** What the current configuration serves; replaced by reload(). */
   #site: Site;
   /** Sites replaced by a reload whose requests are still running. */
@@ -129,6 +137,7 @@ export class GatehouseFront {
       openLogger({ role: 'serve', level: config.logLevel, format: config.logFormat, target: config.errorLog, console: 'stderr' });
     this.#accessLog = new AccessLog(config.accessLog, config.accessLogFormat, this.log);
     this.#chunkSizeGuard = new ChunkSizeGuard(config.maxBody, config.maxHeaderBytes);
+    this.#sendTimeout = new SendTimeout(config.sendTimeoutMs, (event) => this.#logSendTimeout(event));
     this.#site = this.#buildSite(config);
   }
 
@@ -170,6 +179,9 @@ export class GatehouseFront {
         ...(route.maxConnections !== undefined ? { maxConnections: route.maxConnections } : {}),
         ...(route.keepAlive !== undefined ? { keepAlive: route.keepAlive } : {}),
         ...(route.multiplex ? { multiplex: true } : {}),
+        buffering: route.buffering ?? config.fastcgiBuffering,
+        bufferMemoryBytes: config.fastcgiBufferMemory,
+        maxTempFileBytes: config.fastcgiMaxTempFile,
         maxRequestBody: config.maxBody,
         errorLog,
       });
@@ -206,6 +218,10 @@ export class GatehouseFront {
     return { config, routes, cgi: cgiHandler, fastcgi: fastcgiHandlers, static: staticFiles, inFlight: 0, retired: false };
   }
 
+  #logSendTimeout(event: SendTimeoutEvent): void {
+    this.logError(describeSendTimeout(event, this.#sendTimeout.timeoutMs), 'warn');
+  }
+
   /** One line in the error log (an error unless `level` says otherwise). */
   logError(line: string, level: LogLevel = 'error'): void {
     this.log.log(level, line);
@@ -231,7 +247,8 @@ export class GatehouseFront {
     this.#chunkSizeGuard.noteRequest(req, res);
     const started = new Date();
     const startedNs = process.hrtime.bigint();
-    const remoteAddress = req.socket.remoteAddress;
+    // As REMOTE_ADDR: an IPv4 client on a dual-stack (::) listener is a.b.c.d, not ::ffff:a.b.c.d.
+    const remoteAddress = clientAddress(req.socket);
     const bodyBytes = countResponseBytes(res);
     // The site this request started on serves it to the end, whatever a reload swaps in meanwhile.
     const site = this.#site;
@@ -269,7 +286,7 @@ export class GatehouseFront {
     // Read before req.url is rewritten below: an absolute-form target's host is the request's host (RFC 9112 3.2.2).
     const reading = readHttpRequest(req);
     if (reading.kind === 'refused') {
-      this.logError(`refused ${req.method} ${req.url} from ${req.socket.remoteAddress}: ${reading.reason}`);
+      this.logError(`refused ${req.method} ${req.url} from ${clientAddress(req.socket)}: ${reading.reason}`);
       return sendErrorPage(res, reading.status, true);
     }
     let target = req.url ?? '/';
@@ -281,7 +298,7 @@ export class GatehouseFront {
     }
     if (Buffer.byteLength(target, 'latin1') > site.config.maxUrlBytes) {
       this.logError(
-        `request target of ${target.length} bytes from ${req.socket.remoteAddress} exceeds max-url-bytes (${site.config.maxUrlBytes}): 414`,
+        `request target of ${target.length} bytes from ${clientAddress(req.socket)} exceeds max-url-bytes (${site.config.maxUrlBytes}): 414`,
       );
       return sendErrorPage(res, 414, true);
     }
@@ -294,7 +311,7 @@ export class GatehouseFront {
     // the PHP source.
     const normalised = normaliseUrlPath(target.split('?', 1)[0]!);
     if ('kind' in normalised) {
-      this.logError(`refused ${req.method} ${target} from ${req.socket.remoteAddress}: ${normalised.reason}`);
+      this.logError(`refused ${req.method} ${target} from ${clientAddress(req.socket)}: ${normalised.reason}`);
       return sendErrorPage(res, normalised.status);
     }
     const path = `/${normalised.segments.join('/')}${normalised.trailingSlash && normalised.segments.length > 0 ? '/' : ''}`;
@@ -363,7 +380,10 @@ export class GatehouseFront {
     applyServerLimits(server, this.config);
     server.maxRequestsPerSocket = HTTP_MAX_REQUESTS_PER_SOCKET;
     // A chunk announced above max-body is refused at once (413) instead of waited for: see chunk-size-guard.ts.
-    server.on('connection', (socket: net.Socket) => this.#chunkSizeGuard.watch(socket));
+    server.on('connection', (socket: net.Socket) => {
+      this.#chunkSizeGuard.watch(socket);
+      this.#sendTimeout.watch(socket);
+    });
     // Expect: 100-continue goes to the handlers, which send the 100 only when they will read the body:
     // a body over max-body gets its 413 before the client sends it (Node would otherwise answer 100 at once).
     server.on('checkContinue', this.handle);
@@ -371,9 +391,7 @@ export class GatehouseFront {
       // A connection already answered with an error ends with the client's EOF: a second parse error, not news.
       if (answeredWithError.has(socket)) return socket.destroy();
       if (error.code !== 'ECONNRESET' && error.code !== 'EPIPE')
-        this.logError(
-          `http: bad request from ${(socket as import('node:net').Socket).remoteAddress ?? '-'}: ${error.code ?? ''} ${error.message}`,
-        );
+        this.logError(`http: bad request from ${clientAddress(socket as net.Socket) ?? '-'}: ${error.code ?? ''} ${error.message}`);
       // A response already under way (request-timeout while a script answers a slow body) cannot be followed by
       // an error response: written now, it would land inside the first one's body. The connection is cut instead.
       const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
@@ -390,7 +408,7 @@ export class GatehouseFront {
       socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       // Apache logs refused requests too ("-" for a request line it could not read): probes and attacks show up.
       this.#accessLog.write({
-        remoteAddress: (socket as import('node:net').Socket).remoteAddress,
+        remoteAddress: clientAddress(socket as net.Socket),
         time: new Date(),
         requestLine: null,
         status,
@@ -420,6 +438,7 @@ export class GatehouseFront {
     this.#site = this.#buildSite(config);
     for (const server of this.#servers) applyServerLimits(server, config);
     this.#chunkSizeGuard.setLimits(config.maxBody, config.maxHeaderBytes);
+    this.#sendTimeout.setTimeoutMs(config.sendTimeoutMs);
     previous.retired = true;
     if (previous.inFlight === 0) this.#closeSite(previous);
     else this.#retired.add(previous);
@@ -461,6 +480,7 @@ export class GatehouseFront {
     for (let waited = 0; running() > 0 && waited < graceMs + HTTP_STOP_REAP_SLACK_MS; waited += HTTP_STOP_POLL_MS)
       await sleep(HTTP_STOP_POLL_MS);
     await Promise.all(sites.flatMap((site) => site.fastcgi.map((handler) => handler.close())));
+    this.#sendTimeout.close();
     // Only sockets this front bound, and only while the path is still the same socket: never another server's.
     for (const listening of this.#listening) listening.removeSocket();
     await this.#accessLog.close();

@@ -11,6 +11,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import send from 'send';
 import { normaliseUrlPath } from '../cgi/resolve.js';
 import { NOSNIFF, sendErrorPage } from '../cgi/http-response.js';
+import { plainAddress } from '../cgi/http-request.js';
 
 export interface StaticOptions {
   documentRoot: string;
@@ -33,7 +34,7 @@ export function serveStatic(options: StaticOptions): (req: IncomingMessage, res:
       const rawPath = question === -1 ? target : target.slice(0, question);
       const normalised = normaliseUrlPath(rawPath);
       if ('kind' in normalised) {
-        options.errorLog(`static: refused ${method} ${target} from ${req.socket.remoteAddress}: ${normalised.reason}`);
+        options.errorLog(`static: refused ${method} ${target} from ${plainAddress(req.socket.remoteAddress)}: ${normalised.reason}`);
         return sendErrorPage(res, normalised.status);
       }
       rootReal ??= realpath(options.documentRoot);

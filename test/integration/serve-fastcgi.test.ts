@@ -251,6 +251,8 @@ test('FastCGI routes to the gatehouse worker test app', async (t) => {
 url = "/app/"
 upstreams = ["unix:${(app.address as { path: string }).path}"]
 script-filename = "${join(dir, 'app.js')}"
+# Streamed: these cases are about backpressure and aborts reaching the app (buffered responses: fastcgi-buffering.test.ts).
+buffering = false
 `,
   );
   const server = await startGatehouse(t, 'serve', ['--config', join(dir, 'gatehouse.toml')]);

@@ -17,6 +17,7 @@ import {
   WORKER_SHUTDOWN_TIMEOUT_MS,
 } from '../../limits.js';
 import { WorkerConnection, type ConnectionHost, type ConnectionLimits } from './connection.js';
+import { SendTimeout } from '../../cgi/send-timeout.js';
 import type { ListenAddress, UnixSocketOptions } from '../../sys/index.js';
 import type { FastCGIRequest } from './request.js';
 import type { FastCGIResponse } from './response.js';
@@ -44,6 +45,12 @@ export interface WorkerServerOptions {
    * Defaults to the FCGI_WEB_SERVER_ADDRS environment variable, comma-separated; unset means anyone.
    */
   webServerAddrs?: string[];
+  /**
+   * Send timeout: a web server that takes none of the output waiting for it for this long is
+   * disconnected, which aborts every request of the connection (a connection error is reported).
+   * 0 or absent: none. Applies to the connections the server accepts itself.
+   */
+  sendTimeoutMs?: number;
 }
 
 /**
@@ -85,6 +92,7 @@ export class FastCGIServer extends EventEmitter implements ConnectionHost {
   readonly #connections = new Set<WorkerConnection>();
   readonly #options: WorkerServerOptions;
   readonly #allowedAddrs: Set<string> | null;
+  readonly #sendTimeout: SendTimeout | null;
   #stopping = false;
   #signalHandler: ((signal: NodeJS.Signals) => void) | null = null;
   /** How the unix socket bound by listen() is removed at close (only while it is still ours). */
@@ -105,6 +113,18 @@ export class FastCGIServer extends EventEmitter implements ConnectionHost {
     this.#allowedAddrs = addrs && addrs.length > 0 ? new Set(addrs.flatMap(expandAddress)) : null;
     if (handler) this.on('request', handler);
     this.#server = net.createServer({ noDelay: true }, (socket) => this.#accept(socket));
+    const sendTimeoutMs = options.sendTimeoutMs ?? 0;
+    this.#sendTimeout =
+      sendTimeoutMs > 0
+        ? new SendTimeout(sendTimeoutMs, ({ socket, waitingBytes, stalledMs }) =>
+            this.reportError(
+              new GatehouseError(
+                ErrorCode.CLIENT_CLOSED,
+                `send timeout: the web server${socket.remoteAddress ? ` at ${socket.remoteAddress}` : ''} took none of ${waitingBytes} bytes for ${stalledMs} ms (send-timeout ${sendTimeoutMs} ms): connection closed, its requests aborted`,
+              ),
+            ),
+          )
+        : null;
     this.#server.maxConnections = this.limits.maxConns;
     this.#server.on('error', (error) => this.emit('error', error));
     this.#server.on('listening', () => this.emit('listening'));
@@ -311,6 +331,7 @@ export class FastCGIServer extends EventEmitter implements ConnectionHost {
       socket.destroy();
       return;
     }
+    this.#sendTimeout?.watch(socket);
     void this.handleConnection(socket);
   }
 
