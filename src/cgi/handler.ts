@@ -196,7 +196,9 @@ function validate(options: CgiOptions): Settings {
   const errorLog = options.errorLog ?? ((line: string) => process.stderr.write(`[${new Date().toISOString()}] [cgi:error] ${line}\n`));
   const sendTimeoutMs = options.sendTimeout === undefined || options.sendTimeout === 0 ? 0 : parseScriptTimeout(options.sendTimeout);
   if (sendTimeoutMs === null)
-    throw new TypeError(`cgi(): sendTimeout must look like "60", "60s" or "500ms" (0: none), got ${JSON.stringify(options.sendTimeout)}`);
+    throw new InvalidArgumentError(
+      `cgi(): sendTimeout must look like "60", "60s" or "500ms" (0: none), got ${JSON.stringify(options.sendTimeout)}`,
+    );
   let scriptLog: ScriptLog | undefined;
   if (typeof options.scriptLog === 'string') {
     scriptLog = new ScriptLog({
