@@ -18,7 +18,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { rssBytes, startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
@@ -54,6 +54,22 @@ function makeCgiBin(t: TestContext): string {
     chmodSync(join(dir, name), 0o755);
   }
   return dir;
+}
+
+/**
+ * The scripts below `root`: its descendants less gatehouse's own Node processes (the cgid daemon), told apart by
+ * their executable, not their name (Node 24 names its main thread "MainThread"). A zombie has no executable left
+ * and counts as a script: it was not reaped.
+ */
+function scriptsUnder(root: number): Array<{ pid: number; state: string; command: string }> {
+  const node = realpathSync(process.execPath);
+  return descendants(root).filter((entry) => {
+    try {
+      return realpathSync(`/proc/${entry.pid}/exe`) !== node;
+    } catch {
+      return true;
+    }
+  });
 }
 
 /** Every process below `root` (by parent pid, from /proc), with its state letter. */
@@ -135,17 +151,17 @@ async function soak(t: TestContext, target: Target): Promise<void> {
   const settled = async () => {
     // Scripts gone (zombies included: a reaped script leaves no entry), then descriptors stable.
     await waitForValue(
-      () => descendants(target.pid).filter((process) => process.command !== 'node'),
+      () => scriptsUnder(target.pid),
       (list) => list.length === 0,
-      'the condition',
-      { timeoutMs: BOUND_MS },
+      'every script of the round to be gone',
+      { timeoutMs: BOUND_MS, context: () => JSON.stringify(descendants(target.pid)) },
     );
     return { descriptors: openDescriptors(target.pid), rss: rssBytes(target.pid) };
   };
   const before = await settled();
   for (let i = 1; i <= ROUNDS; i++) await round(t, target, i * NON_READERS);
   const left = await waitForValue(
-    () => descendants(target.pid).filter((process) => process.command !== 'node'),
+    () => scriptsUnder(target.pid),
     (list) => list.length === 0,
     'the condition',
     { timeoutMs: BOUND_MS },
