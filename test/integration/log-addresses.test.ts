@@ -36,7 +36,7 @@ test('the access log shows an IPv4 client of a [::] listener as a.b.c.d, as REMO
   const log = await waitForValue(
     () => (existsSync(accessLog) ? readFileSync(accessLog, 'utf8') : ''),
     (text) => text.includes('GET /hello.txt'),
-    'the condition',
+    'the access log line',
     { timeoutMs: BOUND_MS },
   );
   assert.match(log, /^127\.0\.0\.1 - - \[.*\] "GET \/hello\.txt HTTP\/1\.1" 200 /m);
@@ -53,7 +53,7 @@ test('a FastCGI response shorter than its Content-Length is logged naming its up
   const log = await waitForValue(
     () => site.log(),
     (text) => text.includes('announced Content-Length'),
-    'the condition',
+    'the cut response logged',
     { timeoutMs: BOUND_MS },
   );
   const line = log.split('\n').find((entry) => entry.includes('announced Content-Length'))!;

@@ -83,7 +83,7 @@ for (const spawn of ['daemon', 'in-process'] as const) {
     const started = await waitForValue(
       () => readdirSync(pids).map(Number),
       (list) => list.length === 2,
-      'the condition',
+      'both script slots taken',
       { timeoutMs: BOUND_MS },
     );
     assert.equal(started.length, 2, `both scripts should have started; error log:\n${site.log()}`);
@@ -94,7 +94,7 @@ for (const spawn of ['daemon', 'in-process'] as const) {
     const gone = await waitForValue(
       () => started.filter(alive),
       (list) => list.length === 0,
-      'the condition',
+      'both scripts killed',
       { timeoutMs: BOUND_MS },
     );
     assert.deepEqual(gone, [], 'the scripts of the clients that stopped reading are killed');
@@ -118,7 +118,7 @@ test('static: a download to a client that never reads is closed after the send t
   const logged = await waitForValue(
     () => site.log(),
     (log) => /send timeout: .*GET \/big\.bin/.test(log),
-    'the condition',
+    'the send timeout logged for the static download',
     { timeoutMs: BOUND_MS },
   );
   assert.match(logged, /send timeout: 127\.0\.0\.1 took none of \d+ bytes for \d+ ms answering GET \/big\.bin \(send-timeout 1000 ms\)/);
@@ -165,18 +165,20 @@ test('cgid --fastcgi: a FastCGI client that never reads the output of a 200 MB s
   const [pid] = await waitForValue(
     () => readdirSync(pids).map(Number),
     (list) => list.length === 1,
-    'the condition',
+    'the script started',
     { timeoutMs: BOUND_MS },
   );
   assert.ok(pid, 'the script started');
   const read = () => (existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : '');
-  const log = await waitForValue(read, (text) => /send timeout: the web server/.test(text), 'the condition', { timeoutMs: BOUND_MS });
+  const log = await waitForValue(read, (text) => /send timeout: the web server/.test(text), 'the send timeout logged', {
+    timeoutMs: BOUND_MS,
+  });
   assert.match(log, /send timeout: the web server took none of \d+ bytes for \d+ ms \(send-timeout 1000 ms\): connection closed/);
   assert.equal(
     await waitForValue(
       () => alive(pid!),
       (running) => !running,
-      'the condition',
+      'the script killed',
       { timeoutMs: BOUND_MS },
     ),
     false,
@@ -213,20 +215,20 @@ test('cgi({ sendTimeout }): the handler in a plain node:http server disconnects 
   const [pid] = await waitForValue(
     () => readdirSync(pids).map(Number),
     (list) => list.length === 1,
-    'the condition',
+    'the script started',
     { timeoutMs: BOUND_MS },
   );
   await waitForValue(
     () => lines.join('\n'),
     (text) => /cgi: send timeout: .*GET \/cgi-bin\/big\.sh/.test(text),
-    'the condition',
+    "cgi()'s send timeout logged",
     { timeoutMs: BOUND_MS },
   );
   assert.equal(
     await waitForValue(
       () => alive(pid!),
       (running) => !running,
-      'the condition',
+      'the script killed',
       { timeoutMs: BOUND_MS },
     ),
     false,
