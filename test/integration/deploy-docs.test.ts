@@ -177,7 +177,8 @@ test('serve as a service, behind nothing: the configuration, the preparation, an
   const reload = substitute(unitValue(unit, 'ExecReload'), [['$MAINPID', String(serve.child.pid)]]);
   assert.equal((await runShell(t, reload, env)).code, 0);
   await waitUntil(() => stateLines(notify.messages()).length >= 3, 'RELOADING=1 then READY=1');
-  assert.match(readFileSync(join(log, 'error.log'), 'utf8'), /SIGHUP: reloaded the configuration/);
+  // Log lines are written asynchronously: READY=1 can come before the reload's line is out.
+  await waitUntil(() => /SIGHUP: reloaded the configuration/.test(readFileSync(join(log, 'error.log'), 'utf8')), 'the reload logged');
   serve.child.kill('SIGTERM');
   assert.deepEqual(await serve.exited, { code: 0, signal: null });
   assert.deepEqual(stateLines(notify.messages()), ['READY=1', 'RELOADING=1', 'READY=1', 'STOPPING=1']);

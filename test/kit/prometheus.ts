@@ -4,6 +4,7 @@
  * directory, scraping the given targets every second, and stopped after the
  * test. Queries go through its HTTP API (/api/v1/query, /api/v1/targets).
  */
+import { waitFor } from './wait.js';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -56,6 +57,16 @@ export async function startPrometheus(t: Cleanup, targets: ScrapeTarget[]): Prom
   ]);
   const base = `http://127.0.0.1:${port}`;
   await waitForListener({ host: '127.0.0.1', port }, { what: 'prometheus', process: running, timeoutMs: 30_000 });
+  // Prometheus listens before it is ready (its API answers 503 while the storage opens): /-/ready says when.
+  await waitFor(
+    async () => {
+      const response = await fetch(`http://127.0.0.1:${port}/-/ready`).catch(() => null);
+      await response?.body?.cancel();
+      return response?.status === 200;
+    },
+    'prometheus ready (/-/ready answers 200)',
+    { timeoutMs: 30_000, context: () => running.output() },
+  );
   const api = async (path: string): Promise<unknown> => {
     const response = await fetch(`${base}${path}`);
     const body = (await response.json()) as { status: string; data: unknown; error?: string };
