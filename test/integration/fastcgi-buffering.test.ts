@@ -88,7 +88,7 @@ test('buffering on: two clients that never read a 10 MiB page leave php-fpm free
     await waitForValue(
       () => marked('ended'),
       (count) => count === 2,
-      'the condition',
+      'both PHP runs to end while their clients read nothing',
       { timeoutMs: BOUND_MS },
     ),
     2,
@@ -118,7 +118,7 @@ async function heldUntilSendTimeout(t: TestContext, path: string, route: string)
     await waitForValue(
       () => marked('started'),
       (count) => count === 2,
-      'the condition',
+      'both PHP runs to start',
       { timeoutMs: BOUND_MS },
     ),
     2,

@@ -28,6 +28,7 @@ import { startServe } from '../kit/serve-logged.js';
 import { asRootOnPurpose } from '../kit/serve.js';
 import { GATEHOUSE_MAIN } from '../kit/paths.js';
 import { waitForValue } from '../kit/wait.js';
+import { commandLine, descendantsOf, procStat } from '../kit/proc.js';
 
 const ROUNDS = 3;
 const NON_READERS = 2;
@@ -57,49 +58,24 @@ function makeCgiBin(t: TestContext): string {
 }
 
 /**
- * The scripts below `root`: its descendants less gatehouse's own Node processes (the cgid daemon), told apart by
- * their executable, not their name (Node 24 names its main thread "MainThread"). A zombie has no executable left
- * and counts as a script: it was not reaped.
+ * The scripts below `root`: its descendants, zombies included (not reaped), less gatehouse's own Node processes
+ * (the cgid daemon), told apart by their executable, not their name (Node 24 names its main thread "MainThread").
+ * A zombie has no executable left and counts as a script.
  */
-function scriptsUnder(root: number): Array<{ pid: number; state: string; command: string }> {
+function scriptsUnder(root: number): number[] {
   const node = realpathSync(process.execPath);
-  return descendants(root).filter((entry) => {
+  return descendantsOf(root, { zombies: true }).filter((pid) => {
     try {
-      return realpathSync(`/proc/${entry.pid}/exe`) !== node;
+      return realpathSync(`/proc/${pid}/exe`) !== node;
     } catch {
       return true;
     }
   });
 }
 
-/** Every process below `root` (by parent pid, from /proc), with its state letter. */
-function descendants(root: number): Array<{ pid: number; state: string; command: string }> {
-  const byParent = new Map<number, Array<{ pid: number; state: string; command: string }>>();
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    const close = stat.lastIndexOf(')');
-    const [state, parent] = stat.slice(close + 2).split(' ');
-    const entry = { pid: Number(name), state: state!, command: stat.slice(stat.indexOf('(') + 1, close) };
-    const list = byParent.get(Number(parent)) ?? [];
-    list.push(entry);
-    byParent.set(Number(parent), list);
-  }
-  const found: Array<{ pid: number; state: string; command: string }> = [];
-  const queue = [root];
-  while (queue.length > 0) {
-    for (const child of byParent.get(queue.shift()!) ?? []) {
-      found.push(child);
-      queue.push(child.pid);
-    }
-  }
-  return found;
-}
+/** What is below `root`, for a failure message. */
+const describeBelow = (root: number) =>
+  JSON.stringify(descendantsOf(root, { zombies: true }).map((pid) => ({ pid, state: procStat(pid)?.state, command: commandLine(pid) })));
 
 const openDescriptors = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
 
@@ -154,7 +130,7 @@ async function soak(t: TestContext, target: Target): Promise<void> {
       () => scriptsUnder(target.pid),
       (list) => list.length === 0,
       'every script of the round to be gone',
-      { timeoutMs: BOUND_MS, context: () => JSON.stringify(descendants(target.pid)) },
+      { timeoutMs: BOUND_MS, context: () => describeBelow(target.pid) },
     );
     return { descriptors: openDescriptors(target.pid), rss: rssBytes(target.pid) };
   };
@@ -163,19 +139,19 @@ async function soak(t: TestContext, target: Target): Promise<void> {
   const left = await waitForValue(
     () => scriptsUnder(target.pid),
     (list) => list.length === 0,
-    'the condition',
-    { timeoutMs: BOUND_MS },
+    'every script of the rounds to be gone',
+    { timeoutMs: BOUND_MS, context: () => describeBelow(target.pid) },
   );
   assert.deepEqual(left, [], 'no script and no zombie left below the server');
   assert.deepEqual(
-    descendants(target.pid).filter((process) => process.state === 'Z'),
+    descendantsOf(target.pid, { zombies: true }).filter((pid) => procStat(pid)?.state === 'Z'),
     [],
     'no zombie',
   );
   const descriptors = await waitForValue(
     () => openDescriptors(target.pid),
     (count) => count <= before.descriptors + DESCRIPTOR_SLACK,
-    'the condition',
+    "the server's descriptors back to the warm-up's count",
     { timeoutMs: BOUND_MS },
   );
   assert.ok(
@@ -203,7 +179,10 @@ test('soak: gatehouse serve (cgid daemon) under slow readers, aborted uploads, s
           .log()
           .split('\n')
           .filter((line) => /send timeout: .*GET \/cgi-bin\/big\.sh/.test(line)).length;
-      assert.ok((await waitForValue(lines, (seen) => seen >= count, 'the condition', { timeoutMs: BOUND_MS })) >= count, site.log());
+      assert.ok(
+        (await waitForValue(lines, (seen) => seen >= count, 'a send-timeout line for every non-reader', { timeoutMs: BOUND_MS })) >= count,
+        site.log(),
+      );
     },
   });
 });
@@ -254,7 +233,10 @@ test('soak: nginx + gatehouse cgid --fastcgi under slow readers, aborted uploads
         nginxLog()
           .split('\n')
           .filter((line) => /client timed out/.test(line)).length;
-      assert.ok((await waitForValue(lines, (seen) => seen >= count, 'the condition', { timeoutMs: BOUND_MS })) >= count, nginxLog());
+      assert.ok(
+        (await waitForValue(lines, (seen) => seen >= count, 'a send-timeout line for every non-reader', { timeoutMs: BOUND_MS })) >= count,
+        nginxLog(),
+      );
     },
   });
 });

@@ -121,9 +121,12 @@ export function blockedWriting(pid: number): boolean {
   return BLOCKED_WRITING.test(wchan(pid));
 }
 
-/** Every live process below `pid` (children, their children, ...): scripts a daemon started for this process, too. */
-export function descendantsOf(pid: number): number[] {
-  const processes = allProcesses().filter((entry) => entry.state !== 'Z');
+/**
+ * Every live process below `pid` (children, their children, ...): scripts a daemon started for this process, too.
+ * With `zombies`, also those exited and not yet reaped (what a reaping check must see).
+ */
+export function descendantsOf(pid: number, options: { zombies?: boolean } = {}): number[] {
+  const processes = options.zombies ? allProcesses() : allProcesses().filter((entry) => entry.state !== 'Z');
   const found: number[] = [];
   for (let frontier = [pid]; frontier.length > 0; ) {
     const children = processes.filter((entry) => frontier.includes(entry.ppid)).map((entry) => entry.pid);
