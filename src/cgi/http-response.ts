@@ -125,8 +125,16 @@ export function pipeCgiBody(
   // 'data': without this, a small response that arrived whole (head, body, end in one read) would
   // leave in two system calls, the head and body, then the chunked terminator on its own.
   // Held until the end of this turn of the event loop, everything written by then leaves in one writev.
-  res.cork();
-  setImmediate(() => res.uncork());
+  // The socket is corked, not `res`: from Node 22 a corked ServerResponse keeps chunked writes in a buffer
+  // of its own, and write() answers false once that holds a high-water mark, but uncork() hands those
+  // chunks to the socket one by one; when the kernel takes each at once, the socket never needed a drain
+  // and emits none, so `res` never emits 'drain' either and the body stays paused for good (a response
+  // over 64 KiB that arrived in one turn hung, with nothing left to send for the send timeout to see).
+  const socket = res.socket;
+  if (socket) {
+    socket.cork();
+    setImmediate(() => socket.uncork());
+  }
   // A caller that paused the source (to parse the head first) hands it over flowing. Before
   // `first` is written: if that fills the client's socket, its pause() must be the last word.
   body.resume();

@@ -180,7 +180,10 @@ test('soak: gatehouse serve (cgid daemon) under slow readers, aborted uploads, s
           .split('\n')
           .filter((line) => /send timeout: .*GET \/cgi-bin\/big\.sh/.test(line)).length;
       assert.ok(
-        (await waitForValue(lines, (seen) => seen >= count, 'a send-timeout line for every non-reader', { timeoutMs: BOUND_MS })) >= count,
+        (await waitForValue(lines, (seen) => seen >= count, 'a send-timeout line for every non-reader', {
+          timeoutMs: BOUND_MS,
+          context: () => site.log(),
+        })) >= count,
         site.log(),
       );
     },
