@@ -31,7 +31,14 @@ import {
   waitForListener,
   wrk,
 } from './lib/peers.mjs';
-import { RECOMMENDED_NODE_FLAGS, makeHelloCgiBin, startApacheCgid, startLighttpdCgi, startNginxFcgiwrap } from './lib/cgi-peers.mjs';
+import {
+  RECOMMENDED_NODE_FLAGS,
+  SERVE_USER_ARGS,
+  makeHelloCgiBin,
+  startApacheCgid,
+  startLighttpdCgi,
+  startNginxFcgiwrap,
+} from './lib/cgi-peers.mjs';
 import { markdownTable, renderSection, writeSection } from './lib/report.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -97,8 +104,7 @@ async function startServe({ cgiBin, mode, ballastMb, dir }) {
     ...nodeArgs,
     MAIN,
     'serve',
-    // The benchmarks run as root; serve refuses root without a user, and the numbers were taken as root.
-    ...(process.getuid?.() === 0 ? ['--user', 'root'] : []),
+    ...SERVE_USER_ARGS,
     '--listen',
     `127.0.0.1:${port}`,
     '--access-log',
@@ -126,7 +132,7 @@ async function startCgidFastcgi({ cgiBin, dir }) {
     'cgid',
     '--fastcgi',
     `unix:${socketPath}`,
-    ...(process.getuid?.() === 0 ? ['--user', 'root'] : []),
+    ...SERVE_USER_ARGS,
   ]);
   await waitForListener({ path: socketPath }, 20_000, face.alive, 'gatehouse cgid --fastcgi');
   const nginx = await startNginx({ fastcgiPass: `unix:${socketPath}`, scriptFilename: join(cgiBin, 'hello-c') });

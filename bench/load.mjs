@@ -34,7 +34,14 @@ import {
   waitForListener,
   wrk,
 } from './lib/peers.mjs';
-import { RECOMMENDED_NODE_FLAGS, makeHelloCgiBin, startApacheCgid, startLighttpdCgi, startNginxFcgiwrap } from './lib/cgi-peers.mjs';
+import {
+  RECOMMENDED_NODE_FLAGS,
+  SERVE_USER_ARGS,
+  makeHelloCgiBin,
+  startApacheCgid,
+  startLighttpdCgi,
+  startNginxFcgiwrap,
+} from './lib/cgi-peers.mjs';
 import { markdownTable, renderSection, writeSection } from './lib/report.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -82,6 +89,7 @@ async function startServe({ args, dir, nodeArgs = RECOMMENDED_NODE_FLAGS }) {
     ...nodeArgs,
     MAIN,
     'serve',
+    ...SERVE_USER_ARGS,
     '--listen',
     `127.0.0.1:${port}`,
     '--access-log',

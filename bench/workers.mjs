@@ -27,7 +27,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cpuMicros, expectBody, freePort, startPhpFpm, startProcess, stopAll, tempDir, waitForListener, wrk } from './lib/peers.mjs';
-import { RECOMMENDED_NODE_FLAGS, makeHelloCgiBin } from './lib/cgi-peers.mjs';
+import { RECOMMENDED_NODE_FLAGS, SERVE_USER_ARGS, makeHelloCgiBin } from './lib/cgi-peers.mjs';
 import { markdownTable } from './lib/report.mjs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -123,6 +123,7 @@ max-connections = ${4 / workers}
     ...RECOMMENDED_NODE_FLAGS,
     join(repo, 'dist/src/cli/main.js'),
     'serve',
+    ...SERVE_USER_ARGS,
     '--config',
     config,
     '--listen',

@@ -345,6 +345,15 @@ export const SYSTEMD_LISTEN_FDS_START = 3;
  */
 export const LOG_BUFFER_MAX_BYTES = 1024 * 1024;
 
+/**
+ * A log written to a file gets at most one batch per this many milliseconds
+ * (and at most one per turn of the event loop when quieter): each batch is a
+ * write on libuv's thread pool, with a wake-up on both sides, which at
+ * thousands of requests a second cost more than formatting the lines. The
+ * delay a line can wait is this, not more; a stop or a reopen writes at once.
+ */
+export const LOG_FILE_BATCH_INTERVAL_MS = 10;
+
 /** A graceful stop waits this long for a log written to a pipe or terminal to drain (a file is always written out). */
 export const LOG_DRAIN_TIMEOUT_MS = 5000;
 

@@ -119,6 +119,12 @@ export async function startNginxFcgiwrap({ cgiBin, workers = 1, fcgiwrapChildren
  */
 export const RECOMMENDED_NODE_FLAGS = ['--max-semi-space-size=64'];
 
+/**
+ * The benchmarks run as root, as the peers' masters do; serve refuses root without a user, and every
+ * recorded number was taken with the front and scripts as root (`--user root`, on purpose).
+ */
+export const SERVE_USER_ARGS = process.getuid?.() === 0 ? ['--user', 'root'] : [];
+
 /** `gatehouse serve` from this checkout's build, with extra flags. */
 export async function startGatehouseServe({ args = [], nodeArgs = RECOMMENDED_NODE_FLAGS } = {}) {
   const port = await freePort();
@@ -126,8 +132,7 @@ export async function startGatehouseServe({ args = [], nodeArgs = RECOMMENDED_NO
     ...nodeArgs,
     join(repo, 'dist/src/cli/main.js'),
     'serve',
-    // The benchmarks run as root; serve refuses root without a user, and the numbers were taken as root.
-    ...(process.getuid?.() === 0 ? ['--user', 'root'] : []),
+    ...SERVE_USER_ARGS,
     '--listen',
     `127.0.0.1:${port}`,
     '--access-log',

@@ -437,8 +437,9 @@ class CgiExchange {
       documentRoot: this.#settings.documentRoot,
       contextPrefix: script.contextPrefix === '' ? '' : mount + script.contextPrefix,
       contextDocumentRoot: script.contextDocumentRoot,
-      ...(body.contentLength !== undefined ? { contentLength: body.contentLength } : {}),
-      ...(hop.redirectedFrom ? { redirectedFrom: hop.redirectedFrom } : {}),
+      // Absent stays undefined (the builder reads it so): no conditional spreads on the per-request path (describeRequest).
+      contentLength: body.contentLength,
+      redirectedFrom: hop.redirectedFrom,
     });
   }
 
@@ -453,11 +454,12 @@ class CgiExchange {
       env: environmentRecord(environment),
       stdin: body.stream,
       timeoutMs: settings.timeoutMs,
-      ...(settings.killGraceMs !== undefined ? { killGraceMs: settings.killGraceMs } : {}),
-      ...(settings.exitWaitMs !== undefined ? { exitWaitMs: settings.exitWaitMs } : {}),
+      // Unset ones stay undefined and runScript takes its defaults (??): no spreads per request.
+      killGraceMs: settings.killGraceMs,
+      exitWaitMs: settings.exitWaitMs,
       nph: script.nph,
       onStderrLine: (line) => settings.errorLog(`cgi: ${file}: ${line}`),
-      ...(settings.spawner ? { spawner: settings.spawner } : {}),
+      spawner: settings.spawner,
     });
     settings.runs.add(run);
     this.#run = run;

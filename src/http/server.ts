@@ -22,7 +22,7 @@ import { listenServer, resolveActivatedAddress, type ServerListening, type UnixS
 import { restartOnlyChanges } from '../config/reload.js';
 import { fastcgi, type FastCGIHandler } from './fastcgi-handler.js';
 import { RouteTable } from './routes.js';
-import { AccessLog, countResponseBytes } from './logs.js';
+import { AccessLog, CountingServerResponse, responseBodyBytes } from './logs.js';
 import { openLogger, type Logger, type LogLevel } from '../log/index.js';
 import { serveStatic } from './static.js';
 import { sendErrorPage } from '../cgi/http-response.js';
@@ -246,10 +246,9 @@ export class GatehouseFront {
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
     this.#chunkSizeGuard.noteRequest(req, res);
     const started = new Date();
-    const startedNs = process.hrtime.bigint();
+    const startedMs = performance.now();
     // As REMOTE_ADDR: an IPv4 client on a dual-stack (::) listener is a.b.c.d, not ::ffff:a.b.c.d.
     const remoteAddress = clientAddress(req.socket);
-    const bodyBytes = countResponseBytes(res);
     // The site this request started on serves it to the end, whatever a reload swaps in meanwhile.
     const site = this.#site;
     site.inFlight++;
@@ -265,9 +264,9 @@ export class GatehouseFront {
             time: started,
             requestLine: `${req.method} ${req.url} HTTP/${req.httpVersion}`,
             status: res.headersSent ? res.statusCode : 0,
-            bodyBytes: bodyBytes(),
+            bodyBytes: responseBodyBytes(res),
             headers: req.headers,
-            durationMicros: Number(process.hrtime.bigint() - startedNs) / 1000,
+            durationMicros: (performance.now() - startedMs) * 1000,
           });
       } catch (error) {
         // A log line is never worth the server: this runs in an event handler, where a throw ends the process.
@@ -374,6 +373,8 @@ export class GatehouseFront {
         // Node enforces headersTimeout and requestTimeout only when this sweep runs (every 30 s by default):
         // a 1 s headers-timeout would let a slow client hold its connection for up to 31 s.
         connectionsCheckingInterval: timeoutSweepInterval(this.config),
+        // Counts the body bytes for the access log's %b (see logs.ts).
+        ServerResponse: CountingServerResponse,
       },
       this.handle,
     );

@@ -12,7 +12,7 @@
  */
 import { fstatSync, open, openSync, close as closeDescriptor, write, writeSync } from 'node:fs';
 import { ErrorCode, GatehouseError } from '../errors.js';
-import { LOG_BUFFER_MAX_BYTES, LOG_DRAIN_TIMEOUT_MS } from '../limits.js';
+import { LOG_BUFFER_MAX_BYTES, LOG_DRAIN_TIMEOUT_MS, LOG_FILE_BATCH_INTERVAL_MS } from '../limits.js';
 
 export interface LogWriter {
   /** What is written to: a path, or stdout/stderr. */
@@ -146,6 +146,8 @@ class FileLogWriter implements LogWriter, SyncFlushable {
   /** Every operation on the descriptor (a batch, a reopen, the close) runs after the one before: never two at once. */
   #operations: Promise<void> = Promise.resolve();
   #batchQueued = false;
+  /** performance.now() when the last batch was taken (0: never). */
+  #lastBatchAt = 0;
   #closed = false;
   #failing = false;
 
@@ -171,10 +173,17 @@ class FileLogWriter implements LogWriter, SyncFlushable {
     }
     this.#buffer.add(text);
     if (this.#batchQueued) return;
-    // One batch per event-loop turn: lines logged in this turn (and while a write is under way) go out together.
+    // One batch per event-loop turn: lines logged in this turn (and while a write is under way) go out together;
+    // under load at most one per LOG_FILE_BATCH_INTERVAL_MS, so that a busy server pays one thread-pool write for
+    // many lines instead of one for every turn.
     this.#batchQueued = true;
-    setImmediate(() => void this.#serially(() => this.#writeBatch()));
+    const wait = this.#lastBatchAt + LOG_FILE_BATCH_INTERVAL_MS - performance.now();
+    if (wait <= 0) setImmediate(this.#startBatch);
+    // Unreferenced: the process's exit writes what is queued (flushSync), a timer need not keep it alive.
+    else setTimeout(this.#startBatch, wait).unref();
   }
+
+  readonly #startBatch = (): void => void this.#serially(() => this.#writeBatch());
 
   flush(): Promise<void> {
     return this.#serially(() => this.#writeBatch());
@@ -244,6 +253,7 @@ class FileLogWriter implements LogWriter, SyncFlushable {
     if (this.#closed) return;
     const batch = this.#buffer.take();
     if (!batch) return;
+    this.#lastBatchAt = performance.now();
     try {
       await writeFully(this.#fd, Buffer.from(batch.text, 'utf8'));
       this.#failing = false;
