@@ -113,10 +113,21 @@ const phpEnv = { ...process.env, PHP_FCGI_CHILDREN: '0', PHP_FCGI_MAX_REQUESTS: 
 
 // One nginx for every side, started before them (each side binds the socket it passes to).
 const nginx = await startNginx({ fastcgiPass: `unix:${socket}`, scriptFilename: phpScript });
+// A second nginx that keeps its FastCGI connections alive (fastcgi_keep_conn on, keepalive = wrk's connections):
+// a variable pool then pays its descriptor hand-off once per kept-alive connection, not per request.
+const nginxKeepalive = await startNginx({ fastcgiPass: `unix:${socket}`, scriptFilename: phpScript, upstreamKeepalive: connections });
 cleanups.push(stopPeers);
 
 async function wrk() {
-  const result = await runWrk({ url: nginx.url, connections, seconds: duration });
+  return wrkAt(nginx.url);
+}
+
+async function wrkKeepalive() {
+  return wrkAt(nginxKeepalive.url);
+}
+
+async function wrkAt(url) {
+  const result = await runWrk({ url, connections, seconds: duration });
   return {
     requestsPerSecond: result.requestsPerSecond,
     non2xx: result.non2xx,
@@ -174,6 +185,15 @@ const sides = {
   [`kfcgi variable -n ${cpus().length} -C 16, Node worker`]: () =>
     withKfcgi(['-r', '-n', String(cpus().length), '-N', String(cpus().length), '-C', '16', process.execPath, nodeWorker], wrk),
   'kfcgi variable, C extension worker': () => withKfcgi(['-r', '-n', String(workers), '-N', String(connections), kcgiExt], wrk),
+  // Behind nginx with upstream keep-alive: one connection per worker is kcgi's model, so -N as many as nginx keeps.
+  'kfcgi fixed, Node worker, nginx keep-alive': () => withKfcgi(['-n', String(workers), process.execPath, nodeWorker], wrkKeepalive),
+  'kfcgi variable, Node worker, nginx keep-alive': () =>
+    withKfcgi(['-r', '-n', String(workers), '-N', String(connections), process.execPath, nodeWorker], wrkKeepalive),
+  'kfcgi variable -C 16, Node worker, nginx keep-alive': () =>
+    withKfcgi(['-r', '-n', String(workers), '-N', String(workers), '-C', '16', process.execPath, nodeWorker], wrkKeepalive),
+  'kfcgi variable, C extension worker, nginx keep-alive': () =>
+    withKfcgi(['-r', '-n', String(workers), '-N', String(connections), kcgiExt], wrkKeepalive),
+  'kfcgi fixed, libfcgi, nginx keep-alive': () => withKfcgi(['-n', String(workers), hello], wrkKeepalive),
   // The dynamic pool starts at one worker and grows to the fixed pool's size under the load (-w long enough to keep them).
   'kfcgi dynamic, libfcgi': () => withKfcgi(['-D', '-n', '1', '-N', String(workers), '-w', '60', hello], wrk),
   'kfcgi fixed, php-cgi': () => withKfcgi(['-n', String(workers), phpCgi], wrk, phpEnv),
@@ -245,6 +265,9 @@ console.log(
 );
 console.log(
   `kfcgi variable (C extension worker) / fixed (libfcgi): ${pairedRatio('kfcgi variable, C extension worker', 'kfcgi fixed, libfcgi')}`,
+);
+console.log(
+  `with nginx upstream keep-alive: kfcgi variable / fixed (Node worker): ${pairedRatio('kfcgi variable, Node worker, nginx keep-alive', 'kfcgi fixed, Node worker, nginx keep-alive')}; variable -C 16 / fixed (Node worker): ${pairedRatio('kfcgi variable -C 16, Node worker, nginx keep-alive', 'kfcgi fixed, Node worker, nginx keep-alive')}; variable (C extension worker) / fixed (libfcgi): ${pairedRatio('kfcgi variable, C extension worker, nginx keep-alive', 'kfcgi fixed, libfcgi, nginx keep-alive')}`,
 );
 console.log(
   `kfcgi dynamic -n 1 -N ${workers} / fixed -n ${workers} (libfcgi): ${pairedRatio('kfcgi dynamic, libfcgi', 'kfcgi fixed, libfcgi')} (target >= 0.95)`,

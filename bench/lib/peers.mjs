@@ -154,7 +154,18 @@ export async function spawnFcgi({ socketPath, children, command, args = [], env 
  * `location` is nginx's location argument ("/" or a regex such as "~ ^/cgi-bin/(.*)$",
  * whose captures `scriptFilename` may use).
  */
-export async function startNginx({ fastcgiPass, scriptFilename = '', workerProcesses = 1, location = '/', extraLocation = '' }) {
+/**
+ * nginx in front of `fastcgiPass`. `upstreamKeepalive` N: the FastCGI connections are kept alive and reused
+ * (an upstream block with `keepalive N` and `fastcgi_keep_conn on`), as nginx users set it up for pools.
+ */
+export async function startNginx({
+  fastcgiPass,
+  scriptFilename = '',
+  workerProcesses = 1,
+  location = '/',
+  extraLocation = '',
+  upstreamKeepalive = 0,
+}) {
   const binary = requireProgram('/usr/sbin/nginx');
   const prefix = tempDir('gatehouse-bench-nginx-');
   for (const dir of ['logs', 'tmp/body', 'tmp/fastcgi', 'tmp/proxy', 'tmp/uwsgi', 'tmp/scgi'])
@@ -179,13 +190,14 @@ http {
   uwsgi_temp_path ${prefix}/tmp/uwsgi;
   scgi_temp_path ${prefix}/tmp/scgi;
   keepalive_requests 1000000;
+  ${upstreamKeepalive > 0 ? `upstream fastcgi_pool { server ${fastcgiPass}; keepalive ${upstreamKeepalive}; }` : ''}
   server {
     listen 127.0.0.1:${port} backlog=4096;
     server_name localhost;
     location ${location} {
       include /etc/nginx/fastcgi_params;
       ${scriptFilename ? `fastcgi_param SCRIPT_FILENAME ${scriptFilename};` : ''}
-      fastcgi_pass ${fastcgiPass};
+      ${upstreamKeepalive > 0 ? 'fastcgi_pass fastcgi_pool;\n      fastcgi_keep_conn on;' : `fastcgi_pass ${fastcgiPass};`}
       ${extraLocation}
     }
   }
