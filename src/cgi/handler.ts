@@ -273,8 +273,13 @@ class CgiExchange {
    */
   #mount = '';
   #facts: HttpRequestFacts | undefined;
-  /** Aborted when the client goes away: a request waiting for a script slot gives its place back. */
-  readonly #gone = new AbortController();
+  /**
+   * Aborted when the client goes away: a request waiting for a script slot gives its place back. Made only
+   * for a request that waits: an AbortController per request, and the DOMException its abort() makes when
+   * every response closes, cost more than the rest of the handler's bookkeeping.
+   */
+  #gone: AbortController | null = null;
+  #clientGone = false;
   /** The script running for this request now, and whether its answer is complete (then the client leaving is no news). */
   #run: ScriptRun | undefined;
   #answered = false;
@@ -330,7 +335,8 @@ class CgiExchange {
   }
 
   #onClientClose(): void {
-    this.#gone.abort();
+    this.#clientGone = true;
+    this.#gone?.abort();
     if (this.#run && !this.#answered) this.#run.abort();
   }
 
@@ -418,8 +424,12 @@ class CgiExchange {
   /** A slot among the concurrent scripts (waiting in the queue if need be), or null: 503 when the queue is full too. */
   async #acquireSlot(file: string): Promise<Release | null> {
     const limiter = this.#settings.limiter;
-    const release = limiter.tryAcquire() ?? (await limiter.acquire(this.#gone.signal));
-    if (release || this.#gone.signal.aborted) return release;
+    let release = limiter.tryAcquire();
+    if (!release && !this.#clientGone) {
+      this.#gone ??= new AbortController();
+      release = await limiter.acquire(this.#gone.signal);
+    }
+    if (release || this.#clientGone) return release;
     this.#fail({ kind: 'queue-full', script: file, running: limiter.maxRunning, queued: limiter.maxQueued });
     return null;
   }
