@@ -311,6 +311,8 @@ export const CGID_STOP_POLL_MS = 20;
 export const CGID_START_ERROR_LINES = 20;
 /** `gatehouse cgid --fastcgi` on SIGTERM: how long requests in flight get before their connections are closed. */
 export const CGID_FASTCGI_STOP_GRACE_MS = 10_000;
+/** At a stop, how long a process that dropped root waits for its socket keeper (src/cgid/socket-keeper.ts) to remove its sockets. */
+export const SOCKET_KEEPER_WAIT_MS = 2000;
 /** posix_spawn without pidfd_open (kernels before 5.3): how often an exited script is looked for with waitpid. */
 export const SPAWN_REAP_POLL_MS = 20;
 

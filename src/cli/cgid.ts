@@ -12,6 +12,7 @@ import net from 'node:net';
 import { CgidDaemon, newInstanceToken } from '../cgid/daemon.js';
 import type { FaceMetrics } from '../metrics/cgid.js';
 import { PosixSpawnSpawner } from '../spawn/posix-spawner.js';
+import { SocketKeeper } from '../cgid/socket-keeper.js';
 import type { ScriptLimits } from '../cgid/protocol.js';
 import { checkSocketPlace, defaultRuntimeDirectory, ensureRuntimeDirectory, scriptSockPath } from '../cgid/socket-path.js';
 import { type LongOption, optionHelpRows, readOptionValues, splitLongOptions } from '../options/command-line.js';
@@ -368,6 +369,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   // Keeping root (for suexec routes), the daemon still runs every other script as --user, never as root.
   const keepRoot = v['keep-root'] === true && plan.account !== null;
+  let keeper: SocketKeeper | null = null;
   const daemon = new CgidDaemon({
     socketPath,
     token: token.token,
@@ -383,17 +385,20 @@ export async function main(argv: string[]): Promise<number> {
     if (token.generated) writeTokenFile(`${socketPath}.token`, token.token);
     if (keepRoot) log(`keeping root for suexec routes; other scripts run as ${describeAccount(plan.account!)}`, 'info');
     else if (plan.account && !runsAs(plan.account)) {
+      // Files --user could not remove at the stop (an existing root directory) are left to a keeper that stays root.
+      keeper = SocketKeeper.start(token.generated ? [socketPath, `${socketPath}.token`] : [socketPath], plan.account);
       dropPrivileges(plan.account);
       // Changing credentials clears the parent-death signal (prctl(2)): set it again, or the daemon would outlive its front.
       if (typeof v['parent-pid'] === 'number' && !dieWithParent('SIGTERM', v['parent-pid'])) {
         log(`the front (pid ${v['parent-pid']}) is already gone: not starting`);
         await daemon.stop();
+        await keeper?.release();
         return finish(1);
       }
       log(`running as ${describeAccount(plan.account)}`, 'info');
     }
   } catch (error) {
-    void daemon.stop();
+    void daemon.stop().then(() => keeper?.release());
     return cannotStart(error);
   }
   for (const warning of plan.warnings) log(warning, 'warn');
@@ -406,14 +411,15 @@ export async function main(argv: string[]): Promise<number> {
       log(`${signal}: terminating ${daemon.running} script(s) and exiting`, 'info');
       void daemon
         .stop()
-        .then(() => {
+        .then(async () => {
           if (generatedTokenFile) {
             try {
               unlinkSync(generatedTokenFile);
             } catch {
-              /* already gone */
+              /* already gone, or left to the keeper */
             }
           }
+          for (const line of (await keeper?.release()) ?? []) log(`socket keeper: ${line}`, 'info');
           return finish(0);
         })
         .then((status) => {
@@ -548,6 +554,7 @@ async function runFastCGIFace(
   server.on('connectionError', (error: Error) => log(error.message, 'warn'));
   let listening: { address: ListenAddress; replacedStale: boolean; removeSocket(): string | null };
   const switching = plan.account !== null && !runsAs(plan.account);
+  let keeper: SocketKeeper | null = null;
   try {
     const addresses = resolveActivatedAddress(requested);
     if (addresses.length !== 1)
@@ -560,11 +567,14 @@ async function runFastCGIFace(
         ...(plan.socketOwner ? { owner: plan.socketOwner } : {}),
       },
     });
+    // A socket --user could not remove at the stop (root's directory) is left to a keeper that stays root.
+    if (switching && listening.address.kind === 'unix') keeper = SocketKeeper.start([listening.address.path], plan.account);
     if (switching) dropPrivileges(plan.account!);
   } catch (error) {
     if (!(error instanceof GatehouseError)) throw error;
     process.stderr.write(`gatehouse cgid: ${error.message}\n`);
     server.close();
+    if (keeper) for (const line of await keeper.release()) log(`socket keeper: ${line}`, 'info');
     await metrics?.close();
     return error instanceof UsageError ? 2 : 1;
   }
@@ -591,7 +601,10 @@ async function runFastCGIFace(
         exiting = true;
         listening.removeSocket();
         // Script log entries of the last requests are written before the logs close.
-        void Promise.all([scriptLog?.flushed(), metrics?.close()]).then(() => {
+        const removed = keeper?.release().then((lines) => {
+          for (const line of lines) log(`socket keeper: ${line}`, 'info');
+        });
+        void Promise.all([scriptLog?.flushed(), metrics?.close(), removed]).then(() => {
           resolve(0);
           setTimeout(() => process.exit(0), 1000).unref();
         });

@@ -11,7 +11,8 @@ import { formatListenAddress, type ListenAddress } from '../options/listen-addre
 import { frontSpawnSettings } from '../config/spawn-settings.js';
 import { startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
 import { ConfigError, ErrorCode, GatehouseError, UsageError } from '../errors.js';
-import { dropPrivileges, notifySystemd, reloadingStates, takeSystemdEnvironment } from '../sys/index.js';
+import { SocketKeeper } from '../cgid/socket-keeper.js';
+import { dropPrivileges, notifySystemd, reloadingStates, runsAs, takeSystemdEnvironment } from '../sys/index.js';
 import { handleServeSignals } from './serve-signals.js';
 import { describeAccount, planRunAs, type RunAsPlan } from './run-as.js';
 import type { FastCGIRouteConfig, ServeConfig } from '../config/schema.js';
@@ -108,6 +109,8 @@ export interface RunningFront {
   front: GatehouseFront;
   scripts: FrontSpawner | null;
   addresses: ListenAddress[];
+  /** Removes, as root, the unix sockets the front can no longer remove once it dropped root (src/cgid/socket-keeper.ts). */
+  keeper: SocketKeeper | null;
 }
 
 /**
@@ -151,8 +154,11 @@ export async function startFront(
   }
   try {
     const addresses = await opened.listen();
+    // Unix sockets the user could not remove at the stop (a root directory) are left to a keeper that stays root.
+    const unixPaths = addresses.flatMap((address) => (address.kind === 'unix' ? [address.path] : []));
+    const keeper = plan.account && !runsAs(plan.account) ? SocketKeeper.start(unixPaths, plan.account) : null;
     if (plan.account) dropPrivileges(plan.account);
-    return { front: opened, scripts, addresses };
+    return { front: opened, scripts, addresses, keeper };
   } catch (error) {
     // Close what did open (other addresses, the cgid daemon): left running, they would keep this process alive.
     await opened.stop(0);
@@ -283,6 +289,9 @@ export async function main(argv: string[]): Promise<number> {
       front
         .stop()
         .then(() => scripts?.stop())
+        .then(async () => {
+          for (const line of (await running!.keeper?.release()) ?? []) logger.info(`socket keeper: ${line}`);
+        })
         .then(
           () => 0,
           (error: unknown) => {
