@@ -22,7 +22,7 @@ import {
   CGI_SCRIPT_TIMEOUT_MS,
 } from '../limits.js';
 import { readRequestBody, RequestBody, type BodyPolicy } from './body-policy.js';
-import { NOSNIFF, pairRawHeaders, pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from './http-response.js';
+import { endWithRedirectPage, pairRawHeaders, pipeCgiBody, sendErrorPage, splitTarget, writeCgiHead } from './http-response.js';
 import { describeRequest, readHttpRequest, splitAbsoluteForm, withoutBodyHeaders, type HttpRequestFacts } from './http-request.js';
 import {
   buildEnvironment,
@@ -506,10 +506,7 @@ class CgiExchange {
     if (head.kind === 'client-redirect') {
       // As Apache does: the script's body is replaced by a short page pointing at the new location.
       this.#discardOutput(run);
-      this.#res.removeHeader('content-length');
-      this.#res.setHeader('Content-Type', 'text/html; charset=iso-8859-1');
-      this.#res.setHeader(...NOSNIFF);
-      this.#res.end(hop.method === 'HEAD' ? undefined : redirectPage(head.location!));
+      endWithRedirectPage(this.#res, head.location!, hop.method);
       return;
     }
     if (hop.method === 'HEAD') {

@@ -159,6 +159,21 @@ export function sendErrorPage(res: ServerResponse, status: number, closeConnecti
   res.end(res.req?.method === 'HEAD' ? undefined : body);
 }
 
+/**
+ * Ends `res` with the server's redirect page in place of the application's
+ * body, as Apache answers a script's client redirect: the status and
+ * Location are the caller's; the type is the page's own, never the
+ * application's (which described the dropped body), so it goes with nosniff
+ * (CVE-2020-24553). Used by the CGI handler and the FastCGI proxy alike, so
+ * the two never send different pages.
+ */
+export function endWithRedirectPage(res: ServerResponse, location: string, method: string): void {
+  res.removeHeader('content-length');
+  res.setHeader('Content-Type', 'text/html; charset=iso-8859-1');
+  res.setHeader(...NOSNIFF);
+  res.end(method === 'HEAD' ? undefined : redirectPage(location));
+}
+
 /** The body Apache sends with a 302 to the client. */
 export function redirectPage(location: string): string {
   const escaped = location.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');

@@ -25,7 +25,7 @@ import { normaliseUrlPath } from '../cgi/resolve.js';
 import { readRequestBody, type BodyPolicy, type RequestBody } from '../cgi/body-policy.js';
 import { describeRequest, plainAddress, readHttpRequest, splitAbsoluteForm, type HttpRequestFacts } from '../cgi/http-request.js';
 import { answerFor, statusForUpstreamError, type Failure } from '../cgi/outcome.js';
-import { pipeCgiBody, redirectPage, sendErrorPage, splitTarget, writeCgiHead } from '../cgi/http-response.js';
+import { endWithRedirectPage, pipeCgiBody, sendErrorPage, splitTarget, writeCgiHead } from '../cgi/http-response.js';
 import { fastcgiChannels, reportHandlerRequest, type HandlerReport } from '../diagnostics.js';
 import { describeSendTimeout, SendTimeout } from '../cgi/send-timeout.js';
 import { ResponseBuffer, type ResponseBufferOptions } from './response-buffer.js';
@@ -584,8 +584,9 @@ class UpstreamRelay {
       res.statusCode = 302;
       res.setHeader('Location', head.location!);
       for (const [name, value] of head.headers) if (name.toLowerCase() !== 'content-length') res.appendHeader(name, value);
-      // The stream keeps flowing with no 'data' listener left: the application's body is read and dropped.
-      res.end(redirectPage(head.location!));
+      // The stream keeps flowing with no 'data' listener left: the application's body is read and dropped, and the
+      // page sent instead is the server's, typed as the CGI path types it (the application's type was for its body).
+      endWithRedirectPage(res, head.location!, this.#req.method ?? 'GET');
       this.#report?.headers();
       return this.#settle('done');
     }
