@@ -28,6 +28,26 @@ import type {
 
 type PromClient = typeof import('prom-client');
 
+/** One process's registry as JSON (MetricsRegistry.json()). */
+export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
+
+/**
+ * Registries of several processes added up (prom-client's
+ * AggregatorRegistry.aggregate), each metric by the `aggregator` of its first
+ * occurrence: the exposition and its content type.
+ */
+export async function aggregateRegistries(lists: MetricsJson[]): Promise<{ text: string; contentType: string }> {
+  const { AggregatorRegistry } = await import('prom-client');
+  const merged = AggregatorRegistry.aggregate(lists);
+  return { text: await merged.metrics(), contentType: merged.contentType };
+}
+
+/** The same, as JSON again (to be added up once more later). */
+export async function aggregateRegistriesJson(lists: MetricsJson[]): Promise<MetricsJson> {
+  const { AggregatorRegistry } = await import('prom-client');
+  return AggregatorRegistry.aggregate(lists).getMetricsAsJSON();
+}
+
 /** The commands that expose metrics; `gatehouse_info{command}` and the status document name them. */
 export type MetricsCommand = 'serve' | 'cgid' | 'kfcgi';
 
