@@ -7,10 +7,10 @@
  *
  * Every registry carries prom-client's `process_*` and `nodejs_*` defaults
  * and `gatehouse_info`. Each metric states how it adds up across processes
- * (prom-client's `aggregator`: sum, unless said otherwise), so that a front
- * of several processes (issue 17) can merge its workers' registries with
- * prom-client's AggregatorRegistry.aggregate(registry.json() of each) instead
- * of exposing one set per worker.
+ * (prom-client's `aggregator`: sum, unless said otherwise), so that serve
+ * --workers merges its workers' registries with prom-client's
+ * AggregatorRegistry.aggregate(registry.json() of each) instead of exposing
+ * one set per worker (src/metrics/workers.ts).
  */
 import { readFileSync } from 'node:fs';
 import { METRICS_EVENT_LOOP_RESOLUTION_MS } from '../limits.js';

@@ -3,7 +3,7 @@
  * type and labels, and every documented metric registered (both ways, for
  * kfcgi and cgid --fastcgi); every exposition passes `promtool check
  * metrics`; registries of several processes add up with prom-client's
- * AggregatorRegistry (what a front of several processes will do, issue 17);
+ * AggregatorRegistry (what serve --workers does: test/unit/metrics-workers.test.ts);
  * prom-client is loaded only when a command is given a metrics address.
  */
 import assert from 'node:assert/strict';
