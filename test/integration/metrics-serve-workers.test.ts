@@ -134,14 +134,15 @@ test('serve --workers 2 --metrics: the counts add up over both workers; process 
 
   const { text, samples } = await scrapeUntil(
     metricsPort,
+    // Both workers answering (on a loaded machine one may miss the 500 ms now and then: the next scrape has it).
     (found) =>
+      sampleValue(found, 'gatehouse_serve_workers_scraped') === 2 &&
       sampleValue(found, 'gatehouse_http_requests_total', CGI_OK) === sent &&
       sampleValue(found, 'gatehouse_cgi_script_exits_total', { reason: 'exit', code: '0' }) === sent,
     `${sent} CGI requests answered and their scripts reaped, over both workers`,
   );
   const one = (name: string) => samples.filter((sample) => sample.name === name);
   assert.equal(sampleValue(samples, 'gatehouse_serve_workers'), 2);
-  assert.equal(sampleValue(samples, 'gatehouse_serve_workers_scraped'), 2);
   assert.equal(sampleValue(samples, 'gatehouse_serve_worker_respawns_total'), 0);
   assert.equal(sampleValue(samples, 'gatehouse_cgi_spawns_total'), sent);
   assert.equal(sampleValue(samples, 'gatehouse_http_request_duration_seconds_count', { route: 'cgi' }), sent);
@@ -204,8 +205,12 @@ test('serve --workers 2 --metrics: a stopped worker is left out and the scrape s
   const [stopped, killed] = workers as [number, number];
   process.kill(stopped, 'SIGSTOP');
   try {
-    const { samples } = await scrape({ port: metricsPort });
-    assert.equal(sampleValue(samples, 'gatehouse_serve_workers_scraped'), 1);
+    // The other worker answers (on a loaded machine it may miss one scrape's 500 ms too: the wait is bounded).
+    const { samples } = await scrapeUntil(
+      metricsPort,
+      (found) => sampleValue(found, 'gatehouse_serve_workers_scraped') === 1,
+      'a scrape with the running worker only',
+    );
     assert.equal(sampleValue(samples, 'gatehouse_http_requests_total', CGI_OK), sent, "the stopped worker's counters stand");
     assert.equal(sampleValue(samples, 'gatehouse_cgi_scripts_max'), 2, "the stopped worker's share left out");
     // Log lines are written asynchronously: wait for it (bounded).
@@ -214,9 +219,11 @@ test('serve --workers 2 --metrics: a stopped worker is left out and the scrape s
       (output) => new RegExp(`metrics: worker \\d \\(pid ${stopped}\\) did not answer within \\d+ ms`).test(output),
       "the supervisor's warning naming the stopped worker",
     );
-    const table = await gatehouse(['status', `127.0.0.1:${metricsPort}`]);
-    assert.equal(table.code, 0, table.stderr);
-    assert.match(table.stdout, /; workers: 1 of 2 answered$/m);
+    await waitFor(async () => {
+      const table = await gatehouse(['status', `127.0.0.1:${metricsPort}`]);
+      assert.equal(table.code, 0, table.stderr);
+      return /; workers: 1 of 2 answered$/m.test(table.stdout);
+    }, 'gatehouse status saying 1 of 2 workers answered');
   } finally {
     process.kill(stopped, 'SIGCONT');
   }
@@ -232,8 +239,10 @@ test('serve --workers 2 --metrics: a stopped worker is left out and the scrape s
   const { samples: afterKill } = await scrape({ port: metricsPort });
   assert.equal(sampleValue(afterKill, 'gatehouse_http_requests_total', CGI_OK), sent, "the dead worker's requests still counted");
   assert.equal(sampleValue(afterKill, 'gatehouse_serve_worker_respawns_total'), 1);
-  const answered = sampleValue(afterKill, 'gatehouse_serve_workers_scraped')!;
-  assert.ok(answered === 1 || answered === 2, `the scrape says how many answered: ${answered}`);
+  // How many answered depends on whether the successor already listens (it starts 100 ms after the death): the
+  // scrape says so either way, and the sums above do not depend on it.
+  const answered = sampleValue(afterKill, 'gatehouse_serve_workers_scraped');
+  assert.ok(answered !== undefined && answered <= 2, `the scrape says how many answered: ${answered}`);
   const restarted = await waitForValue(
     () => /worker \d restarted \(pid (\d+)\)/.exec(server.output()),
     (match) => match !== null,
