@@ -395,3 +395,12 @@ export const METRICS_EVENT_LOOP_RESOLUTION_MS = 100;
 export const STATUS_READ_TIMEOUT_MS = 5000;
 /** Largest status answer read (a kfcgi pool of 4096 workers is about 600 KiB of JSON). */
 export const STATUS_MAX_BYTES = 4 * 1024 * 1024;
+
+/**
+ * serve --workers with metrics: how long the supervisor waits, at each scrape
+ * or status request, for a worker's numbers over the IPC channel. A worker
+ * answers within a turn of its event loop; one that does not within this time
+ * is left out of that scrape (gatehouse_serve_workers_scraped says so), well
+ * before Prometheus's own scrape timeout (10 s by default, 1 s in the tests).
+ */
+export const SERVE_WORKER_METRICS_TIMEOUT_MS = 500;

@@ -235,9 +235,12 @@ export async function main(argv: string[]): Promise<number> {
     else await logger.reopen();
   });
   // Metrics first too (prom-client is loaded only now): the CGI handler takes its spawner metered.
+  // A --workers worker counts the same way but opens no listener: the supervisor's asks it over the IPC channel.
   let metrics: ServeMetricsListener | null = null;
+  let stopAnswering: (() => void) | null = null;
   const finish = async (status: number) => {
     stopReopening();
+    stopAnswering?.();
     await metrics?.close();
     await logger.close();
     return status;
@@ -245,7 +248,7 @@ export async function main(argv: string[]): Promise<number> {
   if (config.metrics) {
     try {
       const { ServeMetricsListener } = await import('../metrics/serve.js');
-      metrics = await ServeMetricsListener.open(config.metrics, (line) => logger.warn(line));
+      metrics = await ServeMetricsListener.open(worker ? null : config.metrics, (line) => logger.warn(line));
     } catch (error) {
       process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
       return finish(1);
@@ -265,8 +268,24 @@ export async function main(argv: string[]): Promise<number> {
   );
   worker?.listening(addresses);
   if (metrics) {
-    metrics.serve({ ...front.parts, daemon: scripts?.supervisor ?? null });
-    logger.info(`metrics on ${metrics.describe()} (/metrics for Prometheus, /status for gatehouse status)`);
+    const listener = metrics;
+    // The limiter and the FastCGI clients are read through the front at each scrape: a reload (SIGHUP) replaces them.
+    listener.serve({
+      servers: front.parts.servers,
+      get limiter() {
+        return front.parts.limiter;
+      },
+      get fastcgiClients() {
+        return front.parts.fastcgiClients;
+      },
+      daemon: scripts?.supervisor ?? null,
+    });
+    if (worker) stopAnswering = worker.answerMetrics(() => listener.report());
+    logger.info(
+      worker
+        ? `worker ${worker.assignment.slot}: metrics counted for ${listener.describe()}`
+        : `metrics on ${listener.describe()} (/metrics for Prometheus, /status for gatehouse status)`,
+    );
   }
   notifySystemd('READY=1', `STATUS=serving on ${addresses.map(formatListenAddress).join(', ')}`);
   // A worker reloads its own share of the configuration (its inherited sockets, its share of the script limits).

@@ -287,12 +287,6 @@ function validate(config: ServeConfig, problems: string[]): void {
     problems.push(
       `workers: ${config.workers} workers need max-scripts of at least ${config.workers} (one script each); it is ${config.maxScripts}`,
     );
-  // Each worker would open the metrics listener itself, and its numbers are its own: until the supervisor
-  // gathers them (prom-client's AggregatorRegistry), one metrics address and several workers do not go together.
-  if (config.metrics && config.workers > 1)
-    problems.push(
-      `metrics: not available with workers = ${config.workers} yet (each worker counts only its own requests); run one worker to watch it, or remove metrics`,
-    );
   if (config.listen.length === 0) problems.push('listen: give at least one address, such as "127.0.0.1:8080"');
   // As Apache does, refuse to start with a log that cannot be opened, rather than serve with nothing logged.
   for (const [key, file] of [

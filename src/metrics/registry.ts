@@ -7,10 +7,10 @@
  *
  * Every registry carries prom-client's `process_*` and `nodejs_*` defaults
  * and `gatehouse_info`. Each metric states how it adds up across processes
- * (prom-client's `aggregator`: sum, unless said otherwise), so that a front
- * of several processes (issue 17) can merge its workers' registries with
- * prom-client's AggregatorRegistry.aggregate(registry.json() of each) instead
- * of exposing one set per worker.
+ * (prom-client's `aggregator`: sum, unless said otherwise), so that serve
+ * --workers merges its workers' registries with prom-client's
+ * AggregatorRegistry.aggregate(registry.json() of each) instead of exposing
+ * one set per worker (src/metrics/workers.ts).
  */
 import { readFileSync } from 'node:fs';
 import { METRICS_EVENT_LOOP_RESOLUTION_MS } from '../limits.js';
@@ -27,6 +27,26 @@ import type {
 } from 'prom-client';
 
 type PromClient = typeof import('prom-client');
+
+/** One process's registry as JSON (MetricsRegistry.json()). */
+export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
+
+/**
+ * Registries of several processes added up (prom-client's
+ * AggregatorRegistry.aggregate), each metric by the `aggregator` of its first
+ * occurrence: the exposition and its content type.
+ */
+export async function aggregateRegistries(lists: MetricsJson[]): Promise<{ text: string; contentType: string }> {
+  const { AggregatorRegistry } = await import('prom-client');
+  const merged = AggregatorRegistry.aggregate(lists);
+  return { text: await merged.metrics(), contentType: merged.contentType };
+}
+
+/** The same, as JSON again (to be added up once more later). */
+export async function aggregateRegistriesJson(lists: MetricsJson[]): Promise<MetricsJson> {
+  const { AggregatorRegistry } = await import('prom-client');
+  return AggregatorRegistry.aggregate(lists).getMetricsAsJSON();
+}
 
 /** The commands that expose metrics; `gatehouse_info{command}` and the status document name them. */
 export type MetricsCommand = 'serve' | 'cgid' | 'kfcgi';

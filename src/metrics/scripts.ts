@@ -101,30 +101,73 @@ export class MeteredSpawner implements ScriptSpawner {
   }
 }
 
-/** The script limiter (max-scripts and its queue), read at each scrape. */
-export function registerLimiterMetrics(metrics: MetricsRegistry, limiter: ScriptLimiter): void {
+/**
+ * The script limiter (max-scripts and its queue), read at each scrape. Given
+ * as a function when a reload (serve's SIGHUP) can replace it: the gauges then
+ * follow the new limiter (its max-scripts too), and the rejections counter
+ * keeps what replaced limiters counted, so it never goes back.
+ */
+export function registerLimiterMetrics(metrics: MetricsRegistry, limiter: ScriptLimiter | (() => ScriptLimiter | null)): void {
+  const current = typeof limiter === 'function' ? limiter : () => limiter;
+  const refused = new CarriedTotal();
   metrics.gauge({
     name: 'gatehouse_cgi_scripts_running',
     help: 'Requests holding one of the max-scripts slots (starting or running a script).',
     collect() {
-      this.set(limiter.running);
+      this.set(current()?.running ?? 0);
     },
   });
   metrics.gauge({
     name: 'gatehouse_cgi_scripts_queued',
     help: 'Requests waiting for a slot.',
     collect() {
-      this.set(limiter.queued);
+      this.set(current()?.queued ?? 0);
     },
   });
-  metrics.gauge({ name: 'gatehouse_cgi_scripts_max', help: 'max-scripts: scripts run at once at most.' }).set(limiter.maxRunning);
-  metrics.gauge({ name: 'gatehouse_cgi_queue_max', help: 'max-queued-scripts: requests that may wait for a slot.' }).set(limiter.maxQueued);
+  metrics.gauge({
+    name: 'gatehouse_cgi_scripts_max',
+    help: 'max-scripts: scripts run at once at most.',
+    collect() {
+      this.set(current()?.maxRunning ?? 0);
+    },
+  });
+  metrics.gauge({
+    name: 'gatehouse_cgi_queue_max',
+    help: 'max-queued-scripts: requests that may wait for a slot.',
+    collect() {
+      this.set(current()?.maxQueued ?? 0);
+    },
+  });
   metrics.counter({
     name: 'gatehouse_cgi_queue_rejections_total',
     help: 'Requests answered 503 at once because every slot was taken and the queue was full.',
     collect() {
+      const now = current();
       this.reset();
-      this.inc(limiter.refused);
+      this.inc(refused.total(now ? [[now, now.refused]] : []));
     },
   });
+}
+
+/**
+ * A total read from objects that a reload replaces (a script limiter, a
+ * FastCGI route's clients): each new one counts from 0, so what the replaced
+ * ones had counted at the last reading is carried on, and the total never
+ * goes back (Prometheus would read a drop as a counter reset). What a
+ * replaced object counted after its last reading (requests it still finished)
+ * is not seen.
+ */
+export class CarriedTotal {
+  #last = new Map<object, number>();
+  #carried = 0;
+
+  /** The carried total plus every current object's count. */
+  total(current: Iterable<readonly [object, number]>): number {
+    const next = new Map<object, number>(current);
+    for (const [owner, value] of this.#last) if (!next.has(owner)) this.#carried += value;
+    this.#last = next;
+    let total = this.#carried;
+    for (const value of next.values()) total += value;
+    return total;
+  }
 }

@@ -27,8 +27,9 @@ import type { ScriptSpawner } from '../spawn/spawner.js';
 import type { ListenAddress } from '../options/listen-address.js';
 import { MetricsEndpoint } from './endpoint.js';
 import { MetricsRegistry } from './registry.js';
-import { MeteredSpawner, registerLimiterMetrics, registerScriptMetrics, type ScriptMetrics } from './scripts.js';
+import { CarriedTotal, MeteredSpawner, registerLimiterMetrics, registerScriptMetrics, type ScriptMetrics } from './scripts.js';
 import { statusDocument, type StatusPool } from './status.js';
+import type { WorkerReport } from './workers.js';
 import type { ScriptLimiter } from '../cgi/limiter.js';
 import type { PoolStats } from '../fastcgi/client/pool.js';
 
@@ -36,10 +37,14 @@ import type { PoolStats } from '../fastcgi/client/pool.js';
 export interface ServeMetricsSource {
   /** The front's HTTP listeners (requests and connections of other servers in the process are not counted). */
   servers: readonly net.Server[];
-  /** The CGI routes' script limiter, when there are CGI routes. */
-  limiter: ScriptLimiter | null;
+  /**
+   * The CGI routes' script limiter, when there are CGI routes. Read at each
+   * scrape, like fastcgiClients: a reload (SIGHUP) builds a new limiter and new
+   * clients, so serve passes getters that read the front's current ones.
+   */
+  readonly limiter: ScriptLimiter | null;
   /** Every FastCGI route's clients, one per upstream. */
-  fastcgiClients: ReadonlyArray<{ readonly upstream: string; readonly stats: PoolStats }>;
+  readonly fastcgiClients: ReadonlyArray<{ readonly upstream: string; readonly stats: PoolStats }>;
   /** The cgid daemon's supervisor, when scripts start through it. */
   daemon: { readonly available: boolean; readonly starts: number } | null;
 }
@@ -64,6 +69,10 @@ export class ServeMetrics {
   readonly #scripts: ScriptMetrics;
   readonly #unsubscribe: Array<() => void> = [];
   #source: ServeMetricsSource | null = null;
+  #limiterRegistered = false;
+  /** Upstreams whose counters were set to 0 (a reload may add some). */
+  readonly #upstreamsSeen = new Set<string>();
+  #upstreamCounters: Array<{ inc(labels: { upstream: string }, value: number): void }> = [];
 
   constructor(registry: MetricsRegistry) {
     this.registry = registry;
@@ -81,10 +90,28 @@ export class ServeMetrics {
     const registry = this.registry;
     const servers = new Set<net.Server>(source.servers);
     this.#attachHttp(registry, servers);
-    if (source.limiter) registerLimiterMetrics(registry, source.limiter);
     this.#attachCgi(registry);
     if (source.daemon) registerDaemonMetrics(registry, source.daemon);
-    this.#attachFastCGI(registry, source.fastcgiClients);
+    this.#attachFastCGI(registry, source);
+    this.refresh();
+  }
+
+  /**
+   * Before each scrape: what a reload added since (a first CGI route, a new
+   * FastCGI upstream) gets its metrics, the upstream's counters from 0.
+   */
+  refresh(): void {
+    const source = this.#source;
+    if (!source) return;
+    if (!this.#limiterRegistered && source.limiter) {
+      this.#limiterRegistered = true;
+      registerLimiterMetrics(this.registry, () => source.limiter);
+    }
+    for (const { upstream } of source.fastcgiClients) {
+      if (this.#upstreamsSeen.has(upstream)) continue;
+      this.#upstreamsSeen.add(upstream);
+      for (const counter of this.#upstreamCounters) counter.inc({ upstream }, 0);
+    }
   }
 
   #subscribe<M>(channel: { subscribe(fn: (m: M) => void): void; unsubscribe(fn: (m: M) => void): unknown }, listener: (m: M) => void) {
@@ -210,7 +237,7 @@ export class ServeMetrics {
     });
   }
 
-  #attachFastCGI(registry: MetricsRegistry, clients: ServeMetricsSource['fastcgiClients']): void {
+  #attachFastCGI(registry: MetricsRegistry, source: ServeMetricsSource): void {
     const requests = registry.counter({
       name: 'gatehouse_fastcgi_upstream_requests_total',
       help: 'Requests sent to a FastCGI application, by upstream.',
@@ -226,11 +253,8 @@ export class ServeMetrics {
       help: 'Requests to a FastCGI application that timed out (connecting, or no data for the read timeout), by upstream.',
       labelNames: ['upstream'],
     });
-    // Every upstream starts at 0, so a rate over the first failures is right.
-    for (const upstream of new Set(clients.map((client) => client.upstream))) {
-      requests.inc({ upstream }, 0);
-      timeouts.inc({ upstream }, 0);
-    }
+    // Every upstream starts at 0, so a rate over the first failures is right (refresh() does it, after a reload too).
+    this.#upstreamCounters = [requests, timeouts];
     this.#subscribe(clientChannels.create, (message: ClientCreateMessage) => requests.inc({ upstream: message.request.upstream }));
     this.#subscribe(clientChannels.error, (message: ClientErrorMessage) => {
       const { upstream } = message.request;
@@ -238,10 +262,10 @@ export class ServeMetrics {
       errors.inc({ upstream, code });
       if (code === ErrorCode.UPSTREAM_TIMEOUT || code === ErrorCode.UPSTREAM_CONNECT_TIMEOUT) timeouts.inc({ upstream });
     });
-    /** The clients' stats summed by upstream (two routes may share one application). */
+    // The current clients, read at each scrape (a reload replaces them), summed by upstream (two routes may share one application).
     const byUpstream = (read: (stats: PoolStats) => number) => {
       const totals = new Map<string, number>();
-      for (const client of clients) totals.set(client.upstream, (totals.get(client.upstream) ?? 0) + read(client.stats));
+      for (const client of source.fastcgiClients) totals.set(client.upstream, (totals.get(client.upstream) ?? 0) + read(client.stats));
       return totals;
     };
     const level = (name: string, help: string, read: (stats: PoolStats) => number) =>
@@ -250,19 +274,28 @@ export class ServeMetrics {
         help,
         labelNames: ['upstream'],
         collect() {
+          // An upstream a reload removed is no longer reported.
+          this.reset();
           for (const [upstream, value] of byUpstream(read)) this.set({ upstream }, value);
         },
       });
-    const total = (name: string, help: string, read: (stats: PoolStats) => number) =>
-      registry.counter({
+    const total = (name: string, help: string, read: (stats: PoolStats) => number) => {
+      // Per upstream, what the clients a reload replaced had counted is carried on (src/metrics/scripts.ts).
+      const carried = new Map<string, CarriedTotal>();
+      return registry.counter({
         name,
         help,
         labelNames: ['upstream'],
         collect() {
+          const current = new Map<string, Array<readonly [object, number]>>();
+          for (const client of source.fastcgiClients)
+            current.set(client.upstream, [...(current.get(client.upstream) ?? []), [client, read(client.stats)] as const]);
+          for (const upstream of current.keys()) if (!carried.has(upstream)) carried.set(upstream, new CarriedTotal());
           this.reset();
-          for (const [upstream, value] of byUpstream(read)) this.inc({ upstream }, value);
+          for (const [upstream, total] of carried) this.inc({ upstream }, total.total(current.get(upstream) ?? []));
         },
       });
+    };
     level('gatehouse_fastcgi_upstream_connections', 'Connections open to a FastCGI application.', (stats) => stats.connections);
     level('gatehouse_fastcgi_upstream_connections_idle', 'Open connections with no request on them.', (stats) => stats.idle);
     level('gatehouse_fastcgi_upstream_queued_requests', 'Requests waiting for a connection.', (stats) => stats.queued);
@@ -321,31 +354,32 @@ export class ServeMetrics {
 }
 
 /**
- * serve's `metrics` listener: one registry for this process (a front of
- * several worker processes merges their registry.json() with prom-client's
- * AggregatorRegistry), its ServeMetrics, and the endpoint that answers
- * /metrics and /status. Opened before the front is made (the CGI handler
- * takes its spawner, metered, then); serve() once the front listens.
+ * serve's `metrics`: one registry for this process, its ServeMetrics, and the
+ * endpoint that answers /metrics and /status. Opened before the front is made
+ * (the CGI handler takes its spawner, metered, then); serve() once the front
+ * listens. A worker of serve --workers opens no endpoint: the supervisor
+ * listens, asks each worker for report() over the IPC channel at each scrape,
+ * and adds them up (src/metrics/workers.ts).
  */
 export class ServeMetricsListener {
   readonly metrics: ServeMetrics;
-  readonly #endpoint: MetricsEndpoint;
+  readonly #endpoint: MetricsEndpoint | null;
 
-  private constructor(metrics: ServeMetrics, endpoint: MetricsEndpoint) {
+  private constructor(metrics: ServeMetrics, endpoint: MetricsEndpoint | null) {
     this.metrics = metrics;
     this.#endpoint = endpoint;
   }
 
-  /** Loads prom-client and binds `address` (answering 503 until serve()). */
-  static async open(address: ListenAddress, log: (line: string) => void): Promise<ServeMetricsListener> {
+  /** Loads prom-client and binds `address` (answering 503 until serve()); null: a worker's, with no listener of its own. */
+  static async open(address: ListenAddress | null, log: (line: string) => void): Promise<ServeMetricsListener> {
     const registry = await MetricsRegistry.create('serve');
-    const endpoint = await MetricsEndpoint.open(address, { log });
+    const endpoint = address ? await MetricsEndpoint.open(address, { log }) : null;
     return new ServeMetricsListener(new ServeMetrics(registry), endpoint);
   }
 
   /** Where it listens, as the log names it. */
   describe(): string {
-    return this.#endpoint.describe();
+    return this.#endpoint?.describe() ?? "the supervisor's listener (this worker's numbers are added up there)";
   }
 
   /** `spawner`, counted and timed. */
@@ -357,15 +391,24 @@ export class ServeMetricsListener {
   serve(source: ServeMetricsSource): void {
     const metrics = this.metrics;
     metrics.attach(source);
-    this.#endpoint.serve({
-      metrics: async () => ({ text: await metrics.registry.metrics(), contentType: metrics.registry.contentType }),
+    this.#endpoint?.serve({
+      metrics: async () => {
+        metrics.refresh();
+        return { text: await metrics.registry.metrics(), contentType: metrics.registry.contentType };
+      },
       status: () => statusDocument('serve', metrics.statusPools()),
     });
   }
 
+  /** What a worker answers the supervisor's scrape with: its registry as JSON and its status rows. */
+  async report(): Promise<WorkerReport> {
+    this.metrics.refresh();
+    return { metrics: await this.metrics.registry.json(), pools: this.metrics.statusPools() };
+  }
+
   async close(): Promise<void> {
     this.metrics.detach();
-    await this.#endpoint.close();
+    await this.#endpoint?.close();
   }
 }
 

@@ -48,10 +48,19 @@ export interface StatusDocument {
   pools: StatusPool[];
   /** kfcgi: the pool's full status, as its status socket (-S) answers it. */
   kfcgi?: PoolStatus;
+  /**
+   * serve --workers: the pools are the workers' rows added up, of the workers
+   * that answered (pid and uptime are the supervisor's).
+   */
+  workers?: { configured: number; answered: number };
 }
 
 /** This process's document: its command, version, pid and uptime, and its pools. */
-export function statusDocument(command: MetricsCommand, pools: StatusPool[], extra: Pick<StatusDocument, 'kfcgi'> = {}): StatusDocument {
+export function statusDocument(
+  command: MetricsCommand,
+  pools: StatusPool[],
+  extra: Pick<StatusDocument, 'kfcgi' | 'workers'> = {},
+): StatusDocument {
   const uptime = process.uptime();
   return {
     command,
@@ -124,7 +133,9 @@ export function formatStatusTable(document: StatusDocument): string {
       .join('  ')
       .trimEnd();
   return [
-    `gatehouse ${document.command}${document.version !== 'unknown' ? ` ${document.version}` : ''}, pid ${document.pid}, started ${document.startedAt}`,
+    `gatehouse ${document.command}${document.version !== 'unknown' ? ` ${document.version}` : ''}, pid ${document.pid}, started ${document.startedAt}${
+      document.workers ? `; workers: ${document.workers.answered} of ${document.workers.configured} answered` : ''
+    }`,
     line(header),
     ...rows.map(line),
     ...(document.pools.length === 0 ? ['(no pools: nothing that runs scripts or talks to FastCGI applications is configured)'] : []),

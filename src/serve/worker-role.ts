@@ -13,6 +13,9 @@
  *
  * It tells the supervisor when it listens, over the IPC channel; when that
  * channel closes (the supervisor died, even by SIGKILL) it stops gracefully.
+ * With `metrics`, it opens no listener of its own: it answers the
+ * supervisor's questions on the same channel with its registry and status
+ * rows, which the supervisor adds up (src/metrics/workers.ts).
  */
 import type { ServeConfig } from '../config/schema.js';
 import { frontSpawnSettings } from '../config/spawn-settings.js';
@@ -22,6 +25,7 @@ import type { ListenAddress } from '../options/listen-address.js';
 import { formatListenAddress } from '../options/listen-address.js';
 import type { Logger } from '../log/index.js';
 import type { Account } from '../sys/index.js';
+import type { WorkerReport } from '../metrics/workers.js';
 import { CgidAttachment } from './cgid-attachment.js';
 
 /** The environment variable that makes `gatehouse serve` a worker; its value is a WorkerAssignment as JSON. */
@@ -38,8 +42,13 @@ export interface WorkerAssignment {
   cgid?: { socketPath: string; token: string };
 }
 
-/** Messages a worker sends the supervisor. */
-export type WorkerMessage = { type: 'listening'; addresses: string[] };
+/** Messages a worker sends the supervisor: it listens; its numbers for scrape `id` (null: it has no metrics). */
+export type WorkerMessage =
+  | { type: 'listening'; addresses: string[] }
+  | { type: 'metrics'; id: number; report: WorkerReport | null; error?: string };
+
+/** Messages the supervisor sends a worker: a scrape wants its numbers. */
+export type SupervisorMessage = { type: 'metrics'; id: number };
 
 /** Share `slot` of `total` among `count`: the shares differ by at most one and add up to `total`. */
 export function shareOf(total: number, slot: number, count: number): number {
@@ -86,6 +95,32 @@ export class ServeWorkerRole {
   listening(addresses: ListenAddress[]): void {
     const message: WorkerMessage = { type: 'listening', addresses: addresses.map(formatListenAddress) };
     process.send?.(message);
+  }
+
+  /**
+   * Answers the supervisor's scrapes with `report()` until the returned
+   * function is called (at stop). The channel stays unreferenced: listening
+   * on it keeps no stopped worker alive.
+   */
+  answerMetrics(report: () => Promise<WorkerReport>): () => void {
+    const onMessage = (message: SupervisorMessage) => {
+      if (message?.type !== 'metrics' || typeof message.id !== 'number') return;
+      const { id } = message;
+      const reply = (answer: WorkerMessage) => {
+        // The channel closes when the supervisor is gone: this worker is stopping then, nothing to tell.
+        if (process.connected) process.send?.(answer, undefined, undefined, () => {});
+      };
+      report().then(
+        (found) => reply({ type: 'metrics', id, report: found }),
+        (error: unknown) => {
+          this.#log?.error(`metrics: reading this worker's numbers for the supervisor: ${(error as Error).message}`);
+          reply({ type: 'metrics', id, report: null, error: (error as Error).message });
+        },
+      );
+    };
+    process.on('message', onMessage);
+    process.channel?.unref();
+    return () => process.off('message', onMessage);
   }
 
   /** The error log, once open (for the SIGHUP note). */

@@ -23,6 +23,11 @@
  *    is passed on too: the workers exit at once, and so does the supervisor.
  *    SIGUSR1: the supervisor reopens its error log and every worker its logs.
  *    SIGHUP: passed to every worker, which reloads where serve reloads.
+ * 6. With `metrics`, the supervisor opens the metrics listener (before the
+ *    workers start, as root like the other sockets; no worker opens one) and
+ *    at each scrape asks every running worker over its IPC channel for its
+ *    numbers, waiting SERVE_WORKER_METRICS_TIMEOUT_MS at most, and adds them
+ *    up with its own (src/metrics/workers.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { lstatSync, unlinkSync } from 'node:fs';
@@ -32,6 +37,7 @@ import { frontSpawnSettings } from '../config/spawn-settings.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
 import {
   SERVE_LISTEN_BACKLOG,
+  SERVE_WORKER_METRICS_TIMEOUT_MS,
   SERVE_WORKER_RESTART_HEALTHY_MS,
   SERVE_WORKER_RESTART_MAX_DELAY_MS,
   SERVE_WORKER_RESTART_MIN_DELAY_MS,
@@ -50,7 +56,8 @@ import {
   resolveActivatedAddress,
 } from '../sys/index.js';
 import type { Account } from '../sys/index.js';
-import { SERVE_WORKER_VARIABLE, type WorkerAssignment, type WorkerMessage } from './worker-role.js';
+import type { SupervisorMetrics, WorkerFleet, WorkerReport } from '../metrics/workers.js';
+import { SERVE_WORKER_VARIABLE, type SupervisorMessage, type WorkerAssignment, type WorkerMessage } from './worker-role.js';
 
 const MAIN_SCRIPT = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 /** Inherited descriptors: 0-2 stdio, 3 the IPC channel, then the listening sockets. */
@@ -81,6 +88,8 @@ interface WorkerSlot {
   restartTimer: NodeJS.Timeout | undefined;
   /** Requests served by earlier processes in this slot are not counted: one line per start and death is the record. */
   listening: boolean;
+  /** Which start of any slot this process is (1, 2, ...; never reused, unlike pids): metrics tell processes apart by it. */
+  started: number;
 }
 
 /** The listening sockets for one configured address (`systemd` may stand for several). */
@@ -114,7 +123,7 @@ function describeExit(code: number | null, signal: NodeJS.Signals | null): strin
   return signal ? `killed by ${signal}` : `exited with status ${code}`;
 }
 
-export class ServeSupervisor {
+export class ServeSupervisor implements WorkerFleet {
   readonly #config: ServeConfig;
   readonly #argv: readonly string[];
   readonly #log: Logger;
@@ -124,6 +133,11 @@ export class ServeSupervisor {
   #scripts: FrontSpawner | null = null;
   #stopping = false;
   #exitWaiters: Array<() => void> = [];
+  #restarts = 0;
+  #starts = 0;
+  /** Scrapes waiting for a worker's numbers, by request id. */
+  readonly #questions = new Map<number, (report: WorkerReport | null) => void>();
+  #nextQuestion = 0;
 
   constructor(config: ServeConfig, argv: readonly string[], log: Logger, plan: RunAsPlan) {
     this.#config = config;
@@ -135,6 +149,70 @@ export class ServeSupervisor {
   /** Worker pids by slot (null while a slot waits to restart): for tests and status. */
   get workerPids(): Array<number | null> {
     return this.#slots.map((slot) => slot.child?.pid ?? null);
+  }
+
+  get configured(): number {
+    return this.#config.workers;
+  }
+
+  /** Workers started again after one died (metrics). */
+  get restarts(): number {
+    return this.#restarts;
+  }
+
+  /** The shared cgid daemon's supervisor (metrics: its up and restarts, once, not once per worker). */
+  get daemon(): { readonly available: boolean; readonly starts: number } | null {
+    return this.#scripts?.supervisor ?? null;
+  }
+
+  /**
+   * Step 6: every running worker's numbers for one scrape. A worker that does
+   * not answer within `timeoutMs` (busy, or dying) is left out, with a line
+   * in the error log naming it; a slot waiting to restart is not asked.
+   */
+  async gather(
+    timeoutMs = SERVE_WORKER_METRICS_TIMEOUT_MS,
+  ): Promise<{ running: number[]; reports: Array<{ worker: number; report: WorkerReport }> }> {
+    const running = this.#slots.filter((slot) => slot.listening && slot.child?.connected);
+    const answers = await Promise.all(
+      running.map(async (slot) => {
+        const child = slot.child!;
+        const worker = slot.started;
+        const report = await this.#ask(child, timeoutMs);
+        if (report === undefined)
+          this.#log.warn(
+            `metrics: worker ${slot.slot} (pid ${child.pid}) did not answer within ${timeoutMs} ms; this scrape leaves it out`,
+          );
+        return report ? { worker, report } : null;
+      }),
+    );
+    return {
+      running: running.map((slot) => slot.started),
+      reports: answers.filter((answer): answer is { worker: number; report: WorkerReport } => answer !== null),
+    };
+  }
+
+  /** One question to one worker: its report, null when it answered without one, undefined for no answer in time. */
+  #ask(child: ChildProcess, timeoutMs: number): Promise<WorkerReport | null | undefined> {
+    const id = ++this.#nextQuestion;
+    return new Promise((resolve) => {
+      const settle = (report: WorkerReport | null | undefined) => {
+        clearTimeout(timer);
+        this.#questions.delete(id);
+        resolve(report);
+      };
+      const timer = setTimeout(() => settle(undefined), timeoutMs);
+      this.#questions.set(id, settle);
+      const question: SupervisorMessage = { type: 'metrics', id };
+      try {
+        // A channel that closed meanwhile (the worker died) reports it here: no answer.
+        child.send(question, (error) => {
+          if (error) settle(undefined);
+        });
+      } catch {
+        settle(undefined);
+      }
+    });
   }
 
   /** Steps 2-4; rejects (having closed what it opened) when a socket, the daemon or a first worker fails. */
@@ -155,6 +233,7 @@ export class ServeSupervisor {
           restartDelay: SERVE_WORKER_RESTART_MIN_DELAY_MS,
           restartTimer: undefined,
           listening: false,
+          started: 0,
         });
       const reports = await Promise.all(this.#slots.map((slot) => this.#startWorker(slot)));
       // TCP port 0: the kernel chose; the workers report what they listen on.
@@ -194,6 +273,7 @@ export class ServeSupervisor {
     slot.child = child;
     slot.startedAt = Date.now();
     slot.listening = false;
+    slot.started = ++this.#starts;
     return new Promise<string[]>((resolve, reject) => {
       const timer = setTimeout(() => {
         reject(
@@ -205,6 +285,10 @@ export class ServeSupervisor {
         child.kill('SIGKILL');
       }, SERVE_WORKER_START_TIMEOUT_MS);
       child.on('message', (message: WorkerMessage) => {
+        if (message?.type === 'metrics') {
+          this.#questions.get(message.id)?.(message.report);
+          return;
+        }
         if (message?.type !== 'listening' || slot.listening) return;
         slot.listening = true;
         clearTimeout(timer);
@@ -242,6 +326,7 @@ export class ServeSupervisor {
     const ranFor = Date.now() - slot.startedAt;
     if (ranFor >= SERVE_WORKER_RESTART_HEALTHY_MS) slot.restartDelay = SERVE_WORKER_RESTART_MIN_DELAY_MS;
     const delay = slot.restartDelay;
+    this.#restarts += 1;
     slot.restartDelay = Math.min(slot.restartDelay * 2, SERVE_WORKER_RESTART_MAX_DELAY_MS);
     this.#log.error(
       `worker ${slot.slot} (pid ${child.pid}) ${describeExit(code, signal)} after ${ranFor} ms; starting a new one in ${delay} ms`,
@@ -309,6 +394,19 @@ export async function superviseServeWorkers(config: ServeConfig, argv: readonly 
     process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
     return 1;
   }
+  // The metrics listener next, before any worker starts (the supervisor keeps the privileges it was started with;
+  // the workers drop theirs): prom-client is loaded only now, and only here: the workers open no listener.
+  let metrics: SupervisorMetrics | null = null;
+  if (config.metrics) {
+    try {
+      const { SupervisorMetrics } = await import('../metrics/workers.js');
+      metrics = await SupervisorMetrics.open(config.metrics, (line) => log.warn(line));
+    } catch (error) {
+      process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
+      await log.close();
+      return 1;
+    }
+  }
   const supervisor = new ServeSupervisor(config, argv, log, plan);
   let started = false;
   let stopRequested: NodeJS.Signals | null = null;
@@ -353,12 +451,19 @@ export async function superviseServeWorkers(config: ServeConfig, argv: readonly 
     process.off('SIGHUP', onHangup);
     for (const signal of STOP_SIGNALS) process.off(signal, stop);
     stopReopening();
+    await metrics?.close();
     await log.close();
     return status;
   };
   try {
     const started = await supervisor.start();
     log.info(started);
+    if (metrics) {
+      metrics.serve(supervisor);
+      log.info(
+        `metrics on ${metrics.describe()} (/metrics for Prometheus, /status for gatehouse status), the ${config.workers} workers' numbers added up`,
+      );
+    }
     notifySystemd('READY=1', `STATUS=${started}`);
   } catch (error) {
     process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);

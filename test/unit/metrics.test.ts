@@ -3,7 +3,7 @@
  * type and labels, and every documented metric registered (both ways, for
  * kfcgi and cgid --fastcgi); every exposition passes `promtool check
  * metrics`; registries of several processes add up with prom-client's
- * AggregatorRegistry (what a front of several processes will do, issue 17);
+ * AggregatorRegistry (what serve --workers does: test/unit/metrics-workers.test.ts);
  * prom-client is loaded only when a command is given a metrics address.
  */
 import assert from 'node:assert/strict';
@@ -16,6 +16,7 @@ import { registerFaceMetrics } from '../../src/metrics/cgid.js';
 import { registerKfcgiMetrics, respawnLabels } from '../../src/metrics/kfcgi.js';
 import { MetricsRegistry } from '../../src/metrics/registry.js';
 import { ServeMetrics } from '../../src/metrics/serve.js';
+import { registerSupervisorMetrics } from '../../src/metrics/workers.js';
 import { MeteredSpawner, registerLimiterMetrics, registerScriptMetrics } from '../../src/metrics/scripts.js';
 import { ScriptLimiter } from '../../src/cgi/limiter.js';
 import type { PoolStatus } from '../../src/kfcgi/supervisor.js';
@@ -122,10 +123,17 @@ async function serveRegistry(): Promise<{ registry: MetricsRegistry; metrics: Se
   return { registry, metrics };
 }
 
-test('serve: every metric in gatehouse-serve(8), and the other way round', async () => {
+test('serve: every metric in gatehouse-serve(8), and the other way round (a worker front and a --workers supervisor)', async () => {
   const { registry, metrics } = await serveRegistry();
+  const supervisor = await MetricsRegistry.create('serve');
+  registerSupervisorMetrics(supervisor, {
+    configured: 2,
+    restarts: 0,
+    daemon: { available: true, starts: 1 },
+    gather: async () => ({ running: [], reports: [] }),
+  });
   try {
-    compareWithManual('gatehouse-serve.8', [registry]);
+    compareWithManual('gatehouse-serve.8', [registry, supervisor]);
     const verdict = await promtoolCheck(await registry.metrics());
     assert.equal(verdict.code, 0, verdict.output);
   } finally {

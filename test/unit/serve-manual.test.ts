@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { SERVE_KEYS } from '../../src/config/schema.js';
 import { FASTCGI_ROUTE_KEYS } from '../../src/config/load.js';
 import { serveUsage } from '../../src/cli/serve.js';
+import { SERVE_WORKER_METRICS_TIMEOUT_MS } from '../../src/limits.js';
 
 const manual = readFileSync(new URL('../../../man/gatehouse-serve.8', import.meta.url), 'utf8');
 const COMMAND_ONLY = ['config', 'check', 'help'];
@@ -59,4 +60,13 @@ test('defaults in the manual match the key table', () => {
       `the manual's default for --${key.name} is not ${key.defaultText}: ${text}`,
     );
   }
+});
+
+test("the manual's wait for a worker's metrics is SERVE_WORKER_METRICS_TIMEOUT_MS", () => {
+  const section = manual.slice(manual.indexOf('\n.Ss With workers\n'), manual.indexOf('\n.Ss After a reload\n'));
+  const stated = [...section.matchAll(/(\d+) ms/g)].map((match) => Number(match[1]));
+  assert.ok(stated.length >= 2, 'the section states the wait');
+  for (const value of stated) assert.equal(value, SERVE_WORKER_METRICS_TIMEOUT_MS);
+  const status = readFileSync(new URL('../../../man/gatehouse-status.8', import.meta.url), 'utf8');
+  assert.ok(status.includes(`within ${SERVE_WORKER_METRICS_TIMEOUT_MS} ms`), 'gatehouse-status(8) states the wait');
 });
