@@ -9,8 +9,9 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, cpSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { DAEMON_NODE_FLAGS } from '../../src/cgid/supervisor.js';
 import { httpRequest } from '../kit/http.js';
 import { CGI_FIXTURES, GATEHOUSE_MAIN } from '../kit/paths.js';
 import { asRootOnPurpose } from '../kit/serve.js';
@@ -99,6 +100,18 @@ test('gatehouse serve runs scripts through its cgid daemon', async (t) => {
     const response = await httpRequest(`${site.base}/cgi-bin/ppid.sh`);
     assert.equal(response.status, 200);
     assert.equal(Number(response.body.toString().trim()), daemon);
+  });
+
+  await t.test("the daemon runs under its own Node flags (for its memory), and V8 wrote nothing to serve's log", async () => {
+    const [file, ...args] = readFileSync(`/proc/${daemon}/cmdline`, 'utf8').split('\0');
+    assert.equal(file, process.execPath);
+    const script = args.findIndex((arg) => arg.endsWith('main.js'));
+    assert.deepEqual(args.slice(0, script), [...DAEMON_NODE_FLAGS]);
+    assert.equal(args[script + 1], 'cgid');
+    // Anything V8 says about the flags reaches the log as an error of the daemon (a line that is not a JSON record).
+    const response = await httpRequest(`${site.base}/cgi-bin/ppid.sh`);
+    assert.equal(response.status, 200);
+    assert.doesNotMatch(site.errors(), / error cgid\[/);
   });
 
   await t.test('the socket is the front pid appended to cgisock, mode 0600, in a 0700 directory', () => {

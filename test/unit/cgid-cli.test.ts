@@ -11,6 +11,7 @@ import { CGID_OPTIONS, cgidUsage } from '../../src/cli/cgid.js';
 import { runAsFor } from '../../src/spawn/posix-spawner.js';
 import { checkSocketDirectory, scriptSockPath } from '../../src/cgid/socket-path.js';
 import { parseSpawnMode } from '../../src/spawn/modes.js';
+import { DAEMON_NODE_FLAGS } from '../../src/cgid/supervisor.js';
 import { CGID_SUEXEC_MIN_GID, CGID_SUEXEC_MIN_UID } from '../../src/limits.js';
 import { tempDir } from '../kit/process.js';
 
@@ -28,6 +29,13 @@ test('every option the manual documents is in the table', () => {
   const known = new Set(CGID_OPTIONS.map((option) => option.name));
   for (const [, flag] of manual.matchAll(/^\.It Fl -([a-z-]+)/gm))
     assert.ok(known.has(flag!), `the manual documents --${flag}, which the table lacks`);
+});
+
+test('the Node flags serve gives its daemon are the ones the manual lists, and its example for running the daemon alone names them', () => {
+  const section = manual.slice(manual.indexOf('.Ss Node flags of the daemon'), manual.indexOf('.Sh OPTIONS'));
+  const documented = [...section.matchAll(/^\.It Cm (--\S+)$/gm)].map((match) => match[1]);
+  assert.deepEqual(documented, [...DAEMON_NODE_FLAGS]);
+  assert.ok(section.includes(`.Dl node ${DAEMON_NODE_FLAGS.join(' ')} /usr/bin/gatehouse cgid`));
 });
 
 test('the manual states the suexec defaults the code uses', () => {
