@@ -100,6 +100,7 @@ execFileSync('gcc', ['-O2', '-o', hello, join(root, 'test/fixtures/kfcgi/hello-l
 const kcgiExt = join(work, 'kcgi-extension-worker');
 execFileSync('gcc', ['-O2', '-o', kcgiExt, join(root, 'test/fixtures/kfcgi/kcgi-extension-worker.c')]);
 const nodeWorker = join(root, 'dist/test/fixtures/kfcgi/node-worker.js');
+const WARM_UP_SECONDS = 3;
 const gatehouse = join(root, 'dist/src/cli/main.js');
 const { readStatus } = await import(join(root, 'dist/src/kfcgi/status.js'));
 const socket = join(work, 'app.sock');
@@ -126,7 +127,13 @@ async function wrkKeepalive() {
   return wrkAt(nginxKeepalive.url);
 }
 
+/**
+ * A warm-up run first (not counted), then the measured one: a pool that grows starts its workers during the
+ * first seconds (a Node worker takes a few hundred ms, seconds when a dozen start at once on 2 cores), and
+ * each worker's JIT warms up on its share of the requests; measured cold, a short run is mostly start-up.
+ */
 async function wrkAt(url) {
+  await runWrk({ url, connections, seconds: WARM_UP_SECONDS });
   const result = await runWrk({ url, connections, seconds: duration });
   return {
     requestsPerSecond: result.requestsPerSecond,
