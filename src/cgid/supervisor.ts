@@ -54,28 +54,23 @@ export interface SupervisorOptions {
 const MAIN_SCRIPT = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
 /**
- * Node flags for the daemon's process only (issue 17: its memory), never the
- * front's own (a front tuned with --max-semi-space-size=64 must not pass that
- * on). The daemon's JavaScript is a few hundred lines run once per spawn; its
- * time goes to system calls. Without these, the optimizing compilers compile
- * the module loader's hot path at start-up and the daemon's own after a burst
- * of spawns, and their code and the young generation's growth stay resident.
- * Measured in bench/CGID.md (node bench/daemon-memory.mjs), idle / after 2000
- * spawns: Node 20 52 / 57 MB RSS -> 48 / 49, Node 22 61 / 65 -> 54 / 55,
- * Node 24 58 / 70 -> 55 / 56, with no more CPU per spawn on 20 and 22 and
- * within the noise on 24.
+ * Node flags for the daemon's process only, never the front's own (a front
+ * tuned with --max-semi-space-size=64 must not pass that on to a process that
+ * allocates little): --max-semi-space-size=1 (MiB) keeps its young generation
+ * small.
  *
- * - --no-opt, --no-maglev: no TurboFan, no Maglev (Node 22 and 24 run it);
- *   Sparkplug, the baseline compiler, stays: it costs little memory, and
- *   without it (--lite-mode, which also implies --jitless) Node 22 and 24
- *   spent up to 25% more CPU per spawn.
- * - --max-semi-space-size=1 (MiB): the young generation stays small; the
- *   daemon allocates little per spawn, so scavenges stay cheap.
+ * Measured and not kept (bench/CGID.md, node bench/daemon-memory.mjs): --no-opt
+ * and --no-maglev (no optimizing compilers) took the idle daemon from 52 to
+ * 48 MB RSS on Node 20 and cost nothing in a burst of 1000-2000 spawns from a
+ * cold start, but under sustained load through serve (wrk, 16 connections,
+ * after a warm-up) the daemon spent 517-638 µs per request against 314-347
+ * with --max-semi-space-size=1 alone: 4 MB is not worth 50% more CPU on every
+ * spawn. --lite-mode / --jitless cost more still.
  *
  * Every flag is known to the V8 of Node 20, 22 and 24 (an unknown one would
  * stop the daemon from starting).
  */
-export const DAEMON_NODE_FLAGS: readonly string[] = ['--no-opt', '--no-maglev', '--max-semi-space-size=1'];
+export const DAEMON_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
 
 export class CgidSupervisor implements ScriptSpawner {
   readonly #options: SupervisorOptions;

@@ -31,6 +31,8 @@ import { plainAddress, readHttpRequest, splitAbsoluteForm } from '../cgi/http-re
 import { ChunkSizeGuard } from './chunk-size-guard.js';
 import { describeSendTimeout, SendTimeout, type SendTimeoutEvent } from '../cgi/send-timeout.js';
 import {
+  HTTP_ACCEPT_BATCH,
+  HTTP_ACCEPT_BATCH_SHARED,
   HTTP_MAX_REQUESTS_PER_SOCKET,
   HTTP_STOP_POLL_MS,
   HTTP_STOP_REAP_SLACK_MS,
@@ -353,7 +355,8 @@ export class GatehouseFront {
         const listening = await listenServer(server, address, this.#unixSocket ? { unix: this.#unixSocket } : {});
         if (listening.replacedStale)
           this.logError(`replaced a stale socket at ${formatListenAddress(address)} (nothing was accepting on it)`, 'info');
-        await drainAcceptQueue(server);
+        // Workers sharing the socket take a few at a time, so that a burst is spread over them.
+        await drainAcceptQueue(server, this.config.workers > 1 ? HTTP_ACCEPT_BATCH_SHARED : HTTP_ACCEPT_BATCH);
         this.#listening.push(listening);
         this.#servers.push(server);
         bound.push(listening.address);
