@@ -15,11 +15,12 @@
  *   (after `npx tsc -p .`; writes its results into bench/CGID.md)
  */
 import { parseArgs } from 'node:util';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  childrenOf,
   cpuMicros,
   expectBody,
   freePort,
@@ -83,15 +84,6 @@ async function fetchLength(url, length) {
 function rssMegabytes(pid) {
   const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return match ? Number(match[1]) / 1024 : NaN;
-}
-
-function childrenOf(pid) {
-  const children = [];
-  for (const task of readdirSync(`/proc/${pid}/task`)) {
-    const text = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
-    if (text) children.push(...text.split(/\s+/).map(Number));
-  }
-  return children;
 }
 
 async function startServe({ cgiBin, mode, ballastMb, dir }) {

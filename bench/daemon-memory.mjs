@@ -19,11 +19,10 @@
  */
 import { parseArgs } from 'node:util';
 import http from 'node:http';
-import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
-import { cpuMicros, expectBody, startProcess, stopAll, tempDir } from './lib/peers.mjs';
+import { childrenOf, cpuMicros, expectBody, memory, startProcess, stopAll, tempDir, tree } from './lib/peers.mjs';
 import { makeHelloCgiBin, startApacheCgid, startGatehouseServe, startLighttpdCgi } from './lib/cgi-peers.mjs';
 import { markdownTable, renderSection, writeSection } from './lib/report.mjs';
 
@@ -41,33 +40,6 @@ const median = (values) => {
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /** Long enough for a GC after start-up or a burst, as a daemon that waits for work would have. */
 const SETTLE_MS = 2000;
-
-function childrenOf(pid) {
-  const children = [];
-  for (const task of readdirSync(`/proc/${pid}/task`)) {
-    const text = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
-    if (text) children.push(...text.split(/\s+/).map(Number));
-  }
-  return children;
-}
-
-function tree(pid) {
-  const all = [pid];
-  for (let index = 0; index < all.length; index++) all.push(...childrenOf(all[index]));
-  return all;
-}
-
-/** RSS and PSS in MB of these processes, from /proc/PID/smaps_rollup. */
-function memory(pids) {
-  let rss = 0;
-  let pss = 0;
-  for (const pid of pids) {
-    const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
-    rss += Number(/^Rss:\s+(\d+) kB/m.exec(text)?.[1] ?? 0);
-    pss += Number(/^Pss:\s+(\d+) kB/m.exec(text)?.[1] ?? 0);
-  }
-  return { rss: rss / 1024, pss: pss / 1024 };
-}
 
 /** Runs `count` jobs, `concurrency` at a time. */
 async function inParallel(count, concurrency, job) {

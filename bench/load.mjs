@@ -18,19 +18,21 @@
  *   (after `npx tsc -p .`; writes its section into bench/README.md)
  */
 import { parseArgs } from 'node:util';
-import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import {
+  childrenOf,
   cpuMicros,
   expectBody,
   freePort,
+  memory,
   startNginx,
   startPhpFpm,
   startProcess,
   stopAll,
   tempDir,
+  tree,
   waitForListener,
   wrk,
 } from './lib/peers.mjs';
@@ -54,34 +56,6 @@ const median = (values) => {
   return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 };
 const sum = (values) => values.reduce((a, b) => a + b, 0);
-
-function childrenOf(pid) {
-  const children = [];
-  for (const task of readdirSync(`/proc/${pid}/task`)) {
-    const text = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
-    if (text) children.push(...text.split(/\s+/).map(Number));
-  }
-  return children;
-}
-
-/** The process and everything below it. */
-function tree(pid) {
-  const all = [pid];
-  for (let index = 0; index < all.length; index++) all.push(...childrenOf(all[index]));
-  return all;
-}
-
-/** RSS and PSS in MB of these processes, from /proc/PID/smaps_rollup. */
-function memory(pids) {
-  let rss = 0;
-  let pss = 0;
-  for (const pid of pids) {
-    const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
-    rss += Number(/^Rss:\s+(\d+) kB/m.exec(text)?.[1] ?? 0);
-    pss += Number(/^Pss:\s+(\d+) kB/m.exec(text)?.[1] ?? 0);
-  }
-  return { rss: rss / 1024, pss: pss / 1024 };
-}
 
 async function startServe({ args, dir, nodeArgs = RECOMMENDED_NODE_FLAGS }) {
   const port = await freePort();

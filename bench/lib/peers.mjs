@@ -4,7 +4,7 @@
  * registered and stopped by stopAll() (run.mjs calls it on every way out).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, mkdirSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, mkdirSync, writeFileSync, existsSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
@@ -318,6 +318,35 @@ export function cpuMicros(pids) {
     ticks += Number(fields[11]) + Number(fields[12]);
   }
   return (ticks * 1_000_000) / CLOCK_TICKS_PER_SECOND;
+}
+
+/** The pids of `pid`'s children (every thread's), from /proc. */
+export function childrenOf(pid) {
+  const children = [];
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    const text = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
+    if (text) children.push(...text.split(/\s+/).map(Number));
+  }
+  return children;
+}
+
+/** The process and everything below it. */
+export function tree(pid) {
+  const all = [pid];
+  for (let index = 0; index < all.length; index++) all.push(...childrenOf(all[index]));
+  return all;
+}
+
+/** RSS and PSS in MB of these processes, from /proc/PID/smaps_rollup. */
+export function memory(pids) {
+  let rss = 0;
+  let pss = 0;
+  for (const pid of pids) {
+    const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    rss += Number(/^Rss:\s+(\d+) kB/m.exec(text)?.[1] ?? 0);
+    pss += Number(/^Pss:\s+(\d+) kB/m.exec(text)?.[1] ?? 0);
+  }
+  return { rss: rss / 1024, pss: pss / 1024 };
 }
 
 export function readText(path) {
