@@ -12,7 +12,7 @@ import { tempDir } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { startTestApp } from '../kit/worker-app.js';
 import { runGatehouse, startGatehouse, type RunningServe } from '../kit/serve.js';
-import { waitForValue } from '../kit/wait.js';
+import { waitFor, waitForValue } from '../kit/wait.js';
 import { childrenOf, commandLine, processExists } from '../kit/proc.js';
 
 const alive = processExists;
@@ -105,8 +105,14 @@ test('--workers 2: CGI, FastCGI and static requests spread over both workers, wi
     [...workers].sort(),
   );
   // Each worker connected to that daemon and no other: its start line names the daemon's pid.
-  for (const pid of workers)
-    assert.match(server.output(), new RegExp(`serve\\[${pid}\\]: worker \\d: listening .* cgid daemon \\(pid ${daemons[0]!.pid}\\)`));
+  // A worker tells the supervisor it listens before its own log line is written (logs go out a turn later).
+  for (const pid of workers) {
+    const started = new RegExp(`serve\\[${pid}\\]: worker \\d: listening .* cgid daemon \\(pid ${daemons[0]!.pid}\\)`);
+    await waitFor(() => started.test(server.output()), `worker ${pid}'s line naming the shared daemon`, {
+      timeoutMs: 10_000,
+      context: () => server.output(),
+    });
+  }
 
   // Concurrent clients, a connection per request, until both workers have served every route (bounded).
   let sent = 0;
