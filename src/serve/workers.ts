@@ -30,7 +30,7 @@
  *    up with its own (src/metrics/workers.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { lstatSync, unlinkSync } from 'node:fs';
+import { chownSync, closeSync, existsSync, lstatSync, openSync, unlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { ServeConfig } from '../config/schema.js';
 import { frontSpawnSettings } from '../config/spawn-settings.js';
@@ -385,6 +385,34 @@ export class ServeSupervisor implements WorkerFleet {
   }
 }
 
+/** The access and error log files of a configuration ("-", "off": none). */
+function logFilesOf(config: ServeConfig): string[] {
+  return [config.errorLog, config.accessLog].filter((target) => target !== '-' && target !== 'off');
+}
+
+/**
+ * nginx's master on USR1: the log files a rotation moved away (and no
+ * logrotate `create` made again) are made here, as root, and given to the
+ * user the workers run as, before the workers reopen them by name. Without
+ * it the supervisor's own error log, reopened as root, would be root's, and
+ * workers that dropped to www-data could open neither it nor an access log
+ * in a directory only root may write: they would go on writing to the moved
+ * files. Files that exist are left as the operator made them.
+ */
+function handMovedLogsToWorkers(moved: readonly string[], account: Account | null, log: Logger): void {
+  if (account === null || account.user.uid === 0 || process.geteuid?.() !== 0) return;
+  for (const file of moved) {
+    try {
+      closeSync(openSync(file, 'a', 0o640));
+      chownSync(file, account.user.uid, account.gid);
+    } catch (error) {
+      log.warn(
+        `SIGUSR1: cannot make ${file} for the workers (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); they keep writing to the file they had`,
+      );
+    }
+  }
+}
+
 /** `gatehouse serve` with workers > 1: runs the supervisor until a stop signal; the exit status. */
 export async function superviseServeWorkers(config: ServeConfig, argv: readonly string[], plan: RunAsPlan): Promise<number> {
   let log: Logger;
@@ -414,7 +442,9 @@ export async function superviseServeWorkers(config: ServeConfig, argv: readonly 
   let onStopped: (status: number) => void = () => {};
   const done = new Promise<number>((resolve) => (onStopped = resolve));
   const stopReopening = onReopenSignal(async () => {
+    const moved = logFilesOf(config).filter((file) => !existsSync(file));
     await log.reopen();
+    handMovedLogsToWorkers(moved, plan.account, log);
     const count = supervisor.signalWorkers('SIGUSR1');
     log.info(`SIGUSR1: error log reopened; passed to ${count} worker(s)`);
   });
