@@ -5,11 +5,12 @@
  * `after` hook so a failing test cannot leave a server behind).
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
 import { waitFor } from './wait.js';
+import { descendantsOf } from './proc.js';
 
 /** The subset of node:test's TestContext / SuiteContext the kit needs. */
 export interface Cleanup {
@@ -57,6 +58,12 @@ export async function waitForListener(address: Address, options: ListenerWait = 
         const socket = net.connect(address as net.NetConnectOpts);
         socket.once('connect', () => {
           socket.destroy();
+          // Another test's server may hold the port (freePort released it, both were given it): a listener
+          // that is not this process's is not the one waited for; this one then fails to bind and says so.
+          if (running?.child.pid !== undefined && 'port' in address && !listensInTree(address.port, running.child.pid)) {
+            lastError = `port ${address.port} answers, but not from pid ${running.child.pid} or below it`;
+            return resolve(false);
+          }
           resolve(true);
         });
         socket.once('error', (error) => {
@@ -72,6 +79,47 @@ export async function waitForListener(address: Address, options: ListenerWait = 
         [lastError && `last connect: ${lastError}`, running?.output() ?? '', options.context?.() ?? ''].filter(Boolean).join('\n'),
     },
   );
+}
+
+/**
+ * Whether the TCP socket listening on `port` (from /proc/net/tcp and tcp6) is
+ * held by `pid` or a process below it. True when no listener shows there (a
+ * network namespace of its own): the connect is then all there is to go by.
+ */
+function listensInTree(port: number, pid: number): boolean {
+  const inodes = new Set<string>();
+  const portHex = port.toString(16).toUpperCase().padStart(4, '0');
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      // local_address is HEX_IP:HEX_PORT, st 0A is LISTEN, the inode is the 10th field.
+      if (fields.length > 9 && fields[1]!.endsWith(`:${portHex}`) && fields[3] === '0A') inodes.add(fields[9]!);
+    }
+  }
+  if (inodes.size === 0) return true;
+  for (const owner of [pid, ...descendantsOf(pid)]) {
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${owner}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        const link = readlinkSync(`/proc/${owner}/fd/${fd}`);
+        if (link.startsWith('socket:[') && inodes.has(link.slice(8, -1))) return true;
+      } catch {
+        // closed meanwhile
+      }
+    }
+  }
+  return false;
 }
 
 function exitDescription(child: ChildProcess): string {
