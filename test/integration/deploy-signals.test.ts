@@ -247,8 +247,13 @@ test('SIGUSR1 opens no inspector in serve, its cgid daemon, cgid --fastcgi, the 
   };
   await waitUntil(caught, 'the bare node to catch SIGUSR1');
   process.kill(bare.child.pid!, 'SIGUSR1');
-  await waitUntil(() => listeningTcpPorts(bare.child.pid!).includes(INSPECTOR_PORT), 'its inspector port', 15_000, bare.output);
-  assert.match(bare.output(), /Debugger listening/);
+  // Node listens first and writes its "Debugger listening" line after: wait for both (the line reaches our pipe later).
+  await waitUntil(
+    () => listeningTcpPorts(bare.child.pid!).includes(INSPECTOR_PORT) && /Debugger listening/.test(bare.output()),
+    'its inspector port and its "Debugger listening" line',
+    15_000,
+    bare.output,
+  );
   await bare.stop('SIGKILL');
 
   const dir = tempDir(t, 'gatehouse-deploy-usr1-');

@@ -37,13 +37,27 @@ function killLeftovers(t: Cleanup, pids: () => number[]): void {
   });
 }
 
+/**
+ * Waits for the manager's "started" line of `count` workers. A worker shows in /proc from its fork on, but its
+ * lifeline is armed only after its exec succeeded (the one window src/sys/lifeline.ts names), and the manager logs
+ * "started" after arming: a kill before that line would test the window, not the lifeline.
+ */
+async function waitUntilArmed(manager: { output: () => string }, count: number): Promise<void> {
+  await waitFor(
+    () => (manager.output().match(/worker \d+: started/g) ?? []).length >= count,
+    `the manager to log ${count} workers as started`,
+    manager.output,
+  );
+}
+
 /** Kills the manager with SIGKILL and waits (bounded) until none of `processes` is left. */
 async function killManagerAndWait(manager: number, processes: number[], context: () => string): Promise<void> {
   process.kill(manager, 'SIGKILL');
   await waitFor(
     () => !processExists(manager) && processes.every((pid) => !processExists(pid)),
-    `every worker process to die with the manager (still running: ${processes.filter(processExists).join(' ')})`,
-    context,
+    `every worker process to die with the manager (of ${[manager, ...processes].join(' ')})`,
+    // Read when the wait fails: which of them are still there after the deadline.
+    () => `still running: ${[manager, ...processes].filter(processExists).join(' ') || 'none'}\n${context()}`,
     10_000,
   );
 }
@@ -100,6 +114,7 @@ test('kill -9 of the manager of a dynamic pool grown past -n: every worker dies 
   // Three held connections: the pool grows to -N to take them.
   const held = Array.from({ length: 3 }, () => cgiFcgi(socket, { QUERY_STRING: 'sleep=60000' }).catch((error: Error) => error.message));
   await waitFor(() => first.workers().length === 3, 'the pool to grow to 3 workers', first.output);
+  await waitUntilArmed(first, 3);
   const processes = descendantsOf(first.pid);
   killLeftovers(t, () => processes);
 
@@ -119,6 +134,7 @@ test('kill -9 of a jailed manager running as nobody (-p, -U): its workers die wi
   const socket = join(jail, 'run/httpd.sock');
   const args = ['-p', jail, '-n', '2', '-s', socket, '-u', 'nobody', '-U', 'nobody', program];
   const first = await startKfcgi(t, args, { socket, expectWorkers: 2 });
+  await waitUntilArmed(first, 2);
   const processes = descendantsOf(first.pid);
   killLeftovers(t, () => processes);
   // The lifelines were armed by the manager after its drop to nobody: the kernel lets nobody signal nobody.
