@@ -110,28 +110,52 @@ const OPERATOR_VARIABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** Builds the environment of one request. Never throws on odd input: unusable headers and values are left out. */
 export function buildEnvironment(request: CgiRequestDescription, policy: EnvironmentPolicy): CgiEnvironment {
-  const env = new Map<string, EnvironmentValue>();
-  const set = (name: string, value: EnvironmentValue | undefined): void => {
-    // A NUL cannot be passed through execve (and would truncate the value in C); such a variable is left out.
-    if (value === undefined || value.includes('\0')) return;
-    env.set(name, value);
-  };
-  /** A value that came off the wire: one character per byte (node:http's Latin-1), passed on as those bytes. */
-  const setWire = (name: string, value: string | undefined): void => set(name, value === undefined ? undefined : wireBytes(value));
-
+  const env = new EnvironmentBuilder();
   const redirect = request.redirectedFrom;
   if (redirect) {
-    for (const [name, value] of redirect.environment) set(`REDIRECT_${name}`, value);
-    set('REDIRECT_URL', redirect.url);
-    set('REDIRECT_STATUS', String(redirect.status));
+    for (const [name, value] of redirect.environment) env.set(`REDIRECT_${name}`, value);
+    env.set('REDIRECT_URL', redirect.url);
+    env.set('REDIRECT_STATUS', String(redirect.status));
+  }
+  const { host, headerContentLength } = setHeaderVariables(env, request, policy);
+  setRequestVariables(env, request, policy, host, headerContentLength);
+  const inherited = policy.inheritedEnvironment ?? {};
+  for (const name of policy.passEnv ?? []) {
+    if (OPERATOR_VARIABLE_NAME.test(name)) env.set(name, inherited[name]);
+  }
+  for (const [name, value] of Object.entries(policy.setEnv ?? {})) {
+    if (OPERATOR_VARIABLE_NAME.test(name)) env.set(name, value);
+  }
+  return env.entries();
+}
+
+/** The variables in the order first set (a later set replaces the value, not the place). */
+class EnvironmentBuilder {
+  readonly #env = new Map<string, EnvironmentValue>();
+
+  set(name: string, value: EnvironmentValue | undefined): void {
+    // A NUL cannot be passed through execve (and would truncate the value in C); such a variable is left out.
+    if (value === undefined || value.includes('\0')) return;
+    this.#env.set(name, value);
   }
 
-  const headers = mergeHeaders(request.headers);
+  /** A value that came off the wire: one character per byte (node:http's Latin-1), passed on as those bytes. */
+  setWire(name: string, value: string | undefined): void {
+    this.set(name, value === undefined ? undefined : wireBytes(value));
+  }
+
+  entries(): CgiEnvironment {
+    return [...this.#env];
+  }
+}
+
+/** CONTENT_TYPE and HTTP_* from the request's headers; returns the Host and Content-Length headers for what follows. */
+function setHeaderVariables(env: EnvironmentBuilder, request: CgiRequestDescription, policy: EnvironmentPolicy) {
   let host: string | undefined;
   let headerContentLength: string | undefined;
-  for (const [lowerName, { name, value }] of headers) {
+  for (const [lowerName, { name, value }] of mergeHeaders(request.headers)) {
     if (lowerName === 'content-type') {
-      setWire('CONTENT_TYPE', value);
+      env.setWire('CONTENT_TYPE', value);
       continue;
     }
     if (lowerName === 'content-length') {
@@ -145,53 +169,54 @@ export function buildEnvironment(request: CgiRequestDescription, policy: Environ
     // A dechunked body is announced by CONTENT_LENGTH; the script must not see a framing it will not get.
     if (lowerName === 'transfer-encoding' && request.contentLength !== undefined) continue;
     if (!CGI_HEADER_NAME.test(name)) continue;
-    setWire(`HTTP_${lowerName.toUpperCase().replaceAll('-', '_')}`, value);
+    env.setWire(`HTTP_${lowerName.toUpperCase().replaceAll('-', '_')}`, value);
   }
+  return { host, headerContentLength };
+}
 
-  const inherited = policy.inheritedEnvironment ?? {};
-  set('PATH', inherited.PATH || DEFAULT_SCRIPT_PATH);
-  set('SERVER_SIGNATURE', policy.serverSignature ?? '');
-  set('SERVER_SOFTWARE', policy.serverSoftware ?? DEFAULT_SERVER_SOFTWARE);
+/** The server's, the connection's and the request's variables (RFC 3875 4.1 and Apache's additions), in Apache's order. */
+function setRequestVariables(
+  env: EnvironmentBuilder,
+  request: CgiRequestDescription,
+  policy: EnvironmentPolicy,
+  host: string | undefined,
+  headerContentLength: string | undefined,
+): void {
+  env.set('PATH', policy.inheritedEnvironment?.PATH || DEFAULT_SCRIPT_PATH);
+  env.set('SERVER_SIGNATURE', policy.serverSignature ?? '');
+  env.set('SERVER_SOFTWARE', policy.serverSoftware ?? DEFAULT_SERVER_SOFTWARE);
   const { serverName, serverPort } = serverIdentity(request, policy, host);
-  set('SERVER_NAME', serverName);
-  set('SERVER_ADDR', request.localAddress);
-  set('SERVER_PORT', String(serverPort));
-  set('REMOTE_ADDR', request.remoteAddress);
-  set('REMOTE_HOST', request.remoteHost);
-  set('DOCUMENT_ROOT', request.documentRoot);
-  set('REQUEST_SCHEME', request.tls ? 'https' : 'http');
-  set('CONTEXT_PREFIX', request.contextPrefix ?? '');
-  set('CONTEXT_DOCUMENT_ROOT', request.contextDocumentRoot ?? request.documentRoot);
-  set('SERVER_ADMIN', policy.serverAdmin ?? DEFAULT_SERVER_ADMIN);
-  set('SCRIPT_FILENAME', request.scriptFilename);
-  set('REMOTE_PORT', String(request.remotePort));
-  set('REMOTE_USER', request.remoteUser);
-  set('AUTH_TYPE', request.authType);
-  if (request.tls) set('HTTPS', 'on');
-  set('GATEWAY_INTERFACE', GATEWAY_INTERFACE);
-  set('SERVER_PROTOCOL', `HTTP/${request.httpVersion}`);
-  set('REQUEST_METHOD', request.method);
+  env.set('SERVER_NAME', serverName);
+  env.set('SERVER_ADDR', request.localAddress);
+  env.set('SERVER_PORT', String(serverPort));
+  env.set('REMOTE_ADDR', request.remoteAddress);
+  env.set('REMOTE_HOST', request.remoteHost);
+  env.set('DOCUMENT_ROOT', request.documentRoot);
+  env.set('REQUEST_SCHEME', request.tls ? 'https' : 'http');
+  env.set('CONTEXT_PREFIX', request.contextPrefix ?? '');
+  env.set('CONTEXT_DOCUMENT_ROOT', request.contextDocumentRoot ?? request.documentRoot);
+  env.set('SERVER_ADMIN', policy.serverAdmin ?? DEFAULT_SERVER_ADMIN);
+  env.set('SCRIPT_FILENAME', request.scriptFilename);
+  env.set('REMOTE_PORT', String(request.remotePort));
+  env.set('REMOTE_USER', request.remoteUser);
+  env.set('AUTH_TYPE', request.authType);
+  if (request.tls) env.set('HTTPS', 'on');
+  env.set('GATEWAY_INTERFACE', GATEWAY_INTERFACE);
+  env.set('SERVER_PROTOCOL', `HTTP/${request.httpVersion}`);
+  env.set('REQUEST_METHOD', request.method);
   const queryStart = request.target.indexOf('?');
-  setWire('QUERY_STRING', queryStart === -1 ? '' : request.target.slice(queryStart + 1));
+  env.setWire('QUERY_STRING', queryStart === -1 ? '' : request.target.slice(queryStart + 1));
   // After a local redirect REQUEST_URI stays the client's original target (Apache takes it from the request line).
-  const originalUri = redirect?.environment.find(([name]) => name === 'REQUEST_URI')?.[1];
-  if (originalUri !== undefined) set('REQUEST_URI', originalUri);
-  else setWire('REQUEST_URI', request.target);
-  set('SCRIPT_NAME', request.scriptName);
+  const originalUri = request.redirectedFrom?.environment.find(([name]) => name === 'REQUEST_URI')?.[1];
+  if (originalUri !== undefined) env.set('REQUEST_URI', originalUri);
+  else env.setWire('REQUEST_URI', request.target);
+  env.set('SCRIPT_NAME', request.scriptName);
   if (request.pathInfo.length > 0) {
-    set('PATH_INFO', request.pathInfo);
-    set('PATH_TRANSLATED', joinPath(request.documentRoot, request.pathInfo));
+    env.set('PATH_INFO', request.pathInfo);
+    env.set('PATH_TRANSLATED', joinPath(request.documentRoot, request.pathInfo));
   }
-  if (request.contentLength !== undefined) set('CONTENT_LENGTH', String(request.contentLength));
-  else if (headerContentLength !== undefined) set('CONTENT_LENGTH', headerContentLength);
-
-  for (const name of policy.passEnv ?? []) {
-    if (OPERATOR_VARIABLE_NAME.test(name)) set(name, inherited[name]);
-  }
-  for (const [name, value] of Object.entries(policy.setEnv ?? {})) {
-    if (OPERATOR_VARIABLE_NAME.test(name)) set(name, value);
-  }
-  return [...env];
+  if (request.contentLength !== undefined) env.set('CONTENT_LENGTH', String(request.contentLength));
+  else if (headerContentLength !== undefined) env.set('CONTENT_LENGTH', headerContentLength);
 }
 
 /**

@@ -115,6 +115,32 @@ export class CgidSupervisor implements ScriptSpawner {
         `cgid: the front no longer runs as root, so the new daemon cannot either: scripts of routes with a user (suexec) will fail until gatehouse serve is restarted`,
         'warn',
       );
+    const child = this.#spawnDaemon();
+    this.#child = child;
+    this.starts++;
+    this.#startedAt = Date.now();
+    const errors = this.#relayDaemonLog(child);
+    const ready = daemonReady(child);
+    child.once('exit', (code, signal) => this.#onDaemonExit(child, code, signal));
+    let timer: NodeJS.Timeout | undefined;
+    const started = await Promise.race([
+      ready,
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), CGID_START_TIMEOUT_MS))),
+    ]);
+    clearTimeout(timer);
+    if (!started) {
+      child.kill('SIGKILL');
+      await new Promise((resolve) => setImmediate(resolve));
+      throw new GatehouseError(
+        ErrorCode.CGID_SETUP,
+        `the cgid daemon did not start: ${errors.join(' / ') || 'no message (see the error log)'}`,
+      );
+    }
+    await this.#connect(child);
+  }
+
+  /** `gatehouse cgid` on the front's socket path, with its token in the environment and its lifeline on fd 3. */
+  #spawnDaemon(): ChildProcess {
     const { file, args } = this.#options.command ?? { file: process.execPath, args: [...DAEMON_NODE_FLAGS, MAIN_SCRIPT, 'cgid'] };
     // fd 3 is the daemon's lifeline: this process holds the other end, so the daemon sees end of file when the front
     // is gone, however it went. The parent-death signal alone is not enough: the kernel checks the dying parent's
@@ -143,9 +169,11 @@ export class CgidSupervisor implements ScriptSpawner {
     );
     // Never read or written; only held open. It must not keep the front alive.
     (child.stdio[3] as unknown as { unref?(): void }).unref?.();
-    this.#child = child;
-    this.starts++;
-    this.#startedAt = Date.now();
+    return child;
+  }
+
+  /** Passes the daemon's records (its stderr) to the log; returns the first error messages, what a failed start says. */
+  #relayDaemonLog(child: ChildProcess): string[] {
     const errors: string[] = [];
     createInterface({ input: child.stderr! }).on('line', (line) => {
       // A record; anything else (a crash trace from Node itself) is logged as an error of the daemon.
@@ -154,28 +182,11 @@ export class CgidSupervisor implements ScriptSpawner {
       if (this.#options.daemonLog) this.#options.daemonLog.emit(record);
       else this.#options.log(record.message, record.level);
     });
-    const ready = new Promise<boolean>((resolve) => {
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        if (line.startsWith('ready')) resolve(true);
-      });
-      child.once('exit', () => resolve(false));
-      child.once('error', () => resolve(false));
-    });
-    child.once('exit', (code, signal) => this.#onDaemonExit(child, code, signal));
-    let timer: NodeJS.Timeout | undefined;
-    const started = await Promise.race([
-      ready,
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), CGID_START_TIMEOUT_MS))),
-    ]);
-    clearTimeout(timer);
-    if (!started) {
-      child.kill('SIGKILL');
-      await new Promise((resolve) => setImmediate(resolve));
-      throw new GatehouseError(
-        ErrorCode.CGID_SETUP,
-        `the cgid daemon did not start: ${errors.join(' / ') || 'no message (see the error log)'}`,
-      );
-    }
+    return errors;
+  }
+
+  /** Connects to the daemon that said ready, unless another replaced it meanwhile; a lost connection restarts it. */
+  async #connect(child: ChildProcess): Promise<void> {
     const connection = await CgidConnection.connect(this.#options.socketPath, this.#token);
     if (this.#child !== child) {
       connection.close('daemon replaced');
@@ -246,6 +257,17 @@ export class CgidSupervisor implements ScriptSpawner {
     await Promise.race([drained, new Promise((resolve) => (drainTimer = setTimeout(resolve, LOG_DRAIN_TIMEOUT_MS)))]);
     clearTimeout(drainTimer);
   }
+}
+
+/** True once the daemon writes its ready line; false if it exits (or cannot be started) first. */
+function daemonReady(child: ChildProcess): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (line.startsWith('ready')) resolve(true);
+    });
+    child.once('exit', () => resolve(false));
+    child.once('error', () => resolve(false));
+  });
 }
 
 /** Signals the daemon; false when it is gone or this process may not (EPERM: it kept root, the front did not). */

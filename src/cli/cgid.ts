@@ -272,164 +272,264 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${cgidUsage()}\n`);
     return 0;
   }
-  let logger: Logger;
+  const run = RunLog.open(v);
+  if (!run) return 1;
+  const limits = scriptLimits(v);
+  const launch = {
+    minUid: (v['suexec-min-uid'] as number) ?? CGID_SUEXEC_MIN_UID,
+    minGid: (v['suexec-min-gid'] as number) ?? CGID_SUEXEC_MIN_GID,
+    log: run.line,
+  };
+  let plan: RunAsPlan;
   try {
-    logger = openLogger({
-      role: 'cgid',
-      level: (v['log-level'] as LogLevel | undefined) ?? DEFAULT_LOG_LEVEL,
-      format: (v['log-format'] as LogFormat | undefined) ?? DEFAULT_LOG_FORMAT,
-      target: (v['error-log'] as string | undefined) ?? '-',
-    });
+    plan = cgidRunAs(v);
   } catch (error) {
-    process.stderr.write(`gatehouse cgid: ${(error as Error).message}\n`);
-    return 1;
+    if (!(error instanceof GatehouseError)) throw error;
+    process.stderr.write(`gatehouse cgid: ${error.message}\n`);
+    return run.finish(error instanceof UsageError ? 2 : 1);
   }
-  // Also what keeps Node from opening its inspector on SIGUSR1.
-  const stopReopening = onReopenSignal(async () => {
-    await logger.reopen();
-    logger.info('SIGUSR1: log files reopened');
-  });
-  const finish = async (status: number) => {
-    stopReopening();
-    await logger.close();
+
+  if (v.fastcgi !== undefined) return run.finish(await runFastCGIFace(v.fastcgi as ListenAddress, v, limits, launch, run.logger, plan));
+  if (v.metrics !== undefined) {
+    // The daemon's numbers are the front's to publish (gatehouse serve's metrics): it has no listener of its own.
+    process.stderr.write(
+      "gatehouse cgid: --metrics applies to the FastCGI face (--fastcgi); under gatehouse serve, use serve's metrics key\n",
+    );
+    return run.finish(2);
+  }
+  return runDaemon(v, limits, launch, plan, run);
+}
+
+/**
+ * The log of one run, and how every way out of the run ends: finish() stops
+ * listening for SIGUSR1 and closes the log, whatever the exit status.
+ */
+class RunLog {
+  readonly logger: Logger;
+  readonly line: LogLine;
+  readonly #errorLog: string | undefined;
+  readonly #stopReopening: () => void;
+
+  /** Opens the log --error-log names; null (the reason written to stderr) when it cannot. */
+  static open(v: Record<string, unknown>): RunLog | null {
+    try {
+      const logger = openLogger({
+        role: 'cgid',
+        level: (v['log-level'] as LogLevel | undefined) ?? DEFAULT_LOG_LEVEL,
+        format: (v['log-format'] as LogFormat | undefined) ?? DEFAULT_LOG_FORMAT,
+        target: (v['error-log'] as string | undefined) ?? '-',
+      });
+      return new RunLog(logger, v['error-log'] as string | undefined);
+    } catch (error) {
+      process.stderr.write(`gatehouse cgid: ${(error as Error).message}\n`);
+      return null;
+    }
+  }
+
+  private constructor(logger: Logger, errorLog: string | undefined) {
+    this.logger = logger;
+    this.line = logger.line;
+    this.#errorLog = errorLog;
+    // Also what keeps Node from opening its inspector on SIGUSR1.
+    this.#stopReopening = onReopenSignal(async () => {
+      await logger.reopen();
+      logger.info('SIGUSR1: log files reopened');
+    });
+  }
+
+  async finish(status: number): Promise<number> {
+    this.#stopReopening();
+    await this.logger.close();
     return status;
-  };
-  const log = logger.line;
-  // Failures to start go to the log (under gatehouse serve: to the front, as records); with a log file, to stderr as well.
-  const cannotStart = (error: unknown) => {
+  }
+
+  /** Failures to start go to the log (under gatehouse serve: to the front, as records); with a log file, to stderr as well. */
+  cannotStart(error: unknown): Promise<number> {
     const message = (error as Error).message;
-    logger.error(message);
-    if (v['error-log'] !== undefined && v['error-log'] !== '-') process.stderr.write(`gatehouse cgid: ${message}\n`);
-    return finish(1);
-  };
-  const limits: ScriptLimits = {
+    this.logger.error(message);
+    if (this.#errorLog !== undefined && this.#errorLog !== '-') process.stderr.write(`gatehouse cgid: ${message}\n`);
+    return this.finish(1);
+  }
+}
+
+function scriptLimits(v: Record<string, unknown>): ScriptLimits {
+  return {
     cpuSeconds: (v['rlimit-cpu'] as number) ?? 0,
     memoryBytes: (v['rlimit-mem'] as number) ?? 0,
     processes: (v['rlimit-nproc'] as number) ?? 0,
     openFiles: (v['rlimit-nofile'] as number) ?? 0,
     outputBytes: (v['max-output'] as number) ?? 0,
   };
-  const launch = {
-    minUid: (v['suexec-min-uid'] as number) ?? CGID_SUEXEC_MIN_UID,
-    minGid: (v['suexec-min-gid'] as number) ?? CGID_SUEXEC_MIN_GID,
-    log,
-  };
+}
 
-  // Who the process runs as once its socket is bound: the FastCGI face refuses root without --user; the daemon
-  // (started by gatehouse serve, which decides) keeps root unless told --user.
-  let plan: RunAsPlan;
+/**
+ * Who the process runs as once its socket is bound: the FastCGI face refuses root without --user; the daemon
+ * (started by gatehouse serve, which decides) keeps root unless told --user. Throws a GatehouseError (a UsageError
+ * for flags that do not go together).
+ */
+function cgidRunAs(v: Record<string, unknown>): RunAsPlan {
+  const plan = planRunAs(
+    {
+      user: v.user as string | undefined,
+      group: v.group as string | undefined,
+      socketUser: v['socket-user'] as string | undefined,
+      socketGroup: v['socket-group'] as string | undefined,
+    },
+    CGID_RUN_AS_NAMES,
+    v.fastcgi !== undefined ? { command: 'gatehouse cgid --fastcgi', what: 'every CGI script' } : null,
+  );
+  if (v.group !== undefined && v.user === undefined) throw new UsageError('--group: give --user too (the user to run as)');
+  if (v['keep-root'] === true && v.fastcgi !== undefined)
+    throw new UsageError('--keep-root is for the daemon (suexec routes); the FastCGI face runs every script as --user');
+  return plan;
+}
+
+/** The daemon on ScriptSock: its socket's place and token checked, then started, then run until a stop. */
+async function runDaemon(
+  v: Record<string, unknown>,
+  limits: ScriptLimits,
+  launch: { minUid: number; minGid: number; log: LogLine },
+  plan: RunAsPlan,
+  run: RunLog,
+): Promise<number> {
+  const parentPid = typeof v['parent-pid'] === 'number' ? v['parent-pid'] : undefined;
+  if (parentPid !== undefined && !dieWithParent('SIGTERM', parentPid)) {
+    run.line(`the front (pid ${parentPid}) is already gone: not starting`);
+    return run.finish(1);
+  }
+  let place: { socketPath: string; token: { token: Buffer; generated: boolean } };
   try {
-    plan = planRunAs(
-      {
-        user: v.user as string | undefined,
-        group: v.group as string | undefined,
-        socketUser: v['socket-user'] as string | undefined,
-        socketGroup: v['socket-group'] as string | undefined,
-      },
-      CGID_RUN_AS_NAMES,
-      v.fastcgi !== undefined ? { command: 'gatehouse cgid --fastcgi', what: 'every CGI script' } : null,
-    );
-    if (v.group !== undefined && v.user === undefined) throw new UsageError('--group: give --user too (the user to run as)');
-    if (v['keep-root'] === true && v.fastcgi !== undefined)
-      throw new UsageError('--keep-root is for the daemon (suexec routes); the FastCGI face runs every script as --user');
+    place = checkSocketAndToken(v, plan);
   } catch (error) {
-    if (!(error instanceof GatehouseError)) throw error;
-    process.stderr.write(`gatehouse cgid: ${error.message}\n`);
-    return finish(error instanceof UsageError ? 2 : 1);
-  }
-
-  if (v.fastcgi !== undefined) return finish(await runFastCGIFace(v.fastcgi as ListenAddress, v, limits, launch, logger, plan));
-  if (v.metrics !== undefined) {
-    // The daemon's numbers are the front's to publish (gatehouse serve's metrics): it has no listener of its own.
-    process.stderr.write(
-      "gatehouse cgid: --metrics applies to the FastCGI face (--fastcgi); under gatehouse serve, use serve's metrics key\n",
-    );
-    return finish(2);
-  }
-
-  if (typeof v['parent-pid'] === 'number' && !dieWithParent('SIGTERM', v['parent-pid'])) {
-    log(`the front (pid ${v['parent-pid']}) is already gone: not starting`);
-    return finish(1);
-  }
-  // Every check comes before any write: a daemon refused because another one answers on the socket, or because the
-  // directory is unsafe, must not have replaced that daemon's token file or left one of its own behind.
-  let socketPath: string;
-  let token: { token: Buffer; generated: boolean };
-  try {
-    if (typeof v.socket === 'string') socketPath = v.socket;
-    else {
-      const runtimeDir = typeof v['runtime-dir'] === 'string' ? v['runtime-dir'] : defaultRuntimeDirectory(plan.account?.user.name);
-      ensureRuntimeDirectory(runtimeDir, plan.socketOwner);
-      socketPath = scriptSockPath(typeof v['script-sock'] === 'string' ? v['script-sock'] : CGID_SCRIPT_SOCK, runtimeDir);
-    }
-    checkSocketPlace(socketPath, plan.socketOwner?.uid);
-    token = readToken(v['token-file'] as string | undefined);
-  } catch (error) {
-    return cannotStart(error);
+    return run.cannotStart(error);
   }
   // Keeping root (for suexec routes), the daemon still runs every other script as --user, never as root.
   const keepRoot = v['keep-root'] === true && plan.account !== null;
-  let keeper: SocketKeeper | null = null;
-  const daemon = new CgidDaemon({
-    socketPath,
-    token: token.token,
-    log,
-    launch: keepRoot ? { ...launch, defaultRunAs: { uid: plan.account!.user.uid, gid: plan.account!.gid } } : launch,
-    limits,
-    ...(plan.socketOwner ? { socketOwner: plan.socketOwner } : {}),
-    ...(typeof v['socket-mode'] === 'number' ? { socketMode: v['socket-mode'] } : {}),
-  });
+  const daemon = new DaemonRun(
+    new CgidDaemon({
+      socketPath: place.socketPath,
+      token: place.token.token,
+      log: run.line,
+      launch: keepRoot ? { ...launch, defaultRunAs: { uid: plan.account!.user.uid, gid: plan.account!.gid } } : launch,
+      limits,
+      ...(plan.socketOwner ? { socketOwner: plan.socketOwner } : {}),
+      ...(typeof v['socket-mode'] === 'number' ? { socketMode: v['socket-mode'] } : {}),
+    }),
+    place.socketPath,
+    run,
+  );
   try {
-    daemon.start();
+    if (!(await daemon.start(place.token, plan, keepRoot, parentPid))) return run.finish(1);
+  } catch (error) {
+    daemon.abandon();
+    return run.cannotStart(error);
+  }
+  for (const warning of plan.warnings) run.line(warning, 'warn');
+  process.stdout.write(`ready ${process.pid} ${place.socketPath}\n`);
+  return daemon.untilStopped(typeof v['lifeline-fd'] === 'number' ? v['lifeline-fd'] : undefined);
+}
+
+/**
+ * Every check comes before any write: a daemon refused because another one answers on the socket, or because the
+ * directory is unsafe, must not have replaced that daemon's token file or left one of its own behind. Creates the
+ * runtime directory (0700) when --socket does not name the path; throws when a check fails.
+ */
+function checkSocketAndToken(v: Record<string, unknown>, plan: RunAsPlan) {
+  let socketPath: string;
+  if (typeof v.socket === 'string') socketPath = v.socket;
+  else {
+    const runtimeDir = typeof v['runtime-dir'] === 'string' ? v['runtime-dir'] : defaultRuntimeDirectory(plan.account?.user.name);
+    ensureRuntimeDirectory(runtimeDir, plan.socketOwner);
+    socketPath = scriptSockPath(typeof v['script-sock'] === 'string' ? v['script-sock'] : CGID_SCRIPT_SOCK, runtimeDir);
+  }
+  checkSocketPlace(socketPath, plan.socketOwner?.uid);
+  return { socketPath, token: readToken(v['token-file'] as string | undefined) };
+}
+
+/**
+ * The daemon from its bind on: started in the order its files need (socket, token file, then the privilege drop),
+ * and stopped once, by TERM, INT or the lifeline: scripts terminated, the token file it wrote removed, the socket
+ * keeper released, the log closed.
+ */
+class DaemonRun {
+  readonly #daemon: CgidDaemon;
+  readonly #socketPath: string;
+  readonly #run: RunLog;
+  #keeper: SocketKeeper | null = null;
+  /** The token file this daemon wrote (removed at the stop); null when the token came from elsewhere. */
+  #tokenFile: string | null = null;
+  #stopping = false;
+
+  constructor(daemon: CgidDaemon, socketPath: string, run: RunLog) {
+    this.#daemon = daemon;
+    this.#socketPath = socketPath;
+    this.#run = run;
+  }
+
+  /** Binds, writes a generated token, then keeps root or drops to --user; false when the front died meanwhile (stopped again). */
+  async start(token: { token: Buffer; generated: boolean }, plan: RunAsPlan, keepRoot: boolean, parentPid: number | undefined) {
+    const log = this.#run.line;
+    this.#daemon.start();
     // Written once the socket is ours (bind succeeded): a daemon that lost a race for the path never touches it.
-    if (token.generated) writeTokenFile(`${socketPath}.token`, token.token);
+    if (token.generated) {
+      writeTokenFile(`${this.#socketPath}.token`, token.token);
+      this.#tokenFile = `${this.#socketPath}.token`;
+    }
     if (keepRoot) log(`keeping root for suexec routes; other scripts run as ${describeAccount(plan.account!)}`, 'info');
     else if (plan.account && !runsAs(plan.account)) {
       // Files --user could not remove at the stop (an existing root directory) are left to a keeper that stays root.
-      keeper = SocketKeeper.start(token.generated ? [socketPath, `${socketPath}.token`] : [socketPath], plan.account);
+      const files = token.generated ? [this.#socketPath, `${this.#socketPath}.token`] : [this.#socketPath];
+      this.#keeper = SocketKeeper.start(files, plan.account);
       dropPrivileges(plan.account);
       // Changing credentials clears the parent-death signal (prctl(2)): set it again, or the daemon would outlive its front.
-      if (typeof v['parent-pid'] === 'number' && !dieWithParent('SIGTERM', v['parent-pid'])) {
-        log(`the front (pid ${v['parent-pid']}) is already gone: not starting`);
-        await daemon.stop();
-        await keeper?.release();
-        return finish(1);
+      if (parentPid !== undefined && !dieWithParent('SIGTERM', parentPid)) {
+        log(`the front (pid ${parentPid}) is already gone: not starting`);
+        await this.#daemon.stop();
+        await this.#keeper?.release();
+        return false;
       }
       log(`running as ${describeAccount(plan.account)}`, 'info');
     }
-  } catch (error) {
-    void daemon.stop().then(() => keeper?.release());
-    return cannotStart(error);
+    return true;
   }
-  for (const warning of plan.warnings) log(warning, 'warn');
-  process.stdout.write(`ready ${process.pid} ${socketPath}\n`);
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = (signal: NodeJS.Signals) => {
-      if (stopping) return;
-      stopping = true;
-      log(`${signal}: terminating ${daemon.running} script(s) and exiting`, 'info');
-      void daemon
-        .stop()
-        .then(async () => {
-          if (generatedTokenFile) {
-            try {
-              unlinkSync(generatedTokenFile);
-            } catch {
-              /* already gone, or left to the keeper */
-            }
+
+  /** After a failed start: stops what started, without waiting (the caller reports the failure meanwhile). */
+  abandon(): void {
+    void this.#daemon.stop().then(() => this.#keeper?.release());
+  }
+
+  /** Serves until TERM, INT or the end of the lifeline; the exit status. */
+  untilStopped(lifelineFd: number | undefined): Promise<number> {
+    return new Promise<number>((resolve) => {
+      const stop = (signal: NodeJS.Signals) => this.#stop(signal, resolve);
+      stopAction = stop;
+      if (lifelineFd !== undefined) watchLifeline(lifelineFd, () => stop('SIGTERM'), this.#run.line);
+    });
+  }
+
+  #stop(signal: NodeJS.Signals, resolve: (status: number) => void): void {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    const log = this.#run.line;
+    log(`${signal}: terminating ${this.#daemon.running} script(s) and exiting`, 'info');
+    void this.#daemon
+      .stop()
+      .then(async () => {
+        if (this.#tokenFile) {
+          try {
+            unlinkSync(this.#tokenFile);
+          } catch {
+            /* already gone, or left to the keeper */
           }
-          for (const line of (await keeper?.release()) ?? []) log(`socket keeper: ${line}`, 'info');
-          return finish(0);
-        })
-        .then((status) => {
-          resolve(status);
-          setTimeout(() => process.exit(status), 100).unref();
-        });
-    };
-    stopAction = stop;
-    if (typeof v['lifeline-fd'] === 'number') watchLifeline(v['lifeline-fd'], () => stop('SIGTERM'), log);
-  });
+        }
+        for (const line of (await this.#keeper?.release()) ?? []) log(`socket keeper: ${line}`, 'info');
+        return this.#run.finish(0);
+      })
+      .then((status) => {
+        resolve(status);
+        setTimeout(() => process.exit(status), 100).unref();
+      });
+  }
 }
 
 /**
@@ -461,8 +561,6 @@ function watchLifeline(fd: number, onGone: () => void, log: LogLine): void {
 
 /** How cgid's messages name the account options. */
 const CGID_RUN_AS_NAMES = { user: '--user', group: '--group', socketUser: '--socket-user', socketGroup: '--socket-group' };
-
-let generatedTokenFile: string | null = null;
 
 /**
  * The instance token: $GATEHOUSE_CGID_TOKEN (hex, removed from the
@@ -506,7 +604,6 @@ function writeTokenFile(file: string, token: Buffer): void {
     unlinkSync(temporary);
     throw error;
   }
-  generatedTokenFile = file;
 }
 
 async function runFastCGIFace(
@@ -552,72 +649,119 @@ async function runFastCGIFace(
     server: { sendTimeoutMs: (v['send-timeout'] as number) ?? HTTP_SEND_TIMEOUT_MS },
   });
   server.on('connectionError', (error: Error) => log(error.message, 'warn'));
-  let listening: { address: ListenAddress; replacedStale: boolean; removeSocket(): string | null };
-  const switching = plan.account !== null && !runsAs(plan.account);
-  let keeper: SocketKeeper | null = null;
-  try {
-    const addresses = resolveActivatedAddress(requested);
-    if (addresses.length !== 1)
-      throw new UsageError(
-        `--fastcgi ${formatListenAddress(requested)}: systemd passed ${addresses.length} sockets; name one with systemd:NAME (FileDescriptorName=)`,
-      );
-    listening = await server.listenOn(addresses[0]!, {
-      unix: {
-        ...(typeof v['socket-mode'] === 'number' ? { mode: v['socket-mode'] } : {}),
-        ...(plan.socketOwner ? { owner: plan.socketOwner } : {}),
-      },
-    });
-    // A socket --user could not remove at the stop (root's directory) is left to a keeper that stays root.
-    if (switching && listening.address.kind === 'unix') keeper = SocketKeeper.start([listening.address.path], plan.account);
-    if (switching) dropPrivileges(plan.account!);
-  } catch (error) {
-    if (!(error instanceof GatehouseError)) throw error;
-    process.stderr.write(`gatehouse cgid: ${error.message}\n`);
-    server.close();
-    if (keeper) for (const line of await keeper.release()) log(`socket keeper: ${line}`, 'info');
-    await metrics?.close();
-    return error instanceof UsageError ? 2 : 1;
+  const face = new FaceRun(server, log, scriptLog, metrics);
+  const failed = await face.listen(requested, typeof v['socket-mode'] === 'number' ? v['socket-mode'] : undefined, plan);
+  if (failed !== null) return failed;
+  face.announce(requested, plan);
+  return face.untilStopped();
+}
+
+// Types only, erased from the output: runFastCGIFace loads these modules when the face runs (issue 17).
+type FastCGIServer = import('../fastcgi/worker/server.js').FastCGIServer;
+type ScriptLog = import('../cgi/script-log.js').ScriptLog;
+
+/**
+ * The FastCGI face from its listen on: bound (as root, when started so), then
+ * run as --user, and stopped once by TERM or INT: no new connections, the
+ * requests in flight finished (or cut after CGID_FASTCGI_STOP_GRACE_MS), then
+ * the socket removed, the keeper released, the script log and metrics flushed.
+ */
+class FaceRun {
+  readonly #server: FastCGIServer;
+  readonly #log: LogLine;
+  readonly #scriptLog: ScriptLog | undefined;
+  readonly #metrics: FaceMetrics | null;
+  #listening: Awaited<ReturnType<FastCGIServer['listenOn']>> | null = null;
+  #keeper: SocketKeeper | null = null;
+  #switching = false;
+  #stopping = false;
+  #exiting = false;
+
+  constructor(server: FastCGIServer, log: LogLine, scriptLog: ScriptLog | undefined, metrics: FaceMetrics | null) {
+    this.#server = server;
+    this.#log = log;
+    this.#scriptLog = scriptLog;
+    this.#metrics = metrics;
   }
-  if (listening.replacedStale)
-    log(`replaced a stale socket at ${formatListenAddress(listening.address)} (nothing was accepting on it)`, 'info');
-  if (switching) log(`running as ${describeAccount(plan.account!)}`, 'info');
-  for (const warning of plan.warnings) log(warning, 'warn');
-  metrics?.serve(server);
-  process.stdout.write(
-    `ready ${process.pid} ${formatListenAddress(requested.kind === 'unix' || requested.kind === 'tcp' ? listening.address : requested)}\n`,
-  );
-  notifySystemd('READY=1', `STATUS=serving CGI scripts over FastCGI on ${formatListenAddress(listening.address)}`);
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = (signal: NodeJS.Signals) => {
-      if (stopping) return;
-      stopping = true;
-      notifySystemd('STOPPING=1');
-      log(`${signal}: finishing ${server.activeRequests} request(s), then exiting`, 'info');
-      server.close();
-      let exiting = false;
-      const exit = () => {
-        if (exiting) return;
-        exiting = true;
-        listening.removeSocket();
-        // Script log entries of the last requests are written before the logs close.
-        const removed = keeper?.release().then((lines) => {
-          for (const line of lines) log(`socket keeper: ${line}`, 'info');
-        });
-        void Promise.all([scriptLog?.flushed(), metrics?.close(), removed]).then(() => {
-          resolve(0);
-          setTimeout(() => process.exit(0), 1000).unref();
-        });
-      };
-      if (server.activeRequests === 0) exit();
-      else {
-        server.once('drained', exit);
-        setTimeout(() => {
-          server.closeAllConnections();
-          exit();
-        }, CGID_FASTCGI_STOP_GRACE_MS).unref();
-      }
-    };
-    stopAction = stop;
-  });
+
+  /** Binds (or takes systemd's socket), then drops to --user; an exit status when either fails, having closed what opened. */
+  async listen(requested: ListenAddress, socketMode: number | undefined, plan: RunAsPlan): Promise<number | null> {
+    this.#switching = plan.account !== null && !runsAs(plan.account);
+    try {
+      const addresses = resolveActivatedAddress(requested);
+      if (addresses.length !== 1)
+        throw new UsageError(
+          `--fastcgi ${formatListenAddress(requested)}: systemd passed ${addresses.length} sockets; name one with systemd:NAME (FileDescriptorName=)`,
+        );
+      const listening = await this.#server.listenOn(addresses[0]!, {
+        unix: { ...(socketMode !== undefined ? { mode: socketMode } : {}), ...(plan.socketOwner ? { owner: plan.socketOwner } : {}) },
+      });
+      this.#listening = listening;
+      // A socket --user could not remove at the stop (root's directory) is left to a keeper that stays root.
+      if (this.#switching && listening.address.kind === 'unix') this.#keeper = SocketKeeper.start([listening.address.path], plan.account);
+      if (this.#switching) dropPrivileges(plan.account!);
+      return null;
+    } catch (error) {
+      if (!(error instanceof GatehouseError)) throw error;
+      process.stderr.write(`gatehouse cgid: ${error.message}\n`);
+      this.#server.close();
+      if (this.#keeper) for (const line of await this.#keeper.release()) this.#log(`socket keeper: ${line}`, 'info');
+      await this.#metrics?.close();
+      return error instanceof UsageError ? 2 : 1;
+    }
+  }
+
+  /** Logs how it runs, serves the metrics, and tells the starter (stdout) and systemd that it is ready. */
+  announce(requested: ListenAddress, plan: RunAsPlan): void {
+    const listening = this.#listening!;
+    if (listening.replacedStale)
+      this.#log(`replaced a stale socket at ${formatListenAddress(listening.address)} (nothing was accepting on it)`, 'info');
+    if (this.#switching) this.#log(`running as ${describeAccount(plan.account!)}`, 'info');
+    for (const warning of plan.warnings) this.#log(warning, 'warn');
+    this.#metrics?.serve(this.#server);
+    process.stdout.write(
+      `ready ${process.pid} ${formatListenAddress(requested.kind === 'unix' || requested.kind === 'tcp' ? listening.address : requested)}\n`,
+    );
+    notifySystemd('READY=1', `STATUS=serving CGI scripts over FastCGI on ${formatListenAddress(listening.address)}`);
+  }
+
+  /** Serves until TERM or INT; the exit status. */
+  untilStopped(): Promise<number> {
+    return new Promise<number>((resolve) => {
+      stopAction = (signal) => this.#stop(signal, resolve);
+    });
+  }
+
+  #stop(signal: NodeJS.Signals, resolve: (status: number) => void): void {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    const server = this.#server;
+    notifySystemd('STOPPING=1');
+    this.#log(`${signal}: finishing ${server.activeRequests} request(s), then exiting`, 'info');
+    server.close();
+    const exit = () => this.#exit(resolve);
+    if (server.activeRequests === 0) exit();
+    else {
+      server.once('drained', exit);
+      setTimeout(() => {
+        server.closeAllConnections();
+        exit();
+      }, CGID_FASTCGI_STOP_GRACE_MS).unref();
+    }
+  }
+
+  /** Once the requests are done (drained) or cut (the grace ran out), whichever comes first. */
+  #exit(resolve: (status: number) => void): void {
+    if (this.#exiting) return;
+    this.#exiting = true;
+    this.#listening!.removeSocket();
+    // Script log entries of the last requests are written before the logs close.
+    const removed = this.#keeper?.release().then((lines) => {
+      for (const line of lines) this.#log(`socket keeper: ${line}`, 'info');
+    });
+    void Promise.all([this.#scriptLog?.flushed(), this.#metrics?.close(), removed]).then(() => {
+      resolve(0);
+      setTimeout(() => process.exit(0), 1000).unref();
+    });
+  }
 }

@@ -4,7 +4,7 @@
  * worker library) reached through gatehouse's FastCGI client — so a fresh
  * checkout shows every part working with one command.
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { chownSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -19,7 +19,7 @@ import { ErrorCode, GatehouseError, UsageError } from '../errors.js';
 import { type LongOption, splitLongOptions } from '../options/command-line.js';
 import { EXAMPLE_APP_POLL_MS, EXAMPLE_APP_START_TIMEOUT_MS, EXAMPLE_UNPRIVILEGED_USERS } from '../limits.js';
 import { type Account, describeAccount, isRoot, lookupUser, resolveAccount, takeSystemdEnvironment } from '../sys/index.js';
-import { startFront } from './serve.js';
+import { type RunningFront, startFront } from './serve.js';
 
 const EXAMPLES = fileURLToPath(new URL('../../../examples/', import.meta.url));
 /** The installed package (the FastCGI app imports it; the front's modules live in it). */
@@ -120,81 +120,13 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`gatehouse example: ${(error as Error).message}\n`);
     return 1;
   }
-  const runtime = mkdtempSync(path.join(tmpdir(), 'gatehouse-example-'));
-  // The user runs the FastCGI app (which makes its socket here) and the cgid daemon's socket lives here too.
-  if (account) chownSync(runtime, account.user.uid, account.gid);
-  const socketPath = path.join(runtime, 'app.sock');
-  const app = spawn(process.execPath, [path.join(EXAMPLES, 'fastcgi-app.mjs'), socketPath], {
-    stdio: ['ignore', 'inherit', 'inherit'],
-    // libuv clears the supplementary groups, then sets the gid and the uid, in the child before exec.
-    ...(account ? { uid: account.user.uid, gid: account.gid } : {}),
-  });
-  let scripts: FrontSpawner | null = null;
-  let closeLogs: () => Promise<void> = async () => {};
-  const cleanup = async () => {
-    app.kill('SIGTERM');
-    await scripts?.stop();
-    rmSync(runtime, { recursive: true, force: true });
-  };
+  const example = new ExampleRun(account);
   try {
-    await waitForSocket(socketPath, () => app.exitCode === null && app.signalCode === null);
-    const config = loadServeConfig({
-      flags: {
-        listen: [values.listen ?? '127.0.0.1:8080'],
-        docroot: path.join(EXAMPLES, 'site/public'),
-        'cgi-bin': path.join(EXAMPLES, 'site/cgi-bin'),
-        'server-name': 'localhost',
-        'script-timeout': '10s',
-        // The cgid daemon's socket lives in the example's private (0700) directory.
-        'runtime-dir': runtime,
-        ...(account ? { user: account.user.name } : {}),
-        fastcgi: [{ url: '/app/', upstreams: [`unix:${socketPath}`], 'script-filename': path.join(EXAMPLES, 'fastcgi-app.mjs') }],
-      },
-    });
-    // As gatehouse serve does: scripts start through the cgid daemon, and as root everything drops to the user.
-    const logger = openLogger({ role: 'serve', level: config.logLevel, format: config.logFormat, target: config.errorLog });
-    closeLogs = () => logger.close();
-    const running = await startFront(
-      config,
-      { account, socketOwner: account ? { uid: account.user.uid, gid: account.gid } : undefined, warnings: [] },
-      logger,
-    );
-    scripts = running.scripts;
-    const front = running.front;
-    // The front closes the logger it is given only when it made it: this one is closed after the front stops.
-    const stopReopening = onReopenSignal(() => front.reopenLogs());
-    closeLogs = () => {
-      stopReopening();
-      return logger.close();
-    };
-    const url = running.addresses
-      .map((address) => (address.kind === 'unix' ? formatListenAddress(address) : `http://${formatListenAddress(address)}/`))
-      .join(' ');
-    process.stderr.write(
-      `gatehouse example: serving ${url}  (Ctrl-C to stop)${account ? `\n  started as root: the front, the scripts and the FastCGI app run as ${describeAccount(account)}` : ''}\n  try: curl ${url}cgi-bin/env.sh/extra?x=1   curl ${url}app/hello\n`,
-    );
-    return await new Promise<number>((resolve) => {
-      const stop = () => {
-        front
-          .stop(2000)
-          .then(cleanup)
-          .then(closeLogs)
-          .finally(() => resolve(0));
-      };
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-      app.once('exit', (code, signal) => {
-        front.logError(`the example FastCGI application exited (${signal ?? code}); stopping`);
-        front
-          .stop(2000)
-          .then(cleanup)
-          .then(closeLogs)
-          .finally(() => resolve(1));
-      });
-    });
+    await example.serve(values.listen ?? '127.0.0.1:8080');
+    return await example.untilStopped();
   } catch (error) {
-    await cleanup();
-    await closeLogs();
+    await example.cleanup();
+    await example.closeLogs();
     if (error instanceof UsageError) {
       process.stderr.write(`gatehouse example: ${error.message}\n`);
       return 2;
@@ -204,5 +136,109 @@ export async function main(argv: string[]): Promise<number> {
       return 1;
     }
     throw error;
+  }
+}
+
+/**
+ * One run of the example: a private runtime directory, the FastCGI app (started at once), then the front. It ends
+ * on INT or TERM (status 0) or when the app exits (1): the front stopped, then cleanup() (the app, the scripts, the
+ * directory), then closeLogs().
+ */
+class ExampleRun {
+  readonly #account: Account | null;
+  readonly #runtime: string;
+  readonly #socketPath: string;
+  readonly #app: ChildProcess;
+  #scripts: FrontSpawner | null = null;
+  #front: RunningFront['front'] | null = null;
+  #closeLogs: () => Promise<void> = async () => {};
+
+  constructor(account: Account | null) {
+    this.#account = account;
+    this.#runtime = mkdtempSync(path.join(tmpdir(), 'gatehouse-example-'));
+    // The user runs the FastCGI app (which makes its socket here) and the cgid daemon's socket lives here too.
+    if (account) chownSync(this.#runtime, account.user.uid, account.gid);
+    this.#socketPath = path.join(this.#runtime, 'app.sock');
+    this.#app = spawn(process.execPath, [path.join(EXAMPLES, 'fastcgi-app.mjs'), this.#socketPath], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+      // libuv clears the supplementary groups, then sets the gid and the uid, in the child before exec.
+      ...(account ? { uid: account.user.uid, gid: account.gid } : {}),
+    });
+  }
+
+  /** Once the app listens: the front, started as gatehouse serve starts it; says where it serves. */
+  async serve(listen: string): Promise<void> {
+    const account = this.#account;
+    await waitForSocket(this.#socketPath, () => this.#app.exitCode === null && this.#app.signalCode === null);
+    const config = loadServeConfig({
+      flags: {
+        listen: [listen],
+        docroot: path.join(EXAMPLES, 'site/public'),
+        'cgi-bin': path.join(EXAMPLES, 'site/cgi-bin'),
+        'server-name': 'localhost',
+        'script-timeout': '10s',
+        // The cgid daemon's socket lives in the example's private (0700) directory.
+        'runtime-dir': this.#runtime,
+        ...(account ? { user: account.user.name } : {}),
+        fastcgi: [{ url: '/app/', upstreams: [`unix:${this.#socketPath}`], 'script-filename': path.join(EXAMPLES, 'fastcgi-app.mjs') }],
+      },
+    });
+    // As gatehouse serve does: scripts start through the cgid daemon, and as root everything drops to the user.
+    const logger = openLogger({ role: 'serve', level: config.logLevel, format: config.logFormat, target: config.errorLog });
+    this.#closeLogs = () => logger.close();
+    const running = await startFront(
+      config,
+      { account, socketOwner: account ? { uid: account.user.uid, gid: account.gid } : undefined, warnings: [] },
+      logger,
+    );
+    this.#scripts = running.scripts;
+    const front = running.front;
+    this.#front = front;
+    // The front closes the logger it is given only when it made it: this one is closed after the front stops.
+    const stopReopening = onReopenSignal(() => front.reopenLogs());
+    this.#closeLogs = () => {
+      stopReopening();
+      return logger.close();
+    };
+    const url = running.addresses
+      .map((address) => (address.kind === 'unix' ? formatListenAddress(address) : `http://${formatListenAddress(address)}/`))
+      .join(' ');
+    process.stderr.write(
+      `gatehouse example: serving ${url}  (Ctrl-C to stop)${account ? `\n  started as root: the front, the scripts and the FastCGI app run as ${describeAccount(account)}` : ''}\n  try: curl ${url}cgi-bin/env.sh/extra?x=1   curl ${url}app/hello\n`,
+    );
+  }
+
+  /** Serves until INT or TERM (0) or until the app exits (1). */
+  untilStopped(): Promise<number> {
+    const front = this.#front!;
+    return new Promise<number>((resolve) => {
+      const stop = () => {
+        front
+          .stop(2000)
+          .then(() => this.cleanup())
+          .then(() => this.closeLogs())
+          .finally(() => resolve(0));
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      this.#app.once('exit', (code, signal) => {
+        front.logError(`the example FastCGI application exited (${signal ?? code}); stopping`);
+        front
+          .stop(2000)
+          .then(() => this.cleanup())
+          .then(() => this.closeLogs())
+          .finally(() => resolve(1));
+      });
+    });
+  }
+
+  async cleanup(): Promise<void> {
+    this.#app.kill('SIGTERM');
+    await this.#scripts?.stop();
+    rmSync(this.#runtime, { recursive: true, force: true });
+  }
+
+  closeLogs(): Promise<void> {
+    return this.#closeLogs();
   }
 }

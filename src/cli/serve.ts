@@ -172,21 +172,72 @@ export async function main(argv: string[]): Promise<number> {
   takeSystemdEnvironment();
   // --workers: a process started by the supervisor (src/serve/) serves with its assignment; null otherwise.
   const worker = takeServeWorkerRole();
-  let config: ServeConfig;
-  let file: string | undefined;
-  let flags: Record<string, unknown>;
-  let check = false;
+  const commandLine = readCommandLine(argv, worker);
+  if (typeof commandLine === 'number') return commandLine;
+  const { config, file, flags } = commandLine;
+  let plan: RunAsPlan;
   try {
-    const { config: configFile, check: checkOnly, help, ...rest } = splitLongOptions(argv, [...COMMAND_OPTIONS, ...serveFlagOptions()]);
+    plan = serveRunAs(config);
+  } catch (error) {
+    if (!(error instanceof GatehouseError)) throw error;
+    process.stderr.write(`gatehouse serve: ${error.message}\n`);
+    return 1;
+  }
+  if (commandLine.check) {
+    process.stdout.write(`${checkReport(config, file, plan).join('\n')}\n`);
+    return 0;
+  }
+  if (config.workers > 1 && !worker) return superviseServeWorkers(config, argv, plan);
+  // Handlers first: a HUP or TERM that arrives while serve starts is kept for when it runs (HUP's default would kill it).
+  const signals = new EarlySignals();
+  // The error log first, as root (like the sockets): the cgid daemon's records go to it from its start on.
+  let logger: Logger;
+  try {
+    logger = openLogger({ role: 'serve', level: config.logLevel, format: config.logFormat, target: config.errorLog });
+  } catch (error) {
+    process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
+    return 1;
+  }
+  const run = new ServeRun(logger);
+  try {
+    // Metrics first too (prom-client is loaded only now): the CGI handler takes its spawner metered.
+    await run.openMetrics(config, worker);
+    // Then the cgid daemon, the listen sockets and the privilege drop, in that order (startFront).
+    await run.start(config, plan, worker);
+  } catch (error) {
+    process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
+    return run.finish(1);
+  }
+  run.announce(plan, worker);
+  // A worker reloads its own share of the configuration (its inherited sockets, its share of the script limits).
+  const loadAgain = () => {
+    const next = loadServeConfig({ ...(file !== undefined ? { file } : {}), flags });
+    return worker ? worker.configure(next) : next;
+  };
+  return run.untilStopped(signals, loadAgain, file);
+}
+
+interface ServeCommandLine {
+  config: ServeConfig;
+  /** --config, when given. */
+  file: string | undefined;
+  /** The other flags, read again over the file at each reload. */
+  flags: Record<string, unknown>;
+  check: boolean;
+}
+
+/** The flags over the file, for a --workers worker its share; for --help or a mistake (reported), the exit status. */
+function readCommandLine(argv: string[], worker: ServeWorkerRole | null): ServeCommandLine | number {
+  try {
+    const { config: configFile, check, help, ...flags } = splitLongOptions(argv, [...COMMAND_OPTIONS, ...serveFlagOptions()]);
     if (help) {
       process.stdout.write(`${serveUsage()}\n`);
       return 0;
     }
-    flags = rest;
-    file = typeof configFile === 'string' ? configFile : undefined;
-    check = checkOnly === true;
-    config = loadServeConfig({ ...(file !== undefined ? { file } : {}), flags });
+    const file = typeof configFile === 'string' ? configFile : undefined;
+    let config = loadServeConfig({ ...(file !== undefined ? { file } : {}), flags });
     if (worker) config = worker.configure(config);
+    return { config, file, flags, check: check === true };
   } catch (error) {
     if (error instanceof UsageError) {
       const lines = error.problems.map((problem) => `gatehouse serve: ${problem}`).join('\n');
@@ -199,76 +250,92 @@ export async function main(argv: string[]): Promise<number> {
     }
     throw error;
   }
-  let plan: RunAsPlan;
-  try {
-    plan = serveRunAs(config);
-  } catch (error) {
-    if (!(error instanceof GatehouseError)) throw error;
-    process.stderr.write(`gatehouse serve: ${error.message}\n`);
-    return 1;
+}
+
+/**
+ * TERM, INT and HUP from before serve runs on: one that arrives during the
+ * start is kept (a HUP's default would kill the process) and acted on once
+ * the front runs, a stop before a reload.
+ */
+class EarlySignals {
+  #act: { stop(signal: NodeJS.Signals): void; reload(): void } | null = null;
+  #stopEarly: NodeJS.Signals | null = null;
+  #reloadEarly = false;
+
+  constructor() {
+    handleServeSignals({
+      stop: (signal) => (this.#act ? this.#act.stop(signal) : (this.#stopEarly = signal)),
+      reload: () => (this.#act ? this.#act.reload() : (this.#reloadEarly = true)),
+    });
   }
-  if (check) {
-    process.stdout.write(`${checkReport(config, file, plan).join('\n')}\n`);
-    return 0;
+
+  /** From now on the signals go to `act`; one kept from the start is acted on now. */
+  actOn(act: { stop(signal: NodeJS.Signals): void; reload(): void }): void {
+    this.#act = act;
+    if (this.#stopEarly) act.stop(this.#stopEarly);
+    else if (this.#reloadEarly) act.reload();
   }
-  if (config.workers > 1 && !worker) return superviseServeWorkers(config, argv, plan);
-  // Handlers first: a HUP or TERM that arrives while serve starts is kept for when it runs (HUP's default would kill it).
-  let act: { stop(signal: NodeJS.Signals): void; reload(): void } | null = null;
-  let stopEarly: NodeJS.Signals | null = null;
-  let reloadEarly = false;
-  handleServeSignals({
-    stop: (signal) => (act ? act.stop(signal) : (stopEarly = signal)),
-    reload: () => (act ? act.reload() : (reloadEarly = true)),
-  });
-  // The error log first, as root (like the sockets): the cgid daemon's records go to it from its start on.
-  let logger: Logger;
-  try {
-    logger = openLogger({ role: 'serve', level: config.logLevel, format: config.logFormat, target: config.errorLog });
-  } catch (error) {
-    process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
-    return 1;
+}
+
+/**
+ * One serving process from its log on: what it opens (metrics, the front)
+ * and the one way it ends (finish: stop reopening and answering, close the
+ * metrics and the log). A stop finishes the requests in flight, then the
+ * scripts and the socket keeper; a second stop exits at once.
+ */
+class ServeRun {
+  readonly #logger: Logger;
+  readonly #stopReopening: () => void;
+  #running: RunningFront | undefined;
+  #metrics: ServeMetricsListener | null = null;
+  #stopAnswering: (() => void) | null = null;
+  #stopping = false;
+
+  constructor(logger: Logger) {
+    this.#logger = logger;
+    // SIGUSR1 reopens the logs (and, listened for, no longer opens Node's inspector).
+    this.#stopReopening = onReopenSignal(async () => {
+      if (this.#running) await this.#running.front.reopenLogs();
+      else await logger.reopen();
+    });
   }
-  let running: RunningFront | undefined;
-  // SIGUSR1 reopens the logs (and, listened for, no longer opens Node's inspector).
-  const stopReopening = onReopenSignal(async () => {
-    if (running) await running.front.reopenLogs();
-    else await logger.reopen();
-  });
-  // Metrics first too (prom-client is loaded only now): the CGI handler takes its spawner metered.
-  // A --workers worker counts the same way but opens no listener: the supervisor's asks it over the IPC channel.
-  let metrics: ServeMetricsListener | null = null;
-  let stopAnswering: (() => void) | null = null;
-  const finish = async (status: number) => {
-    stopReopening();
-    stopAnswering?.();
-    await metrics?.close();
-    await logger.close();
+
+  async finish(status: number): Promise<number> {
+    this.#stopReopening();
+    this.#stopAnswering?.();
+    await this.#metrics?.close();
+    await this.#logger.close();
     return status;
-  };
-  if (config.metrics) {
-    try {
-      const { ServeMetricsListener } = await import('../metrics/serve.js');
-      metrics = await ServeMetricsListener.open(worker ? null : config.metrics, (line) => logger.warn(line));
-    } catch (error) {
-      process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
-      return finish(1);
-    }
   }
-  try {
-    const meter = metrics ? (spawner: ScriptSpawner) => metrics!.meter(spawner) : undefined;
-    running = await startFront(config, plan, logger, worker, meter);
-  } catch (error) {
-    process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
-    return finish(1);
+
+  /** A --workers worker counts the same way but opens no listener: the supervisor's asks it over the IPC channel. */
+  async openMetrics(config: ServeConfig, worker: ServeWorkerRole | null): Promise<void> {
+    if (!config.metrics) return;
+    const { ServeMetricsListener } = await import('../metrics/serve.js');
+    this.#metrics = await ServeMetricsListener.open(worker ? null : config.metrics, (line) => this.#logger.warn(line));
   }
-  const { front, scripts, addresses } = running;
-  for (const warning of plan.warnings) logger.warn(warning);
-  logger.info(
-    `${worker ? `worker ${worker.assignment.slot}: ` : ''}listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}${plan.account ? `; running as ${describeAccount(plan.account)}` : ''}`,
-  );
-  worker?.listening(addresses);
-  if (metrics) {
-    const listener = metrics;
+
+  async start(config: ServeConfig, plan: RunAsPlan, worker: ServeWorkerRole | null): Promise<void> {
+    const metrics = this.#metrics;
+    const meter = metrics ? (spawner: ScriptSpawner) => metrics.meter(spawner) : undefined;
+    this.#running = await startFront(config, plan, this.#logger, worker, meter);
+  }
+
+  /** Logs what serves where and as whom, serves the metrics, and tells systemd it is ready. */
+  announce(plan: RunAsPlan, worker: ServeWorkerRole | null): void {
+    const { scripts, addresses } = this.#running!;
+    const logger = this.#logger;
+    for (const warning of plan.warnings) logger.warn(warning);
+    logger.info(
+      `${worker ? `worker ${worker.assignment.slot}: ` : ''}listening on ${addresses.map(formatListenAddress).join(', ')}${scripts ? `; CGI scripts through the ${scripts.description}` : ''}${plan.account ? `; running as ${describeAccount(plan.account)}` : ''}`,
+    );
+    worker?.listening(addresses);
+    if (this.#metrics) this.#serveMetrics(this.#metrics, worker);
+    notifySystemd('READY=1', `STATUS=serving on ${addresses.map(formatListenAddress).join(', ')}`);
+  }
+
+  #serveMetrics(listener: ServeMetricsListener, worker: ServeWorkerRole | null): void {
+    const { front, scripts } = this.#running!;
     // The limiter and the FastCGI clients are read through the front at each scrape: a reload (SIGHUP) replaces them.
     listener.serve({
       servers: front.parts.servers,
@@ -280,54 +347,52 @@ export async function main(argv: string[]): Promise<number> {
       },
       daemon: scripts?.supervisor ?? null,
     });
-    if (worker) stopAnswering = worker.answerMetrics(() => listener.report());
-    logger.info(
+    if (worker) this.#stopAnswering = worker.answerMetrics(() => listener.report());
+    this.#logger.info(
       worker
         ? `worker ${worker.assignment.slot}: metrics counted for ${listener.describe()}`
         : `metrics on ${listener.describe()} (/metrics for Prometheus, /status for gatehouse status)`,
     );
   }
-  notifySystemd('READY=1', `STATUS=serving on ${addresses.map(formatListenAddress).join(', ')}`);
-  // A worker reloads its own share of the configuration (its inherited sockets, its share of the script limits).
-  const loadAgain = () => {
-    const next = loadServeConfig({ ...(file !== undefined ? { file } : {}), flags });
-    return worker ? worker.configure(next) : next;
-  };
-  const reloader = new Reloader(front, loadAgain, file);
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = (signal: NodeJS.Signals) => {
-      if (stopping) {
-        logger.warn(`${signal} again: exiting now`);
-        // The logs' exit hook writes what they still hold.
-        process.exit(1);
-      }
-      stopping = true;
-      notifySystemd('STOPPING=1');
-      logger.info(`${signal}: finishing requests in flight (up to ${front.config.shutdownGraceMs} ms), then exiting`);
-      front
-        .stop()
-        .then(() => scripts?.stop())
-        .then(async () => {
-          for (const line of (await running!.keeper?.release()) ?? []) logger.info(`socket keeper: ${line}`);
-        })
-        .then(
-          () => 0,
-          (error: unknown) => {
-            logger.error(`stop failed: ${(error as Error).message}`);
-            return 1;
-          },
-        )
-        .then((status) => {
-          logger.info('stopped');
-          return finish(status);
-        })
-        .then(resolve);
-    };
-    act = { stop, reload: () => reloader.request() };
-    if (stopEarly) stop(stopEarly);
-    else if (reloadEarly) reloader.request();
-  });
+
+  /** Serves, reloading on HUP, until TERM or INT; the exit status. */
+  untilStopped(signals: EarlySignals, loadAgain: () => ServeConfig, file: string | undefined): Promise<number> {
+    const reloader = new Reloader(this.#running!.front, loadAgain, file);
+    return new Promise<number>((resolve) => {
+      signals.actOn({ stop: (signal) => this.#stop(signal, resolve), reload: () => reloader.request() });
+    });
+  }
+
+  #stop(signal: NodeJS.Signals, resolve: (status: number) => void): void {
+    const logger = this.#logger;
+    if (this.#stopping) {
+      logger.warn(`${signal} again: exiting now`);
+      // The logs' exit hook writes what they still hold.
+      process.exit(1);
+    }
+    this.#stopping = true;
+    notifySystemd('STOPPING=1');
+    const { front, scripts, keeper } = this.#running!;
+    logger.info(`${signal}: finishing requests in flight (up to ${front.config.shutdownGraceMs} ms), then exiting`);
+    front
+      .stop()
+      .then(() => scripts?.stop())
+      .then(async () => {
+        for (const line of (await keeper?.release()) ?? []) logger.info(`socket keeper: ${line}`);
+      })
+      .then(
+        () => 0,
+        (error: unknown) => {
+          logger.error(`stop failed: ${(error as Error).message}`);
+          return 1;
+        },
+      )
+      .then((status) => {
+        logger.info('stopped');
+        return this.finish(status);
+      })
+      .then(resolve);
+  }
 }
 
 /**

@@ -51,8 +51,42 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
   for (const warning of config.warnings) log.warning(warning);
   // Installed first: a SIGTERM during the start is acted on once the pool runs, instead of killing the manager.
   const signals = new SignalQueue();
-  // Should the manager itself fail, its workers must not outlive it (nothing would supervise or stop them): they get
-  // SIGTERM here, and whatever is left of them SIGKILL from their lifelines once this process is gone (worker-process.ts).
+  stopWorkersWithManager(log);
+
+  const manager = new Manager(config, log);
+  try {
+    // 1. The socket: stale ones removed, live ones refused; mode 0660 from bind on; owned by -u.
+    await manager.openSockets();
+    // 2. What the jail will hide: the user's groups, /proc (to see whether a worker is idle, its CPU and memory).
+    //    The kernel's view of the socket (sock_diag: its listen queue, its connections) needs no file system.
+    const credentials = config.processUser ? resolveCredentials(config.processUser) : null;
+    manager.viewProcAndSocket();
+    // 3. The jail, then the privilege drop.
+    enterJailAndDropPrivileges(config.jail, credentials, log);
+    // 4. The pool.
+    await manager.startPool();
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    log.error(`cannot start: ${message}`);
+    await manager.abandonStart();
+    hooks.onReady?.(error instanceof Error ? error : new GatehouseError(ErrorCode.KFCGI_SETUP, message));
+    signals.close();
+    stopReopening();
+    await log.close();
+    return 1;
+  }
+  hooks.onReady?.(null);
+  const status = await manager.serve(signals);
+  stopReopening();
+  await log.close();
+  return status;
+}
+
+/**
+ * Should the manager itself fail, its workers must not outlive it (nothing would supervise or stop them): they get
+ * SIGTERM here, and whatever is left of them SIGKILL from their lifelines once this process is gone (worker-process.ts).
+ */
+function stopWorkersWithManager(log: Logger): void {
   process.on('uncaughtException', (error) => {
     log.error(`internal error, stopping every worker and exiting: ${error.stack ?? error.message}`);
     process.exit(70);
@@ -61,106 +95,131 @@ export async function runKfcgi(config: KfcgiConfig, hooks: RunHooks = {}): Promi
     const left = signalAllWorkers('SIGTERM');
     if (left > 0) signalAllWorkers('SIGCONT');
   });
+}
 
-  let listener: Listener | null = null;
-  let statusServer: StatusServer | null = null;
-  let pool: Pool | null = null;
-  let socketView: SocketView | null = null;
-  let metrics: KfcgiMetricsListener | null = null;
-  try {
-    // 1. The socket: stale ones removed, live ones refused; mode 0660 from bind on; owned by -u.
+/** chroot (unless the jail is /), then the user's groups, gid and uid (privileges.ts checks that root cannot come back). */
+function enterJailAndDropPrivileges(jail: string, credentials: Credentials | null, log: Logger): void {
+  enterJail(jail);
+  if (jail !== '/') log.info(`entered the jail ${jail}`);
+  if (credentials) {
+    dropPrivileges(credentials);
+    log.info(
+      `running as ${credentials.user.name} (uid ${credentials.user.uid}, gid ${credentials.user.gid}, groups ${credentials.groups.join(',')})`,
+    );
+  }
+}
+
+/**
+ * What the manager opens while it starts (the socket, the status socket, the
+ * metrics listener, the views of /proc and of the socket, the pool), held in
+ * one place so that one path closes them, whether the start fails half-way
+ * (abandonStart) or a signal stops the running pool (serve).
+ */
+class Manager {
+  #config: KfcgiConfig;
+  readonly #log: Logger;
+  #listener: Listener | null = null;
+  #statusServer: StatusServer | null = null;
+  #metrics: KfcgiMetricsListener | null = null;
+  #proc: ProcView | null = null;
+  #socketView: SocketView | null = null;
+  #pool: Pool | null = null;
+
+  constructor(config: KfcgiConfig, log: Logger) {
+    this.#config = config;
+    this.#log = log;
+  }
+
+  /** Step 1: the pool's socket (bound, or passed by systemd), the status socket and the metrics listener. */
+  async openSockets(): Promise<void> {
+    const config = this.#config;
     const backlog = config.backlog ?? systemMaxBacklog();
     const notes: string[] = [];
     // Started from a .socket unit (systemd's socket activation): the passed socket is the pool's, -s is not bound.
     const activated = activatedSockets();
-    listener =
+    const listener =
       activated.length > 0 ? adoptActivatedListener(activated, backlog) : openListener(config.listen, backlog, config.socketUser, notes);
-    if (activated.length > 0) config = { ...config, listen: listener.address };
-    if (config.statusPath) statusServer = openStatusSocket(config.statusPath, config.socketUser, notes);
-    for (const note of notes) log.notice(note);
-    metrics = await KfcgiMetricsListener.open(config, log);
-    log.info(
+    this.#listener = listener;
+    if (activated.length > 0) this.#config = { ...config, listen: listener.address };
+    if (config.statusPath) this.#statusServer = openStatusSocket(config.statusPath, config.socketUser, notes);
+    for (const note of notes) this.#log.notice(note);
+    this.#metrics = await KfcgiMetricsListener.open(this.#config, this.#log);
+    this.#log.info(
       activated.length > 0
         ? `listening on ${listener.describe()} (its mode, owner and backlog are the .socket unit's)`
         : `listening on ${listener.describe()}${config.listen.kind === 'unix' ? ` (mode ${KFCGI_SOCKET_MODE.toString(8)}${config.socketUser ? `, owner ${config.socketUser.name}` : ''})` : ''}, backlog ${backlog}`,
     );
-
-    // 2. What the jail will hide: the user's groups, /proc (to see whether a worker is idle, its CPU and memory).
-    //    The kernel's view of the socket (sock_diag: its listen queue, its connections) needs no file system.
-    const credentials: Credentials | null = config.processUser ? resolveCredentials(config.processUser) : null;
-    const proc = new ProcView();
-    socketView = new SocketView(listener, proc);
-
-    // 3. The jail, then the privilege drop.
-    enterJail(config.jail);
-    if (config.jail !== '/') log.info(`entered the jail ${config.jail}`);
-    if (credentials) {
-      dropPrivileges(credentials);
-      log.info(
-        `running as ${credentials.user.name} (uid ${credentials.user.uid}, gid ${credentials.user.gid}, groups ${credentials.groups.join(',')})`,
-      );
-    }
-
-    // 4. The pool.
-    const env = workerEnvironment(process.env, config.listen.kind === 'tcp' ? config.webServerAddrs : null);
-    pool = config.variable
-      ? new VariablePool(
-          {
-            workers: config.workers,
-            maxWorkers: config.maxWorkers,
-            idleSeconds: config.idleSeconds,
-            maxRequests: config.maxRequests,
-            connectionsPerWorker: config.connectionsPerWorker,
-            program: config.program,
-            args: config.args,
-            env,
-            allowedPeers: allowedPeers(config),
-          },
-          listener,
-          log,
-          proc,
-          socketView,
-        )
-      : new SharedSocketPool(
-          {
-            workers: config.workers,
-            maxWorkers: config.maxWorkers,
-            dynamic: config.dynamic,
-            idleSeconds: config.idleSeconds,
-            program: config.program,
-            args: config.args,
-            env,
-          },
-          listener,
-          log,
-          proc,
-          socketView,
-        );
-    // Metrics from the first worker on: a start that takes its time (the start-up check) is visible too.
-    metrics?.serve(pool, proc);
-    await pool.start();
-    const running = pool;
-    statusServer?.serve(() => running.status());
-  } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    log.error(`cannot start: ${message}`);
-    await pool?.stop();
-    socketView?.close();
-    await closeMetrics(log, metrics);
-    cleanup(log, listener, statusServer);
-    hooks.onReady?.(error instanceof Error ? error : new GatehouseError(ErrorCode.KFCGI_SETUP, message));
-    signals.close();
-    stopReopening();
-    await log.close();
-    return 1;
   }
-  hooks.onReady?.(null);
-  const status = await serveSignals(signals, pool, log, listener, statusServer);
-  await closeMetrics(log, metrics);
-  socketView.close();
-  stopReopening();
-  await log.close();
-  return status;
+
+  /** Step 2 (before the jail hides /proc): the views the pool sizes itself and the metrics report by. */
+  viewProcAndSocket(): void {
+    this.#proc = new ProcView();
+    this.#socketView = new SocketView(this.#listener!, this.#proc);
+  }
+
+  /** Step 4: the pool, its metrics from the first worker on, then the status socket's answers. */
+  async startPool(): Promise<void> {
+    const pool = createPool(this.#config, this.#listener!, this.#log, this.#proc!, this.#socketView!);
+    this.#pool = pool;
+    // Metrics from the first worker on: a start that takes its time (the start-up check) is visible too.
+    this.#metrics?.serve(pool, this.#proc!);
+    await pool.start();
+    this.#statusServer?.serve(() => pool.status());
+  }
+
+  /** After a failed start: stops and closes whatever did open, in the reverse order. */
+  async abandonStart(): Promise<void> {
+    await this.#pool?.stop();
+    this.#socketView?.close();
+    await closeMetrics(this.#log, this.#metrics);
+    cleanup(this.#log, this.#listener, this.#statusServer);
+  }
+
+  /** Runs the started pool until a stop signal, then closes the rest; the exit status. */
+  async serve(signals: SignalQueue): Promise<number> {
+    const status = await serveSignals(signals, this.#pool!, this.#log, this.#listener!, this.#statusServer);
+    await closeMetrics(this.#log, this.#metrics);
+    this.#socketView!.close();
+    return status;
+  }
+}
+
+/** A variable pool (-r: the manager hands connections to workers) or one whose workers share the socket (fixed, or -D). */
+function createPool(config: KfcgiConfig, listener: Listener, log: Logger, proc: ProcView, socketView: SocketView): Pool {
+  const env = workerEnvironment(process.env, config.listen.kind === 'tcp' ? config.webServerAddrs : null);
+  if (config.variable)
+    return new VariablePool(
+      {
+        workers: config.workers,
+        maxWorkers: config.maxWorkers,
+        idleSeconds: config.idleSeconds,
+        maxRequests: config.maxRequests,
+        connectionsPerWorker: config.connectionsPerWorker,
+        program: config.program,
+        args: config.args,
+        env,
+        allowedPeers: allowedPeers(config),
+      },
+      listener,
+      log,
+      proc,
+      socketView,
+    );
+  return new SharedSocketPool(
+    {
+      workers: config.workers,
+      maxWorkers: config.maxWorkers,
+      dynamic: config.dynamic,
+      idleSeconds: config.idleSeconds,
+      program: config.program,
+      args: config.args,
+      env,
+    },
+    listener,
+    log,
+    proc,
+    socketView,
+  );
 }
 
 function allowedPeers(config: KfcgiConfig): Set<string> | null {

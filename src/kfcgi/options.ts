@@ -375,6 +375,31 @@ function findUser(name: string, flag: string): UserEntry {
 }
 
 /**
+ * What validation found so far. Every check adds to it instead of throwing,
+ * so validateOptions() reports every problem at once (a user fixes them in one
+ * go); the checks run in a fixed order, which is the order of the lines.
+ */
+class Findings {
+  /** Fatal: the start is refused with all of them. */
+  readonly problems: string[] = [];
+  /** Options that do not apply: logged at start. */
+  readonly warnings: string[] = [];
+
+  /** Runs a check that throws UsageError, keeping its message as a problem; null when it failed. */
+  attempt<T>(check: () => T): T | null {
+    try {
+      return check();
+    } catch (error) {
+      if (error instanceof UsageError) {
+        this.problems.push(error.message);
+        return null;
+      }
+      throw error;
+    }
+  }
+}
+
+/**
  * Turns parsed options into a config, checking everything that can be
  * checked before touching the system. Throws UsageError with every problem
  * found (one per line) so a user fixes them in one go.
@@ -386,20 +411,49 @@ export function validateOptions(
   { socketActivated = false }: { socketActivated?: boolean } = {},
 ): KfcgiConfig {
   const { options, program } = commandLine;
-  const problems: string[] = [];
-  const warnings: string[] = [];
-  const attempt = <T>(check: () => T): T | null => {
-    try {
-      return check();
-    } catch (error) {
-      if (error instanceof UsageError) {
-        problems.push(error.message);
-        return null;
-      }
-      throw error;
-    }
+  const found = new Findings();
+  const pool = checkPoolKind(options, found);
+  if (program.length === 0)
+    found.problems.push('no prog given: name the FastCGI program to run, e.g. gatehouse kfcgi -d -p / -s /run/app.sock /usr/bin/php-cgi');
+  const jail = checkJail(options, found);
+  const sockets = checkSockets(options, socketActivated, found);
+  const errorLog = checkErrorLog(options, found);
+  const users = checkUsers(options, sockets.listen, found);
+  const webServerAddrs = checkWebServerAddrs(options, environment, sockets.listen, found);
+  const prog = checkProgram(program, jail, pool.variable, found);
+  if (found.problems.length > 0) throw new UsageError(found.problems);
+  return {
+    foreground: options.foreground === true,
+    verbose: options.verbose === true,
+    logLevel: (options['log-level'] as LogLevel | undefined) ?? (options.verbose === true ? 'debug' : DEFAULT_LOG_LEVEL),
+    logFormat: (options['log-format'] as LogFormat | undefined) ?? DEFAULT_LOG_FORMAT,
+    errorLog,
+    variable: pool.variable,
+    dynamic: pool.dynamic,
+    backlog: options.backlog ?? null,
+    workers: pool.workers,
+    maxWorkers: pool.variable || pool.dynamic ? pool.maxWorkers : pool.workers,
+    idleSeconds: options.wait ?? KFCGI_DEFAULT_IDLE_SECONDS,
+    maxRequests: options['max-requests'] ?? 0,
+    connectionsPerWorker: options['worker-connections'] ?? 1,
+    jail,
+    // Not null: a listen address that did not parse is a problem, and problems were thrown above.
+    listen: sockets.listen!,
+    statusPath: sockets.statusPath,
+    metrics: sockets.metrics,
+    socketUser: users.socketUser,
+    processUser: users.processUser,
+    webServerAddrs,
+    program: prog.inside,
+    programOutsideJail: prog.outside,
+    args: program.slice(1),
+    warnings: found.warnings,
   };
+}
 
+/** -r, -D, -n, -N and the options that apply to one kind of pool only. */
+function checkPoolKind(options: RawOptions, found: Findings) {
+  const { problems, warnings } = found;
   const variable = options.variable === true;
   const dynamic = options.dynamic === true;
   if (variable && dynamic)
@@ -426,17 +480,23 @@ export function validateOptions(
         '-R counts connections the manager hands to workers, which happens only in a variable pool: add -r (with a worker that implements the extension) or drop -R',
       );
   }
+  return { variable, dynamic, workers, maxWorkers };
+}
 
-  if (program.length === 0)
-    problems.push('no prog given: name the FastCGI program to run, e.g. gatehouse kfcgi -d -p / -s /run/app.sock /usr/bin/php-cgi');
-
+/** -p: an existing directory, and root to enter it (chroot(2)) unless it is /. */
+function checkJail(options: RawOptions, { problems }: Findings): string {
   const jail = resolve(options.jail ?? KFCGI_DEFAULT_JAIL);
   if (!existsSync(jail)) problems.push(`the jail ${jail} does not exist: create it, or pass -p DIR (-p / to run without a jail)`);
   else if (!statSync(jail).isDirectory()) problems.push(`the jail ${jail} is not a directory: pass -p DIR`);
   else if (jail !== '/' && !isRoot())
     problems.push(`entering the jail ${jail} needs root (chroot(2)): run as root, or pass -p / to run without a jail`);
+  return jail;
+}
 
-  const listen = attempt(() => {
+/** -s, -S and -M: each parses, its directory exists, and no two of them are the same socket. */
+function checkSockets(options: RawOptions, socketActivated: boolean, found: Findings) {
+  const { problems } = found;
+  const listen = found.attempt(() => {
     const address = parseListenAddress(options.socket ?? KFCGI_DEFAULT_SOCKET_PATH, KFCGI_SOCKET_ADDRESS);
     if (typeof address === 'string') throw new UsageError(`-s ${address}`);
     return address;
@@ -460,92 +520,87 @@ export function validateOptions(
   }
   if (metrics?.kind === 'tcp' && listen?.kind === 'tcp' && metrics.port === listen.port && metrics.port !== 0)
     problems.push(`-M ${metrics.host}:${metrics.port}: the port is the pool's own (-s); choose another`);
+  return { listen, statusPath, metrics };
+}
 
+/** -E: its directory exists (the file is opened at start). */
+function checkErrorLog(options: RawOptions, { problems }: Findings): string | null {
   const errorLog = options['error-log'] !== undefined ? resolve(options['error-log']) : null;
   if (errorLog !== null && !existsSync(dirname(errorLog)))
     problems.push(`-E ${errorLog}: the directory ${dirname(errorLog)} does not exist: create it or choose another log file`);
+  return errorLog;
+}
 
+/** -u and -U: existing users, and root to become or give a socket to another one. */
+function checkUsers(options: RawOptions, listen: ListenAddress | null, found: Findings) {
+  const { problems, warnings } = found;
   const currentUid = process.getuid?.() ?? 0;
-  const socketUser = options['socket-user'] !== undefined ? attempt(() => findUser(options['socket-user']!, '-u')) : null;
-  const processUser = options.user !== undefined ? attempt(() => findUser(options.user!, '-U')) : null;
+  const socketUser = options['socket-user'] !== undefined ? found.attempt(() => findUser(options['socket-user']!, '-u')) : null;
+  const processUser = options.user !== undefined ? found.attempt(() => findUser(options.user!, '-U')) : null;
   if (socketUser && socketUser.uid !== currentUid && !isRoot())
     problems.push(`-u ${socketUser.name}: giving the socket to another user needs root (chown(2)): run as root or drop -u`);
   if (processUser && processUser.uid !== currentUid && !isRoot())
     problems.push(`-U ${processUser.name}: switching to another user needs root (setuid(2)): run as root or drop -U`);
   if (socketUser && listen?.kind === 'tcp') warnings.push('-u sets the owner of a unix socket; with a TCP address it has no effect');
+  return { socketUser, processUser };
+}
 
-  let webServerAddrs = options['web-server-addrs'] ?? environment.FCGI_WEB_SERVER_ADDRS ?? null;
-  if (webServerAddrs !== null) {
-    const bad = webServerAddrs
-      .split(',')
-      .map((item) => item.trim())
-      // A zone index (fe80::1%eth0) is not part of a peer's address: refused here rather than at start.
-      .filter((item) => item !== '' && (!net.isIP(item) || item.includes('%')));
-    if (bad.length > 0)
-      problems.push(
-        `-a: ${bad.join(', ')} ${bad.length === 1 ? 'is not an IP address' : 'are not IP addresses'}; list numeric addresses separated by commas`,
-      );
-    if (listen?.kind === 'unix') {
-      if (options['web-server-addrs'] !== undefined)
-        warnings.push('-a (FCGI_WEB_SERVER_ADDRS) applies to TCP listeners only; ignored for a unix socket');
-      webServerAddrs = null;
-    }
+/** -a (or FCGI_WEB_SERVER_ADDRS): numeric addresses, for a TCP listener only; null when none apply. */
+function checkWebServerAddrs(
+  options: RawOptions,
+  environment: NodeJS.ProcessEnv,
+  listen: ListenAddress | null,
+  { problems, warnings }: Findings,
+): string | null {
+  const webServerAddrs = options['web-server-addrs'] ?? environment.FCGI_WEB_SERVER_ADDRS ?? null;
+  if (webServerAddrs === null) return null;
+  const bad = webServerAddrs
+    .split(',')
+    .map((item) => item.trim())
+    // A zone index (fe80::1%eth0) is not part of a peer's address: refused here rather than at start.
+    .filter((item) => item !== '' && (!net.isIP(item) || item.includes('%')));
+  if (bad.length > 0)
+    problems.push(
+      `-a: ${bad.join(', ')} ${bad.length === 1 ? 'is not an IP address' : 'are not IP addresses'}; list numeric addresses separated by commas`,
+    );
+  if (listen?.kind === 'unix') {
+    if (options['web-server-addrs'] !== undefined)
+      warnings.push('-a (FCGI_WEB_SERVER_ADDRS) applies to TCP listeners only; ignored for a unix socket');
+    return null;
   }
+  return webServerAddrs;
+}
 
-  let programInside = '';
-  let programOutside = '';
-  if (program.length > 0) {
-    programInside = isAbsolute(program[0]!) ? program[0]! : `/${program[0]!}`;
-    programOutside = jail === '/' ? programInside : join(jail, programInside);
-    if (!existsSync(programOutside)) {
-      problems.push(
-        jail === '/'
-          ? `prog ${programInside} does not exist`
-          : `prog ${programInside} was not found inside the jail ${jail} (looked for ${programOutside}): prog is run relative to the jail's root; copy it (and its libraries) there, or pass -p`,
-      );
-    } else {
-      let executable: boolean;
-      try {
-        accessSync(programOutside, fsConstants.X_OK);
-        executable = statSync(programOutside).isFile();
-      } catch {
-        executable = false;
-      }
-      if (!executable) problems.push(`prog ${programOutside} is not an executable file: chmod +x it or name the program itself`);
-      const name = basename(programInside);
-      if (variable && /^(php-cgi[\d.]*|fcgiwrap|spawn-fcgi)$/.test(name)) {
-        problems.push(
-          `-r: ${name} does not implement the FastCGI Extensions for Management Control (FCGI_LISTENSOCK_DESCRIPTORS), so it cannot serve a variable pool: drop -r to run it in a fixed pool, or use -D for a dynamic one`,
-        );
-      }
-    }
+/**
+ * prog: an executable file inside the jail (`inside` is its path as the
+ * workers see it, `outside` where it is now), and one that can serve the
+ * pool it is given. Empty paths when no prog was given (a problem already).
+ */
+function checkProgram(program: readonly string[], jail: string, variable: boolean, { problems }: Findings) {
+  if (program.length === 0) return { inside: '', outside: '' };
+  const inside = isAbsolute(program[0]!) ? program[0]! : `/${program[0]!}`;
+  const outside = jail === '/' ? inside : join(jail, inside);
+  if (!existsSync(outside)) {
+    problems.push(
+      jail === '/'
+        ? `prog ${inside} does not exist`
+        : `prog ${inside} was not found inside the jail ${jail} (looked for ${outside}): prog is run relative to the jail's root; copy it (and its libraries) there, or pass -p`,
+    );
+    return { inside, outside };
   }
-
-  if (problems.length > 0) throw new UsageError(problems);
-  return {
-    foreground: options.foreground === true,
-    verbose: options.verbose === true,
-    logLevel: (options['log-level'] as LogLevel | undefined) ?? (options.verbose === true ? 'debug' : DEFAULT_LOG_LEVEL),
-    logFormat: (options['log-format'] as LogFormat | undefined) ?? DEFAULT_LOG_FORMAT,
-    errorLog,
-    variable,
-    dynamic,
-    backlog: options.backlog ?? null,
-    workers,
-    maxWorkers: variable || dynamic ? maxWorkers : workers,
-    idleSeconds: options.wait ?? KFCGI_DEFAULT_IDLE_SECONDS,
-    maxRequests: options['max-requests'] ?? 0,
-    connectionsPerWorker: options['worker-connections'] ?? 1,
-    jail,
-    listen: listen!,
-    statusPath,
-    metrics,
-    socketUser,
-    processUser,
-    webServerAddrs,
-    program: programInside,
-    programOutsideJail: programOutside,
-    args: program.slice(1),
-    warnings,
-  };
+  let executable: boolean;
+  try {
+    accessSync(outside, fsConstants.X_OK);
+    executable = statSync(outside).isFile();
+  } catch {
+    executable = false;
+  }
+  if (!executable) problems.push(`prog ${outside} is not an executable file: chmod +x it or name the program itself`);
+  const name = basename(inside);
+  if (variable && /^(php-cgi[\d.]*|fcgiwrap|spawn-fcgi)$/.test(name)) {
+    problems.push(
+      `-r: ${name} does not implement the FastCGI Extensions for Management Control (FCGI_LISTENSOCK_DESCRIPTORS), so it cannot serve a variable pool: drop -r to run it in a fixed pool, or use -D for a dynamic one`,
+    );
+  }
+  return { inside, outside };
 }

@@ -435,73 +435,110 @@ export async function superviseServeWorkers(config: ServeConfig, argv: readonly 
       return 1;
     }
   }
-  const supervisor = new ServeSupervisor(config, argv, log, plan);
-  let started = false;
-  let stopRequested: NodeJS.Signals | null = null;
-  let stopping: Promise<number> | null = null;
-  let onStopped: (status: number) => void = () => {};
-  const done = new Promise<number>((resolve) => (onStopped = resolve));
-  const stopReopening = onReopenSignal(async () => {
-    const moved = logFilesOf(config).filter((file) => !existsSync(file));
-    await log.reopen();
-    handMovedLogsToWorkers(moved, plan.account, log);
-    const count = supervisor.signalWorkers('SIGUSR1');
-    log.info(`SIGUSR1: error log reopened; passed to ${count} worker(s)`);
-  });
-  const onHangup = () => {
-    notifySystemd(...reloadingStates());
-    const count = supervisor.signalWorkers('SIGHUP');
-    log.info(`SIGHUP: passed to ${count} worker(s), each of which reloads the configuration`);
-    notifySystemd('READY=1');
-  };
-  const stop = (signal: NodeJS.Signals) => {
-    if (!started) {
-      stopRequested = signal;
-      return;
-    }
-    if (stopping) {
-      log.warn(`${signal} again: the workers exit now, and so does the supervisor`);
-      supervisor.signalWorkers(signal);
-      process.exit(1);
-    }
-    notifySystemd('STOPPING=1');
-    log.info(`${signal}: the workers finish their requests in flight (up to ${config.shutdownGraceMs} ms), then exit`);
-    stopping = supervisor.stop(signal).then(
-      () => 0,
-      (error: unknown) => {
-        log.error(`stop failed: ${(error as Error).message}`);
-        return 1;
-      },
-    );
-    stopping.then(onStopped);
-  };
-  process.on('SIGHUP', onHangup);
-  for (const signal of STOP_SIGNALS) process.on(signal, stop);
-  const cleanUp = async (status: number) => {
-    process.off('SIGHUP', onHangup);
-    for (const signal of STOP_SIGNALS) process.off(signal, stop);
-    stopReopening();
-    await metrics?.close();
-    await log.close();
-    return status;
-  };
+  // Signals are handled from here on (a stop during the start is kept), before any worker starts.
+  const run = new SupervisorRun(new ServeSupervisor(config, argv, log, plan), config, plan.account, log, metrics);
   try {
-    const started = await supervisor.start();
-    log.info(started);
-    if (metrics) {
-      metrics.serve(supervisor);
-      log.info(
-        `metrics on ${metrics.describe()} (/metrics for Prometheus, /status for gatehouse status), the ${config.workers} workers' numbers added up`,
+    await run.start();
+  } catch (error) {
+    process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
+    return run.cleanUp(1);
+  }
+  return run.untilStopped();
+}
+
+/**
+ * The supervisor's signals and its one way out. Constructed, it handles
+ * SIGUSR1 (reopen, then pass on), SIGHUP (pass on) and the stop signals; a
+ * stop that comes before the workers run is kept and acted on once they do; a
+ * second stop passes the signal on and exits at once.
+ */
+class SupervisorRun {
+  readonly #supervisor: ServeSupervisor;
+  readonly #config: ServeConfig;
+  readonly #log: Logger;
+  readonly #metrics: SupervisorMetrics | null;
+  readonly #stopReopening: () => void;
+  readonly #onHangup = () => this.#hangup();
+  readonly #onStop = (signal: NodeJS.Signals) => this.#stop(signal);
+  #started = false;
+  #stopRequested: NodeJS.Signals | null = null;
+  #stopping: Promise<number> | null = null;
+  #onStopped: (status: number) => void = () => {};
+  readonly #done = new Promise<number>((resolve) => (this.#onStopped = resolve));
+
+  constructor(supervisor: ServeSupervisor, config: ServeConfig, account: Account | null, log: Logger, metrics: SupervisorMetrics | null) {
+    this.#supervisor = supervisor;
+    this.#config = config;
+    this.#log = log;
+    this.#metrics = metrics;
+    this.#stopReopening = onReopenSignal(async () => {
+      const moved = logFilesOf(config).filter((file) => !existsSync(file));
+      await log.reopen();
+      handMovedLogsToWorkers(moved, account, log);
+      const count = supervisor.signalWorkers('SIGUSR1');
+      log.info(`SIGUSR1: error log reopened; passed to ${count} worker(s)`);
+    });
+    process.on('SIGHUP', this.#onHangup);
+    for (const signal of STOP_SIGNALS) process.on(signal, this.#onStop);
+  }
+
+  /** The sockets, the daemon and the workers (ServeSupervisor.start), then the metrics served and systemd told. */
+  async start(): Promise<void> {
+    const started = await this.#supervisor.start();
+    this.#log.info(started);
+    if (this.#metrics) {
+      this.#metrics.serve(this.#supervisor);
+      this.#log.info(
+        `metrics on ${this.#metrics.describe()} (/metrics for Prometheus, /status for gatehouse status), the ${this.#config.workers} workers' numbers added up`,
       );
     }
     notifySystemd('READY=1', `STATUS=${started}`);
-  } catch (error) {
-    process.stderr.write(`gatehouse serve: ${(error as Error).message}\n`);
-    return cleanUp(1);
   }
-  started = true;
-  if (stopRequested) stop(stopRequested);
-  const status = await done;
-  log.info('stopped');
-  return cleanUp(status);
+
+  /** Runs until the workers stopped (a stop kept from the start acts now); the exit status. */
+  async untilStopped(): Promise<number> {
+    this.#started = true;
+    if (this.#stopRequested) this.#stop(this.#stopRequested);
+    const status = await this.#done;
+    this.#log.info('stopped');
+    return this.cleanUp(status);
+  }
+
+  async cleanUp(status: number): Promise<number> {
+    process.off('SIGHUP', this.#onHangup);
+    for (const signal of STOP_SIGNALS) process.off(signal, this.#onStop);
+    this.#stopReopening();
+    await this.#metrics?.close();
+    await this.#log.close();
+    return status;
+  }
+
+  #hangup(): void {
+    notifySystemd(...reloadingStates());
+    const count = this.#supervisor.signalWorkers('SIGHUP');
+    this.#log.info(`SIGHUP: passed to ${count} worker(s), each of which reloads the configuration`);
+    notifySystemd('READY=1');
+  }
+
+  #stop(signal: NodeJS.Signals): void {
+    if (!this.#started) {
+      this.#stopRequested = signal;
+      return;
+    }
+    if (this.#stopping) {
+      this.#log.warn(`${signal} again: the workers exit now, and so does the supervisor`);
+      this.#supervisor.signalWorkers(signal);
+      process.exit(1);
+    }
+    notifySystemd('STOPPING=1');
+    this.#log.info(`${signal}: the workers finish their requests in flight (up to ${this.#config.shutdownGraceMs} ms), then exit`);
+    this.#stopping = this.#supervisor.stop(signal).then(
+      () => 0,
+      (error: unknown) => {
+        this.#log.error(`stop failed: ${(error as Error).message}`);
+        return 1;
+      },
+    );
+    this.#stopping.then(this.#onStopped);
+  }
 }
