@@ -307,7 +307,17 @@ class Reader {
   }
 }
 
-class TruncatedPayload extends Error {}
+/**
+ * A field that runs past the end of the payload. Thrown by Reader and caught in
+ * decodeMessage, which answers with a ProtocolError instead: it never leaves
+ * this module, but it is a GatehouseError like every error src/ makes.
+ */
+class TruncatedPayload extends GatehouseError {
+  constructor() {
+    super(ErrorCode.CGID_PROTOCOL, 'cgid payload ends inside a field');
+    this.name = 'TruncatedPayload';
+  }
+}
 
 /** A decoded frame: header fields and the raw payload. */
 export interface Frame {
