@@ -44,16 +44,8 @@ import {
 } from '../sys/index.js';
 import { launchScript, type LaunchPolicy } from '../spawn/launcher.js';
 import { signalScript } from '../spawn/posix-spawner.js';
-import {
-  daemonProof,
-  decodeMessage,
-  encodeMessage,
-  FrameDecoder,
-  secretsEqual,
-  type CgidMessage,
-  type ScriptLimits,
-  type SpawnOrder,
-} from './protocol.js';
+import { daemonProof, decodeMessage, encodeMessage, FrameDecoder, secretsEqual, type CgidMessage } from './protocol.js';
+import type { ScriptLimits, SpawnOrder } from '../spawn/order.js';
 import { clearStaleSocket } from './socket-path.js';
 import type { LogLevel } from '../log/index.js';
 

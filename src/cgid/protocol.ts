@@ -25,11 +25,15 @@
  * daemon to signal a script's process group (the daemon knows whether the pid
  * is still its child, so a recycled pid is never signalled). ERROR ends the
  * connection with a reason (wrong token, wrong version, malformed frame).
+ *
+ * What a spawn order holds (src/spawn/order.ts) belongs to spawning, not to
+ * this wire: the daemon and a front spawning in-process launch the same orders.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { CGID_MAX_FRAME_BYTES } from '../limits.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
 import type { EnvironmentValue } from '../cgi/environment.js';
+import type { ScriptLimits, SpawnOrder } from '../spawn/order.js';
 
 export const CGID_PROTOCOL_VERSION = 2;
 export const CGID_MAGIC = 0x4763;
@@ -46,43 +50,6 @@ export const MessageType = {
   EXITED: 7,
   ERROR: 8,
 } as const;
-
-/** Per-script resource limits (Apache's RLimitCPU, RLimitMEM, RLimitNPROC, plus open files and output). 0 means no limit. */
-export interface ScriptLimits {
-  /** RLIMIT_CPU, seconds. */
-  cpuSeconds: number;
-  /** RLIMIT_AS, bytes. */
-  memoryBytes: number;
-  /** RLIMIT_NPROC: processes of the script's user. */
-  processes: number;
-  /** RLIMIT_NOFILE. */
-  openFiles: number;
-  /** stdout bytes (head included) before the script's group is killed and its output cut. */
-  outputBytes: number;
-}
-
-export const NO_LIMITS: ScriptLimits = { cpuSeconds: 0, memoryBytes: 0, processes: 0, openFiles: 0, outputBytes: 0 };
-
-/** suexec: run the script as this user and group; it must lie inside `root`. */
-export interface RunAs {
-  user: string;
-  group: string;
-  root: string;
-}
-
-export interface SpawnOrder {
-  file: string;
-  argv: string[];
-  cwd: string;
-  /**
-   * NAME=VALUE, the whole environment, as the bytes execve passes. A decoded
-   * order keeps a NUL after each entry in memory, so posix_spawn takes them as
-   * they are.
-   */
-  env: Buffer[];
-  limits: ScriptLimits;
-  runAs: RunAs | null;
-}
 
 /** The environment of a spawn order to send: NAME=VALUE entries in bytes, or the environment record itself. */
 export type WireEnvironment = readonly Uint8Array[] | Readonly<Record<string, EnvironmentValue>>;
@@ -340,7 +307,17 @@ class Reader {
   }
 }
 
-class TruncatedPayload extends Error {}
+/**
+ * A field that runs past the end of the payload. Thrown by Reader and caught in
+ * decodeMessage, which answers with a ProtocolError instead: it never leaves
+ * this module, but it is a GatehouseError like every error src/ makes.
+ */
+class TruncatedPayload extends GatehouseError {
+  constructor() {
+    super(ErrorCode.CGID_PROTOCOL, 'cgid payload ends inside a field');
+    this.name = 'TruncatedPayload';
+  }
+}
 
 /** A decoded frame: header fields and the raw payload. */
 export interface Frame {
@@ -474,16 +451,4 @@ export class FrameDecoder {
     this.#pending = Buffer.alloc(0);
     return { frames, error: this.#failed };
   }
-}
-
-/** The environment record as NAME=VALUE entries, in bytes (what execve takes): text as UTF-8, bytes as they are. */
-export function environmentList(env: Readonly<Record<string, EnvironmentValue>>): Buffer[] {
-  const list: Buffer[] = [];
-  for (const name in env) {
-    const value = env[name]!;
-    list.push(
-      typeof value === 'string' ? Buffer.from(`${name}=${value}`, 'utf8') : Buffer.concat([Buffer.from(`${name}=`, 'utf8'), value]),
-    );
-  }
-  return list;
 }

@@ -11,7 +11,7 @@ import { runAsFor, type SpawnPolicy } from '../spawn/posix-spawner.js';
 import { capOutput, createScriptStdio } from '../spawn/stdio.js';
 import type { LogLevel } from '../log/index.js';
 import type { CgidConnection } from './client.js';
-import type { ScriptLimits } from './protocol.js';
+import type { ScriptLimits } from '../spawn/order.js';
 
 export interface RemoteSpawnContext {
   limits: ScriptLimits;

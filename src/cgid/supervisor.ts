@@ -28,7 +28,7 @@ import { CgidConnection } from './client.js';
 import { spawnThroughDaemon } from './remote-spawn.js';
 import { newInstanceToken } from './daemon.js';
 import type { SpawnPolicy } from '../spawn/posix-spawner.js';
-import { NO_LIMITS, type ScriptLimits } from './protocol.js';
+import { NO_LIMITS, type ScriptLimits } from '../spawn/order.js';
 import { type LogLevel, type LogRecord, parseJsonRecord } from '../log/index.js';
 
 export interface SupervisorOptions {

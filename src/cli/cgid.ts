@@ -13,7 +13,7 @@ import { CgidDaemon, newInstanceToken } from '../cgid/daemon.js';
 import type { FaceMetrics } from '../metrics/cgid.js';
 import { PosixSpawnSpawner } from '../spawn/posix-spawner.js';
 import { SocketKeeper } from '../cgid/socket-keeper.js';
-import type { ScriptLimits } from '../cgid/protocol.js';
+import type { ScriptLimits } from '../spawn/order.js';
 import { checkSocketPlace, defaultRuntimeDirectory, ensureRuntimeDirectory, scriptSockPath } from '../cgid/socket-path.js';
 import { type LongOption, optionHelpRows, readOptionValues, splitLongOptions } from '../options/command-line.js';
 import { formatListenAddress, LISTEN_ADDRESS, METRICS_ADDRESS, type ListenAddress } from '../options/listen-address.js';

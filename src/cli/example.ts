@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadServeConfig } from '../config/load.js';
-import type { FrontSpawner } from '../spawn/modes.js';
+import type { FrontSpawner } from '../serve/front-spawner.js';
 import { onReopenSignal, openLogger } from '../log/index.js';
 import { formatListenAddress } from '../options/listen-address.js';
 import { ErrorCode, GatehouseError, UsageError } from '../errors.js';

@@ -9,7 +9,7 @@ import { GatehouseFront } from '../http/server.js';
 import { type LongOption, optionHelpRows, splitLongOptions } from '../options/command-line.js';
 import { formatListenAddress, type ListenAddress } from '../options/listen-address.js';
 import { frontSpawnSettings } from '../config/spawn-settings.js';
-import { startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
+import { startFrontSpawner, type FrontSpawner } from '../serve/front-spawner.js';
 import { ConfigError, ErrorCode, GatehouseError, UsageError } from '../errors.js';
 import { SocketKeeper } from '../cgid/socket-keeper.js';
 import { dropPrivileges, notifySystemd, reloadingStates, runsAs, takeSystemdEnvironment } from '../sys/index.js';

@@ -12,7 +12,7 @@
  */
 import { CgidConnection } from '../cgid/client.js';
 import { killGroup, spawnThroughDaemon } from '../cgid/remote-spawn.js';
-import { NO_LIMITS, type ScriptLimits } from '../cgid/protocol.js';
+import { NO_LIMITS, type ScriptLimits } from '../spawn/order.js';
 import type { SpawnPolicy } from '../spawn/posix-spawner.js';
 import type { ScriptSpawner, SpawnedScript, SpawnRequest } from '../spawn/spawner.js';
 import type { LogLevel } from '../log/index.js';

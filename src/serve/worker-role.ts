@@ -19,8 +19,8 @@
  */
 import type { ServeConfig } from '../config/schema.js';
 import { frontSpawnSettings } from '../config/spawn-settings.js';
-import { NO_LIMITS } from '../cgid/protocol.js';
-import { startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
+import { NO_LIMITS } from '../spawn/order.js';
+import { startFrontSpawner, type FrontSpawner } from './front-spawner.js';
 import type { ListenAddress } from '../options/listen-address.js';
 import { formatListenAddress } from '../options/listen-address.js';
 import type { Logger } from '../log/index.js';

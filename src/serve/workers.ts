@@ -46,7 +46,7 @@ import {
 } from '../limits.js';
 import { type Logger, onReopenSignal, openLogger } from '../log/index.js';
 import { formatListenAddress, type ListenAddress, parseListenAddress } from '../options/listen-address.js';
-import { startFrontSpawner, type FrontSpawner } from '../spawn/modes.js';
+import { startFrontSpawner, type FrontSpawner } from './front-spawner.js';
 import {
   claimUnixSocketPath,
   closeDescriptor,

@@ -17,7 +17,7 @@ import { refuseShellFallback, SpawnError } from './spawner.js';
 import { CGID_PRLIMIT_PATH, CGID_SETPRIV_PATH, CGID_SUEXEC_MIN_GID, CGID_SUEXEC_MIN_UID } from '../limits.js';
 import { lookupGroupId, lookupUser, SysError } from '../sys/index.js';
 import { posixSpawnAsync } from '../sys/index.js';
-import type { RunAs, ScriptLimits, SpawnOrder } from '../cgid/protocol.js';
+import type { RunAs, ScriptLimits, SpawnOrder } from './order.js';
 import type { LogLevel } from '../log/index.js';
 
 export interface LaunchPolicy {

@@ -7,7 +7,7 @@
 import { SpawnError, type ScriptExit, type ScriptSpawner, type SpawnedScript, type SpawnRequest } from './spawner.js';
 import { watchChildExit } from '../sys/index.js';
 import { launchScript, type LaunchPolicy } from './launcher.js';
-import { environmentList, NO_LIMITS, type RunAs, type ScriptLimits } from '../cgid/protocol.js';
+import { environmentList, NO_LIMITS, type RunAs, type ScriptLimits } from './order.js';
 import { capOutput, createScriptStdio } from './stdio.js';
 
 /** suexec for a route: scripts under `directory` run as `user`:`group`. */

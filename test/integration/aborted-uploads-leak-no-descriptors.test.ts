@@ -21,7 +21,6 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { chmodSync, cpSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { encodeBeginRequest, encodeParamsRecords, encodeRecord } from '../../src/fastcgi/records.js';
 import { RecordType, Role } from '../../src/fastcgi/protocol.js';
@@ -29,6 +28,7 @@ import { startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { RawFastCGIPeer } from '../kit/raw-fastcgi.js';
 import { asRootOnPurpose, startGatehouse } from '../kit/serve.js';
+import { waitFor } from '../kit/wait.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const FIXTURES = fileURLToPath(new URL('../../../test/fixtures/cgi-bin/', import.meta.url));
@@ -62,26 +62,28 @@ function describeDescriptors(pid: number): string {
  * reaped and their pipes closed), read as the same value several times in a row.
  */
 async function settledCount(pid: number): Promise<number> {
-  const deadline = Date.now() + BOUND_MS;
-  let last = openDescriptors(pid);
-  for (let same = 0; same < 4 && Date.now() < deadline; ) {
-    await sleep(25);
-    const now = openDescriptors(pid);
-    same = now === last ? same + 1 : 0;
-    last = now;
-  }
-  return last;
+  let last: number | null = null;
+  let same = 0;
+  return waitFor(
+    () => {
+      const now = openDescriptors(pid);
+      same = now === last ? same + 1 : 0;
+      last = now;
+      // The first read, then four more (the kit's polls) that found the same count.
+      return same >= 4 && { count: now };
+    },
+    `the descriptor count of pid ${pid} to settle`,
+    { timeoutMs: BOUND_MS, context: () => `last count ${last} (${describeDescriptors(pid)})` },
+  ).then(({ count }) => count);
 }
 
-/** Waits (bounded) for the count to come back to `before`, then asserts it did. */
+/** Waits (bounded) for the count to come back to `before`; fails naming what is still open when it does not. */
 async function assertDescriptorsBack(pid: number, before: number, pattern: string): Promise<void> {
-  const deadline = Date.now() + BOUND_MS;
-  let now = openDescriptors(pid);
-  while (now > before && Date.now() < deadline) {
-    await sleep(50);
-    now = openDescriptors(pid);
-  }
-  assert.ok(now <= before, `${pattern}: ${now - before} descriptor(s) still open after ${BATCH} requests (${describeDescriptors(pid)})`);
+  await waitFor(() => openDescriptors(pid) <= before, `${pattern}: the descriptor count back to ${before}`, {
+    timeoutMs: BOUND_MS,
+    context: () =>
+      `${pattern}: ${openDescriptors(pid) - before} descriptor(s) still open after ${BATCH} requests (${describeDescriptors(pid)})`,
+  });
 }
 
 /** A raw client connection: bytes out, everything received kept, waits on what arrived. */
@@ -115,12 +117,12 @@ class RawClient {
 
   /** Waits until what was received satisfies `ready`; fails if the server closes first or nothing comes in time. */
   async waitFor(ready: (received: Buffer) => boolean, what: string): Promise<void> {
-    const deadline = Date.now() + BOUND_MS;
-    while (!ready(this.received)) {
-      if (this.closed) throw new Error(`the server closed the connection before ${what}; got ${JSON.stringify(this.text().slice(0, 300))}`);
-      if (Date.now() > deadline) throw new Error(`no ${what} in time; got ${JSON.stringify(this.text().slice(0, 300))}`);
-      await Promise.race([once(this.socket, 'progress'), sleep(200)]);
-    }
+    await waitFor(() => ready(this.received), what, {
+      timeoutMs: BOUND_MS,
+      wakeOn: { emitter: this.socket, events: ['progress'] },
+      giveUpIf: () => this.closed && 'the server closed the connection',
+      context: () => `got ${JSON.stringify(this.text().slice(0, 300))}`,
+    });
   }
 
   text(): string {

@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CgidConnection } from '../../src/cgid/client.js';
-import { startProcess, tempDir, waitForListener, type RunningProcess } from '../kit/process.js';
+import { isRunning, startProcess, tempDir, waitForListener, type RunningProcess } from '../kit/process.js';
+import { waitFor } from '../kit/wait.js';
 import { GATEHOUSE_MAIN } from '../kit/paths.js';
 
 /** A daemon that makes its own token (no $GATEHOUSE_CGID_TOKEN, no --token-file): it writes SOCKET.token. */
@@ -21,9 +22,12 @@ function startDaemon(t: TestContext, socket: string): RunningProcess {
 
 async function waitReady(daemon: RunningProcess, socket: string): Promise<void> {
   await waitForListener({ path: socket }, { process: daemon, timeoutMs: 20_000 });
-  for (let waited = 0; !/ready \d+/.test(daemon.output()) && waited < 20_000; waited += 25)
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  assert.match(daemon.output(), /ready \d+/);
+  // The daemon listens before it logs that it is ready.
+  await waitFor(() => /ready \d+/.test(daemon.output()), "the daemon's ready line", {
+    timeoutMs: 20_000,
+    context: daemon.output,
+    giveUpIf: () => !isRunning(daemon.child) && 'the daemon exited',
+  });
 }
 
 test("a second daemon on a live socket is refused and leaves the live daemon's token file as it was", async (t) => {

@@ -10,7 +10,9 @@ import { join } from 'node:path';
 import net from 'node:net';
 import { tempDir } from '../kit/process.js';
 import { readStatus } from '../../src/kfcgi/status.js';
-import { buildFixtures, cgiFcgi, processExists, runKfcgiCommand, waitFor } from '../fixtures/kfcgi/harness.js';
+import { buildFixtures, cgiFcgi, runKfcgiCommand } from '../kit/kfcgi.js';
+import { processExists } from '../kit/proc.js';
+import { waitFor } from '../kit/wait.js';
 
 const isRoot = process.getuid?.() === 0;
 

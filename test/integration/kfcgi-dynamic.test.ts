@@ -16,7 +16,8 @@ import { startNginx, NGINX_FASTCGI_PARAMS } from '../kit/nginx.js';
 import { httpRequest } from '../kit/http.js';
 import { requireProgram, tempDir } from '../kit/process.js';
 import { readStatus } from '../../src/kfcgi/status.js';
-import { buildFixtures, cgiFcgi, startKfcgi, statusWhen, waitFor } from '../fixtures/kfcgi/harness.js';
+import { buildFixtures, cgiFcgi, startKfcgi, statusWhen } from '../kit/kfcgi.js';
+import { waitFor } from '../kit/wait.js';
 
 function procState(pid: number): string {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -74,9 +75,9 @@ for (const subject of programs) {
 
     const shrunk = await statusWhen(status, (now) => now.released === 3, 'the three extra workers released', kfcgi.output);
     assert.equal(shrunk.workers, 1);
-    await waitFor(() => kfcgi.workers().length === 1, 'one worker process', kfcgi.output);
+    await waitFor(() => kfcgi.workers().length === 1, 'one worker process', { context: kfcgi.output });
     assert.equal(shrunk.respawns, 0, 'released workers are not respawned');
-    await waitFor(() => /releasing \(no CPU used for 1 s\)/.test(kfcgi.output()), 'the release logged', kfcgi.output);
+    await waitFor(() => /releasing \(no CPU used for 1 s\)/.test(kfcgi.output()), 'the release logged', { context: kfcgi.output });
     // Still serving after the shrink.
     const after = await httpRequest(`${nginx.url}/`);
     assert.equal(after.status, 200);
@@ -94,15 +95,13 @@ test('-D never releases a worker that holds a connection, however long it uses n
   // Two long requests: the pool grows to two workers, both sleeping with a connection (no CPU for -w seconds).
   const requests = [cgiFcgi(socket, { QUERY_STRING: 'sleep=4000' }), cgiFcgi(socket, { QUERY_STRING: 'sleep=4000' })];
   // The event that would release a busy worker: the manager picking it as idle by CPU. It must keep it.
-  await waitFor(
-    () => /used no CPU for 1 s but holds a connection; kept/.test(kfcgi.output()),
-    'an idle-by-CPU worker checked',
-    kfcgi.output,
-  );
+  await waitFor(() => /used no CPU for 1 s but holds a connection; kept/.test(kfcgi.output()), 'an idle-by-CPU worker checked', {
+    context: kfcgi.output,
+  });
   for (const response of await Promise.all(requests)) assert.match(response, /hello from libfcgi/);
   assert.doesNotMatch(kfcgi.output(), /releasing .* \d+ connection/);
   // Once the requests are done, the extra worker goes.
-  await waitFor(() => kfcgi.workers().length === 1, 'the extra worker released', kfcgi.output);
+  await waitFor(() => kfcgi.workers().length === 1, 'the extra worker released', { context: kfcgi.output });
 });
 
 test('status: the listen queue with a known number of waiting connections, workers by state, respawns by cause, CPU and memory', async (t) => {
@@ -134,7 +133,7 @@ test('status: the listen queue with a known number of waiting connections, worke
   const before = await readStatus(status);
   process.kill(idleWorker, 'SIGSTOP');
   // Stopped for real before the first connect (a blocked accept() woken by a connection takes it before it stops).
-  await waitFor(() => procState(idleWorker) === 'T', 'the idle worker stopped', kfcgi.output);
+  await waitFor(() => procState(idleWorker) === 'T', 'the idle worker stopped', { context: kfcgi.output });
   const waiting: net.Socket[] = [];
   t.after(() => {
     for (const connection of waiting) connection.destroy();

@@ -10,20 +10,10 @@ import { statSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startNginx, NGINX_FASTCGI_PARAMS } from '../kit/nginx.js';
 import { httpRequest } from '../kit/http.js';
-import { requireProgram, tempDir } from '../kit/process.js';
-import {
-  buildFixtures,
-  buildJail,
-  cgiFcgi,
-  nodeWorker,
-  procRoot,
-  procStatusField,
-  processExists,
-  socketsOf,
-  startKfcgi,
-  waitFor,
-  steadyLoad,
-} from '../fixtures/kfcgi/harness.js';
+import { freePort, requireProgram, tempDir } from '../kit/process.js';
+import { buildFixtures, buildJail, cgiFcgi, nodeWorker, runKfcgiCommand, startKfcgi, steadyLoad } from '../kit/kfcgi.js';
+import { processExists, procRoot, procStatusField, socketsOf } from '../kit/proc.js';
+import { waitFor } from '../kit/wait.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -105,12 +95,14 @@ test('a worker killed with SIGKILL is started again and the next requests are se
   const kfcgi = await startKfcgi(t, ['-p', '/', '-n', '2', '-s', socket, fixtures.hello], { socket, expectWorkers: 2 });
   const before = kfcgi.workers();
   process.kill(before[0]!, 'SIGKILL');
-  await waitFor(() => kfcgi.workers().length === 2 && !kfcgi.workers().includes(before[0]!), 'a replacement worker', kfcgi.output);
+  await waitFor(() => kfcgi.workers().length === 2 && !kfcgi.workers().includes(before[0]!), 'a replacement worker', {
+    context: kfcgi.output,
+  });
   const after = kfcgi.workers();
   assert.ok(after.includes(before[1]!));
   for (let i = 0; i < 10; i += 1) assert.match(await cgiFcgi(socket), /hello from libfcgi/);
   const killedLine = new RegExp(`worker ${before[0]}: killed by SIGKILL`);
-  await waitFor(() => killedLine.test(kfcgi.output()), 'the kill logged', kfcgi.output);
+  await waitFor(() => killedLine.test(kfcgi.output()), 'the kill logged', { context: kfcgi.output });
 });
 
 for (const subject of [
@@ -136,12 +128,12 @@ for (const subject of [
     const nginx = await startNginx(t, nginxFor(socket, subject.kind === 'php' ? fixtures.phpScript : '/x'));
     const before = kfcgi.workers();
     const load = steadyLoad(nginx.url, 6);
-    await waitFor(() => load.served() >= 25, 'the load to run', kfcgi.output);
+    await waitFor(() => load.served() >= 25, 'the load to run', { context: kfcgi.output });
     process.kill(kfcgi.pid, 'SIGHUP');
-    await waitFor(() => /SIGHUP: restart done/.test(kfcgi.output()), 'the restart to finish', kfcgi.output, 60_000);
+    await waitFor(() => /SIGHUP: restart done/.test(kfcgi.output()), 'the restart to finish', { context: kfcgi.output, timeoutMs: 60_000 });
     // Requests go on being served by the new workers.
     const afterRestart = load.served();
-    await waitFor(() => load.served() >= afterRestart + 25, 'requests served after the restart', kfcgi.output);
+    await waitFor(() => load.served() >= afterRestart + 25, 'requests served after the restart', { context: kfcgi.output });
     const { ok, failures } = await load.stop();
     const after = kfcgi.workers();
     assert.equal(after.length, 3);
@@ -168,7 +160,6 @@ test('SIGTERM stops the workers, removes the socket and exits 0 with no process 
 
 test('-s host:port listens on TCP and passes FCGI_WEB_SERVER_ADDRS (-a) to the workers', async (t) => {
   const fixtures = buildFixtures(t);
-  const { freePort } = await import('../kit/process.js');
   const port = await freePort();
   const kfcgi = await startKfcgi(t, ['-p', '/', '-n', '2', '-s', `127.0.0.1:${port}`, '-a', '127.0.0.1', fixtures.hello], {
     socket: { host: '127.0.0.1', port },
@@ -187,7 +178,6 @@ test('an existing socket: a stale one is replaced, a live one is refused', async
   const fixtures = buildFixtures(t);
   const socket = join(tempDir(t), 'app.sock');
   const first = await startKfcgi(t, ['-p', '/', '-n', '1', '-s', socket, fixtures.hello], { socket, expectWorkers: 1 });
-  const { runKfcgiCommand } = await import('../fixtures/kfcgi/harness.js');
   const refused = await runKfcgiCommand(['-d', '-p', '/', '-n', '1', '-s', socket, fixtures.hello]);
   assert.notEqual(refused.status, 0);
   assert.match(refused.output, /another server is accepting connections on .*app\.sock/);
@@ -200,7 +190,7 @@ test('an existing socket: a stale one is replaced, a live one is refused', async
   assert.ok(existsSync(socket));
   const second = await startKfcgi(t, ['-p', '/', '-n', '1', '-s', socket, fixtures.hello], { socket, expectWorkers: 1 });
   // Logged before the socket was bound, written out on a later turn of the manager's event loop.
-  await waitFor(() => /removed stale socket/.test(second.output()), 'the stale socket to be reported', second.output);
+  await waitFor(() => /removed stale socket/.test(second.output()), 'the stale socket to be reported', { context: second.output });
   assert.match(await cgiFcgi(socket), /hello from libfcgi/);
 });
 
@@ -248,7 +238,7 @@ test('-U runs the workers as that user (groups, gid, uid); -u gives the socket t
   // Jailed and unprivileged, the manager still sees (through /proc opened before the jail) whether a worker is idle.
   const before = kfcgi.workers();
   process.kill(kfcgi.pid, 'SIGHUP');
-  await waitFor(() => /SIGHUP: restart done/.test(kfcgi.output()), 'the restart', kfcgi.output, 30_000);
+  await waitFor(() => /SIGHUP: restart done/.test(kfcgi.output()), 'the restart', { context: kfcgi.output, timeoutMs: 30_000 });
   assert.doesNotMatch(kfcgi.output(), /still busy after/);
   const after = kfcgi.workers();
   assert.equal(after.length, 2);
@@ -279,11 +269,9 @@ test('the manager holds no connection: a busy worker has it, the manager does no
   const workerBefore = socketsOf(worker!);
   const pending = cgiFcgi(socket, { QUERY_STRING: 'sleep=2000' });
   // The event after which the manager could hold the connection: the worker has accepted it.
-  await waitFor(
-    () => socketsOf(worker!).some((inode) => !workerBefore.includes(inode)),
-    'the worker to accept the connection',
-    kfcgi.output,
-  );
+  await waitFor(() => socketsOf(worker!).some((inode) => !workerBefore.includes(inode)), 'the worker to accept the connection', {
+    context: kfcgi.output,
+  });
   assert.deepEqual(
     socketsOf(kfcgi.pid).filter((inode) => !before.includes(inode)),
     [],

@@ -10,17 +10,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { requireProgram, tempDir, type Cleanup } from '../kit/process.js';
-import {
-  buildFixtures,
-  buildJail,
-  cgiFcgi,
-  descendantsOf,
-  processExists,
-  procStatusField,
-  runKfcgiCommand,
-  startKfcgi,
-  waitFor,
-} from '../fixtures/kfcgi/harness.js';
+import { buildFixtures, buildJail, cgiFcgi, runKfcgiCommand, startKfcgi } from '../kit/kfcgi.js';
+import { descendantsOf, processExists, procStatusField } from '../kit/proc.js';
+import { waitFor } from '../kit/wait.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -46,7 +38,7 @@ async function waitUntilArmed(manager: { output: () => string }, count: number):
   await waitFor(
     () => (manager.output().match(/worker \d+: started/g) ?? []).length >= count,
     `the manager to log ${count} workers as started`,
-    manager.output,
+    { context: manager.output },
   );
 }
 
@@ -56,9 +48,11 @@ async function killManagerAndWait(manager: number, processes: number[], context:
   await waitFor(
     () => !processExists(manager) && processes.every((pid) => !processExists(pid)),
     `every worker process to die with the manager (of ${[manager, ...processes].join(' ')})`,
-    // Read when the wait fails: which of them are still there after the deadline.
-    () => `still running: ${[manager, ...processes].filter(processExists).join(' ') || 'none'}\n${context()}`,
-    10_000,
+    {
+      // Read when the wait fails: which of them are still there after the deadline.
+      context: () => `still running: ${[manager, ...processes].filter(processExists).join(' ') || 'none'}\n${context()}`,
+      timeoutMs: 10_000,
+    },
   );
 }
 
@@ -71,7 +65,7 @@ test('kill -9 of the manager: php-cgi workers and the children they forked (PHP_
   assert.match(await cgiFcgi(socket, { SCRIPT_FILENAME: fixtures.phpScript }), /hello from php-cgi/);
   const workers = first.workers();
   // Each php-cgi worker forks two children that accept on the socket; they are what would keep serving.
-  await waitFor(() => descendantsOf(first.pid).length === 9, 'three workers with two children each', first.output);
+  await waitFor(() => descendantsOf(first.pid).length === 9, 'three workers with two children each', { context: first.output });
   const processes = descendantsOf(first.pid);
   killLeftovers(t, () => processes);
   for (const worker of workers) assert.ok(descendantsOf(worker).length === 2, `worker ${worker} has its two children`);
@@ -80,7 +74,9 @@ test('kill -9 of the manager: php-cgi workers and the children they forked (PHP_
 
   const second = await startKfcgi(t, ['-p', '/', '-n', '3', '-s', socket, php], { socket, env, expectWorkers: 3 });
   // Log lines are written asynchronously: wait for the line rather than read the output once.
-  await waitFor(() => /removed stale socket/.test(second.output()), 'the manager to log that it removed the stale socket', second.output);
+  await waitFor(() => /removed stale socket/.test(second.output()), 'the manager to log that it removed the stale socket', {
+    context: second.output,
+  });
   assert.match(await cgiFcgi(socket, { SCRIPT_FILENAME: fixtures.phpScript }), /hello from php-cgi/);
 });
 
@@ -92,18 +88,16 @@ test('kill -9 of a daemonised manager (no -d): its libfcgi workers die with it; 
   const manager = Number(/running in the background as pid (\d+)/.exec(started.output)?.[1]);
   let processes: number[] = [];
   killLeftovers(t, () => [manager, ...processes]);
-  await waitFor(
-    () => descendantsOf(manager).length === 3,
-    'three workers',
-    () => started.output,
-  );
+  await waitFor(() => descendantsOf(manager).length === 3, 'three workers', { context: () => started.output });
   processes = descendantsOf(manager);
   assert.match(await cgiFcgi(socket), /hello from libfcgi/);
 
   await killManagerAndWait(manager, processes, () => started.output);
 
   const again = await startKfcgi(t, ['-p', '/', '-n', '2', '-s', socket, fixtures.hello], { socket, expectWorkers: 2 });
-  await waitFor(() => /removed stale socket/.test(again.output()), 'the manager to log that it removed the stale socket', again.output);
+  await waitFor(() => /removed stale socket/.test(again.output()), 'the manager to log that it removed the stale socket', {
+    context: again.output,
+  });
   assert.match(await cgiFcgi(socket), /hello from libfcgi/);
 });
 
@@ -113,7 +107,7 @@ test('kill -9 of the manager of a dynamic pool grown past -n: every worker dies 
   const first = await startKfcgi(t, ['-D', '-p', '/', '-n', '1', '-N', '3', '-s', socket, fixtures.hello], { socket, expectWorkers: 1 });
   // Three held connections: the pool grows to -N to take them.
   const held = Array.from({ length: 3 }, () => cgiFcgi(socket, { QUERY_STRING: 'sleep=60000' }).catch((error: Error) => error.message));
-  await waitFor(() => first.workers().length === 3, 'the pool to grow to 3 workers', first.output);
+  await waitFor(() => first.workers().length === 3, 'the pool to grow to 3 workers', { context: first.output });
   await waitUntilArmed(first, 3);
   const processes = descendantsOf(first.pid);
   killLeftovers(t, () => processes);

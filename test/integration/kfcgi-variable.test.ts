@@ -7,10 +7,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { startNginx, NGINX_FASTCGI_PARAMS } from '../kit/nginx.js';
 import { httpRequest } from '../kit/http.js';
-import { tempDir } from '../kit/process.js';
+import { freePort, tempDir } from '../kit/process.js';
 import { readStatus } from '../../src/kfcgi/status.js';
 import { SockDiag, UnixDiagShow, UnixState } from '../../src/sys/index.js';
 import {
@@ -18,14 +17,13 @@ import {
   cgiFcgi,
   cookiePatternWorker,
   nodeWorker,
-  processExists,
   runKfcgiCommand,
-  socketsOf,
   startKfcgi,
   statusWhen,
-  waitFor,
   steadyLoad,
-} from '../fixtures/kfcgi/harness.js';
+} from '../kit/kfcgi.js';
+import { processExists, socketsOf } from '../kit/proc.js';
+import { waitFor } from '../kit/wait.js';
 
 const workerKinds = [
   {
@@ -75,9 +73,9 @@ for (const kind of workerKinds) {
     const after = await statusWhen(status, (now) => now.released === 3, 'the three extra workers released', kfcgi.output);
     assert.equal(after.workers, 1);
     assert.equal(after.respawns, 0, 'released workers are not respawned');
-    await waitFor(() => kfcgi.workers().length === 1, 'the pool to shrink back to -n 1', kfcgi.output, 15_000);
+    await waitFor(() => kfcgi.workers().length === 1, 'the pool to shrink back to -n 1', { context: kfcgi.output, timeoutMs: 15_000 });
     // Log lines are written asynchronously: the status can count the release before its line is out.
-    await waitFor(() => /releasing \(idle for more than 1 s\)/.test(kfcgi.output()), 'the release logged', kfcgi.output);
+    await waitFor(() => /releasing \(idle for more than 1 s\)/.test(kfcgi.output()), 'the release logged', { context: kfcgi.output });
     // Still serving after the shrink.
     assert.match((await httpRequest(`${nginx.url}/`)).body.toString(), kind.expect);
   });
@@ -107,11 +105,9 @@ test('variable pool: the manager closes its copy of each connection it hands ove
   const heldBy = (pid: number, pool: Set<string>) => socketsOf(pid).filter((inode) => pool.has(inode));
   // The event after which the manager would still hold a copy: both connections handed over and received.
   await statusWhen(status, (now) => now.busy === 2, 'both connections handed over', kfcgi.output);
-  await waitFor(
-    () => kfcgi.workers().flatMap((pid) => heldBy(pid, connections())).length === 2,
-    'the workers to hold both connections',
-    kfcgi.output,
-  );
+  await waitFor(() => kfcgi.workers().flatMap((pid) => heldBy(pid, connections())).length === 2, 'the workers to hold both connections', {
+    context: kfcgi.output,
+  });
   assert.deepEqual(heldBy(kfcgi.pid, connections()), [], 'the manager holds no accepted connection while workers serve them');
   for (const response of await Promise.all(pending)) assert.match(response, /hello from kcgi-ext/);
 });
@@ -149,7 +145,7 @@ test('variable pool: a worker killed with SIGKILL is replaced and requests go on
   const kfcgi = await startKfcgi(t, ['-r', '-p', '/', '-n', '2', '-s', socket, fixtures.kcgiExt], { socket, expectWorkers: 2 });
   const [victim] = kfcgi.workers();
   process.kill(victim!, 'SIGKILL');
-  await waitFor(() => kfcgi.workers().length === 2 && !kfcgi.workers().includes(victim!), 'a replacement', kfcgi.output);
+  await waitFor(() => kfcgi.workers().length === 2 && !kfcgi.workers().includes(victim!), 'a replacement', { context: kfcgi.output });
   for (let i = 0; i < 6; i += 1) assert.match(await cgiFcgi(socket), /hello from kcgi-ext/);
 });
 
@@ -160,12 +156,12 @@ test('variable pool: SIGHUP under steady load replaces every worker and no reque
   const nginx = await startNginx(t, { serverBlock: `location / { ${NGINX_FASTCGI_PARAMS} fastcgi_pass unix:${socket}; }` });
   const before = kfcgi.workers();
   const load = steadyLoad(nginx.url, 4);
-  await waitFor(() => load.served() >= 25, 'the load to run', kfcgi.output);
+  await waitFor(() => load.served() >= 25, 'the load to run', { context: kfcgi.output });
   process.kill(kfcgi.pid, 'SIGHUP');
-  await waitFor(() => kfcgi.workers().every((pid) => !before.includes(pid)), 'every old worker to go', kfcgi.output);
+  await waitFor(() => kfcgi.workers().every((pid) => !before.includes(pid)), 'every old worker to go', { context: kfcgi.output });
   // Requests go on being served by the new workers.
   const afterRestart = load.served();
-  await waitFor(() => load.served() >= afterRestart + 25, 'requests served after the restart', kfcgi.output);
+  await waitFor(() => load.served() >= afterRestart + 25, 'requests served after the restart', { context: kfcgi.output });
   const { ok, failures } = await load.stop();
   assert.deepEqual(failures, [], `${failures.length} of ${ok + failures.length} requests failed`);
   assert.ok(ok >= 50, `only ${ok} requests`);
@@ -198,7 +194,6 @@ test('-r with a worker that does not implement the extension fails at start with
 
 test('variable pool on TCP: the manager refuses peers outside -a (FCGI_WEB_SERVER_ADDRS)', async (t) => {
   const fixtures = buildFixtures(t);
-  const { freePort } = await import('../kit/process.js');
   for (const [allowed, served] of [
     ['127.0.0.1', true],
     ['10.9.9.9', false],
@@ -219,7 +214,7 @@ test('variable pool on TCP: the manager refuses peers outside -a (FCGI_WEB_SERVE
       await waitFor(
         () => /refused connection from 127\.0\.0\.1: not in FCGI_WEB_SERVER_ADDRS/.test(kfcgi.output()),
         'the refusal in the log',
-        kfcgi.output,
+        { context: kfcgi.output },
       );
     }
     await kfcgi.stop();
@@ -292,21 +287,24 @@ test('variable pool -C: an extra worker gets connections only while the floor is
       pids.add(/hello from node pid (\d+)/.exec(response)?.[1] ?? 'none');
   }
   assert.deepEqual([...pids], [String(floor)], 'light load went to the floor worker only');
-  await waitFor(() => kfcgi.workers().length === 1, 'the extra worker released after -w', kfcgi.output, 15_000);
+  await waitFor(() => kfcgi.workers().length === 1, 'the extra worker released after -w', { context: kfcgi.output, timeoutMs: 15_000 });
 });
 
 /** Has the cookie-pattern worker return what it holds (the socket probes' cookies) until the pool is idle. */
 async function releaseProbes(worker: number, status: string, output: () => string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    process.kill(worker, 'SIGWINCH');
-    const now = await readStatus(status).catch((error: Error) => {
-      throw new Error(`${error.message}\n${output()}`);
-    });
-    if (now.busy === 0 && (now.accepted ?? 0) > 0) return;
-    if (Date.now() > deadline) throw new Error(`the pool did not go idle: ${JSON.stringify(now)}\n${output()}`);
-    await sleep(50);
-  }
+  let last: Awaited<ReturnType<typeof readStatus>> | null = null;
+  await waitFor(
+    async () => {
+      // Again on every check: a signal that came before the worker installed its handler did nothing.
+      process.kill(worker, 'SIGWINCH');
+      last = await readStatus(status).catch((error: Error) => {
+        throw new Error(`${error.message}\n${output()}`);
+      });
+      return last.busy === 0 && (last.accepted ?? 0) > 0;
+    },
+    "the pool to go idle (the probes' cookies written back)",
+    { timeoutMs: 10_000, context: () => `last status: ${JSON.stringify(last)}\n${output()}` },
+  );
 }
 
 test('variable pool: two cookies written back in one write free both connections', async (t) => {
@@ -351,16 +349,20 @@ test('variable pool: a cookie that arrives in two pieces frees the worker only w
     return response;
   });
   // The event that would free the worker, were a partial cookie taken for a whole one: the manager reading those 3 bytes.
-  await waitFor(() => /3 of 8 bytes of a cookie so far/.test(kfcgi.output()), 'the manager to read the partial cookie', kfcgi.output);
+  await waitFor(() => /3 of 8 bytes of a cookie so far/.test(kfcgi.output()), 'the manager to read the partial cookie', {
+    context: kfcgi.output,
+  });
   // And the second connection is there to be taken: waiting in the listen queue.
   const partial = await statusWhen(status, (now) => now.backlog.queued === 1, 'the next connection in the listen queue', kfcgi.output);
   assert.equal(partial.busy, 1, 'the worker still counts as busy');
   assert.equal(partial.handedOver, partial.accepted, 'the next connection was not accepted and handed over');
   assert.equal(secondDone, false, 'the next connection waits for the whole cookie');
   process.kill(worker!, 'SIGWINCH');
-  const served = await Promise.race([second, sleep(10_000).then(() => null)]);
-  assert.notEqual(served, null, `the next connection is served once the cookie is whole\n${kfcgi.output()}`);
-  assert.match(served!, new RegExp(`hello from pattern pid ${worker}`));
+  const served = await waitFor(() => second, 'the next connection to be served once the cookie is whole', {
+    timeoutMs: 10_000,
+    context: kfcgi.output,
+  });
+  assert.match(served, new RegExp(`hello from pattern pid ${worker}`));
   assert.deepEqual(kfcgi.workers(), [worker], 'the worker was not retired');
   assert.doesNotMatch(kfcgi.output(), /protocol error|no connection it was given/);
 });

@@ -15,7 +15,8 @@ import { FastCGIClient } from '../../src/fastcgi/client/index.js';
 import { asRootOnPurpose } from '../kit/serve.js';
 import { freePort, startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { startPrometheus } from '../kit/prometheus.js';
-import { buildFixtures, cgiFcgi, gatehouseMain, startKfcgi, waitFor } from '../fixtures/kfcgi/harness.js';
+import { buildFixtures, cgiFcgi, gatehouseMain, startKfcgi } from '../kit/kfcgi.js';
+import { waitFor } from '../kit/wait.js';
 
 test('Prometheus scrapes cgid --fastcgi and a kfcgi pool under a bounded load and reads back every count', async (t) => {
   const dir = tempDir(t, 'gatehouse-prometheus-load-');
@@ -66,7 +67,9 @@ test('Prometheus scrapes cgid --fastcgi and a kfcgi pool under a bounded load an
   for (let count = 0; count < 5; count += 1) assert.match(await cgiFcgi(poolSocket), /hello/);
   const victim = kfcgi.workers()[0]!;
   process.kill(victim, 'SIGKILL');
-  await waitFor(() => kfcgi.workers().length === 2 && !kfcgi.workers().includes(victim), 'the replacement worker', kfcgi.output);
+  await waitFor(() => kfcgi.workers().length === 2 && !kfcgi.workers().includes(victim), 'the replacement worker', {
+    context: kfcgi.output,
+  });
 
   const expectations: Array<[string, number]> = [
     ['gatehouse_info{job="cgid",command="cgid"}', 1],

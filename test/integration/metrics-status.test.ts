@@ -15,8 +15,8 @@ import { FastCGIClient } from '../../src/fastcgi/client/index.js';
 import { asRootOnPurpose } from '../kit/serve.js';
 import { freePort, startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { httpGet, promtoolCheck, sampleValue, scrape, type Sample } from '../kit/metrics.js';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { buildFixtures, gatehouseMain, startKfcgi, statusWhen } from '../fixtures/kfcgi/harness.js';
+import { buildFixtures, gatehouseMain, startKfcgi, statusWhen } from '../kit/kfcgi.js';
+import { waitFor } from '../kit/wait.js';
 
 /** Runs `gatehouse ARGS` to completion. */
 function gatehouse(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -28,16 +28,17 @@ function gatehouse(args: string[]): Promise<{ code: number; stdout: string; stde
   });
 }
 
-/** Scrapes until `check` holds on the samples (waiting for the event, never for a time; 15 s at most), then returns them. */
+/** Scrapes until `check` holds on the samples (waiting for the event, never for a time), then returns that scrape. */
 async function scrapeUntil(port: number, check: (samples: Sample[]) => boolean, what: string) {
-  const deadline = Date.now() + 15_000;
-  let last = await scrape({ port });
-  while (!check(last.samples) && Date.now() < deadline) {
-    await sleep(50);
-    last = await scrape({ port });
-  }
-  assert.ok(check(last.samples), `${what}; last scrape:\n${last.text}`);
-  return last;
+  let last: Awaited<ReturnType<typeof scrape>> | undefined;
+  return waitFor(
+    async () => {
+      last = await scrape({ port });
+      return check(last.samples) && last;
+    },
+    what,
+    { context: () => `last scrape:\n${last?.text ?? '(none answered)'}` },
+  );
 }
 
 test('kfcgi -M and -S: gatehouse status (table, --json, --full), the main socket named as such, metrics, a killed worker', async (t) => {

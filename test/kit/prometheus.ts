@@ -7,7 +7,6 @@
 import { waitFor } from './wait.js';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, requireProgram, startProcess, tempDir, waitForListener, type Cleanup, type RunningProcess } from './process.js';
 
 export interface ScrapeTarget {
@@ -85,25 +84,41 @@ export async function startPrometheus(t: Cleanup, targets: ScrapeTarget[]): Prom
     base,
     query,
     async waitForTargets(timeoutMs = 30_000) {
-      const deadline = Date.now() + timeoutMs;
       let last = '';
-      while (Date.now() < deadline) {
-        const data = (await api('/api/v1/targets')) as { activeTargets: Array<{ scrapeUrl: string; health: string; lastError: string }> };
-        last = data.activeTargets.map((target) => `${target.scrapeUrl}: ${target.health} ${target.lastError}`).join('\n');
-        if (data.activeTargets.length === targets.length && data.activeTargets.every((target) => target.health === 'up')) return;
-        await sleep(200);
-      }
-      throw new Error(`prometheus did not scrape every target within ${timeoutMs} ms:\n${last}`);
+      await waitFor(
+        async () => {
+          const data = (await api('/api/v1/targets')) as {
+            activeTargets: Array<{ scrapeUrl: string; health: string; lastError: string }>;
+          };
+          last = data.activeTargets.map((target) => `${target.scrapeUrl}: ${target.health} ${target.lastError}`).join('\n');
+          return data.activeTargets.length === targets.length && data.activeTargets.every((target) => target.health === 'up');
+        },
+        'prometheus to scrape every target',
+        { timeoutMs, context: () => `targets:\n${last}\n${running.output()}` },
+      );
     },
     async valueWhen(promql: string, expected: number, timeoutMs = 20_000) {
-      const deadline = Date.now() + timeoutMs;
       let value: number | undefined;
-      for (;;) {
-        const result = await query(promql);
-        value = result.length === 1 ? result[0]!.value : undefined;
-        if (value === expected || Date.now() >= deadline) return value;
-        await sleep(250);
-      }
+      let failure: unknown = null;
+      // A query that fails ends the wait and is thrown; past the deadline the caller gets the last value
+      // seen, not the wait's error, so that it can report every value that differs in one assertion.
+      await waitFor(
+        () =>
+          query(promql).then(
+            (result) => {
+              value = result.length === 1 ? result[0]!.value : undefined;
+              return value === expected;
+            },
+            (error: unknown) => {
+              failure = error;
+              return true;
+            },
+          ),
+        `prometheus to give ${promql} = ${expected}`,
+        { timeoutMs },
+      ).catch(() => {});
+      if (failure) throw failure;
+      return value;
     },
   };
 }

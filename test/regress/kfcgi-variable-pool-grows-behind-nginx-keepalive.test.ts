@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { startNginx, NGINX_FASTCGI_PARAMS } from '../kit/nginx.js';
 import { tempDir } from '../kit/process.js';
 import { readStatus } from '../../src/kfcgi/status.js';
-import { nodeWorker, startKfcgi } from '../fixtures/kfcgi/harness.js';
+import { nodeWorker, startKfcgi } from '../kit/kfcgi.js';
 
 const CLIENTS = 4;
 const REQUESTS_PER_CLIENT = 50;

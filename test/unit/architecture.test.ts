@@ -69,6 +69,7 @@ test('the pure codecs import nothing but errors, limits, each other and hashing'
       'fastcgi/name-value.ts',
       'fastcgi/codec.ts',
       'cgid/protocol.ts',
+      'spawn/order.ts',
       'cgi/environment.ts',
       'cgi/response-head.ts',
       'cgi/request-from-env.ts',
@@ -110,6 +111,16 @@ test('the cores (cgi, fastcgi, sys, spawn, options, log) never import the layers
   const above = new Set(['config', 'cli', 'http']);
   assert.deepEqual(
     violations((edge) => cores.has(topFolder(edge.from)) && edge.target !== null && above.has(topFolder(edge.target))),
+    [],
+  );
+});
+
+test('spawning points down: src/spawn never imports src/cgid or src/serve, which spawn through it', () => {
+  // The cgid daemon launches with src/spawn's launcher and the front chooses among daemon, in-process and fork
+  // (src/serve/front-spawner.ts); an import back from src/spawn would make a cycle of the two layers.
+  const users = new Set(['cgid', 'serve']);
+  assert.deepEqual(
+    violations((edge) => topFolder(edge.from) === 'spawn' && edge.target !== null && users.has(topFolder(edge.target))),
     [],
   );
 });

@@ -10,11 +10,10 @@ import {
   daemonProof,
   decodeMessage,
   encodeMessage,
-  environmentList,
   FrameDecoder,
-  NO_LIMITS,
   type CgidMessage,
 } from '../../src/cgid/protocol.js';
+import { environmentList, NO_LIMITS } from '../../src/spawn/order.js';
 
 test('a SIGNAL frame is laid out byte for byte', () => {
   const frame = encodeMessage({ type: 'signal', id: 0x01020304, signal: 'SIGTERM' });

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { SpawnBudget, idleToRelease, plannedGrowth } from '../../src/kfcgi/dynamic-sizing.js';
 import { ProcView, parseProcNetTcp, parseProcStat, parseSchedstat } from '../../src/kfcgi/proc-view.js';
+import { waitFor, waitForValue } from '../kit/wait.js';
 
 test('plannedGrowth: one worker per waiting connection no starting worker will take, within -N and the budget', () => {
   const cases: [Parameters<typeof plannedGrowth>[0], ReturnType<typeof plannedGrowth>][] = [
@@ -115,13 +116,19 @@ test('ProcView: a process tree (a worker and what it forked), its CPU and memory
     detached: true,
   });
   t.after(() => process.kill(-child.pid!, 'SIGKILL'));
-  await new Promise((resolve) => child.stdout.once('data', resolve));
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  await waitFor(() => output.includes('ready'), 'the shell to start its two sleeps', {
+    wakeOn: { emitter: child.stdout, events: ['data'] },
+  });
   const proc = new ProcView();
-  let tree = proc.tree(child.pid!);
-  for (let attempt = 0; attempt < 100 && tree.length < 3; attempt += 1) {
-    await new Promise((resolve) => setTimeout(resolve, 10));
-    tree = proc.tree(child.pid!);
-  }
+  // The shell has forked both sleeps by then; each shows in /proc once its fork returned.
+  const tree = await waitForValue(
+    () => proc.tree(child.pid!),
+    (pids) => pids.length >= 3,
+    'the shell and its two sleeps in the process tree',
+    { context: () => `tree: ${proc.tree(child.pid!)}` },
+  );
   assert.equal(tree.length, 3, `the shell and its two sleeps: ${tree}`);
   assert.equal(tree[0], child.pid);
   for (const pid of tree.slice(1)) assert.equal(proc.stat(pid)?.ppid, child.pid);

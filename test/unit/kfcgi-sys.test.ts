@@ -42,6 +42,7 @@ import {
   unixSocketIsLive,
   unlinkAt,
 } from '../../src/sys/index.js';
+import { waitFor } from '../kit/wait.js';
 
 function scratch(t: { after(fn: () => void): void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-sys-'));
@@ -247,13 +248,14 @@ test('a lifeline: closing its kept end sends SIGKILL to the armed process group,
     await new Promise<string>((resolve) => child.stdout!.once('data', (chunk: Buffer) => resolve(chunk.toString()))),
   );
   assert.ok(running(child.pid!) && running(grandchild), 'both run while the lifeline is held');
-  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
   closeDescriptor(lifeline.keep);
-  let timer: NodeJS.Timeout | undefined;
-  const bound = new Promise<string>((resolve) => (timer = setTimeout(() => resolve('still running after 10 s'), 10_000)));
-  assert.equal(await Promise.race([exited, bound]), 'SIGKILL');
-  clearTimeout(timer);
+  const exit = await waitFor(
+    () => (child.exitCode !== null || child.signalCode !== null) && { signal: child.signalCode },
+    'the leader to exit once the kept end closed',
+    { timeoutMs: 10_000, wakeOn: { emitter: child, events: ['exit'] } },
+  );
+  assert.equal(exit.signal, 'SIGKILL');
   // The grandchild went in the same signal (reparented to init, it shows as a zombie until init reaps it).
-  for (let attempt = 0; attempt < 200 && running(grandchild); attempt += 1) await new Promise((resolve) => setTimeout(resolve, 10));
+  await waitFor(() => !running(grandchild), `the leader's own child ${grandchild} to be killed with it`);
   assert.equal(running(grandchild), false, "the worker's own child was killed with it");
 });

@@ -15,6 +15,7 @@ import { MetricsRegistry } from '../../src/metrics/registry.js';
 import { ServeMetrics } from '../../src/metrics/serve.js';
 import type { PoolStats } from '../../src/fastcgi/client/pool.js';
 import { parseExposition, promtoolCheck, sampleValue } from '../kit/metrics.js';
+import { waitFor } from '../kit/wait.js';
 
 function listen(server: net.Server): Promise<number> {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port)));
@@ -65,8 +66,15 @@ test('requests by route and status class, aborted ones, connections and bytes, o
     socket.on('close', () => resolve());
   });
   // The server sees the close on its next turn.
-  for (let turn = 0; turn < 100 && sampleValue(parseExposition(await registry.metrics()), 'gatehouse_http_connections') !== 0; turn += 1)
-    await new Promise((resolve) => setTimeout(resolve, 10));
+  let exposition = '';
+  await waitFor(
+    async () => {
+      exposition = await registry.metrics();
+      return sampleValue(parseExposition(exposition), 'gatehouse_http_connections') === 0;
+    },
+    'the aborted connection counted as closed (gatehouse_http_connections 0)',
+    { context: () => `last exposition:\n${exposition}` },
+  );
 
   const text = await registry.metrics();
   const samples = parseExposition(text);
