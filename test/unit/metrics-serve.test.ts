@@ -105,7 +105,7 @@ test('FastCGI upstreams: requests, errors by code, timeouts from the client even
       { upstream: 'unix:/run/php.sock', stats },
       { upstream: '127.0.0.1:9000', stats },
     ],
-    daemon: { available: true, starts: 3 },
+    daemon: { available: true, starts: 3, daemonPid: undefined },
   });
   t.after(() => metrics.detach());
   const request = { upstream: 'unix:/run/php.sock', role: 'responder' as const };

@@ -47,7 +47,7 @@ function only(samples: Sample[], name: string): Sample[] {
 
 test("the supervisor's registry and two workers': sums, the supervisor's own process facts, the daemon once; promtool", async () => {
   const supervisor = await MetricsRegistry.create('serve');
-  const scraped = registerSupervisorMetrics(supervisor, fleet({ available: true, starts: 2 }));
+  const scraped = registerSupervisorMetrics(supervisor, fleet({ available: true, starts: 2, daemonPid: process.pid }));
   scraped.set(2);
   const one = await workerReport(30, 2);
   const two = await workerReport(10, 2);
@@ -67,6 +67,11 @@ test("the supervisor's registry and two workers': sums, the supervisor's own pro
     assert.equal(only(samples, 'process_start_time_seconds').length, 1);
     assert.equal(sampleValue(samples, 'process_start_time_seconds'), ownValue('process_start_time_seconds'));
     assert.equal(sampleValue(samples, 'process_max_fds'), ownValue('process_max_fds'));
+    assert.equal(
+      sampleValue(samples, 'gatehouse_cgid_daemon_resident_memory_bytes'),
+      ownValue('gatehouse_cgid_daemon_resident_memory_bytes'),
+      "the daemon's memory once, not added to the workers'",
+    );
     assert.equal(only(samples, 'nodejs_version_info').length, 1);
     assert.equal(only(samples, 'nodejs_version_info')[0]!.labels.version, process.version);
     // Quantities add up: three registries in one process each read the same resident size.
