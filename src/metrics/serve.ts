@@ -346,10 +346,12 @@ export class ServeMetrics {
         active: 0,
         idle: 0,
         queue: 0,
-        max: null,
+        max: 0,
         maxReached: 0,
       };
       row.active! += stats.connections - stats.idle;
+      // Two routes to one application each have their own pool: their caps add up, as their connections do.
+      row.max! += stats.connectionCap;
       row.idle! += stats.idle;
       row.queue! += stats.queued;
       row.maxReached! += stats.waited;

@@ -116,7 +116,9 @@ async function serveRegistry(): Promise<{ registry: MetricsRegistry; metrics: Se
   metrics.attach({
     servers: [],
     limiter: new ScriptLimiter(2, 1),
-    fastcgiClients: [{ upstream: 'unix:/run/php.sock', stats: { connections: 1, idle: 1, queued: 0, opened: 1, waited: 0, starved: 0 } }],
+    fastcgiClients: [
+      { upstream: 'unix:/run/php.sock', stats: { connections: 1, idle: 1, queued: 0, opened: 1, waited: 0, starved: 0, connectionCap: 4 } },
+    ],
     daemon: { available: true, starts: 1, daemonPid: process.pid },
   });
   await spawner.spawn({ file: '/srv/x', argv: [], cwd: '/', env: {} });
