@@ -116,6 +116,9 @@ test('cgi(): create, headers, trailers or error with its code, on one request ob
   assert.equal(ok[0]!.request.method, 'GET');
 
   // The script writes nothing: killed at the timeout, 504. While it runs, the only slot is taken and there is no queue: 503.
+  // A slot is given back when its script is reaped, which may come after the response: until status.sh's is, a
+  // slot taken would be status.sh's, and hang.sh would find none (seen on Node 22: hang.sh 503, then ?second 404).
+  await waitFor(() => handler.limiter.running === 0, 'status.sh reaped (its slot given back)');
   const hanging = httpRequest(`${base}/cgi-bin/hang.sh`);
   await waitFor(() => handler.limiter.running === 1, 'hang.sh holding the only slot');
   assert.equal((await httpRequest(`${base}/cgi-bin/status.sh?second`)).status, 503);
