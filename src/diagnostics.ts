@@ -41,7 +41,7 @@ export interface ClientTrailersMessage {
   request: ClientRequestInfo;
   /** Always empty: FastCGI has no trailers. */
   trailers: never[];
-  /** END_REQUEST's application status (a CGI script's exit status under fcgiwrap). */
+  /** END_REQUEST's application status (a CGI script's exit status under gatehouse cgid --fastcgi; fcgiwrap always sends 0). */
   appStatus: number;
 }
 export interface ClientErrorMessage {

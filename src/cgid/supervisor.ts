@@ -90,8 +90,10 @@ export class CgidSupervisor implements ScriptSpawner {
     this.#limits = options.policy?.limits ?? NO_LIMITS;
   }
 
+  /** The running daemon's pid; undefined before the first start and between a daemon's exit and the next start. */
   get daemonPid(): number | undefined {
-    return this.#child?.pid;
+    const child = this.#child;
+    return child && child.exitCode === null && child.signalCode === null ? child.pid : undefined;
   }
 
   /** Where the daemon listens and the token it takes: what `serve --workers` workers need to use it too. */

@@ -8,13 +8,12 @@
  * them in order, so a SIGHUP never races a SIGTERM.
  */
 import { KFCGI_SOCKET_MODE } from '../limits.js';
-import { activatedSockets, normalizeAddress } from '../sys/index.js';
+import { ProcView, activatedSockets, normalizeAddress } from '../sys/index.js';
 import { adoptActivatedListener, openListener, systemMaxBacklog, type Listener } from './listener.js';
 import { createLogger, type Logger } from './log.js';
 import { onReopenSignal } from '../log/index.js';
 import type { KfcgiConfig } from './options.js';
 import { dropPrivileges, enterJail, resolveCredentials, type Credentials } from './privileges.js';
-import { ProcView } from './proc-view.js';
 import { SharedSocketPool } from './shared-socket-pool.js';
 import { SocketView } from './socket-view.js';
 import { openStatusSocket, type StatusServer } from './status.js';

@@ -5,7 +5,7 @@
  * exit from inside the jail only while it is still ours; prom-client is
  * loaded before the jail too (the jail holds no node_modules).
  */
-import { clockTicksPerSecond } from '../sys/index.js';
+import { clockTicksPerSecond, type ProcView } from '../sys/index.js';
 import { MetricsEndpoint } from '../metrics/endpoint.js';
 import { registerKfcgiMetrics } from '../metrics/kfcgi.js';
 import { MetricsRegistry } from '../metrics/registry.js';
@@ -13,7 +13,6 @@ import { kfcgiPoolRow, statusDocument } from '../metrics/status.js';
 import { OwnedSocketPath } from './listener.js';
 import type { Logger } from './log.js';
 import type { KfcgiConfig } from './options.js';
-import type { ProcView } from './proc-view.js';
 import type { Pool } from './supervisor.js';
 
 export class KfcgiMetricsListener {

@@ -32,7 +32,7 @@ import { ErrorCode, GatehouseError } from '../errors.js';
 import { SpawnBudget, idleToRelease, plannedGrowth } from './dynamic-sizing.js';
 import type { Listener } from './listener.js';
 import type { Logger } from './log.js';
-import type { ProcView } from './proc-view.js';
+import type { ProcView } from '../sys/index.js';
 import type { SocketView } from './socket-view.js';
 import { Backoff, RespawnTally, failedExit, type Pool, type PoolStatus, type WorkerState, type WorkerStatus } from './supervisor.js';
 import { WorkerProcess, describeExit, type WorkerExit } from './worker-process.js';

@@ -19,9 +19,8 @@
 import { fstatSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KFCGI_FREEZE_WAIT_MS } from '../limits.js';
-import { SockDiag, UnixDiagShow, UnixState, tcpListenQueue } from '../sys/index.js';
+import { type ProcView, SockDiag, UnixDiagShow, UnixState, parseProcNetTcp, tcpListenQueue } from '../sys/index.js';
 import type { Listener } from './listener.js';
-import { type ProcView, parseProcNetTcp } from './proc-view.js';
 import type { WorkerProcess } from './worker-process.js';
 
 export interface ListenQueue {

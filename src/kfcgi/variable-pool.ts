@@ -48,10 +48,10 @@ import {
   watchReadable,
   type AcceptedConnection,
   type DescriptorWatcher,
+  type ProcView,
 } from '../sys/index.js';
 import type { Listener } from './listener.js';
 import type { Logger } from './log.js';
-import type { ProcView } from './proc-view.js';
 import type { SocketView } from './socket-view.js';
 import { Backoff, RespawnTally, type Pool, type PoolStatus, type WorkerStatus } from './supervisor.js';
 import { WorkerProcess, describeExit } from './worker-process.js';

@@ -31,7 +31,7 @@ export function registerScriptMetrics(metrics: MetricsRegistry): ScriptMetrics {
     spawns: metrics.counter({ name: 'gatehouse_cgi_spawns_total', help: 'Scripts the spawner was asked to start.' }),
     failures: metrics.counter({
       name: 'gatehouse_cgi_spawn_failures_total',
-      help: 'Scripts that could not be started, by errno (ECGIDDOWN: the cgid daemon was down or restarting).',
+      help: "Scripts that could not be started, by the failed call's errno; daemon_unavailable: no call was made, the cgid daemon was down or restarting (503).",
       labelNames: ['errno'],
     }),
     spawnSeconds: metrics.histogram({
@@ -60,13 +60,23 @@ export function exitLabels(exit: ScriptExit): { reason: string; code: string } {
   return { reason: 'exit', code: String(exit.code ?? '') };
 }
 
-/** The errno label of a failed spawn. */
+/**
+ * The errno label of a failed spawn: the failed system call's errno name
+ * (ENOENT, EACCES, ...), or, when no call failed, a lowercase word that no
+ * errno can be: daemon_unavailable (the order never reached a spawner because
+ * the cgid daemon was down or restarting) or unknown. One label, so an alert
+ * on the daemon is `{errno="daemon_unavailable"}` and one on scripts that
+ * cannot run matches `{errno=~"E.*"}`.
+ */
 export function spawnErrno(error: unknown): string {
   const { errno, code } = error as { errno?: unknown; code?: unknown };
   if (typeof errno === 'string' && errno !== '') return errno;
-  if (code === ErrorCode.CGID_UNAVAILABLE) return 'ECGIDDOWN';
+  if (code === ErrorCode.CGID_UNAVAILABLE) return SPAWN_DAEMON_UNAVAILABLE;
   return 'unknown';
 }
+
+/** The errno label of a spawn refused because the cgid daemon was down or restarting (gatehouse-serve(8), METRICS). */
+export const SPAWN_DAEMON_UNAVAILABLE = 'daemon_unavailable';
 
 /** A ScriptSpawner that counts and times what `inner` does. */
 export class MeteredSpawner implements ScriptSpawner {

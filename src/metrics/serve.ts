@@ -32,6 +32,7 @@ import { statusDocument, type StatusPool } from './status.js';
 import type { WorkerReport } from './workers.js';
 import type { ScriptLimiter } from '../cgi/limiter.js';
 import type { PoolStats } from '../fastcgi/client/pool.js';
+import { ProcView } from '../sys/index.js';
 
 /** What the front is made of, as the metrics read it. */
 export interface ServeMetricsSource {
@@ -46,7 +47,17 @@ export interface ServeMetricsSource {
   /** Every FastCGI route's clients, one per upstream. */
   readonly fastcgiClients: ReadonlyArray<{ readonly upstream: string; readonly stats: PoolStats }>;
   /** The cgid daemon's supervisor, when scripts start through it. */
-  daemon: { readonly available: boolean; readonly starts: number } | null;
+  daemon: DaemonSource | null;
+}
+
+/** What the metrics read of the cgid daemon's supervisor (CgidSupervisor). */
+export interface DaemonSource {
+  /** True while a daemon is connected and takes orders. */
+  readonly available: boolean;
+  /** Daemons started so far (1 after the first start). */
+  readonly starts: number;
+  /** The running daemon's pid; undefined while none runs. */
+  readonly daemonPid: number | undefined;
 }
 
 /** Where a request went: a FastCGI route, a CGI script, or everything else (files, errors before routing). */
@@ -335,10 +346,12 @@ export class ServeMetrics {
         active: 0,
         idle: 0,
         queue: 0,
-        max: null,
+        max: 0,
         maxReached: 0,
       };
       row.active! += stats.connections - stats.idle;
+      // Two routes to one application each have their own pool: their caps add up, as their connections do.
+      row.max! += stats.connectionCap;
       row.idle! += stats.idle;
       row.queue! += stats.queued;
       row.maxReached! += stats.waited;
@@ -412,8 +425,16 @@ export class ServeMetricsListener {
   }
 }
 
-/** The cgid daemon as the front sees it: up or not, and how often it was started again. */
-export function registerDaemonMetrics(registry: MetricsRegistry, daemon: { readonly available: boolean; readonly starts: number }): void {
+/**
+ * The cgid daemon as the front sees it: up or not, how often it was started
+ * again, and its own memory and CPU read from /proc/PID at each scrape (the
+ * daemon is a process of its own, so prom-client's process_* metrics of the
+ * front do not include it; its scripts are counted by gatehouse_cgi_*, not
+ * here). While no daemon runs both read 0; the CPU counter starts again from
+ * 0 with each new daemon, which Prometheus's rate() takes as a counter reset,
+ * as it does process_cpu_seconds_total of a restarted process.
+ */
+export function registerDaemonMetrics(registry: MetricsRegistry, daemon: DaemonSource, proc: ProcView = new ProcView()): void {
   registry.gauge({
     name: 'gatehouse_cgid_daemon_up',
     help: '1 while the cgid daemon is connected and takes spawn orders; 0 while it is down or restarting (CGI requests get 503).',
@@ -427,6 +448,22 @@ export function registerDaemonMetrics(registry: MetricsRegistry, daemon: { reado
     collect() {
       this.reset();
       this.inc(Math.max(0, daemon.starts - 1));
+    },
+  });
+  const usage = () => (daemon.daemonPid === undefined ? null : proc.processUsage(daemon.daemonPid));
+  registry.gauge({
+    name: 'gatehouse_cgid_daemon_resident_memory_bytes',
+    help: "The cgid daemon's resident memory, from /proc/PID/stat (0 while no daemon runs).",
+    collect() {
+      this.set(usage()?.rssBytes ?? 0);
+    },
+  });
+  registry.counter({
+    name: 'gatehouse_cgid_daemon_cpu_seconds_total',
+    help: "The running cgid daemon's own CPU time, user and system, from /proc/PID/stat (not its scripts'; from 0 again with each new daemon).",
+    collect() {
+      this.reset();
+      this.inc(usage()?.cpuSeconds ?? 0);
     },
   });
 }

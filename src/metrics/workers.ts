@@ -32,7 +32,7 @@ import { SERVE_WORKER_METRICS_TIMEOUT_MS } from '../limits.js';
 import type { ListenAddress } from '../options/listen-address.js';
 import { MetricsEndpoint } from './endpoint.js';
 import { aggregateRegistries, aggregateRegistriesJson, MetricsRegistry, type MetricsJson } from './registry.js';
-import { registerDaemonMetrics } from './serve.js';
+import { type DaemonSource, registerDaemonMetrics } from './serve.js';
 import { statusDocument, type StatusPool } from './status.js';
 
 export type { MetricsJson } from './registry.js';
@@ -52,7 +52,7 @@ export interface WorkerFleet {
   /** Workers started again after one died. */
   readonly restarts: number;
   /** The shared cgid daemon's supervisor, when scripts start through it. */
-  readonly daemon: { readonly available: boolean; readonly starts: number } | null;
+  readonly daemon: DaemonSource | null;
   /**
    * Asks every running worker: `running` names each (one key per process
    * started, never reused), `reports` are the answers that came back within

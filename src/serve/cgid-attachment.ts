@@ -7,7 +7,8 @@
  *
  * The supervisor restarts a daemon that dies; this side notices the closed
  * connection at once, kills the process groups of its scripts (no one would
- * reap or time them out any more), answers spawns with ECGIDDOWN (503) and
+ * reap or time them out any more), answers spawns with a CGID_UNAVAILABLE
+ * SpawnError (503; counted as errno="daemon_unavailable" in the metrics) and
  * connects again with back-off until the new daemon answers.
  */
 import { CgidConnection } from '../cgid/client.js';

@@ -57,6 +57,7 @@ import {
 } from '../sys/index.js';
 import type { Account } from '../sys/index.js';
 import type { SupervisorMetrics, WorkerFleet, WorkerReport } from '../metrics/workers.js';
+import type { DaemonSource } from '../metrics/serve.js';
 import { SERVE_WORKER_VARIABLE, type SupervisorMessage, type WorkerAssignment, type WorkerMessage } from './worker-role.js';
 
 const MAIN_SCRIPT = fileURLToPath(new URL('../cli/main.js', import.meta.url));
@@ -161,7 +162,7 @@ export class ServeSupervisor implements WorkerFleet {
   }
 
   /** The shared cgid daemon's supervisor (metrics: its up and restarts, once, not once per worker). */
-  get daemon(): { readonly available: boolean; readonly starts: number } | null {
+  get daemon(): DaemonSource | null {
     return this.#scripts?.supervisor ?? null;
   }
 

@@ -5,7 +5,8 @@
  * point: the jail, users and groups, resource limits, the system log and
  * files by directory descriptor live here; sockets (listening, accepting,
  * passing descriptors, watching them) in ./sockets.ts, re-exported here;
- * starting and reaping processes in ./posix-spawn.ts (re-exported too); what they all share
+ * starting and reaping processes in ./posix-spawn.ts (re-exported too); other processes' CPU, memory and
+ * descendants read from /proc in ./proc-view.ts (re-exported); what they all share
  * (the libc handle, SysError, memory blocks) in ./libc.ts.
  *
  * Linux only (glibc). Each call is checked; a failure throws SysError naming
@@ -33,6 +34,7 @@ export { AT_FDCWD } from './linux.js';
 export { armLifeline, createLifeline, type Lifeline } from './lifeline.js';
 export { SockDiag, UnixDiagShow, UnixState, type UnixSocketInfo } from './sock-diag.js';
 export { clockTicksPerSecond, pageSize } from './sysconf.js';
+export * from './proc-view.js';
 
 const c = {
   chroot: libc.func('int chroot(const char *path)'),

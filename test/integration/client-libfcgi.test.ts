@@ -82,6 +82,7 @@ test('libfcgi: requests reuse the kept-alive connection; MAX_CONNS=1 is honoured
   const results = await Promise.all(Array.from({ length: 8 }, (_, i) => client.fetchAll({ params: params('GET', `n=${i}`) })));
   for (const [i, result] of results.entries()) assert.match(result.stdout.toString(), new RegExp(`query=n=${i}\n`));
   assert.equal(client.stats.opened, 1, 'the application said FCGI_MAX_CONNS=1');
+  assert.equal(client.stats.connectionCap, 1, 'the cap a status page shows is the one the pool applies');
 });
 
 test('libfcgi program killed mid-response: UPSTREAM_RESET', async (t) => {

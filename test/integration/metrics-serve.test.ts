@@ -13,6 +13,7 @@ import { execFile } from 'node:child_process';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { CLIENT_MAX_CONNECTIONS } from '../../src/limits.js';
 import { GATEHOUSE_MAIN } from '../kit/paths.js';
 import { startGatehouse } from '../kit/serve.js';
 import { httpRequest } from '../kit/http.js';
@@ -80,12 +81,14 @@ access-log = "off"
 url = "/php/"
 upstreams = ["${fpm.addressString}"]
 script-filename = "${fpm.script('hello.php')}"
+max-connections = 3
 
 [[fastcgi]]
 url = "/slow/"
 upstreams = ["${fpm.addressString}"]
 script-filename = "${fpm.script('sleep.php')}"
 read-timeout = "500ms"
+max-connections = 2
 
 [[fastcgi]]
 url = "/dead/"
@@ -181,5 +184,11 @@ script-filename = "${fpm.script('hello.php')}"
   assert.deepEqual(
     document.pools.map((pool) => pool.name),
     ['cgi scripts', `fastcgi ${fpm.addressString}`, `fastcgi unix:${dead}`],
+  );
+  // An upstream's max is its connection cap: the max-connections of every route to it, added up (3 + 2 to php-fpm).
+  assert.deepEqual(
+    document.pools.slice(1).map((pool) => pool.max),
+    [5, CLIENT_MAX_CONNECTIONS],
+    'the max-connections of the routes to php-fpm, and the default for the other',
   );
 });

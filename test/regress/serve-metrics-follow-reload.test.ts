@@ -4,7 +4,8 @@
  * (src/metrics/serve.ts took them once, at attach). A reload that changes
  * max-scripts and moves a FastCGI route to another upstream must show in
  * /metrics and /status: the new max-scripts, the new upstream's counters
- * from 0 and its requests counted, the old upstream's gauges gone.
+ * from 0 and its requests counted, the old upstream's gauges gone, its
+ * connection cap (max) the reloaded max-connections.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -16,7 +17,7 @@ import { freePort, tempDir, waitForListener } from '../kit/process.js';
 import { startGatehouse } from '../kit/serve.js';
 import { waitFor } from '../kit/wait.js';
 
-function config(dir: string, maxScripts: number, upstream: string): string {
+function config(dir: string, maxScripts: number, upstream: string, maxConnections: number): string {
   return `cgi-bin = "${join(dir, 'cgi')}"
 max-scripts = ${maxScripts}
 access-log = "off"
@@ -26,6 +27,7 @@ url = "/app/"
 upstreams = ["unix:${upstream}"]
 root = "${join(dir, 'cgi')}"
 check-script = false
+max-connections = ${maxConnections}
 `;
 }
 
@@ -36,7 +38,7 @@ test('serve --metrics after SIGHUP: max-scripts and the FastCGI upstream are the
   const before = join(dir, 'before.sock');
   const after = join(dir, 'after.sock');
   const file = join(dir, 'serve.toml');
-  writeFileSync(file, config(dir, 2, before));
+  writeFileSync(file, config(dir, 2, before, 3));
   const metricsPort = await freePort();
   const serve = await startGatehouse(t, 'serve', ['--config', file, '--metrics', `127.0.0.1:${metricsPort}`]);
   await waitForListener({ host: '127.0.0.1', port: metricsPort }, { what: "serve's metrics", process: serve, timeoutMs: 15_000 });
@@ -45,7 +47,7 @@ test('serve --metrics after SIGHUP: max-scripts and the FastCGI upstream are the
   assert.equal(sampleValue(samples, 'gatehouse_cgi_scripts_max'), 2);
   assert.equal(sampleValue(samples, 'gatehouse_fastcgi_upstream_requests_total', { upstream: `unix:${before}` }), 1);
 
-  writeFileSync(file, config(dir, 5, after));
+  writeFileSync(file, config(dir, 5, after, 7));
   process.kill(serve.child.pid!, 'SIGHUP');
   let last = '';
   samples = await waitFor(
@@ -79,7 +81,7 @@ test('serve --metrics after SIGHUP: max-scripts and the FastCGI upstream are the
     status.pools.map((pool) => [pool.name, pool.max]),
     [
       ['cgi scripts', 5],
-      [`fastcgi unix:${after}`, null],
+      [`fastcgi unix:${after}`, 7],
     ],
   );
 });

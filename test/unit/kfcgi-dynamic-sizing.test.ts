@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { SpawnBudget, idleToRelease, plannedGrowth } from '../../src/kfcgi/dynamic-sizing.js';
-import { ProcView, parseProcNetTcp, parseProcStat, parseSchedstat } from '../../src/kfcgi/proc-view.js';
+import { ProcView, parseProcNetTcp, parseProcStat, parseSchedstat } from '../../src/sys/proc-view.js';
 import { waitFor, waitForValue } from '../kit/wait.js';
 
 test('plannedGrowth: one worker per waiting connection no starting worker will take, within -N and the budget', () => {

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { decodeNetlinkReplies, encodeUnixDiagRequest, UnixDiagShow } from '../../src/sys/netlink.js';
 import { SockDiag, acceptConnection, closeDescriptor, createListener } from '../../src/sys/index.js';
-import { ProcView } from '../../src/kfcgi/proc-view.js';
+import { ProcView } from '../../src/sys/proc-view.js';
 import { SocketView } from '../../src/kfcgi/socket-view.js';
 import { freePort } from '../kit/process.js';
 import type { Listener } from '../../src/kfcgi/listener.js';

@@ -104,7 +104,7 @@ test('requests by route and status class, aborted ones, connections and bytes, o
 test('FastCGI upstreams: requests, errors by code, timeouts from the client events; pool state read at each scrape', async (t) => {
   const registry = await MetricsRegistry.create('serve');
   const metrics = new ServeMetrics(registry);
-  const stats: PoolStats = { connections: 3, idle: 1, queued: 2, opened: 9, waited: 4, starved: 1 };
+  const stats: PoolStats = { connections: 3, idle: 1, queued: 2, opened: 9, waited: 4, starved: 1, connectionCap: 5 };
   metrics.attach({
     servers: [],
     limiter: null,
@@ -113,7 +113,7 @@ test('FastCGI upstreams: requests, errors by code, timeouts from the client even
       { upstream: 'unix:/run/php.sock', stats },
       { upstream: '127.0.0.1:9000', stats },
     ],
-    daemon: { available: true, starts: 3 },
+    daemon: { available: true, starts: 3, daemonPid: undefined },
   });
   t.after(() => metrics.detach());
   const request = { upstream: 'unix:/run/php.sock', role: 'responder' as const };
@@ -133,7 +133,8 @@ test('FastCGI upstreams: requests, errors by code, timeouts from the client even
   assert.equal(sampleValue(samples, 'gatehouse_cgid_daemon_up'), 1);
   assert.equal(sampleValue(samples, 'gatehouse_cgid_daemon_restarts_total'), 2);
   assert.deepEqual(metrics.statusPools(), [
-    { name: 'fastcgi unix:/run/php.sock', active: 4, idle: 2, queue: 4, max: null, maxReached: 8 },
-    { name: 'fastcgi 127.0.0.1:9000', active: 2, idle: 1, queue: 2, max: null, maxReached: 4 },
+    // max: each pool's connection cap, added up like its connections.
+    { name: 'fastcgi unix:/run/php.sock', active: 4, idle: 2, queue: 4, max: 10, maxReached: 8 },
+    { name: 'fastcgi 127.0.0.1:9000', active: 2, idle: 1, queue: 2, max: 5, maxReached: 4 },
   ]);
 });

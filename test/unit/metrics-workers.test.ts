@@ -24,7 +24,15 @@ import {
 } from '../../src/metrics/workers.js';
 import { parseExposition, promtoolCheck, sampleValue, type Sample } from '../kit/metrics.js';
 
-const stats = (connections: number, opened: number): PoolStats => ({ connections, idle: 0, queued: 0, opened, waited: 0, starved: 0 });
+const stats = (connections: number, opened: number): PoolStats => ({
+  connections,
+  idle: 0,
+  queued: 0,
+  opened,
+  waited: 0,
+  starved: 0,
+  connectionCap: 8,
+});
 
 /** A worker's registry: `requests` CGI requests answered 200, its share of max-scripts. */
 async function workerReport(requests: number, maxScripts: number): Promise<{ report: WorkerReport; metrics: ServeMetrics }> {
@@ -47,7 +55,7 @@ function only(samples: Sample[], name: string): Sample[] {
 
 test("the supervisor's registry and two workers': sums, the supervisor's own process facts, the daemon once; promtool", async () => {
   const supervisor = await MetricsRegistry.create('serve');
-  const scraped = registerSupervisorMetrics(supervisor, fleet({ available: true, starts: 2 }));
+  const scraped = registerSupervisorMetrics(supervisor, fleet({ available: true, starts: 2, daemonPid: process.pid }));
   scraped.set(2);
   const one = await workerReport(30, 2);
   const two = await workerReport(10, 2);
@@ -67,6 +75,11 @@ test("the supervisor's registry and two workers': sums, the supervisor's own pro
     assert.equal(only(samples, 'process_start_time_seconds').length, 1);
     assert.equal(sampleValue(samples, 'process_start_time_seconds'), ownValue('process_start_time_seconds'));
     assert.equal(sampleValue(samples, 'process_max_fds'), ownValue('process_max_fds'));
+    assert.equal(
+      sampleValue(samples, 'gatehouse_cgid_daemon_resident_memory_bytes'),
+      ownValue('gatehouse_cgid_daemon_resident_memory_bytes'),
+      "the daemon's memory once, not added to the workers'",
+    );
     assert.equal(only(samples, 'nodejs_version_info').length, 1);
     assert.equal(only(samples, 'nodejs_version_info')[0]!.labels.version, process.version);
     // Quantities add up: three registries in one process each read the same resident size.
@@ -132,13 +145,13 @@ test('status rows add up by pool; the table says how many workers answered', () 
   const pools = mergePools([
     [
       { name: 'cgi scripts', active: 1, idle: 1, queue: 0, max: 2, maxReached: 3 },
-      { name: 'fastcgi unix:/run/php.sock', active: 2, idle: 0, queue: 1, max: null, maxReached: 4 },
+      { name: 'fastcgi unix:/run/php.sock', active: 2, idle: 0, queue: 1, max: 4, maxReached: 4 },
     ],
     [{ name: 'cgi scripts', active: 0, idle: 2, queue: 2, max: 2, maxReached: 1 }],
   ]);
   assert.deepEqual(pools, [
     { name: 'cgi scripts', active: 1, idle: 3, queue: 2, max: 4, maxReached: 4 },
-    { name: 'fastcgi unix:/run/php.sock', active: 2, idle: 0, queue: 1, max: null, maxReached: 4 },
+    { name: 'fastcgi unix:/run/php.sock', active: 2, idle: 0, queue: 1, max: 4, maxReached: 4 },
   ]);
   const document = statusDocument('serve', pools, { workers: { configured: 3, answered: 2 } });
   assert.match(formatStatusTable(document).split('\n')[0]!, /; workers: 2 of 3 answered$/);

@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import os from 'node:os';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -17,7 +18,7 @@ import { registerKfcgiMetrics, respawnLabels } from '../../src/metrics/kfcgi.js'
 import { MetricsRegistry } from '../../src/metrics/registry.js';
 import { ServeMetrics } from '../../src/metrics/serve.js';
 import { registerSupervisorMetrics } from '../../src/metrics/workers.js';
-import { MeteredSpawner, registerLimiterMetrics, registerScriptMetrics } from '../../src/metrics/scripts.js';
+import { MeteredSpawner, registerLimiterMetrics, registerScriptMetrics, SPAWN_DAEMON_UNAVAILABLE } from '../../src/metrics/scripts.js';
 import { ScriptLimiter } from '../../src/cgi/limiter.js';
 import type { PoolStatus } from '../../src/kfcgi/supervisor.js';
 import type { ScriptSpawner, SpawnedScript } from '../../src/spawn/spawner.js';
@@ -115,8 +116,10 @@ async function serveRegistry(): Promise<{ registry: MetricsRegistry; metrics: Se
   metrics.attach({
     servers: [],
     limiter: new ScriptLimiter(2, 1),
-    fastcgiClients: [{ upstream: 'unix:/run/php.sock', stats: { connections: 1, idle: 1, queued: 0, opened: 1, waited: 0, starved: 0 } }],
-    daemon: { available: true, starts: 1 },
+    fastcgiClients: [
+      { upstream: 'unix:/run/php.sock', stats: { connections: 1, idle: 1, queued: 0, opened: 1, waited: 0, starved: 0, connectionCap: 4 } },
+    ],
+    daemon: { available: true, starts: 1, daemonPid: process.pid },
   });
   await spawner.spawn({ file: '/srv/x', argv: [], cwd: '/', env: {} });
   await spawner.spawn({ file: '/srv/missing', argv: [], cwd: '/', env: {} }).catch(() => undefined);
@@ -129,7 +132,7 @@ test('serve: every metric in gatehouse-serve(8), and the other way round (a work
   registerSupervisorMetrics(supervisor, {
     configured: 2,
     restarts: 0,
-    daemon: { available: true, starts: 1 },
+    daemon: { available: true, starts: 1, daemonPid: process.pid },
     gather: async () => ({ running: [], reports: [] }),
   });
   try {
@@ -231,6 +234,39 @@ test('scripts: spawns, failures by errno, exits by status, the limiter read at e
   assert.equal(sampleValue(samples, 'gatehouse_cgi_scripts_running'), 2);
   assert.equal(sampleValue(samples, 'gatehouse_cgi_queue_rejections_total'), 1);
   assert.equal(sampleValue(samples, 'gatehouse_cgid_fastcgi_requests_active'), 2);
+});
+
+test('spawn failures: the errno name, or daemon_unavailable or unknown (never a made-up errno), as gatehouse-serve(8) says', async () => {
+  const registry = await MetricsRegistry.create('serve');
+  const failures: Error[] = [
+    new SpawnError('/srv/x', 'EACCES', 'permission denied'),
+    SpawnError.daemonUnavailable('/srv/x', 'the cgid daemon is not running (restarting)'),
+    SpawnError.daemonUnavailable('/srv/x', 'the cgid daemon went away before starting the script'),
+    new Error('a spawner that names no errno'),
+  ];
+  const spawner = new MeteredSpawner(
+    {
+      spawn: async () => {
+        throw failures.shift()!;
+      },
+    },
+    registerScriptMetrics(registry),
+  );
+  for (let count = 0; count < 4; count += 1) await assert.rejects(spawner.spawn({ file: '/srv/x', argv: [], cwd: '/', env: {} }));
+  const failed = parseExposition(await registry.metrics()).filter((sample) => sample.name === 'gatehouse_cgi_spawn_failures_total');
+  assert.deepEqual(Object.fromEntries(failed.map((sample) => [sample.labels.errno, sample.value])), {
+    EACCES: 1,
+    [SPAWN_DAEMON_UNAVAILABLE]: 2,
+    unknown: 1,
+  });
+  // The manual's entry: every errno-like value it names is a real errno, and it names the two words that are not.
+  const serve = manual('gatehouse-serve.8');
+  const start = serve.indexOf('.It Li gatehouse_cgi_spawn_failures_total');
+  const entry = serve.slice(start, serve.indexOf('\n.It ', start + 1));
+  const errnoLike = [...entry.matchAll(/\bE[A-Z0-9]{2,}\b/g)].map((match) => match[0]);
+  assert.ok(errnoLike.length >= 3, entry);
+  for (const name of errnoLike) assert.ok(name in os.constants.errno, `gatehouse-serve(8) names ${name}, which is no errno`);
+  for (const word of [SPAWN_DAEMON_UNAVAILABLE, 'unknown']) assert.match(entry, new RegExp(`^\\.Li ${word}\\b`, 'm'));
 });
 
 test("registries of several processes add up with prom-client's AggregatorRegistry; the info gauge is not doubled", async () => {

@@ -52,6 +52,12 @@ export interface PoolStats {
    * connections than the application serves at once.
    */
   starved: number;
+  /**
+   * Connections the pool may open at once now: maxConnections, lowered by
+   * the application's FCGI_MAX_CONNS or by what starvation taught the pool
+   * (the cap `waited` counts against; status pages show it as the pool's max).
+   */
+  connectionCap: number;
 }
 
 interface Waiter {
@@ -103,6 +109,7 @@ export class Pool {
       opened: this.#opened,
       waited: this.#waited,
       starved: this.#starved,
+      connectionCap: this.#connectionCap(),
     };
   }
 

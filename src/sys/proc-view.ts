@@ -1,16 +1,18 @@
 /**
- * What the manager reads of its workers in /proc, through a descriptor of
- * /proc opened before the jail (the jail rarely has /proc; openat() on that
- * descriptor keeps working inside it). A worker is a process tree: php-cgi
- * with PHP_FCGI_CHILDREN and fcgiwrap fork, and their children do the work,
- * so CPU, memory and connections are summed over the worker and its
- * descendants.
+ * What gatehouse reads of other processes in /proc: kfcgi's manager of its
+ * workers, serve's metrics of the cgid daemon it started. Through a
+ * descriptor of /proc opened before the jail (the jail rarely has /proc;
+ * openat() on that descriptor keeps working inside it). A kfcgi worker is a
+ * process tree: php-cgi with PHP_FCGI_CHILDREN and fcgiwrap fork, and their
+ * children do the work, so its CPU, memory and connections are summed over
+ * the worker and its descendants (usage, treeSockets); a single process's own
+ * numbers are processUsage's.
  *
  * The parsers are pure and exported for the unit tests.
  */
 import { closeSync, readFileSync, constants as fsConstants, openSync } from 'node:fs';
 import { KFCGI_PROCESS_TREE_MAX } from '../limits.js';
-import { clockTicksPerSecond, listDirectoryAt, openAt, pageSize, readLinkAt } from '../sys/index.js';
+import { clockTicksPerSecond, listDirectoryAt, openAt, pageSize, readLinkAt } from './index.js';
 
 /** The fields of /proc/PID/stat the manager uses. */
 export interface ProcessStat {
@@ -76,6 +78,14 @@ export function parseProcNetTcp(text: string, port: number): string[] {
     inodes.push(`socket:[${fields[9]}]`);
   }
   return inodes;
+}
+
+/** One process's own CPU and memory. */
+export interface ProcessUsage {
+  /** utime + stime, in seconds. */
+  cpuSeconds: number;
+  /** Resident memory. */
+  rssBytes: number;
 }
 
 /** CPU and memory of a worker's process tree. */
@@ -160,6 +170,17 @@ export class ProcView {
       for (const child of this.children(found[index]!)) if (found.length < KFCGI_PROCESS_TREE_MAX) found.push(child);
     }
     return found;
+  }
+
+  /**
+   * The process's own CPU seconds (utime + stime of its threads, not of the
+   * children it reaped) and resident memory; null when it is gone or /proc
+   * cannot be read.
+   */
+  processUsage(pid: number): ProcessUsage | null {
+    const stat = this.stat(pid);
+    if (stat === null) return null;
+    return { cpuSeconds: stat.cpuTicks / clockTicksPerSecond(), rssBytes: stat.rssPages * pageSize() };
   }
 
   /** CPU and memory of the process tree under `pid`; null when the process is gone. */
