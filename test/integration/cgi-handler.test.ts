@@ -330,6 +330,10 @@ test('malformed output, Transfer-Encoding from the script, no output, no #! line
       site.errors.some((line) => line.includes(`${fixtures}${script}`)),
       `no log line for ${script}`,
     );
+    // The details are for the error log: the client's page names no file-system path and no line of the script's output.
+    const page = `${JSON.stringify(response.headers)}\n${response.body.toString('latin1')}`;
+    for (const secret of [fixtures, script, 'this is not a header', 'Bad header', 'hello'])
+      assert.ok(!page.includes(secret), `${script}: the 500 shows ${JSON.stringify(secret)}:\n${page}`);
   }
   assert.ok(site.errors.some((line) => line.includes('Bad header: this is not a header')));
 });

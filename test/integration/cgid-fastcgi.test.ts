@@ -8,7 +8,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, cpSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeNameValuePairs } from '../../src/fastcgi/name-value.js';
 import { encodeRecord } from '../../src/fastcgi/records.js';
@@ -290,4 +290,75 @@ test('output streams to nginx as the script writes it', async (t) => {
   });
   // stream.sh writes a line every 100 ms: the body arrives in more than one piece, not all at the end.
   assert.ok(lines.length >= 2, `the body came in ${lines.length} piece(s)`);
+});
+
+test('X-Accel-Buffering: no from a script is passed on, so nginx streams it where it buffers FastCGI responses', async (t) => {
+  const face = await startFace(t);
+  const go = join(face.root, 'go');
+  // An event stream: the first event, then nothing until the test has seen it (bounded: 20 s, then it ends anyway).
+  const script = join(face.root, 'cgi-bin', 'events.sh');
+  writeFileSync(
+    script,
+    `#!/bin/sh
+printf 'Content-Type: text/event-stream\\nX-Accel-Buffering: no\\n\\n'
+printf 'data: first\\n\\n'
+i=0
+while [ ! -e ${go} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i + 1)); done
+printf 'data: last\\n\\n'
+`,
+  );
+  chmodSync(script, 0o755);
+
+  await t.test('the face passes the header on to the web server, and the first event before the script ends', async () => {
+    const peer = await RawFastCGIPeer.connect({ path: face.socket });
+    t.after(() => peer.close());
+    peer.sendRequest(1, params(face, 'events.sh'));
+    await peer.waitForRecords(() => /data: first/.test(peer.stdout(1).toString()), 'the first event on STDOUT', SLOW_MACHINE);
+    const sofar = peer.stdout(1).toString('latin1');
+    assert.match(sofar, /\r\nX-Accel-Buffering: no\r\n/i, sofar);
+    assert.doesNotMatch(sofar, /data: last/);
+    writeFileSync(go, '');
+    await peer.waitForEnd(1, SLOW_MACHINE);
+    assert.match(peer.stdout(1).toString(), /data: last/);
+  });
+  rmSync(go, { force: true });
+
+  await t.test('nginx with its default fastcgi_buffering streams it, and does not pass the header on', async () => {
+    const nginx = await startNginx(t, {
+      serverBlock: `
+        location /cgi-bin/ {
+          root ${face.root};
+          fastcgi_pass unix:${face.socket};
+          include /etc/nginx/fastcgi_params;
+          fastcgi_param SCRIPT_FILENAME ${face.root}$fastcgi_script_name;
+        }
+      `,
+    });
+    const { default: http } = await import('node:http');
+    const chunks: Buffer[] = [];
+    let headers: Record<string, unknown> = {};
+    const ended = new Promise<void>((resolve, reject) => {
+      http
+        .get(`${nginx.url}/cgi-bin/events.sh`, { agent: false }, (res) => {
+          headers = res.headers;
+          res.on('data', (chunk: Buffer) => chunks.push(chunk));
+          res.on('end', resolve);
+          res.on('error', reject);
+        })
+        .on('error', reject);
+    });
+    // Buffered, the first event would come only with the last one, when the script gives up waiting.
+    const first = await waitForValue(
+      () => Buffer.concat(chunks).toString(),
+      (text) => text.length > 0,
+      'the first event through nginx',
+      SLOW_MACHINE,
+    );
+    assert.match(first, /^data: first\n\n$/);
+    writeFileSync(go, '');
+    await ended;
+    assert.equal(Buffer.concat(chunks).toString(), 'data: first\n\ndata: last\n\n');
+    assert.equal(headers['content-type'], 'text/event-stream');
+    assert.equal(headers['x-accel-buffering'], undefined);
+  });
 });

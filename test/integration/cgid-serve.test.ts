@@ -156,7 +156,13 @@ test('gatehouse serve runs scripts through its cgid daemon', async (t) => {
   await t.test('malformed output is a 500 with the bad line logged', async () => {
     const response = await httpRequest(`${site.base}/cgi-bin/malformed.sh`);
     assert.equal(response.status, 500);
-    await waitForText(site.errorLog, /malformed header from script .*malformed\.sh/, 'the malformed-header line', PATIENT);
+    const logged = await waitForText(site.errorLog, /malformed header from script .*malformed\.sh/, 'the malformed-header line', PATIENT);
+    // The error log has the script's path and the bad line; the client's page has neither (issue 12, item 6).
+    const path = /malformed header from script (\S*malformed\.sh)/.exec(logged)![1]!;
+    assert.ok(path.startsWith('/'), `the log names the script's path: ${path}`);
+    const page = `${JSON.stringify(response.headers)}\n${response.body.toString('latin1')}`;
+    for (const secret of [path, 'malformed.sh', 'this is not a header', 'Bad header'])
+      assert.ok(!page.includes(secret), `the 500 shows ${JSON.stringify(secret)}:\n${page}`);
   });
 
   await t.test('a script silent past the timeout gets 504 and its whole group is killed', async () => {

@@ -358,6 +358,19 @@ function rotationSetup(t: TestContext, name: string): { log: string; config: str
 
 const lines = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8') : '');
 
+/** A logrotate configuration without its comments and blank lines: what logrotate reads. */
+const logrotateDirectives = (text: string) =>
+  text
+    .split('\n')
+    .filter((line) => line.trim() !== '' && !line.trim().startsWith('#'))
+    .join('\n');
+
+test('contrib/logrotate/gatehouse is the snippet the guide shows and tests, comments aside', () => {
+  // The guide's block is what the rotation test below runs; the shipped file is what operators install.
+  const shipped = readFileSync(join(REPO_ROOT, 'contrib/logrotate/gatehouse'), 'utf8');
+  assert.equal(logrotateDirectives(shipped), logrotateDirectives(snippet('logrotate-usr1')));
+});
+
 test('log rotation with copytruncate: the old lines in access.log.1, the next ones in access.log', asRoot, async (t) => {
   const logrotate = requireProgram('/usr/sbin/logrotate');
   const { log, config, state } = rotationSetup(t, 'logrotate-copytruncate');

@@ -1,7 +1,8 @@
 /**
  * Sockets the web server can reach (issue 12, item 4): a unix socket made by
- * root for nginx running as www-data (--socket-user, the worker library's
- * socketUser), with its mode from bind on; and a socket left by a process
+ * root for nginx running as www-data (--socket-user, --socket-group and
+ * --socket-mode from the command line, the worker library's socketUser),
+ * with its mode from bind on; and a socket left by a process
  * killed with SIGKILL, replaced by the next start in every command that binds
  * one, while a live server's socket is refused with one line.
  */
@@ -72,6 +73,47 @@ test('nginx running as www-data reaches cgid --fastcgi through the socket root m
   assert.equal(answer.status, 200, answer.body.toString());
   assert.equal(answer.body.toString(), 'hello from nobody\n');
 });
+
+test(
+  "cgid --fastcgi --socket-group www-data --socket-mode 0660: the socket is the user's and the group's, and nginx as www-data connects through the group",
+  asRoot,
+  async (t) => {
+    const { dir } = site(t);
+    const socket = join(dir, 'cgi.sock');
+    const wwwGroup = WWW.gid;
+    assert.notEqual(NOBODY.gid, wwwGroup, "nobody's login group must differ from www-data's, or the group flag proves nothing");
+
+    // Given a group: the owner stays the user cgid runs as (nobody), the group is the web server's.
+    await t.test('--socket-group www-data --socket-mode 0660', async () => {
+      const face = await startFace(t, socket, ['--user', 'nobody', '--socket-group', 'www-data', '--socket-mode', '0660']);
+      const stat = statSync(socket);
+      assert.equal(stat.uid, NOBODY.uid, 'owned by the user cgid runs as');
+      assert.equal(stat.gid, wwwGroup, "the socket's group is www-data's");
+      assert.equal(stat.mode & 0o777, 0o660);
+      const nginx = await startNginx(t, {
+        user: 'www-data',
+        serverBlock: `location /cgi-bin/ {
+        fastcgi_pass unix:${socket};
+        include /etc/nginx/fastcgi_params;
+        fastcgi_param SCRIPT_FILENAME ${dir}$fastcgi_script_name;
+      }`,
+      });
+      const answer = await httpRequest(`${nginx.url}/cgi-bin/hello.sh`);
+      assert.equal(answer.status, 200, answer.body.toString());
+      assert.equal(answer.body.toString(), 'hello from nobody\n');
+      await face.stop();
+    });
+
+    // A mode other than the default (0660), so a flag that is not applied cannot pass.
+    await t.test('--socket-mode 0600', async () => {
+      const face = await startFace(t, socket, ['--user', 'nobody', '--socket-group', 'www-data', '--socket-mode', '0600']);
+      const stat = statSync(socket);
+      assert.equal(stat.mode & 0o777, 0o600);
+      assert.equal(stat.gid, wwwGroup);
+      await face.stop();
+    });
+  },
+);
 
 test('the worker library: listen({ path, socketUser: "www-data" }) as root, reached by nginx running as www-data', asRoot, async (t) => {
   const { dir } = site(t);

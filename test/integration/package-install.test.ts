@@ -5,6 +5,11 @@
  * --version`, `gatehouse serve` running a CGI script, every entry of
  * package.json "exports" imported from an ESM consumer, and a TypeScript
  * consumer type-checked against the installed declarations (NodeNext).
+ * Then the README's install command, read from the README and run by a
+ * shell as written (but for its `npm ci`: the copy links this checkout's
+ * node_modules), with npm's global prefix a temporary directory: the
+ * command it puts in <prefix>/bin runs and serves, and the manual pages are
+ * where the README says.
  *
  * The checkout is copied (without node_modules, dist and .git) so that the
  * pack's `prepare` build neither depends on nor disturbs the dist/ the other
@@ -13,7 +18,7 @@
  * the consumer, as it is in this checkout: its prebuilt binary must load
  * without it (README, "Installing").
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -59,9 +64,14 @@ const OUTPUT_LIMIT = 256 * 1024;
 async function run(
   command: string,
   args: readonly string[],
-  options: { cwd: string; timeoutMs: number },
+  options: { cwd: string; timeoutMs: number; env?: NodeJS.ProcessEnv },
 ): Promise<{ stdout: string; stderr: string }> {
-  const child = spawn(command, args, { cwd: options.cwd, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(command, args, {
+    cwd: options.cwd,
+    env: { ...cleanEnv(), ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => {
@@ -100,7 +110,8 @@ test('the packed package installs into an empty prefix and works as installed', 
   const skipped = new Set(['node_modules', 'dist', '.git']);
   cpSync(REPO_ROOT, checkout, {
     recursive: true,
-    filter: (source) => !skipped.has(relative(REPO_ROOT, source).split('/')[0]!),
+    // A tarball left in the checkout by an earlier `npm pack` would be a second match of the README's glob.
+    filter: (source) => !skipped.has(relative(REPO_ROOT, source).split('/')[0]!) && !source.endsWith('.tgz'),
   });
   symlinkSync(join(REPO_ROOT, 'node_modules'), join(checkout, 'node_modules'), 'dir');
 
@@ -152,39 +163,7 @@ test('the packed package installs into an empty prefix and works as installed', 
     assert.equal(pathNode.stdout.trim(), process.version, 'the installed command runs on the Node under test');
   });
 
-  await t.test('the installed gatehouse serve runs a CGI script', async (t) => {
-    const cgiBin = join(work, 'cgi-bin');
-    mkdirSync(cgiBin);
-    writeFileSync(
-      join(cgiBin, 'hello.sh'),
-      '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n"\necho "hello from $SCRIPT_NAME, path $PATH_INFO, $GATEWAY_INTERFACE"\n',
-    );
-    chmodSync(join(cgiBin, 'hello.sh'), 0o755);
-    const port = await freePort();
-    const serve = startProcess(
-      t,
-      gatehouse,
-      [
-        'serve',
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--cgi-bin',
-        cgiBin,
-        '--runtime-dir',
-        join(work, 'run'),
-        '--access-log',
-        'off',
-        // As root, serve refuses to start without a user: this test is about the package, so it keeps root on purpose.
-        ...(process.getuid?.() === 0 ? ['--user', 'root'] : []),
-      ],
-      { cwd: work, env: cleanEnv() },
-    );
-    await waitForListener({ host: '127.0.0.1', port }, { what: 'the installed gatehouse serve', process: serve, timeoutMs: 30_000 });
-    const response = await httpRequest(`http://127.0.0.1:${port}/cgi-bin/hello.sh/extra`);
-    assert.equal(response.status, 200, serve.output());
-    assert.equal(response.body.toString(), 'hello from /cgi-bin/hello.sh, path /extra, CGI/1.1\n');
-    await serve.stop();
-  });
+  await t.test('the installed gatehouse serve runs a CGI script', (t) => serveRunsCgi(t, gatehouse, join(work, 'serve-local')));
 
   const subpaths = Object.keys(installedPackage.exports);
   const moduleSpecifiers = subpaths
@@ -256,4 +235,80 @@ test('the packed package installs into an empty prefix and works as installed', 
     );
     await run(process.execPath, [TSC, '-p', join(prefix, 'tsconfig.json')], { cwd: prefix, timeoutMs: 180_000 });
   });
+
+  await t.test(
+    "the README's install command, as written, installs a gatehouse that runs (global prefix in a temporary directory)",
+    async (t) => {
+      const command = readmeInstallCommand();
+      // `npm ci` would replace the linked node_modules (this checkout's own); the copy already has what it installs.
+      const asRun = command.replace(/^npm ci && /, '');
+      assert.notEqual(asRun, command, `the README's install command no longer starts with npm ci: ${command}`);
+      const globalPrefix = join(work, 'global');
+      mkdirSync(globalPrefix);
+      // npm's global prefix is config: the environment sets it without touching the command.
+      const env = {
+        npm_config_prefix: globalPrefix,
+        npm_config_prefer_offline: 'true',
+        npm_config_audit: 'false',
+        npm_config_fund: 'false',
+      };
+      await run('/bin/sh', ['-c', asRun], { cwd: checkout, timeoutMs: 600_000, env });
+      const installedCommand = join(globalPrefix, 'bin', 'gatehouse');
+      assert.ok(existsSync(installedCommand), `the README's command installed no ${installedCommand}`);
+      const version = await run(installedCommand, ['--version'], { cwd: work, timeoutMs: 60_000 });
+      assert.equal(version.stdout, `gatehouse ${SOURCE_PACKAGE.version}\n`);
+      // The README: "its manual pages under $(npm root -g)/gatehouse-server/man/".
+      const root = (await run('npm', ['root', '-g'], { cwd: work, timeoutMs: 60_000, env })).stdout.trim();
+      assert.ok(root.startsWith(globalPrefix), `npm root -g is ${root}, outside ${globalPrefix}`);
+      for (const page of ['gatehouse-serve.8', 'gatehouse-cgid.8', 'gatehouse-kfcgi.8'])
+        assert.ok(
+          existsSync(join(root, SOURCE_PACKAGE.name, 'man', page)),
+          `${page} is not under $(npm root -g)/${SOURCE_PACKAGE.name}/man/`,
+        );
+      await serveRunsCgi(t, installedCommand, join(work, 'serve-global'));
+    },
+  );
 });
+
+/** `gatehouse serve` from an installed package, serving a CGI script from a directory of its own under `dir`. */
+async function serveRunsCgi(t: TestContext, gatehouse: string, dir: string): Promise<void> {
+  const cgiBin = join(dir, 'cgi-bin');
+  mkdirSync(cgiBin, { recursive: true });
+  writeFileSync(
+    join(cgiBin, 'hello.sh'),
+    '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n"\necho "hello from $SCRIPT_NAME, path $PATH_INFO, $GATEWAY_INTERFACE"\n',
+  );
+  chmodSync(join(cgiBin, 'hello.sh'), 0o755);
+  const port = await freePort();
+  const serve = startProcess(
+    t,
+    gatehouse,
+    [
+      'serve',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--cgi-bin',
+      cgiBin,
+      '--runtime-dir',
+      join(dir, 'run'),
+      '--access-log',
+      'off',
+      // As root, serve refuses to start without a user: this test is about the package, so it keeps root on purpose.
+      ...(process.getuid?.() === 0 ? ['--user', 'root'] : []),
+    ],
+    { cwd: dir, env: cleanEnv() },
+  );
+  await waitForListener({ host: '127.0.0.1', port }, { what: `the installed ${gatehouse} serve`, process: serve, timeoutMs: 30_000 });
+  const response = await httpRequest(`http://127.0.0.1:${port}/cgi-bin/hello.sh/extra`);
+  assert.equal(response.status, 200, serve.output());
+  assert.equal(response.body.toString(), 'hello from /cgi-bin/hello.sh, path /extra, CGI/1.1\n');
+  await serve.stop();
+}
+
+/** The README's command line that installs the `gatehouse` command (its comment says so), without the comment. */
+function readmeInstallCommand(): string {
+  const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
+  const lines = readme.split('\n').filter((line) => /#\s*install the `gatehouse` command/.test(line));
+  assert.equal(lines.length, 1, 'the README has one line that installs the gatehouse command');
+  return lines[0]!.replace(/\s+#.*$/, '').trim();
+}

@@ -9,7 +9,8 @@
  * receive buffer that never read (test/kit/non-reader.ts), and waits for the
  * events the send timeout causes (the log line, the scripts gone, the third
  * request answered), each wait bounded by a failure limit far above the
- * 1 s send timeout, never a timing assertion.
+ * 1 s send timeout, never a timing assertion. The last cases use the
+ * handlers and the worker library (sendTimeoutMs) in a process of their own.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,6 +22,7 @@ import { once } from 'node:events';
 import { encodeBeginRequest, encodeParamsRecords, encodeRecord } from '../../src/fastcgi/records.js';
 import { RecordType, Role } from '../../src/fastcgi/protocol.js';
 import { cgi } from '../../src/cgi/handler.js';
+import { createServer } from '../../src/fastcgi/index.js';
 import { ChildProcessSpawner } from '../../src/spawn/fork.js';
 import { startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
@@ -234,4 +236,68 @@ test('cgi({ sendTimeout }): the handler in a plain node:http server disconnects 
     false,
     'the script is killed',
   );
+});
+
+test('the worker library: createServer({ sendTimeoutMs }) disconnects a web server that takes no output, aborts its request, emits connectionError', async (t) => {
+  const dir = tempDir(t, 'gatehouse-send-timeout-worker-');
+  const socketPath = join(dir, 'app.sock');
+  let responseClosed = false;
+  let written = 0;
+  // An application that writes until it is told to stop (backpressure respected, as a real one would).
+  const server = createServer(
+    (_req, res) => {
+      res.setHeader('Content-Type', 'application/octet-stream');
+      const chunk = Buffer.alloc(64 * 1024, 0x61);
+      const pump = () => {
+        while (!res.destroyed && !res.writableEnded) {
+          written += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+      };
+      res.once('close', () => (responseClosed = true));
+      pump();
+    },
+    { sendTimeoutMs: 1000, handleSignals: false },
+  );
+  const errors: Error[] = [];
+  server.on('connectionError', (error: Error) => errors.push(error));
+  await new Promise<void>((resolve) => server.listen(socketPath, () => resolve()));
+  const socket = net.connect(socketPath);
+  // On a failure the connection is still open and the application still writing: both end with the test.
+  t.after(() => {
+    socket.destroy();
+    server.closeAllConnections();
+    server.close();
+  });
+  socket.on('error', () => {});
+  await once(socket, 'connect');
+  socket.write(
+    Buffer.concat([
+      encodeBeginRequest(1, Role.RESPONDER, false),
+      encodeParamsRecords(RecordType.PARAMS, 1, [
+        ['REQUEST_METHOD', 'GET'],
+        ['SCRIPT_NAME', '/endless'],
+      ]),
+      encodeRecord(RecordType.PARAMS, 1),
+      encodeRecord(RecordType.STDIN, 1),
+    ]),
+  );
+  // The web server stops reading: the application's writes stop once the socket buffers are full.
+  socket.pause();
+  const [error] = await waitForValue(
+    () => errors,
+    (list) => list.length > 0,
+    'the send timeout reported as a connectionError',
+    { timeoutMs: BOUND_MS },
+  );
+  assert.match(
+    error!.message,
+    /send timeout: the web server took none of \d+ bytes for \d+ ms \(send-timeout 1000 ms\): connection closed/,
+  );
+  await waitForValue(() => responseClosed, Boolean, "the request's response closed (aborted)", { timeoutMs: BOUND_MS });
+  const stoppedAt = written;
+  socket.resume();
+  await once(socket, 'close');
+  assert.ok(stoppedAt > 0 && written === stoppedAt, `the application wrote nothing more once aborted (${stoppedAt}, then ${written})`);
+  assert.equal(server.activeRequests, 0);
 });

@@ -9,6 +9,8 @@
  *   defaults) must be such a statement, so none goes unchecked;
  * - each doc states the constants of what it documents (a new client limit
  *   with no word in docs/fastcgi-client.md fails).
+ * And the library options tables list the options the code takes, no more and
+ * no fewer (the worker's sendTimeoutMs was public and missing from its table).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -170,4 +172,51 @@ test('each doc states the limits and defaults of what it documents', () => {
     for (const name of Object.keys(constants).filter(documents)) if (!stated.has(name)) problems.push(`${file} does not state ${name}`);
   }
   assert.deepEqual(problems, []);
+});
+
+/** The property names of `export interface NAME { ... }` in a source file (top-level members only). */
+function interfaceMembers(source: string, name: string): string[] {
+  const text = readFileSync(join(REPO_ROOT, source), 'utf8');
+  const start = text.indexOf(`export interface ${name} {`);
+  assert.notEqual(start, -1, `${source} exports no interface ${name}`);
+  const body = text.slice(start, text.indexOf('\n}', start));
+  return [...body.matchAll(/^ {2}(?:readonly )?([A-Za-z_$][\w$]*)\??:/gm)].map((match) => match[1]!);
+}
+
+/** The names in the first column of the first table after `heading` (a cell may name several: `a`, `b`). */
+function tableNames(file: string, heading: string): string[] {
+  const lines = readFileSync(join(REPO_ROOT, file), 'utf8').split('\n');
+  let index = lines.indexOf(heading);
+  assert.notEqual(index, -1, `${file} has no line ${heading}`);
+  while (index < lines.length && !lines[index]!.startsWith('|')) index += 1;
+  const names: string[] = [];
+  for (const line of lines.slice(index + 2)) {
+    if (!line.startsWith('|')) break;
+    const first = line.split('|')[1] ?? '';
+    names.push(...[...first.matchAll(/`([^`]+)`/g)].map((match) => match[1]!));
+  }
+  return names;
+}
+
+test('the library docs list every option the code takes, and no other', () => {
+  const tables: Array<[doc: string, heading: string, source: string, options: string]> = [
+    ['docs/fastcgi-worker.md', '## `createServer(handler?, options?)`', 'src/fastcgi/worker/server.ts', 'WorkerServerOptions'],
+    ['docs/fastcgi-client.md', '## Options', 'src/fastcgi/client/client.ts', 'FastCGIClientOptions'],
+    [
+      'docs/fastcgi-client.md',
+      '## `client.request(options)` and `UpstreamResponse`',
+      'src/fastcgi/client/client.ts',
+      'FastCGIRequestOptions',
+    ],
+  ];
+  for (const [doc, heading, source, options] of tables) {
+    const inCode = interfaceMembers(source, options);
+    assert.ok(inCode.length >= 5, `${source}: only ${inCode.join(', ')} found in ${options}: is the parse still right?`);
+    const documented = tableNames(doc, heading);
+    assert.deepEqual(
+      { missing: inCode.filter((name) => !documented.includes(name)), unknown: documented.filter((name) => !inCode.includes(name)) },
+      { missing: [], unknown: [] },
+      `${doc}'s table under ${heading} against ${options} in ${source}`,
+    );
+  }
 });
