@@ -13,6 +13,7 @@
  * from the configuration or the file system (paths, SetEnv, PassEnv) is text
  * and goes out as its UTF-8 bytes.
  */
+import type { EnvironmentValue } from '../spawn/order.js';
 
 /** One request as the builder sees it: plain data, so cgid and FastCGI can describe a request without node:http. */
 export interface CgiRequestDescription {
@@ -83,15 +84,6 @@ export interface EnvironmentPolicy {
   /** The server's own environment, read only for PATH and the PassEnv names (default: none). */
   inheritedEnvironment?: Readonly<Record<string, string | undefined>>;
 }
-
-/**
- * One value of an environment: a string is text and goes out as its UTF-8
- * bytes (configuration, paths, numbers); a Buffer goes out exactly as it is
- * (bytes from the wire that are not plain ASCII). ASCII from the wire stays a
- * string: its UTF-8 bytes are the wire bytes, and strings keep the common case
- * cheap (one PARAMS record written as one string).
- */
-export type EnvironmentValue = string | Buffer;
 
 /** Ordered, unique names. An array so FastCGI PARAMS keep a stable order; `environmentRecord` makes a spawn env. */
 export type CgiEnvironment = Array<[name: string, value: EnvironmentValue]>;

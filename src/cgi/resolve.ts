@@ -25,7 +25,7 @@ import { promises as fs, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode } from '../errors.js';
 import { CGI_ROOT_REALPATH_CACHE_ENTRIES, CGI_ROOT_REALPATH_CACHE_MS } from '../limits.js';
-import type { EnvironmentValue } from './environment.js';
+import type { EnvironmentValue } from '../spawn/order.js';
 
 export interface ScriptAliasRoute {
   kind: 'script-alias';

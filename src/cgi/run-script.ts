@@ -23,7 +23,7 @@ import {
 } from '../limits.js';
 import { ResponseHeadParser, type CgiHeadError, type CgiResponseHead, type HeadLimits } from './response-head.js';
 import { DefaultSpawner } from '../spawn/default.js';
-import type { EnvironmentValue } from './environment.js';
+import type { EnvironmentValue } from '../spawn/order.js';
 import { SpawnError, type ScriptExit, type ScriptSpawner, type SpawnedScript } from '../spawn/spawner.js';
 import { parseDuration } from '../options/duration.js';
 

@@ -31,7 +31,7 @@ import { createServer, type FastCGIServer, type WorkerServerOptions } from '../f
 import type { FastCGIRequest } from '../fastcgi/worker/request.js';
 import type { FastCGIResponse } from '../fastcgi/worker/response.js';
 import type { NameValuePair } from '../fastcgi/name-value.js';
-import type { EnvironmentValue } from '../cgi/environment.js';
+import type { EnvironmentValue } from '../spawn/order.js';
 
 export interface FastCGIFaceOptions {
   spawner: ScriptSpawner;

@@ -32,7 +32,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { CGID_MAX_FRAME_BYTES } from '../limits.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
-import type { EnvironmentValue } from '../cgi/environment.js';
+import type { EnvironmentValue } from '../spawn/order.js';
 import type { ScriptLimits, SpawnOrder } from '../spawn/order.js';
 
 export const CGID_PROTOCOL_VERSION = 2;

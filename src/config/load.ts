@@ -22,9 +22,9 @@ import { closestName } from '../options/command-line.js';
 import { readValue, type ValueRule } from '../options/values.js';
 import { HTTP_MIN_HEADER_BYTES } from '../limits.js';
 import { resolveAddress } from '../fastcgi/client/address.js';
-import { RouteTable } from '../http/routes.js';
+import { RouteTable } from './routes.js';
 import { activatedSockets, lookupGroupId, lookupUser } from '../sys/index.js';
-import { compileAccessLogFormat } from '../http/access-log-format.js';
+import { compileAccessLogFormat } from '../log/access-log-format.js';
 
 export { ConfigError, UsageError, closestName };
 

@@ -9,7 +9,7 @@
 import type { LongOption } from '../options/command-line.js';
 import type { ValueKind } from '../options/values.js';
 import { CGI_SPAWN_MODES } from '../spawn/modes.js';
-import { ACCESS_LOG_DIRECTIVES, DEFAULT_ACCESS_LOG_FORMAT } from '../http/access-log-format.js';
+import { ACCESS_LOG_DIRECTIVES, DEFAULT_ACCESS_LOG_FORMAT } from '../log/access-log-format.js';
 import { METRICS_ADDRESS, type ListenAddress } from '../options/listen-address.js';
 import { DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log/index.js';
 import {
@@ -537,7 +537,7 @@ export interface ServeConfig {
   workers: number;
   maxBody: number;
   accessLog: string;
-  /** combined, common, or an Apache LogFormat string (src/http/access-log-format.ts). */
+  /** combined, common, or an Apache LogFormat string (src/log/access-log-format.ts). */
   accessLogFormat: string;
   errorLog: string;
   logLevel: LogLevel;

@@ -1,15 +1,15 @@
 /**
  * The access log: one line per request in a format of Apache's LogFormat
- * (combined by default, see access-log-format.ts), to a file or stdout,
+ * (combined by default, see src/log/access-log-format.ts), to a file or stdout,
  * written without blocking (src/log/writer.ts); lines are built only when
  * the log is on. The error log is a src/log Logger.
  */
 import { type IncomingMessage, ServerResponse } from 'node:http';
 import { droppedMessage, openLogWriter, type LogWriter, type Logger } from '../log/index.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
-import { type AccessEntry, type AccessLineFormatter, compileAccessLogFormat } from './access-log-format.js';
+import { type AccessEntry, type AccessLineFormatter, compileAccessLogFormat } from '../log/access-log-format.js';
 
-export { apacheTime, type AccessEntry } from './access-log-format.js';
+export { apacheTime, type AccessEntry } from '../log/access-log-format.js';
 
 export class AccessLog {
   /** False for "off": callers skip building entries. */

@@ -1,6 +1,6 @@
 /**
  * The HTTP front (`gatehouse serve`): node:http with safe limits, and the
- * routes from the configuration in the order src/http/routes.ts documents:
+ * routes from the configuration in the order src/config/routes.ts documents:
  * FastCGI routes by pattern or ending, then the longest URL prefix (FastCGI
  * routes and CGI directories), then CGI by ending and static files.
  * node:http's parser already refuses request smuggling (Content-Length with
@@ -21,7 +21,7 @@ import { formatListenAddress, parseListenAddress, type ListenAddress } from '../
 import { listenServer, resolveActivatedAddress, type ServerListening, type UnixSocketOptions } from '../sys/index.js';
 import { restartOnlyChanges } from '../config/reload.js';
 import { fastcgi, type FastCGIHandler } from './fastcgi-handler.js';
-import { RouteTable } from './routes.js';
+import { RouteTable } from '../config/routes.js';
 import { AccessLog, CountingServerResponse, responseBodyBytes } from './logs.js';
 import { openLogger, type Logger, type LogLevel } from '../log/index.js';
 import { serveStatic } from './static.js';

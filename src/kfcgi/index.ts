@@ -26,7 +26,7 @@ import { ErrorCode, GatehouseError } from '../errors.js';
 export { OPTIONS, parseCommandLine, validateOptions, helpText, usageLine, UsageError, type KfcgiConfig } from './options.js';
 export { readStatus } from './status.js';
 export { logDestination } from './log.js';
-export type { PoolStatus, WorkerStatus } from './supervisor.js';
+export type { PoolStatus, WorkerStatus } from '../metrics/status.js';
 
 export interface RunHooks {
   /** Called once the workers are running (the daemon tells its parent), or with the error that stopped the start. */

@@ -34,7 +34,8 @@ import type { Listener } from './listener.js';
 import type { Logger } from './log.js';
 import type { ProcView } from '../sys/index.js';
 import type { SocketView } from './socket-view.js';
-import { Backoff, RespawnTally, failedExit, type Pool, type PoolStatus, type WorkerState, type WorkerStatus } from './supervisor.js';
+import type { PoolStatus, WorkerState, WorkerStatus } from '../metrics/status.js';
+import { Backoff, RespawnTally, failedExit, type Pool } from './supervisor.js';
 import { WorkerProcess, describeExit, type WorkerExit } from './worker-process.js';
 
 export interface SharedSocketPoolOptions {

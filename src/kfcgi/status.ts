@@ -8,7 +8,7 @@ import { chownSync } from 'node:fs';
 import { KFCGI_SOCKET_MODE, KFCGI_STATUS_BACKLOG, KFCGI_STATUS_READ_TIMEOUT_MS } from '../limits.js';
 import { createListener, closeDescriptor, type UserEntry } from '../sys/index.js';
 import { clearStaleSocket, OwnedSocketPath } from './listener.js';
-import type { PoolStatus } from './supervisor.js';
+import type { PoolStatus } from '../metrics/status.js';
 import { ErrorCode, GatehouseError } from '../errors.js';
 
 export interface StatusServer {

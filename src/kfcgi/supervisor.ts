@@ -1,8 +1,10 @@
 /**
  * What every pool shares: the workers' environment, the respawn back-off
- * and its tally, the start-up check, and the status record.
+ * and its tally, the start-up check, and the status record's interface (the
+ * record itself, PoolStatus, is part of the status document: src/metrics/status.ts).
  */
 import { KFCGI_RESPAWN_HEALTHY_MS, KFCGI_RESPAWN_MAX_DELAY_MS, KFCGI_RESPAWN_MIN_DELAY_MS } from '../limits.js';
+import type { PoolStatus } from '../metrics/status.js';
 import type { WorkerExit } from './worker-process.js';
 
 /** Variables of the manager's own that workers must not inherit. */
@@ -35,65 +37,6 @@ export class Backoff {
     else this.#delay = this.#delay === 0 ? KFCGI_RESPAWN_MIN_DELAY_MS : Math.min(this.#delay * 2, KFCGI_RESPAWN_MAX_DELAY_MS);
     return this.#delay;
   }
-}
-
-/** How the manager sees a worker; the manual (STATUS) says how each is known. */
-export type WorkerState = 'starting' | 'idle' | 'busy';
-
-/** One worker in the status. */
-export interface WorkerStatus {
-  pid: number;
-  /** null when it cannot be told (no /proc). */
-  state: WorkerState | null;
-  startedAt: string;
-  /** CPU seconds of the worker's process tree, children it reaped included; null without /proc. */
-  cpuSeconds: number | null;
-  /** Resident memory of the worker's process tree; null without /proc. */
-  rssBytes: number | null;
-  /** Connections it holds: seen by the kernel (fixed, dynamic), or handed over and not yet returned (variable). */
-  connections: number | null;
-  /** Variable pool: connections handed to it so far. */
-  handed?: number;
-}
-
-/** Pool status, as the status socket and `gatehouse kfcgi status` report it (fields documented in the manual). */
-export interface PoolStatus {
-  pid: number;
-  mode: 'fixed' | 'variable' | 'dynamic';
-  listen: string;
-  startedAt: string;
-  workers: number;
-  minWorkers: number;
-  maxWorkers: number;
-  /** Workers serving a connection; null when unknown (no /proc). */
-  busy: number | null;
-  idle: number | null;
-  /** Workers started and not yet seen waiting for a connection. */
-  starting: number | null;
-  pids: number[];
-  /** Connections the manager accepted (variable pool); null in fixed and dynamic pools, where workers accept. */
-  accepted: number | null;
-  /** Connections handed to workers (variable pool). */
-  handedOver: number | null;
-  /** Connections that found every worker busy at -N (variable pool). */
-  poolFull: number | null;
-  /** Times the pool was at its largest size with connections waiting (episodes, counted once each). */
-  maxReached: number;
-  /** Accepted connections waiting for a free worker (variable pool). */
-  queued: number | null;
-  /** Workers started again after an unexpected exit. */
-  respawns: number;
-  /** The unexpected exits respawns answered, by cause: "exit N", "signal NAME", "spawn error". */
-  respawnCauses: Record<string, number>;
-  /** SIGHUP restarts done. */
-  restarts: number;
-  /** Workers replaced after -R connections. */
-  recycled: number;
-  /** Workers released after -w seconds idle (variable and dynamic pools). */
-  released: number;
-  /** The listen queue: the backlog asked for, connections waiting now, the kernel's limit, the most seen waiting. */
-  backlog: { configured: number; queued: number | null; limit: number | null; maxQueued: number | null };
-  processes: WorkerStatus[];
 }
 
 /** The cause of an unexpected exit, as respawnCauses counts it. */

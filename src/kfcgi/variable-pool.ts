@@ -53,7 +53,8 @@ import {
 import type { Listener } from './listener.js';
 import type { Logger } from './log.js';
 import type { SocketView } from './socket-view.js';
-import { Backoff, RespawnTally, type Pool, type PoolStatus, type WorkerStatus } from './supervisor.js';
+import type { PoolStatus, WorkerStatus } from '../metrics/status.js';
+import { Backoff, RespawnTally, type Pool } from './supervisor.js';
 import { WorkerProcess, describeExit } from './worker-process.js';
 
 /** The descriptor number a variable-pool worker finds its control socket at (FCGI_LISTENSOCK_DESCRIPTORS). */

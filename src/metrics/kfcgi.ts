@@ -6,7 +6,7 @@
  *
  * Names, types and labels are documented in gatehouse-kfcgi(8), METRICS.
  */
-import type { PoolStatus } from '../kfcgi/supervisor.js';
+import type { PoolStatus } from './status.js';
 import type { MetricsRegistry } from './registry.js';
 
 export interface KfcgiMetricsSource {

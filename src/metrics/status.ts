@@ -21,7 +21,6 @@ import { ErrorCode, GatehouseError } from '../errors.js';
 import { STATUS_MAX_BYTES, STATUS_READ_TIMEOUT_MS } from '../limits.js';
 import { parseListenAddress, STATUS_ADDRESS } from '../options/listen-address.js';
 import { probeCapabilities } from '../fastcgi/client/probe.js';
-import type { PoolStatus } from '../kfcgi/supervisor.js';
 import { gatehouseVersion, type MetricsCommand } from './registry.js';
 
 export interface StatusPool {
@@ -37,6 +36,72 @@ export interface StatusPool {
   max: number | null;
   /** Times the pool was full: requests refused for a full script queue, requests that starved for a connection, kfcgi's maxReached. */
   maxReached: number | null;
+}
+
+/*
+ * A kfcgi pool's own status: what its status socket (-S) answers and its
+ * document's `kfcgi` field carries. Defined here with the document, below
+ * src/kfcgi, whose pools fill it in (status()) and whose metrics listener
+ * serves it.
+ */
+
+/** How the manager sees a worker; the manual (STATUS) says how each is known. */
+export type WorkerState = 'starting' | 'idle' | 'busy';
+
+/** One worker in the status. */
+export interface WorkerStatus {
+  pid: number;
+  /** null when it cannot be told (no /proc). */
+  state: WorkerState | null;
+  startedAt: string;
+  /** CPU seconds of the worker's process tree, children it reaped included; null without /proc. */
+  cpuSeconds: number | null;
+  /** Resident memory of the worker's process tree; null without /proc. */
+  rssBytes: number | null;
+  /** Connections it holds: seen by the kernel (fixed, dynamic), or handed over and not yet returned (variable). */
+  connections: number | null;
+  /** Variable pool: connections handed to it so far. */
+  handed?: number;
+}
+
+/** Pool status, as the status socket and `gatehouse kfcgi status` report it (fields documented in the manual). */
+export interface PoolStatus {
+  pid: number;
+  mode: 'fixed' | 'variable' | 'dynamic';
+  listen: string;
+  startedAt: string;
+  workers: number;
+  minWorkers: number;
+  maxWorkers: number;
+  /** Workers serving a connection; null when unknown (no /proc). */
+  busy: number | null;
+  idle: number | null;
+  /** Workers started and not yet seen waiting for a connection. */
+  starting: number | null;
+  pids: number[];
+  /** Connections the manager accepted (variable pool); null in fixed and dynamic pools, where workers accept. */
+  accepted: number | null;
+  /** Connections handed to workers (variable pool). */
+  handedOver: number | null;
+  /** Connections that found every worker busy at -N (variable pool). */
+  poolFull: number | null;
+  /** Times the pool was at its largest size with connections waiting (episodes, counted once each). */
+  maxReached: number;
+  /** Accepted connections waiting for a free worker (variable pool). */
+  queued: number | null;
+  /** Workers started again after an unexpected exit. */
+  respawns: number;
+  /** The unexpected exits respawns answered, by cause: "exit N", "signal NAME", "spawn error". */
+  respawnCauses: Record<string, number>;
+  /** SIGHUP restarts done. */
+  restarts: number;
+  /** Workers replaced after -R connections. */
+  recycled: number;
+  /** Workers released after -w seconds idle (variable and dynamic pools). */
+  released: number;
+  /** The listen queue: the backlog asked for, connections waiting now, the kernel's limit, the most seen waiting. */
+  backlog: { configured: number; queued: number | null; limit: number | null; maxQueued: number | null };
+  processes: WorkerStatus[];
 }
 
 export interface StatusDocument {

@@ -12,7 +12,7 @@
  * posix_spawn (the daemon and in-process modes) carries every byte.
  */
 import { spawn } from 'node:child_process';
-import type { EnvironmentValue } from '../cgi/environment.js';
+import type { EnvironmentValue } from './order.js';
 import { refuseShellFallback, SpawnError, type ScriptExit, type ScriptSpawner, type SpawnedScript, type SpawnRequest } from './spawner.js';
 
 // ignoreBOM: a leading EF BB BF is part of the value, not a marker to strip.

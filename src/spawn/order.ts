@@ -6,7 +6,17 @@
  * from the front to the daemon, so they live here, below both (pure: no
  * sockets, timers or processes).
  */
-import type { EnvironmentValue } from '../cgi/environment.js';
+
+/**
+ * One value of an environment: a string is text and goes out as its UTF-8
+ * bytes (configuration, paths, numbers); a Buffer goes out exactly as it is
+ * (bytes from the wire that are not plain ASCII). ASCII from the wire stays a
+ * string: its UTF-8 bytes are the wire bytes, and strings keep the common case
+ * cheap (one PARAMS record written as one string). It lives here, with the
+ * spawn order, because every spawner takes it; src/cgi builds environments of
+ * it and src/cgid carries them.
+ */
+export type EnvironmentValue = string | Buffer;
 
 /** Per-script resource limits (Apache's RLimitCPU, RLimitMEM, RLimitNPROC, plus open files and output). 0 means no limit. */
 export interface ScriptLimits {

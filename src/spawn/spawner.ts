@@ -8,7 +8,7 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { ErrorCode, GatehouseError } from '../errors.js';
-import type { EnvironmentValue } from '../cgi/environment.js';
+import type { EnvironmentValue } from './order.js';
 
 export interface SpawnRequest {
   /** Absolute path of the program: executed directly (execve), never through a shell. */

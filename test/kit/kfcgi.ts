@@ -14,7 +14,7 @@ import { childrenOf } from './proc.js';
 import { startProcess, tempDir, waitForListener, type Cleanup, type RunningProcess } from './process.js';
 import { waitFor } from './wait.js';
 import { readStatus } from '../../src/kfcgi/status.js';
-import type { PoolStatus } from '../../src/kfcgi/supervisor.js';
+import type { PoolStatus } from '../../src/metrics/status.js';
 
 export const sourceDir = join(FIXTURES_SOURCE, 'kfcgi');
 export const gatehouseMain = GATEHOUSE_MAIN;

@@ -11,7 +11,7 @@ import {
   type AccessLineFormatter,
   apacheTime,
   compileAccessLogFormat,
-} from '../../src/http/access-log-format.js';
+} from '../../src/log/access-log-format.js';
 import { loadServeConfig } from '../../src/config/load.js';
 import { tempDir } from '../kit/process.js';
 

@@ -230,9 +230,11 @@ test('no two top-level folders of src/ import each other, directly or through ot
   const unexplained = found
     .filter((component) => !(component.length === 2 && FOLDER_CYCLE_EXCEPTIONS.has(component.join(' <-> '))))
     .map((component) => `${component.join(' <-> ')}:\n  ${cycleImports(component).join('\n  ')}`);
-  assert.deepEqual(unexplained, [], `folders that import each other (move the shared piece down, or pass it in):\n${unexplained.join('\n')}`);
-  const stale = [...FOLDER_CYCLE_EXCEPTIONS.keys()].filter(
-    (name) => !found.some((component) => component.join(' <-> ') === name),
+  assert.deepEqual(
+    unexplained,
+    [],
+    `folders that import each other (move the shared piece down, or pass it in):\n${unexplained.join('\n')}`,
   );
+  const stale = [...FOLDER_CYCLE_EXCEPTIONS.keys()].filter((name) => !found.some((component) => component.join(' <-> ') === name));
   assert.deepEqual(stale, [], 'exceptions whose cycle is gone: remove them');
 });

@@ -1,12 +1,12 @@
 /**
- * Route selection of `gatehouse serve` (src/http/routes.ts), as a table:
+ * Route selection of `gatehouse serve` (src/config/routes.ts), as a table:
  * patterns and endings first in the order written, then the longest prefix
  * among FastCGI routes and CGI directories, then the document root; and the
  * routes --check reports as never used.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RouteTable, scriptPart, type RouteTarget } from '../../src/http/routes.js';
+import { RouteTable, scriptPart, type RouteTarget } from '../../src/config/routes.js';
 import type { FastCGIRouteConfig, ServeConfig } from '../../src/config/schema.js';
 
 type RouteConfig = Pick<ServeConfig, 'fastcgi' | 'cgiBin' | 'scriptAlias' | 'cgiExt'>;

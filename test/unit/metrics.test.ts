@@ -20,7 +20,7 @@ import { ServeMetrics } from '../../src/metrics/serve.js';
 import { registerSupervisorMetrics } from '../../src/metrics/workers.js';
 import { MeteredSpawner, registerLimiterMetrics, registerScriptMetrics, SPAWN_DAEMON_UNAVAILABLE } from '../../src/metrics/scripts.js';
 import { ScriptLimiter } from '../../src/cgi/limiter.js';
-import type { PoolStatus } from '../../src/kfcgi/supervisor.js';
+import type { PoolStatus } from '../../src/metrics/status.js';
 import type { ScriptSpawner, SpawnedScript } from '../../src/spawn/spawner.js';
 import { SpawnError } from '../../src/spawn/spawner.js';
 import { documentedMetrics, parseExposition, promtoolCheck, sampleValue } from '../kit/metrics.js';

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { STATUS_OPTIONS, statusUsage } from '../../src/cli/status.js';
 import { formatStatusTable, formatUptime, fromKfcgiStatus, type StatusDocument } from '../../src/metrics/status.js';
-import type { PoolStatus } from '../../src/kfcgi/supervisor.js';
+import type { PoolStatus } from '../../src/metrics/status.js';
 
 const manual = readFileSync(new URL('../../../man/gatehouse-status.8', import.meta.url), 'utf8');
 

@@ -13,9 +13,11 @@
  *      other is served as it is (404 without a docroot).
  *
  * Pure: the front asks select(); `gatehouse serve --check` asks
- * shadowedRoutes() for routes that can never be chosen.
+ * shadowedRoutes() for routes that can never be chosen. It is read from the
+ * configuration alone and the configuration's check asks it, so it lives
+ * here, below the front (src/http) that uses it.
  */
-import type { FastCGIRouteConfig, ServeConfig } from '../config/schema.js';
+import type { FastCGIRouteConfig, ServeConfig } from './schema.js';
 
 export type RouteTarget =
   /** The [[fastcgi]] route at this position in the configuration. */

@@ -19,6 +19,8 @@
  * "combined" (the default) and "common" name Apache's two standard formats.
  * As Apache does, quotes, backslashes and control bytes in what the client
  * sent (%r, %u, %{...}i) are escaped, so a request cannot forge a line.
+ * It lives with the logs, below both the configuration (which checks a
+ * format when it is read) and the front (src/http/logs.ts, which writes it).
  */
 
 export interface AccessEntry {
