@@ -100,7 +100,8 @@ export class ServeMetrics {
     this.#source = source;
     const registry = this.registry;
     const servers = new Set<net.Server>(source.servers);
-    this.#attachHttp(registry, servers);
+    this.#attachHttpRequests(registry, servers);
+    this.#attachHttpConnections(registry, servers);
     this.#attachCgi(registry);
     if (source.daemon) registerDaemonMetrics(registry, source.daemon);
     this.#attachFastCGI(registry, source);
@@ -130,7 +131,8 @@ export class ServeMetrics {
     this.#unsubscribe.push(() => channel.unsubscribe(listener));
   }
 
-  #attachHttp(registry: MetricsRegistry, servers: Set<net.Server>): void {
+  /** Requests of the front's servers: answered by route and status class, their duration, those under way. */
+  #attachHttpRequests(registry: MetricsRegistry, servers: Set<net.Server>): void {
     const requests = registry.counter({
       name: 'gatehouse_http_requests_total',
       help: 'HTTP requests answered, by route (fastcgi, cgi, static: everything else) and status class (aborted: the connection closed before the response ended).',
@@ -178,7 +180,10 @@ export class ServeMetrics {
     };
     this.#subscribe(cgiChannels.create, markRoute('cgi'));
     this.#subscribe(fastcgiChannels.create, markRoute('fastcgi'));
+  }
 
+  /** Client connections of the front's servers: open, accepted, and the bytes read and written on them. */
+  #attachHttpConnections(registry: MetricsRegistry, servers: Set<net.Server>): void {
     let open = 0;
     let accepted = 0;
     let closedBytesIn = 0;
