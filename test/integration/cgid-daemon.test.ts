@@ -21,7 +21,7 @@ import { runScript } from '../../src/cgi/run-script.js';
 import { closeDescriptor, createListener } from '../../src/sys/index.js';
 import { GATEHOUSE_MAIN } from '../kit/paths.js';
 import { startProcess, tempDir, waitForListener } from '../kit/process.js';
-import { waitFor } from '../kit/wait.js';
+import { waitFor, waitForOutput } from '../kit/wait.js';
 
 function startDaemon(t: TestContext, socket: string, token: Buffer) {
   return startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'cgid', '--socket', socket], {
@@ -46,13 +46,18 @@ test('ScriptSock: a stale socket is removed, a live one and a non-socket are ref
   t.after(() => other.close());
   const refused = startDaemon(t, live, token);
   assert.equal((await refused.exited).code, 1);
-  assert.match(refused.output(), /another process answers on .*live\.sock.*stop it, or choose another ScriptSock/);
+  // 'exited' is the exit event: the pipes may still hold the line, so it is waited for.
+  await waitForOutput(
+    refused,
+    /another process answers on .*live\.sock.*stop it, or choose another ScriptSock/,
+    'the refusal of a live socket',
+  );
 
   const file = join(dir, 'file.sock');
   writeFileSync(file, 'not a socket');
   const notSocket = startDaemon(t, file, token);
   assert.equal((await notSocket.exited).code, 1);
-  assert.match(notSocket.output(), /exists and is not a socket/);
+  await waitForOutput(notSocket, /exists and is not a socket/, 'the refusal of a non-socket');
 });
 
 test('a daemon with another instance token is never trusted, and refuses orders with a wrong token', async (t) => {

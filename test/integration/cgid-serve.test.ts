@@ -17,7 +17,7 @@ import { CGI_FIXTURES, GATEHOUSE_MAIN } from '../kit/paths.js';
 import { asRootOnPurpose } from '../kit/serve.js';
 import { childProcesses, childrenOf, commandLine, groupMembers, processExists } from '../kit/proc.js';
 import { freePort, startProcess, tempDir, waitForListener, type RunningProcess } from '../kit/process.js';
-import { textOf, waitFor, waitForText } from '../kit/wait.js';
+import { textOf, waitFor, waitForText, waitForOutput } from '../kit/wait.js';
 
 interface Served {
   base: string;
@@ -310,7 +310,12 @@ test('the runtime directory is refused when other users can write it', async (t)
     ]);
     const exit = await proc.exited;
     assert.equal(exit.code, 1, proc.output());
-    assert.match(proc.output(), /refusing to create the cgid socket in .*writable by (every user|its group) \(mode \d+\).*chmod go-w/);
+    // 'exited' is the exit event: the pipes may still hold the line, so it is waited for.
+    await waitForOutput(
+      proc,
+      /refusing to create the cgid socket in .*writable by (every user|its group) \(mode \d+\).*chmod go-w/,
+      `the refusal of mode ${mode.toString(8)}`,
+    );
   }
 });
 

@@ -10,7 +10,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync }
 import { join } from 'node:path';
 import { CgidConnection } from '../../src/cgid/client.js';
 import { isRunning, startProcess, tempDir, waitForListener, type RunningProcess } from '../kit/process.js';
-import { waitFor } from '../kit/wait.js';
+import { waitFor, waitForOutput } from '../kit/wait.js';
 import { GATEHOUSE_MAIN } from '../kit/paths.js';
 
 /** A daemon that makes its own token (no $GATEHOUSE_CGID_TOKEN, no --token-file): it writes SOCKET.token. */
@@ -41,7 +41,8 @@ test("a second daemon on a live socket is refused and leaves the live daemon's t
 
   const second = startDaemon(t, socket);
   assert.equal((await second.exited).code, 1);
-  assert.match(second.output(), /another process answers on/);
+  // 'exited' is the exit event: the pipes may still hold the line, so it is waited for.
+  await waitForOutput(second, /another process answers on/, "the second daemon's refusal");
 
   const after = statSync(tokenFile);
   assert.equal(after.ino, before.inode, 'the token file was not replaced');
@@ -60,7 +61,8 @@ test('a daemon refused for an unsafe directory leaves no token file behind', asy
   const socket = join(shared, 'a');
   const refused = startDaemon(t, socket);
   assert.equal((await refused.exited).code, 1);
-  assert.match(refused.output(), /refusing to create the cgid socket in .*writable by every user/);
+  // 'exited' is the exit event: the pipes may still hold the line, so it is waited for.
+  await waitForOutput(refused, /refusing to create the cgid socket in .*writable by every user/, 'the refusal');
   assert.equal(existsSync(`${socket}.token`), false);
   assert.deepEqual(readdirSync(shared), []);
 });

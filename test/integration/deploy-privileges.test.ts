@@ -15,6 +15,7 @@ import { startProcess, tempDir, waitForListener } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { childrenOf, commandLine, credentialsFromText, credentialsOf, ID_SCRIPT, waitUntil } from '../kit/deploy.js';
 import { GATEHOUSE_MAIN } from '../kit/paths.js';
+import { waitForText } from '../kit/wait.js';
 import { runGatehouse, startGatehouse } from '../kit/serve.js';
 
 const asRoot = { skip: process.getuid?.() !== 0 ? 'switching users needs root (CI runs as root)' : false };
@@ -191,7 +192,8 @@ test('serve user = "root" on purpose: allowed, and logged as a warning', asRoot,
   const server = await startGatehouse(t, 'serve', ['--user', 'root', '--docroot', www, '--cgi-bin', cgi, '--error-log', errorLog]);
   const script = await httpRequest(`${server.base}/cgi-bin/id.sh`);
   assert.deepEqual(credentialsFromText(script.body.toString()).uids, [0, 0, 0, 0]);
-  assert.match(readFileSync(errorLog, 'utf8'), / warn serve\[\d+\]: running as root on purpose \(user root\)/);
+  // Logged in a batch at the start, into a file the answer does not wait for: waited for.
+  await waitForText(errorLog, / warn serve\[\d+\]: running as root on purpose \(user root\)/, 'the warning about root');
 });
 
 test('cgid --fastcgi: refused as root without --user; with --user www-data the face and its scripts run as www-data', asRoot, async (t) => {

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { FastCGIClient } from '../../src/fastcgi/client/index.js';
 import { lookupUser } from '../../src/sys/index.js';
 import { startProcess, tempDir, waitForListener, type RunningProcess } from '../kit/process.js';
+import { waitForOutput } from '../kit/wait.js';
 import { httpRequest } from '../kit/http.js';
 import { startNginx } from '../kit/nginx.js';
 import { waitUntil } from '../kit/deploy.js';
@@ -152,7 +153,8 @@ async function staleThenLive(
   assert.ok(lstatSync(socket).isSocket(), 'a killed process leaves its socket file behind');
   const second = await start();
   assert.match(await request(), expected, second.output());
-  assert.match(second.output(), /stale socket/, 'the replacement is logged');
+  // Logged in a batch (cgid's after the ready line it writes to stdout at once) and read through a pipe: waited for.
+  await waitForOutput(second, /stale socket/, 'the replacement logged');
   const third = startProcess(t, process.execPath, refusal.args);
   const { code } = await third.exited;
   await waitUntil(() => third.child.stderr!.readableEnded || third.child.stderr!.destroyed, 'the refused process output');

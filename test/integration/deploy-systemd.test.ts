@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FastCGIClient } from '../../src/fastcgi/client/index.js';
 import { freePort, requireProgram, tempDir, type RunningProcess } from '../kit/process.js';
+import { waitForOutput } from '../kit/wait.js';
 import { httpRequest } from '../kit/http.js';
 import { commandLine, notifyListener, startActivated, waitUntil } from '../kit/deploy.js';
 import { CGI_FIXTURES, GATEHOUSE_MAIN, REPO_ROOT } from '../kit/paths.js';
@@ -57,7 +58,8 @@ test('gatehouse serve on the socket systemd passes (no --listen): serves, and te
   const response = await httpRequest(`http://127.0.0.1:${port}/a.txt`);
   assert.equal(response.status, 200);
   assert.equal(response.body.toString(), 'file a\n');
-  assert.match(activator.output(), new RegExp(`listening on 127\\.0\\.0\\.1:${port}`));
+  // Logged in a batch after the listen, and read through a pipe: the response can come first.
+  await waitForOutput(activator, new RegExp(`listening on 127\\.0\\.0\\.1:${port}`), "serve's listening line");
   // systemd-socket-activate became serve (exec): the pid LISTEN_PID named.
   assert.match(commandLine(activator.child.pid!), /main\.js serve/);
   await waitUntil(() => stateLines(notify.messages()).includes('READY=1'), 'READY=1');
@@ -94,7 +96,8 @@ test('gatehouse cgid --fastcgi systemd:NAME on a unix socket systemd passes, wit
   assert.match(output, /GATEWAY_INTERFACE=CGI\/1\.1/);
   // The script's environment holds nothing of systemd's.
   assert.doesNotMatch(output, /LISTEN_FDS|LISTEN_PID|NOTIFY_SOCKET/);
-  assert.match(activator.output(), /^ready \d+ systemd:cgi$/m);
+  // Its stdout comes through a pipe, read apart from the FastCGI socket: the answer can come first.
+  await waitForOutput(activator, /^ready \d+ systemd:cgi$/m, "cgid's ready line");
   await waitUntil(() => stateLines(notify.messages()).includes('READY=1'), 'READY=1 on the abstract socket');
   activator.child.kill('SIGTERM');
   assert.deepEqual(await activator.exited, { code: 0, signal: null });
@@ -109,7 +112,8 @@ test('gatehouse kfcgi -d uses the socket systemd passes as its pool socket; with
   const activator = startActivated(t, socket, [...pool.slice(0, 3), '-d', ...pool.slice(3)], { env: { NOTIFY_SOCKET: notify.address } });
   await activatorListening(activator);
   assert.match(await fastcgiGet(`unix:${socket}`, { SCRIPT_NAME: '/x' }), /hello from node pid \d+/);
-  assert.match(activator.output(), /passed by systemd as fd 3/);
+  // Logged in a batch, read through a pipe: a worker's answer can come first.
+  await waitForOutput(activator, /passed by systemd as fd 3/, "the manager's listening line");
   await waitUntil(() => stateLines(notify.messages()).includes('READY=1'), 'READY=1 once the workers run');
   activator.child.kill('SIGTERM');
   await activator.exited;
@@ -119,7 +123,8 @@ test('gatehouse kfcgi -d uses the socket systemd passes as its pool socket; with
   await activatorListening(daemonised);
   await fastcgiGet(`unix:${join(dir, 'other.sock')}`, { SCRIPT_NAME: '/x' }).catch(() => '');
   assert.equal((await daemonised.exited).code, 1);
-  assert.match(daemonised.output(), /started by systemd \(LISTEN_FDS or NOTIFY_SOCKET is set\): add -d/);
+  // 'exited' is the exit event: the pipes may still hold the line, so it is waited for.
+  await waitForOutput(daemonised, /started by systemd \(LISTEN_FDS or NOTIFY_SOCKET is set\): add -d/, 'the refusal without -d');
 });
 
 test('the worker library: listen() with no address serves the socket systemd passes, and tells READY', async (t) => {

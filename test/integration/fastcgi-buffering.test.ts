@@ -25,7 +25,7 @@ import { tempDir } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { startPhpFpm } from '../kit/php-fpm.js';
 import { openNonReader } from '../kit/non-reader.js';
-import { waitForValue } from '../kit/wait.js';
+import { waitForText, waitForValue } from '../kit/wait.js';
 import { startServe } from '../kit/serve-logged.js';
 
 const BOUND_MS = 25_000;
@@ -127,7 +127,8 @@ async function heldUntilSendTimeout(t: TestContext, path: string, route: string)
   const other = await httpRequest(`${base}/small.php`, { timeoutMs: BOUND_MS });
   assert.equal(other.status, 200);
   // Causal order: php-fpm had no free child before a send timeout closed a non-reader (and its request was aborted).
-  assert.match(site.log(), new RegExp(`send timeout: .*answering GET ${path.replace('.', '\\.')}`));
+  // The line is written in a batch after the timeout, so it can land after the answer to `other`: waited for.
+  await waitForText(site.errorLog, new RegExp(`send timeout: .*answering GET ${path.replace('.', '\\.')}`), 'the send timeout logged');
 }
 
 test('buffering = false: php-fpm is held by clients that never read until the send timeout closes them', async (t) => {

@@ -17,8 +17,8 @@ import { join } from 'node:path';
 import { FastCGIClient } from '../../src/fastcgi/client/index.js';
 import { parseJsonRecord, systemLogAvailable } from '../../src/log/index.js';
 import { httpRequest } from '../kit/http.js';
-import { startProcess, tempDir, waitForListener } from '../kit/process.js';
-import { waitForValue } from '../kit/wait.js';
+import { outputEnded, startProcess, tempDir, waitForListener } from '../kit/process.js';
+import { waitForValue, waitForOutput } from '../kit/wait.js';
 import { GATEHOUSE_MAIN } from '../kit/paths.js';
 import { asRootOnPurpose, startGatehouse } from '../kit/serve.js';
 
@@ -78,9 +78,11 @@ test('serve: mv + SIGUSR1 moves the access and error logs to new files; no inspe
   );
   assert.ok(!read(`${accessLog}.1`).includes('after'));
   assert.ok(!read(`${errorLog}.1`).includes('chatty'));
-  assert.ok(!server.output().includes('Debugger listening'), server.output());
   await server.stop();
   assert.equal(server.child.exitCode, 0, server.output());
+  // Checked on the whole output (its pipes ended), not on what had come through them so far.
+  const output = await outputEnded(server);
+  assert.ok(!output.includes('Debugger listening'), output);
 });
 
 test("serve: one line format, the cgid daemon's records un-nested, stops logged as info; JSON lines and --log-level", async (t) => {
@@ -203,8 +205,10 @@ test('cgid --fastcgi: mv + SIGUSR1 for its error log, the script log follows the
   assert.ok(!read(`${errorLog}.1`).includes('missing-after'));
   assert.equal(read(`${scriptLog}.1`).match(/^%% 500/gm)?.length, 1);
   assert.equal(read(scriptLog).match(/^%% 500/gm)?.length, 1);
-  assert.ok(!face.output().includes('Debugger listening'), face.output());
   await face.stop();
+  // Checked on the whole output (its pipes ended), not on what had come through them so far.
+  const output = await outputEnded(face);
+  assert.ok(!output.includes('Debugger listening'), output);
   const lines = linesOf(read(errorLog));
   for (const line of lines) assert.match(line, TEXT_LINE);
   assert.ok(lines.every((line) => TEXT_LINE.exec(line)![2] === 'cgid'));
@@ -251,11 +255,13 @@ test('kfcgi: -E, mv + SIGUSR1: the next lines land in the new file; -F json; -v 
   const after = await until(logFile, /worker script \d+ started/);
   assert.ok(after.includes(`worker ${victim}`), after);
   assert.ok(!read(`${logFile}.1`).includes('SIGUSR1'));
-  assert.ok(!kfcgi.output().includes('Debugger listening'), kfcgi.output());
-  // -d: the same lines on standard error, in the same format.
-  assert.match(kfcgi.output(), /^\S+ info kfcgi\[\d+\]: listening on /m);
   await kfcgi.stop();
   assert.match(read(logFile), /info kfcgi\[\d+\]: stopped$/m);
+  // Checked on the whole output (its pipes ended), not on what had come through them so far.
+  const output = await outputEnded(kfcgi);
+  assert.ok(!output.includes('Debugger listening'), output);
+  // -d: the same lines on standard error, in the same format.
+  assert.match(output, /^\S+ info kfcgi\[\d+\]: listening on /m);
 
   // JSON lines on standard error; -v shows debug lines.
   const jsonSocket = join(dir, 'json.sock');
@@ -276,8 +282,9 @@ test('kfcgi: -E, mv + SIGUSR1: the next lines land in the new file; -F json; -v 
   ]);
   await waitForListener({ path: jsonSocket }, { process: json, timeoutMs: SLOW_MACHINE_MS });
   await json.stop();
-  const records = linesOf(json.output()).map(parseJsonRecord);
-  assert.ok(records.length > 0 && records.every((record) => record?.role === 'kfcgi'), json.output());
+  const jsonOutput = await outputEnded(json);
+  const records = linesOf(jsonOutput).map(parseJsonRecord);
+  assert.ok(records.length > 0 && records.every((record) => record?.role === 'kfcgi'), jsonOutput);
   assert.ok(records.some((record) => record!.message.startsWith('listening on ')));
 });
 
@@ -288,7 +295,11 @@ test('kfcgi without -d: through the system log, or, with no syslog socket, on st
   const launcher = startProcess(t, process.execPath, [GATEHOUSE_MAIN, 'kfcgi', '-n', '1', '-p', '/', '-s', socket, worker]);
   const { code } = await launcher.exited;
   assert.equal(code, 0, launcher.output());
-  const daemonPid = Number(/running in the background as pid (\d+)/.exec(launcher.output())?.[1]);
+  // 'exited' is the exit event: the pipe may still hold the launcher's report (the daemon keeps it open), so it is waited for.
+  const report = await waitForOutput(launcher, /running in the background as pid \d+; logging to .*\n/, "the launcher's report", {
+    timeoutMs: SLOW_MACHINE_MS,
+  });
+  const daemonPid = Number(/running in the background as pid (\d+)/.exec(report)?.[1]);
   assert.ok(daemonPid > 0, launcher.output());
   t.after(() => {
     try {
@@ -313,11 +324,5 @@ test('kfcgi without -d: through the system log, or, with no syslog socket, on st
   assert.equal(output.match(/no system log socket at \/dev\/log: logging to standard error instead/g)?.length, 1, output);
   assert.match(output, new RegExp(`^\\S+ info kfcgi\\[${daemonPid}\\]: listening on `, 'm'));
   process.kill(daemonPid, 'SIGTERM');
-  await waitForValue(
-    () => launcher.output(),
-    (text) => text.includes('stopped'),
-    'the stop logged',
-    { timeoutMs: SLOW_MACHINE_MS },
-  );
-  assert.match(launcher.output(), new RegExp(`info kfcgi\\[${daemonPid}\\]: stopped`));
+  await waitForOutput(launcher, new RegExp(`info kfcgi\\[${daemonPid}\\]: stopped`), 'the stop logged', { timeoutMs: SLOW_MACHINE_MS });
 });

@@ -12,6 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, startProcess, tempDir, waitForListener } from '../kit/process.js';
+import { waitForOutput } from '../kit/wait.js';
 import { GATEHOUSE_MAIN } from '../kit/paths.js';
 import { asRootOnPurpose, runGatehouse } from '../kit/serve.js';
 import { FastCGIClient } from '../../src/fastcgi/client/index.js';
@@ -143,7 +144,8 @@ test('fd:N: serve --listen and cgid --fastcgi serve on a socket inherited alread
       .on('error', reject);
   });
   assert.equal(body, 'file a\n');
-  assert.match(serve.output(), /listening on 127\.0\.0\.1:\d+/);
+  // Logged in a batch after the listen, and read through a pipe: the response can come first.
+  await waitForOutput(serve, /listening on 127\.0\.0\.1:\d+/, "serve's listening line");
 
   writeFileSync(join(dir, 'cgi', 'hi.sh'), '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\nhi from fd\\n"\n', { mode: 0o755 });
   const face = await inheritedListener(t);
@@ -158,5 +160,6 @@ test('fd:N: serve --listen and cgid --fastcgi serve on a socket inherited alread
     params: { REQUEST_METHOD: 'GET', SCRIPT_FILENAME: join(dir, 'cgi', 'hi.sh'), SCRIPT_NAME: '/hi.sh', GATEWAY_INTERFACE: 'CGI/1.1' },
   });
   assert.match(answer.stdout.toString(), /\r?\n\r?\nhi from fd\n$/, `${answer.stdout.toString()}\n${cgid.output()}`);
-  assert.match(cgid.output(), /^ready \d+ fd:3$/m);
+  // Its stdout comes through a pipe, read apart from the FastCGI socket: the answer can come first.
+  await waitForOutput(cgid, /^ready \d+ fd:3$/m, "cgid's ready line");
 });

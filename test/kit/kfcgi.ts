@@ -99,6 +99,23 @@ export async function startKfcgi(
   };
 }
 
+/**
+ * The manager's output with every line it logged before this call in it. Lines
+ * are written in batches and come through a pipe, so a check that a line was
+ * NOT logged cannot read output() at once: SIGUSR1 has the manager log a line
+ * now ("SIGUSR1: log files reopened", through the same writer, in order), and
+ * that line is waited for. Its workers are not told of the signal.
+ */
+export async function kfcgiOutputSoFar(kfcgi: RunningKfcgi): Promise<string> {
+  const marks = () => kfcgi.output().match(/SIGUSR1: log files reopened/g)?.length ?? 0;
+  const before = marks();
+  process.kill(kfcgi.pid, 'SIGUSR1');
+  await waitFor(() => marks() > before, "the manager's SIGUSR1 line (every line logged before it is in the output then)", {
+    context: () => kfcgi.output().slice(-4000),
+  });
+  return kfcgi.output();
+}
+
 /** Runs gatehouse kfcgi to completion (for option errors): status and output. */
 export async function runKfcgiCommand(
   args: string[],

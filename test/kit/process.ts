@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, existsSync, readFileSync, readdirSync, readlinkSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
+import type { Readable } from 'node:stream';
 import { waitFor } from './wait.js';
 import { descendantsOf } from './proc.js';
 
@@ -186,6 +187,21 @@ export function startProcess(t: Cleanup, command: string, args: readonly string[
   };
   t.after(() => stop());
   return { child, output: () => output, stop, exited };
+}
+
+/**
+ * Resolves with a stopped process's whole output, once its stdout and stderr
+ * ended (it, and whatever it forked that held them, closed them): `exited` is
+ * the exit event, which can come before the pipes are read to the end. A check
+ * that a line was NOT written reads this. Bounded like every wait.
+ */
+export async function outputEnded(running: RunningProcess, timeoutMs = 15_000): Promise<string> {
+  const ended = (stream: Readable | null) => stream === null || stream.readableEnded || stream.destroyed;
+  await waitFor(() => ended(running.child.stdout) && ended(running.child.stderr), `the end of pid ${running.child.pid}'s output`, {
+    timeoutMs,
+    context: () => running.output().slice(-4000),
+  });
+  return running.output();
 }
 
 export function isRunning(child: ChildProcess): boolean {

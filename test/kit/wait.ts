@@ -105,6 +105,31 @@ export function waitForText(path: string, pattern: RegExp | string, what: string
   ) as Promise<string>;
 }
 
+/**
+ * Waits until a process's collected output (`source.output()`, a RunningProcess's
+ * stdout and stderr) matches `pattern`; resolves with the whole output. A line
+ * reaches the test through a pipe later than the socket events that follow it
+ * in the process (and gatehouse's logs are written in batches, a turn later);
+ * after an exit too (`exited` resolves on 'exit', before the pipes are read to
+ * the end). So a line is waited for, never read once.
+ */
+export function waitForOutput(
+  source: { output(): string },
+  pattern: RegExp | string,
+  what: string,
+  options: WaitOptions = {},
+): Promise<string> {
+  const matches = (text: string) => (typeof pattern === 'string' ? text.includes(pattern) : pattern.test(text));
+  return waitFor(
+    () => {
+      const text = source.output();
+      return matches(text) && text;
+    },
+    what,
+    { context: () => `the output so far:\n${source.output().slice(-4000)}`, ...options },
+  ) as Promise<string>;
+}
+
 /** Reads `read()` until `check` holds, under waitFor's contract; resolves with the value that satisfied it. */
 export async function waitForValue<T>(read: () => T, check: (value: T) => boolean, what: string, options: WaitOptions = {}): Promise<T> {
   const found = await waitFor(

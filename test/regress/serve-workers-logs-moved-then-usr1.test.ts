@@ -16,7 +16,10 @@ import { execFileSync } from 'node:child_process';
 import { tempDir } from '../kit/process.js';
 import { httpRequest } from '../kit/http.js';
 import { startGatehouse } from '../kit/serve.js';
-import { waitForText } from '../kit/wait.js';
+import { textOf, waitForText, waitForValue } from '../kit/wait.js';
+
+/** How many of the access log's lines are of the requests sent after the rotation. */
+const linesAfter = (text: string) => text.split('\n').filter((line) => line.includes('/a.txt?after-')).length;
 
 const USER = 'www-data';
 
@@ -63,6 +66,13 @@ test('serve --workers 2 as www-data: logs moved by hand, SIGUSR1: new files owne
   // Enough requests that both workers answer some (the kernel gives each new connection to either).
   for (let i = 0; i < 20; i++) assert.equal((await httpRequest(`${server.base}/a.txt?after-${i}`)).status, 200);
   await waitForText(accessLog, 'GET /a.txt?after-19', 'the last request in the new access log');
+  // Each worker writes its own lines in batches: the other one's may still be on their way, to either file.
+  // Once all 20 are in (the two files together), none can land in the moved log later.
+  await waitForValue(
+    () => linesAfter(textOf(accessLog)) + linesAfter(textOf(`${accessLog}.1`)),
+    (count) => count === 20,
+    'an access log line for each of the 20 requests',
+  );
   const moved = readFileSync(`${accessLog}.1`, 'utf8');
   assert.doesNotMatch(moved, /after-/, 'no request after the rotation went to the moved access log');
   assert.doesNotMatch(readFileSync(errorLog, 'utf8'), /cannot reopen/, readFileSync(errorLog, 'utf8'));

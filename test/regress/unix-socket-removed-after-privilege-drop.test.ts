@@ -18,6 +18,7 @@ import { httpRequest } from '../kit/http.js';
 import { GATEHOUSE_MAIN } from '../kit/paths.js';
 import { childrenOf, commandLine, processExists } from '../kit/proc.js';
 import { requireProgram, runToExit, startProcess, tempDir, type RunningProcess } from '../kit/process.js';
+import { waitForOutput } from '../kit/wait.js';
 
 const asRoot = { skip: process.getuid?.() !== 0 ? 'dropping to www-data needs root (CI runs as root)' : false };
 const CGI_FCGI = '/usr/bin/cgi-fcgi';
@@ -65,7 +66,8 @@ async function stopAndCheckRemoved(running: RunningProcess, socket: string): Pro
   const { code } = await running.exited;
   assert.equal(code, 0, running.output());
   assert.throws(() => lstatSync(socket), /ENOENT/, `the socket file is gone at the stop:\n${running.output()}`);
-  assert.match(running.output(), new RegExp(`socket keeper: ${socket}: removed`));
+  // 'exited' is the exit event: the pipes may still hold the line, so it is waited for.
+  await waitForOutput(running, new RegExp(`socket keeper: ${socket}: removed`), "the keeper's removal logged");
   assert.ok(keeper, 'a keeper ran');
   assert.deepEqual(keeper.uids, [0, 0, 0, 0], 'the keeper kept root');
   assert.equal(processExists(keeper.pid), false, 'the keeper exits once the socket is removed');
@@ -83,6 +85,9 @@ test(
     await stopAndCheckRemoved(first, socket);
 
     const second = await started(t, args, /^ready /m);
+    // The ready line goes to stdout at once; a stale socket's line would be logged (in a batch, on stderr) just
+    // before "running as", which is waited for first.
+    await waitForOutput(second, /running as www-data/, "the face's running-as line");
     assert.doesNotMatch(second.output(), /stale socket/, 'nothing stale was left to replace');
     assert.match(await throughCgiFcgi(socket, script), /hello from www-data\n$/);
     const keeper = keeperOf(second.child.pid!)!.pid;

@@ -2,7 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
-import { waitFor } from '../kit/wait.js';
+import { startProcess } from '../kit/process.js';
+import { waitFor, waitForOutput } from '../kit/wait.js';
 
 test('resolves with the first truthy value the condition returns', async () => {
   let calls = 0;
@@ -53,4 +54,15 @@ test('an event wakes the wait and leaves no listener behind; a throwing conditio
     }, 'anything'),
     /broken probe/,
   );
+});
+
+test("waitForOutput: a process's line that is not there at the first look is waited for; past the deadline, the output so far", async (t) => {
+  // The line comes a turn after the process started, as gatehouse's batched log lines do.
+  const child = startProcess(t, process.execPath, ['-e', "setTimeout(() => console.error('late line'), 200); setTimeout(() => {}, 5000)"]);
+  assert.doesNotMatch(child.output(), /late line/, 'a one-shot read would have missed it');
+  await waitForOutput(child, /^late line$/m, 'the late line');
+  const source = { output: () => 'one line\n' };
+  await assert.rejects(waitForOutput(source, 'never', 'a line that never comes', { timeoutMs: 60 }), {
+    message: 'timed out after 60 ms waiting for a line that never comes\nthe output so far:\none line\n',
+  });
 });
