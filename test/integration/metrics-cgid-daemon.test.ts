@@ -16,7 +16,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { httpRequest } from '../kit/http.js';
-import { promtoolCheck, sampleValue, scrape, type Sample } from '../kit/metrics.js';
+import { promtoolCheck, sampleValue, scrape, scrapeUntil } from '../kit/metrics.js';
 import { childrenOf, commandLine, procStat } from '../kit/proc.js';
 import { freePort, tempDir, waitForListener } from '../kit/process.js';
 import { startGatehouse, type RunningServe } from '../kit/serve.js';
@@ -24,6 +24,8 @@ import { waitFor } from '../kit/wait.js';
 
 /** The daemon's start and restart on a shared machine: generous bounds. */
 const PATIENT = { timeoutMs: 30_000 };
+/** Scrapes here are patient (a daemon restarting) and show the gatehouse_cgi lines when they give up. */
+const CGI_SCRAPES = { ...PATIENT, contextPrefix: 'gatehouse_cgi' };
 
 /** The daemon's numbers as the kernel gives them, read here without gatehouse's code (units from getconf). */
 function procNumbers(pid: number): { rssBytes: number; cpuSeconds: number } {
@@ -75,27 +77,6 @@ async function startSite(t: TestContext): Promise<Site> {
     metricsPort,
     daemonPid: () => childrenOf(pid).find((child) => commandLine(child).includes(' cgid ')),
   };
-}
-
-/** Scrapes until `check` holds (each look is a scrape), then returns the samples. */
-async function scrapeUntil(port: number, check: (samples: Sample[]) => boolean, what: string): Promise<Sample[]> {
-  let last = '';
-  return waitFor(
-    async () => {
-      const scraped = await scrape({ port });
-      last = scraped.text;
-      return check(scraped.samples) ? scraped.samples : null;
-    },
-    what,
-    {
-      ...PATIENT,
-      context: () =>
-        `last scrape:\n${last
-          .split('\n')
-          .filter((line) => line.startsWith('gatehouse_cgi'))
-          .join('\n')}`,
-    },
-  );
 }
 
 /**
@@ -156,7 +137,12 @@ test("serve --metrics: the cgid daemon's resident memory and CPU seconds are its
   const idle = await assertDaemonNumbers(site, daemon);
   // Work for the daemon (each script is a spawn order it answers), then a second reading: read at the scrape, not at start.
   for (let count = 0; count < 30; count += 1) assert.equal((await httpRequest(`${site.base}/cgi-bin/ok.sh`)).status, 200);
-  await scrapeUntil(site.metricsPort, (samples) => sampleValue(samples, 'gatehouse_cgi_scripts_alive') === 0, 'every script reaped');
+  await scrapeUntil(
+    site.metricsPort,
+    (samples) => sampleValue(samples, 'gatehouse_cgi_scripts_alive') === 0,
+    'every script reaped',
+    CGI_SCRAPES,
+  );
   const busy = await assertDaemonNumbers(site, daemon);
   assert.ok(busy.cpuSeconds >= idle.cpuSeconds, 'CPU seconds never go back for one daemon');
 });
@@ -164,13 +150,23 @@ test("serve --metrics: the cgid daemon's resident memory and CPU seconds are its
 test('serve --metrics: a cgid daemon killed with SIGKILL is counted end to end (lost script, daemon_unavailable, one restart)', async (t) => {
   const site = await startSite(t);
   const first = await waitFor(() => site.daemonPid(), 'the cgid daemon', PATIENT);
-  const before = await scrapeUntil(site.metricsPort, (samples) => sampleValue(samples, 'gatehouse_cgid_daemon_up') === 1, 'the daemon up');
+  const { samples: before } = await scrapeUntil(
+    site.metricsPort,
+    (samples) => sampleValue(samples, 'gatehouse_cgid_daemon_up') === 1,
+    'the daemon up',
+    CGI_SCRAPES,
+  );
   assert.equal(sampleValue(before, 'gatehouse_cgid_daemon_restarts_total'), 0);
   assert.equal(sampleValue(before, 'gatehouse_cgi_spawn_failures_total', { errno: 'daemon_unavailable' }), undefined);
 
   // A script in flight: its head sent, sleeping.
   const inFlight = httpRequest(`${site.base}/cgi-bin/slow.sh`, { timeoutMs: 30_000 }).catch((error: Error) => error);
-  await scrapeUntil(site.metricsPort, (samples) => sampleValue(samples, 'gatehouse_cgi_scripts_alive') === 1, 'slow.sh running');
+  await scrapeUntil(
+    site.metricsPort,
+    (samples) => sampleValue(samples, 'gatehouse_cgi_scripts_alive') === 1,
+    'slow.sh running',
+    CGI_SCRAPES,
+  );
 
   // The front is stopped while the daemon dies and a request arrives, so that the front finds the daemon gone
   // (its socket at end of file, the process a zombie it has not reaped) when it reads that request: the
@@ -191,11 +187,12 @@ test('serve --metrics: a cgid daemon killed with SIGKILL is counted end to end (
   assert.equal(await whileDown, 503, 'a request made while the daemon is down');
   await inFlight;
 
-  const after = await scrapeUntil(
+  const { samples: after } = await scrapeUntil(
     site.metricsPort,
     (samples) =>
       sampleValue(samples, 'gatehouse_cgid_daemon_up') === 1 && sampleValue(samples, 'gatehouse_cgid_daemon_restarts_total') === 1,
     'the daemon back (up 1, one restart)',
+    CGI_SCRAPES,
   );
   assert.equal(sampleValue(after, 'gatehouse_cgid_daemon_restarts_total'), 1);
   assert.equal(sampleValue(after, 'gatehouse_cgi_spawn_failures_total', { errno: 'daemon_unavailable' }), 1, 'the request made while down');

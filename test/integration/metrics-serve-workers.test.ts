@@ -16,7 +16,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { httpRequest } from '../kit/http.js';
-import { promtoolCheck, sampleValue, scrape, type Sample } from '../kit/metrics.js';
+import { promtoolCheck, sampleValue, scrape, type Sample, scrapeUntil } from '../kit/metrics.js';
 import { GATEHOUSE_MAIN } from '../kit/paths.js';
 import { procStatusField } from '../kit/proc.js';
 import { freePort, tempDir, waitForListener } from '../kit/process.js';
@@ -32,32 +32,9 @@ function gatehouse(args: string[]): Promise<{ code: number; stdout: string; stde
   });
 }
 
-/** Scrapes until `check` holds on the samples, then returns them (and the text). */
-async function scrapeUntil(
-  port: number,
-  check: (samples: Sample[]) => boolean,
-  what: string,
-): Promise<{ text: string; samples: Sample[] }> {
-  let last = '';
-  return waitFor(
-    async () => {
-      const scraped = await scrape({ port });
-      last = scraped.text;
-      return check(scraped.samples) ? scraped : null;
-    },
-    what,
-    {
-      timeoutMs: 20_000,
-      context: () =>
-        `last scrape:\n${last
-          .split('\n')
-          .filter((line) => line.startsWith('gatehouse_'))
-          .join('\n')}`,
-    },
-  );
-}
-
 const CGI_OK = { route: 'cgi', status_class: '2xx' };
+/** Scrapes wait up to 20 s (workers starting, a stopped one answering late) and show the gatehouse_ lines when they give up. */
+const WORKER_SCRAPES = { timeoutMs: 20_000, contextPrefix: 'gatehouse_' };
 
 function siteConfig(maxScripts: number): string {
   return `cgi-bin = "cgi"
@@ -140,6 +117,7 @@ test('serve --workers 2 --metrics: the counts add up over both workers; process 
       sampleValue(found, 'gatehouse_http_requests_total', CGI_OK) === sent &&
       sampleValue(found, 'gatehouse_cgi_script_exits_total', { reason: 'exit', code: '0' }) === sent,
     `${sent} CGI requests answered and their scripts reaped, over both workers`,
+    WORKER_SCRAPES,
   );
   const one = (name: string) => samples.filter((sample) => sample.name === name);
   assert.equal(sampleValue(samples, 'gatehouse_serve_workers'), 2);
@@ -199,7 +177,7 @@ test('serve --workers 2 --metrics: a stopped worker is left out and the scrape s
   const sent = await load(server, accessLog, workers, 16);
   const everyone = (found: Sample[]) =>
     sampleValue(found, 'gatehouse_serve_workers_scraped') === 2 && sampleValue(found, 'gatehouse_http_requests_total', CGI_OK) === sent;
-  await scrapeUntil(metricsPort, everyone, `${sent} requests counted, both workers answering`);
+  await scrapeUntil(metricsPort, everyone, `${sent} requests counted, both workers answering`, WORKER_SCRAPES);
 
   // SIGSTOP: the worker cannot answer. The scrape still answers, says 1 of 2, keeps its counters, leaves out its gauges.
   const [stopped, killed] = workers as [number, number];
@@ -210,6 +188,7 @@ test('serve --workers 2 --metrics: a stopped worker is left out and the scrape s
       metricsPort,
       (found) => sampleValue(found, 'gatehouse_serve_workers_scraped') === 1,
       'a scrape with the running worker only',
+      WORKER_SCRAPES,
     );
     assert.equal(sampleValue(samples, 'gatehouse_http_requests_total', CGI_OK), sent, "the stopped worker's counters stand");
     assert.equal(sampleValue(samples, 'gatehouse_cgi_scripts_max'), 2, "the stopped worker's share left out");
@@ -227,7 +206,7 @@ test('serve --workers 2 --metrics: a stopped worker is left out and the scrape s
   } finally {
     process.kill(stopped, 'SIGCONT');
   }
-  await scrapeUntil(metricsPort, everyone, 'the stopped worker answering again');
+  await scrapeUntil(metricsPort, everyone, 'the stopped worker answering again', WORKER_SCRAPES);
 
   // SIGKILL: the supervisor starts another; the dead worker's counts stay in the sums, its successor's are added.
   process.kill(killed, 'SIGKILL');
@@ -249,12 +228,13 @@ test('serve --workers 2 --metrics: a stopped worker is left out and the scrape s
     "the killed worker's restart",
   );
   const survivors = [stopped, Number(restarted![1])];
-  await scrapeUntil(metricsPort, everyone, 'the restarted worker answering');
+  await scrapeUntil(metricsPort, everyone, 'the restarted worker answering', WORKER_SCRAPES);
   const more = await load(server, accessLog, survivors, 8);
   await scrapeUntil(
     metricsPort,
     (found) => sampleValue(found, 'gatehouse_http_requests_total', CGI_OK) === sent + more,
     `${sent} + ${more} requests counted after the restart`,
+    WORKER_SCRAPES,
   );
 
   // SIGHUP with max-scripts 6: every worker reloads its share (3 + 3), and the metrics read the new limiters.
@@ -264,6 +244,7 @@ test('serve --workers 2 --metrics: a stopped worker is left out and the scrape s
     metricsPort,
     (found) => sampleValue(found, 'gatehouse_cgi_scripts_max') === 6 && sampleValue(found, 'gatehouse_serve_workers_scraped') === 2,
     'max-scripts 6 after the reload',
+    WORKER_SCRAPES,
   );
   const json = await gatehouse(['status', '--json', `127.0.0.1:${metricsPort}`]);
   assert.equal(json.code, 0, json.stderr);

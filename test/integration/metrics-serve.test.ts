@@ -17,11 +17,10 @@ import { CLIENT_MAX_CONNECTIONS } from '../../src/limits.js';
 import { GATEHOUSE_MAIN } from '../kit/paths.js';
 import { startGatehouse } from '../kit/serve.js';
 import { httpRequest } from '../kit/http.js';
-import { promtoolCheck, sampleValue, scrape, type Sample } from '../kit/metrics.js';
+import { promtoolCheck, sampleValue, scrape, scrapeUntil } from '../kit/metrics.js';
 import { startPhpFpm } from '../kit/php-fpm.js';
 import { freePort, tempDir, waitForListener } from '../kit/process.js';
 import { startPrometheus } from '../kit/prometheus.js';
-import { waitFor } from '../kit/wait.js';
 
 function gatehouse(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -29,20 +28,6 @@ function gatehouse(args: string[]): Promise<{ code: number; stdout: string; stde
       resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
     });
   });
-}
-
-/** Scrapes until `check` holds on the samples (woken by the scrape, never a pause), then returns them. */
-async function scrapeUntil(port: number, check: (samples: Sample[]) => boolean, what: string): Promise<Sample[]> {
-  let last = '';
-  return waitFor(
-    async () => {
-      const scraped = await scrape({ port });
-      last = scraped.text;
-      return check(scraped.samples) ? scraped.samples : null;
-    },
-    what,
-    { context: () => `last scrape:\n${last}` },
-  );
 }
 
 test('serve --metrics: Prometheus reads back every count of a bounded load; promtool; gatehouse status', async (t) => {

@@ -14,9 +14,8 @@ import { join } from 'node:path';
 import { FastCGIClient } from '../../src/fastcgi/client/index.js';
 import { asRootOnPurpose } from '../kit/serve.js';
 import { freePort, startProcess, tempDir, waitForListener } from '../kit/process.js';
-import { httpGet, promtoolCheck, sampleValue, scrape, type Sample } from '../kit/metrics.js';
+import { httpGet, promtoolCheck, sampleValue, scrape, scrapeUntil } from '../kit/metrics.js';
 import { buildFixtures, gatehouseMain, startKfcgi, statusWhen } from '../kit/kfcgi.js';
-import { waitFor } from '../kit/wait.js';
 
 /** Runs `gatehouse ARGS` to completion. */
 function gatehouse(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -26,19 +25,6 @@ function gatehouse(args: string[]): Promise<{ code: number; stdout: string; stde
       resolve({ code, stdout, stderr });
     });
   });
-}
-
-/** Scrapes until `check` holds on the samples (waiting for the event, never for a time), then returns that scrape. */
-async function scrapeUntil(port: number, check: (samples: Sample[]) => boolean, what: string) {
-  let last: Awaited<ReturnType<typeof scrape>> | undefined;
-  return waitFor(
-    async () => {
-      last = await scrape({ port });
-      return check(last.samples) && last;
-    },
-    what,
-    { context: () => `last scrape:\n${last?.text ?? '(none answered)'}` },
-  );
 }
 
 test('kfcgi -M and -S: gatehouse status (table, --json, --full), the main socket named as such, metrics, a killed worker', async (t) => {

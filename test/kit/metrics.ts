@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { requireProgram } from './process.js';
+import { waitFor } from './wait.js';
 
 export interface DocumentedMetric {
   name: string;
@@ -90,4 +91,36 @@ export async function scrape(where: { port: number } | { socketPath: string }): 
   const response = await httpGet(where, '/metrics');
   if (response.status !== 200) throw new Error(`/metrics answered ${response.status}: ${response.body}`);
   return { text: response.body, samples: parseExposition(response.body) };
+}
+
+/**
+ * Scrapes until `check` holds on the samples, then returns that scrape. Each look is a scrape, woken by its
+ * answer, never a pause. A scrape that is not answered 200 ends the wait with that error. On a timeout, the
+ * failure shows the last scrape, cut to the lines that start with `contextPrefix` where one is given.
+ */
+export async function scrapeUntil(
+  port: number,
+  check: (samples: Sample[]) => boolean,
+  what: string,
+  options: { timeoutMs?: number; contextPrefix?: string } = {},
+): Promise<{ text: string; samples: Sample[] }> {
+  let last: { text: string; samples: Sample[] } | undefined;
+  const shown = () => {
+    if (!last) return '(none answered)';
+    const prefix = options.contextPrefix;
+    return prefix === undefined
+      ? last.text
+      : last.text
+          .split('\n')
+          .filter((line) => line.startsWith(prefix))
+          .join('\n');
+  };
+  return waitFor(
+    async () => {
+      last = await scrape({ port });
+      return check(last.samples) ? last : null;
+    },
+    what,
+    { ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }), context: () => `last scrape:\n${shown()}` },
+  );
 }
