@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { httpRequest } from './http.js';
 import { FIXTURES_BUILT, FIXTURES_SOURCE, GATEHOUSE_MAIN } from './paths.js';
-import { childrenOf } from './proc.js';
+import { childrenOf, commandLine } from './proc.js';
 import { startProcess, tempDir, waitForListener, type Cleanup, type RunningProcess } from './process.js';
 import { waitFor } from './wait.js';
 import { readStatus } from '../../src/kfcgi/status.js';
@@ -74,7 +74,11 @@ export function buildFixtures(_t: Cleanup): Fixtures {
 export interface RunningKfcgi extends RunningProcess {
   pid: number;
   socket: string;
-  /** The worker pids (children of the manager), from /proc. */
+  /**
+   * The worker pids (children of the manager that run their program), from /proc. A child between its fork and
+   * its exec still runs the manager's image (all signals blocked by libuv, the manager's uid before a -U drop,
+   * no lifeline armed yet): it is not counted until its command line is no longer the manager's.
+   */
   workers(): number[];
 }
 
@@ -88,7 +92,12 @@ export async function startKfcgi(
   const pid = running.child.pid!;
   const address = typeof options.socket === 'string' ? { path: options.socket } : options.socket;
   await waitForListener(address, { what: 'gatehouse kfcgi', process: running });
-  const workers = () => childrenOf(pid);
+  const managerCommand = commandLine(pid);
+  const workers = () =>
+    childrenOf(pid).filter((child) => {
+      const command = commandLine(child);
+      return command !== '' && command !== managerCommand;
+    });
   if (options.expectWorkers !== undefined)
     await waitFor(() => workers().length === options.expectWorkers, `${options.expectWorkers} workers`, { context: running.output });
   return {
